@@ -1,0 +1,282 @@
+//! Units of work on accounts: users, hospitals and their API clients. Each function runs inside
+//! the caller's write transaction and appends its audit row there.
+
+use serde_json::json;
+
+use crate::auth::Role;
+use crate::error::{ApiError, ApiResult, Validator};
+use crate::store::audit::{self, Actor, Change};
+use crate::store::api_clients::{self, ApiClient, NewApiClient};
+use crate::store::hospitals::{self, Hospital, NewHospital};
+use crate::store::users::{self, NewUser, User, UserChanges};
+use crate::store::{DbConn, is_unique_violation, now, sessions};
+
+/// Lower-case, trimmed; 3–64 of `a-z 0-9 . _ @ -`.
+pub fn normalize_username(raw: &str) -> Result<String, String> {
+    let name = raw.trim().to_lowercase();
+    let len = name.chars().count();
+    if !(3..=64).contains(&len) {
+        return Err("must be 3 to 64 characters".to_owned());
+    }
+    if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._@-".contains(c)) {
+        return Err("may contain only letters, digits and . _ @ -".to_owned());
+    }
+    Ok(name)
+}
+
+/// Upper-case, trimmed; 2–32 of `A-Z 0-9 _ -`, starting with a letter or digit.
+pub fn normalize_hospital_code(raw: &str) -> Result<String, String> {
+    let code = raw.trim().to_uppercase();
+    let len = code.len();
+    if !(2..=32).contains(&len) {
+        return Err("must be 2 to 32 characters".to_owned());
+    }
+    let mut chars = code.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if !first_ok || !code.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '-') {
+        return Err("may contain only A-Z, 0-9, _ and -, starting with a letter or digit".to_owned());
+    }
+    Ok(code)
+}
+
+fn check_role_hospital(conn: &mut DbConn, role: Role, hospital_id: Option<i64>) -> ApiResult<()> {
+    let mut v = Validator::new();
+    v.check(
+        role != Role::Hospital || hospital_id.is_some(),
+        "hospital_id",
+        "is required for role hospital",
+    );
+    v.check(
+        role == Role::Hospital || hospital_id.is_none(),
+        "hospital_id",
+        "only hospital accounts belong to a hospital",
+    );
+    v.finish()?;
+    if let Some(hid) = hospital_id {
+        match hospitals::find(conn, hid)? {
+            Some(h) if h.active => {}
+            Some(_) => return Err(ApiError::refused("hospital_inactive", format!("hospital {hid} is not active"), Vec::new())),
+            None => return Err(ApiError::refused("unknown_hospital", format!("there is no hospital {hid}"), Vec::new())),
+        }
+    }
+    Ok(())
+}
+
+pub struct NewAccount {
+    pub username: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub hospital_id: Option<i64>,
+}
+
+pub fn create_user(conn: &mut DbConn, actor: &Actor, account: &NewAccount) -> ApiResult<User> {
+    check_role_hospital(conn, account.role, account.hospital_id)?;
+    let at = now();
+    let user = users::insert(
+        conn,
+        &NewUser {
+            username: &account.username,
+            password_hash: &account.password_hash,
+            role: account.role.as_str(),
+            hospital_id: account.hospital_id,
+            active: true,
+            created_at: at,
+            updated_at: at,
+        },
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            ApiError::conflict("username_taken", format!("the username {} is taken", account.username))
+        } else {
+            e.into()
+        }
+    })?;
+    audit::append(
+        conn,
+        actor,
+        Change {
+            action: "user.create",
+            entity_type: "user",
+            entity_id: user.id.to_string(),
+            before: None,
+            after: Some(user.audit_view()),
+        },
+    )?;
+    Ok(user)
+}
+
+/// A partial update; `None` leaves a field alone.
+#[derive(Debug, Default)]
+pub struct AccountPatch {
+    pub role: Option<Role>,
+    pub hospital_id: Option<Option<i64>>,
+    pub active: Option<bool>,
+    pub password_hash: Option<String>,
+}
+
+pub fn update_user(conn: &mut DbConn, actor: &Actor, id: i64, patch: AccountPatch) -> ApiResult<User> {
+    let before = users::find(conn, id)?.ok_or_else(|| ApiError::not_found("user"))?;
+    let old_role: Role = before.role.parse().map_err(ApiError::internal)?;
+    let role = patch.role.unwrap_or(old_role);
+    let hospital_id = match patch.hospital_id {
+        Some(h) => h,
+        None if role == Role::Hospital => before.hospital_id,
+        None => None,
+    };
+    let active = patch.active.unwrap_or(before.active);
+    check_role_hospital(conn, role, hospital_id)?;
+    let loses_admin = old_role == Role::Admin && before.active && (role != Role::Admin || !active);
+    if loses_admin && users::count_active_admins(conn)? <= 1 {
+        return Err(ApiError::conflict(
+            "last_admin",
+            "this is the last active admin; create another admin before demoting or deactivating it",
+        ));
+    }
+    let password_changed = patch.password_hash.is_some();
+    let at = now();
+    let after = users::update(
+        conn,
+        id,
+        &UserChanges {
+            password_hash: patch.password_hash,
+            role: Some(role.as_str().to_owned()),
+            hospital_id: Some(hospital_id),
+            active: Some(active),
+            updated_at: Some(at),
+        },
+    )?;
+    // Deactivation or a new password ends every session of the account.
+    if (before.active && !active) || password_changed {
+        let reason = if password_changed { "password_changed" } else { "account_deactivated" };
+        sessions::revoke_all_for_user(conn, id, reason, at)?;
+    }
+    let mut after_view = after.audit_view();
+    if password_changed {
+        after_view["password_changed"] = json!(true);
+    }
+    audit::append(
+        conn,
+        actor,
+        Change {
+            action: "user.update",
+            entity_type: "user",
+            entity_id: id.to_string(),
+            before: Some(before.audit_view()),
+            after: Some(after_view),
+        },
+    )?;
+    Ok(after)
+}
+
+/// Create the first admin when there are no users at all; `None` when users already exist.
+pub fn bootstrap_admin(conn: &mut DbConn, username: &str, password_hash: &str) -> ApiResult<Option<User>> {
+    if users::count(conn)? > 0 {
+        return Ok(None);
+    }
+    let account = NewAccount {
+        username: username.to_owned(),
+        password_hash: password_hash.to_owned(),
+        role: Role::Admin,
+        hospital_id: None,
+    };
+    create_user(conn, &Actor::system("bootstrap"), &account).map(Some)
+}
+
+pub fn create_hospital(conn: &mut DbConn, actor: &Actor, name: &str, code: &str) -> ApiResult<Hospital> {
+    let at = now();
+    let hospital = hospitals::insert(conn, &NewHospital { name, code, active: true, created_at: at, updated_at: at })
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                ApiError::conflict("hospital_code_taken", format!("a hospital with code {code} exists"))
+            } else {
+                e.into()
+            }
+        })?;
+    audit::append(
+        conn,
+        actor,
+        Change {
+            action: "hospital.create",
+            entity_type: "hospital",
+            entity_id: hospital.id.to_string(),
+            before: None,
+            after: Some(json!({"id": hospital.id, "name": hospital.name, "code": hospital.code, "active": hospital.active})),
+        },
+    )?;
+    Ok(hospital)
+}
+
+pub fn create_client(
+    conn: &mut DbConn,
+    actor: &Actor,
+    hospital_id: i64,
+    name: &str,
+    client_id: &str,
+    secret_hash: &str,
+) -> ApiResult<ApiClient> {
+    match hospitals::find(conn, hospital_id)? {
+        Some(h) if h.active => {}
+        Some(_) => return Err(ApiError::refused("hospital_inactive", "the hospital is not active", Vec::new())),
+        None => return Err(ApiError::not_found("hospital")),
+    }
+    let client = api_clients::insert(
+        conn,
+        &NewApiClient { hospital_id, client_id, secret_hash, name, active: true, created_at: now() },
+    )?;
+    audit::append(
+        conn,
+        actor,
+        Change {
+            action: "api_client.create",
+            entity_type: "api_client",
+            entity_id: client.id.to_string(),
+            before: None,
+            after: Some(client.audit_view()),
+        },
+    )?;
+    Ok(client)
+}
+
+pub fn revoke_client(conn: &mut DbConn, actor: &Actor, hospital_id: i64, id: i64) -> ApiResult<ApiClient> {
+    let before = api_clients::find(conn, id)?
+        .filter(|c| c.hospital_id == hospital_id)
+        .ok_or_else(|| ApiError::not_found("client"))?;
+    let at = now();
+    let after = api_clients::revoke(conn, id, at)?
+        .ok_or_else(|| ApiError::conflict("already_revoked", "this client credential is already revoked"))?;
+    sessions::revoke_all_for_client(conn, id, "client_revoked", at)?;
+    audit::append(
+        conn,
+        actor,
+        Change {
+            action: "api_client.revoke",
+            entity_type: "api_client",
+            entity_id: id.to_string(),
+            before: Some(before.audit_view()),
+            after: Some(after.audit_view()),
+        },
+    )?;
+    Ok(after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        assert_eq!(normalize_username("  Alice.B ").as_deref(), Ok("alice.b"));
+        assert!(normalize_username("ab").is_err());
+        assert!(normalize_username("has space").is_err());
+        assert!(normalize_username(&"a".repeat(65)).is_err());
+        assert!(normalize_username("ünï").is_err());
+    }
+
+    #[test]
+    fn hospital_codes() {
+        assert_eq!(normalize_hospital_code(" rfh-01 ").as_deref(), Ok("RFH-01"));
+        assert!(normalize_hospital_code("A").is_err());
+        assert!(normalize_hospital_code("-AB").is_err());
+        assert!(normalize_hospital_code("A B").is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! Authentication and authorisation.
+//!
+//! A handler states who may call it by what it takes: [`AuthUser`] authenticates (Bearer JWT,
+//! then the session and account are checked in the database so that logout, deactivation and
+//! role changes take effect at once), and its `require_*` methods are the explicit role checks
+//! on the handler's first lines. Hospital accounts carry their hospital for scoping.
+
+pub mod jwt;
+pub mod password;
+pub mod role;
+pub mod session;
+pub mod tokens;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::LocalBoxFuture;
+
+pub use role::Role;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::store::audit::{Actor, ActorKind};
+use crate::store::{api_clients, hospitals, sessions, users};
+
+/// Who is signed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    User(i64),
+    Client(i64),
+}
+
+impl Principal {
+    pub fn subject(self) -> String {
+        match self {
+            Self::User(id) => format!("user:{id}"),
+            Self::Client(id) => format!("client:{id}"),
+        }
+    }
+
+    pub fn parse_subject(sub: &str) -> Option<Self> {
+        let (kind, id) = sub.split_once(':')?;
+        let id: i64 = id.parse().ok()?;
+        match kind {
+            "user" => Some(Self::User(id)),
+            "client" => Some(Self::Client(id)),
+            _ => None,
+        }
+    }
+}
+
+/// An authenticated caller, with role and hospital as they are in the database now.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub principal: Principal,
+    /// Username, or the client id of a hospital system.
+    pub name: String,
+    pub role: Role,
+    pub hospital_id: Option<i64>,
+    pub session_id: String,
+}
+
+impl AuthUser {
+    pub fn actor(&self) -> Actor {
+        match self.principal {
+            Principal::User(id) => Actor { kind: ActorKind::User, id: Some(id), name: self.name.clone() },
+            Principal::Client(id) => Actor { kind: ActorKind::Client, id: Some(id), name: self.name.clone() },
+        }
+    }
+
+    /// Refuse with 403 unless the caller has one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> ApiResult<()> {
+        if roles.contains(&self.role) {
+            Ok(())
+        } else {
+            let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            Err(ApiError::forbidden(format!(
+                "this action requires the role {}; you are {}",
+                names.join(" or "),
+                self.role
+            )))
+        }
+    }
+
+    pub fn require_admin(&self) -> ApiResult<()> {
+        self.require(&[Role::Admin])
+    }
+
+    pub fn require_staff(&self) -> ApiResult<()> {
+        self.require(&Role::STAFF)
+    }
+
+    /// Staff see every hospital's records; a hospital account only its own.
+    pub fn may_access_hospital(&self, hospital_id: i64) -> bool {
+        self.role.is_staff() || self.hospital_id == Some(hospital_id)
+    }
+}
+
+fn bearer_token(req: &HttpRequest) -> ApiResult<String> {
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing_token", "an Authorization: Bearer token is required"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("invalid_token", "the Authorization header is not valid text"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| ApiError::unauthorized("invalid_token", "expected 'Authorization: Bearer <token>'"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(ApiError::unauthorized("invalid_token", "expected 'Authorization: Bearer <token>'"));
+    }
+    Ok(token.trim().to_owned())
+}
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = bearer_token(req);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState missing")))?;
+            let token = token?;
+            let claims = state
+                .jwt
+                .verify(&token, chrono::Utc::now().timestamp())
+                .map_err(|e| match e {
+                    jwt::TokenError::Expired => ApiError::unauthorized("token_expired", "the access token has expired; refresh it"),
+                    jwt::TokenError::Invalid => ApiError::unauthorized("invalid_token", "the access token is not valid"),
+                })?;
+            let principal = Principal::parse_subject(&claims.sub)
+                .ok_or_else(|| ApiError::unauthorized("invalid_token", "the access token is not valid"))?;
+            let sid = claims.sid;
+            state.db(move |conn| load_principal(conn, principal, &sid)).await
+        })
+    }
+}
+
+/// Check the session and account behind a token; the account's current role is used.
+pub fn load_principal(conn: &mut crate::store::DbConn, principal: Principal, sid: &str) -> ApiResult<AuthUser> {
+    let session = sessions::find(conn, sid)?
+        .ok_or_else(|| ApiError::unauthorized("invalid_token", "the access token is not valid"))?;
+    if session.revoked_at.is_some() {
+        return Err(ApiError::unauthorized("session_revoked", "this session has ended; sign in again"));
+    }
+    let matches = match principal {
+        Principal::User(id) => session.user_id == Some(id),
+        Principal::Client(id) => session.api_client_id == Some(id),
+    };
+    if !matches {
+        return Err(ApiError::unauthorized("invalid_token", "the access token is not valid"));
+    }
+    match principal {
+        Principal::User(id) => {
+            let user = users::find(conn, id)?
+                .ok_or_else(|| ApiError::unauthorized("invalid_token", "the access token is not valid"))?;
+            if !user.active {
+                return Err(ApiError::unauthorized("account_inactive", "this account has been deactivated"));
+            }
+            let role: Role = user.role.parse().map_err(ApiError::internal)?;
+            Ok(AuthUser { principal, name: user.username, role, hospital_id: user.hospital_id, session_id: session.id })
+        }
+        Principal::Client(id) => {
+            let client = api_clients::find(conn, id)?
+                .ok_or_else(|| ApiError::unauthorized("invalid_token", "the access token is not valid"))?;
+            if !client.active {
+                return Err(ApiError::unauthorized("account_inactive", "this client credential has been revoked"));
+            }
+            let hospital_active = hospitals::find(conn, client.hospital_id)?.is_some_and(|h| h.active);
+            if !hospital_active {
+                return Err(ApiError::unauthorized("account_inactive", "this hospital is not active"));
+            }
+            Ok(AuthUser {
+                principal,
+                name: client.client_id,
+                role: Role::Hospital,
+                hospital_id: Some(client.hospital_id),
+                session_id: session.id,
+            })
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The `granulo` command line: `serve` (default), `migrate`, `user create`, `audit verify`.
+
+use std::io::BufRead as _;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+
+use crate::auth::{Role, password};
+use crate::config::{DatabaseTarget, LogFormat, Settings};
+use crate::startup::{self, Application, Bootstrap};
+use crate::store::{self, StoreError, audit};
+
+#[derive(Debug, Parser)]
+#[command(name = "granulo", version, about = "Donor granulocyte management for blood banks")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// `sqlite://PATH` or `postgres://user@host:5432/db`.
+    #[arg(long, env = "GRANULO_DATABASE_URL", default_value = "sqlite://granulo.db", global = true, hide_env_values = true)]
+    pub database_url: String,
+    /// tracing filter directive.
+    #[arg(long, env = "GRANULO_LOG", default_value = "info", global = true)]
+    pub log: String,
+    #[arg(long, env = "GRANULO_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (the default).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Inspect the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    #[arg(long, env = "GRANULO_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    #[arg(long, env = "GRANULO_DB_POOL_SIZE", default_value_t = 8)]
+    pub pool_size: u32,
+    #[arg(long, env = "GRANULO_DB_CHECKOUT_TIMEOUT_MS", default_value_t = 3000)]
+    pub db_checkout_timeout_ms: u64,
+    #[arg(long, env = "GRANULO_ACCESS_TOKEN_MINUTES", default_value_t = 15)]
+    pub access_token_minutes: i64,
+    #[arg(long, env = "GRANULO_REFRESH_TOKEN_HOURS", default_value_t = 12)]
+    pub refresh_token_hours: i64,
+    #[arg(long, env = "GRANULO_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    pub login_max_failures: i64,
+    #[arg(long, env = "GRANULO_LOGIN_MAX_FAILURES_PER_ADDRESS", default_value_t = 30)]
+    pub login_max_failures_per_address: i64,
+    #[arg(long, env = "GRANULO_LOGIN_WINDOW_MINUTES", default_value_t = 15)]
+    pub login_window_minutes: i64,
+    #[arg(long, env = "GRANULO_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+    #[arg(long, env = "GRANULO_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account; the password is read from standard input.
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Hospital code or id (role `hospital` only).
+        #[arg(long)]
+        hospital: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain; exits 1 and names the first bad row when it is broken.
+    Verify,
+}
+
+/// Secrets come from the environment only, never from flags (which `ps` shows).
+fn env_secret(name: &str) -> Option<SecretString> {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).map(SecretString::from)
+}
+
+pub fn settings_from(global: &GlobalArgs, serve: &ServeArgs) -> Result<Settings, crate::config::ConfigError> {
+    let mut s = Settings::with_database(DatabaseTarget::parse(&global.database_url)?);
+    s.bind.clone_from(&serve.bind);
+    s.jwt_secret = env_secret("GRANULO_JWT_SECRET");
+    s.admin_username = std::env::var("GRANULO_ADMIN_USERNAME").ok().filter(|v| !v.is_empty());
+    s.admin_password = env_secret("GRANULO_ADMIN_PASSWORD");
+    s.pool_size = serve.pool_size;
+    s.db_checkout_timeout_ms = serve.db_checkout_timeout_ms;
+    s.access_token_minutes = serve.access_token_minutes;
+    s.refresh_token_hours = serve.refresh_token_hours;
+    s.login_max_failures = serve.login_max_failures;
+    s.login_max_failures_per_address = serve.login_max_failures_per_address;
+    s.login_window_minutes = serve.login_window_minutes;
+    s.trust_forwarded_for = serve.trust_forwarded_for;
+    s.workers = serve.workers;
+    Ok(s)
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("granulo: {msg}");
+    ExitCode::FAILURE
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        None => serve(&cli.global, &ServeArgs::parse_defaults()),
+        Some(Command::Serve(args)) => serve(&cli.global, &args),
+        Some(Command::Migrate) => migrate(&cli.global),
+        Some(Command::User(UserCommand::Create { username, role, hospital, password_stdin: _ })) => {
+            user_create(&cli.global, &username, role, hospital.as_deref())
+        }
+        Some(Command::Audit(AuditCommand::Verify)) => audit_verify(&cli.global),
+    }
+}
+
+impl ServeArgs {
+    /// Defaults and environment, as if `serve` had been given with no flags.
+    fn parse_defaults() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        Only::try_parse_from(["granulo"]).map(|o| o.serve).unwrap_or_default()
+    }
+}
+
+fn serve(global: &GlobalArgs, args: &ServeArgs) -> ExitCode {
+    let settings = match settings_from(global, args) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let database = settings.database.display();
+    let system = actix_web::rt::System::new();
+    system.block_on(async move {
+        let app = match Application::build(settings) {
+            Ok(app) => app,
+            Err(e) => return fail(e),
+        };
+        let bind = app.state.settings.bind.clone();
+        let host = bind.rsplit_once(':').map_or(bind.as_str(), |(h, _)| h).to_owned();
+        let base = format!("http://{host}:{}", app.port());
+        tracing::info!(%database, address = %base, "granulo listening");
+        println!("granulo is listening on {base} (database {database})");
+        println!("  API docs:  {base}/docs/");
+        match &app.bootstrap {
+            Bootstrap::Generated { username, password_file } => {
+                println!("  First start: created the admin account '{username}'.");
+                println!("  Its password is in {} (readable only by you).", password_file.display());
+                println!("  Sign in:   curl -s {base}/api/v1/auth/login -H 'content-type: application/json' \\");
+                println!("               -d '{{\"username\":\"{username}\",\"password\":\"'\"$(cat {})\"'\"}}'", password_file.display());
+                println!("  Then change it: PATCH /api/v1/users/{{id}} {{\"password\": …}} and delete the file.");
+            }
+            Bootstrap::FromEnvironment { username } => {
+                println!("  First start: created the admin account '{username}' from GRANULO_ADMIN_USERNAME.");
+                println!("  Sign in:   POST {base}/api/v1/auth/login {{\"username\", \"password\"}}");
+            }
+            Bootstrap::NoUsers => {
+                println!("  There are no accounts yet: set GRANULO_ADMIN_USERNAME and GRANULO_ADMIN_PASSWORD,");
+                println!("  or run: granulo user create --username NAME --role admin --password-stdin");
+            }
+            Bootstrap::NotNeeded => {
+                println!("  Sign in:   POST {base}/api/v1/auth/login {{\"username\", \"password\"}}");
+            }
+        }
+        match app.run_until_stopped().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        }
+    })
+}
+
+fn open(global: &GlobalArgs) -> Result<store::DbConn, String> {
+    let target = DatabaseTarget::parse(&global.database_url).map_err(|e| e.to_string())?;
+    let mut conn = store::establish(&target).map_err(|e| format!("cannot connect to {}: {e}", target.display()))?;
+    store::run_migrations(&mut conn).map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
+fn migrate(global: &GlobalArgs) -> ExitCode {
+    let target = match DatabaseTarget::parse(&global.database_url) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    let mut conn = match store::establish(&target) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot connect to {}: {e}", target.display())),
+    };
+    match store::run_migrations(&mut conn) {
+        Ok(n) => {
+            println!("{n} migration(s) applied to {}", target.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn user_create(global: &GlobalArgs, username: &str, role: Role, hospital: Option<&str>) -> ExitCode {
+    let username = match crate::accounts::normalize_username(username) {
+        Ok(u) => u,
+        Err(m) => return fail(format!("--username {m}")),
+    };
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+        return fail(format!("cannot read the password from standard input: {e}"));
+    }
+    let pw = line.trim_end_matches(['\n', '\r']).to_owned();
+    if let Some(m) = password::policy_violation(&pw, &username) {
+        return fail(format!("password {m}"));
+    }
+    let mut conn = match open(global) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let hospital_id = match hospital {
+        None => None,
+        Some(h) => {
+            let found = match h.parse::<i64>() {
+                Ok(id) => store::hospitals::find(&mut conn, id),
+                Err(_) => store::hospitals::find_by_code(&mut conn, &h.trim().to_uppercase()),
+            };
+            match found {
+                Ok(Some(found)) => Some(found.id),
+                Ok(None) => return fail(format!("no hospital {h}")),
+                Err(e) => return fail(e),
+            }
+        }
+    };
+    let hash = match password::hash(&pw) {
+        Ok(h) => h,
+        Err(e) => return fail(e),
+    };
+    let account = crate::accounts::NewAccount { username, password_hash: hash, role, hospital_id };
+    let actor = audit::Actor::system("cli");
+    match store::write_tx(&mut conn, |c| crate::accounts::create_user(c, &actor, &account)) {
+        Ok(user) => {
+            println!("created {} '{}' (id {})", user.role, user.username, user.id);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn audit_verify(global: &GlobalArgs) -> ExitCode {
+    let mut conn = match open(global) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    match audit::verify(&mut conn).map_err(StoreError::from) {
+        Ok(report) => match report.first_bad {
+            None => {
+                println!("audit chain intact: {} rows, last hash {}", report.rows_checked, report.last_hash);
+                ExitCode::SUCCESS
+            }
+            Some(bad) => {
+                println!(
+                    "audit chain BROKEN at row {}: {} ({} rows before it verified)",
+                    bad.id, bad.problem, report.rows_checked
+                );
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => fail(e),
+    }
+}
+
+/// For `startup` errors surfaced by the CLI.
+impl From<startup::StartupError> for ExitCode {
+    fn from(e: startup::StartupError) -> Self {
+        fail(e)
+    }
+}

@@ -1,0 +1,331 @@
+//! Typed settings, read once at start-up from `GRANULO_*` environment variables (or the matching
+//! command-line flags) and passed by value: nothing global, so tests build their own.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `GRANULO_DATABASE_URL` | `sqlite://granulo.db` | `sqlite://PATH` or `postgres://user@host:5432/db` |
+//! | `GRANULO_BIND` | `127.0.0.1:8080` | listen address |
+//! | `GRANULO_JWT_SECRET` | generated beside the SQLite file | HS256 key, at least 32 bytes; required on PostgreSQL |
+//! | `GRANULO_ADMIN_USERNAME`, `GRANULO_ADMIN_PASSWORD` | unset | first admin, created when there are no users |
+//! | `GRANULO_DB_POOL_SIZE` | 8 | connections in the pool |
+//! | `GRANULO_DB_CHECKOUT_TIMEOUT_MS` | 3000 | wait for a pooled connection before answering 503 |
+//! | `GRANULO_ACCESS_TOKEN_MINUTES` | 15 | access-token lifetime |
+//! | `GRANULO_REFRESH_TOKEN_HOURS` | 12 | refresh-token lifetime (one shift) |
+//! | `GRANULO_LOGIN_MAX_FAILURES` | 5 | failed logins per username within the window before 429 |
+//! | `GRANULO_LOGIN_MAX_FAILURES_PER_ADDRESS` | 30 | the same per client address |
+//! | `GRANULO_LOGIN_WINDOW_MINUTES` | 15 | throttling window |
+//! | `GRANULO_TRUST_FORWARDED_FOR` | false | take the client address from `X-Forwarded-For` (only behind a proxy you run) |
+//! | `GRANULO_WORKERS` | one per core | HTTP worker threads |
+//! | `GRANULO_LOG` | `info` | tracing filter, e.g. `granulo=debug,info` |
+//! | `GRANULO_LOG_FORMAT` | `text` | `text` or `json` |
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// Where the data lives, parsed from the URL scheme.
+#[derive(Clone)]
+pub enum DatabaseTarget {
+    Sqlite(PathBuf),
+    Postgres(SecretString),
+}
+
+impl DatabaseTarget {
+    pub fn parse(url: &str) -> Result<Self, ConfigError> {
+        let url = url.trim();
+        if let Some(rest) = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+        {
+            if rest.is_empty() {
+                return Err(ConfigError::new("GRANULO_DATABASE_URL has no host after postgres://"));
+            }
+            return Ok(Self::Postgres(SecretString::from(url.to_owned())));
+        }
+        if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            if rest.is_empty() || rest == ":memory:" || rest.starts_with("file::memory:") {
+                return Err(ConfigError::new(
+                    "GRANULO_DATABASE_URL: an in-memory SQLite database is not supported \
+                     (each pooled connection would see its own empty database); name a file",
+                ));
+            }
+            return Ok(Self::Sqlite(PathBuf::from(rest)));
+        }
+        Err(ConfigError::new(format!(
+            "GRANULO_DATABASE_URL must start with sqlite:// or postgres:// (got {})",
+            redact_url(url)
+        )))
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The URL with any password masked, for logs and messages.
+    pub fn display(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Self::Postgres(url) => redact_url(url.expose_secret()),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display())
+    }
+}
+
+/// Mask the password of `scheme://user:password@host/…` and of a `password=` query parameter.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let (scheme, rest) = url.split_at(scheme_end + 3);
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = authority.split_at(at);
+            match userinfo.find(':') {
+                Some(colon) => format!("{}:***{}", &userinfo[..colon], host),
+                None => authority.to_owned(),
+            }
+        }
+        None => authority.to_owned(),
+    };
+    let tail = match tail.find("password=") {
+        Some(p) => {
+            let value_start = p + "password=".len();
+            let value_end = tail[value_start..]
+                .find('&')
+                .map_or(tail.len(), |e| value_start + e);
+            format!("{}***{}", &tail[..value_start], &tail[value_end..])
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}{authority}{tail}")
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything `serve` needs. Secrets are `SecretString`: their `Debug` prints a placeholder.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub database: DatabaseTarget,
+    pub bind: String,
+    pub jwt_secret: Option<SecretString>,
+    pub admin_username: Option<String>,
+    pub admin_password: Option<SecretString>,
+    pub pool_size: u32,
+    pub db_checkout_timeout_ms: u64,
+    pub access_token_minutes: i64,
+    pub refresh_token_hours: i64,
+    pub login_max_failures: i64,
+    pub login_max_failures_per_address: i64,
+    pub login_window_minutes: i64,
+    pub trust_forwarded_for: bool,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+impl Settings {
+    /// Defaults for everything but the database (used by tests and as the base of the CLI).
+    pub fn with_database(database: DatabaseTarget) -> Self {
+        Self {
+            database,
+            bind: "127.0.0.1:8080".to_owned(),
+            jwt_secret: None,
+            admin_username: None,
+            admin_password: None,
+            pool_size: 8,
+            db_checkout_timeout_ms: 3000,
+            access_token_minutes: 15,
+            refresh_token_hours: 12,
+            login_max_failures: 5,
+            login_max_failures_per_address: 30,
+            login_window_minutes: 15,
+            trust_forwarded_for: false,
+            workers: 0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.pool_size == 0 {
+            return Err(ConfigError::new("GRANULO_DB_POOL_SIZE must be at least 1"));
+        }
+        if !(1..=60).contains(&self.access_token_minutes) {
+            return Err(ConfigError::new("GRANULO_ACCESS_TOKEN_MINUTES must be 1 to 60"));
+        }
+        if !(1..=24 * 30).contains(&self.refresh_token_hours) {
+            return Err(ConfigError::new("GRANULO_REFRESH_TOKEN_HOURS must be 1 to 720"));
+        }
+        if self.login_max_failures < 1
+            || self.login_max_failures_per_address < 1
+            || self.login_window_minutes < 1
+        {
+            return Err(ConfigError::new("login throttling limits must be at least 1"));
+        }
+        if self.admin_username.is_some() != self.admin_password.is_some() {
+            return Err(ConfigError::new(
+                "set both GRANULO_ADMIN_USERNAME and GRANULO_ADMIN_PASSWORD, or neither",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The minimum length of an HS256 key, in bytes (RFC 7518 §3.2: at least the hash size).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// Resolve the signing key: the configured one, or on SQLite a random key generated once and
+/// kept beside the database file with mode 0600. PostgreSQL deployments run several instances
+/// that must share the key, so there it must be configured.
+pub fn resolve_jwt_secret(settings: &Settings) -> Result<SecretString, ConfigError> {
+    if let Some(secret) = &settings.jwt_secret {
+        if secret.expose_secret().len() < MIN_JWT_SECRET_BYTES {
+            return Err(ConfigError::new(format!(
+                "GRANULO_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes"
+            )));
+        }
+        return Ok(secret.clone());
+    }
+    match &settings.database {
+        DatabaseTarget::Postgres(_) => Err(ConfigError::new(
+            "GRANULO_JWT_SECRET is required with PostgreSQL (every instance must share it)",
+        )),
+        DatabaseTarget::Sqlite(db_path) => load_or_create_key_file(&sidecar_path(db_path, "jwt-secret")),
+    }
+}
+
+/// `granulo.db` → `granulo.db.<suffix>`, in the same directory.
+pub fn sidecar_path(db_path: &Path, suffix: &str) -> PathBuf {
+    let mut name = db_path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn load_or_create_key_file(path: &Path) -> Result<SecretString, ConfigError> {
+    use base64::Engine as _;
+    match std::fs::read_to_string(path) {
+        Ok(existing) => {
+            let key = existing.trim().to_owned();
+            if key.len() < MIN_JWT_SECRET_BYTES {
+                return Err(ConfigError::new(format!(
+                    "the key file {} is shorter than {MIN_JWT_SECRET_BYTES} bytes",
+                    path.display()
+                )));
+            }
+            Ok(SecretString::from(key))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 48];
+            rand::fill(&mut bytes);
+            let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+            write_private_file(path, &key).map_err(|e| {
+                ConfigError::new(format!("cannot write the key file {}: {e}", path.display()))
+            })?;
+            Ok(SecretString::from(key))
+        }
+        Err(e) => Err(ConfigError::new(format!(
+            "cannot read the key file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Create a new file readable only by its owner; refuses to overwrite.
+pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_schemes() {
+        assert!(matches!(DatabaseTarget::parse("sqlite://granulo.db"), Ok(DatabaseTarget::Sqlite(p)) if p == Path::new("granulo.db")));
+        assert!(matches!(DatabaseTarget::parse("sqlite:///var/lib/g.db"), Ok(DatabaseTarget::Sqlite(p)) if p == Path::new("/var/lib/g.db")));
+        assert!(matches!(DatabaseTarget::parse("postgres://u@h:5432/d"), Ok(DatabaseTarget::Postgres(_))));
+        assert!(matches!(DatabaseTarget::parse("postgresql://u@h/d"), Ok(DatabaseTarget::Postgres(_))));
+        assert!(DatabaseTarget::parse("mysql://x").is_err());
+        assert!(DatabaseTarget::parse("sqlite://:memory:").is_err());
+        assert!(DatabaseTarget::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/d"), "postgres://u:***@h:5432/d");
+        assert_eq!(redact_url("postgres://u@h/d?password=pw&x=1"), "postgres://u@h/d?password=***&x=1");
+        assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
+        let target = DatabaseTarget::parse("postgres://u:secret@h/d").expect("parses");
+        assert!(!format!("{target:?}").contains("secret"));
+    }
+
+    #[test]
+    fn settings_debug_hides_secrets() {
+        let mut s = Settings::with_database(DatabaseTarget::Sqlite("x.db".into()));
+        s.jwt_secret = Some(SecretString::from("a-very-secret-signing-key-of-32-bytes!"));
+        s.admin_password = Some(SecretString::from("hunter2hunter2"));
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("a-very-secret"));
+        assert!(!shown.contains("hunter2"));
+    }
+
+    #[test]
+    fn generated_key_is_private_and_stable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("g.db");
+        let settings = Settings::with_database(DatabaseTarget::Sqlite(db.clone()));
+        let first = resolve_jwt_secret(&settings).expect("generated");
+        let second = resolve_jwt_secret(&settings).expect("read back");
+        assert_eq!(first.expose_secret(), second.expose_secret());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(sidecar_path(&db, "jwt-secret"))
+                .expect("file")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn postgres_requires_a_secret() {
+        let settings = Settings::with_database(DatabaseTarget::Postgres("postgres://h/d".into()));
+        assert!(resolve_jwt_secret(&settings).is_err());
+    }
+}

@@ -1,0 +1,238 @@
+//! Input extraction that answers in problem+json: a JSON body extractor with a size limit and
+//! field paths in its errors, error handlers for path and query parsing, and a middleware that
+//! turns the framework's own plain-text errors (unknown route, wrong method, …) into problems.
+
+use actix_web::dev::{Payload, ServiceResponse};
+use actix_web::http::{StatusCode, header};
+use actix_web::middleware::ErrorHandlerResponse;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::StreamExt as _;
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, ErrorKind, FieldError, PROBLEM_CONTENT_TYPE, problem_response};
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// A JSON request body, deserialised with the path of any offending field.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T> JsonBody<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+fn is_json_content_type(req: &HttpRequest) -> bool {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else { return false };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json = is_json_content_type(req);
+        let declared_len = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if !json {
+                return Err(ApiError::new(
+                    ErrorKind::UnsupportedMediaType,
+                    "unsupported_media_type",
+                    "the request body must be JSON (Content-Type: application/json)",
+                ));
+            }
+            if declared_len.is_some_and(|n| n > MAX_BODY_BYTES) {
+                return Err(too_large());
+            }
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| {
+                    ApiError::bad_request("invalid_body", format!("the request body could not be read: {e}"))
+                })?;
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            parse_json(&body).map(JsonBody)
+        })
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        ErrorKind::PayloadTooLarge,
+        "payload_too_large",
+        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// Deserialise with field paths; syntax errors and type errors get distinct codes.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => ApiError::validation(vec![FieldError {
+                field: if path == "." { "body".to_owned() } else { path },
+                message: strip_position(&inner.to_string()),
+            }]),
+            serde_json::error::Category::Eof if body.iter().all(u8::is_ascii_whitespace) => {
+                ApiError::bad_request("malformed_json", "the request body is empty; a JSON object is required")
+            }
+            _ => ApiError::bad_request("malformed_json", format!("the request body is not valid JSON: {inner}")),
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request("malformed_json", format!("trailing data after the JSON value: {e}")))?;
+    Ok(value)
+}
+
+/// serde_json appends " at line 1 column 42" to data errors; the field path says more.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// `web::PathConfig` that answers 400 `invalid_path`.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|err, _req| {
+        ApiError::bad_request("invalid_path", format!("the URL path is invalid: {err}")).into()
+    })
+}
+
+/// `web::QueryConfig` that answers 400 `invalid_query`.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        ApiError::bad_request("invalid_query", format!("the query string is invalid: {err}")).into()
+    })
+}
+
+/// `web::JsonConfig` for any handler that uses actix's own `web::Json`.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(|err, _req| {
+            use actix_web::error::JsonPayloadError as J;
+            match err {
+                J::OverflowKnownLength { .. } | J::Overflow { .. } => too_large().into(),
+                J::ContentType => ApiError::new(
+                    ErrorKind::UnsupportedMediaType,
+                    "unsupported_media_type",
+                    "the request body must be JSON",
+                )
+                .into(),
+                other => ApiError::bad_request("malformed_json", other.to_string()).into(),
+            }
+        })
+}
+
+/// Middleware hook for every 4xx/5xx: responses that are not problem+json already (the
+/// framework's 404, 405, 413, …) are replaced by one. 5xx bodies stay generic.
+pub fn normalize_error<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_problem = res
+        .response()
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(PROBLEM_CONTENT_TYPE));
+    if is_problem {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let method = res.request().method().to_string();
+    let path = res.request().path().to_owned();
+    let error = match status {
+        StatusCode::NOT_FOUND => ApiError::new(ErrorKind::NotFound, "not_found", format!("no resource at {path}")),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            ErrorKind::MethodNotAllowed,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(ErrorKind::UnsupportedMediaType, "unsupported_media_type", "unsupported media type")
+        }
+        s if s.is_server_error() => ApiError::new(ErrorKind::Internal, "internal_error", "an internal error occurred"),
+        _ => ApiError::new(ErrorKind::BadRequest, "bad_request", "the request could not be understood"),
+    };
+    let mut problem = error.problem();
+    // Keep the framework's status (e.g. 408, 431) even where the kind maps differently.
+    problem.status = status.as_u16();
+    problem.title = status.canonical_reason().unwrap_or("Error").to_owned();
+    let retry_after = res
+        .response()
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let mut new_response = problem_response(status, &problem, retry_after);
+    if let Some(allow) = res.response().headers().get(header::ALLOW).cloned() {
+        new_response.headers_mut().insert(header::ALLOW, allow);
+    }
+    let (req, _old) = res.into_parts();
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, new_response).map_into_right_body::<B>(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        inner: Inner,
+    }
+
+    #[test]
+    fn reports_the_path_of_a_wrong_type() {
+        let err = parse_json::<Outer>(br#"{"name":"x","inner":{"n":"seven"}}"#).expect_err("wrong type");
+        assert_eq!(err.code(), "validation_failed");
+        let p = err.problem();
+        assert_eq!(p.errors[0].field, "inner.n");
+        assert!(!p.errors[0].message.contains("line"));
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_syntax() {
+        let err = parse_json::<Outer>(br#"{"name":"x","inner":{"n":1},"extra":1}"#).expect_err("unknown");
+        assert_eq!(err.code(), "validation_failed");
+        assert!(err.problem().errors[0].message.contains("unknown field"));
+        let err = parse_json::<Outer>(br#"{"name":"#).expect_err("eof");
+        assert_eq!(err.code(), "malformed_json");
+        let err = parse_json::<Outer>(b"").expect_err("empty");
+        assert_eq!(err.code(), "malformed_json");
+        let err = parse_json::<Outer>(br#"{"name":"x","inner":{"n":1}} trailing"#).expect_err("trailing");
+        assert_eq!(err.code(), "malformed_json");
+        let err = parse_json::<Outer>(br#"{"name":"x","inner":{"n":1.5}}"#).expect_err("float");
+        assert_eq!(err.code(), "validation_failed");
+    }
+}

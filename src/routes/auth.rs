@@ -1,0 +1,281 @@
+//! Sign-in, token refresh, logout and the caller's own account.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::session::{self, Issued, RefreshOutcome};
+use crate::auth::{AuthUser, Principal, Role, password, tokens};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::JsonBody;
+use crate::state::{AppState, cpu};
+use crate::store::{api_clients, now, throttle, users};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTokenRequest {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// The signed-in account as tokens describe it.
+#[derive(Serialize, ToSchema)]
+pub struct SessionUser {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+    pub hospital_id: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// Single use: each refresh returns a new one. Present a spent one and the session ends.
+    pub refresh_token: String,
+    pub user: SessionUser,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClientTokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub role: Role,
+    pub hospital_id: i64,
+}
+
+/// The caller.
+#[derive(Serialize, ToSchema)]
+pub struct MeResponse {
+    /// `user` or `client`.
+    pub kind: &'static str,
+    pub id: i64,
+    /// Username, or the client id of a hospital system.
+    pub name: String,
+    pub role: Role,
+    pub hospital_id: Option<i64>,
+}
+
+fn client_address(req: &HttpRequest, state: &AppState) -> String {
+    let info = req.connection_info();
+    let addr = if state.settings.trust_forwarded_for {
+        info.realip_remote_addr().map(str::to_owned)
+    } else {
+        req.peer_addr().map(|a| a.ip().to_string())
+    };
+    // Strip a port if the forwarded value carries one.
+    addr.map(|a| match a.parse::<std::net::SocketAddr>() {
+        Ok(sa) => sa.ip().to_string(),
+        Err(_) => a,
+    })
+    .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn token_response(issued: Issued, user: &users::User) -> ApiResult<TokenResponse> {
+    let role: Role = user.role.parse().map_err(ApiError::internal)?;
+    Ok(TokenResponse {
+        access_token: issued.access_token,
+        token_type: "Bearer",
+        expires_in: issued.expires_in,
+        refresh_token: issued.refresh_token.unwrap_or_default(),
+        user: SessionUser { id: user.id, username: user.username.clone(), role, hospital_id: user.hospital_id },
+    })
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::unauthorized("invalid_credentials", "the username or password is wrong")
+}
+
+fn throttled_error(secs: u64) -> ApiError {
+    ApiError::too_many_requests(
+        format!("too many failed sign-in attempts; try again in {secs} seconds"),
+        secs,
+    )
+}
+
+/// Sign in with username and password.
+#[utoipa::path(
+    post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 401, description = "`invalid_credentials`, `account_inactive`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "too many failures for this username or address", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: JsonBody<LoginRequest>,
+) -> ApiResult<HttpResponse> {
+    let LoginRequest { username, password } = body.into_inner();
+    let username = username.trim().to_lowercase();
+    let user_key = session::user_throttle_key(&username);
+    let addr_key = session::address_throttle_key(&client_address(&req, &state));
+
+    let settings = state.settings.clone();
+    let (uk, ak, name) = (user_key.clone(), addr_key.clone(), username.clone());
+    let (wait, user) = state
+        .db(move |conn| {
+            let wait = session::throttled(conn, &settings, &uk, &ak, now())?;
+            let user = users::find_by_username(conn, &name)?;
+            Ok((wait, user))
+        })
+        .await?;
+    if let Some(secs) = wait {
+        return Err(throttled_error(secs));
+    }
+
+    // Unknown usernames are checked against a dummy hash so they cost the same time.
+    let stored = user.as_ref().map_or_else(|| state.dummy_password_hash.to_string(), |u| u.password_hash.clone());
+    let verified = cpu(move || password::verify(&password, &stored)).await?;
+
+    let state2 = state.clone();
+    let settings = state.settings.clone();
+    let outcome = state
+        .write(move |conn| {
+            let at = now();
+            match user {
+                Some(user) if verified => {
+                    throttle::clear(conn, &user_key)?;
+                    if !user.active {
+                        return Ok(Err(ApiError::unauthorized("account_inactive", "this account has been deactivated")));
+                    }
+                    let issued = session::start_user_session(conn, &state2.jwt, &settings, &user, at)?;
+                    Ok(Ok(token_response(issued, &user)?))
+                }
+                _ => {
+                    session::record_failure(conn, &settings, &[&user_key, &addr_key], at)?;
+                    Ok(Err(invalid_credentials()))
+                }
+            }
+        })
+        .await?;
+    match outcome {
+        Ok(tokens) => {
+            tracing::info!(user = %tokens.user.username, "signed in");
+            Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(tokens))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Client-credentials sign-in for a hospital system; the token is scoped to its hospital.
+#[utoipa::path(
+    post, path = "/api/v1/auth/token", tag = "auth", request_body = ClientTokenRequest,
+    responses(
+        (status = 200, body = ClientTokenResponse),
+        (status = 401, description = "`invalid_client`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn client_token(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: JsonBody<ClientTokenRequest>,
+) -> ApiResult<HttpResponse> {
+    let ClientTokenRequest { client_id, client_secret } = body.into_inner();
+    let client_key = session::client_throttle_key(client_id.trim());
+    let addr_key = session::address_throttle_key(&client_address(&req, &state));
+    let settings = state.settings.clone();
+    let jwt = state.jwt.clone();
+    let outcome = state
+        .write(move |conn| {
+            let at = now();
+            if let Some(secs) = session::throttled(conn, &settings, &client_key, &addr_key, at)? {
+                return Ok(Err(throttled_error(secs)));
+            }
+            let client = api_clients::find_by_client_id(conn, client_id.trim())?;
+            // Compare even for unknown clients so timing does not reveal which ids exist.
+            let stored = client.as_ref().map_or_else(|| tokens::sha256_hex("unknown-client"), |c| c.secret_hash.clone());
+            let matches = tokens::secret_matches(&client_secret, &stored);
+            match client {
+                Some(client) if matches && client.active => {
+                    let hospital_active = crate::store::hospitals::find(conn, client.hospital_id)?.is_some_and(|h| h.active);
+                    if !hospital_active {
+                        return Ok(Err(ApiError::unauthorized("account_inactive", "this hospital is not active")));
+                    }
+                    throttle::clear(conn, &client_key)?;
+                    let issued = session::start_client_session(conn, &jwt, &settings, &client, at)?;
+                    Ok(Ok(ClientTokenResponse {
+                        access_token: issued.access_token,
+                        token_type: "Bearer",
+                        expires_in: issued.expires_in,
+                        role: Role::Hospital,
+                        hospital_id: client.hospital_id,
+                    }))
+                }
+                _ => {
+                    session::record_failure(conn, &settings, &[&client_key, &addr_key], at)?;
+                    Ok(Err(ApiError::unauthorized("invalid_client", "the client id or secret is wrong, or the client was revoked")))
+                }
+            }
+        })
+        .await??;
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(outcome))
+}
+
+/// Exchange a refresh token for a new pair. Each refresh token works once; presenting a
+/// spent one ends the whole session (token theft is assumed).
+#[utoipa::path(
+    post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 401, description = "`invalid_refresh_token`, `refresh_token_reused`, `refresh_token_expired`, `session_revoked`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn refresh(state: web::Data<AppState>, body: JsonBody<RefreshRequest>) -> ApiResult<HttpResponse> {
+    let presented = body.into_inner().refresh_token;
+    let settings = state.settings.clone();
+    let jwt = state.jwt.clone();
+    let outcome = state
+        .write(move |conn| session::refresh(conn, &jwt, &settings, &presented, now()))
+        .await?;
+    match outcome {
+        RefreshOutcome::Rotated(issued, user) => {
+            Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(token_response(issued, &user)?))
+        }
+        RefreshOutcome::Reused => Err(ApiError::unauthorized(
+            "refresh_token_reused",
+            "this refresh token was already used; the session has been ended, sign in again",
+        )),
+    }
+}
+
+/// End the caller's session: its refresh tokens and access tokens stop working.
+#[utoipa::path(
+    post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "signed out"))
+)]
+pub async fn logout(state: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpResponse> {
+    let sid = user.session_id.clone();
+    state
+        .write(move |conn| crate::store::sessions::revoke(conn, &sid, "logout", now()).map_err(Into::into))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The caller's account.
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("bearer" = [])), responses((status = 200, body = MeResponse)))]
+pub async fn me(user: AuthUser) -> HttpResponse {
+    let (kind, id) = match user.principal {
+        Principal::User(id) => ("user", id),
+        Principal::Client(id) => ("client", id),
+    };
+    HttpResponse::Ok().json(MeResponse { kind, id, name: user.name, role: user.role, hospital_id: user.hospital_id })
+}

@@ -1,0 +1,109 @@
+//! The OpenAPI 3.1 document (generated from the handlers' annotations) and the interactive
+//! docs page (Swagger UI, vendored into the binary so it works without internet).
+
+use actix_web::{HttpResponse, web};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+
+use super::{audit, auth, health, hospitals, users};
+use crate::error::{FieldError, Problem, Reason};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "granulo",
+        description = "Donor granulocyte management for blood banks. Errors are RFC 9457 \
+                       application/problem+json with a stable `code`.",
+    ),
+    paths(
+        health::healthz, health::readyz,
+        auth::login, auth::client_token, auth::refresh, auth::logout, auth::me,
+        users::create, users::list, users::get, users::update,
+        hospitals::create, hospitals::list, hospitals::get,
+        hospitals::create_client, hospitals::list_clients, hospitals::revoke_client,
+        audit::list,
+    ),
+    components(schemas(Problem, FieldError, Reason)),
+    modifiers(&SecurityAndErrors),
+    tags(
+        (name = "auth", description = "sign-in and tokens"),
+        (name = "users", description = "accounts (admin)"),
+        (name = "hospitals", description = "hospital organisations and their API clients"),
+        (name = "audit", description = "the hash-chained audit trail"),
+        (name = "health", description = "liveness and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds the bearer scheme and the error answers every operation can give, so the document
+/// shows the problem+json shape everywhere without repeating it on each handler.
+struct SecurityAndErrors;
+
+impl Modify for SecurityAndErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            );
+        }
+        let problem = || {
+            ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.patch.as_mut(),
+                item.delete.as_mut(),
+            ];
+            for op in operations.into_iter().flatten() {
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let has_body = op.request_body.is_some();
+                let mut add = |status: &str, description: &str| {
+                    op.responses.responses.entry(status.to_owned()).or_insert_with(|| {
+                        ResponseBuilder::new()
+                            .description(description)
+                            .content("application/problem+json", problem())
+                            .build()
+                            .into()
+                    });
+                };
+                add("400", "malformed input: `malformed_json`, `validation_failed`, `invalid_path`, `invalid_query`");
+                if secured {
+                    add("401", "`missing_token`, `invalid_token`, `token_expired`, `session_revoked`, `account_inactive`");
+                    add("403", "`forbidden`: the caller's role may not do this");
+                    add("404", "`not_found`");
+                }
+                if has_body {
+                    add("413", "`payload_too_large`");
+                    add("415", "`unsupported_media_type`");
+                }
+                add("500", "`internal_error` (generic body; details are logged)");
+                add("503", "`database_unavailable`");
+            }
+        }
+    }
+}
+
+/// The OpenAPI document.
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+/// `/docs/` serves Swagger UI against `/api/v1/openapi.json`.
+pub fn swagger_ui() -> SwaggerUi {
+    SwaggerUi::new("/docs/{_:.*}").url("/api/v1/openapi.json", ApiDoc::openapi())
+}
+
+/// `/docs` → `/docs/`.
+pub async fn docs_redirect() -> HttpResponse {
+    HttpResponse::Found().insert_header(("Location", "/docs/")).finish()
+}
+
+pub fn register_docs_redirect(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/docs").route(web::get().to(docs_redirect)));
+}

@@ -1,0 +1,231 @@
+//! Hospital organisations and their client credentials.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::users::ListQuery;
+use super::{decode_cursor, page_limit, paginate, parse_id, utc};
+use crate::accounts;
+use crate::auth::{AuthUser, tokens};
+use crate::error::{ApiError, ApiResult, Validator};
+use crate::extract::JsonBody;
+use crate::state::AppState;
+use crate::store::api_clients::{self, ApiClient};
+use crate::store::hospitals::{self, Hospital};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateHospitalRequest {
+    /// 1–200 characters.
+    pub name: String,
+    /// Short unique code, 2–32 of A-Z 0-9 _ - (stored upper-case).
+    pub code: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HospitalResponse {
+    pub id: i64,
+    pub name: String,
+    pub code: String,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HospitalList {
+    pub items: Vec<HospitalResponse>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClientRequest {
+    /// What the credential is for, e.g. the interface engine's name.
+    pub name: Option<String>,
+}
+
+/// The new credential. The secret is shown once and never again.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedClientResponse {
+    pub id: i64,
+    pub client_id: String,
+    pub client_secret: String,
+    pub hospital_id: i64,
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClientResponse {
+    pub id: i64,
+    pub client_id: String,
+    pub hospital_id: i64,
+    pub name: String,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClientList {
+    pub items: Vec<ClientResponse>,
+    pub next_cursor: Option<String>,
+}
+
+impl From<Hospital> for HospitalResponse {
+    fn from(h: Hospital) -> Self {
+        Self { id: h.id, name: h.name, code: h.code, active: h.active, created_at: utc(h.created_at) }
+    }
+}
+
+impl From<ApiClient> for ClientResponse {
+    fn from(c: ApiClient) -> Self {
+        Self {
+            id: c.id,
+            client_id: c.client_id,
+            hospital_id: c.hospital_id,
+            name: c.name,
+            active: c.active,
+            created_at: utc(c.created_at),
+            revoked_at: c.revoked_at.map(utc),
+        }
+    }
+}
+
+/// Register a hospital.
+#[utoipa::path(
+    post, path = "/api/v1/hospitals", tag = "hospitals", security(("bearer" = [])), request_body = CreateHospitalRequest,
+    responses(
+        (status = 201, body = HospitalResponse),
+        (status = 409, description = "`hospital_code_taken`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    body: JsonBody<CreateHospitalRequest>,
+) -> ApiResult<HttpResponse> {
+    caller.require_admin()?;
+    let req = body.into_inner();
+    let mut v = Validator::new();
+    let name = req.name.trim().to_owned();
+    v.check(!name.is_empty() && name.chars().count() <= 200, "name", "must be 1 to 200 characters");
+    let code = accounts::normalize_hospital_code(&req.code).unwrap_or_else(|m| {
+        v.push("code", m);
+        String::new()
+    });
+    v.finish()?;
+    let actor = caller.actor();
+    let hospital = state.write(move |conn| accounts::create_hospital(conn, &actor, &name, &code)).await?;
+    Ok(HttpResponse::Created().json(HospitalResponse::from(hospital)))
+}
+
+/// List hospitals.
+#[utoipa::path(
+    get, path = "/api/v1/hospitals", tag = "hospitals", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = HospitalList))
+)]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    query: web::Query<ListQuery>,
+) -> ApiResult<HttpResponse> {
+    caller.require_admin()?;
+    let limit = page_limit(query.limit)?;
+    let after = decode_cursor(query.cursor.as_deref())?;
+    let rows = state.db(move |conn| hospitals::list(conn, after, limit + 1).map_err(Into::into)).await?;
+    let (rows, next_cursor) = paginate(rows, limit, |h| h.id);
+    Ok(HttpResponse::Ok().json(HospitalList { items: rows.into_iter().map(Into::into).collect(), next_cursor }))
+}
+
+/// One hospital: staff see any, a hospital account only its own (others answer 404).
+#[utoipa::path(
+    get, path = "/api/v1/hospitals/{id}", tag = "hospitals", security(("bearer" = [])),
+    params(("id" = i64, Path)), responses((status = 200, body = HospitalResponse))
+)]
+pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id, "hospital")?;
+    if !caller.may_access_hospital(id) {
+        return Err(ApiError::not_found("hospital"));
+    }
+    let hospital = state
+        .db(move |conn| hospitals::find(conn, id)?.ok_or_else(|| ApiError::not_found("hospital")))
+        .await?;
+    Ok(HttpResponse::Ok().json(HospitalResponse::from(hospital)))
+}
+
+/// Issue client credentials for a hospital system.
+#[utoipa::path(
+    post, path = "/api/v1/hospitals/{id}/clients", tag = "hospitals", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = CreateClientRequest,
+    responses((status = 201, body = CreatedClientResponse))
+)]
+pub async fn create_client(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody<CreateClientRequest>,
+) -> ApiResult<HttpResponse> {
+    caller.require_admin()?;
+    let hospital_id = parse_id(&id, "hospital")?;
+    let name = body.into_inner().name.map(|n| n.trim().to_owned()).unwrap_or_default();
+    if name.chars().count() > 200 {
+        return Err(ApiError::field("name", "must be at most 200 characters"));
+    }
+    let name = if name.is_empty() { "hospital system".to_owned() } else { name };
+    let client_id = tokens::new_client_id();
+    let secret = tokens::new_client_secret();
+    let secret_hash = tokens::sha256_hex(&secret);
+    let actor = caller.actor();
+    let client = state
+        .write(move |conn| accounts::create_client(conn, &actor, hospital_id, &name, &client_id, &secret_hash))
+        .await?;
+    Ok(HttpResponse::Created().insert_header(("Cache-Control", "no-store")).json(CreatedClientResponse {
+        id: client.id,
+        client_id: client.client_id,
+        client_secret: secret,
+        hospital_id: client.hospital_id,
+        name: client.name,
+    }))
+}
+
+/// A hospital's client credentials (without secrets).
+#[utoipa::path(
+    get, path = "/api/v1/hospitals/{id}/clients", tag = "hospitals", security(("bearer" = [])),
+    params(("id" = i64, Path)), responses((status = 200, body = ClientList))
+)]
+pub async fn list_clients(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    caller.require_admin()?;
+    let hospital_id = parse_id(&id, "hospital")?;
+    let rows = state
+        .db(move |conn| {
+            hospitals::find(conn, hospital_id)?.ok_or_else(|| ApiError::not_found("hospital"))?;
+            api_clients::list_for_hospital(conn, hospital_id).map_err(Into::into)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(ClientList { items: rows.into_iter().map(Into::into).collect(), next_cursor: None }))
+}
+
+/// Revoke a client credential; its tokens stop working at once.
+#[utoipa::path(
+    post, path = "/api/v1/hospitals/{id}/clients/{client_id}/revoke", tag = "hospitals", security(("bearer" = [])),
+    params(("id" = i64, Path), ("client_id" = i64, Path, description = "the credential's numeric id")),
+    responses(
+        (status = 200, body = ClientResponse),
+        (status = 409, description = "`already_revoked`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn revoke_client(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    caller.require_admin()?;
+    let (hid, cid) = path.into_inner();
+    let hospital_id = parse_id(&hid, "hospital")?;
+    let id = parse_id(&cid, "client")?;
+    let actor = caller.actor();
+    let client = state.write(move |conn| accounts::revoke_client(conn, &actor, hospital_id, id)).await?;
+    Ok(HttpResponse::Ok().json(ClientResponse::from(client)))
+}

@@ -1,0 +1,150 @@
+//! HTTP routes: one file per resource, each with its request/response types and thin handlers.
+//! Handlers parse input, check the caller, run one unit of work and shape the answer.
+
+pub mod audit;
+pub mod auth;
+pub mod docs;
+pub mod health;
+pub mod hospitals;
+pub mod users;
+
+use actix_web::web;
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{ApiError, ApiResult};
+
+/// Register every route. Resources are declared with `web::resource` so that a wrong method
+/// answers 405 and an unknown path 404 (both turned into problem+json by the error middleware).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/healthz").route(web::get().to(health::healthz)))
+        .service(web::resource("/readyz").route(web::get().to(health::readyz)))
+        .service(
+            web::scope("/api/v1")
+                .service(web::resource("/openapi.json").route(web::get().to(docs::openapi_json)))
+                .service(web::resource("/auth/login").route(web::post().to(auth::login)))
+                .service(web::resource("/auth/token").route(web::post().to(auth::client_token)))
+                .service(web::resource("/auth/refresh").route(web::post().to(auth::refresh)))
+                .service(web::resource("/auth/logout").route(web::post().to(auth::logout)))
+                .service(web::resource("/me").route(web::get().to(auth::me)))
+                .service(
+                    web::resource("/users")
+                        .route(web::post().to(users::create))
+                        .route(web::get().to(users::list)),
+                )
+                .service(
+                    web::resource("/users/{id}")
+                        .route(web::get().to(users::get))
+                        .route(web::patch().to(users::update)),
+                )
+                .service(
+                    web::resource("/hospitals")
+                        .route(web::post().to(hospitals::create))
+                        .route(web::get().to(hospitals::list)),
+                )
+                .service(web::resource("/hospitals/{id}").route(web::get().to(hospitals::get)))
+                .service(
+                    web::resource("/hospitals/{id}/clients")
+                        .route(web::post().to(hospitals::create_client))
+                        .route(web::get().to(hospitals::list_clients)),
+                )
+                .service(
+                    web::resource("/hospitals/{id}/clients/{client_id}/revoke")
+                        .route(web::post().to(hospitals::revoke_client)),
+                )
+                .service(web::resource("/audit").route(web::get().to(audit::list))),
+        )
+        .configure(docs::register_docs_redirect)
+        .service(docs::swagger_ui());
+}
+
+/// Default and largest page sizes of list routes.
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 500;
+
+pub fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::field("limit", format!("must be between 1 and {MAX_LIMIT}"))),
+    }
+}
+
+/// Cursors are opaque to clients; inside they are the last id of the previous page.
+pub fn encode_cursor(id: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{id}"))
+}
+
+pub fn decode_cursor(cursor: Option<&str>) -> ApiResult<Option<i64>> {
+    let Some(cursor) = cursor else { return Ok(None) };
+    let bad = || ApiError::field("cursor", "is not a cursor this server returned");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let id = text.strip_prefix("v1:").and_then(|s| s.parse::<i64>().ok()).ok_or_else(bad)?;
+    Ok(Some(id))
+}
+
+/// Trim a `limit + 1` fetch to a page and its next cursor.
+pub fn paginate<T>(mut rows: Vec<T>, limit: i64, id_of: impl Fn(&T) -> i64) -> (Vec<T>, Option<String>) {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if rows.len() > limit {
+        rows.truncate(limit);
+        let next = rows.last().map(|r| encode_cursor(id_of(r)));
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
+
+pub fn utc(t: NaiveDateTime) -> DateTime<Utc> {
+    t.and_utc()
+}
+
+/// Parse a numeric id from a path segment (400 `invalid_path` otherwise).
+pub fn parse_id(raw: &str, what: &str) -> ApiResult<i64> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::bad_request("invalid_path", format!("{raw:?} is not a valid {what} id")))
+}
+
+/// For PATCH bodies: distinguishes an absent field (`None`) from `null` (`Some(None)`).
+pub fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        assert_eq!(decode_cursor(Some(&encode_cursor(42))).expect("ok"), Some(42));
+        assert_eq!(decode_cursor(None).expect("ok"), None);
+        assert!(decode_cursor(Some("!!!")).is_err());
+        assert!(decode_cursor(Some("djI6NA")).is_err());
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(page_limit(None).expect("default"), 50);
+        assert_eq!(page_limit(Some(500)).expect("max"), 500);
+        assert!(page_limit(Some(0)).is_err());
+        assert!(page_limit(Some(501)).is_err());
+    }
+
+    #[test]
+    fn pagination() {
+        let (items, next) = paginate(vec![1, 2, 3], 2, |x| *x);
+        assert_eq!(items, vec![1, 2]);
+        assert_eq!(next, Some(encode_cursor(2)));
+        let (items, next) = paginate(vec![1, 2], 2, |x| *x);
+        assert_eq!(items, vec![1, 2]);
+        assert_eq!(next, None);
+    }
+}

@@ -1,0 +1,172 @@
+//! Building the application: database, migrations, keys, bootstrap admin, HTTP server. Shared by
+//! `granulo serve` and the integration tests (which bind port 0).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::{Compress, DefaultHeaders, ErrorHandlers};
+use actix_web::{App, HttpServer, web};
+use secrecy::ExposeSecret;
+use tracing_actix_web::TracingLogger;
+
+use crate::auth::jwt::JwtKeys;
+use crate::auth::password;
+use crate::config::{self, ConfigError, DatabaseTarget, Settings};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{self, Pool, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("bootstrap admin: {0}")]
+    Bootstrap(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+/// What start-up did about the first account, for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Users already exist.
+    NotNeeded,
+    /// Created from `GRANULO_ADMIN_USERNAME` / `GRANULO_ADMIN_PASSWORD`.
+    FromEnvironment { username: String },
+    /// Embedded default, nothing configured: a random password was written to this file.
+    Generated { username: String, password_file: std::path::PathBuf },
+    /// PostgreSQL with no users and nothing configured.
+    NoUsers,
+}
+
+/// Open the pool and bring the schema up to date.
+pub fn open_database(settings: &Settings) -> Result<Pool, StartupError> {
+    let pool = store::build_pool(
+        &settings.database,
+        settings.pool_size,
+        std::time::Duration::from_millis(settings.db_checkout_timeout_ms),
+    )?;
+    let mut conn = pool.get().map_err(StoreError::from)?;
+    let applied = store::run_migrations(&mut conn)?;
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
+    }
+    Ok(pool)
+}
+
+fn bootstrap(settings: &Settings, pool: &Pool) -> Result<Bootstrap, StartupError> {
+    let err = |e: ApiError| StartupError::Bootstrap(e.to_string());
+    let mut conn = pool.get().map_err(StoreError::from)?;
+    if store::users::count(&mut conn).map_err(StoreError::from)? > 0 {
+        return Ok(Bootstrap::NotNeeded);
+    }
+    let (username, password, generated_file) = match (&settings.admin_username, &settings.admin_password) {
+        (Some(u), Some(p)) => {
+            let username = crate::accounts::normalize_username(u)
+                .map_err(|m| StartupError::Bootstrap(format!("GRANULO_ADMIN_USERNAME {m}")))?;
+            if let Some(m) = password::policy_violation(p.expose_secret(), &username) {
+                return Err(StartupError::Bootstrap(format!("GRANULO_ADMIN_PASSWORD {m}")));
+            }
+            (username, p.expose_secret().to_owned(), None)
+        }
+        _ => match &settings.database {
+            DatabaseTarget::Sqlite(path) => {
+                let mut bytes = [0u8; 18];
+                rand::fill(&mut bytes);
+                let generated = {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+                };
+                let file = config::sidecar_path(path, "admin-password");
+                // An old file from a deleted database would be misleading: replace it.
+                let _ = std::fs::remove_file(&file);
+                config::write_private_file(&file, &generated).map_err(|e| {
+                    StartupError::Bootstrap(format!("cannot write {}: {e}", file.display()))
+                })?;
+                ("admin".to_owned(), generated, Some(file))
+            }
+            DatabaseTarget::Postgres(_) => return Ok(Bootstrap::NoUsers),
+        },
+    };
+    let hash = password::hash(&password).map_err(|e| StartupError::Bootstrap(e.to_string()))?;
+    let created = store::write_tx(&mut conn, |c| crate::accounts::bootstrap_admin(c, &username, &hash)).map_err(err)?;
+    Ok(match (created, generated_file) {
+        (None, _) => Bootstrap::NotNeeded,
+        (Some(_), Some(password_file)) => Bootstrap::Generated { username, password_file },
+        (Some(_), None) => Bootstrap::FromEnvironment { username },
+    })
+}
+
+/// A built, bound, not yet running application.
+pub struct Application {
+    port: u16,
+    server: Server,
+    pub bootstrap: Bootstrap,
+    pub state: AppState,
+}
+
+impl Application {
+    pub fn build(settings: Settings) -> Result<Self, StartupError> {
+        settings.validate()?;
+        let secret = config::resolve_jwt_secret(&settings)?;
+        let pool = open_database(&settings)?;
+        let bootstrap = bootstrap(&settings, &pool)?;
+        let state = AppState {
+            pool,
+            jwt: JwtKeys::new(&secret),
+            dummy_password_hash: Arc::from(password::dummy_hash()),
+            settings: Arc::new(settings),
+        };
+        let addr = state.settings.bind.clone();
+        let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
+        let port = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?.port();
+        let server = run(listener, state.clone())?;
+        Ok(Self { port, server, bootstrap, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+
+    pub fn into_server(self) -> Server {
+        self.server
+    }
+}
+
+fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
+    let workers = state.settings.workers;
+    let data = web::Data::new(state);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(crate::extract::path_config())
+            .app_data(crate::extract::query_config())
+            .app_data(crate::extract::json_config())
+            .wrap(ErrorHandlers::new().default_handler(crate::extract::normalize_error))
+            .wrap(Compress::default())
+            .wrap(
+                DefaultHeaders::new()
+                    .add(("X-Content-Type-Options", "nosniff"))
+                    .add(("Referrer-Policy", "no-referrer")),
+            )
+            .wrap(TracingLogger::default())
+            .configure(crate::routes::configure)
+            .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::not_found("route")) }))
+    })
+    .shutdown_timeout(10);
+    if workers > 0 {
+        server = server.workers(workers);
+    }
+    let server = server
+        .listen(listener)
+        .map_err(|source| StartupError::Bind { addr: "listener".to_owned(), source })?
+        .run();
+    Ok(server)
+}

@@ -1,0 +1,66 @@
+//! Hospital organisations (the consignees that request and receive units).
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde::Serialize;
+
+use super::schema::hospitals;
+use super::DbConn;
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = hospitals)]
+pub struct Hospital {
+    pub id: i64,
+    pub name: String,
+    pub code: String,
+    pub active: bool,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = hospitals)]
+pub struct NewHospital<'a> {
+    pub name: &'a str,
+    pub code: &'a str,
+    pub active: bool,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+pub fn insert(conn: &mut DbConn, new: &NewHospital<'_>) -> QueryResult<Hospital> {
+    // RETURNING of a whole row is not dispatched by MultiConnection; the id is.
+    let id: i64 = diesel::insert_into(hospitals::table)
+        .values(new)
+        .returning(hospitals::id)
+        .get_result(conn)?;
+    hospitals::table.find(id).select(Hospital::as_select()).first(conn)
+}
+
+pub fn find(conn: &mut DbConn, id: i64) -> QueryResult<Option<Hospital>> {
+    hospitals::table
+        .find(id)
+        .select(Hospital::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn find_by_code(conn: &mut DbConn, code: &str) -> QueryResult<Option<Hospital>> {
+    hospitals::table
+        .filter(hospitals::code.eq(code))
+        .select(Hospital::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn list(conn: &mut DbConn, after_id: Option<i64>, limit: i64) -> QueryResult<Vec<Hospital>> {
+    let mut query = hospitals::table
+        .select(Hospital::as_select())
+        .order(hospitals::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after_id {
+        query = query.filter(hospitals::id.gt(after));
+    }
+    query.load(conn)
+}
