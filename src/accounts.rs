@@ -5,8 +5,8 @@ use serde_json::json;
 
 use crate::auth::Role;
 use crate::error::{ApiError, ApiResult, Validator};
-use crate::store::audit::{self, Actor, Change};
 use crate::store::api_clients::{self, ApiClient, NewApiClient};
+use crate::store::audit::{self, Actor, Change};
 use crate::store::hospitals::{self, Hospital, NewHospital};
 use crate::store::users::{self, NewUser, User, UserChanges};
 use crate::store::{DbConn, is_unique_violation, now, sessions};
@@ -18,7 +18,10 @@ pub fn normalize_username(raw: &str) -> Result<String, String> {
     if !(3..=64).contains(&len) {
         return Err("must be 3 to 64 characters".to_owned());
     }
-    if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._@-".contains(c)) {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._@-".contains(c))
+    {
         return Err("may contain only letters, digits and . _ @ -".to_owned());
     }
     Ok(name)
@@ -33,7 +36,11 @@ pub fn normalize_hospital_code(raw: &str) -> Result<String, String> {
     }
     let mut chars = code.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if !first_ok || !code.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '-') {
+    if !first_ok
+        || !code
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    {
         return Err("may contain only A-Z, 0-9, _ and -, starting with a letter or digit".to_owned());
     }
     Ok(code)
@@ -55,8 +62,20 @@ fn check_role_hospital(conn: &mut DbConn, role: Role, hospital_id: Option<i64>) 
     if let Some(hid) = hospital_id {
         match hospitals::find(conn, hid)? {
             Some(h) if h.active => {}
-            Some(_) => return Err(ApiError::refused("hospital_inactive", format!("hospital {hid} is not active"), Vec::new())),
-            None => return Err(ApiError::refused("unknown_hospital", format!("there is no hospital {hid}"), Vec::new())),
+            Some(_) => {
+                return Err(ApiError::refused(
+                    "hospital_inactive",
+                    format!("hospital {hid} is not active"),
+                    Vec::new(),
+                ));
+            }
+            None => {
+                return Err(ApiError::refused(
+                    "unknown_hospital",
+                    format!("there is no hospital {hid}"),
+                    Vec::new(),
+                ));
+            }
         }
     }
     Ok(())
@@ -147,7 +166,11 @@ pub fn update_user(conn: &mut DbConn, actor: &Actor, id: i64, patch: AccountPatc
     )?;
     // Deactivation or a new password ends every session of the account.
     if (before.active && !active) || password_changed {
-        let reason = if password_changed { "password_changed" } else { "account_deactivated" };
+        let reason = if password_changed {
+            "password_changed"
+        } else {
+            "account_deactivated"
+        };
         sessions::revoke_all_for_user(conn, id, reason, at)?;
     }
     let mut after_view = after.audit_view();
@@ -184,14 +207,23 @@ pub fn bootstrap_admin(conn: &mut DbConn, username: &str, password_hash: &str) -
 
 pub fn create_hospital(conn: &mut DbConn, actor: &Actor, name: &str, code: &str) -> ApiResult<Hospital> {
     let at = now();
-    let hospital = hospitals::insert(conn, &NewHospital { name, code, active: true, created_at: at, updated_at: at })
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                ApiError::conflict("hospital_code_taken", format!("a hospital with code {code} exists"))
-            } else {
-                e.into()
-            }
-        })?;
+    let hospital = hospitals::insert(
+        conn,
+        &NewHospital {
+            name,
+            code,
+            active: true,
+            created_at: at,
+            updated_at: at,
+        },
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            ApiError::conflict("hospital_code_taken", format!("a hospital with code {code} exists"))
+        } else {
+            e.into()
+        }
+    })?;
     audit::append(
         conn,
         actor,
@@ -200,7 +232,9 @@ pub fn create_hospital(conn: &mut DbConn, actor: &Actor, name: &str, code: &str)
             entity_type: "hospital",
             entity_id: hospital.id.to_string(),
             before: None,
-            after: Some(json!({"id": hospital.id, "name": hospital.name, "code": hospital.code, "active": hospital.active})),
+            after: Some(
+                json!({"id": hospital.id, "name": hospital.name, "code": hospital.code, "active": hospital.active}),
+            ),
         },
     )?;
     Ok(hospital)
@@ -216,12 +250,25 @@ pub fn create_client(
 ) -> ApiResult<ApiClient> {
     match hospitals::find(conn, hospital_id)? {
         Some(h) if h.active => {}
-        Some(_) => return Err(ApiError::refused("hospital_inactive", "the hospital is not active", Vec::new())),
+        Some(_) => {
+            return Err(ApiError::refused(
+                "hospital_inactive",
+                "the hospital is not active",
+                Vec::new(),
+            ));
+        }
         None => return Err(ApiError::not_found("hospital")),
     }
     let client = api_clients::insert(
         conn,
-        &NewApiClient { hospital_id, client_id, secret_hash, name, active: true, created_at: now() },
+        &NewApiClient {
+            hospital_id,
+            client_id,
+            secret_hash,
+            name,
+            active: true,
+            created_at: now(),
+        },
     )?;
     audit::append(
         conn,

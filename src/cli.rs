@@ -23,7 +23,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// `sqlite://PATH` or `postgres://user@host:5432/db`.
-    #[arg(long, env = "GRANULO_DATABASE_URL", default_value = "sqlite://granulo.db", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "GRANULO_DATABASE_URL",
+        default_value = "sqlite://granulo.db",
+        global = true,
+        hide_env_values = true
+    )]
     pub database_url: String,
     /// tracing filter directive.
     #[arg(long, env = "GRANULO_LOG", default_value = "info", global = true)]
@@ -95,7 +101,10 @@ pub enum AuditCommand {
 
 /// Secrets come from the environment only, never from flags (which `ps` shows).
 fn env_secret(name: &str) -> Option<SecretString> {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).map(SecretString::from)
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(SecretString::from)
 }
 
 pub fn settings_from(global: &GlobalArgs, serve: &ServeArgs) -> Result<Settings, crate::config::ConfigError> {
@@ -126,9 +135,12 @@ pub fn run(cli: Cli) -> ExitCode {
         None => serve(&cli.global, &ServeArgs::parse_defaults()),
         Some(Command::Serve(args)) => serve(&cli.global, &args),
         Some(Command::Migrate) => migrate(&cli.global),
-        Some(Command::User(UserCommand::Create { username, role, hospital, password_stdin: _ })) => {
-            user_create(&cli.global, &username, role, hospital.as_deref())
-        }
+        Some(Command::User(UserCommand::Create {
+            username,
+            role,
+            hospital,
+            password_stdin: _,
+        })) => user_create(&cli.global, &username, role, hospital.as_deref()),
         Some(Command::Audit(AuditCommand::Verify)) => audit_verify(&cli.global),
     }
 }
@@ -164,11 +176,20 @@ fn serve(global: &GlobalArgs, args: &ServeArgs) -> ExitCode {
         println!("granulo is listening on {base} (database {database})");
         println!("  API docs:  {base}/docs/");
         match &app.bootstrap {
-            Bootstrap::Generated { username, password_file } => {
+            Bootstrap::Generated {
+                username,
+                password_file,
+            } => {
                 println!("  First start: created the admin account '{username}'.");
-                println!("  Its password is in {} (readable only by you).", password_file.display());
+                println!(
+                    "  Its password is in {} (readable only by you).",
+                    password_file.display()
+                );
                 println!("  Sign in:   curl -s {base}/api/v1/auth/login -H 'content-type: application/json' \\");
-                println!("               -d '{{\"username\":\"{username}\",\"password\":\"'\"$(cat {})\"'\"}}'", password_file.display());
+                println!(
+                    "               -d '{{\"username\":\"{username}\",\"password\":\"'\"$(cat {})\"'\"}}'",
+                    password_file.display()
+                );
                 println!("  Then change it: PATCH /api/v1/users/{{id}} {{\"password\": …}} and delete the file.");
             }
             Bootstrap::FromEnvironment { username } => {
@@ -250,7 +271,12 @@ fn user_create(global: &GlobalArgs, username: &str, role: Role, hospital: Option
         Ok(h) => h,
         Err(e) => return fail(e),
     };
-    let account = crate::accounts::NewAccount { username, password_hash: hash, role, hospital_id };
+    let account = crate::accounts::NewAccount {
+        username,
+        password_hash: hash,
+        role,
+        hospital_id,
+    };
     let actor = audit::Actor::system("cli");
     match store::write_tx(&mut conn, |c| crate::accounts::create_user(c, &actor, &account)) {
         Ok(user) => {
@@ -269,7 +295,10 @@ fn audit_verify(global: &GlobalArgs) -> ExitCode {
     match audit::verify(&mut conn).map_err(StoreError::from) {
         Ok(report) => match report.first_bad {
             None => {
-                println!("audit chain intact: {} rows, last hash {}", report.rows_checked, report.last_hash);
+                println!(
+                    "audit chain intact: {} rows, last hash {}",
+                    report.rows_checked, report.last_hash
+                );
                 ExitCode::SUCCESS
             }
             Some(bad) => {

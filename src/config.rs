@@ -101,9 +101,7 @@ pub fn redact_url(url: &str) -> String {
     let tail = match tail.find("password=") {
         Some(p) => {
             let value_start = p + "password=".len();
-            let value_end = tail[value_start..]
-                .find('&')
-                .map_or(tail.len(), |e| value_start + e);
+            let value_end = tail[value_start..].find('&').map_or(tail.len(), |e| value_start + e);
             format!("{}***{}", &tail[..value_start], &tail[value_end..])
         }
         None => tail.to_owned(),
@@ -179,10 +177,7 @@ impl Settings {
         if !(1..=24 * 30).contains(&self.refresh_token_hours) {
             return Err(ConfigError::new("GRANULO_REFRESH_TOKEN_HOURS must be 1 to 720"));
         }
-        if self.login_max_failures < 1
-            || self.login_max_failures_per_address < 1
-            || self.login_window_minutes < 1
-        {
+        if self.login_max_failures < 1 || self.login_max_failures_per_address < 1 || self.login_window_minutes < 1 {
             return Err(ConfigError::new("login throttling limits must be at least 1"));
         }
         if self.admin_username.is_some() != self.admin_password.is_some() {
@@ -242,9 +237,8 @@ fn load_or_create_key_file(path: &Path) -> Result<SecretString, ConfigError> {
             let mut bytes = [0u8; 48];
             rand::fill(&mut bytes);
             let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-            write_private_file(path, &key).map_err(|e| {
-                ConfigError::new(format!("cannot write the key file {}: {e}", path.display()))
-            })?;
+            write_private_file(path, &key)
+                .map_err(|e| ConfigError::new(format!("cannot write the key file {}: {e}", path.display())))?;
             Ok(SecretString::from(key))
         }
         Err(e) => Err(ConfigError::new(format!(
@@ -276,10 +270,20 @@ mod tests {
 
     #[test]
     fn parses_schemes() {
-        assert!(matches!(DatabaseTarget::parse("sqlite://granulo.db"), Ok(DatabaseTarget::Sqlite(p)) if p == Path::new("granulo.db")));
-        assert!(matches!(DatabaseTarget::parse("sqlite:///var/lib/g.db"), Ok(DatabaseTarget::Sqlite(p)) if p == Path::new("/var/lib/g.db")));
-        assert!(matches!(DatabaseTarget::parse("postgres://u@h:5432/d"), Ok(DatabaseTarget::Postgres(_))));
-        assert!(matches!(DatabaseTarget::parse("postgresql://u@h/d"), Ok(DatabaseTarget::Postgres(_))));
+        assert!(
+            matches!(DatabaseTarget::parse("sqlite://granulo.db"), Ok(DatabaseTarget::Sqlite(p)) if p == Path::new("granulo.db"))
+        );
+        assert!(
+            matches!(DatabaseTarget::parse("sqlite:///var/lib/g.db"), Ok(DatabaseTarget::Sqlite(p)) if p == Path::new("/var/lib/g.db"))
+        );
+        assert!(matches!(
+            DatabaseTarget::parse("postgres://u@h:5432/d"),
+            Ok(DatabaseTarget::Postgres(_))
+        ));
+        assert!(matches!(
+            DatabaseTarget::parse("postgresql://u@h/d"),
+            Ok(DatabaseTarget::Postgres(_))
+        ));
         assert!(DatabaseTarget::parse("mysql://x").is_err());
         assert!(DatabaseTarget::parse("sqlite://:memory:").is_err());
         assert!(DatabaseTarget::parse("sqlite://").is_err());
@@ -288,7 +292,10 @@ mod tests {
     #[test]
     fn redacts_passwords() {
         assert_eq!(redact_url("postgres://u:secret@h:5432/d"), "postgres://u:***@h:5432/d");
-        assert_eq!(redact_url("postgres://u@h/d?password=pw&x=1"), "postgres://u@h/d?password=***&x=1");
+        assert_eq!(
+            redact_url("postgres://u@h/d?password=pw&x=1"),
+            "postgres://u@h/d?password=***&x=1"
+        );
         assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
         let target = DatabaseTarget::parse("postgres://u:secret@h/d").expect("parses");
         assert!(!format!("{target:?}").contains("secret"));

@@ -131,7 +131,10 @@ impl ApiError {
     }
 
     pub fn field(field: &str, message: impl Into<String>) -> Self {
-        Self::validation(vec![FieldError { field: field.to_owned(), message: message.into() }])
+        Self::validation(vec![FieldError {
+            field: field.to_owned(),
+            message: message.into(),
+        }])
     }
 
     pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
@@ -170,7 +173,11 @@ impl ApiError {
     }
 
     pub fn internal(source: impl Into<anyhow::Error>) -> Self {
-        let mut e = Self::new(ErrorKind::Internal, "internal_error", "an internal error occurred; it has been logged");
+        let mut e = Self::new(
+            ErrorKind::Internal,
+            "internal_error",
+            "an internal error occurred; it has been logged",
+        );
         e.0.source = Some(source.into());
         e
     }
@@ -258,7 +265,10 @@ impl From<StoreError> for ApiError {
             StoreError::Query(e) => e.into(),
             StoreError::Pool(e) => {
                 tracing::warn!(error = %e, "database pool exhausted or unreachable");
-                Self::unavailable("database_unavailable", "the database is busy or unreachable; retry shortly")
+                Self::unavailable(
+                    "database_unavailable",
+                    "the database is busy or unreachable; retry shortly",
+                )
             }
             StoreError::Connect(e) => {
                 tracing::error!(error = %e, "database connection failed");
@@ -285,9 +295,10 @@ impl From<diesel::result::Error> for ApiError {
             E::DatabaseError(K::SerializationFailure, _) => {
                 Self::conflict("concurrent_update", "a concurrent change interfered; retry the request")
             }
-            E::DatabaseError(K::ClosedConnection, _) => {
-                Self::unavailable("database_unavailable", "the database connection was lost; retry shortly")
-            }
+            E::DatabaseError(K::ClosedConnection, _) => Self::unavailable(
+                "database_unavailable",
+                "the database connection was lost; retry shortly",
+            ),
             _ => Self::internal(err),
         }
     }
@@ -312,17 +323,27 @@ impl Validator {
 
     pub fn check(&mut self, ok: bool, field: &str, message: impl Into<String>) -> &mut Self {
         if !ok {
-            self.errors.push(FieldError { field: field.to_owned(), message: message.into() });
+            self.errors.push(FieldError {
+                field: field.to_owned(),
+                message: message.into(),
+            });
         }
         self
     }
 
     pub fn push(&mut self, field: &str, message: impl Into<String>) {
-        self.errors.push(FieldError { field: field.to_owned(), message: message.into() });
+        self.errors.push(FieldError {
+            field: field.to_owned(),
+            message: message.into(),
+        });
     }
 
     pub fn finish(self) -> ApiResult<()> {
-        if self.errors.is_empty() { Ok(()) } else { Err(ApiError::validation(self.errors)) }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::validation(self.errors))
+        }
     }
 }
 
@@ -378,7 +399,10 @@ mod tests {
 
     #[test]
     fn problem_shape() {
-        let e = ApiError::validation(vec![FieldError { field: "role".into(), message: "unknown role".into() }]);
+        let e = ApiError::validation(vec![FieldError {
+            field: "role".into(),
+            message: "unknown role".into(),
+        }]);
         let v = serde_json::to_value(e.problem()).expect("serialises");
         assert_eq!(v["type"], "urn:granulo:problem:validation_failed");
         assert_eq!(v["status"], 400);

@@ -166,11 +166,17 @@ pub fn normalize_error<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHan
             format!("{method} is not allowed on {path}"),
         ),
         StatusCode::PAYLOAD_TOO_LARGE => too_large(),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            ApiError::new(ErrorKind::UnsupportedMediaType, "unsupported_media_type", "unsupported media type")
-        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            ErrorKind::UnsupportedMediaType,
+            "unsupported_media_type",
+            "unsupported media type",
+        ),
         s if s.is_server_error() => ApiError::new(ErrorKind::Internal, "internal_error", "an internal error occurred"),
-        _ => ApiError::new(ErrorKind::BadRequest, "bad_request", "the request could not be understood"),
+        _ => ApiError::new(
+            ErrorKind::BadRequest,
+            "bad_request",
+            "the request could not be understood",
+        ),
     };
     let mut problem = error.problem();
     // Keep the framework's status (e.g. 408, 431) even where the kind maps differently.

@@ -37,7 +37,10 @@ pub enum Bootstrap {
     /// Created from `GRANULO_ADMIN_USERNAME` / `GRANULO_ADMIN_PASSWORD`.
     FromEnvironment { username: String },
     /// Embedded default, nothing configured: a random password was written to this file.
-    Generated { username: String, password_file: std::path::PathBuf },
+    Generated {
+        username: String,
+        password_file: std::path::PathBuf,
+    },
     /// PostgreSQL with no users and nothing configured.
     NoUsers,
 }
@@ -83,9 +86,8 @@ fn bootstrap(settings: &Settings, pool: &Pool) -> Result<Bootstrap, StartupError
                 let file = config::sidecar_path(path, "admin-password");
                 // An old file from a deleted database would be misleading: replace it.
                 let _ = std::fs::remove_file(&file);
-                config::write_private_file(&file, &generated).map_err(|e| {
-                    StartupError::Bootstrap(format!("cannot write {}: {e}", file.display()))
-                })?;
+                config::write_private_file(&file, &generated)
+                    .map_err(|e| StartupError::Bootstrap(format!("cannot write {}: {e}", file.display())))?;
                 ("admin".to_owned(), generated, Some(file))
             }
             DatabaseTarget::Postgres(_) => return Ok(Bootstrap::NoUsers),
@@ -95,7 +97,10 @@ fn bootstrap(settings: &Settings, pool: &Pool) -> Result<Bootstrap, StartupError
     let created = store::write_tx(&mut conn, |c| crate::accounts::bootstrap_admin(c, &username, &hash)).map_err(err)?;
     Ok(match (created, generated_file) {
         (None, _) => Bootstrap::NotNeeded,
-        (Some(_), Some(password_file)) => Bootstrap::Generated { username, password_file },
+        (Some(_), Some(password_file)) => Bootstrap::Generated {
+            username,
+            password_file,
+        },
         (Some(_), None) => Bootstrap::FromEnvironment { username },
     })
 }
@@ -121,10 +126,21 @@ impl Application {
             settings: Arc::new(settings),
         };
         let addr = state.settings.bind.clone();
-        let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
-        let port = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?.port();
+        let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr, source })?
+            .port();
         let server = run(listener, state.clone())?;
-        Ok(Self { port, server, bootstrap, state })
+        Ok(Self {
+            port,
+            server,
+            bootstrap,
+            state,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -158,7 +174,9 @@ fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
             )
             .wrap(TracingLogger::default())
             .configure(crate::routes::configure)
-            .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::not_found("route")) }))
+            .default_service(web::to(|| async {
+                Err::<actix_web::HttpResponse, _>(ApiError::not_found("route"))
+            }))
     })
     .shutdown_timeout(10);
     if workers > 0 {
@@ -166,7 +184,10 @@ fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
     }
     let server = server
         .listen(listener)
-        .map_err(|source| StartupError::Bind { addr: "listener".to_owned(), source })?
+        .map_err(|source| StartupError::Bind {
+            addr: "listener".to_owned(),
+            source,
+        })?
         .run();
     Ok(server)
 }

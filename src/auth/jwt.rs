@@ -73,12 +73,11 @@ impl JwtKeys {
 
     /// Verify signature and claims; `now` is the current Unix time.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
-            }
-        })?;
+            })?;
         let claims = data.claims;
         // jsonwebtoken does not look at iat; a token "issued" in the future is forged or the
         // issuing clock is wrong.
@@ -133,20 +132,32 @@ mod tests {
 
         c = claims(n);
         let other = JwtKeys::new(&SecretString::from("z".repeat(40)));
-        assert_eq!(keys().verify(&other.sign(&c).expect("sign"), n), Err(TokenError::Invalid));
+        assert_eq!(
+            keys().verify(&other.sign(&c).expect("sign"), n),
+            Err(TokenError::Invalid)
+        );
 
         let mut wrong_aud = claims(n);
         wrong_aud.aud = "someone-else".into();
-        assert_eq!(keys().verify(&keys().sign(&wrong_aud).expect("sign"), n), Err(TokenError::Invalid));
+        assert_eq!(
+            keys().verify(&keys().sign(&wrong_aud).expect("sign"), n),
+            Err(TokenError::Invalid)
+        );
 
         let mut wrong_iss = claims(n);
         wrong_iss.iss = "evil".into();
-        assert_eq!(keys().verify(&keys().sign(&wrong_iss).expect("sign"), n), Err(TokenError::Invalid));
+        assert_eq!(
+            keys().verify(&keys().sign(&wrong_iss).expect("sign"), n),
+            Err(TokenError::Invalid)
+        );
 
         let mut future = claims(n);
         future.iat = n + 3600;
         future.nbf = n;
-        assert_eq!(keys().verify(&keys().sign(&future).expect("sign"), n), Err(TokenError::Invalid));
+        assert_eq!(
+            keys().verify(&keys().sign(&future).expect("sign"), n),
+            Err(TokenError::Invalid)
+        );
     }
 
     #[test]
@@ -154,7 +165,11 @@ mod tests {
         let n = now();
         let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let payload = engine.encode(serde_json::to_vec(&claims(n)).expect("json"));
-        for header in [r#"{"alg":"none","typ":"JWT"}"#, r#"{"alg":"HS512","typ":"JWT"}"#, r#"{"alg":"RS256","typ":"JWT"}"#] {
+        for header in [
+            r#"{"alg":"none","typ":"JWT"}"#,
+            r#"{"alg":"HS512","typ":"JWT"}"#,
+            r#"{"alg":"RS256","typ":"JWT"}"#,
+        ] {
             let token = format!("{}.{}.", engine.encode(header), payload);
             assert_eq!(keys().verify(&token, n), Err(TokenError::Invalid), "{header}");
         }

@@ -63,8 +63,16 @@ pub struct AuthUser {
 impl AuthUser {
     pub fn actor(&self) -> Actor {
         match self.principal {
-            Principal::User(id) => Actor { kind: ActorKind::User, id: Some(id), name: self.name.clone() },
-            Principal::Client(id) => Actor { kind: ActorKind::Client, id: Some(id), name: self.name.clone() },
+            Principal::User(id) => Actor {
+                kind: ActorKind::User,
+                id: Some(id),
+                name: self.name.clone(),
+            },
+            Principal::Client(id) => Actor {
+                kind: ActorKind::Client,
+                id: Some(id),
+                name: self.name.clone(),
+            },
         }
     }
 
@@ -108,7 +116,10 @@ fn bearer_token(req: &HttpRequest) -> ApiResult<String> {
         .split_once(' ')
         .ok_or_else(|| ApiError::unauthorized("invalid_token", "expected 'Authorization: Bearer <token>'"))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::unauthorized("invalid_token", "expected 'Authorization: Bearer <token>'"));
+        return Err(ApiError::unauthorized(
+            "invalid_token",
+            "expected 'Authorization: Bearer <token>'",
+        ));
     }
     Ok(token.trim().to_owned())
 }
@@ -127,8 +138,12 @@ impl FromRequest for AuthUser {
                 .jwt
                 .verify(&token, chrono::Utc::now().timestamp())
                 .map_err(|e| match e {
-                    jwt::TokenError::Expired => ApiError::unauthorized("token_expired", "the access token has expired; refresh it"),
-                    jwt::TokenError::Invalid => ApiError::unauthorized("invalid_token", "the access token is not valid"),
+                    jwt::TokenError::Expired => {
+                        ApiError::unauthorized("token_expired", "the access token has expired; refresh it")
+                    }
+                    jwt::TokenError::Invalid => {
+                        ApiError::unauthorized("invalid_token", "the access token is not valid")
+                    }
                 })?;
             let principal = Principal::parse_subject(&claims.sub)
                 .ok_or_else(|| ApiError::unauthorized("invalid_token", "the access token is not valid"))?;
@@ -143,7 +158,10 @@ pub fn load_principal(conn: &mut crate::store::DbConn, principal: Principal, sid
     let session = sessions::find(conn, sid)?
         .ok_or_else(|| ApiError::unauthorized("invalid_token", "the access token is not valid"))?;
     if session.revoked_at.is_some() {
-        return Err(ApiError::unauthorized("session_revoked", "this session has ended; sign in again"));
+        return Err(ApiError::unauthorized(
+            "session_revoked",
+            "this session has ended; sign in again",
+        ));
     }
     let matches = match principal {
         Principal::User(id) => session.user_id == Some(id),
@@ -157,20 +175,35 @@ pub fn load_principal(conn: &mut crate::store::DbConn, principal: Principal, sid
             let user = users::find(conn, id)?
                 .ok_or_else(|| ApiError::unauthorized("invalid_token", "the access token is not valid"))?;
             if !user.active {
-                return Err(ApiError::unauthorized("account_inactive", "this account has been deactivated"));
+                return Err(ApiError::unauthorized(
+                    "account_inactive",
+                    "this account has been deactivated",
+                ));
             }
             let role: Role = user.role.parse().map_err(ApiError::internal)?;
-            Ok(AuthUser { principal, name: user.username, role, hospital_id: user.hospital_id, session_id: session.id })
+            Ok(AuthUser {
+                principal,
+                name: user.username,
+                role,
+                hospital_id: user.hospital_id,
+                session_id: session.id,
+            })
         }
         Principal::Client(id) => {
             let client = api_clients::find(conn, id)?
                 .ok_or_else(|| ApiError::unauthorized("invalid_token", "the access token is not valid"))?;
             if !client.active {
-                return Err(ApiError::unauthorized("account_inactive", "this client credential has been revoked"));
+                return Err(ApiError::unauthorized(
+                    "account_inactive",
+                    "this client credential has been revoked",
+                ));
             }
             let hospital_active = hospitals::find(conn, client.hospital_id)?.is_some_and(|h| h.active);
             if !hospital_active {
-                return Err(ApiError::unauthorized("account_inactive", "this hospital is not active"));
+                return Err(ApiError::unauthorized(
+                    "account_inactive",
+                    "this hospital is not active",
+                ));
             }
             Ok(AuthUser {
                 principal,

@@ -108,9 +108,20 @@ pub fn start_user_session(
     let session_id = tokens::new_session_id();
     sessions::create(conn, &session_id, Some(user.id), None, at)?;
     let refresh = new_refresh(conn, settings, &session_id, at)?;
-    let (access, expires_in) =
-        access_token(jwt, settings, Principal::User(user.id), role, user.hospital_id, &session_id, at)?;
-    Ok(Issued { access_token: access, expires_in, refresh_token: Some(refresh) })
+    let (access, expires_in) = access_token(
+        jwt,
+        settings,
+        Principal::User(user.id),
+        role,
+        user.hospital_id,
+        &session_id,
+        at,
+    )?;
+    Ok(Issued {
+        access_token: access,
+        expires_in,
+        refresh_token: Some(refresh),
+    })
 }
 
 /// Open a session for a hospital system (no refresh token: it asks again with its secret).
@@ -132,7 +143,11 @@ pub fn start_client_session(
         &session_id,
         at,
     )?;
-    Ok(Issued { access_token: access, expires_in, refresh_token: None })
+    Ok(Issued {
+        access_token: access,
+        expires_in,
+        refresh_token: None,
+    })
 }
 
 /// What a refresh attempt came to. `Reused` is not an `Err` so that the family revocation it
@@ -153,7 +168,10 @@ pub fn refresh(
     let token = sessions::find_refresh_token(conn, &tokens::sha256_hex(presented))?.ok_or_else(invalid)?;
     let session = sessions::find(conn, &token.session_id)?.ok_or_else(invalid)?;
     if session.revoked_at.is_some() {
-        return Err(ApiError::unauthorized("session_revoked", "this session has ended; sign in again"));
+        return Err(ApiError::unauthorized(
+            "session_revoked",
+            "this session has ended; sign in again",
+        ));
     }
     if token.used_at.is_some() || !sessions::spend_refresh_token(conn, token.id, at)? {
         sessions::revoke(conn, &session.id, "refresh_token_reuse", at)?;
@@ -161,16 +179,36 @@ pub fn refresh(
         return Ok(RefreshOutcome::Reused);
     }
     if token.expires_at <= at {
-        return Err(ApiError::unauthorized("refresh_token_expired", "the refresh token has expired; sign in again"));
+        return Err(ApiError::unauthorized(
+            "refresh_token_expired",
+            "the refresh token has expired; sign in again",
+        ));
     }
     let user_id = session.user_id.ok_or_else(invalid)?;
     let user = users::find(conn, user_id)?.ok_or_else(invalid)?;
     if !user.active {
-        return Err(ApiError::unauthorized("account_inactive", "this account has been deactivated"));
+        return Err(ApiError::unauthorized(
+            "account_inactive",
+            "this account has been deactivated",
+        ));
     }
     let role: Role = user.role.parse().map_err(ApiError::internal)?;
     let refresh = new_refresh(conn, settings, &session.id, at)?;
-    let (access, expires_in) =
-        access_token(jwt, settings, Principal::User(user.id), role, user.hospital_id, &session.id, at)?;
-    Ok(RefreshOutcome::Rotated(Issued { access_token: access, expires_in, refresh_token: Some(refresh) }, user))
+    let (access, expires_in) = access_token(
+        jwt,
+        settings,
+        Principal::User(user.id),
+        role,
+        user.hospital_id,
+        &session.id,
+        at,
+    )?;
+    Ok(RefreshOutcome::Rotated(
+        Issued {
+            access_token: access,
+            expires_in,
+            refresh_token: Some(refresh),
+        },
+        user,
+    ))
 }

@@ -61,7 +61,11 @@ impl From<AuditRow> for AuditEntry {
         Self {
             id: r.id,
             at: utc(r.occurred_at),
-            actor: AuditActor { kind: r.actor_kind, id: r.actor_id, name: r.actor_name },
+            actor: AuditActor {
+                kind: r.actor_kind,
+                id: r.actor_id,
+                name: r.actor_name,
+            },
             action: r.action,
             entity_type: r.entity_type,
             entity_id: r.entity_id,
@@ -95,7 +99,12 @@ pub async fn list(
         before_id: decode_cursor(q.cursor.as_deref())?,
         limit: limit + 1,
     };
-    let rows = state.db(move |conn| audit::list(conn, &filter).map_err(Into::into)).await?;
+    let rows = state
+        .db(move |conn| audit::list(conn, &filter).map_err(Into::into))
+        .await?;
     let (rows, next_cursor) = paginate(rows, limit, |r| r.id);
-    Ok(HttpResponse::Ok().json(AuditList { items: rows.into_iter().map(Into::into).collect(), next_cursor }))
+    Ok(HttpResponse::Ok().json(AuditList {
+        items: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
 }

@@ -95,7 +95,12 @@ fn token_response(issued: Issued, user: &users::User) -> ApiResult<TokenResponse
         token_type: "Bearer",
         expires_in: issued.expires_in,
         refresh_token: issued.refresh_token.unwrap_or_default(),
-        user: SessionUser { id: user.id, username: user.username.clone(), role, hospital_id: user.hospital_id },
+        user: SessionUser {
+            id: user.id,
+            username: user.username.clone(),
+            role,
+            hospital_id: user.hospital_id,
+        },
     })
 }
 
@@ -143,7 +148,9 @@ pub async fn login(
     }
 
     // Unknown usernames are checked against a dummy hash so they cost the same time.
-    let stored = user.as_ref().map_or_else(|| state.dummy_password_hash.to_string(), |u| u.password_hash.clone());
+    let stored = user
+        .as_ref()
+        .map_or_else(|| state.dummy_password_hash.to_string(), |u| u.password_hash.clone());
     let verified = cpu(move || password::verify(&password, &stored)).await?;
 
     let state2 = state.clone();
@@ -155,7 +162,10 @@ pub async fn login(
                 Some(user) if verified => {
                     throttle::clear(conn, &user_key)?;
                     if !user.active {
-                        return Ok(Err(ApiError::unauthorized("account_inactive", "this account has been deactivated")));
+                        return Ok(Err(ApiError::unauthorized(
+                            "account_inactive",
+                            "this account has been deactivated",
+                        )));
                     }
                     let issued = session::start_user_session(conn, &state2.jwt, &settings, &user, at)?;
                     Ok(Ok(token_response(issued, &user)?))
@@ -170,7 +180,9 @@ pub async fn login(
     match outcome {
         Ok(tokens) => {
             tracing::info!(user = %tokens.user.username, "signed in");
-            Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(tokens))
+            Ok(HttpResponse::Ok()
+                .insert_header(("Cache-Control", "no-store"))
+                .json(tokens))
         }
         Err(e) => Err(e),
     }
@@ -189,7 +201,10 @@ pub async fn client_token(
     state: web::Data<AppState>,
     body: JsonBody<ClientTokenRequest>,
 ) -> ApiResult<HttpResponse> {
-    let ClientTokenRequest { client_id, client_secret } = body.into_inner();
+    let ClientTokenRequest {
+        client_id,
+        client_secret,
+    } = body.into_inner();
     let client_key = session::client_throttle_key(client_id.trim());
     let addr_key = session::address_throttle_key(&client_address(&req, &state));
     let settings = state.settings.clone();
@@ -202,13 +217,19 @@ pub async fn client_token(
             }
             let client = api_clients::find_by_client_id(conn, client_id.trim())?;
             // Compare even for unknown clients so timing does not reveal which ids exist.
-            let stored = client.as_ref().map_or_else(|| tokens::sha256_hex("unknown-client"), |c| c.secret_hash.clone());
+            let stored = client
+                .as_ref()
+                .map_or_else(|| tokens::sha256_hex("unknown-client"), |c| c.secret_hash.clone());
             let matches = tokens::secret_matches(&client_secret, &stored);
             match client {
                 Some(client) if matches && client.active => {
-                    let hospital_active = crate::store::hospitals::find(conn, client.hospital_id)?.is_some_and(|h| h.active);
+                    let hospital_active =
+                        crate::store::hospitals::find(conn, client.hospital_id)?.is_some_and(|h| h.active);
                     if !hospital_active {
-                        return Ok(Err(ApiError::unauthorized("account_inactive", "this hospital is not active")));
+                        return Ok(Err(ApiError::unauthorized(
+                            "account_inactive",
+                            "this hospital is not active",
+                        )));
                     }
                     throttle::clear(conn, &client_key)?;
                     let issued = session::start_client_session(conn, &jwt, &settings, &client, at)?;
@@ -222,12 +243,17 @@ pub async fn client_token(
                 }
                 _ => {
                     session::record_failure(conn, &settings, &[&client_key, &addr_key], at)?;
-                    Ok(Err(ApiError::unauthorized("invalid_client", "the client id or secret is wrong, or the client was revoked")))
+                    Ok(Err(ApiError::unauthorized(
+                        "invalid_client",
+                        "the client id or secret is wrong, or the client was revoked",
+                    )))
                 }
             }
         })
         .await??;
-    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(outcome))
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(outcome))
 }
 
 /// Exchange a refresh token for a new pair. Each refresh token works once; presenting a
@@ -247,9 +273,9 @@ pub async fn refresh(state: web::Data<AppState>, body: JsonBody<RefreshRequest>)
         .write(move |conn| session::refresh(conn, &jwt, &settings, &presented, now()))
         .await?;
     match outcome {
-        RefreshOutcome::Rotated(issued, user) => {
-            Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(token_response(issued, &user)?))
-        }
+        RefreshOutcome::Rotated(issued, user) => Ok(HttpResponse::Ok()
+            .insert_header(("Cache-Control", "no-store"))
+            .json(token_response(issued, &user)?)),
         RefreshOutcome::Reused => Err(ApiError::unauthorized(
             "refresh_token_reused",
             "this refresh token was already used; the session has been ended, sign in again",
@@ -277,5 +303,11 @@ pub async fn me(user: AuthUser) -> HttpResponse {
         Principal::User(id) => ("user", id),
         Principal::Client(id) => ("client", id),
     };
-    HttpResponse::Ok().json(MeResponse { kind, id, name: user.name, role: user.role, hospital_id: user.hospital_id })
+    HttpResponse::Ok().json(MeResponse {
+        kind,
+        id,
+        name: user.name,
+        role: user.role,
+        hospital_id: user.hospital_id,
+    })
 }

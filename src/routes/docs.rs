@@ -18,7 +18,7 @@ use crate::error::{FieldError, Problem, Reason};
                        application/problem+json with a stable `code`.",
     ),
     paths(
-        health::healthz, health::readyz,
+        health::healthz, health::readyz, openapi_json,
         auth::login, auth::client_token, auth::refresh, auth::logout, auth::me,
         users::create, users::list, users::get, users::update,
         hospitals::create, hospitals::list, hospitals::get,
@@ -46,11 +46,18 @@ impl Modify for SecurityAndErrors {
         if let Some(components) = openapi.components.as_mut() {
             components.add_security_scheme(
                 "bearer",
-                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .build(),
+                ),
             );
         }
         let problem = || {
-            ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build()
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build()
         };
         for item in openapi.paths.paths.values_mut() {
             let operations = [
@@ -72,9 +79,15 @@ impl Modify for SecurityAndErrors {
                             .into()
                     });
                 };
-                add("400", "malformed input: `malformed_json`, `validation_failed`, `invalid_path`, `invalid_query`");
+                add(
+                    "400",
+                    "malformed input: `malformed_json`, `validation_failed`, `invalid_path`, `invalid_query`",
+                );
                 if secured {
-                    add("401", "`missing_token`, `invalid_token`, `token_expired`, `session_revoked`, `account_inactive`");
+                    add(
+                        "401",
+                        "`missing_token`, `invalid_token`, `token_expired`, `session_revoked`, `account_inactive`",
+                    );
                     add("403", "`forbidden`: the caller's role may not do this");
                     add("404", "`not_found`");
                 }
@@ -89,7 +102,8 @@ impl Modify for SecurityAndErrors {
     }
 }
 
-/// The OpenAPI document.
+/// This OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health", responses((status = 200, description = "the OpenAPI document", content_type = "application/json")))]
 pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
 }

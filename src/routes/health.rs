@@ -20,7 +20,10 @@ pub struct HealthResponse {
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = HealthResponse)))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(HealthResponse { status: "ok", database: None })
+    HttpResponse::Ok().json(HealthResponse {
+        status: "ok",
+        database: None,
+    })
 }
 
 /// The database answers.
@@ -30,5 +33,8 @@ pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     state
         .db(|conn| conn.batch_execute("SELECT 1").map_err(Into::into))
         .await?;
-    Ok(HttpResponse::Ok().json(HealthResponse { status: "ok", database: Some(backend) }))
+    Ok(HttpResponse::Ok().json(HealthResponse {
+        status: "ok",
+        database: Some(backend),
+    }))
 }

@@ -75,7 +75,13 @@ pub struct ClientList {
 
 impl From<Hospital> for HospitalResponse {
     fn from(h: Hospital) -> Self {
-        Self { id: h.id, name: h.name, code: h.code, active: h.active, created_at: utc(h.created_at) }
+        Self {
+            id: h.id,
+            name: h.name,
+            code: h.code,
+            active: h.active,
+            created_at: utc(h.created_at),
+        }
     }
 }
 
@@ -110,14 +116,20 @@ pub async fn create(
     let req = body.into_inner();
     let mut v = Validator::new();
     let name = req.name.trim().to_owned();
-    v.check(!name.is_empty() && name.chars().count() <= 200, "name", "must be 1 to 200 characters");
+    v.check(
+        !name.is_empty() && name.chars().count() <= 200,
+        "name",
+        "must be 1 to 200 characters",
+    );
     let code = accounts::normalize_hospital_code(&req.code).unwrap_or_else(|m| {
         v.push("code", m);
         String::new()
     });
     v.finish()?;
     let actor = caller.actor();
-    let hospital = state.write(move |conn| accounts::create_hospital(conn, &actor, &name, &code)).await?;
+    let hospital = state
+        .write(move |conn| accounts::create_hospital(conn, &actor, &name, &code))
+        .await?;
     Ok(HttpResponse::Created().json(HospitalResponse::from(hospital)))
 }
 
@@ -134,9 +146,14 @@ pub async fn list(
     caller.require_admin()?;
     let limit = page_limit(query.limit)?;
     let after = decode_cursor(query.cursor.as_deref())?;
-    let rows = state.db(move |conn| hospitals::list(conn, after, limit + 1).map_err(Into::into)).await?;
+    let rows = state
+        .db(move |conn| hospitals::list(conn, after, limit + 1).map_err(Into::into))
+        .await?;
     let (rows, next_cursor) = paginate(rows, limit, |h| h.id);
-    Ok(HttpResponse::Ok().json(HospitalList { items: rows.into_iter().map(Into::into).collect(), next_cursor }))
+    Ok(HttpResponse::Ok().json(HospitalList {
+        items: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
 }
 
 /// One hospital: staff see any, a hospital account only its own (others answer 404).
@@ -173,7 +190,11 @@ pub async fn create_client(
     if name.chars().count() > 200 {
         return Err(ApiError::field("name", "must be at most 200 characters"));
     }
-    let name = if name.is_empty() { "hospital system".to_owned() } else { name };
+    let name = if name.is_empty() {
+        "hospital system".to_owned()
+    } else {
+        name
+    };
     let client_id = tokens::new_client_id();
     let secret = tokens::new_client_secret();
     let secret_hash = tokens::sha256_hex(&secret);
@@ -181,13 +202,15 @@ pub async fn create_client(
     let client = state
         .write(move |conn| accounts::create_client(conn, &actor, hospital_id, &name, &client_id, &secret_hash))
         .await?;
-    Ok(HttpResponse::Created().insert_header(("Cache-Control", "no-store")).json(CreatedClientResponse {
-        id: client.id,
-        client_id: client.client_id,
-        client_secret: secret,
-        hospital_id: client.hospital_id,
-        name: client.name,
-    }))
+    Ok(HttpResponse::Created()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(CreatedClientResponse {
+            id: client.id,
+            client_id: client.client_id,
+            client_secret: secret,
+            hospital_id: client.hospital_id,
+            name: client.name,
+        }))
 }
 
 /// A hospital's client credentials (without secrets).
@@ -195,7 +218,11 @@ pub async fn create_client(
     get, path = "/api/v1/hospitals/{id}/clients", tag = "hospitals", security(("bearer" = [])),
     params(("id" = i64, Path)), responses((status = 200, body = ClientList))
 )]
-pub async fn list_clients(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
+pub async fn list_clients(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
     caller.require_admin()?;
     let hospital_id = parse_id(&id, "hospital")?;
     let rows = state
@@ -204,7 +231,10 @@ pub async fn list_clients(state: web::Data<AppState>, caller: AuthUser, id: web:
             api_clients::list_for_hospital(conn, hospital_id).map_err(Into::into)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(ClientList { items: rows.into_iter().map(Into::into).collect(), next_cursor: None }))
+    Ok(HttpResponse::Ok().json(ClientList {
+        items: rows.into_iter().map(Into::into).collect(),
+        next_cursor: None,
+    }))
 }
 
 /// Revoke a client credential; its tokens stop working at once.
@@ -226,6 +256,8 @@ pub async fn revoke_client(
     let hospital_id = parse_id(&hid, "hospital")?;
     let id = parse_id(&cid, "client")?;
     let actor = caller.actor();
-    let client = state.write(move |conn| accounts::revoke_client(conn, &actor, hospital_id, id)).await?;
+    let client = state
+        .write(move |conn| accounts::revoke_client(conn, &actor, hospital_id, id))
+        .await?;
     Ok(HttpResponse::Ok().json(ClientResponse::from(client)))
 }

@@ -79,9 +79,14 @@ pub fn encode_cursor(id: i64) -> String {
 pub fn decode_cursor(cursor: Option<&str>) -> ApiResult<Option<i64>> {
     let Some(cursor) = cursor else { return Ok(None) };
     let bad = || ApiError::field("cursor", "is not a cursor this server returned");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let id = text.strip_prefix("v1:").and_then(|s| s.parse::<i64>().ok()).ok_or_else(bad)?;
+    let id = text
+        .strip_prefix("v1:")
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(bad)?;
     Ok(Some(id))
 }
 

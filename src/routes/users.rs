@@ -108,10 +108,19 @@ pub async fn create(
         v.push("password", m);
     }
     v.finish()?;
-    let password_hash = cpu(move || password::hash(&req.password)).await?.map_err(ApiError::internal)?;
+    let password_hash = cpu(move || password::hash(&req.password))
+        .await?
+        .map_err(ApiError::internal)?;
     let actor = caller.actor();
-    let account = NewAccount { username, password_hash, role: req.role, hospital_id: req.hospital_id };
-    let user = state.write(move |conn| accounts::create_user(conn, &actor, &account)).await?;
+    let account = NewAccount {
+        username,
+        password_hash,
+        role: req.role,
+        hospital_id: req.hospital_id,
+    };
+    let user = state
+        .write(move |conn| accounts::create_user(conn, &actor, &account))
+        .await?;
     Ok(HttpResponse::Created().json(UserResponse::try_from(user)?))
 }
 
@@ -128,7 +137,9 @@ pub async fn list(
     caller.require_admin()?;
     let limit = page_limit(query.limit)?;
     let after = decode_cursor(query.cursor.as_deref())?;
-    let rows = state.db(move |conn| users::list(conn, after, limit + 1).map_err(Into::into)).await?;
+    let rows = state
+        .db(move |conn| users::list(conn, after, limit + 1).map_err(Into::into))
+        .await?;
     let (rows, next_cursor) = paginate(rows, limit, |u| u.id);
     let items = rows.into_iter().map(UserResponse::try_from).collect::<ApiResult<_>>()?;
     Ok(HttpResponse::Ok().json(UserList { items, next_cursor }))
@@ -179,8 +190,15 @@ pub async fn update(
         }
         None => None,
     };
-    let patch = AccountPatch { role: req.role, hospital_id: req.hospital_id, active: req.active, password_hash };
+    let patch = AccountPatch {
+        role: req.role,
+        hospital_id: req.hospital_id,
+        active: req.active,
+        password_hash,
+    };
     let actor = caller.actor();
-    let user = state.write(move |conn| accounts::update_user(conn, &actor, id, patch)).await?;
+    let user = state
+        .write(move |conn| accounts::update_user(conn, &actor, id, patch))
+        .await?;
     Ok(HttpResponse::Ok().json(UserResponse::try_from(user)?))
 }

@@ -3,8 +3,8 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::api_clients;
 use super::DbConn;
+use super::schema::api_clients;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = api_clients)]
@@ -77,13 +77,9 @@ pub fn list_for_hospital(conn: &mut DbConn, hospital_id: i64) -> QueryResult<Vec
 
 /// Deactivate a credential; returns the updated row, or `None` when it was already revoked.
 pub fn revoke(conn: &mut DbConn, id: i64, at: NaiveDateTime) -> QueryResult<Option<ApiClient>> {
-    let changed = diesel::update(
-        api_clients::table
-            .find(id)
-            .filter(api_clients::active.eq(true)),
-    )
-    .set((api_clients::active.eq(false), api_clients::revoked_at.eq(Some(at))))
-    .execute(conn)?;
+    let changed = diesel::update(api_clients::table.find(id).filter(api_clients::active.eq(true)))
+        .set((api_clients::active.eq(false), api_clients::revoked_at.eq(Some(at))))
+        .execute(conn)?;
     if changed == 0 {
         return Ok(None);
     }

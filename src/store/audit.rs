@@ -10,8 +10,8 @@ use diesel::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::schema::audit_log;
 use super::DbConn;
+use super::schema::audit_log;
 
 /// The hash a chain starts from.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -47,7 +47,11 @@ impl ActorKind {
 
 impl Actor {
     pub fn system(name: &str) -> Self {
-        Self { kind: ActorKind::System, id: None, name: name.to_owned() }
+        Self {
+            kind: ActorKind::System,
+            id: None,
+            name: name.to_owned(),
+        }
     }
 }
 
@@ -267,7 +271,11 @@ pub fn verify(conn: &mut DbConn) -> QueryResult<VerifyReport> {
             rows_checked += 1;
         }
     }
-    Ok(VerifyReport { rows_checked, last_hash: expected_prev, first_bad: None })
+    Ok(VerifyReport {
+        rows_checked,
+        last_hash: expected_prev,
+        first_bad: None,
+    })
 }
 
 #[cfg(test)]
@@ -279,19 +287,151 @@ mod tests {
         let t = chrono::DateTime::from_timestamp(1_700_000_000, 123_456_000)
             .expect("time")
             .naive_utc();
-        let base = row_hash(GENESIS_HASH, t, "user", Some(1), "alice", "user.create", "user", "7", None, Some("{}"));
+        let base = row_hash(
+            GENESIS_HASH,
+            t,
+            "user",
+            Some(1),
+            "alice",
+            "user.create",
+            "user",
+            "7",
+            None,
+            Some("{}"),
+        );
         let variants = [
-            row_hash("1", t, "user", Some(1), "alice", "user.create", "user", "7", None, Some("{}")),
-            row_hash(GENESIS_HASH, t + chrono::Duration::microseconds(1), "user", Some(1), "alice", "user.create", "user", "7", None, Some("{}")),
-            row_hash(GENESIS_HASH, t, "client", Some(1), "alice", "user.create", "user", "7", None, Some("{}")),
-            row_hash(GENESIS_HASH, t, "user", Some(2), "alice", "user.create", "user", "7", None, Some("{}")),
-            row_hash(GENESIS_HASH, t, "user", None, "alice", "user.create", "user", "7", None, Some("{}")),
-            row_hash(GENESIS_HASH, t, "user", Some(1), "bob", "user.create", "user", "7", None, Some("{}")),
-            row_hash(GENESIS_HASH, t, "user", Some(1), "alice", "user.update", "user", "7", None, Some("{}")),
-            row_hash(GENESIS_HASH, t, "user", Some(1), "alice", "user.create", "hospital", "7", None, Some("{}")),
-            row_hash(GENESIS_HASH, t, "user", Some(1), "alice", "user.create", "user", "8", None, Some("{}")),
-            row_hash(GENESIS_HASH, t, "user", Some(1), "alice", "user.create", "user", "7", Some("{}"), Some("{}")),
-            row_hash(GENESIS_HASH, t, "user", Some(1), "alice", "user.create", "user", "7", None, None),
+            row_hash(
+                "1",
+                t,
+                "user",
+                Some(1),
+                "alice",
+                "user.create",
+                "user",
+                "7",
+                None,
+                Some("{}"),
+            ),
+            row_hash(
+                GENESIS_HASH,
+                t + chrono::Duration::microseconds(1),
+                "user",
+                Some(1),
+                "alice",
+                "user.create",
+                "user",
+                "7",
+                None,
+                Some("{}"),
+            ),
+            row_hash(
+                GENESIS_HASH,
+                t,
+                "client",
+                Some(1),
+                "alice",
+                "user.create",
+                "user",
+                "7",
+                None,
+                Some("{}"),
+            ),
+            row_hash(
+                GENESIS_HASH,
+                t,
+                "user",
+                Some(2),
+                "alice",
+                "user.create",
+                "user",
+                "7",
+                None,
+                Some("{}"),
+            ),
+            row_hash(
+                GENESIS_HASH,
+                t,
+                "user",
+                None,
+                "alice",
+                "user.create",
+                "user",
+                "7",
+                None,
+                Some("{}"),
+            ),
+            row_hash(
+                GENESIS_HASH,
+                t,
+                "user",
+                Some(1),
+                "bob",
+                "user.create",
+                "user",
+                "7",
+                None,
+                Some("{}"),
+            ),
+            row_hash(
+                GENESIS_HASH,
+                t,
+                "user",
+                Some(1),
+                "alice",
+                "user.update",
+                "user",
+                "7",
+                None,
+                Some("{}"),
+            ),
+            row_hash(
+                GENESIS_HASH,
+                t,
+                "user",
+                Some(1),
+                "alice",
+                "user.create",
+                "hospital",
+                "7",
+                None,
+                Some("{}"),
+            ),
+            row_hash(
+                GENESIS_HASH,
+                t,
+                "user",
+                Some(1),
+                "alice",
+                "user.create",
+                "user",
+                "8",
+                None,
+                Some("{}"),
+            ),
+            row_hash(
+                GENESIS_HASH,
+                t,
+                "user",
+                Some(1),
+                "alice",
+                "user.create",
+                "user",
+                "7",
+                Some("{}"),
+                Some("{}"),
+            ),
+            row_hash(
+                GENESIS_HASH,
+                t,
+                "user",
+                Some(1),
+                "alice",
+                "user.create",
+                "user",
+                "7",
+                None,
+                None,
+            ),
         ];
         for v in variants {
             assert_ne!(v, base);

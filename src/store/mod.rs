@@ -93,8 +93,7 @@ impl ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1")
-            .map_err(r2d2::Error::QueryError)
+        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
     }
 
     fn has_broken(&self, conn: &mut DbConn) -> bool {
@@ -105,11 +104,7 @@ impl ManageConnection for Manager {
 
 /// Build the pool. `checkout_timeout` bounds how long a request waits for a connection; when it
 /// runs out the request answers 503 instead of hanging.
-pub fn build_pool(
-    target: &DatabaseTarget,
-    max_size: u32,
-    checkout_timeout: Duration,
-) -> Result<Pool, StoreError> {
+pub fn build_pool(target: &DatabaseTarget, max_size: u32, checkout_timeout: Duration) -> Result<Pool, StoreError> {
     // Fail fast with the real cause (wrong host, auth, missing file) before building the pool.
     establish(target)?;
     let pool = r2d2::Pool::builder()
@@ -153,12 +148,10 @@ where
             <DbConn as Connection>::TransactionManager::commit_transaction(conn)?;
             Ok(value)
         }
-        Err(user_error) => {
-            match <DbConn as Connection>::TransactionManager::rollback_transaction(conn) {
-                Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(user_error),
-                Err(rollback_error) => Err(rollback_error.into()),
-            }
-        }
+        Err(user_error) => match <DbConn as Connection>::TransactionManager::rollback_transaction(conn) {
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(user_error),
+            Err(rollback_error) => Err(rollback_error.into()),
+        },
     }
 }
 

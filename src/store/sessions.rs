@@ -7,8 +7,8 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::{refresh_tokens, sessions};
 use super::DbConn;
+use super::schema::{refresh_tokens, sessions};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = sessions)]
@@ -61,22 +61,23 @@ pub fn find(conn: &mut DbConn, id: &str) -> QueryResult<Option<Session>> {
 /// Revoke one session (no-op when already revoked).
 pub fn revoke(conn: &mut DbConn, id: &str, reason: &str, at: NaiveDateTime) -> QueryResult<usize> {
     diesel::update(sessions::table.find(id).filter(sessions::revoked_at.is_null()))
-        .set((sessions::revoked_at.eq(Some(at)), sessions::revoked_reason.eq(Some(reason))))
+        .set((
+            sessions::revoked_at.eq(Some(at)),
+            sessions::revoked_reason.eq(Some(reason)),
+        ))
         .execute(conn)
 }
 
-pub fn revoke_all_for_user(
-    conn: &mut DbConn,
-    user_id: i64,
-    reason: &str,
-    at: NaiveDateTime,
-) -> QueryResult<usize> {
+pub fn revoke_all_for_user(conn: &mut DbConn, user_id: i64, reason: &str, at: NaiveDateTime) -> QueryResult<usize> {
     diesel::update(
         sessions::table
             .filter(sessions::user_id.eq(user_id))
             .filter(sessions::revoked_at.is_null()),
     )
-    .set((sessions::revoked_at.eq(Some(at)), sessions::revoked_reason.eq(Some(reason))))
+    .set((
+        sessions::revoked_at.eq(Some(at)),
+        sessions::revoked_reason.eq(Some(reason)),
+    ))
     .execute(conn)
 }
 
@@ -91,7 +92,10 @@ pub fn revoke_all_for_client(
             .filter(sessions::api_client_id.eq(api_client_id))
             .filter(sessions::revoked_at.is_null()),
     )
-    .set((sessions::revoked_at.eq(Some(at)), sessions::revoked_reason.eq(Some(reason))))
+    .set((
+        sessions::revoked_at.eq(Some(at)),
+        sessions::revoked_reason.eq(Some(reason)),
+    ))
     .execute(conn)
 }
 
@@ -123,12 +127,8 @@ pub fn find_refresh_token(conn: &mut DbConn, token_hash: &str) -> QueryResult<Op
 
 /// Spend a refresh token; `false` when it was already spent (a concurrent or replayed use).
 pub fn spend_refresh_token(conn: &mut DbConn, id: i64, at: NaiveDateTime) -> QueryResult<bool> {
-    let changed = diesel::update(
-        refresh_tokens::table
-            .find(id)
-            .filter(refresh_tokens::used_at.is_null()),
-    )
-    .set(refresh_tokens::used_at.eq(Some(at)))
-    .execute(conn)?;
+    let changed = diesel::update(refresh_tokens::table.find(id).filter(refresh_tokens::used_at.is_null()))
+        .set(refresh_tokens::used_at.eq(Some(at)))
+        .execute(conn)?;
     Ok(changed == 1)
 }

@@ -3,8 +3,8 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::login_failures;
 use super::DbConn;
+use super::schema::login_failures;
 
 pub fn record_failure(conn: &mut DbConn, key: &str, at: NaiveDateTime) -> QueryResult<()> {
     diesel::insert_into(login_failures::table)
@@ -14,18 +14,12 @@ pub fn record_failure(conn: &mut DbConn, key: &str, at: NaiveDateTime) -> QueryR
 }
 
 /// Failures for `key` since `since`, and the oldest of them (when the window reopens).
-pub fn failures_since(
-    conn: &mut DbConn,
-    key: &str,
-    since: NaiveDateTime,
-) -> QueryResult<(i64, Option<NaiveDateTime>)> {
+pub fn failures_since(conn: &mut DbConn, key: &str, since: NaiveDateTime) -> QueryResult<(i64, Option<NaiveDateTime>)> {
     let rows = login_failures::table
         .filter(login_failures::throttle_key.eq(key))
         .filter(login_failures::failed_at.gt(since));
     let count: i64 = rows.count().get_result(conn)?;
-    let oldest: Option<NaiveDateTime> = rows
-        .select(diesel::dsl::min(login_failures::failed_at))
-        .first(conn)?;
+    let oldest: Option<NaiveDateTime> = rows.select(diesel::dsl::min(login_failures::failed_at)).first(conn)?;
     Ok((count, oldest))
 }
 

@@ -1,0 +1,159 @@
+//! Health, readiness, the OpenAPI document, the docs page and the schema itself.
+
+use diesel::prelude::*;
+use serde_json::Value;
+
+use crate::both_backends;
+use crate::helpers::*;
+
+both_backends!(
+    health_and_readiness,
+    openapi_describes_every_route,
+    docs_page_works_offline,
+    schema_matches_database
+);
+
+async fn health_and_readiness(backend: Backend) {
+    let app = spawn(backend).await;
+    assert_eq!(app.get("/healthz", None).await.ok(200)["status"], "ok");
+    let ready = app.get("/readyz", None).await;
+    let expected = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    assert_eq!(ready.ok(200)["database"], expected);
+    let r = app.get("/healthz", None).await;
+    assert_eq!(
+        r.headers.get("x-content-type-options").and_then(|v| v.to_str().ok()),
+        Some("nosniff")
+    );
+}
+
+/// Every route the server answers, with its method.
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/api/v1/openapi.json"),
+    ("post", "/api/v1/auth/login"),
+    ("post", "/api/v1/auth/token"),
+    ("post", "/api/v1/auth/refresh"),
+    ("post", "/api/v1/auth/logout"),
+    ("get", "/api/v1/me"),
+    ("post", "/api/v1/users"),
+    ("get", "/api/v1/users"),
+    ("get", "/api/v1/users/{id}"),
+    ("patch", "/api/v1/users/{id}"),
+    ("post", "/api/v1/hospitals"),
+    ("get", "/api/v1/hospitals"),
+    ("get", "/api/v1/hospitals/{id}"),
+    ("post", "/api/v1/hospitals/{id}/clients"),
+    ("get", "/api/v1/hospitals/{id}/clients"),
+    ("post", "/api/v1/hospitals/{id}/clients/{client_id}/revoke"),
+    ("get", "/api/v1/audit"),
+];
+
+async fn openapi_describes_every_route(backend: Backend) {
+    let app = spawn(backend).await;
+    let doc = app.get("/api/v1/openapi.json", None).await.ok(200).clone();
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut documented = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().expect("path item") {
+            documented += 1;
+            assert!(
+                ROUTES.contains(&(method.as_str(), path.as_str())),
+                "documented but not served: {method} {path}"
+            );
+            let responses = op["responses"].as_object().expect("responses");
+            assert!(
+                responses.keys().any(|k| k.starts_with('2')),
+                "{method} {path} has no success response"
+            );
+            for status in ["400", "500"] {
+                let content = &responses[status]["content"]["application/problem+json"]["schema"]["$ref"];
+                assert_eq!(content, "#/components/schemas/Problem", "{method} {path} {status}");
+            }
+            let secured = op
+                .get("security")
+                .and_then(Value::as_array)
+                .is_some_and(|s| !s.is_empty());
+            if secured {
+                assert!(
+                    responses.contains_key("401") && responses.contains_key("403"),
+                    "{method} {path}"
+                );
+            }
+            if op.get("requestBody").is_some() {
+                assert!(responses.contains_key("413"), "{method} {path}");
+            }
+        }
+    }
+    for (method, path) in ROUTES {
+        assert!(
+            paths.get(*path).and_then(|p| p.get(*method)).is_some(),
+            "served but not documented: {method} {path}"
+        );
+    }
+    assert_eq!(documented, ROUTES.len());
+    let problem = &doc["components"]["schemas"]["Problem"]["properties"];
+    for field in ["type", "title", "status", "detail", "code", "errors", "reasons"] {
+        assert!(problem.get(field).is_some(), "Problem schema lacks {field}");
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+}
+
+async fn docs_page_works_offline(backend: Backend) {
+    let app = spawn(backend).await;
+    let redirect = app.get("/docs", None).await;
+    assert_eq!(redirect.status.as_u16(), 302);
+    let page = app.get("/docs/", None).await;
+    assert_eq!(page.status.as_u16(), 200);
+    assert!(page.text.contains("swagger"), "{}", page.text);
+    assert!(
+        !page.text.contains("cdn."),
+        "the page must not load scripts from the internet"
+    );
+    let js = app.get("/docs/swagger-ui-bundle.js", None).await;
+    assert_eq!(js.status.as_u16(), 200);
+    assert!(
+        js.text.len() > 100_000,
+        "the Swagger UI bundle is served from the binary"
+    );
+}
+
+/// schema.rs is hand-written for both backends: select every column of every table.
+async fn schema_matches_database(backend: Backend) {
+    use granulo::store::schema::*;
+    let app = spawn(backend).await;
+    let mut conn = app.state.pool.get().expect("conn");
+    let conn = &mut *conn;
+    hospitals::table
+        .select(granulo::store::hospitals::Hospital::as_select())
+        .load(conn)
+        .expect("hospitals");
+    users::table
+        .select(granulo::store::users::User::as_select())
+        .load(conn)
+        .expect("users");
+    api_clients::table
+        .select(granulo::store::api_clients::ApiClient::as_select())
+        .load(conn)
+        .expect("api_clients");
+    sessions::table
+        .select(granulo::store::sessions::Session::as_select())
+        .load(conn)
+        .expect("sessions");
+    refresh_tokens::table
+        .select(granulo::store::sessions::RefreshToken::as_select())
+        .load(conn)
+        .expect("refresh_tokens");
+    audit_log::table
+        .select(granulo::store::audit::AuditRow::as_select())
+        .load(conn)
+        .expect("audit_log");
+    login_failures::table
+        .select(login_failures::all_columns)
+        .load::<(i64, String, chrono::NaiveDateTime)>(conn)
+        .expect("login_failures");
+}

@@ -1,0 +1,328 @@
+//! Test harness: the real application on port 0 with its own database per test, on SQLite
+//! always and on PostgreSQL when `GRANULO_TEST_POSTGRES_URL` is set.
+
+use diesel::Connection as _;
+use diesel::RunQueryDsl as _;
+use granulo::config::{DatabaseTarget, Settings};
+use granulo::startup::{Application, Bootstrap};
+use granulo::state::AppState;
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "bootstrap-password-for-tests";
+pub const JWT_SECRET: &str = "test-signing-key-that-is-long-enough-0123456789";
+pub const PASSWORD: &str = "a perfectly fine password";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generate one `#[actix_rt::test]` per backend for each named `async fn(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[actix_rt::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[actix_rt::test]
+                #[cfg_attr(not(granulo_pg_tests), ignore = "set GRANULO_TEST_POSTGRES_URL to run on PostgreSQL")]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// A database that exists for one test and is removed afterwards.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}", dir.path().join("granulo.db").display());
+                Self {
+                    url,
+                    _dir: Some(dir),
+                    pg: None,
+                }
+            }
+            Backend::Postgres => {
+                let base = std::env::var("GRANULO_TEST_POSTGRES_URL")
+                    .expect("built with GRANULO_TEST_POSTGRES_URL set, so it must be set when running too");
+                let name = format!("granulo_t_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = diesel::PgConnection::establish(&base).expect("connect to GRANULO_TEST_POSTGRES_URL");
+                diesel::sql_query(format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .expect("create test database");
+                let url = replace_db_name(&base, &name);
+                Self {
+                    url,
+                    _dir: None,
+                    pg: Some((base, name)),
+                }
+            }
+        }
+    }
+
+    pub fn target(&self) -> DatabaseTarget {
+        DatabaseTarget::parse(&self.url).expect("test url parses")
+    }
+}
+
+fn replace_db_name(url: &str, name: &str) -> String {
+    let (before_query, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = before_query.find("://").map_or(0, |i| i + 3);
+    let base = match before_query[scheme_end..].find('/') {
+        Some(slash) => &before_query[..scheme_end + slash],
+        None => before_query,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((base, name)) = &self.pg
+            && let Ok(mut conn) = diesel::PgConnection::establish(base)
+        {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn);
+        }
+    }
+}
+
+pub struct TestApp {
+    pub backend: Backend,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub bootstrap: Bootstrap,
+    pub db: std::sync::Arc<TestDb>,
+    admin_token: Option<String>,
+}
+
+pub fn test_settings(db: &TestDb) -> Settings {
+    let mut s = Settings::with_database(db.target());
+    s.bind = "127.0.0.1:0".to_owned();
+    s.workers = 1;
+    s.pool_size = 4;
+    s.jwt_secret = Some(SecretString::from(JWT_SECRET));
+    s.admin_username = Some(ADMIN_USER.to_owned());
+    s.admin_password = Some(SecretString::from(ADMIN_PASSWORD));
+    s
+}
+
+pub async fn spawn(backend: Backend) -> TestApp {
+    spawn_with(backend, |_| {}).await
+}
+
+pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = std::sync::Arc::new(TestDb::new(backend));
+    spawn_on(backend, db, tweak).await
+}
+
+/// Start an app on an existing test database (to restart, or run two instances).
+pub async fn spawn_on(backend: Backend, db: std::sync::Arc<TestDb>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    init_test_logging();
+    let mut settings = test_settings(&db);
+    tweak(&mut settings);
+    let app = Application::build(settings).expect("application builds");
+    let port = app.port();
+    let state = app.state.clone();
+    let bootstrap = app.bootstrap.clone();
+    actix_rt::spawn(app.into_server());
+    TestApp {
+        backend,
+        base: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        state,
+        bootstrap,
+        db,
+        admin_token: None,
+    }
+}
+
+fn init_test_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        granulo::telemetry::init("info", granulo::config::LogFormat::Text);
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Assert a problem+json answer with this status and code; returns the body.
+    pub fn problem(&self, status: u16, code: &str) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "status; body: {}", self.text);
+        assert_eq!(
+            self.content_type(),
+            "application/problem+json",
+            "content type; body: {}",
+            self.text
+        );
+        assert_eq!(self.body["code"], code, "code; body: {}", self.text);
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["type"].as_str().is_some_and(|t| t.ends_with(code)));
+        assert!(self.body["title"].is_string());
+        assert!(self.body["detail"].is_string());
+        &self.body
+    }
+
+    pub fn ok(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "status; body: {}", self.text);
+        &self.body
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let res = req.send().await.expect("request sent");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body read");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        self.send(req).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        self.send(req).await
+    }
+
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
+        let mut req = self.client.patch(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        self.send(req).await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Reply {
+        self.post(
+            "/api/v1/auth/login",
+            None,
+            &json!({"username": username, "password": password}),
+        )
+        .await
+    }
+
+    /// Log in and return the access token (panics on failure).
+    pub async fn token(&self, username: &str, password: &str) -> String {
+        let r = self.login(username, password).await;
+        r.ok(200);
+        r.body["access_token"].as_str().expect("access_token").to_owned()
+    }
+
+    pub async fn admin_token(&mut self) -> String {
+        if self.admin_token.is_none() {
+            self.admin_token = Some(self.token(ADMIN_USER, ADMIN_PASSWORD).await);
+        }
+        self.admin_token.clone().unwrap_or_default()
+    }
+
+    pub async fn create_hospital(&mut self, code: &str) -> i64 {
+        let admin = self.admin_token().await;
+        let r = self
+            .post(
+                "/api/v1/hospitals",
+                Some(&admin),
+                &json!({"name": format!("Hospital {code}"), "code": code}),
+            )
+            .await;
+        r.ok(201)["id"].as_i64().expect("hospital id")
+    }
+
+    /// Create a user with `PASSWORD`; returns its id.
+    pub async fn create_user(&mut self, username: &str, role: &str, hospital_id: Option<i64>) -> i64 {
+        let admin = self.admin_token().await;
+        let r = self
+            .post(
+                "/api/v1/users",
+                Some(&admin),
+                &json!({"username": username, "password": PASSWORD, "role": role, "hospital_id": hospital_id}),
+            )
+            .await;
+        r.ok(201)["id"].as_i64().expect("user id")
+    }
+
+    /// A signed-in account of `role` (hospital accounts get a hospital of their own).
+    pub async fn token_for(&mut self, role: &str) -> String {
+        let username = format!(
+            "{}-{}",
+            role.replace('_', "-"),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let hospital = if role == "hospital" {
+            Some(
+                self.create_hospital(&format!(
+                    "H{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..6].to_uppercase()
+                ))
+                .await,
+            )
+        } else {
+            None
+        };
+        self.create_user(&username, role, hospital).await;
+        self.token(&username, PASSWORD).await
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests: every test talks HTTP to the real application, once per backend.
+
+mod helpers;
+
+mod audit;
+mod auth;
+mod cli;
+mod errors;
+mod health;
+mod users;
