@@ -4,12 +4,12 @@
 use serde_json::json;
 
 use crate::auth::Role;
-use crate::error::{ApiError, ApiResult, Validator};
+use crate::error::{ApiError, ApiResult, Validator, unique_as};
 use crate::store::api_clients::{self, ApiClient, NewApiClient};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::hospitals::{self, Hospital, NewHospital};
 use crate::store::users::{self, NewUser, User, UserChanges};
-use crate::store::{DbConn, is_unique_violation, now, sessions};
+use crate::store::{DbConn, now, sessions};
 
 /// Lower-case, trimmed; 3–64 of `a-z 0-9 . _ @ -`.
 pub fn normalize_username(raw: &str) -> Result<String, String> {
@@ -103,23 +103,14 @@ pub fn create_user(conn: &mut DbConn, actor: &Actor, account: &NewAccount) -> Ap
             updated_at: at,
         },
     )
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            ApiError::conflict("username_taken", format!("the username {} is taken", account.username))
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(unique_as(
+        "username_taken",
+        format!("the username {} is taken", account.username),
+    ))?;
     audit::append(
         conn,
         actor,
-        Change {
-            action: "user.create",
-            entity_type: "user",
-            entity_id: user.id.to_string(),
-            before: None,
-            after: Some(user.audit_view()),
-        },
+        Change::created("user.create", "user", user.id, user.audit_view()),
     )?;
     Ok(user)
 }
@@ -180,13 +171,7 @@ pub fn update_user(conn: &mut DbConn, actor: &Actor, id: i64, patch: AccountPatc
     audit::append(
         conn,
         actor,
-        Change {
-            action: "user.update",
-            entity_type: "user",
-            entity_id: id.to_string(),
-            before: Some(before.audit_view()),
-            after: Some(after_view),
-        },
+        Change::updated("user.update", "user", id, before.audit_view(), after_view),
     )?;
     Ok(after)
 }
@@ -217,25 +202,15 @@ pub fn create_hospital(conn: &mut DbConn, actor: &Actor, name: &str, code: &str)
             updated_at: at,
         },
     )
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            ApiError::conflict("hospital_code_taken", format!("a hospital with code {code} exists"))
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(unique_as(
+        "hospital_code_taken",
+        format!("a hospital with code {code} exists"),
+    ))?;
+    let after = json!({"id": hospital.id, "name": hospital.name, "code": hospital.code, "active": hospital.active});
     audit::append(
         conn,
         actor,
-        Change {
-            action: "hospital.create",
-            entity_type: "hospital",
-            entity_id: hospital.id.to_string(),
-            before: None,
-            after: Some(
-                json!({"id": hospital.id, "name": hospital.name, "code": hospital.code, "active": hospital.active}),
-            ),
-        },
+        Change::created("hospital.create", "hospital", hospital.id, after),
     )?;
     Ok(hospital)
 }
@@ -273,13 +248,7 @@ pub fn create_client(
     audit::append(
         conn,
         actor,
-        Change {
-            action: "api_client.create",
-            entity_type: "api_client",
-            entity_id: client.id.to_string(),
-            before: None,
-            after: Some(client.audit_view()),
-        },
+        Change::created("api_client.create", "api_client", client.id, client.audit_view()),
     )?;
     Ok(client)
 }
@@ -292,17 +261,14 @@ pub fn revoke_client(conn: &mut DbConn, actor: &Actor, hospital_id: i64, id: i64
     let after = api_clients::revoke(conn, id, at)?
         .ok_or_else(|| ApiError::conflict("already_revoked", "this client credential is already revoked"))?;
     sessions::revoke_all_for_client(conn, id, "client_revoked", at)?;
-    audit::append(
-        conn,
-        actor,
-        Change {
-            action: "api_client.revoke",
-            entity_type: "api_client",
-            entity_id: id.to_string(),
-            before: Some(before.audit_view()),
-            after: Some(after.audit_view()),
-        },
-    )?;
+    let change = Change::updated(
+        "api_client.revoke",
+        "api_client",
+        id,
+        before.audit_view(),
+        after.audit_view(),
+    );
+    audit::append(conn, actor, change)?;
     Ok(after)
 }
 

@@ -304,6 +304,17 @@ impl From<diesel::result::Error> for ApiError {
     }
 }
 
+/// Map a unique-constraint violation to a 409 with a specific code; other errors as usual.
+pub fn unique_as(code: &'static str, detail: String) -> impl FnOnce(diesel::result::Error) -> ApiError {
+    move |e| {
+        if crate::store::is_unique_violation(&e) {
+            ApiError::conflict(code, detail)
+        } else {
+            e.into()
+        }
+    }
+}
+
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(err: actix_web::error::BlockingError) -> Self {
         Self::internal(anyhow::anyhow!("blocking task failed: {err}"))

@@ -65,6 +65,34 @@ pub struct Change<'a> {
     pub after: Option<serde_json::Value>,
 }
 
+impl<'a> Change<'a> {
+    pub fn created(action: &'a str, entity_type: &'a str, entity_id: impl ToString, after: serde_json::Value) -> Self {
+        Self {
+            action,
+            entity_type,
+            entity_id: entity_id.to_string(),
+            before: None,
+            after: Some(after),
+        }
+    }
+
+    pub fn updated(
+        action: &'a str,
+        entity_type: &'a str,
+        entity_id: impl ToString,
+        before: serde_json::Value,
+        after: serde_json::Value,
+    ) -> Self {
+        Self {
+            action,
+            entity_type,
+            entity_id: entity_id.to_string(),
+            before: Some(before),
+            after: Some(after),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = audit_log)]
 pub struct AuditRow {
