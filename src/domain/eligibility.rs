@@ -1,0 +1,1070 @@
+//! Donor eligibility for a granulocyte collection (a leukapheresis) at a given instant, per
+//! domain.md §2. Every failing rule is reported; every threshold comes from [`Policy`].
+//!
+//! Conventions:
+//! * Only history at or before `at` counts, so past decisions can be re-evaluated. The
+//!   procedure being evaluated must not itself be in `history`.
+//! * Rolling windows end at `at` inclusive and exclude their start: `(at - 365 d, at]` for
+//!   12 months, `(at - 7 d, at]`, `(at - 56 d, at]` for 8 weeks.
+//! * Age is in whole years on the UTC date of `at`; someone born on 29 February turns a year
+//!   older on 1 March in common years.
+//! * "Equivalent red-cell loss" is a procedure that removed at least
+//!   `donor.max_red_cell_loss_ml_per_8_weeks` mL of red cells (200 mL by default, about one
+//!   whole-blood donation's worth).
+//! * Agent and checklist names match trimmed and ASCII case-insensitively.
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::policy::Policy;
+
+/// Stable reason codes.
+pub mod codes {
+    pub const DONOR_INACTIVE: &str = "donor_inactive";
+    pub const TOO_YOUNG: &str = "too_young";
+    pub const TOO_OLD: &str = "too_old";
+    pub const DEFERRED: &str = "deferred";
+    pub const LEUKAPHERESIS_LIMIT_12_MONTHS: &str = "leukapheresis_limit_12_months";
+    pub const LEUKAPHERESIS_INTERVAL: &str = "leukapheresis_interval";
+    pub const PROCEDURES_PER_7_DAYS: &str = "procedures_per_7_days";
+    pub const WHOLE_BLOOD_INTERVAL: &str = "whole_blood_interval";
+    pub const RED_CELL_LOSS_8_WEEKS: &str = "red_cell_loss_8_weeks";
+    pub const CONTRAINDICATED_AGENT: &str = "contraindicated_agent";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContraindicationFlag {
+    pub agent: String,
+    pub item: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DonorFacts {
+    pub date_of_birth: NaiveDate,
+    pub active: bool,
+    pub flagged_contraindications: Vec<ContraindicationFlag>,
+}
+
+/// A temporary deferral without `until` is open-ended and stays active.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deferral {
+    pub reason: String,
+    pub permanent: bool,
+    pub starts_at: DateTime<Utc>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Deferral {
+    pub fn is_active_at(&self, at: DateTime<Utc>) -> bool {
+        self.starts_at <= at && (self.permanent || self.until.is_none_or(|until| until > at))
+    }
+}
+
+/// Granulocyte collections are `Leukapheresis`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcedureKind {
+    WholeBlood,
+    Platelets,
+    Plasma,
+    RedCells,
+    Leukapheresis,
+}
+
+impl ProcedureKind {
+    fn label(self) -> &'static str {
+        match self {
+            Self::WholeBlood => "whole-blood donation",
+            Self::Platelets => "platelet apheresis",
+            Self::Plasma => "plasma apheresis",
+            Self::RedCells => "red-cell apheresis",
+            Self::Leukapheresis => "leukapheresis",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastProcedure {
+    pub kind: ProcedureKind,
+    pub at: DateTime<Utc>,
+    pub red_cell_loss_ml: Option<u32>,
+    pub red_cells_returned: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Eligibility {
+    pub eligible: bool,
+    pub reasons: Vec<Reason>,
+}
+
+impl Eligibility {
+    pub fn codes(&self) -> Vec<&'static str> {
+        self.reasons.iter().map(|r| r.code).collect()
+    }
+}
+
+/// Whole years of age on `on` (see the module notes for 29 February).
+pub fn age_on(date_of_birth: NaiveDate, on: NaiveDate) -> i32 {
+    let years = on.year() - date_of_birth.year();
+    // Comparing (month, day) puts a 29 February birthday after 28 February in every year.
+    if (on.month(), on.day()) < (date_of_birth.month(), date_of_birth.day()) {
+        years - 1
+    } else {
+        years
+    }
+}
+
+const TWELVE_MONTHS: TimeDelta = TimeDelta::days(365);
+const SEVEN_DAYS: TimeDelta = TimeDelta::days(7);
+const EIGHT_WEEKS: TimeDelta = TimeDelta::days(56);
+
+fn hours(n: u32) -> TimeDelta {
+    TimeDelta::try_hours(i64::from(n)).unwrap_or(TimeDelta::MAX)
+}
+
+fn weeks(n: u32) -> TimeDelta {
+    TimeDelta::try_weeks(i64::from(n)).unwrap_or(TimeDelta::MAX)
+}
+
+/// "47 h 59 min"
+fn fmt_hours(d: TimeDelta) -> String {
+    let minutes = d.num_minutes().max(0);
+    format!("{} h {} min", minutes / 60, minutes % 60)
+}
+
+/// "27 d 23 h 59 min"
+fn fmt_days(d: TimeDelta) -> String {
+    let minutes = d.num_minutes().max(0);
+    format!("{} d {} h {} min", minutes / 1440, minutes / 60 % 24, minutes % 60)
+}
+
+fn fmt_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+fn same_name(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+/// Evaluates every rule for a leukapheresis at `at`; `planned_agents` are the stimulation
+/// agents to be given (matched against `policy.donor.contraindications`).
+pub fn evaluate(
+    donor: &DonorFacts,
+    deferrals: &[Deferral],
+    history: &[PastProcedure],
+    planned_agents: &[String],
+    at: DateTime<Utc>,
+    policy: &Policy,
+) -> Eligibility {
+    let d = &policy.donor;
+    let mut reasons = Vec::new();
+    let mut fail = |code: &'static str, message: String| reasons.push(Reason { code, message });
+
+    if !donor.active {
+        fail(codes::DONOR_INACTIVE, "donor record is inactive".to_owned());
+    }
+
+    let age = i64::from(age_on(donor.date_of_birth, at.date_naive()));
+    if age < i64::from(d.age_min) {
+        fail(
+            codes::TOO_YOUNG,
+            format!("donor is {age} years old; minimum age is {}", d.age_min),
+        );
+    }
+    if age > i64::from(d.age_max) {
+        fail(
+            codes::TOO_OLD,
+            format!("donor is {age} years old; maximum age is {}", d.age_max),
+        );
+    }
+
+    for deferral in deferrals.iter().filter(|x| x.is_active_at(at)) {
+        let kind = match (deferral.permanent, deferral.until) {
+            (true, _) => "permanently deferred".to_owned(),
+            (false, Some(until)) => format!("deferred until {}", fmt_time(until)),
+            (false, None) => "deferred indefinitely".to_owned(),
+        };
+        fail(codes::DEFERRED, format!("{kind}: {}", deferral.reason));
+    }
+
+    let past: Vec<&PastProcedure> = history.iter().filter(|p| p.at <= at).collect();
+    let ago = |p: &PastProcedure| at.signed_duration_since(p.at);
+    let within = |p: &PastProcedure, window: TimeDelta| ago(p) < window;
+    let leukaphereses = || past.iter().filter(|p| p.kind == ProcedureKind::Leukapheresis);
+
+    let in_12_months = leukaphereses().filter(|p| within(p, TWELVE_MONTHS)).count();
+    if in_12_months >= d.max_leukapheresis_per_12_months as usize {
+        fail(
+            codes::LEUKAPHERESIS_LIMIT_12_MONTHS,
+            format!(
+                "{in_12_months} leukapheresis procedures in the last 365 days; at most {} allowed in any 12 months",
+                d.max_leukapheresis_per_12_months
+            ),
+        );
+    }
+
+    if let Some(since_last) = leukaphereses().map(|p| ago(p)).min()
+        && since_last < hours(d.min_hours_between_leukapheresis)
+    {
+        fail(
+            codes::LEUKAPHERESIS_INTERVAL,
+            format!(
+                "last leukapheresis {} ago; at least {} h required",
+                fmt_hours(since_last),
+                d.min_hours_between_leukapheresis
+            ),
+        );
+    }
+
+    let in_7_days = past.iter().filter(|p| within(p, SEVEN_DAYS)).count();
+    if in_7_days >= d.max_procedures_per_7_days as usize {
+        fail(
+            codes::PROCEDURES_PER_7_DAYS,
+            format!(
+                "{in_7_days} procedures in the last 7 days; at most {} allowed in any 7 days",
+                d.max_procedures_per_7_days
+            ),
+        );
+    }
+
+    // Of the red-cell losses still inside their interval, report the one that ends last.
+    let equivalent_loss_ml = d.max_red_cell_loss_ml_per_8_weeks;
+    let mut blocking: Option<(TimeDelta, &PastProcedure, u32, bool)> = None;
+    for &p in &past {
+        let equivalent = p.red_cell_loss_ml.is_some_and(|ml| ml >= equivalent_loss_ml);
+        if p.kind != ProcedureKind::WholeBlood && !equivalent {
+            continue;
+        }
+        let not_returned =
+            !p.red_cells_returned && matches!(p.kind, ProcedureKind::WholeBlood | ProcedureKind::RedCells);
+        let required_weeks = if not_returned {
+            d.weeks_after_red_cell_loss_not_returned
+        } else {
+            d.weeks_after_whole_blood
+        };
+        let elapsed = ago(p);
+        let required = weeks(required_weeks);
+        if elapsed < required {
+            let remaining = required.checked_sub(&elapsed).unwrap_or(TimeDelta::MAX);
+            if blocking.is_none_or(|(worst, ..)| remaining > worst) {
+                blocking = Some((remaining, p, required_weeks, not_returned));
+            }
+        }
+    }
+    if let Some((_, p, required_weeks, not_returned)) = blocking {
+        let what = match (p.kind, p.red_cell_loss_ml) {
+            (ProcedureKind::WholeBlood, _) => p.kind.label().to_owned(),
+            (kind, Some(ml)) => format!(
+                "{} with {ml} mL red-cell loss (at least {equivalent_loss_ml} mL counts as a whole-blood donation)",
+                kind.label()
+            ),
+            (kind, None) => kind.label().to_owned(),
+        };
+        let returned = if not_returned { " (red cells not returned)" } else { "" };
+        fail(
+            codes::WHOLE_BLOOD_INTERVAL,
+            format!(
+                "{what} {} ago; at least {required_weeks} weeks required{returned}",
+                fmt_days(ago(p))
+            ),
+        );
+    }
+
+    let loss_8_weeks: u64 = past
+        .iter()
+        .filter(|p| within(p, EIGHT_WEEKS))
+        .filter_map(|p| p.red_cell_loss_ml)
+        .map(u64::from)
+        .sum();
+    if loss_8_weeks > u64::from(d.max_red_cell_loss_ml_per_8_weeks) {
+        fail(
+            codes::RED_CELL_LOSS_8_WEEKS,
+            format!(
+                "{loss_8_weeks} mL red cells removed in the last 8 weeks; at most {} mL allowed",
+                d.max_red_cell_loss_ml_per_8_weeks
+            ),
+        );
+    }
+
+    for c in &d.contraindications {
+        let planned = planned_agents.iter().any(|a| same_name(a, &c.agent));
+        let flagged = donor
+            .flagged_contraindications
+            .iter()
+            .any(|f| same_name(&f.agent, &c.agent) && same_name(&f.item, &c.item));
+        if planned && flagged {
+            fail(
+                codes::CONTRAINDICATED_AGENT,
+                format!(
+                    "donor is flagged on contraindication \"{}\" for planned agent {}",
+                    c.item, c.agent
+                ),
+            );
+        }
+    }
+
+    Eligibility {
+        eligible: reasons.is_empty(),
+        reasons,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::codes::*;
+    use super::*;
+    use crate::domain::policy::Contraindication;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    use ProcedureKind::*;
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 6, 15, 12, 0, 0)
+            .single()
+            .expect("valid time")
+    }
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).expect("valid date")
+    }
+
+    fn dt(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, min, s).single().expect("valid time")
+    }
+
+    fn hm(h: i64, m: i64) -> TimeDelta {
+        TimeDelta::hours(h) + TimeDelta::minutes(m)
+    }
+
+    fn days(n: i64) -> TimeDelta {
+        TimeDelta::days(n)
+    }
+
+    fn donor() -> DonorFacts {
+        DonorFacts {
+            date_of_birth: date(1990, 1, 1),
+            active: true,
+            flagged_contraindications: Vec::new(),
+        }
+    }
+
+    fn procedure(kind: ProcedureKind, ago: TimeDelta) -> PastProcedure {
+        PastProcedure {
+            kind,
+            at: at() - ago,
+            red_cell_loss_ml: None,
+            red_cells_returned: true,
+        }
+    }
+
+    fn with_loss(kind: ProcedureKind, ago: TimeDelta, ml: u32, returned: bool) -> PastProcedure {
+        PastProcedure {
+            red_cell_loss_ml: Some(ml),
+            red_cells_returned: returned,
+            ..procedure(kind, ago)
+        }
+    }
+
+    type Codes = &'static [&'static str];
+    type KindAgo = (ProcedureKind, TimeDelta);
+
+    fn history_codes(history: &[PastProcedure]) -> Vec<&'static str> {
+        evaluate(&donor(), &[], history, &[], at(), &Policy::default()).codes()
+    }
+
+    fn message(e: &Eligibility, code: &str) -> String {
+        e.reasons
+            .iter()
+            .find(|r| r.code == code)
+            .map(|r| r.message.clone())
+            .expect("reason present")
+    }
+
+    #[test]
+    fn clean_donor_is_eligible() {
+        let e = evaluate(&donor(), &[], &[], &[], at(), &Policy::default());
+        assert_eq!(
+            e,
+            Eligibility {
+                eligible: true,
+                reasons: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn inactive_donor_is_ineligible() {
+        let facts = DonorFacts {
+            active: false,
+            ..donor()
+        };
+        let e = evaluate(&facts, &[], &[], &[], at(), &Policy::default());
+        assert!(!e.eligible);
+        assert_eq!(e.codes(), vec![DONOR_INACTIVE]);
+    }
+
+    #[test]
+    fn age_on_handles_birthdays_and_leap_days() {
+        let cases = [
+            (date(2007, 6, 15), date(2025, 6, 14), 17),
+            (date(2007, 6, 15), date(2025, 6, 15), 18),
+            (date(2007, 12, 31), date(2025, 1, 1), 17),
+            (date(2004, 2, 29), date(2022, 2, 28), 17),
+            (date(2004, 2, 29), date(2022, 3, 1), 18),
+            (date(2004, 2, 29), date(2024, 2, 28), 19),
+            (date(2004, 2, 29), date(2024, 2, 29), 20),
+            (date(2004, 2, 29), date(2024, 3, 1), 20),
+            (date(2004, 3, 1), date(2022, 2, 28), 17),
+            (date(2004, 3, 1), date(2022, 3, 1), 18),
+            (date(2004, 2, 28), date(2022, 2, 28), 18),
+            (date(2025, 6, 16), date(2025, 6, 15), -1),
+        ];
+        for (dob, on, expected) in cases {
+            assert_eq!(age_on(dob, on), expected, "born {dob}, on {on}");
+        }
+    }
+
+    #[test]
+    fn age_limits_at_the_18th_and_76th_birthdays() {
+        let cases: [(NaiveDate, DateTime<Utc>, &[&str]); 10] = [
+            // 18th birthday on 2025-06-15.
+            (date(2007, 6, 15), dt(2025, 6, 14, 12, 0, 0), &[TOO_YOUNG]),
+            (date(2007, 6, 15), dt(2025, 6, 14, 23, 59, 59), &[TOO_YOUNG]),
+            (date(2007, 6, 15), dt(2025, 6, 15, 0, 0, 0), &[]),
+            // 76th birthday on 2025-06-15: 75 is allowed, 76 is not.
+            (date(1949, 6, 15), dt(2025, 6, 14, 23, 59, 59), &[]),
+            (date(1949, 6, 15), dt(2025, 6, 15, 0, 0, 0), &[TOO_OLD]),
+            (date(1949, 6, 16), dt(2025, 6, 15, 12, 0, 0), &[]),
+            // Born on 29 February: 18 on 1 March in a common year, on 29 February in a leap year.
+            (date(2004, 2, 29), dt(2022, 2, 28, 23, 59, 59), &[TOO_YOUNG]),
+            (date(2004, 2, 29), dt(2022, 3, 1, 0, 0, 0), &[]),
+            (date(1948, 2, 29), dt(2024, 2, 28, 12, 0, 0), &[]),
+            (date(1948, 2, 29), dt(2024, 2, 29, 0, 0, 0), &[TOO_OLD]),
+        ];
+        for (dob, when, expected) in cases {
+            let facts = DonorFacts {
+                date_of_birth: dob,
+                ..donor()
+            };
+            let e = evaluate(&facts, &[], &[], &[], when, &Policy::default());
+            assert_eq!(e.codes(), expected, "born {dob}, at {when}");
+        }
+    }
+
+    #[test]
+    fn age_messages_name_the_numbers() {
+        let young = DonorFacts {
+            date_of_birth: date(2007, 6, 16),
+            ..donor()
+        };
+        let e = evaluate(&young, &[], &[], &[], at(), &Policy::default());
+        assert_eq!(message(&e, TOO_YOUNG), "donor is 17 years old; minimum age is 18");
+        let old = DonorFacts {
+            date_of_birth: date(1949, 6, 15),
+            ..donor()
+        };
+        let e = evaluate(&old, &[], &[], &[], at(), &Policy::default());
+        assert_eq!(message(&e, TOO_OLD), "donor is 76 years old; maximum age is 75");
+    }
+
+    #[test]
+    fn deferral_activity_boundaries() {
+        let now = at();
+        let second = TimeDelta::seconds(1);
+        let deferral = |permanent, starts_at, until| Deferral {
+            reason: "recent travel".into(),
+            permanent,
+            starts_at,
+            until,
+        };
+        let cases = [
+            (deferral(false, now - days(30), Some(now)), false),
+            (deferral(false, now - days(30), Some(now + second)), true),
+            (deferral(false, now - days(30), Some(now - second)), false),
+            (deferral(false, now, Some(now + days(1))), true),
+            (deferral(false, now + second, Some(now + days(1))), false),
+            (deferral(false, now - days(1), None), true),
+            (deferral(true, now - days(365), None), true),
+            (deferral(true, now - days(365), Some(now - days(1))), true),
+            (deferral(true, now + second, None), false),
+        ];
+        for (d, active) in cases {
+            assert_eq!(d.is_active_at(now), active, "{d:?}");
+            let e = evaluate(&donor(), std::slice::from_ref(&d), &[], &[], now, &Policy::default());
+            let expected: &[&str] = if active { &[DEFERRED] } else { &[] };
+            assert_eq!(e.codes(), expected, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn one_reason_per_active_deferral_with_its_text() {
+        let now = at();
+        let deferrals = [
+            Deferral {
+                reason: "positive HTLV".into(),
+                permanent: true,
+                starts_at: now - days(400),
+                until: None,
+            },
+            Deferral {
+                reason: "tattoo".into(),
+                permanent: false,
+                starts_at: now - days(10),
+                until: Some(dt(2025, 9, 1, 0, 0, 0)),
+            },
+            Deferral {
+                reason: "expired".into(),
+                permanent: false,
+                starts_at: now - days(100),
+                until: Some(now - days(1)),
+            },
+            Deferral {
+                reason: "awaiting review".into(),
+                permanent: false,
+                starts_at: now - days(1),
+                until: None,
+            },
+        ];
+        let e = evaluate(&donor(), &deferrals, &[], &[], now, &Policy::default());
+        let messages: Vec<&str> = e.reasons.iter().map(|r| r.message.as_str()).collect();
+        assert_eq!(e.codes(), vec![DEFERRED, DEFERRED, DEFERRED]);
+        assert_eq!(
+            messages,
+            vec![
+                "permanently deferred: positive HTLV",
+                "deferred until 2025-09-01 00:00 UTC: tattoo",
+                "deferred indefinitely: awaiting review",
+            ]
+        );
+    }
+
+    #[test]
+    fn leukapheresis_interval_boundaries() {
+        let cases: [(&[TimeDelta], &[&str]); 7] = [
+            (&[hm(47, 59)], &[LEUKAPHERESIS_INTERVAL]),
+            (&[hm(48, 0)], &[]),
+            (&[hm(48, 0) - TimeDelta::seconds(1)], &[LEUKAPHERESIS_INTERVAL]),
+            (&[hm(0, 0)], &[LEUKAPHERESIS_INTERVAL]),
+            (&[hm(72, 0)], &[]),
+            // The latest one counts, whatever the order of the history.
+            (&[hm(200, 0), hm(10, 0)], &[LEUKAPHERESIS_INTERVAL]),
+            (&[hm(10, 0), hm(200, 0)], &[LEUKAPHERESIS_INTERVAL]),
+        ];
+        for (agos, expected) in cases {
+            let history: Vec<_> = agos.iter().map(|&a| procedure(Leukapheresis, a)).collect();
+            assert_eq!(history_codes(&history), expected, "{agos:?}");
+        }
+        let e = evaluate(
+            &donor(),
+            &[],
+            &[procedure(Leukapheresis, hm(47, 59))],
+            &[],
+            at(),
+            &Policy::default(),
+        );
+        assert_eq!(
+            message(&e, LEUKAPHERESIS_INTERVAL),
+            "last leukapheresis 47 h 59 min ago; at least 48 h required"
+        );
+    }
+
+    #[test]
+    fn other_procedure_kinds_do_not_start_the_leukapheresis_interval() {
+        for kind in [Platelets, Plasma] {
+            assert_eq!(history_codes(&[procedure(kind, hm(1, 0))]), Vec::<&str>::new());
+        }
+    }
+
+    #[test]
+    fn leukapheresis_limit_in_rolling_12_months() {
+        // `n` leukaphereses 20 days apart, the latest 3 days ago, plus one optional older one.
+        let run = |n: i64, extra: Option<TimeDelta>| {
+            let mut history: Vec<_> = (0..n).map(|i| procedure(Leukapheresis, days(3 + 20 * i))).collect();
+            history.extend(extra.map(|ago| procedure(Leukapheresis, ago)));
+            history_codes(&history)
+        };
+        let none: &[&str] = &[];
+        assert_eq!(run(11, None), none, "11 done: the 12th is allowed");
+        assert_eq!(run(12, None), [LEUKAPHERESIS_LIMIT_12_MONTHS], "12 done: a 13th is not");
+        assert_eq!(run(11, Some(days(365))), none, "exactly 365 days ago drops out");
+        assert_eq!(
+            run(11, Some(days(365) - TimeDelta::minutes(1))),
+            [LEUKAPHERESIS_LIMIT_12_MONTHS]
+        );
+        assert_eq!(run(11, Some(days(366))), none);
+
+        let history: Vec<_> = (0..12).map(|i| procedure(Leukapheresis, days(3 + 20 * i))).collect();
+        let e = evaluate(&donor(), &[], &history, &[], at(), &Policy::default());
+        assert_eq!(
+            message(&e, LEUKAPHERESIS_LIMIT_12_MONTHS),
+            "12 leukapheresis procedures in the last 365 days; at most 12 allowed in any 12 months"
+        );
+    }
+
+    #[test]
+    fn other_kinds_do_not_count_towards_the_12_month_limit() {
+        let history: Vec<_> = (0..12).map(|i| procedure(Platelets, days(3 + 20 * i))).collect();
+        assert_eq!(history_codes(&history), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn procedures_in_7_days_boundaries() {
+        let cases: [(&[KindAgo], Codes); 7] = [
+            (&[(Platelets, days(6))], &[]),
+            (&[(Platelets, days(6)), (Plasma, days(3))], &[PROCEDURES_PER_7_DAYS]),
+            (&[(Platelets, days(7)), (Plasma, days(3))], &[]),
+            (
+                &[(Platelets, days(7) - TimeDelta::minutes(1)), (Plasma, days(3))],
+                &[PROCEDURES_PER_7_DAYS],
+            ),
+            (&[(Leukapheresis, days(3)), (Plasma, days(5))], &[PROCEDURES_PER_7_DAYS]),
+            (
+                &[(Leukapheresis, days(3)), (Leukapheresis, days(6))],
+                &[PROCEDURES_PER_7_DAYS],
+            ),
+            (
+                &[(Platelets, days(1)), (Plasma, days(2)), (Platelets, days(4))],
+                &[PROCEDURES_PER_7_DAYS],
+            ),
+        ];
+        for (procs, expected) in cases {
+            let history: Vec<_> = procs.iter().map(|&(k, a)| procedure(k, a)).collect();
+            assert_eq!(history_codes(&history), expected, "{procs:?}");
+        }
+        let e = evaluate(
+            &donor(),
+            &[],
+            &[procedure(Platelets, days(6)), procedure(Plasma, days(3))],
+            &[],
+            at(),
+            &Policy::default(),
+        );
+        assert_eq!(
+            message(&e, PROCEDURES_PER_7_DAYS),
+            "2 procedures in the last 7 days; at most 2 allowed in any 7 days"
+        );
+    }
+
+    #[test]
+    fn whole_blood_and_equivalent_loss_intervals() {
+        let four_weeks = days(28);
+        let eight_weeks = days(56);
+        let minute = TimeDelta::minutes(1);
+        let wb = |ago, returned| PastProcedure {
+            red_cells_returned: returned,
+            ..procedure(WholeBlood, ago)
+        };
+        let cases: [(PastProcedure, &[&str]); 14] = [
+            (wb(four_weeks - minute, true), &[WHOLE_BLOOD_INTERVAL]),
+            (wb(four_weeks, true), &[]),
+            (wb(four_weeks, false), &[WHOLE_BLOOD_INTERVAL]),
+            (wb(eight_weeks - minute, false), &[WHOLE_BLOOD_INTERVAL]),
+            (wb(eight_weeks, false), &[]),
+            // Red-cell apheresis without return also takes the 8-week interval.
+            (
+                with_loss(RedCells, eight_weeks - minute, 200, false),
+                &[WHOLE_BLOOD_INTERVAL],
+            ),
+            (with_loss(RedCells, eight_weeks, 200, false), &[]),
+            (with_loss(RedCells, five_weeks(), 200, true), &[]),
+            // Other procedures count only as an equivalent loss (>= 200 mL) and take 4 weeks.
+            (
+                with_loss(Platelets, four_weeks - minute, 200, false),
+                &[WHOLE_BLOOD_INTERVAL],
+            ),
+            (with_loss(Platelets, four_weeks, 200, false), &[]),
+            (with_loss(Platelets, days(8), 199, false), &[]),
+            (with_loss(Leukapheresis, days(20), 200, true), &[WHOLE_BLOOD_INTERVAL]),
+            (procedure(RedCells, days(8)), &[]),
+            (wb(days(400), false), &[]),
+        ];
+        for (p, expected) in cases {
+            assert_eq!(history_codes(std::slice::from_ref(&p)), expected, "{p:?}");
+        }
+    }
+
+    fn five_weeks() -> TimeDelta {
+        days(35)
+    }
+
+    #[test]
+    fn whole_blood_message_names_the_longest_remaining_interval() {
+        let history = [
+            procedure(WholeBlood, days(20)),
+            PastProcedure {
+                red_cells_returned: false,
+                ..procedure(WholeBlood, days(30))
+            },
+        ];
+        let e = evaluate(&donor(), &[], &history, &[], at(), &Policy::default());
+        assert_eq!(e.codes(), vec![WHOLE_BLOOD_INTERVAL]);
+        assert_eq!(
+            message(&e, WHOLE_BLOOD_INTERVAL),
+            "whole-blood donation 30 d 0 h 0 min ago; at least 8 weeks required (red cells not returned)"
+        );
+
+        let e = evaluate(
+            &donor(),
+            &[],
+            &[with_loss(Platelets, hm(27 * 24 + 23, 59), 250, false)],
+            &[],
+            at(),
+            &Policy::default(),
+        );
+        assert_eq!(
+            message(&e, WHOLE_BLOOD_INTERVAL),
+            "platelet apheresis with 250 mL red-cell loss (at least 200 mL counts as a whole-blood donation) \
+             27 d 23 h 59 min ago; at least 4 weeks required"
+        );
+    }
+
+    #[test]
+    fn red_cell_loss_in_8_weeks() {
+        let minute = TimeDelta::minutes(1);
+        let cases: [(&[(TimeDelta, u32)], Codes); 7] = [
+            (&[(days(35), 200)], &[]),
+            (&[(days(35), 201)], &[RED_CELL_LOSS_8_WEEKS]),
+            (&[(days(10), 100), (days(30), 100)], &[]),
+            (&[(days(10), 100), (days(30), 101)], &[RED_CELL_LOSS_8_WEEKS]),
+            (&[(days(10), 100), (days(56), 150)], &[]),
+            (&[(days(10), 100), (days(56) - minute, 150)], &[RED_CELL_LOSS_8_WEEKS]),
+            (&[(days(10), 0), (days(20), 0), (days(40), 0)], &[]),
+        ];
+        for (losses, expected) in cases {
+            let history: Vec<_> = losses.iter().map(|&(a, ml)| with_loss(Plasma, a, ml, true)).collect();
+            assert_eq!(history_codes(&history), expected, "{losses:?}");
+        }
+        let e = evaluate(
+            &donor(),
+            &[],
+            &[
+                with_loss(Plasma, days(10), 100, true),
+                with_loss(Plasma, days(30), 101, true),
+            ],
+            &[],
+            at(),
+            &Policy::default(),
+        );
+        assert_eq!(
+            message(&e, RED_CELL_LOSS_8_WEEKS),
+            "201 mL red cells removed in the last 8 weeks; at most 200 mL allowed"
+        );
+    }
+
+    #[test]
+    fn contraindications_apply_only_to_planned_policy_agents() {
+        let mut policy = Policy::default();
+        policy.donor.contraindications = vec![
+            Contraindication {
+                agent: "dexamethasone".into(),
+                item: "diabetes".into(),
+            },
+            Contraindication {
+                agent: "G-CSF".into(),
+                item: "sickle cell disease".into(),
+            },
+        ];
+        let flag = |agent: &str, item: &str| ContraindicationFlag {
+            agent: agent.into(),
+            item: item.into(),
+        };
+        let cases: [(Vec<ContraindicationFlag>, &[&str], usize); 9] = [
+            (vec![flag("dexamethasone", "diabetes")], &["g-csf"], 0),
+            (vec![flag("dexamethasone", "diabetes")], &["dexamethasone"], 1),
+            (vec![flag("dexamethasone", "diabetes")], &[" Dexamethasone "], 1),
+            (vec![flag("dexamethasone", "diabetes")], &[], 0),
+            (vec![flag("dexamethasone", "hypertension")], &["dexamethasone"], 0),
+            (vec![flag("g-csf", "diabetes")], &["dexamethasone", "g-csf"], 0),
+            (
+                vec![flag("dexamethasone", "diabetes"), flag("g-csf", "Sickle cell disease")],
+                &["dexamethasone", "g-csf"],
+                2,
+            ),
+            (
+                vec![flag("dexamethasone", "diabetes"), flag("dexamethasone", "diabetes")],
+                &["dexamethasone"],
+                1,
+            ),
+            (vec![], &["dexamethasone", "g-csf"], 0),
+        ];
+        for (flags, planned, count) in cases {
+            let facts = DonorFacts {
+                flagged_contraindications: flags.clone(),
+                ..donor()
+            };
+            let planned: Vec<String> = planned.iter().map(|s| s.to_string()).collect();
+            let e = evaluate(&facts, &[], &[], &planned, at(), &policy);
+            assert_eq!(e.codes(), vec![CONTRAINDICATED_AGENT; count], "{flags:?} {planned:?}");
+        }
+
+        let facts = DonorFacts {
+            flagged_contraindications: vec![flag("dexamethasone", "diabetes")],
+            ..donor()
+        };
+        let e = evaluate(&facts, &[], &[], &["dexamethasone".into()], at(), &policy);
+        assert_eq!(
+            message(&e, CONTRAINDICATED_AGENT),
+            "donor is flagged on contraindication \"diabetes\" for planned agent dexamethasone"
+        );
+        // Not in the policy list: the flag alone decides nothing.
+        let e = evaluate(&facts, &[], &[], &["dexamethasone".into()], at(), &Policy::default());
+        assert!(e.eligible);
+    }
+
+    #[test]
+    fn procedures_after_at_are_ignored() {
+        let mut history: Vec<_> = (0..15).map(|i| procedure(Leukapheresis, -hm(1 + i * 24, 0))).collect();
+        history.push(with_loss(WholeBlood, -days(1), 450, false));
+        history.push(with_loss(Plasma, -TimeDelta::seconds(1), 500, false));
+        assert_eq!(history_codes(&history), Vec::<&str>::new());
+        // The same history evaluated later fails.
+        let later = at() + days(2);
+        let e = evaluate(&donor(), &[], &history, &[], later, &Policy::default());
+        assert!(!e.eligible);
+    }
+
+    #[test]
+    fn thresholds_come_from_the_policy() {
+        let mut policy = Policy::default();
+        policy.donor.age_min = 21;
+        policy.donor.min_hours_between_leukapheresis = 24;
+        policy.donor.max_procedures_per_7_days = 3;
+        policy.donor.weeks_after_whole_blood = 2;
+        policy.donor.max_red_cell_loss_ml_per_8_weeks = 300;
+        let facts = DonorFacts {
+            date_of_birth: date(2005, 1, 1),
+            ..donor()
+        };
+        let history = [
+            procedure(Leukapheresis, hm(30, 0)),
+            procedure(Plasma, days(4)),
+            with_loss(WholeBlood, days(15), 250, true),
+        ];
+        let e = evaluate(&facts, &[], &history, &[], at(), &policy);
+        assert_eq!(e.codes(), vec![TOO_YOUNG]);
+        assert_eq!(message(&e, TOO_YOUNG), "donor is 20 years old; minimum age is 21");
+        let e = evaluate(&facts, &[], &history, &[], at(), &Policy::default());
+        assert_eq!(
+            e.codes(),
+            vec![
+                LEUKAPHERESIS_INTERVAL,
+                PROCEDURES_PER_7_DAYS,
+                WHOLE_BLOOD_INTERVAL,
+                RED_CELL_LOSS_8_WEEKS
+            ]
+        );
+    }
+
+    #[test]
+    fn five_failures_are_all_reported() {
+        let facts = DonorFacts {
+            date_of_birth: date(1940, 1, 1),
+            active: false,
+            flagged_contraindications: Vec::new(),
+        };
+        let deferrals = [Deferral {
+            reason: "low haemoglobin".into(),
+            permanent: false,
+            starts_at: at() - days(2),
+            until: Some(at() + days(5)),
+        }];
+        let history = [procedure(Leukapheresis, hm(20, 0)), procedure(Platelets, days(5))];
+        let e = evaluate(&facts, &deferrals, &history, &[], at(), &Policy::default());
+        assert!(!e.eligible);
+        assert_eq!(
+            e.codes(),
+            vec![
+                DONOR_INACTIVE,
+                TOO_OLD,
+                DEFERRED,
+                LEUKAPHERESIS_INTERVAL,
+                PROCEDURES_PER_7_DAYS
+            ]
+        );
+    }
+
+    #[test]
+    fn every_rule_can_fail_together() {
+        let mut policy = Policy::default();
+        policy.donor.contraindications = vec![Contraindication {
+            agent: "g-csf".into(),
+            item: "splenomegaly".into(),
+        }];
+        let facts = DonorFacts {
+            date_of_birth: date(2010, 1, 1),
+            active: false,
+            flagged_contraindications: vec![ContraindicationFlag {
+                agent: "g-csf".into(),
+                item: "splenomegaly".into(),
+            }],
+        };
+        let deferrals = [Deferral {
+            reason: "travel".into(),
+            permanent: true,
+            starts_at: at() - days(1),
+            until: None,
+        }];
+        let mut history: Vec<_> = (0..12).map(|i| procedure(Leukapheresis, days(1 + 20 * i))).collect();
+        history.push(with_loss(WholeBlood, days(3), 250, false));
+        let e = evaluate(&facts, &deferrals, &history, &["g-csf".into()], at(), &policy);
+        assert_eq!(
+            e.codes(),
+            vec![
+                DONOR_INACTIVE,
+                TOO_YOUNG,
+                DEFERRED,
+                LEUKAPHERESIS_LIMIT_12_MONTHS,
+                LEUKAPHERESIS_INTERVAL,
+                PROCEDURES_PER_7_DAYS,
+                WHOLE_BLOOD_INTERVAL,
+                RED_CELL_LOSS_8_WEEKS,
+                CONTRAINDICATED_AGENT,
+            ]
+        );
+        assert!(e.reasons.iter().all(|r| !r.message.is_empty()));
+    }
+
+    #[test]
+    fn unvalidated_extreme_policy_does_not_panic() {
+        let mut policy = Policy::default();
+        policy.donor.min_hours_between_leukapheresis = u32::MAX;
+        policy.donor.weeks_after_whole_blood = u32::MAX;
+        policy.donor.weeks_after_red_cell_loss_not_returned = u32::MAX;
+        policy.donor.max_red_cell_loss_ml_per_8_weeks = 0;
+        policy.donor.max_procedures_per_7_days = 0;
+        policy.donor.max_leukapheresis_per_12_months = 0;
+        let history = [
+            with_loss(WholeBlood, days(10_000), u32::MAX, false),
+            with_loss(Plasma, days(1), u32::MAX, false),
+            procedure(Leukapheresis, days(5000)),
+        ];
+        let e = evaluate(&donor(), &[], &history, &[], at(), &policy);
+        assert!(!e.eligible);
+        let e = evaluate(&donor(), &[], &[], &[], DateTime::<Utc>::MIN_UTC, &policy);
+        assert_eq!(
+            e.codes(),
+            vec![TOO_YOUNG, LEUKAPHERESIS_LIMIT_12_MONTHS, PROCEDURES_PER_7_DAYS]
+        );
+    }
+
+    fn arb_kind() -> impl Strategy<Value = ProcedureKind> {
+        prop_oneof![
+            Just(WholeBlood),
+            Just(Platelets),
+            Just(Plasma),
+            Just(RedCells),
+            Just(Leukapheresis)
+        ]
+    }
+
+    fn arb_procedure() -> impl Strategy<Value = PastProcedure> {
+        // From 30 days in the future to 400 days in the past, in minutes.
+        (
+            arb_kind(),
+            -43_200i64..=576_000,
+            prop::option::of(0u32..=500),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(kind, minutes_ago, red_cell_loss_ml, red_cells_returned)| PastProcedure {
+                    kind,
+                    at: at() - TimeDelta::minutes(minutes_ago),
+                    red_cell_loss_ml,
+                    red_cells_returned,
+                },
+            )
+    }
+
+    fn arb_deferral() -> impl Strategy<Value = Deferral> {
+        (any::<bool>(), -1000i64..=1000, prop::option::of(-1000i64..=1000)).prop_map(|(permanent, start_h, until_h)| {
+            Deferral {
+                reason: "test".into(),
+                permanent,
+                starts_at: at() + TimeDelta::hours(start_h),
+                until: until_h.map(|h| at() + TimeDelta::hours(h)),
+            }
+        })
+    }
+
+    const AGENTS: [&str; 2] = ["g-csf", "dexamethasone"];
+    const ITEMS: [&str; 2] = ["diabetes", "splenomegaly"];
+
+    fn arb_donor() -> impl Strategy<Value = DonorFacts> {
+        (
+            0i64..=36_500,
+            any::<bool>(),
+            prop::collection::vec((0usize..2, 0usize..2), 0..3),
+        )
+            .prop_map(|(age_days, active, flags)| DonorFacts {
+                date_of_birth: at().date_naive() - TimeDelta::days(age_days),
+                active,
+                flagged_contraindications: flags
+                    .into_iter()
+                    .map(|(a, i)| ContraindicationFlag {
+                        agent: AGENTS[a].into(),
+                        item: ITEMS[i].into(),
+                    })
+                    .collect(),
+            })
+    }
+
+    fn arb_planned() -> impl Strategy<Value = Vec<String>> {
+        prop::sample::subsequence(AGENTS.to_vec(), 0..=2).prop_map(|v| v.into_iter().map(String::from).collect())
+    }
+
+    fn prop_policy() -> Policy {
+        let mut policy = Policy::default();
+        policy.donor.contraindications = vec![
+            Contraindication {
+                agent: "dexamethasone".into(),
+                item: "diabetes".into(),
+            },
+            Contraindication {
+                agent: "g-csf".into(),
+                item: "splenomegaly".into(),
+            },
+        ];
+        policy
+    }
+
+    proptest! {
+        #[test]
+        fn eligible_iff_no_reasons(
+            facts in arb_donor(),
+            deferrals in prop::collection::vec(arb_deferral(), 0..3),
+            history in prop::collection::vec(arb_procedure(), 0..10),
+            planned in arb_planned(),
+        ) {
+            let e = evaluate(&facts, &deferrals, &history, &planned, at(), &prop_policy());
+            prop_assert_eq!(e.eligible, e.reasons.is_empty());
+        }
+
+        #[test]
+        fn adding_a_procedure_never_helps(
+            facts in arb_donor(),
+            deferrals in prop::collection::vec(arb_deferral(), 0..3),
+            history in prop::collection::vec(arb_procedure(), 0..10),
+            extra in arb_procedure(),
+            position in any::<prop::sample::Index>(),
+            planned in arb_planned(),
+        ) {
+            let policy = prop_policy();
+            let before = evaluate(&facts, &deferrals, &history, &planned, at(), &policy);
+            let mut more = history.clone();
+            more.insert(position.index(history.len() + 1), extra);
+            let after = evaluate(&facts, &deferrals, &more, &planned, at(), &policy);
+            prop_assert!(before.eligible || !after.eligible);
+            let after_codes = after.codes();
+            for code in before.codes() {
+                prop_assert!(after_codes.contains(&code), "{} lost", code);
+            }
+        }
+    }
+}

@@ -1,0 +1,681 @@
+//! The configurable rule table (domain.md §7). A medical director owns these values; code reads
+//! thresholds from here and never from literals. `Default` is the documented table;
+//! `validate` reports every problem at once, keyed by the dotted JSON path.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub unit: UnitPolicy,
+    pub donor: DonorPolicy,
+    pub collection: CollectionPolicy,
+    pub compat: CompatPolicy,
+    pub recipient: RecipientPolicy,
+    pub request: RequestPolicy,
+    pub alerts: AlertsPolicy,
+    pub records: RecordsPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitPolicy {
+    pub max_shelf_life_hours: u32,
+    pub pooled_expiry: PooledExpiry,
+    pub storage_temp_min_c: f64,
+    pub storage_temp_max_c: f64,
+    pub irradiation_min_gy: f64,
+    pub irradiation_max_gy: f64,
+    pub min_remaining_hours_to_allocate: u32,
+}
+
+/// Expiry rule for pooled (buffy-coat) supplier units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PooledExpiry {
+    MidnightDayAfterCollection,
+    MaxShelfLife,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DonorPolicy {
+    pub age_min: u32,
+    pub age_max: u32,
+    pub max_leukapheresis_per_12_months: u32,
+    pub min_hours_between_leukapheresis: u32,
+    pub max_procedures_per_7_days: u32,
+    pub weeks_after_whole_blood: u32,
+    pub weeks_after_red_cell_loss_not_returned: u32,
+    pub max_red_cell_loss_ml_per_8_weeks: u32,
+    pub gcsf_window_hours: HoursWindow,
+    pub dexamethasone_window_hours: HoursWindow,
+    pub contraindications: Vec<Contraindication>,
+}
+
+/// Hours before collection start within which a stimulation must be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoursWindow {
+    pub min: u32,
+    pub max: u32,
+}
+
+/// One checklist item that makes a flagged donor ineligible for `agent`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contraindication {
+    pub agent: String,
+    pub item: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionPolicy {
+    pub default_duration_minutes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompatPolicy {
+    pub sample_valid_hours: u32,
+    pub rhd_mismatch: RhdMismatch,
+    pub cmv_mismatch: CmvMismatch,
+    pub minor_abo_check: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RhdMismatch {
+    Warn,
+    Block,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CmvMismatch {
+    Warn,
+    Block,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientPolicy {
+    pub anc_threshold_per_ul: u32,
+    pub refractory_hours: u32,
+    pub dose_target_per_kg: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestPolicy {
+    pub approval: ApprovalPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalPolicy {
+    OutsideIndication,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsPolicy {
+    pub expiry_thresholds_hours: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsPolicy {
+    pub retention_years: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            unit: UnitPolicy {
+                max_shelf_life_hours: 24,
+                pooled_expiry: PooledExpiry::MidnightDayAfterCollection,
+                storage_temp_min_c: 20.0,
+                storage_temp_max_c: 24.0,
+                irradiation_min_gy: 25.0,
+                irradiation_max_gy: 50.0,
+                min_remaining_hours_to_allocate: 2,
+            },
+            donor: DonorPolicy {
+                age_min: 18,
+                age_max: 75,
+                max_leukapheresis_per_12_months: 12,
+                min_hours_between_leukapheresis: 48,
+                max_procedures_per_7_days: 2,
+                weeks_after_whole_blood: 4,
+                weeks_after_red_cell_loss_not_returned: 8,
+                max_red_cell_loss_ml_per_8_weeks: 200,
+                gcsf_window_hours: HoursWindow { min: 12, max: 24 },
+                dexamethasone_window_hours: HoursWindow { min: 10, max: 14 },
+                contraindications: Vec::new(),
+            },
+            collection: CollectionPolicy {
+                default_duration_minutes: 180,
+            },
+            compat: CompatPolicy {
+                sample_valid_hours: 72,
+                rhd_mismatch: RhdMismatch::Warn,
+                cmv_mismatch: CmvMismatch::Warn,
+                minor_abo_check: false,
+            },
+            recipient: RecipientPolicy {
+                anc_threshold_per_ul: 500,
+                refractory_hours: 48,
+                dose_target_per_kg: 6e8,
+            },
+            request: RequestPolicy {
+                approval: ApprovalPolicy::OutsideIndication,
+            },
+            alerts: AlertsPolicy {
+                expiry_thresholds_hours: vec![8, 4, 2],
+            },
+            records: RecordsPolicy { retention_years: 30 },
+        }
+    }
+}
+
+/// One invalid setting; `key` is the dotted path (`donor.age_min`,
+/// `alerts.expiry_thresholds_hours[1]`, `donor.contraindications[0].agent`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct PolicyError {
+    pub key: String,
+    pub message: String,
+}
+
+// Sanity bounds on the table itself (not clinical thresholds).
+const AGE_FLOOR: u32 = 16;
+const AGE_CEILING: u32 = 100;
+const SHELF_LIFE_HOURS: (u32, u32) = (1, 120);
+const STORAGE_TEMP_C: (f64, f64) = (-10.0, 40.0);
+const IRRADIATION_CEILING_GY: f64 = 150.0;
+const STIMULATION_WINDOW_CEILING_HOURS: u32 = 72;
+const EXPIRY_THRESHOLD_HOURS: (u32, u32) = (1, 72);
+const COLLECTION_MINUTES_CEILING: u32 = 24 * 60;
+
+#[derive(Default)]
+struct Problems(Vec<PolicyError>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(PolicyError {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn positive(&mut self, key: &str, value: u32) {
+        if value == 0 {
+            self.add(key, "must be at least 1");
+        }
+    }
+
+    fn int_range(&mut self, key: &str, value: u32, (lo, hi): (u32, u32)) {
+        if !(lo..=hi).contains(&value) {
+            self.add(key, format!("must be between {lo} and {hi}, got {value}"));
+        }
+    }
+
+    fn float_range(&mut self, key: &str, value: f64, (lo, hi): (f64, f64)) {
+        if !(value.is_finite() && (lo..=hi).contains(&value)) {
+            self.add(key, format!("must be between {lo} and {hi}, got {value}"));
+        }
+    }
+
+    /// Reports an inverted range on the lower key.
+    fn ordered<T: PartialOrd + std::fmt::Display>(&mut self, min_key: &str, min: T, max_key: &str, max: T) {
+        if min > max {
+            self.add(min_key, format!("must not exceed {max_key} ({max}), got {min}"));
+        }
+    }
+
+    fn window(&mut self, key: &str, w: HoursWindow) {
+        let ceiling = STIMULATION_WINDOW_CEILING_HOURS;
+        let (min_key, max_key) = (format!("{key}.min"), format!("{key}.max"));
+        self.int_range(&min_key, w.min, (0, ceiling));
+        self.int_range(&max_key, w.max, (0, ceiling));
+        self.ordered(&min_key, w.min, &max_key, w.max);
+    }
+}
+
+impl Policy {
+    /// Checks every setting; `Err` lists all problems found, in table order.
+    pub fn validate(&self) -> Result<(), Vec<PolicyError>> {
+        let mut p = Problems::default();
+
+        let u = &self.unit;
+        p.int_range("unit.max_shelf_life_hours", u.max_shelf_life_hours, SHELF_LIFE_HOURS);
+        p.float_range("unit.storage_temp_min_c", u.storage_temp_min_c, STORAGE_TEMP_C);
+        p.float_range("unit.storage_temp_max_c", u.storage_temp_max_c, STORAGE_TEMP_C);
+        p.ordered(
+            "unit.storage_temp_min_c",
+            u.storage_temp_min_c,
+            "unit.storage_temp_max_c",
+            u.storage_temp_max_c,
+        );
+        if !(u.irradiation_min_gy.is_finite() && u.irradiation_min_gy > 0.0) {
+            p.add(
+                "unit.irradiation_min_gy",
+                format!("must be above 0 Gy, got {}", u.irradiation_min_gy),
+            );
+        }
+        p.float_range(
+            "unit.irradiation_max_gy",
+            u.irradiation_max_gy,
+            (0.0, IRRADIATION_CEILING_GY),
+        );
+        p.ordered(
+            "unit.irradiation_min_gy",
+            u.irradiation_min_gy,
+            "unit.irradiation_max_gy",
+            u.irradiation_max_gy,
+        );
+        p.positive(
+            "unit.min_remaining_hours_to_allocate",
+            u.min_remaining_hours_to_allocate,
+        );
+        if u.min_remaining_hours_to_allocate > 0 && u.min_remaining_hours_to_allocate >= u.max_shelf_life_hours {
+            p.add(
+                "unit.min_remaining_hours_to_allocate",
+                format!(
+                    "must be below unit.max_shelf_life_hours ({}), got {}",
+                    u.max_shelf_life_hours, u.min_remaining_hours_to_allocate
+                ),
+            );
+        }
+
+        let d = &self.donor;
+        if d.age_min < AGE_FLOOR {
+            p.add(
+                "donor.age_min",
+                format!("must be at least {AGE_FLOOR}, got {}", d.age_min),
+            );
+        }
+        if d.age_max > AGE_CEILING {
+            p.add(
+                "donor.age_max",
+                format!("must be at most {AGE_CEILING}, got {}", d.age_max),
+            );
+        }
+        p.ordered("donor.age_min", d.age_min, "donor.age_max", d.age_max);
+        p.positive(
+            "donor.max_leukapheresis_per_12_months",
+            d.max_leukapheresis_per_12_months,
+        );
+        p.positive(
+            "donor.min_hours_between_leukapheresis",
+            d.min_hours_between_leukapheresis,
+        );
+        p.positive("donor.max_procedures_per_7_days", d.max_procedures_per_7_days);
+        p.positive("donor.weeks_after_whole_blood", d.weeks_after_whole_blood);
+        p.positive(
+            "donor.weeks_after_red_cell_loss_not_returned",
+            d.weeks_after_red_cell_loss_not_returned,
+        );
+        // Not returning red cells can only lengthen the interval.
+        p.ordered(
+            "donor.weeks_after_whole_blood",
+            d.weeks_after_whole_blood,
+            "donor.weeks_after_red_cell_loss_not_returned",
+            d.weeks_after_red_cell_loss_not_returned,
+        );
+        p.positive(
+            "donor.max_red_cell_loss_ml_per_8_weeks",
+            d.max_red_cell_loss_ml_per_8_weeks,
+        );
+        p.window("donor.gcsf_window_hours", d.gcsf_window_hours);
+        p.window("donor.dexamethasone_window_hours", d.dexamethasone_window_hours);
+        for (i, c) in d.contraindications.iter().enumerate() {
+            let key = format!("donor.contraindications[{i}]");
+            if c.agent.trim().is_empty() {
+                p.add(format!("{key}.agent"), "must not be blank");
+            }
+            if c.item.trim().is_empty() {
+                p.add(format!("{key}.item"), "must not be blank");
+            }
+            let duplicate = d.contraindications[..i].iter().any(|e| {
+                e.agent.trim().eq_ignore_ascii_case(c.agent.trim()) && e.item.trim().eq_ignore_ascii_case(c.item.trim())
+            });
+            if duplicate {
+                p.add(key, format!("duplicate of an earlier entry ({} / {})", c.agent, c.item));
+            }
+        }
+
+        p.int_range(
+            "collection.default_duration_minutes",
+            self.collection.default_duration_minutes,
+            (1, COLLECTION_MINUTES_CEILING),
+        );
+
+        p.positive("compat.sample_valid_hours", self.compat.sample_valid_hours);
+
+        let r = &self.recipient;
+        p.positive("recipient.anc_threshold_per_ul", r.anc_threshold_per_ul);
+        p.positive("recipient.refractory_hours", r.refractory_hours);
+        if !(r.dose_target_per_kg.is_finite() && r.dose_target_per_kg > 0.0) {
+            p.add(
+                "recipient.dose_target_per_kg",
+                format!("must be a positive number, got {}", r.dose_target_per_kg),
+            );
+        }
+
+        let thresholds = &self.alerts.expiry_thresholds_hours;
+        if thresholds.is_empty() {
+            p.add("alerts.expiry_thresholds_hours", "must list at least one threshold");
+        }
+        for (i, &h) in thresholds.iter().enumerate() {
+            let key = format!("alerts.expiry_thresholds_hours[{i}]");
+            p.int_range(&key, h, EXPIRY_THRESHOLD_HOURS);
+            if let Some(&prev) = i.checked_sub(1).and_then(|j| thresholds.get(j))
+                && h >= prev
+            {
+                p.add(key, format!("must be below the previous threshold ({prev}), got {h}"));
+            }
+        }
+
+        p.positive("records.retention_years", self.records.retention_years);
+
+        if p.0.is_empty() { Ok(()) } else { Err(p.0) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(policy: &Policy) -> Vec<PolicyError> {
+        policy.validate().err().unwrap_or_default()
+    }
+
+    fn keys(policy: &Policy) -> Vec<String> {
+        errors(policy).into_iter().map(|e| e.key).collect()
+    }
+
+    fn assert_only(policy: &Policy, key: &str) {
+        assert_eq!(keys(policy), vec![key.to_owned()], "{:?}", errors(policy));
+    }
+
+    #[test]
+    fn defaults_match_the_table_and_are_valid() {
+        let p = Policy::default();
+        assert_eq!(p.validate(), Ok(()));
+        assert_eq!(p.unit.max_shelf_life_hours, 24);
+        assert_eq!(p.unit.pooled_expiry, PooledExpiry::MidnightDayAfterCollection);
+        assert_eq!((p.unit.storage_temp_min_c, p.unit.storage_temp_max_c), (20.0, 24.0));
+        assert_eq!((p.unit.irradiation_min_gy, p.unit.irradiation_max_gy), (25.0, 50.0));
+        assert_eq!(p.unit.min_remaining_hours_to_allocate, 2);
+        assert_eq!((p.donor.age_min, p.donor.age_max), (18, 75));
+        assert_eq!(p.donor.max_leukapheresis_per_12_months, 12);
+        assert_eq!(p.donor.min_hours_between_leukapheresis, 48);
+        assert_eq!(p.donor.max_procedures_per_7_days, 2);
+        assert_eq!(p.donor.weeks_after_whole_blood, 4);
+        assert_eq!(p.donor.weeks_after_red_cell_loss_not_returned, 8);
+        assert_eq!(p.donor.max_red_cell_loss_ml_per_8_weeks, 200);
+        assert_eq!(p.donor.gcsf_window_hours, HoursWindow { min: 12, max: 24 });
+        assert_eq!(p.donor.dexamethasone_window_hours, HoursWindow { min: 10, max: 14 });
+        assert!(p.donor.contraindications.is_empty());
+        assert_eq!(p.collection.default_duration_minutes, 180);
+        assert_eq!(p.compat.sample_valid_hours, 72);
+        assert_eq!(p.compat.rhd_mismatch, RhdMismatch::Warn);
+        assert_eq!(p.compat.cmv_mismatch, CmvMismatch::Warn);
+        assert!(!p.compat.minor_abo_check);
+        assert_eq!(p.recipient.anc_threshold_per_ul, 500);
+        assert_eq!(p.recipient.refractory_hours, 48);
+        assert_eq!(p.recipient.dose_target_per_kg, 6e8);
+        assert_eq!(p.request.approval, ApprovalPolicy::OutsideIndication);
+        assert_eq!(p.alerts.expiry_thresholds_hours, vec![8, 4, 2]);
+        assert_eq!(p.records.retention_years, 30);
+    }
+
+    #[test]
+    fn each_violation_is_reported_under_its_key() {
+        type Edit = fn(&mut Policy);
+        let cases: Vec<(&str, Edit)> = vec![
+            ("unit.max_shelf_life_hours", |p| p.unit.max_shelf_life_hours = 121),
+            ("unit.storage_temp_min_c", |p| p.unit.storage_temp_min_c = -10.5),
+            ("unit.storage_temp_max_c", |p| p.unit.storage_temp_max_c = 40.1),
+            ("unit.storage_temp_min_c", |p| p.unit.storage_temp_min_c = 25.0),
+            ("unit.storage_temp_max_c", |p| p.unit.storage_temp_max_c = f64::NAN),
+            ("unit.irradiation_min_gy", |p| p.unit.irradiation_min_gy = 0.0),
+            ("unit.irradiation_max_gy", |p| p.unit.irradiation_max_gy = 150.5),
+            ("unit.irradiation_min_gy", |p| p.unit.irradiation_min_gy = 60.0),
+            ("unit.min_remaining_hours_to_allocate", |p| {
+                p.unit.min_remaining_hours_to_allocate = 0
+            }),
+            ("unit.min_remaining_hours_to_allocate", |p| {
+                p.unit.min_remaining_hours_to_allocate = 24
+            }),
+            ("donor.age_min", |p| p.donor.age_min = 15),
+            ("donor.age_max", |p| p.donor.age_max = 101),
+            ("donor.age_min", |p| p.donor.age_min = 76),
+            ("donor.max_leukapheresis_per_12_months", |p| {
+                p.donor.max_leukapheresis_per_12_months = 0
+            }),
+            ("donor.min_hours_between_leukapheresis", |p| {
+                p.donor.min_hours_between_leukapheresis = 0
+            }),
+            ("donor.max_procedures_per_7_days", |p| {
+                p.donor.max_procedures_per_7_days = 0
+            }),
+            ("donor.weeks_after_whole_blood", |p| p.donor.weeks_after_whole_blood = 9),
+            ("donor.max_red_cell_loss_ml_per_8_weeks", |p| {
+                p.donor.max_red_cell_loss_ml_per_8_weeks = 0
+            }),
+            ("donor.gcsf_window_hours.min", |p| p.donor.gcsf_window_hours.min = 25),
+            ("donor.gcsf_window_hours.max", |p| {
+                p.donor.gcsf_window_hours = HoursWindow { min: 12, max: 73 }
+            }),
+            ("donor.dexamethasone_window_hours.min", |p| {
+                p.donor.dexamethasone_window_hours = HoursWindow { min: 15, max: 14 }
+            }),
+            ("donor.contraindications[0].agent", |p| {
+                p.donor.contraindications = vec![Contraindication {
+                    agent: " ".into(),
+                    item: "diabetes".into(),
+                }]
+            }),
+            ("donor.contraindications[0].item", |p| {
+                p.donor.contraindications = vec![Contraindication {
+                    agent: "dexamethasone".into(),
+                    item: String::new(),
+                }]
+            }),
+            ("donor.contraindications[1]", |p| {
+                p.donor.contraindications = vec![
+                    Contraindication {
+                        agent: "G-CSF".into(),
+                        item: "sickle cell disease".into(),
+                    },
+                    Contraindication {
+                        agent: "g-csf".into(),
+                        item: "Sickle cell disease ".into(),
+                    },
+                ]
+            }),
+            ("collection.default_duration_minutes", |p| {
+                p.collection.default_duration_minutes = 0
+            }),
+            ("collection.default_duration_minutes", |p| {
+                p.collection.default_duration_minutes = 1441
+            }),
+            ("compat.sample_valid_hours", |p| p.compat.sample_valid_hours = 0),
+            ("recipient.anc_threshold_per_ul", |p| {
+                p.recipient.anc_threshold_per_ul = 0
+            }),
+            ("recipient.refractory_hours", |p| p.recipient.refractory_hours = 0),
+            ("recipient.dose_target_per_kg", |p| {
+                p.recipient.dose_target_per_kg = -1.0
+            }),
+            ("recipient.dose_target_per_kg", |p| {
+                p.recipient.dose_target_per_kg = f64::INFINITY
+            }),
+            ("alerts.expiry_thresholds_hours", |p| {
+                p.alerts.expiry_thresholds_hours.clear()
+            }),
+            ("alerts.expiry_thresholds_hours[0]", |p| {
+                p.alerts.expiry_thresholds_hours = vec![73, 4, 2]
+            }),
+            ("alerts.expiry_thresholds_hours[2]", |p| {
+                p.alerts.expiry_thresholds_hours = vec![8, 4, 4]
+            }),
+            ("alerts.expiry_thresholds_hours[1]", |p| {
+                p.alerts.expiry_thresholds_hours = vec![4, 8]
+            }),
+            ("records.retention_years", |p| p.records.retention_years = 0),
+        ];
+        for (key, edit) in cases {
+            let mut p = Policy::default();
+            edit(&mut p);
+            assert_only(&p, key);
+            assert!(errors(&p).iter().all(|e| !e.message.is_empty()));
+        }
+    }
+
+    #[test]
+    fn boundaries_of_the_sanity_ranges_are_accepted() {
+        let mut p = Policy::default();
+        p.unit.max_shelf_life_hours = 120;
+        p.unit.storage_temp_min_c = -10.0;
+        p.unit.storage_temp_max_c = 40.0;
+        p.unit.irradiation_min_gy = 150.0;
+        p.unit.irradiation_max_gy = 150.0;
+        p.donor.age_min = 16;
+        p.donor.age_max = 100;
+        p.donor.weeks_after_whole_blood = 8;
+        p.donor.gcsf_window_hours = HoursWindow { min: 0, max: 72 };
+        p.donor.dexamethasone_window_hours = HoursWindow { min: 12, max: 12 };
+        p.collection.default_duration_minutes = 1440;
+        p.alerts.expiry_thresholds_hours = vec![72, 1];
+        p.records.retention_years = 1;
+        assert_eq!(p.validate(), Ok(()));
+
+        p.unit.max_shelf_life_hours = 1;
+        p.unit.min_remaining_hours_to_allocate = 1;
+        assert_only(&p, "unit.min_remaining_hours_to_allocate");
+        p.unit.max_shelf_life_hours = 0;
+        assert_eq!(
+            keys(&p),
+            vec!["unit.max_shelf_life_hours", "unit.min_remaining_hours_to_allocate"]
+        );
+    }
+
+    #[test]
+    fn every_violation_is_reported_together() {
+        let mut p = Policy::default();
+        p.unit.max_shelf_life_hours = 0;
+        p.unit.min_remaining_hours_to_allocate = 0;
+        p.donor.age_min = 10;
+        p.donor.age_max = 120;
+        p.donor.max_procedures_per_7_days = 0;
+        p.donor.gcsf_window_hours = HoursWindow { min: 80, max: 75 };
+        p.recipient.dose_target_per_kg = 0.0;
+        p.alerts.expiry_thresholds_hours = vec![0, 2, 2];
+        p.records.retention_years = 0;
+        assert_eq!(
+            keys(&p),
+            vec![
+                "unit.max_shelf_life_hours",
+                "unit.min_remaining_hours_to_allocate",
+                "donor.age_min",
+                "donor.age_max",
+                "donor.max_procedures_per_7_days",
+                "donor.gcsf_window_hours.min",
+                "donor.gcsf_window_hours.max",
+                "donor.gcsf_window_hours.min",
+                "recipient.dose_target_per_kg",
+                "alerts.expiry_thresholds_hours[0]",
+                "alerts.expiry_thresholds_hours[1]",
+                "alerts.expiry_thresholds_hours[2]",
+                "records.retention_years",
+            ]
+        );
+    }
+
+    #[test]
+    fn error_displays_key_and_message() {
+        let mut p = Policy::default();
+        p.donor.age_min = 15;
+        let e = &errors(&p)[0];
+        assert_eq!(e.to_string(), "donor.age_min: must be at least 16, got 15");
+    }
+
+    #[test]
+    fn json_round_trips_with_nested_snake_case_shape() {
+        let mut p = Policy::default();
+        p.unit.pooled_expiry = PooledExpiry::MaxShelfLife;
+        p.compat.rhd_mismatch = RhdMismatch::Block;
+        p.compat.cmv_mismatch = CmvMismatch::Off;
+        p.request.approval = ApprovalPolicy::Always;
+        p.donor.contraindications = vec![Contraindication {
+            agent: "dexamethasone".into(),
+            item: "uncontrolled diabetes".into(),
+        }];
+        let json = serde_json::to_value(&p).expect("serialises");
+        assert_eq!(json["unit"]["max_shelf_life_hours"], 24);
+        assert_eq!(json["unit"]["pooled_expiry"], "max_shelf_life");
+        assert_eq!(json["donor"]["gcsf_window_hours"]["min"], 12);
+        assert_eq!(json["donor"]["contraindications"][0]["agent"], "dexamethasone");
+        assert_eq!(json["compat"]["rhd_mismatch"], "block");
+        assert_eq!(json["compat"]["cmv_mismatch"], "off");
+        assert_eq!(json["request"]["approval"], "always");
+        assert_eq!(json["alerts"]["expiry_thresholds_hours"], serde_json::json!([8, 4, 2]));
+        assert_eq!(json["records"]["retention_years"], 30);
+        let back: Policy = serde_json::from_value(json).expect("deserialises");
+        assert_eq!(back, p);
+
+        let default_json = serde_json::to_string(&Policy::default()).expect("serialises");
+        assert!(default_json.contains("\"pooled_expiry\":\"midnight_day_after_collection\""));
+        assert!(default_json.contains("\"approval\":\"outside_indication\""));
+        let back: Policy = serde_json::from_str(&default_json).expect("deserialises");
+        assert_eq!(back, Policy::default());
+    }
+
+    #[test]
+    fn json_rejects_unknown_fields_at_every_level() {
+        let base = serde_json::to_value(Policy::default()).expect("serialises");
+        let paths: [&[&str]; 5] = [
+            &[],
+            &["unit"],
+            &["donor"],
+            &["donor", "gcsf_window_hours"],
+            &["records"],
+        ];
+        for path in paths {
+            let mut json = base.clone();
+            let mut target = &mut json;
+            for part in path {
+                target = &mut target[*part];
+            }
+            target["surprise"] = serde_json::json!(1);
+            let err = serde_json::from_value::<Policy>(json).expect_err("unknown field accepted");
+            assert!(err.to_string().contains("unknown field"), "{err}");
+        }
+
+        let mut json = base.clone();
+        json["donor"]["contraindications"] = serde_json::json!([{"agent": "g-csf", "item": "x", "note": "y"}]);
+        assert!(serde_json::from_value::<Policy>(json).is_err());
+    }
+
+    #[test]
+    fn json_rejects_bad_enum_values_and_negative_counts() {
+        let base = serde_json::to_value(Policy::default()).expect("serialises");
+        let mut json = base.clone();
+        json["compat"]["rhd_mismatch"] = serde_json::json!("off");
+        assert!(serde_json::from_value::<Policy>(json).is_err());
+        let mut json = base.clone();
+        json["request"]["approval"] = serde_json::json!("OutsideIndication");
+        assert!(serde_json::from_value::<Policy>(json).is_err());
+        let mut json = base;
+        json["donor"]["age_min"] = serde_json::json!(-18);
+        assert!(serde_json::from_value::<Policy>(json).is_err());
+    }
+}
