@@ -60,25 +60,24 @@ fn check_role_hospital(conn: &mut DbConn, role: Role, hospital_id: Option<i64>) 
     );
     v.finish()?;
     if let Some(hid) = hospital_id {
-        match hospitals::find(conn, hid)? {
-            Some(h) if h.active => {}
-            Some(_) => {
-                return Err(ApiError::refused(
-                    "hospital_inactive",
-                    format!("hospital {hid} is not active"),
-                    Vec::new(),
-                ));
-            }
-            None => {
-                return Err(ApiError::refused(
-                    "unknown_hospital",
-                    format!("there is no hospital {hid}"),
-                    Vec::new(),
-                ));
-            }
-        }
+        require_active_hospital(conn, hid, || {
+            ApiError::refused("unknown_hospital", format!("there is no hospital {hid}"), Vec::new())
+        })?;
     }
     Ok(())
+}
+
+/// Accounts and credentials may only be attached to an existing, active hospital.
+fn require_active_hospital(conn: &mut DbConn, id: i64, missing: impl FnOnce() -> ApiError) -> ApiResult<()> {
+    match hospitals::find(conn, id)? {
+        Some(h) if h.active => Ok(()),
+        Some(_) => Err(ApiError::refused(
+            "hospital_inactive",
+            format!("hospital {id} is not active"),
+            Vec::new(),
+        )),
+        None => Err(missing()),
+    }
 }
 
 pub struct NewAccount {
@@ -223,17 +222,7 @@ pub fn create_client(
     client_id: &str,
     secret_hash: &str,
 ) -> ApiResult<ApiClient> {
-    match hospitals::find(conn, hospital_id)? {
-        Some(h) if h.active => {}
-        Some(_) => {
-            return Err(ApiError::refused(
-                "hospital_inactive",
-                "the hospital is not active",
-                Vec::new(),
-            ));
-        }
-        None => return Err(ApiError::not_found("hospital")),
-    }
+    require_active_hospital(conn, hospital_id, || ApiError::not_found("hospital"))?;
     let client = api_clients::insert(
         conn,
         &NewApiClient {

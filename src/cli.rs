@@ -8,7 +8,7 @@ use secrecy::SecretString;
 
 use crate::auth::{Role, password};
 use crate::config::{DatabaseTarget, LogFormat, Settings};
-use crate::startup::{self, Application, Bootstrap};
+use crate::startup::{Application, Bootstrap};
 use crate::store::{self, StoreError, audit};
 
 #[derive(Debug, Parser)]
@@ -310,12 +310,5 @@ fn audit_verify(global: &GlobalArgs) -> ExitCode {
             }
         },
         Err(e) => fail(e),
-    }
-}
-
-/// For `startup` errors surfaced by the CLI.
-impl From<startup::StartupError> for ExitCode {
-    fn from(e: startup::StartupError) -> Self {
-        fail(e)
     }
 }

@@ -174,11 +174,8 @@ pub fn load_principal(conn: &mut crate::store::DbConn, principal: Principal, sid
         Principal::User(id) => {
             let user = users::find(conn, id)?
                 .ok_or_else(|| ApiError::unauthorized("invalid_token", "the access token is not valid"))?;
-            if !user.active {
-                return Err(ApiError::unauthorized(
-                    "account_inactive",
-                    "this account has been deactivated",
-                ));
+            if let Some(refusal) = session::user_refusal(conn, &user)? {
+                return Err(refusal);
             }
             let role: Role = user.role.parse().map_err(ApiError::internal)?;
             Ok(AuthUser {
@@ -198,12 +195,8 @@ pub fn load_principal(conn: &mut crate::store::DbConn, principal: Principal, sid
                     "this client credential has been revoked",
                 ));
             }
-            let hospital_active = hospitals::find(conn, client.hospital_id)?.is_some_and(|h| h.active);
-            if !hospital_active {
-                return Err(ApiError::unauthorized(
-                    "account_inactive",
-                    "this hospital is not active",
-                ));
+            if !hospitals::is_active(conn, client.hospital_id)? {
+                return Err(session::hospital_inactive());
             }
             Ok(AuthUser {
                 principal,

@@ -7,7 +7,7 @@ use super::jwt::{AUDIENCE, Claims, ISSUER, JwtKeys};
 use super::{Principal, Role, tokens};
 use crate::config::Settings;
 use crate::error::{ApiError, ApiResult};
-use crate::store::{DbConn, api_clients, sessions, throttle, users};
+use crate::store::{DbConn, api_clients, hospitals, sessions, throttle, users};
 
 /// Tokens handed to a client after sign-in.
 #[derive(Debug, Clone)]
@@ -96,6 +96,34 @@ fn new_refresh(conn: &mut DbConn, settings: &Settings, session_id: &str, at: Nai
     Ok(token)
 }
 
+/// A session's tokens for a user: a fresh refresh token and an access token with the user's
+/// current role and hospital.
+fn issue_user_tokens(
+    conn: &mut DbConn,
+    jwt: &JwtKeys,
+    settings: &Settings,
+    user: &users::User,
+    session_id: &str,
+    at: NaiveDateTime,
+) -> ApiResult<Issued> {
+    let role: Role = user.role.parse().map_err(ApiError::internal)?;
+    let refresh = new_refresh(conn, settings, session_id, at)?;
+    let (access, expires_in) = access_token(
+        jwt,
+        settings,
+        Principal::User(user.id),
+        role,
+        user.hospital_id,
+        session_id,
+        at,
+    )?;
+    Ok(Issued {
+        access_token: access,
+        expires_in,
+        refresh_token: Some(refresh),
+    })
+}
+
 /// Open a session for a user whose password was verified. Runs in a write transaction.
 pub fn start_user_session(
     conn: &mut DbConn,
@@ -104,24 +132,9 @@ pub fn start_user_session(
     user: &users::User,
     at: NaiveDateTime,
 ) -> ApiResult<Issued> {
-    let role: Role = user.role.parse().map_err(ApiError::internal)?;
     let session_id = tokens::new_session_id();
     sessions::create(conn, &session_id, Some(user.id), None, at)?;
-    let refresh = new_refresh(conn, settings, &session_id, at)?;
-    let (access, expires_in) = access_token(
-        jwt,
-        settings,
-        Principal::User(user.id),
-        role,
-        user.hospital_id,
-        &session_id,
-        at,
-    )?;
-    Ok(Issued {
-        access_token: access,
-        expires_in,
-        refresh_token: Some(refresh),
-    })
+    issue_user_tokens(conn, jwt, settings, user, &session_id, at)
 }
 
 /// Open a session for a hospital system (no refresh token: it asks again with its secret).
@@ -148,6 +161,110 @@ pub fn start_client_session(
         expires_in,
         refresh_token: None,
     })
+}
+
+/// An attempt whose refusal must still be committed (the recorded failure, the cleared
+/// throttle): the outer `Err` aborts the transaction, the inner one is answered after commit.
+pub type Committed<T> = Result<T, ApiError>;
+
+/// Client-credentials sign-in: throttle, constant-time secret check, session. Runs in a write
+/// transaction.
+pub fn client_sign_in(
+    conn: &mut DbConn,
+    jwt: &JwtKeys,
+    settings: &Settings,
+    client_id: &str,
+    client_secret: &str,
+    address_key: &str,
+    at: NaiveDateTime,
+) -> ApiResult<Committed<(Issued, api_clients::ApiClient)>> {
+    let client_key = client_throttle_key(client_id);
+    if let Some(secs) = throttled(conn, settings, &client_key, address_key, at)? {
+        return Ok(Err(throttled_error(secs)));
+    }
+    let client = api_clients::find_by_client_id(conn, client_id)?;
+    // Compare even for unknown clients so timing does not reveal which ids exist.
+    let stored = client
+        .as_ref()
+        .map_or_else(|| tokens::sha256_hex("unknown-client"), |c| c.secret_hash.clone());
+    let matches = tokens::secret_matches(client_secret, &stored);
+    match client {
+        Some(client) if matches && client.active => {
+            if !hospitals::is_active(conn, client.hospital_id)? {
+                return Ok(Err(hospital_inactive()));
+            }
+            throttle::clear(conn, &client_key)?;
+            let issued = start_client_session(conn, jwt, settings, &client, at)?;
+            Ok(Ok((issued, client)))
+        }
+        _ => {
+            record_failure(conn, settings, &[&client_key, address_key], at)?;
+            Ok(Err(ApiError::unauthorized(
+                "invalid_client",
+                "the client id or secret is wrong, or the client was revoked",
+            )))
+        }
+    }
+}
+
+pub fn throttled_error(secs: u64) -> ApiError {
+    ApiError::too_many_requests(
+        format!("too many failed sign-in attempts; try again in {secs} seconds"),
+        secs,
+    )
+}
+
+/// Why a user account may not hold a session now, if it may not: deactivated, or a hospital
+/// account whose hospital is inactive. Checked at sign-in, refresh and on every request.
+pub fn user_refusal(conn: &mut DbConn, user: &users::User) -> ApiResult<Option<ApiError>> {
+    if !user.active {
+        return Ok(Some(ApiError::unauthorized(
+            "account_inactive",
+            "this account has been deactivated",
+        )));
+    }
+    if let Some(hid) = user.hospital_id
+        && !hospitals::is_active(conn, hid)?
+    {
+        return Ok(Some(hospital_inactive()));
+    }
+    Ok(None)
+}
+
+/// Finish a password sign-in once the (slow) password check ran outside the transaction:
+/// record the failure, or clear the throttle and open a session.
+#[expect(clippy::too_many_arguments)]
+pub fn finish_password_sign_in(
+    conn: &mut DbConn,
+    jwt: &JwtKeys,
+    settings: &Settings,
+    user: Option<users::User>,
+    verified: bool,
+    user_key: &str,
+    address_key: &str,
+    at: NaiveDateTime,
+) -> ApiResult<Committed<(Issued, users::User)>> {
+    match user {
+        Some(user) if verified => {
+            throttle::clear(conn, user_key)?;
+            if let Some(refusal) = user_refusal(conn, &user)? {
+                return Ok(Err(refusal));
+            }
+            let issued = start_user_session(conn, jwt, settings, &user, at)?;
+            Ok(Ok((issued, user)))
+        }
+        _ => {
+            record_failure(conn, settings, &[user_key, address_key], at)?;
+            Ok(Err(ApiError::unauthorized(
+                "invalid_credentials",
+                "the username or password is wrong",
+            )))
+        }
+    }
+}
+
+pub fn hospital_inactive() -> ApiError {
+    ApiError::unauthorized("account_inactive", "this hospital is not active")
 }
 
 /// What a refresh attempt came to. `Reused` is not an `Err` so that the family revocation it
@@ -186,29 +303,9 @@ pub fn refresh(
     }
     let user_id = session.user_id.ok_or_else(invalid)?;
     let user = users::find(conn, user_id)?.ok_or_else(invalid)?;
-    if !user.active {
-        return Err(ApiError::unauthorized(
-            "account_inactive",
-            "this account has been deactivated",
-        ));
+    if let Some(refusal) = user_refusal(conn, &user)? {
+        return Err(refusal);
     }
-    let role: Role = user.role.parse().map_err(ApiError::internal)?;
-    let refresh = new_refresh(conn, settings, &session.id, at)?;
-    let (access, expires_in) = access_token(
-        jwt,
-        settings,
-        Principal::User(user.id),
-        role,
-        user.hospital_id,
-        &session.id,
-        at,
-    )?;
-    Ok(RefreshOutcome::Rotated(
-        Issued {
-            access_token: access,
-            expires_in,
-            refresh_token: Some(refresh),
-        },
-        user,
-    ))
+    let issued = issue_user_tokens(conn, jwt, settings, &user, &session.id, at)?;
+    Ok(RefreshOutcome::Rotated(issued, user))
 }

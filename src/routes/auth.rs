@@ -5,11 +5,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::session::{self, Issued, RefreshOutcome};
-use crate::auth::{AuthUser, Principal, Role, password, tokens};
+use crate::auth::{AuthUser, Principal, Role, password};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
 use crate::state::{AppState, cpu};
-use crate::store::{api_clients, now, throttle, users};
+use crate::store::{now, users};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -104,17 +104,6 @@ fn token_response(issued: Issued, user: &users::User) -> ApiResult<TokenResponse
     })
 }
 
-fn invalid_credentials() -> ApiError {
-    ApiError::unauthorized("invalid_credentials", "the username or password is wrong")
-}
-
-fn throttled_error(secs: u64) -> ApiError {
-    ApiError::too_many_requests(
-        format!("too many failed sign-in attempts; try again in {secs} seconds"),
-        secs,
-    )
-}
-
 /// Sign in with username and password.
 #[utoipa::path(
     post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
@@ -144,7 +133,7 @@ pub async fn login(
         })
         .await?;
     if let Some(secs) = wait {
-        return Err(throttled_error(secs));
+        return Err(session::throttled_error(secs));
     }
 
     // Unknown usernames are checked against a dummy hash so they cost the same time.
@@ -153,39 +142,17 @@ pub async fn login(
         .map_or_else(|| state.dummy_password_hash.to_string(), |u| u.password_hash.clone());
     let verified = cpu(move || password::verify(&password, &stored)).await?;
 
-    let state2 = state.clone();
     let settings = state.settings.clone();
-    let outcome = state
+    let jwt = state.jwt.clone();
+    let (issued, user) = state
         .write(move |conn| {
-            let at = now();
-            match user {
-                Some(user) if verified => {
-                    throttle::clear(conn, &user_key)?;
-                    if !user.active {
-                        return Ok(Err(ApiError::unauthorized(
-                            "account_inactive",
-                            "this account has been deactivated",
-                        )));
-                    }
-                    let issued = session::start_user_session(conn, &state2.jwt, &settings, &user, at)?;
-                    Ok(Ok(token_response(issued, &user)?))
-                }
-                _ => {
-                    session::record_failure(conn, &settings, &[&user_key, &addr_key], at)?;
-                    Ok(Err(invalid_credentials()))
-                }
-            }
+            session::finish_password_sign_in(conn, &jwt, &settings, user, verified, &user_key, &addr_key, now())
         })
-        .await?;
-    match outcome {
-        Ok(tokens) => {
-            tracing::info!(user = %tokens.user.username, "signed in");
-            Ok(HttpResponse::Ok()
-                .insert_header(("Cache-Control", "no-store"))
-                .json(tokens))
-        }
-        Err(e) => Err(e),
-    }
+        .await??;
+    tracing::info!(user = %user.username, "signed in");
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(token_response(issued, &user)?))
 }
 
 /// Client-credentials sign-in for a hospital system; the token is scoped to its hospital.
@@ -205,52 +172,29 @@ pub async fn client_token(
         client_id,
         client_secret,
     } = body.into_inner();
-    let client_key = session::client_throttle_key(client_id.trim());
     let addr_key = session::address_throttle_key(&client_address(&req, &state));
     let settings = state.settings.clone();
     let jwt = state.jwt.clone();
-    let outcome = state
+    let (issued, client) = state
         .write(move |conn| {
-            let at = now();
-            if let Some(secs) = session::throttled(conn, &settings, &client_key, &addr_key, at)? {
-                return Ok(Err(throttled_error(secs)));
-            }
-            let client = api_clients::find_by_client_id(conn, client_id.trim())?;
-            // Compare even for unknown clients so timing does not reveal which ids exist.
-            let stored = client
-                .as_ref()
-                .map_or_else(|| tokens::sha256_hex("unknown-client"), |c| c.secret_hash.clone());
-            let matches = tokens::secret_matches(&client_secret, &stored);
-            match client {
-                Some(client) if matches && client.active => {
-                    let hospital_active =
-                        crate::store::hospitals::find(conn, client.hospital_id)?.is_some_and(|h| h.active);
-                    if !hospital_active {
-                        return Ok(Err(ApiError::unauthorized(
-                            "account_inactive",
-                            "this hospital is not active",
-                        )));
-                    }
-                    throttle::clear(conn, &client_key)?;
-                    let issued = session::start_client_session(conn, &jwt, &settings, &client, at)?;
-                    Ok(Ok(ClientTokenResponse {
-                        access_token: issued.access_token,
-                        token_type: "Bearer",
-                        expires_in: issued.expires_in,
-                        role: Role::Hospital,
-                        hospital_id: client.hospital_id,
-                    }))
-                }
-                _ => {
-                    session::record_failure(conn, &settings, &[&client_key, &addr_key], at)?;
-                    Ok(Err(ApiError::unauthorized(
-                        "invalid_client",
-                        "the client id or secret is wrong, or the client was revoked",
-                    )))
-                }
-            }
+            session::client_sign_in(
+                conn,
+                &jwt,
+                &settings,
+                client_id.trim(),
+                &client_secret,
+                &addr_key,
+                now(),
+            )
         })
         .await??;
+    let outcome = ClientTokenResponse {
+        access_token: issued.access_token,
+        token_type: "Bearer",
+        expires_in: issued.expires_in,
+        role: Role::Hospital,
+        hospital_id: client.hospital_id,
+    };
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(outcome))

@@ -128,7 +128,7 @@ struct NewAuditRow<'a> {
 
 /// The content a row's hash covers, in a fixed order, serialised as a JSON array so that no
 /// two different rows can produce the same input.
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments)]
 fn row_hash(
     prev_hash: &str,
     occurred_at: NaiveDateTime,

@@ -45,6 +45,11 @@ pub fn find(conn: &mut DbConn, id: i64) -> QueryResult<Option<Hospital>> {
         .optional()
 }
 
+/// True when the hospital exists and is active.
+pub fn is_active(conn: &mut DbConn, id: i64) -> QueryResult<bool> {
+    Ok(find(conn, id)?.is_some_and(|h| h.active))
+}
+
 pub fn find_by_code(conn: &mut DbConn, code: &str) -> QueryResult<Option<Hospital>> {
     hospitals::table
         .filter(hospitals::code.eq(code))

@@ -14,6 +14,7 @@ both_backends!(
     audit_log_is_append_only,
     verify_detects_an_altered_row,
     verify_detects_a_removed_row,
+    concurrent_changes_keep_one_chain,
 );
 
 fn verify(app: &TestApp) -> (bool, String) {
@@ -168,4 +169,24 @@ async fn verify_detects_a_removed_row(backend: Backend) {
     let (ok, text) = verify(&app);
     assert!(!ok, "verify must fail: {text}");
     assert!(text.contains("row 3") && text.contains("removed"), "{text}");
+}
+
+/// Many audited writes at once (several blocking threads, one database) must still form one
+/// unbroken chain: appends are serialised, never forked.
+async fn concurrent_changes_keep_one_chain(backend: Backend) {
+    let mut app = spawn_with(backend, |s| s.pool_size = 6).await;
+    let admin = app.admin_token().await;
+    let bodies: Vec<_> = (0..16)
+        .map(|i| json!({"name": format!("Parallel {i}"), "code": format!("PAR{i}")}))
+        .collect();
+    let creates = bodies
+        .iter()
+        .map(|body| app.post("/api/v1/hospitals", Some(&admin), body));
+    for reply in futures_util::future::join_all(creates).await {
+        reply.ok(201);
+    }
+    let (ok, text) = verify(&app);
+    assert!(ok, "{text}");
+    // 1 bootstrap admin + 16 hospitals, each exactly once.
+    assert!(text.contains("17 rows"), "{text}");
 }

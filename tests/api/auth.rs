@@ -19,6 +19,7 @@ both_backends!(
     logout_ends_the_session,
     deactivation_and_password_change_end_sessions,
     client_credentials_are_scoped_to_their_hospital,
+    an_inactive_hospital_locks_out_its_accounts,
     bootstrap_admin_is_created_once,
     embedded_default_generates_an_admin_password,
 );
@@ -371,6 +372,46 @@ async fn client_credentials_are_scoped_to_their_hospital(backend: Backend) {
     )
     .await
     .problem(404, "not_found");
+}
+
+async fn an_inactive_hospital_locks_out_its_accounts(backend: Backend) {
+    use diesel::RunQueryDsl as _;
+    let mut app = spawn(backend).await;
+    let admin = app.admin_token().await;
+    let hospital = app.create_hospital("CLOSED").await;
+    app.create_user("closed-ward", "hospital", Some(hospital)).await;
+    let user_token = app.token("closed-ward", PASSWORD).await;
+    let created = app
+        .post(
+            &format!("/api/v1/hospitals/{hospital}/clients"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    let creds = json!({"client_id": created.body["client_id"], "client_secret": created.body["client_secret"]});
+    let client = app.post("/api/v1/auth/token", None, &creds).await;
+    let client_token = client.ok(200)["access_token"].as_str().expect("token").to_owned();
+
+    // No route closes a hospital yet; the flag is what any future one will set.
+    let mut conn = app.state.pool.get().expect("conn");
+    diesel::sql_query(format!("UPDATE hospitals SET active = false WHERE id = {hospital}"))
+        .execute(&mut *conn)
+        .expect("deactivate hospital");
+    drop(conn);
+
+    app.get("/api/v1/me", Some(&user_token))
+        .await
+        .problem(401, "account_inactive");
+    app.get("/api/v1/me", Some(&client_token))
+        .await
+        .problem(401, "account_inactive");
+    app.login("closed-ward", PASSWORD)
+        .await
+        .problem(401, "account_inactive");
+    app.post("/api/v1/auth/token", None, &creds)
+        .await
+        .problem(401, "account_inactive");
+    app.get("/api/v1/me", Some(&admin)).await.ok(200);
 }
 
 async fn bootstrap_admin_is_created_once(backend: Backend) {
