@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod routes;
+pub mod services;
 pub mod startup;
 pub mod state;
 pub mod store;

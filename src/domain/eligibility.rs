@@ -16,6 +16,7 @@
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::text_enum;
 use crate::domain::policy::Policy;
 
 /// Stable reason codes.
@@ -32,7 +33,9 @@ pub mod codes {
     pub const CONTRAINDICATED_AGENT: &str = "contraindicated_agent";
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A policy checklist item (`agent`, `item`) a donor is flagged on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ContraindicationFlag {
     pub agent: String,
     pub item: String,
@@ -60,16 +63,16 @@ impl Deferral {
     }
 }
 
-/// Granulocyte collections are `Leukapheresis`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProcedureKind {
-    WholeBlood,
-    Platelets,
-    Plasma,
-    RedCells,
-    Leukapheresis,
-}
+text_enum!(
+    /// Granulocyte collections are `Leukapheresis`.
+    ProcedureKind {
+        WholeBlood => "whole_blood",
+        Platelets => "platelets",
+        Plasma => "plasma",
+        RedCells => "red_cells",
+        Leukapheresis => "leukapheresis",
+    }
+);
 
 impl ProcedureKind {
     fn label(self) -> &'static str {

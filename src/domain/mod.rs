@@ -2,5 +2,45 @@
 //! from the policy table, never from literals here. (Filled in by the clinical issues:
 //! blood groups and compatibility, ISBT 128, eligibility, stimulation windows, shelf life.)
 
+pub mod blood;
 pub mod eligibility;
 pub mod policy;
+pub mod scheduling;
+pub mod stimulation;
+
+/// A closed set of lower-case (or clinical) spellings, with `as_str`, `parse` and serde.
+macro_rules! text_enum_impl {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+
+            /// Parses the stored / wire spelling exactly.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some(Self::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+pub(crate) use text_enum_impl as text_enum;

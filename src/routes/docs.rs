@@ -7,7 +7,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{audit, auth, health, hospitals, users};
+use super::{audit, auth, collections, devices, donors, health, hospitals, policy, users};
 use crate::error::{FieldError, Problem, Reason};
 
 #[derive(OpenApi)]
@@ -24,6 +24,13 @@ use crate::error::{FieldError, Problem, Reason};
         hospitals::create, hospitals::list, hospitals::get,
         hospitals::create_client, hospitals::list_clients, hospitals::revoke_client,
         audit::list,
+        policy::get, policy::put,
+        donors::create, donors::list, donors::get, donors::update,
+        donors::defer, donors::deferrals, donors::add_donation, donors::donations,
+        donors::eligibility, donors::add_stimulation, donors::stimulations,
+        devices::create, devices::list, devices::update,
+        collections::create, collections::list, collections::get, collections::update,
+        collections::start, collections::complete, collections::abort,
     ),
     components(schemas(Problem, FieldError, Reason)),
     modifiers(&SecurityAndErrors),
@@ -32,6 +39,9 @@ use crate::error::{FieldError, Problem, Reason};
         (name = "users", description = "accounts (admin)"),
         (name = "hospitals", description = "hospital organisations and their API clients"),
         (name = "audit", description = "the hash-chained audit trail"),
+        (name = "policy", description = "the configurable rule table"),
+        (name = "donors", description = "donors, deferrals, donation history, eligibility, stimulations"),
+        (name = "collections", description = "apheresis devices and collections"),
         (name = "health", description = "liveness and readiness"),
     )
 )]

@@ -3,9 +3,13 @@
 
 pub mod audit;
 pub mod auth;
+pub mod collections;
+pub mod devices;
 pub mod docs;
+pub mod donors;
 pub mod health;
 pub mod hospitals;
+pub mod policy;
 pub mod users;
 
 use actix_web::web;
@@ -13,7 +17,9 @@ use base64::Engine as _;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Deserializer};
 
+use crate::domain::policy::Policy;
 use crate::error::{ApiError, ApiResult};
+use crate::store::DbConn;
 
 /// Register every route. Resources are declared with `web::resource` so that a wrong method
 /// answers 405 and an unknown path 404 (both turned into problem+json by the error middleware).
@@ -53,10 +59,71 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::resource("/hospitals/{id}/clients/{client_id}/revoke")
                         .route(web::post().to(hospitals::revoke_client)),
                 )
-                .service(web::resource("/audit").route(web::get().to(audit::list))),
+                .service(web::resource("/audit").route(web::get().to(audit::list)))
+                .service(
+                    web::resource("/policy")
+                        .route(web::get().to(policy::get))
+                        .route(web::put().to(policy::put)),
+                )
+                .service(
+                    web::resource("/donors")
+                        .route(web::post().to(donors::create))
+                        .route(web::get().to(donors::list)),
+                )
+                .service(
+                    web::resource("/donors/{id}")
+                        .route(web::get().to(donors::get))
+                        .route(web::patch().to(donors::update)),
+                )
+                .service(
+                    web::resource("/donors/{id}/deferrals")
+                        .route(web::post().to(donors::defer))
+                        .route(web::get().to(donors::deferrals)),
+                )
+                .service(
+                    web::resource("/donors/{id}/donations")
+                        .route(web::post().to(donors::add_donation))
+                        .route(web::get().to(donors::donations)),
+                )
+                .service(web::resource("/donors/{id}/eligibility").route(web::get().to(donors::eligibility)))
+                .service(
+                    web::resource("/donors/{id}/stimulations")
+                        .route(web::post().to(donors::add_stimulation))
+                        .route(web::get().to(donors::stimulations)),
+                )
+                .service(
+                    web::resource("/devices")
+                        .route(web::post().to(devices::create))
+                        .route(web::get().to(devices::list)),
+                )
+                .service(web::resource("/devices/{id}").route(web::patch().to(devices::update)))
+                .service(
+                    web::resource("/collections")
+                        .route(web::post().to(collections::create))
+                        .route(web::get().to(collections::list)),
+                )
+                .service(
+                    web::resource("/collections/{id}")
+                        .route(web::get().to(collections::get))
+                        .route(web::patch().to(collections::update)),
+                )
+                .service(web::resource("/collections/{id}/start").route(web::post().to(collections::start)))
+                .service(web::resource("/collections/{id}/complete").route(web::post().to(collections::complete)))
+                .service(web::resource("/collections/{id}/abort").route(web::post().to(collections::abort))),
         )
         .configure(docs::register_docs_redirect)
         .service(docs::swagger_ui());
+}
+
+/// Adapts a unit of work that needs the rule table: the policy is read on the same connection,
+/// so inside `state.write(...)` it is the one in force in that transaction.
+pub fn with_policy<T>(
+    f: impl FnOnce(&mut DbConn, &Policy) -> ApiResult<T> + Send + 'static,
+) -> impl FnOnce(&mut DbConn) -> ApiResult<T> + Send + 'static {
+    move |conn| {
+        let policy = crate::services::policy::current(conn)?.policy;
+        f(conn, &policy)
+    }
 }
 
 /// Default and largest page sizes of list routes.

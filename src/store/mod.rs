@@ -6,7 +6,11 @@
 
 pub mod api_clients;
 pub mod audit;
+pub mod collections;
+pub mod devices;
+pub mod donors;
 pub mod hospitals;
+pub mod policy;
 pub mod schema;
 pub mod sessions;
 pub mod throttle;

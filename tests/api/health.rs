@@ -50,6 +50,29 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/hospitals/{id}/clients"),
     ("post", "/api/v1/hospitals/{id}/clients/{client_id}/revoke"),
     ("get", "/api/v1/audit"),
+    ("get", "/api/v1/policy"),
+    ("put", "/api/v1/policy"),
+    ("post", "/api/v1/donors"),
+    ("get", "/api/v1/donors"),
+    ("get", "/api/v1/donors/{id}"),
+    ("patch", "/api/v1/donors/{id}"),
+    ("post", "/api/v1/donors/{id}/deferrals"),
+    ("get", "/api/v1/donors/{id}/deferrals"),
+    ("post", "/api/v1/donors/{id}/donations"),
+    ("get", "/api/v1/donors/{id}/donations"),
+    ("get", "/api/v1/donors/{id}/eligibility"),
+    ("post", "/api/v1/donors/{id}/stimulations"),
+    ("get", "/api/v1/donors/{id}/stimulations"),
+    ("post", "/api/v1/devices"),
+    ("get", "/api/v1/devices"),
+    ("patch", "/api/v1/devices/{id}"),
+    ("post", "/api/v1/collections"),
+    ("get", "/api/v1/collections"),
+    ("get", "/api/v1/collections/{id}"),
+    ("patch", "/api/v1/collections/{id}"),
+    ("post", "/api/v1/collections/{id}/start"),
+    ("post", "/api/v1/collections/{id}/complete"),
+    ("post", "/api/v1/collections/{id}/abort"),
 ];
 
 async fn openapi_describes_every_route(backend: Backend) {
@@ -156,4 +179,32 @@ async fn schema_matches_database(backend: Backend) {
         .select(login_failures::all_columns)
         .load::<(i64, String, chrono::NaiveDateTime)>(conn)
         .expect("login_failures");
+    policy::table
+        .select(granulo::store::policy::PolicyRow::as_select())
+        .load(conn)
+        .expect("policy");
+    donors::table
+        .select(granulo::store::donors::Donor::as_select())
+        .load(conn)
+        .expect("donors");
+    deferrals::table
+        .select(granulo::store::donors::DeferralRow::as_select())
+        .load(conn)
+        .expect("deferrals");
+    donations::table
+        .select(granulo::store::donors::DonationRow::as_select())
+        .load(conn)
+        .expect("donations");
+    devices::table
+        .select(granulo::store::devices::Device::as_select())
+        .load(conn)
+        .expect("devices");
+    collections::table
+        .select(granulo::store::collections::Collection::as_select())
+        .load(conn)
+        .expect("collections");
+    stimulations::table
+        .select(granulo::store::collections::Stimulation::as_select())
+        .load(conn)
+        .expect("stimulations");
 }

@@ -326,3 +326,85 @@ impl TestApp {
         self.token(&username, PASSWORD).await
     }
 }
+
+/// RFC 3339 in UTC, whole seconds.
+pub fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Now, truncated to the minute (so derived times compare exactly).
+pub fn now_minute() -> chrono::DateTime<chrono::Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    chrono::Utc::now()
+        .duration_trunc(TimeDelta::minutes(1))
+        .expect("truncate")
+}
+
+/// A valid donor registration body.
+pub fn donor_body(given: &str, abo: &str, rhd: &str) -> Value {
+    json!({
+        "given_name": given,
+        "family_name": "Donor",
+        "date_of_birth": "1985-04-12",
+        "sex": "female",
+        "weight_kg": 68.5,
+        "abo": abo,
+        "rhd": rhd,
+        "cmv": "negative",
+        "hla": {"a": ["A*02:01", "A*01"], "b": ["B*07"]},
+        "donor_type": "community",
+        "phone": "+44 20 7946 0000",
+        "email": "donor@example.org"
+    })
+}
+
+impl TestApp {
+    pub async fn put(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
+        let mut req = self.client.put(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        self.send(req).await
+    }
+
+    /// Register a donor; returns its id.
+    pub async fn register_donor(&self, token: &str, body: &Value) -> i64 {
+        let r = self.post("/api/v1/donors", Some(token), body).await;
+        r.ok(201)["id"].as_i64().expect("donor id")
+    }
+
+    pub async fn create_device(&self, token: &str, name: &str) -> i64 {
+        let r = self.post("/api/v1/devices", Some(token), &json!({"name": name})).await;
+        r.ok(201)["id"].as_i64().expect("device id")
+    }
+
+    /// Book a collection; returns the reply.
+    pub async fn book(&self, token: &str, donor: i64, device: i64, start: chrono::DateTime<chrono::Utc>) -> Reply {
+        self.post(
+            "/api/v1/collections",
+            Some(token),
+            &json!({"donor_id": donor, "device_id": device, "scheduled_start": ts(start)}),
+        )
+        .await
+    }
+
+    pub async fn eligibility(&self, token: &str, donor: i64, at: chrono::DateTime<chrono::Utc>) -> Value {
+        let at = ts(at).replace('+', "%2B");
+        self.get(&format!("/api/v1/donors/{donor}/eligibility?at={at}"), Some(token))
+            .await
+            .ok(200)
+            .clone()
+    }
+}
+
+/// The reason codes of a refusal or an eligibility answer.
+pub fn reason_codes(body: &Value) -> Vec<String> {
+    body["reasons"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| r["code"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,180 @@
+//! Blood groups, serostatus and the other enumerations shared by donors, units and patients,
+//! plus HLA typing in a recognisable form.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::text_enum;
+
+text_enum!(
+    /// ABO group, written upper-case as clinically.
+    Abo { O => "O", A => "A", B => "B", Ab => "AB" }
+);
+text_enum!(
+    /// RhD type.
+    Rhd { Positive => "positive", Negative => "negative" }
+);
+text_enum!(
+    /// CMV serostatus.
+    Cmv { Negative => "negative", Positive => "positive", Unknown => "unknown" }
+);
+text_enum!(
+    Sex { Female => "female", Male => "male", Unknown => "unknown" }
+);
+text_enum!(
+    /// Community (volunteer), directed to a named patient, or a relative of the patient.
+    DonorType { Community => "community", Directed => "directed", Family => "family" }
+);
+
+/// HLA class I (A, B, C) and class II (DRB1) typing; at most two alleles per locus.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hla {
+    #[serde(default)]
+    pub a: Vec<String>,
+    #[serde(default)]
+    pub b: Vec<String>,
+    #[serde(default)]
+    pub c: Vec<String>,
+    #[serde(default)]
+    pub drb1: Vec<String>,
+}
+
+/// A problem with one allele: `field` is `hla.a[1]` style.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HlaError {
+    pub field: String,
+    pub message: String,
+}
+
+impl Hla {
+    /// Upper-cases and checks every allele against its locus (`A*02`, `A*02:01`, `B*07:02:01:01`,
+    /// optional expression suffix `N L S C A Q`); returns the normalised typing or every problem.
+    pub fn normalized(&self) -> Result<Self, Vec<HlaError>> {
+        let mut errors = Vec::new();
+        let mut locus = |name: &str, prefix: &str, alleles: &[String]| -> Vec<String> {
+            if alleles.len() > 2 {
+                errors.push(HlaError {
+                    field: format!("hla.{name}"),
+                    message: format!("at most two alleles per locus, got {}", alleles.len()),
+                });
+            }
+            alleles
+                .iter()
+                .enumerate()
+                .filter_map(|(i, raw)| {
+                    let allele = raw.trim().to_ascii_uppercase();
+                    if is_allele(&allele, prefix) {
+                        Some(allele)
+                    } else {
+                        errors.push(HlaError {
+                            field: format!("hla.{name}[{i}]"),
+                            message: format!(
+                                "{raw:?} is not an HLA-{prefix} allele such as {prefix}*02 or {prefix}*02:01"
+                            ),
+                        });
+                        None
+                    }
+                })
+                .collect()
+        };
+        let typed = Self {
+            a: locus("a", "A", &self.a),
+            b: locus("b", "B", &self.b),
+            c: locus("c", "C", &self.c),
+            drb1: locus("drb1", "DRB1", &self.drb1),
+        };
+        if errors.is_empty() { Ok(typed) } else { Err(errors) }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.a.is_empty() && self.b.is_empty() && self.c.is_empty() && self.drb1.is_empty()
+    }
+}
+
+/// `PREFIX*NN[:NN[:NN[:NN]]][suffix]` with 2–3 digits per field (WHO nomenclature).
+fn is_allele(allele: &str, prefix: &str) -> bool {
+    let Some(rest) = allele.strip_prefix(prefix).and_then(|r| r.strip_prefix('*')) else {
+        return false;
+    };
+    let rest = rest.strip_suffix(['N', 'L', 'S', 'C', 'A', 'Q']).unwrap_or(rest);
+    let fields: Vec<&str> = rest.split(':').collect();
+    (1..=4).contains(&fields.len())
+        && fields
+            .iter()
+            .all(|f| (2..=3).contains(&f.len()) && f.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enumerations_round_trip_their_spelling() {
+        for abo in Abo::ALL {
+            assert_eq!(Abo::parse(abo.as_str()), Some(*abo));
+            assert_eq!(serde_json::to_value(abo).expect("json"), abo.as_str());
+        }
+        for x in Rhd::ALL {
+            assert_eq!(Rhd::parse(x.as_str()), Some(*x));
+        }
+        for x in Cmv::ALL {
+            assert_eq!(Cmv::parse(x.as_str()), Some(*x));
+        }
+        for x in Sex::ALL {
+            assert_eq!(Sex::parse(x.as_str()), Some(*x));
+        }
+        for x in DonorType::ALL {
+            assert_eq!(DonorType::parse(x.as_str()), Some(*x));
+        }
+        assert_eq!(Abo::parse("ab"), None);
+        assert_eq!(Abo::parse("AB"), Some(Abo::Ab));
+        assert!(serde_json::from_str::<Rhd>("\"Positive\"").is_err());
+    }
+
+    #[test]
+    fn alleles() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("A*02", "A", true),
+            ("A*02:01", "A", true),
+            ("A*02:01:01:01", "A", true),
+            ("A*02:01N", "A", true),
+            ("A*024:01", "A", true),
+            ("DRB1*15:01", "DRB1", true),
+            ("A*2", "A", false),
+            ("A*02:01:01:01:01", "A", false),
+            ("A02", "A", false),
+            ("B*07", "A", false),
+            ("A*", "A", false),
+            ("A*02:", "A", false),
+            ("A*0201", "A", false),
+            ("A*02:XX", "A", false),
+            ("", "A", false),
+        ];
+        for (allele, prefix, ok) in cases {
+            assert_eq!(is_allele(allele, prefix), *ok, "{allele} at {prefix}");
+        }
+    }
+
+    #[test]
+    fn hla_is_normalised_and_every_problem_reported() {
+        let hla = Hla {
+            a: vec![" a*02:01 ".into(), "A*01".into()],
+            b: vec!["B*07".into()],
+            c: vec![],
+            drb1: vec!["drb1*15:01".into()],
+        };
+        let n = hla.normalized().expect("valid");
+        assert_eq!(n.a, vec!["A*02:01", "A*01"]);
+        assert_eq!(n.drb1, vec!["DRB1*15:01"]);
+
+        let bad = Hla {
+            a: vec!["A*02".into(), "A*03".into(), "A*11".into()],
+            b: vec!["A*02".into()],
+            ..Hla::default()
+        };
+        let errors = bad.normalized().expect_err("invalid");
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["hla.a", "hla.b[0]"]);
+    }
+}

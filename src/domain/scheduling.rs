@@ -1,0 +1,364 @@
+//! Apheresis collections as bookings: the lifecycle, when a booking occupies its device, when
+//! it counts as a procedure in the donor's history, and whether a new or moved booking can go
+//! ahead (domain.md §2).
+//!
+//! A collection counts in the donor's history at its **end** (the actual end when completed,
+//! the planned end otherwise), so "48 h between leukaphereses" is measured from the end of the
+//! previous procedure to the start of the next — the conservative reading.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::text_enum;
+use crate::domain::eligibility::{self, Deferral, DonorFacts, Eligibility, PastProcedure, ProcedureKind, Reason};
+use crate::domain::policy::Policy;
+
+text_enum!(
+    /// `scheduled → in_progress → completed | aborted`; a scheduled booking may also be aborted.
+    CollectionStatus {
+        Scheduled => "scheduled",
+        InProgress => "in_progress",
+        Completed => "completed",
+        Aborted => "aborted",
+    }
+);
+
+text_enum!(
+    Transition {
+        Start => "start",
+        Complete => "complete",
+        Abort => "abort",
+        Reschedule => "reschedule",
+    }
+);
+
+/// The status after `transition`, or `None` when it is not allowed from `from`.
+pub fn next_status(from: CollectionStatus, transition: Transition) -> Option<CollectionStatus> {
+    use CollectionStatus::*;
+    match (from, transition) {
+        (Scheduled, Transition::Start) => Some(InProgress),
+        (Scheduled, Transition::Reschedule) => Some(Scheduled),
+        (Scheduled | InProgress, Transition::Abort) => Some(Aborted),
+        (InProgress, Transition::Complete) => Some(Completed),
+        _ => None,
+    }
+}
+
+pub mod codes {
+    pub const DONOR_ALREADY_BOOKED: &str = "donor_already_booked";
+}
+
+/// One collection as the scheduling rules see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Booking {
+    pub id: i64,
+    pub status: CollectionStatus,
+    pub scheduled_start: DateTime<Utc>,
+    pub scheduled_end: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl Booking {
+    pub fn planned_duration(&self) -> TimeDelta {
+        self.scheduled_end.signed_duration_since(self.scheduled_start)
+    }
+
+    /// When the procedure starts (or started).
+    pub fn start(&self) -> DateTime<Utc> {
+        self.started_at.unwrap_or(self.scheduled_start)
+    }
+
+    /// The interval the donor and the device are taken; `None` for a booking aborted before it
+    /// started. A procedure still running at `now` past its planned end keeps them until `now`.
+    pub fn occupancy(&self, now: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        match (self.status, self.started_at) {
+            (CollectionStatus::Scheduled, _) => Some((self.scheduled_start, self.scheduled_end)),
+            (CollectionStatus::InProgress, Some(s)) => Some((s, (s + self.planned_duration()).max(now))),
+            (CollectionStatus::InProgress, None) => Some((self.scheduled_start, self.scheduled_end.max(now))),
+            (CollectionStatus::Completed | CollectionStatus::Aborted, Some(s)) => Some((s, self.ended_at.unwrap_or(s))),
+            (CollectionStatus::Completed, None) => Some((self.scheduled_start, self.scheduled_end)),
+            (CollectionStatus::Aborted, None) => None,
+        }
+    }
+
+    /// When this collection counts in the donor's history (see the module notes); `None` when it
+    /// never took place.
+    pub fn procedure_time(&self) -> Option<DateTime<Utc>> {
+        match self.status {
+            CollectionStatus::Scheduled => Some(self.scheduled_end),
+            CollectionStatus::InProgress => Some(self.start() + self.planned_duration()),
+            CollectionStatus::Completed => Some(self.ended_at.unwrap_or(self.scheduled_end)),
+            CollectionStatus::Aborted => self.started_at.map(|s| self.ended_at.unwrap_or(s)),
+        }
+    }
+
+    fn as_procedure(&self) -> Option<PastProcedure> {
+        self.procedure_time().map(|at| PastProcedure {
+            kind: ProcedureKind::Leukapheresis,
+            at,
+            red_cell_loss_ml: None,
+            red_cells_returned: true,
+        })
+    }
+}
+
+/// Half-open intervals `[start, end)` overlap: back-to-back bookings do not.
+pub fn overlaps(a: (DateTime<Utc>, DateTime<Utc>), b: (DateTime<Utc>, DateTime<Utc>)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+/// What the rules know about a donor.
+#[derive(Debug, Clone)]
+pub struct DonorRecord {
+    pub facts: DonorFacts,
+    pub deferrals: Vec<Deferral>,
+    /// Donations from other programmes.
+    pub donations: Vec<PastProcedure>,
+    /// The donor's collections.
+    pub bookings: Vec<Booking>,
+}
+
+impl DonorRecord {
+    /// Donations plus every collection that took or will take place, except `exclude`.
+    pub fn history(&self, exclude: Option<i64>) -> Vec<PastProcedure> {
+        self.donations
+            .iter()
+            .cloned()
+            .chain(
+                self.bookings
+                    .iter()
+                    .filter(|b| Some(b.id) != exclude)
+                    .filter_map(Booking::as_procedure),
+            )
+            .collect()
+    }
+
+    /// Eligibility for a leukapheresis at `at`, leaving out the collection `exclude`.
+    pub fn eligibility_at(
+        &self,
+        at: DateTime<Utc>,
+        exclude: Option<i64>,
+        planned_agents: &[String],
+        policy: &Policy,
+    ) -> Eligibility {
+        eligibility::evaluate(
+            &self.facts,
+            &self.deferrals,
+            &self.history(exclude),
+            planned_agents,
+            at,
+            policy,
+        )
+    }
+}
+
+/// Can `candidate` (new, moved or starting) go ahead? Checks the donor at its start against
+/// every other booking, that it does not overlap another of the donor's bookings, and that it
+/// does not make a later booking of the donor ineligible. `now` bounds running procedures.
+pub fn check_booking(
+    donor: &DonorRecord,
+    candidate: &Booking,
+    planned_agents: &[String],
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Eligibility {
+    let mut result = donor.eligibility_at(candidate.start(), Some(candidate.id), planned_agents, policy);
+    let others = || donor.bookings.iter().filter(|b| b.id != candidate.id);
+    if let Some(slot) = candidate.occupancy(now) {
+        for other in others() {
+            if other.occupancy(now).is_some_and(|o| overlaps(slot, o)) {
+                result.reasons.push(Reason {
+                    code: codes::DONOR_ALREADY_BOOKED,
+                    message: format!(
+                        "donor already has collection {} at {}",
+                        other.id,
+                        other.start().format("%Y-%m-%d %H:%M UTC")
+                    ),
+                });
+            }
+        }
+    }
+    // A later booking may only gain failures from this one: report what it would newly break.
+    let mut with_candidate = donor.clone();
+    with_candidate.bookings.retain(|b| b.id != candidate.id);
+    with_candidate.bookings.push(candidate.clone());
+    for later in others().filter(|b| b.status == CollectionStatus::Scheduled && b.start() >= candidate.start()) {
+        let without: Vec<&'static str> = donor.eligibility_at(later.start(), Some(later.id), &[], policy).codes();
+        let with = with_candidate.eligibility_at(later.start(), Some(later.id), &[], policy);
+        for reason in with.reasons.into_iter().filter(|r| !without.contains(&r.code)) {
+            result.reasons.push(Reason {
+                code: reason.code,
+                message: format!(
+                    "would make collection {} at {} ineligible: {}",
+                    later.id,
+                    later.start().format("%Y-%m-%d %H:%M UTC"),
+                    reason.message
+                ),
+            });
+        }
+    }
+    result.eligible = result.reasons.is_empty();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{NaiveDate, TimeZone};
+    use eligibility::codes::*;
+
+    fn t(day: u32, hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, day, hour, 0, 0).single().expect("valid")
+    }
+
+    fn booking(id: i64, day: u32, hour: u32) -> Booking {
+        Booking {
+            id,
+            status: CollectionStatus::Scheduled,
+            scheduled_start: t(day, hour),
+            scheduled_end: t(day, hour + 3),
+            started_at: None,
+            ended_at: None,
+        }
+    }
+
+    fn donor(bookings: Vec<Booking>) -> DonorRecord {
+        DonorRecord {
+            facts: DonorFacts {
+                date_of_birth: NaiveDate::from_ymd_opt(1980, 5, 5).expect("date"),
+                active: true,
+                flagged_contraindications: vec![],
+            },
+            deferrals: vec![],
+            donations: vec![],
+            bookings,
+        }
+    }
+
+    #[test]
+    fn every_transition() {
+        use CollectionStatus::*;
+        use Transition::*;
+        let expected: &[(CollectionStatus, Transition, Option<CollectionStatus>)] = &[
+            (Scheduled, Start, Some(InProgress)),
+            (Scheduled, Complete, None),
+            (Scheduled, Abort, Some(Aborted)),
+            (Scheduled, Reschedule, Some(Scheduled)),
+            (InProgress, Start, None),
+            (InProgress, Complete, Some(Completed)),
+            (InProgress, Abort, Some(Aborted)),
+            (InProgress, Reschedule, None),
+            (Completed, Start, None),
+            (Completed, Complete, None),
+            (Completed, Abort, None),
+            (Completed, Reschedule, None),
+            (Aborted, Start, None),
+            (Aborted, Complete, None),
+            (Aborted, Abort, None),
+            (Aborted, Reschedule, None),
+        ];
+        assert_eq!(expected.len(), CollectionStatus::ALL.len() * Transition::ALL.len());
+        for (from, tr, to) in expected {
+            assert_eq!(next_status(*from, *tr), *to, "{from} --{tr}-->");
+        }
+    }
+
+    #[test]
+    fn occupancy_and_procedure_time_by_status() {
+        let now = t(20, 0);
+        let mut b = booking(1, 10, 8);
+        assert_eq!(b.occupancy(now), Some((t(10, 8), t(10, 11))));
+        assert_eq!(b.procedure_time(), Some(t(10, 11)));
+
+        b.status = CollectionStatus::InProgress;
+        b.started_at = Some(t(10, 9));
+        assert_eq!(b.procedure_time(), Some(t(10, 12)));
+        assert_eq!(b.occupancy(t(10, 10)), Some((t(10, 9), t(10, 12))));
+        // Overrunning: the device stays taken until it is completed.
+        assert_eq!(b.occupancy(t(10, 14)), Some((t(10, 9), t(10, 14))));
+
+        b.status = CollectionStatus::Completed;
+        b.ended_at = Some(t(10, 13));
+        assert_eq!(b.occupancy(now), Some((t(10, 9), t(10, 13))));
+        assert_eq!(b.procedure_time(), Some(t(10, 13)));
+
+        let mut aborted = booking(2, 11, 8);
+        aborted.status = CollectionStatus::Aborted;
+        assert_eq!(aborted.occupancy(now), None);
+        assert_eq!(aborted.procedure_time(), None);
+        aborted.started_at = Some(t(11, 8));
+        aborted.ended_at = Some(t(11, 9));
+        assert_eq!(aborted.procedure_time(), Some(t(11, 9)), "a started procedure counts");
+    }
+
+    #[test]
+    fn overlap_is_half_open() {
+        assert!(overlaps((t(1, 8), t(1, 11)), (t(1, 10), t(1, 13))));
+        assert!(overlaps((t(1, 8), t(1, 11)), (t(1, 9), t(1, 10))));
+        assert!(!overlaps((t(1, 8), t(1, 11)), (t(1, 11), t(1, 14))));
+        assert!(!overlaps((t(1, 11), t(1, 14)), (t(1, 8), t(1, 11))));
+    }
+
+    #[test]
+    fn interval_is_measured_from_the_previous_end() {
+        let p = Policy::default();
+        let d = donor(vec![booking(1, 10, 8)]); // ends 10th 11:00
+        let exactly_48h = Booking {
+            scheduled_start: t(12, 11),
+            scheduled_end: t(12, 14),
+            ..booking(2, 12, 11)
+        };
+        assert!(check_booking(&d, &exactly_48h, &[], &p, t(1, 0)).eligible);
+        let early = booking(2, 12, 10);
+        assert_eq!(
+            check_booking(&d, &early, &[], &p, t(1, 0)).codes(),
+            vec![LEUKAPHERESIS_INTERVAL]
+        );
+    }
+
+    #[test]
+    fn double_booking_and_later_conflicts_are_refused() {
+        let p = Policy::default();
+        let d = donor(vec![booking(1, 10, 8)]);
+        // Overlaps the existing booking.
+        let overlapping = booking(2, 10, 10);
+        let codes = check_booking(&d, &overlapping, &[], &p, t(1, 0)).codes();
+        assert!(codes.contains(&codes::DONOR_ALREADY_BOOKED), "{codes:?}");
+        // Earlier than the existing one by a day: the new one is fine at its own time, but it
+        // would break the 48 h interval of the later one.
+        let before = booking(2, 9, 8);
+        let e = check_booking(&d, &before, &[], &p, t(1, 0));
+        assert_eq!(e.codes(), vec![LEUKAPHERESIS_INTERVAL]);
+        assert!(
+            e.reasons[0].message.contains("would make collection 1"),
+            "{:?}",
+            e.reasons
+        );
+        // Moving a booking does not conflict with itself.
+        let moved = booking(1, 11, 8);
+        assert!(check_booking(&d, &moved, &[], &p, t(1, 0)).eligible);
+    }
+
+    #[test]
+    fn aborted_before_start_does_not_count() {
+        let p = Policy::default();
+        let mut cancelled = booking(1, 10, 8);
+        cancelled.status = CollectionStatus::Aborted;
+        let d = donor(vec![cancelled]);
+        assert!(check_booking(&d, &booking(2, 10, 9), &[], &p, t(1, 0)).eligible);
+    }
+
+    #[test]
+    fn a_later_booking_already_ineligible_is_not_blamed_on_the_candidate() {
+        let p = Policy::default();
+        let mut d = donor(vec![booking(1, 20, 8)]);
+        d.deferrals.push(Deferral {
+            reason: "travel".into(),
+            permanent: false,
+            starts_at: t(15, 0),
+            until: Some(t(25, 0)),
+        });
+        let e = check_booking(&d, &booking(2, 5, 8), &[], &p, t(1, 0));
+        assert!(e.eligible, "{:?}", e.reasons);
+    }
+}

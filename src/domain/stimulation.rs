@@ -1,0 +1,206 @@
+//! Stimulation of granulocyte donors (domain.md §2): the timing window of each agent relative
+//! to the collection start, and contraindication warnings. A stimulation is a record of what
+//! was given, so these rules warn and never refuse.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+
+use crate::domain::eligibility::DonorFacts;
+use crate::domain::policy::{HoursWindow, Policy};
+
+/// Agents with a timing window in the policy table. Other agents (prednisone, …) are recorded
+/// and counted in the donor's exposure but have no window to check.
+pub const GCSF: &str = "gcsf";
+pub const DEXAMETHASONE: &str = "dexamethasone";
+
+pub mod codes {
+    pub const STIMULATION_TOO_EARLY: &str = "stimulation_too_early";
+    pub const STIMULATION_TOO_LATE: &str = "stimulation_too_late";
+    pub const CONTRAINDICATED_AGENT: &str = "contraindicated_agent";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Lower-cases an agent name and checks it is an identifier (`gcsf`, `dexamethasone`,
+/// `prednisone`, `hes_6`): 2–40 of a-z 0-9 `_`, starting with a letter.
+pub fn normalize_agent(raw: &str) -> Option<String> {
+    let agent = raw.trim().to_ascii_lowercase();
+    let mut bytes = agent.bytes();
+    let ok = (2..=40).contains(&agent.len())
+        && bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    ok.then_some(agent)
+}
+
+/// The policy window for `agent`, in hours before the collection start.
+pub fn window_for(agent: &str, policy: &Policy) -> Option<HoursWindow> {
+    match agent {
+        GCSF => Some(policy.donor.gcsf_window_hours),
+        DEXAMETHASONE => Some(policy.donor.dexamethasone_window_hours),
+        _ => None,
+    }
+}
+
+fn fmt_offset(d: TimeDelta) -> String {
+    let minutes = d.num_minutes().abs();
+    format!("{} h {} min", minutes / 60, minutes % 60)
+}
+
+/// Checks the time given against the agent's window; both ends are inclusive (exactly 12 h
+/// and exactly 24 h before the start are inside the G-CSF window).
+pub fn window_warning(
+    agent: &str,
+    administered_at: DateTime<Utc>,
+    collection_start: DateTime<Utc>,
+    policy: &Policy,
+) -> Option<Warning> {
+    let window = window_for(agent, policy)?;
+    let before = collection_start.signed_duration_since(administered_at);
+    let min = TimeDelta::hours(i64::from(window.min));
+    let max = TimeDelta::hours(i64::from(window.max));
+    let expected = format!(
+        "{agent} is given {}–{} h before collection start",
+        window.min, window.max
+    );
+    if before < min {
+        let when = if before < TimeDelta::zero() {
+            format!("{} after collection start", fmt_offset(before))
+        } else {
+            format!("{} before collection start", fmt_offset(before))
+        };
+        Some(Warning {
+            code: codes::STIMULATION_TOO_LATE,
+            message: format!("given {when}; {expected}"),
+        })
+    } else if before > max {
+        Some(Warning {
+            code: codes::STIMULATION_TOO_EARLY,
+            message: format!("given {} before collection start; {expected}", fmt_offset(before)),
+        })
+    } else {
+        None
+    }
+}
+
+/// Warns when the donor is flagged on a policy contraindication for this agent.
+pub fn contraindication_warnings(agent: &str, donor: &DonorFacts, policy: &Policy) -> Vec<Warning> {
+    policy
+        .donor
+        .contraindications
+        .iter()
+        .filter(|c| c.agent.eq_ignore_ascii_case(agent))
+        .filter(|c| {
+            donor
+                .flagged_contraindications
+                .iter()
+                .any(|f| f.agent.eq_ignore_ascii_case(&c.agent) && f.item.eq_ignore_ascii_case(&c.item))
+        })
+        .map(|c| Warning {
+            code: codes::CONTRAINDICATED_AGENT,
+            message: format!("donor is flagged on contraindication \"{}\" for {agent}", c.item),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::eligibility::ContraindicationFlag;
+    use crate::domain::policy::Contraindication;
+    use chrono::{NaiveDate, TimeZone};
+
+    fn start() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 26, 8, 0, 0).single().expect("valid")
+    }
+
+    fn hm(h: i64, m: i64) -> TimeDelta {
+        TimeDelta::hours(h) + TimeDelta::minutes(m)
+    }
+
+    #[test]
+    fn windows_at_their_boundaries() {
+        use codes::*;
+        let p = Policy::default();
+        // (agent, given this long before the start, expected warning)
+        let cases: &[(&str, TimeDelta, Option<&str>)] = &[
+            (GCSF, hm(14, 0), None),
+            (GCSF, hm(12, 0), None),
+            (GCSF, hm(11, 59), Some(STIMULATION_TOO_LATE)),
+            (GCSF, hm(24, 0), None),
+            (GCSF, hm(24, 1), Some(STIMULATION_TOO_EARLY)),
+            (GCSF, hm(0, 0), Some(STIMULATION_TOO_LATE)),
+            (GCSF, hm(-1, 0), Some(STIMULATION_TOO_LATE)),
+            (GCSF, hm(72, 0), Some(STIMULATION_TOO_EARLY)),
+            (DEXAMETHASONE, hm(12, 0), None),
+            (DEXAMETHASONE, hm(10, 0), None),
+            (DEXAMETHASONE, hm(9, 59), Some(STIMULATION_TOO_LATE)),
+            (DEXAMETHASONE, hm(14, 0), None),
+            (DEXAMETHASONE, hm(14, 1), Some(STIMULATION_TOO_EARLY)),
+            ("prednisone", hm(40, 0), None),
+            ("prednisone", hm(-3, 0), None),
+        ];
+        for (agent, before, expected) in cases {
+            let got = window_warning(agent, start() - *before, start(), &p).map(|w| w.code);
+            assert_eq!(got, *expected, "{agent} given {before} before");
+        }
+    }
+
+    #[test]
+    fn windows_follow_the_policy() {
+        let mut p = Policy::default();
+        p.donor.gcsf_window_hours = HoursWindow { min: 6, max: 8 };
+        assert_eq!(window_warning(GCSF, start() - hm(7, 0), start(), &p), None);
+        let w = window_warning(GCSF, start() - hm(9, 30), start(), &p).expect("warns");
+        assert_eq!(w.code, codes::STIMULATION_TOO_EARLY);
+        assert!(
+            w.message.contains("9 h 30 min") && w.message.contains("6–8 h"),
+            "{}",
+            w.message
+        );
+        let late = window_warning(GCSF, start() + hm(0, 45), start(), &p).expect("warns");
+        assert!(late.message.contains("0 h 45 min after"), "{}", late.message);
+    }
+
+    #[test]
+    fn agents_are_identifiers() {
+        assert_eq!(normalize_agent(" GCSF ").as_deref(), Some("gcsf"));
+        assert_eq!(normalize_agent("hes_6").as_deref(), Some("hes_6"));
+        for bad in ["", "g", "g-csf", "1gcsf", "dexa methasone", &"x".repeat(41)] {
+            assert_eq!(normalize_agent(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn contraindications_warn_for_the_flagged_agent_only() {
+        let mut p = Policy::default();
+        p.donor.contraindications = vec![
+            Contraindication {
+                agent: "dexamethasone".into(),
+                item: "diabetes".into(),
+            },
+            Contraindication {
+                agent: "gcsf".into(),
+                item: "sickle cell disease".into(),
+            },
+        ];
+        let donor = DonorFacts {
+            date_of_birth: NaiveDate::from_ymd_opt(1980, 1, 1).expect("date"),
+            active: true,
+            flagged_contraindications: vec![ContraindicationFlag {
+                agent: "Dexamethasone".into(),
+                item: "Diabetes".into(),
+            }],
+        };
+        assert_eq!(contraindication_warnings(GCSF, &donor, &p), vec![]);
+        let w = contraindication_warnings(DEXAMETHASONE, &donor, &p);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].code, codes::CONTRAINDICATED_AGENT);
+        // A flag for an item the policy no longer lists does not warn.
+        p.donor.contraindications.remove(0);
+        assert_eq!(contraindication_warnings(DEXAMETHASONE, &donor, &p), vec![]);
+    }
+}

@@ -1,0 +1,865 @@
+//! Devices, collections (booking, moving, start, completion, abort) and stimulations.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::donors::{self, booking};
+use super::{from_stored_json, is_past, not_future, reasons, stored, to_json, to_value, utc};
+use crate::domain::policy::Policy;
+use crate::domain::scheduling::{Booking, CollectionStatus, Transition, check_booking, next_status, overlaps};
+use crate::domain::stimulation::{self, normalize_agent};
+use crate::domain::text_enum;
+use crate::error::{ApiError, ApiResult, Reason, Validator, unique_as};
+use crate::store::audit::{self, Actor, Change};
+use crate::store::collections::{self as rows, Collection, CollectionData, Stimulation};
+use crate::store::devices::{self, Device};
+use crate::store::donors as donor_rows;
+use crate::store::{self, DbConn};
+
+// ---------------------------------------------------------------------------------------------
+// Devices
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceView {
+    pub id: i64,
+    pub name: String,
+    /// Inactive devices take no new bookings.
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Device> for DeviceView {
+    fn from(d: Device) -> Self {
+        Self {
+            id: d.id,
+            name: d.name,
+            active: d.active,
+            created_at: utc(d.created_at),
+            updated_at: utc(d.updated_at),
+        }
+    }
+}
+
+pub fn create_device(conn: &mut DbConn, actor: &Actor, name: &str) -> ApiResult<DeviceView> {
+    let device: DeviceView = devices::insert(conn, name, store::now())
+        .map_err(unique_as(
+            "device_name_taken",
+            format!("a device named {name:?} exists"),
+        ))?
+        .into();
+    audit::append(
+        conn,
+        actor,
+        Change::created("device.create", "device", device.id, to_value(&device)?),
+    )?;
+    Ok(device)
+}
+
+pub fn set_device_active(conn: &mut DbConn, actor: &Actor, id: i64, active: bool) -> ApiResult<DeviceView> {
+    let before: DeviceView = devices::find(conn, id)?
+        .ok_or_else(|| ApiError::not_found("device"))?
+        .into();
+    let after: DeviceView = devices::set_active(conn, id, active, store::now())?.into();
+    audit::append(
+        conn,
+        actor,
+        Change::updated("device.update", "device", id, to_value(&before)?, to_value(&after)?),
+    )?;
+    Ok(after)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Collections
+
+text_enum!(
+    /// Donor adverse events during apheresis.
+    AdverseEventKind {
+        CitrateReaction => "citrate_reaction",
+        Vasovagal => "vasovagal",
+        Hypotension => "hypotension",
+        Hematoma => "hematoma",
+        AllergicReaction => "allergic_reaction",
+        VenousAccess => "venous_access",
+        Other => "other",
+    }
+);
+
+text_enum!(
+    Severity {
+        Mild => "mild",
+        Moderate => "moderate",
+        Severe => "severe",
+    }
+);
+
+text_enum!(
+    /// `ug` (fixed dose), `ug_per_kg`, or `mg`.
+    DoseUnit {
+        Ug => "ug",
+        UgPerKg => "ug_per_kg",
+        Mg => "mg",
+    }
+);
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdverseEvent {
+    pub kind: AdverseEventKind,
+    pub severity: Severity,
+    /// Default: the time of the transition that records it.
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// Up to 1000 characters.
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CollectionView {
+    pub id: i64,
+    pub donor_id: i64,
+    pub device_id: i64,
+    pub request_id: Option<i64>,
+    pub status: CollectionStatus,
+    pub scheduled_start: DateTime<Utc>,
+    pub scheduled_end: DateTime<Utc>,
+    /// Stimulation agents planned (checked against the donor's contraindications).
+    pub planned_agents: Vec<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub volume_processed_ml: Option<i32>,
+    pub hes_used: Option<bool>,
+    /// Donor's pre-collection WBC, × 10⁹/L.
+    pub pre_count_wbc: Option<f64>,
+    /// Donor's pre-collection ANC, × 10⁹/L.
+    pub pre_count_anc: Option<f64>,
+    pub abort_reason: Option<String>,
+    pub adverse_events: Vec<AdverseEvent>,
+    /// Stimulations given for this collection, each with its window check.
+    pub stimulations: Vec<StimulationView>,
+    /// Every stimulation warning, re-evaluated against the current start.
+    pub warnings: Vec<Reason>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StimulationView {
+    pub id: i64,
+    pub donor_id: i64,
+    pub collection_id: Option<i64>,
+    pub agent: String,
+    pub dose: f64,
+    pub dose_unit: DoseUnit,
+    pub administered_at: DateTime<Utc>,
+    pub adverse_effects: Option<String>,
+    pub recorded_by: String,
+    pub created_at: DateTime<Utc>,
+    /// Hours from administration to the linked collection's start (negative: after it).
+    pub hours_before_collection_start: Option<f64>,
+    /// `stimulation_too_early`, `stimulation_too_late`, `contraindicated_agent`.
+    pub warnings: Vec<Reason>,
+}
+
+fn warning(w: stimulation::Warning) -> Reason {
+    Reason {
+        code: w.code.to_owned(),
+        message: w.message,
+    }
+}
+
+fn stimulation_view(
+    s: Stimulation,
+    collection_start: Option<DateTime<Utc>>,
+    policy: &Policy,
+) -> ApiResult<StimulationView> {
+    let given = utc(s.administered_at);
+    let warnings = collection_start
+        .and_then(|start| stimulation::window_warning(&s.agent, given, start, policy))
+        .map(warning)
+        .into_iter()
+        .collect();
+    let hours = collection_start.map(|start| start.signed_duration_since(given).num_minutes() as f64 / 60.0);
+    Ok(StimulationView {
+        id: s.id,
+        donor_id: s.donor_id,
+        collection_id: s.collection_id,
+        dose_unit: DoseUnit::parse(&s.dose_unit)
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored dose unit {:?} is not known", s.dose_unit)))?,
+        agent: s.agent,
+        dose: s.dose,
+        administered_at: given,
+        adverse_effects: s.adverse_effects,
+        recorded_by: s.recorded_by,
+        created_at: utc(s.created_at),
+        hours_before_collection_start: hours,
+        warnings,
+    })
+}
+
+pub fn view(conn: &mut DbConn, c: Collection, policy: &Policy) -> ApiResult<CollectionView> {
+    let b = booking(&c)?;
+    let stimulations = rows::stimulations_for_collection(conn, c.id)?
+        .into_iter()
+        .map(|s| stimulation_view(s, Some(b.start()), policy))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let warnings = stimulations
+        .iter()
+        .flat_map(|s| {
+            s.warnings.iter().map(move |w| Reason {
+                code: w.code.clone(),
+                message: format!("stimulation {} ({}): {}", s.id, s.agent, w.message),
+            })
+        })
+        .collect();
+    Ok(CollectionView {
+        id: c.id,
+        donor_id: c.donor_id,
+        device_id: c.device_id,
+        request_id: c.request_id,
+        status: b.status,
+        scheduled_start: b.scheduled_start,
+        scheduled_end: b.scheduled_end,
+        planned_agents: from_stored_json("planned_agents", &c.planned_agents)?,
+        started_at: b.started_at,
+        ended_at: b.ended_at,
+        volume_processed_ml: c.volume_processed_ml,
+        hes_used: c.hes_used,
+        pre_count_wbc: c.pre_count_wbc,
+        pre_count_anc: c.pre_count_anc,
+        abort_reason: c.abort_reason,
+        adverse_events: from_stored_json("adverse_events", &c.adverse_events)?,
+        stimulations,
+        warnings,
+        created_at: utc(c.created_at),
+        updated_at: utc(c.updated_at),
+    })
+}
+
+/// Audit snapshot: the collection's own fields.
+fn snapshot(v: &CollectionView) -> ApiResult<serde_json::Value> {
+    let mut value = to_value(v)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("stimulations");
+        obj.remove("warnings");
+    }
+    Ok(value)
+}
+
+pub fn find(conn: &mut DbConn, id: i64) -> ApiResult<Collection> {
+    rows::find(conn, id)?.ok_or_else(|| ApiError::not_found("collection"))
+}
+
+pub fn get(conn: &mut DbConn, id: i64, policy: &Policy) -> ApiResult<CollectionView> {
+    let c = find(conn, id)?;
+    view(conn, c, policy)
+}
+
+// Plausibility bounds on booking times (record-keeping, not clinical).
+const BOOK_BACK: TimeDelta = TimeDelta::days(2 * 366);
+const BOOK_AHEAD: TimeDelta = TimeDelta::days(366);
+const MAX_DURATION_MINUTES: u32 = 24 * 60;
+
+fn agents(v: &mut Validator, raw: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, a) in raw.iter().enumerate() {
+        match normalize_agent(a) {
+            Some(agent) if !out.contains(&agent) => out.push(agent),
+            Some(_) => {}
+            None => v.push(
+                &format!("planned_agents[{i}]"),
+                "must be an agent name such as gcsf or dexamethasone",
+            ),
+        }
+    }
+    out
+}
+
+fn slot(
+    v: &mut Validator,
+    start: DateTime<Utc>,
+    duration_minutes: Option<u32>,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    v.check(
+        start >= now - BOOK_BACK && start <= now + BOOK_AHEAD,
+        "scheduled_start",
+        "must be within two years before and one year after now",
+    );
+    let minutes = duration_minutes.unwrap_or(policy.collection.default_duration_minutes);
+    v.check(
+        (1..=MAX_DURATION_MINUTES).contains(&minutes),
+        "duration_minutes",
+        format!("must be between 1 and {MAX_DURATION_MINUTES}"),
+    );
+    let start = utc(stored(start));
+    (
+        start,
+        start + TimeDelta::minutes(i64::from(minutes.clamp(1, MAX_DURATION_MINUTES))),
+    )
+}
+
+/// Bookings on the device that overlap `candidate` (other than itself).
+fn device_conflicts(
+    conn: &mut DbConn,
+    device_id: i64,
+    candidate: &Booking,
+    now: DateTime<Utc>,
+) -> ApiResult<Vec<Reason>> {
+    let Some(wanted) = candidate.occupancy(now) else {
+        return Ok(Vec::new());
+    };
+    let margin = TimeDelta::minutes(i64::from(MAX_DURATION_MINUTES)) + TimeDelta::days(1);
+    let mut conflicts = Vec::new();
+    for c in rows::on_device_near(conn, device_id, stored(wanted.0 - margin), stored(wanted.1 + margin))? {
+        let other = booking(&c)?;
+        if other.id != candidate.id
+            && let Some(taken) = other.occupancy(now)
+            && overlaps(wanted, taken)
+        {
+            conflicts.push(Reason {
+                code: "device_busy".to_owned(),
+                message: format!(
+                    "device {device_id} is taken by collection {} from {} to {}",
+                    other.id,
+                    taken.0.format("%Y-%m-%d %H:%M UTC"),
+                    taken.1.format("%Y-%m-%d %H:%M UTC")
+                ),
+            });
+        }
+    }
+    Ok(conflicts)
+}
+
+/// 422 with every reason: `donor_ineligible` when the donor fails any rule, else `device_busy`.
+fn refuse_unless_clear(eligibility: crate::domain::eligibility::Eligibility, busy: Vec<Reason>) -> ApiResult<()> {
+    if !eligibility.eligible {
+        let mut all = reasons(eligibility.reasons);
+        all.extend(busy);
+        return Err(ApiError::refused(
+            "donor_ineligible",
+            "the donor is not eligible for a collection at that time",
+            all,
+        ));
+    }
+    if !busy.is_empty() {
+        return Err(ApiError::refused(
+            "device_busy",
+            "the device is booked at that time",
+            busy,
+        ));
+    }
+    Ok(())
+}
+
+fn active_device(conn: &mut DbConn, device_id: i64) -> ApiResult<Device> {
+    if !devices::lock(conn, device_id)? {
+        return Err(ApiError::not_found("device"));
+    }
+    let device = devices::find(conn, device_id)?.ok_or_else(|| ApiError::not_found("device"))?;
+    if !device.active {
+        return Err(ApiError::refused(
+            "device_inactive",
+            format!("device {} is out of service", device.name),
+            vec![],
+        ));
+    }
+    Ok(device)
+}
+
+fn locked_donor(conn: &mut DbConn, donor_id: i64) -> ApiResult<donor_rows::Donor> {
+    if !donor_rows::lock(conn, donor_id)? {
+        return Err(ApiError::not_found("donor"));
+    }
+    donors::find(conn, donor_id)
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleInput {
+    pub donor_id: i64,
+    pub device_id: i64,
+    /// May be in the past: procedures are often recorded after they happened.
+    pub scheduled_start: DateTime<Utc>,
+    /// Default: the policy's `collection.default_duration_minutes`.
+    pub duration_minutes: Option<u32>,
+    /// The hospital request this collection is for.
+    pub request_id: Option<i64>,
+    /// Agents the donor will be given (default none); checked against contraindications.
+    #[serde(default)]
+    pub planned_agents: Vec<String>,
+}
+
+pub fn schedule(conn: &mut DbConn, actor: &Actor, input: ScheduleInput, policy: &Policy) -> ApiResult<CollectionView> {
+    let now = utc(store::now());
+    let mut v = Validator::new();
+    let (start, end) = slot(&mut v, input.scheduled_start, input.duration_minutes, policy, now);
+    let planned = agents(&mut v, &input.planned_agents);
+    v.check(
+        input.request_id.is_none_or(|r| r > 0),
+        "request_id",
+        "must be a request id",
+    );
+    v.finish()?;
+    // Donor before device, everywhere, so concurrent units of work cannot deadlock.
+    let donor = locked_donor(conn, input.donor_id)?;
+    active_device(conn, input.device_id)?;
+    let record = donors::record(conn, &donor)?;
+    let candidate = Booking {
+        id: 0,
+        status: CollectionStatus::Scheduled,
+        scheduled_start: start,
+        scheduled_end: end,
+        started_at: None,
+        ended_at: None,
+    };
+    let eligibility = check_booking(&record, &candidate, &planned, policy, now);
+    let busy = device_conflicts(conn, input.device_id, &candidate, now)?;
+    refuse_unless_clear(eligibility, busy)?;
+    let at = stored(now);
+    let row = rows::insert(
+        conn,
+        &CollectionData {
+            donor_id: donor.id,
+            device_id: input.device_id,
+            request_id: input.request_id,
+            status: CollectionStatus::Scheduled.as_str().to_owned(),
+            scheduled_start: stored(start),
+            scheduled_end: stored(end),
+            planned_agents: to_json(&planned)?,
+            started_at: None,
+            ended_at: None,
+            volume_processed_ml: None,
+            hes_used: None,
+            pre_count_wbc: None,
+            pre_count_anc: None,
+            abort_reason: None,
+            adverse_events: "[]".to_owned(),
+            updated_at: at,
+        },
+        at,
+    )?;
+    let created = view(conn, row, policy)?;
+    audit::append(
+        conn,
+        actor,
+        Change::created("collection.schedule", "collection", created.id, snapshot(&created)?),
+    )?;
+    Ok(created)
+}
+
+fn transition(c: &Collection, t: Transition) -> ApiResult<CollectionStatus> {
+    let from = booking(c)?.status;
+    next_status(from, t).ok_or_else(|| {
+        ApiError::conflict(
+            "invalid_transition",
+            format!("collection {} is {from}; it cannot {t}", c.id),
+        )
+    })
+}
+
+/// `planned` plus the agents already given for the collection.
+fn with_given_agents(conn: &mut DbConn, collection_id: i64, mut planned: Vec<String>) -> ApiResult<Vec<String>> {
+    for s in rows::stimulations_for_collection(conn, collection_id)? {
+        if !planned.contains(&s.agent) {
+            planned.push(s.agent);
+        }
+    }
+    Ok(planned)
+}
+
+fn save(
+    conn: &mut DbConn,
+    actor: &Actor,
+    action: &str,
+    before: Collection,
+    data: CollectionData,
+    policy: &Policy,
+) -> ApiResult<CollectionView> {
+    let id = before.id;
+    let before = view(conn, before, policy)?;
+    let row = rows::update(conn, id, &data)?;
+    let after = view(conn, row, policy)?;
+    audit::append(
+        conn,
+        actor,
+        Change::updated(action, "collection", id, snapshot(&before)?, snapshot(&after)?),
+    )?;
+    Ok(after)
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RescheduleInput {
+    pub scheduled_start: Option<DateTime<Utc>>,
+    pub device_id: Option<i64>,
+    pub duration_minutes: Option<u32>,
+    pub planned_agents: Option<Vec<String>>,
+}
+
+/// Moves a scheduled collection (time, device, length, planned agents); its stimulations'
+/// windows are re-evaluated against the new start and returned as `warnings`.
+pub fn reschedule(
+    conn: &mut DbConn,
+    actor: &Actor,
+    id: i64,
+    input: RescheduleInput,
+    policy: &Policy,
+) -> ApiResult<CollectionView> {
+    let now = utc(store::now());
+    let c = find(conn, id)?;
+    transition(&c, Transition::Reschedule)?;
+    let current = booking(&c)?;
+    let mut v = Validator::new();
+    let minutes = input
+        .duration_minutes
+        .or_else(|| u32::try_from(current.planned_duration().num_minutes()).ok());
+    let (start, end) = slot(
+        &mut v,
+        input.scheduled_start.unwrap_or(current.scheduled_start),
+        minutes,
+        policy,
+        now,
+    );
+    let planned = match &input.planned_agents {
+        Some(list) => agents(&mut v, list),
+        None => from_stored_json("planned_agents", &c.planned_agents)?,
+    };
+    v.finish()?;
+    let device_id = input.device_id.unwrap_or(c.device_id);
+    let donor = locked_donor(conn, c.donor_id)?;
+    active_device(conn, device_id)?;
+    let record = donors::record(conn, &donor)?;
+    let candidate = Booking {
+        scheduled_start: start,
+        scheduled_end: end,
+        ..current
+    };
+    let given = with_given_agents(conn, c.id, planned.clone())?;
+    let eligibility = check_booking(&record, &candidate, &given, policy, now);
+    let busy = device_conflicts(conn, device_id, &candidate, now)?;
+    refuse_unless_clear(eligibility, busy)?;
+    let mut data = CollectionData::from(c.clone());
+    data.scheduled_start = stored(start);
+    data.scheduled_end = stored(end);
+    data.device_id = device_id;
+    data.planned_agents = to_json(&planned)?;
+    data.updated_at = stored(now);
+    save(conn, actor, "collection.reschedule", c, data, policy)
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartInput {
+    /// Default: now. Not in the future.
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// Starts the procedure after checking the donor again at the real start time.
+pub fn start(
+    conn: &mut DbConn,
+    actor: &Actor,
+    id: i64,
+    input: StartInput,
+    policy: &Policy,
+) -> ApiResult<CollectionView> {
+    let now = utc(store::now());
+    let started_at = utc(stored(input.started_at.unwrap_or(now)));
+    not_future("started_at", started_at, now)?;
+    let c = find(conn, id)?;
+    let status = transition(&c, Transition::Start)?;
+    let donor = locked_donor(conn, c.donor_id)?;
+    devices::lock(conn, c.device_id)?;
+    let record = donors::record(conn, &donor)?;
+    let candidate = Booking {
+        status,
+        started_at: Some(started_at),
+        ..booking(&c)?
+    };
+    let agents = with_given_agents(conn, c.id, from_stored_json("planned_agents", &c.planned_agents)?)?;
+    let eligibility = check_booking(&record, &candidate, &agents, policy, now);
+    let busy = device_conflicts(conn, c.device_id, &candidate, now)?;
+    refuse_unless_clear(eligibility, busy)?;
+    let mut data = CollectionData::from(c.clone());
+    data.status = status.as_str().to_owned();
+    data.started_at = Some(stored(started_at));
+    data.updated_at = stored(now);
+    save(conn, actor, "collection.start", c, data, policy)
+}
+
+fn adverse_events(
+    v: &mut Validator,
+    stored_events: &str,
+    new: Vec<AdverseEvent>,
+    default_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> ApiResult<String> {
+    let mut events: Vec<AdverseEvent> = from_stored_json("adverse_events", stored_events)?;
+    for (i, mut e) in new.into_iter().enumerate() {
+        let at = e.occurred_at.unwrap_or(default_at);
+        v.check(
+            is_past(at, now),
+            &format!("adverse_events[{i}].occurred_at"),
+            "must not be in the future",
+        );
+        e.occurred_at = Some(utc(stored(at)));
+        e.description = e.description.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
+        v.check(
+            e.description.as_ref().is_none_or(|d| d.chars().count() <= 1000),
+            &format!("adverse_events[{i}].description"),
+            "must be at most 1000 characters",
+        );
+        events.push(e);
+    }
+    to_json(&events)
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteInput {
+    /// Default: now. Not before the start, not in the future.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// 1–50 000 mL.
+    pub volume_processed_ml: Option<u32>,
+    pub hes_used: Option<bool>,
+    /// Donor's pre-collection WBC, × 10⁹/L (0–500).
+    pub pre_count_wbc: Option<f64>,
+    /// Donor's pre-collection ANC, × 10⁹/L (0–500).
+    pub pre_count_anc: Option<f64>,
+    #[serde(default)]
+    pub adverse_events: Vec<AdverseEvent>,
+}
+
+const MAX_VOLUME_PROCESSED_ML: u32 = 50_000;
+const MAX_COUNT: f64 = 500.0;
+
+pub fn complete(
+    conn: &mut DbConn,
+    actor: &Actor,
+    id: i64,
+    input: CompleteInput,
+    policy: &Policy,
+) -> ApiResult<CollectionView> {
+    let now = utc(store::now());
+    let ended_at = utc(stored(input.ended_at.unwrap_or(now)));
+    let c = find(conn, id)?;
+    let status = transition(&c, Transition::Complete)?;
+    let started_at = c.started_at.map(utc);
+    let mut v = Validator::new();
+    v.check(is_past(ended_at, now), "ended_at", "must not be in the future");
+    v.check(
+        started_at.is_none_or(|s| ended_at >= s),
+        "ended_at",
+        "must not be before started_at",
+    );
+    v.check(
+        input
+            .volume_processed_ml
+            .is_none_or(|ml| (1..=MAX_VOLUME_PROCESSED_ML).contains(&ml)),
+        "volume_processed_ml",
+        format!("must be between 1 and {MAX_VOLUME_PROCESSED_ML}"),
+    );
+    for (field, value) in [
+        ("pre_count_wbc", input.pre_count_wbc),
+        ("pre_count_anc", input.pre_count_anc),
+    ] {
+        v.check(
+            value.is_none_or(|x| x.is_finite() && (0.0..=MAX_COUNT).contains(&x)),
+            field,
+            format!("must be between 0 and {MAX_COUNT} (× 10⁹/L)"),
+        );
+    }
+    let events = adverse_events(&mut v, &c.adverse_events, input.adverse_events, ended_at, now)?;
+    v.finish()?;
+    let mut data = CollectionData::from(c.clone());
+    data.status = status.as_str().to_owned();
+    data.ended_at = Some(stored(ended_at));
+    data.volume_processed_ml = input.volume_processed_ml.and_then(|ml| i32::try_from(ml).ok());
+    data.hes_used = input.hes_used;
+    data.pre_count_wbc = input.pre_count_wbc;
+    data.pre_count_anc = input.pre_count_anc;
+    data.adverse_events = events;
+    data.updated_at = stored(now);
+    save(conn, actor, "collection.complete", c, data, policy)
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AbortInput {
+    /// Why, 1–500 characters.
+    pub reason: String,
+    /// Default: now. For a running procedure this is when it ended.
+    pub aborted_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub adverse_events: Vec<AdverseEvent>,
+}
+
+/// Cancels a scheduled collection or stops a running one. A procedure that had started still
+/// counts in the donor's history.
+pub fn abort(
+    conn: &mut DbConn,
+    actor: &Actor,
+    id: i64,
+    input: AbortInput,
+    policy: &Policy,
+) -> ApiResult<CollectionView> {
+    let now = utc(store::now());
+    let at = utc(stored(input.aborted_at.unwrap_or(now)));
+    let c = find(conn, id)?;
+    let status = transition(&c, Transition::Abort)?;
+    let started_at = c.started_at.map(utc);
+    let mut v = Validator::new();
+    let reason = input.reason.trim().to_owned();
+    v.check(
+        !reason.is_empty() && reason.chars().count() <= 500,
+        "reason",
+        "must be 1 to 500 characters",
+    );
+    v.check(is_past(at, now), "aborted_at", "must not be in the future");
+    v.check(
+        started_at.is_none_or(|s| at >= s),
+        "aborted_at",
+        "must not be before started_at",
+    );
+    let events = adverse_events(&mut v, &c.adverse_events, input.adverse_events, at, now)?;
+    v.finish()?;
+    let mut data = CollectionData::from(c.clone());
+    data.status = status.as_str().to_owned();
+    data.ended_at = started_at.map(|_| stored(at));
+    data.abort_reason = Some(reason);
+    data.adverse_events = events;
+    data.updated_at = stored(now);
+    save(conn, actor, "collection.abort", c, data, policy)
+}
+
+pub fn list(
+    conn: &mut DbConn,
+    filter: &rows::CollectionFilter,
+    limit: i64,
+    policy: &Policy,
+) -> ApiResult<(Vec<CollectionView>, Option<String>)> {
+    let found = rows::list(conn, filter, limit + 1)?;
+    let (found, next) = crate::routes::paginate(found, limit, |c| c.id);
+    let views = found
+        .into_iter()
+        .map(|c| view(conn, c, policy))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok((views, next))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stimulations
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StimulationInput {
+    /// `gcsf`, `dexamethasone`, `prednisone`, … (lower-case identifier).
+    pub agent: String,
+    pub dose: f64,
+    pub dose_unit: DoseUnit,
+    /// When it was given; not in the future.
+    pub administered_at: DateTime<Utc>,
+    /// The collection it prepares; its start is what the window is measured against.
+    pub collection_id: Option<i64>,
+    /// Side effects reported by the donor, up to 1000 characters.
+    pub adverse_effects: Option<String>,
+}
+
+const MAX_DOSE: f64 = 100_000.0;
+
+pub fn record_stimulation(
+    conn: &mut DbConn,
+    actor: &Actor,
+    donor_id: i64,
+    input: StimulationInput,
+    policy: &Policy,
+) -> ApiResult<StimulationView> {
+    let now = utc(store::now());
+    let mut v = Validator::new();
+    let agent = normalize_agent(&input.agent).unwrap_or_else(|| {
+        v.push("agent", "must be an agent name such as gcsf or dexamethasone");
+        String::new()
+    });
+    v.check(
+        input.dose.is_finite() && input.dose > 0.0 && input.dose <= MAX_DOSE,
+        "dose",
+        format!("must be greater than 0 and at most {MAX_DOSE}"),
+    );
+    let given = utc(stored(input.administered_at));
+    v.check(is_past(given, now), "administered_at", "must not be in the future");
+    let effects = input
+        .adverse_effects
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty());
+    v.check(
+        effects.as_ref().is_none_or(|e| e.chars().count() <= 1000),
+        "adverse_effects",
+        "must be at most 1000 characters",
+    );
+    v.finish()?;
+    let donor = donors::find(conn, donor_id)?;
+    let collection_start = match input.collection_id {
+        None => None,
+        Some(cid) => {
+            let c = find(conn, cid)?;
+            if c.donor_id != donor_id {
+                return Err(ApiError::refused(
+                    "collection_of_other_donor",
+                    format!("collection {cid} is for another donor"),
+                    vec![],
+                ));
+            }
+            Some(booking(&c)?.start())
+        }
+    };
+    let row = rows::insert_stimulation(
+        conn,
+        &rows::NewStimulation {
+            donor_id,
+            collection_id: input.collection_id,
+            agent: &agent,
+            dose: input.dose,
+            dose_unit: input.dose_unit.as_str(),
+            administered_at: stored(given),
+            adverse_effects: effects.as_deref(),
+            recorded_by: &actor.name,
+            created_at: stored(now),
+        },
+    )?;
+    let mut created = stimulation_view(row, collection_start, policy)?;
+    let facts = donors::records(conn, std::slice::from_ref(&donor))?
+        .pop()
+        .map(|r| r.facts)
+        .ok_or_else(|| ApiError::not_found("donor"))?;
+    created.warnings.extend(
+        stimulation::contraindication_warnings(&agent, &facts, policy)
+            .into_iter()
+            .map(warning),
+    );
+    let mut snapshot = to_value(&created)?;
+    if let Some(obj) = snapshot.as_object_mut() {
+        obj.remove("warnings");
+        obj.remove("hours_before_collection_start");
+    }
+    audit::append(
+        conn,
+        actor,
+        Change::created("donor.stimulation", "donor", donor_id, snapshot),
+    )?;
+    Ok(created)
+}
+
+pub fn stimulations_of(conn: &mut DbConn, donor_id: i64, policy: &Policy) -> ApiResult<Vec<StimulationView>> {
+    donors::find(conn, donor_id)?;
+    let list = rows::stimulations_of_donor(conn, donor_id)?;
+    let mut out = Vec::with_capacity(list.len());
+    for s in list {
+        let start = match s.collection_id {
+            Some(cid) => Some(booking(&find(conn, cid)?)?.start()),
+            None => None,
+        };
+        out.push(stimulation_view(s, start, policy)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,683 @@
+//! Donors: registration, changes, deferrals, outside donation history, and the donor record
+//! the eligibility rules read.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{from_stored_json, is_past, stored, to_json, to_value, utc};
+use crate::domain::blood::{Abo, Cmv, DonorType, Hla, Rhd, Sex};
+use crate::domain::eligibility::{
+    ContraindicationFlag, Deferral, DonorFacts, Eligibility, PastProcedure, ProcedureKind,
+};
+use crate::domain::policy::Policy;
+use crate::domain::scheduling::{Booking, CollectionStatus, DonorRecord};
+use crate::error::{ApiError, ApiResult, Validator};
+use crate::store::audit::{self, Actor, Change};
+use crate::store::collections::{self as collection_rows, Collection};
+use crate::store::donors::{self as rows, DeferralRow, DonationRow, Donor, DonorData, DonorFilter};
+use crate::store::{self, DbConn};
+
+/// A donor as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DonorView {
+    pub id: i64,
+    /// Assigned by the server: `GD` and six or more digits.
+    pub donor_number: String,
+    pub given_name: String,
+    pub family_name: String,
+    pub date_of_birth: NaiveDate,
+    pub sex: Sex,
+    pub weight_kg: f64,
+    pub abo: Abo,
+    pub rhd: Rhd,
+    pub cmv: Cmv,
+    pub hla: Hla,
+    pub donor_type: DonorType,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    /// Policy checklist items the donor is flagged on (ineligible for that agent).
+    pub contraindications: Vec<ContraindicationFlag>,
+    pub active: bool,
+    /// Stimulations received, per agent (cumulative exposure).
+    pub stimulation_exposure: Vec<Exposure>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Exposure {
+    pub agent: String,
+    pub count: i64,
+    pub last_administered_at: Option<DateTime<Utc>>,
+}
+
+/// The fields a client sets when registering a donor.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DonorInput {
+    pub given_name: String,
+    pub family_name: String,
+    /// `YYYY-MM-DD`.
+    pub date_of_birth: NaiveDate,
+    pub sex: Sex,
+    /// 30–250 kg.
+    pub weight_kg: f64,
+    pub abo: Abo,
+    pub rhd: Rhd,
+    pub cmv: Cmv,
+    /// Alleles such as `A*02` or `A*02:01`, at most two per locus.
+    #[serde(default)]
+    pub hla: Hla,
+    pub donor_type: DonorType,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    /// Items of the policy's contraindication checklist this donor is flagged on.
+    #[serde(default)]
+    pub contraindications: Vec<ContraindicationFlag>,
+}
+
+/// A partial change; absent fields stay, `null` clears `phone` / `email`;
+/// `{"active": false}` deactivates (donors are never deleted).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DonorPatch {
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub date_of_birth: Option<NaiveDate>,
+    pub sex: Option<Sex>,
+    pub weight_kg: Option<f64>,
+    pub abo: Option<Abo>,
+    pub rhd: Option<Rhd>,
+    pub cmv: Option<Cmv>,
+    pub hla: Option<Hla>,
+    pub donor_type: Option<DonorType>,
+    #[serde(default, deserialize_with = "crate::routes::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::routes::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub email: Option<Option<String>>,
+    pub contraindications: Option<Vec<ContraindicationFlag>>,
+    pub active: Option<bool>,
+}
+
+impl DonorPatch {
+    fn apply(self, mut d: DonorInput) -> DonorInput {
+        macro_rules! take {
+            ($($f:ident),*) => { $(if let Some(v) = self.$f { d.$f = v; })* };
+        }
+        take!(
+            given_name,
+            family_name,
+            date_of_birth,
+            sex,
+            weight_kg,
+            abo,
+            rhd,
+            cmv,
+            hla,
+            donor_type,
+            phone,
+            email,
+            contraindications
+        );
+        d
+    }
+}
+
+// Plausibility bounds of a record (not eligibility rules: those are in the policy).
+const MAX_AGE_YEARS: i32 = 120;
+const WEIGHT_KG: (f64, f64) = (30.0, 250.0);
+const NAME_CHARS: usize = 100;
+
+fn clean_text(v: &mut Validator, field: &str, raw: &str, max: usize) -> String {
+    let text = raw.trim().to_owned();
+    v.check(
+        !text.is_empty() && text.chars().count() <= max && !text.chars().any(char::is_control),
+        field,
+        format!("must be 1 to {max} characters without control characters"),
+    );
+    text
+}
+
+fn clean_phone(v: &mut Validator, raw: Option<String>) -> Option<String> {
+    let phone = raw.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty())?;
+    let ok = (3..=32).contains(&phone.chars().count())
+        && phone.chars().any(|c| c.is_ascii_digit())
+        && phone.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c));
+    v.check(
+        ok,
+        "phone",
+        "must be 3 to 32 characters of digits, spaces and + - ( ) .",
+    );
+    Some(phone)
+}
+
+fn clean_email(v: &mut Validator, raw: Option<String>) -> Option<String> {
+    let email = raw.map(|e| e.trim().to_owned()).filter(|e| !e.is_empty())?;
+    let ok = email.len() <= 254
+        && !email.chars().any(char::is_whitespace)
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.contains('@'));
+    v.check(ok, "email", "must be an e-mail address");
+    Some(email)
+}
+
+/// Checks and normalises every field; all problems are reported at once.
+/// Flags are checked against the policy checklist only when `check_flags` (they were sent):
+/// a flag stored before the checklist changed must not block an unrelated change.
+fn validate(input: DonorInput, today: NaiveDate, policy: &Policy, check_flags: bool) -> ApiResult<DonorInput> {
+    let mut v = Validator::new();
+    let given_name = clean_text(&mut v, "given_name", &input.given_name, NAME_CHARS);
+    let family_name = clean_text(&mut v, "family_name", &input.family_name, NAME_CHARS);
+    let oldest = NaiveDate::from_ymd_opt(today.year() - MAX_AGE_YEARS, 1, 1).unwrap_or(NaiveDate::MIN);
+    v.check(
+        input.date_of_birth <= today && input.date_of_birth >= oldest,
+        "date_of_birth",
+        format!("must be a past date within the last {MAX_AGE_YEARS} years"),
+    );
+    v.check(
+        input.weight_kg.is_finite() && (WEIGHT_KG.0..=WEIGHT_KG.1).contains(&input.weight_kg),
+        "weight_kg",
+        format!("must be between {} and {} kg", WEIGHT_KG.0, WEIGHT_KG.1),
+    );
+    let hla = input.hla.normalized().unwrap_or_else(|errors| {
+        for e in errors {
+            v.push(&e.field, e.message);
+        }
+        Hla::default()
+    });
+    let mut flags: Vec<ContraindicationFlag> = Vec::new();
+    if !check_flags {
+        flags.clone_from(&input.contraindications);
+    }
+    for (i, flag) in input.contraindications.iter().enumerate().filter(|_| check_flags) {
+        match policy
+            .donor
+            .contraindications
+            .iter()
+            .find(|c| c.agent.eq_ignore_ascii_case(flag.agent.trim()) && c.item.eq_ignore_ascii_case(flag.item.trim()))
+        {
+            // Stored with the checklist's spelling.
+            Some(c) if !flags.iter().any(|f| f.agent == c.agent && f.item == c.item) => {
+                flags.push(ContraindicationFlag {
+                    agent: c.agent.clone(),
+                    item: c.item.clone(),
+                })
+            }
+            Some(_) => {}
+            None => v.push(
+                &format!("contraindications[{i}]"),
+                "is not an item of the policy's contraindication checklist",
+            ),
+        }
+    }
+    let phone = clean_phone(&mut v, input.phone);
+    let email = clean_email(&mut v, input.email);
+    v.finish()?;
+    Ok(DonorInput {
+        given_name,
+        family_name,
+        hla,
+        contraindications: flags,
+        phone,
+        email,
+        ..input
+    })
+}
+
+fn search_text(given: &str, family: &str, number: &str) -> String {
+    format!("{given} {family} {number}").to_lowercase()
+}
+
+fn data(input: &DonorInput, active: bool, number: &str) -> ApiResult<DonorData> {
+    Ok(DonorData {
+        given_name: input.given_name.clone(),
+        family_name: input.family_name.clone(),
+        date_of_birth: input.date_of_birth,
+        sex: input.sex.as_str().to_owned(),
+        weight_kg: input.weight_kg,
+        abo: input.abo.as_str().to_owned(),
+        rhd: input.rhd.as_str().to_owned(),
+        cmv: input.cmv.as_str().to_owned(),
+        hla: to_json(&input.hla)?,
+        donor_type: input.donor_type.as_str().to_owned(),
+        phone: input.phone.clone(),
+        email: input.email.clone(),
+        contraindications: to_json(&input.contraindications)?,
+        active,
+        search_text: search_text(&input.given_name, &input.family_name, number),
+        updated_at: store::now(),
+    })
+}
+
+fn stored_enum<T>(column: &str, text: &str, parse: fn(&str) -> Option<T>) -> ApiResult<T> {
+    parse(text).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored {column} {text:?} is not known")))
+}
+
+fn input_of(d: &Donor) -> ApiResult<DonorInput> {
+    Ok(DonorInput {
+        given_name: d.given_name.clone(),
+        family_name: d.family_name.clone(),
+        date_of_birth: d.date_of_birth,
+        sex: stored_enum("sex", &d.sex, Sex::parse)?,
+        weight_kg: d.weight_kg,
+        abo: stored_enum("abo", &d.abo, Abo::parse)?,
+        rhd: stored_enum("rhd", &d.rhd, Rhd::parse)?,
+        cmv: stored_enum("cmv", &d.cmv, Cmv::parse)?,
+        hla: from_stored_json("hla", &d.hla)?,
+        donor_type: stored_enum("donor_type", &d.donor_type, DonorType::parse)?,
+        phone: d.phone.clone(),
+        email: d.email.clone(),
+        contraindications: from_stored_json("contraindications", &d.contraindications)?,
+    })
+}
+
+fn view(d: Donor, exposure: Vec<Exposure>) -> ApiResult<DonorView> {
+    let i = input_of(&d)?;
+    Ok(DonorView {
+        id: d.id,
+        donor_number: d.donor_number,
+        given_name: i.given_name,
+        family_name: i.family_name,
+        date_of_birth: i.date_of_birth,
+        sex: i.sex,
+        weight_kg: i.weight_kg,
+        abo: i.abo,
+        rhd: i.rhd,
+        cmv: i.cmv,
+        hla: i.hla,
+        donor_type: i.donor_type,
+        phone: i.phone,
+        email: i.email,
+        contraindications: i.contraindications,
+        active: d.active,
+        stimulation_exposure: exposure,
+        created_at: utc(d.created_at),
+        updated_at: utc(d.updated_at),
+    })
+}
+
+fn views(conn: &mut DbConn, donors: Vec<Donor>) -> ApiResult<Vec<DonorView>> {
+    let ids: Vec<i64> = donors.iter().map(|d| d.id).collect();
+    let mut exposure: HashMap<i64, Vec<Exposure>> = HashMap::new();
+    for row in rows::exposure_of(conn, &ids)? {
+        exposure.entry(row.donor_id).or_default().push(Exposure {
+            agent: row.agent,
+            count: row.count,
+            last_administered_at: row.last_administered_at.map(utc),
+        });
+    }
+    donors
+        .into_iter()
+        .map(|d| {
+            let e = exposure.remove(&d.id).unwrap_or_default();
+            view(d, e)
+        })
+        .collect()
+}
+
+/// Audit snapshot: the donor's own fields (not derived exposure).
+fn snapshot(d: &DonorView) -> ApiResult<serde_json::Value> {
+    let mut value = to_value(d)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("stimulation_exposure");
+    }
+    Ok(value)
+}
+
+pub fn find(conn: &mut DbConn, id: i64) -> ApiResult<Donor> {
+    rows::find(conn, id)?.ok_or_else(|| ApiError::not_found("donor"))
+}
+
+pub fn get(conn: &mut DbConn, id: i64) -> ApiResult<DonorView> {
+    let donor = find(conn, id)?;
+    let mut v = views(conn, vec![donor])?;
+    v.pop().ok_or_else(|| ApiError::not_found("donor"))
+}
+
+pub fn register(conn: &mut DbConn, actor: &Actor, input: DonorInput, policy: &Policy) -> ApiResult<DonorView> {
+    let now = utc(store::now());
+    let input = validate(input, now.date_naive(), policy, true)?;
+    let row = rows::insert(conn, &data(&input, true, "")?, stored(now))?;
+    let created = view(row, Vec::new())?;
+    audit::append(
+        conn,
+        actor,
+        Change::created("donor.register", "donor", created.id, snapshot(&created)?),
+    )?;
+    Ok(created)
+}
+
+pub fn update(conn: &mut DbConn, actor: &Actor, id: i64, patch: DonorPatch, policy: &Policy) -> ApiResult<DonorView> {
+    let before_row = find(conn, id)?;
+    let active = patch.active.unwrap_or(before_row.active);
+    let today = utc(store::now()).date_naive();
+    let check_flags = patch.contraindications.is_some();
+    let input = validate(patch.apply(input_of(&before_row)?), today, policy, check_flags)?;
+    let number = before_row.donor_number.clone();
+    let before = view(before_row, Vec::new())?;
+    rows::update(conn, id, &data(&input, active, &number)?)?;
+    let after = get(conn, id)?;
+    let action = match (before.active, after.active) {
+        (true, false) => "donor.deactivate",
+        (false, true) => "donor.reactivate",
+        _ => "donor.update",
+    };
+    audit::append(
+        conn,
+        actor,
+        Change::updated(action, "donor", id, snapshot(&before)?, snapshot(&after)?),
+    )?;
+    Ok(after)
+}
+
+/// Query filters of the donor list, already parsed.
+pub struct ListRequest {
+    pub filter: DonorFilter,
+    pub eligible_at: Option<DateTime<Utc>>,
+    pub limit: i64,
+}
+
+/// A page of donors. With `eligible_at` the list holds only donors eligible then; pages are
+/// filled by scanning in id order, so cursors stay plain ids.
+pub fn list(conn: &mut DbConn, req: ListRequest, policy: &Policy) -> ApiResult<(Vec<DonorView>, Option<String>)> {
+    let Some(at) = req.eligible_at else {
+        let rows = rows::list(conn, &req.filter, req.limit + 1)?;
+        let (rows, next) = crate::routes::paginate(rows, req.limit, |d| d.id);
+        return Ok((views(conn, rows)?, next));
+    };
+    const BATCH: i64 = 200;
+    let mut filter = req.filter;
+    let mut picked: Vec<Donor> = Vec::new();
+    loop {
+        let batch = rows::list(conn, &filter, BATCH)?;
+        let exhausted = batch.len() < BATCH as usize;
+        filter.after_id = batch.last().map(|d| d.id).or(filter.after_id);
+        let records = records(conn, &batch)?;
+        for (donor, record) in batch.into_iter().zip(records) {
+            if record.eligibility_at(at, None, &[], policy).eligible {
+                picked.push(donor);
+            }
+        }
+        if exhausted || picked.len() as i64 > req.limit {
+            break;
+        }
+    }
+    let (rows, next) = crate::routes::paginate(picked, req.limit, |d| d.id);
+    Ok((views(conn, rows)?, next))
+}
+
+fn deferral(r: &DeferralRow) -> Deferral {
+    Deferral {
+        reason: r.reason.clone(),
+        permanent: r.permanent,
+        starts_at: utc(r.starts_at),
+        until: r.until.map(utc),
+    }
+}
+
+fn donation(r: &DonationRow) -> ApiResult<PastProcedure> {
+    Ok(PastProcedure {
+        kind: stored_enum("donation kind", &r.kind, ProcedureKind::parse)?,
+        at: utc(r.donated_at),
+        red_cell_loss_ml: r.red_cell_loss_ml.and_then(|ml| u32::try_from(ml).ok()),
+        red_cells_returned: r.red_cells_returned,
+    })
+}
+
+pub fn booking(c: &Collection) -> ApiResult<Booking> {
+    Ok(Booking {
+        id: c.id,
+        status: stored_enum("collection status", &c.status, CollectionStatus::parse)?,
+        scheduled_start: utc(c.scheduled_start),
+        scheduled_end: utc(c.scheduled_end),
+        started_at: c.started_at.map(utc),
+        ended_at: c.ended_at.map(utc),
+    })
+}
+
+/// The eligibility inputs of each donor, in the order given (three queries for the batch).
+pub fn records(conn: &mut DbConn, donors: &[Donor]) -> ApiResult<Vec<DonorRecord>> {
+    let ids: Vec<i64> = donors.iter().map(|d| d.id).collect();
+    let mut deferrals: HashMap<i64, Vec<Deferral>> = HashMap::new();
+    for r in rows::deferrals_of(conn, &ids)? {
+        deferrals.entry(r.donor_id).or_default().push(deferral(&r));
+    }
+    let mut donations: HashMap<i64, Vec<PastProcedure>> = HashMap::new();
+    for r in rows::donations_of(conn, &ids)? {
+        donations.entry(r.donor_id).or_default().push(donation(&r)?);
+    }
+    let mut bookings: HashMap<i64, Vec<Booking>> = HashMap::new();
+    for c in collection_rows::of_donors(conn, &ids)? {
+        bookings.entry(c.donor_id).or_default().push(booking(&c)?);
+    }
+    donors
+        .iter()
+        .map(|d| {
+            Ok(DonorRecord {
+                facts: DonorFacts {
+                    date_of_birth: d.date_of_birth,
+                    active: d.active,
+                    flagged_contraindications: from_stored_json("contraindications", &d.contraindications)?,
+                },
+                deferrals: deferrals.remove(&d.id).unwrap_or_default(),
+                donations: donations.remove(&d.id).unwrap_or_default(),
+                bookings: bookings.remove(&d.id).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+pub fn record(conn: &mut DbConn, donor: &Donor) -> ApiResult<DonorRecord> {
+    records(conn, std::slice::from_ref(donor))?
+        .pop()
+        .ok_or_else(|| ApiError::not_found("donor"))
+}
+
+pub fn eligibility(
+    conn: &mut DbConn,
+    id: i64,
+    at: DateTime<Utc>,
+    agents: &[String],
+    policy: &Policy,
+) -> ApiResult<Eligibility> {
+    let donor = find(conn, id)?;
+    Ok(record(conn, &donor)?.eligibility_at(at, None, agents, policy))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deferrals
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeferralInput {
+    /// Why, 1–500 characters.
+    pub reason: String,
+    pub permanent: bool,
+    /// Required for a temporary deferral, absent for a permanent one.
+    pub until: Option<DateTime<Utc>>,
+    /// Default: now. May be in the past (recording a decision made earlier).
+    pub starts_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeferralView {
+    pub id: i64,
+    pub donor_id: i64,
+    pub reason: String,
+    pub permanent: bool,
+    pub starts_at: DateTime<Utc>,
+    pub until: Option<DateTime<Utc>>,
+    /// Who set it.
+    pub set_by: String,
+    pub created_at: DateTime<Utc>,
+    /// Whether it applies now.
+    pub active: bool,
+}
+
+fn deferral_view(r: DeferralRow, now: DateTime<Utc>) -> DeferralView {
+    let active = deferral(&r).is_active_at(now);
+    DeferralView {
+        id: r.id,
+        donor_id: r.donor_id,
+        reason: r.reason,
+        permanent: r.permanent,
+        starts_at: utc(r.starts_at),
+        until: r.until.map(utc),
+        set_by: r.set_by,
+        created_at: utc(r.created_at),
+        active,
+    }
+}
+
+pub fn defer(conn: &mut DbConn, actor: &Actor, donor_id: i64, input: DeferralInput) -> ApiResult<DeferralView> {
+    let now = utc(store::now());
+    let mut v = Validator::new();
+    let reason = clean_text(&mut v, "reason", &input.reason, 500);
+    let starts_at = input.starts_at.unwrap_or(now);
+    match (input.permanent, input.until) {
+        (true, Some(_)) => v.push("until", "must be absent for a permanent deferral"),
+        (false, None) => v.push("until", "is required for a temporary deferral"),
+        (false, Some(until)) => {
+            v.check(until > starts_at, "until", "must be after starts_at");
+        }
+        (true, None) => {}
+    }
+    v.finish()?;
+    find(conn, donor_id)?;
+    let row = rows::insert_deferral(
+        conn,
+        &rows::NewDeferral {
+            donor_id,
+            reason: &reason,
+            permanent: input.permanent,
+            starts_at: stored(starts_at),
+            until: input.until.map(stored),
+            set_by: &actor.name,
+            created_at: stored(now),
+        },
+    )?;
+    let created = deferral_view(row, now);
+    audit::append(
+        conn,
+        actor,
+        Change::created("donor.defer", "donor", donor_id, to_value(&created)?),
+    )?;
+    Ok(created)
+}
+
+pub fn deferrals(conn: &mut DbConn, donor_id: i64) -> ApiResult<Vec<DeferralView>> {
+    find(conn, donor_id)?;
+    let now = utc(store::now());
+    Ok(rows::deferrals_of(conn, &[donor_id])?
+        .into_iter()
+        .map(|r| deferral_view(r, now))
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Donations from other programmes
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DonationInput {
+    pub kind: ProcedureKind,
+    pub donated_at: DateTime<Utc>,
+    /// Red cells removed, 0–1000 mL (a whole-blood donation removes about 200 mL of red cells).
+    pub red_cell_loss_ml: Option<u32>,
+    /// Whether red cells were returned to the donor. Default: false for whole blood and red-cell
+    /// apheresis, true for the others.
+    pub red_cells_returned: Option<bool>,
+    /// Where, for the record (other programme or centre), up to 200 characters.
+    pub site: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DonationView {
+    pub id: i64,
+    pub donor_id: i64,
+    pub kind: ProcedureKind,
+    pub donated_at: DateTime<Utc>,
+    pub red_cell_loss_ml: Option<i32>,
+    pub red_cells_returned: bool,
+    pub site: Option<String>,
+    pub recorded_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+const MAX_RED_CELL_LOSS_ML: u32 = 1000;
+
+fn donation_view(r: DonationRow) -> ApiResult<DonationView> {
+    Ok(DonationView {
+        id: r.id,
+        donor_id: r.donor_id,
+        kind: stored_enum("donation kind", &r.kind, ProcedureKind::parse)?,
+        donated_at: utc(r.donated_at),
+        red_cell_loss_ml: r.red_cell_loss_ml,
+        red_cells_returned: r.red_cells_returned,
+        site: r.site,
+        recorded_by: r.recorded_by,
+        created_at: utc(r.created_at),
+    })
+}
+
+pub fn record_donation(
+    conn: &mut DbConn,
+    actor: &Actor,
+    donor_id: i64,
+    input: DonationInput,
+) -> ApiResult<DonationView> {
+    let now = utc(store::now());
+    let mut v = Validator::new();
+    v.check(
+        is_past(input.donated_at, now),
+        "donated_at",
+        "must not be in the future",
+    );
+    let loss = input.red_cell_loss_ml;
+    v.check(
+        loss.is_none_or(|ml| ml <= MAX_RED_CELL_LOSS_ML),
+        "red_cell_loss_ml",
+        format!("must be between 0 and {MAX_RED_CELL_LOSS_ML}"),
+    );
+    let site = input.site.as_deref().map(|s| clean_text(&mut v, "site", s, 200));
+    v.finish()?;
+    let returned = input.red_cells_returned.unwrap_or(!matches!(
+        input.kind,
+        ProcedureKind::WholeBlood | ProcedureKind::RedCells
+    ));
+    find(conn, donor_id)?;
+    let row = rows::insert_donation(
+        conn,
+        &rows::NewDonation {
+            donor_id,
+            kind: input.kind.as_str(),
+            donated_at: stored(input.donated_at),
+            red_cell_loss_ml: loss.and_then(|ml| i32::try_from(ml).ok()),
+            red_cells_returned: returned,
+            site: site.as_deref(),
+            recorded_by: &actor.name,
+            created_at: stored(now),
+        },
+    )?;
+    let created = donation_view(row)?;
+    audit::append(
+        conn,
+        actor,
+        Change::created("donor.donation", "donor", donor_id, to_value(&created)?),
+    )?;
+    Ok(created)
+}
+
+pub fn donations(conn: &mut DbConn, donor_id: i64) -> ApiResult<Vec<DonationView>> {
+    find(conn, donor_id)?;
+    rows::donations_of(conn, &[donor_id])?
+        .into_iter()
+        .map(donation_view)
+        .collect()
+}
