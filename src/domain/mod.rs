@@ -4,6 +4,7 @@
 
 pub mod blood;
 pub mod eligibility;
+pub mod isbt128;
 pub mod policy;
 pub mod scheduling;
 pub mod stimulation;

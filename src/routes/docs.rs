@@ -7,7 +7,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{audit, auth, collections, devices, donors, health, hospitals, policy, users};
+use super::{audit, auth, collections, devices, donors, health, hospitals, isbt128, policy, users};
 use crate::error::{FieldError, Problem, Reason};
 
 #[derive(OpenApi)]
@@ -31,6 +31,7 @@ use crate::error::{FieldError, Problem, Reason};
         devices::create, devices::list, devices::update,
         collections::create, collections::list, collections::get, collections::update,
         collections::start, collections::complete, collections::abort,
+        isbt128::decode,
     ),
     components(schemas(Problem, FieldError, Reason)),
     modifiers(&SecurityAndErrors),
@@ -42,6 +43,7 @@ use crate::error::{FieldError, Problem, Reason};
         (name = "policy", description = "the configurable rule table"),
         (name = "donors", description = "donors, deferrals, donation history, eligibility, stimulations"),
         (name = "collections", description = "apheresis devices and collections"),
+        (name = "units", description = "granulocyte units and ISBT 128"),
         (name = "health", description = "liveness and readiness"),
     )
 )]

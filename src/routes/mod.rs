@@ -9,6 +9,7 @@ pub mod docs;
 pub mod donors;
 pub mod health;
 pub mod hospitals;
+pub mod isbt128;
 pub mod policy;
 pub mod users;
 
@@ -109,7 +110,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .service(web::resource("/collections/{id}/start").route(web::post().to(collections::start)))
                 .service(web::resource("/collections/{id}/complete").route(web::post().to(collections::complete)))
-                .service(web::resource("/collections/{id}/abort").route(web::post().to(collections::abort))),
+                .service(web::resource("/collections/{id}/abort").route(web::post().to(collections::abort)))
+                .service(web::resource("/isbt128/decode").route(web::post().to(isbt128::decode))),
         )
         .configure(docs::register_docs_redirect)
         .service(docs::swagger_ui());

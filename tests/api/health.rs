@@ -73,6 +73,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/collections/{id}/start"),
     ("post", "/api/v1/collections/{id}/complete"),
     ("post", "/api/v1/collections/{id}/abort"),
+    ("post", "/api/v1/isbt128/decode"),
 ];
 
 async fn openapi_describes_every_route(backend: Backend) {

@@ -9,5 +9,6 @@ mod collections;
 mod donors;
 mod errors;
 mod health;
+mod isbt128;
 mod policy;
 mod users;

@@ -1,0 +1,651 @@
+//! ISBT 128 (ICCBBA ST-001) for the structures a granulocyte unit carries: the Donation
+//! Identification Number with its ISO/IEC 7064 MOD 37-2 check character and flags (`=`), blood
+//! groups (`=%`), product code (`=<`), and dates (`=>` / `&>` expiry, `=*` / `&*` collection).
+//! References are to interop.md §1. Product description codes are licensed: they are validated
+//! for shape only and never invented here.
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
+use serde::Serialize;
+
+use crate::domain::blood::{Abo, Rhd};
+
+/// Why data could not be read. `code()` is the stable API code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IsbtError {
+    #[error("check character {found:?} does not match the DIN (expected {expected:?})")]
+    InvalidCheckCharacter { expected: char, found: char },
+    #[error("{what}: {message}")]
+    Malformed { what: &'static str, message: String },
+    #[error("unknown or unsupported data identifier at {at:?}")]
+    UnsupportedIdentifier { at: String },
+}
+
+impl IsbtError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidCheckCharacter { .. } => "invalid_check_character",
+            Self::Malformed { .. } => "invalid_isbt128",
+            Self::UnsupportedIdentifier { .. } => "unsupported_data_structure",
+        }
+    }
+}
+
+fn malformed(what: &'static str, message: impl Into<String>) -> IsbtError {
+    IsbtError::Malformed {
+        what,
+        message: message.into(),
+    }
+}
+
+/// ISO/IEC 7064 MOD 37-2 alphabet: 0–9, A–Z, `*` (values 0–36).
+const ALPHABET: &[u8; 37] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ*";
+
+fn value_of(c: u8) -> Option<u32> {
+    ALPHABET
+        .iter()
+        .position(|&a| a == c)
+        .and_then(|p| u32::try_from(p).ok())
+}
+
+/// The MOD 37-2 checksum (0–36) of `data` (upper-case alphanumerics).
+pub fn checksum(data: &str) -> Option<u32> {
+    let mut p = 0u32;
+    for b in data.bytes() {
+        p = ((p + value_of(b)?) * 2) % 37;
+    }
+    Some((38 - p) % 37)
+}
+
+/// The keyboard check character K printed boxed after the DIN.
+pub fn check_character(din: &str) -> Option<char> {
+    checksum(din).map(|c| char::from(ALPHABET[c as usize]))
+}
+
+/// A 13-character Donation Identification Number `αppppyynnnnnn`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Din {
+    /// Facility Identification Number `αpppp`.
+    pub fin: String,
+    /// Last two digits of the nominal year of assignment.
+    pub year: u8,
+    /// Sequence number within the year for the FIN.
+    pub sequence: u32,
+}
+
+impl Din {
+    pub const MAX_SEQUENCE: u32 = 999_999;
+
+    pub fn new(fin: &str, year: u8, sequence: u32) -> Result<Self, IsbtError> {
+        validate_fin(fin)?;
+        if year > 99 {
+            return Err(malformed("DIN", "year must be two digits"));
+        }
+        if sequence > Self::MAX_SEQUENCE {
+            return Err(malformed("DIN", "sequence number must be at most 999999"));
+        }
+        Ok(Self {
+            fin: fin.to_owned(),
+            year,
+            sequence,
+        })
+    }
+
+    /// Parses the 13 characters (no identifier, flags or check character).
+    pub fn parse(text: &str) -> Result<Self, IsbtError> {
+        if text.len() != 13 || !text.is_ascii() {
+            return Err(malformed("DIN", format!("must be 13 characters, got {:?}", text)));
+        }
+        let (fin, rest) = text.split_at(5);
+        let (yy, nnnnnn) = rest.split_at(2);
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(yy) || !digits(nnnnnn) {
+            return Err(malformed("DIN", "year and sequence number must be digits"));
+        }
+        Self::new(
+            fin,
+            yy.parse().map_err(|_| malformed("DIN", "bad year"))?,
+            nnnnnn.parse().map_err(|_| malformed("DIN", "bad sequence"))?,
+        )
+    }
+
+    /// Parses a DIN followed by its check character (14 characters, as keyed or printed).
+    pub fn parse_keyed(text: &str) -> Result<Self, IsbtError> {
+        let text = text.trim().to_ascii_uppercase();
+        if text.len() != 14 {
+            return Err(malformed("DIN", "must be 13 characters and the check character"));
+        }
+        let (din, k) = text.split_at(13);
+        let parsed = Self::parse(din)?;
+        let expected = parsed.check_character();
+        let found = k.chars().next().unwrap_or(' ');
+        if found != expected {
+            return Err(IsbtError::InvalidCheckCharacter { expected, found });
+        }
+        Ok(parsed)
+    }
+
+    pub fn as_text(&self) -> String {
+        format!("{}{:02}{:06}", self.fin, self.year, self.sequence)
+    }
+
+    pub fn check_character(&self) -> char {
+        check_character(&self.as_text()).unwrap_or('*')
+    }
+
+    /// Type 3 flag digits: 60 + the checksum.
+    pub fn type3_flags(&self) -> String {
+        format!("{}", 60 + checksum(&self.as_text()).unwrap_or(0))
+    }
+}
+
+/// `αpppp`: α in A–N, P–Z, 1–9; then two of A–N, P–Z, 0–9; then two digits.
+pub fn validate_fin(fin: &str) -> Result<(), IsbtError> {
+    let b = fin.as_bytes();
+    let letter_or = |c: u8, digits_from: u8| (c.is_ascii_uppercase() && c != b'O') || (digits_from..=b'9').contains(&c);
+    let ok = b.len() == 5
+        && letter_or(b[0], b'1')
+        && letter_or(b[1], b'0')
+        && letter_or(b[2], b'0')
+        && b[3].is_ascii_digit()
+        && b[4].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(malformed(
+            "FIN",
+            format!("{fin:?} is not a facility identification number (e.g. A9999)"),
+        ))
+    }
+}
+
+/// What the two flag characters after a DIN say (Table 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Flags {
+    /// `00`.
+    NotUsed,
+    /// `01`–`19`: container, label and sample kinds.
+    Type1 { value: u8 },
+    /// `20`–`59`: facility-specific.
+    Local { value: u8 },
+    /// `60`–`96`: checksum, verified.
+    Type3 { value: u8 },
+}
+
+fn parse_flags(din: &Din, ff: &str) -> Result<Flags, IsbtError> {
+    let value: u8 = ff
+        .parse()
+        .map_err(|_| malformed("DIN flags", format!("{ff:?} is reserved or not numeric")))?;
+    match value {
+        0 => Ok(Flags::NotUsed),
+        1..=19 => Ok(Flags::Type1 { value }),
+        20..=59 => Ok(Flags::Local { value }),
+        60..=96 => {
+            let expected = 60 + checksum(&din.as_text()).unwrap_or(0);
+            if u32::from(value) == expected {
+                Ok(Flags::Type3 { value })
+            } else {
+                Err(IsbtError::InvalidCheckCharacter {
+                    expected: din.check_character(),
+                    found: char::from(ALPHABET[usize::from(value - 60).min(36)]),
+                })
+            }
+        }
+        _ => Err(malformed("DIN flags", format!("{ff} is reserved"))),
+    }
+}
+
+/// Table 4: the default-use column and the other use columns, by ABO/RhD.
+const BLOOD_GROUP_CODES: &[(Abo, Rhd, [&str; 8])] = &[
+    (Abo::O, Rhd::Negative, ["95", "91", "92", "93", "94", "96", "97", "98"]),
+    (Abo::O, Rhd::Positive, ["51", "47", "48", "49", "50", "52", "53", "54"]),
+    (Abo::A, Rhd::Negative, ["06", "02", "03", "04", "05", "07", "08", "09"]),
+    (Abo::A, Rhd::Positive, ["62", "58", "59", "60", "61", "63", "64", "65"]),
+    (Abo::B, Rhd::Negative, ["17", "13", "14", "15", "16", "18", "19", "20"]),
+    (Abo::B, Rhd::Positive, ["73", "69", "70", "71", "72", "74", "75", "76"]),
+    (Abo::Ab, Rhd::Negative, ["28", "24", "25", "26", "27", "29", "30", "31"]),
+    (Abo::Ab, Rhd::Positive, ["84", "80", "81", "82", "83", "85", "86", "87"]),
+];
+
+const USES: [&str; 8] = [
+    "default",
+    "directed",
+    "emergency",
+    "directed_biohazardous",
+    "directed_crossover",
+    "autologous_crossover",
+    "autologous",
+    "autologous_biohazardous",
+];
+
+/// The default-use code of a blood group (`=%` label data).
+pub fn blood_group_code(abo: Abo, rhd: Rhd) -> &'static str {
+    BLOOD_GROUP_CODES
+        .iter()
+        .find(|(a, r, _)| *a == abo && *r == rhd)
+        .map_or("00", |(_, _, codes)| codes[0])
+}
+
+/// A decoded `=%ggre`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BloodGroup {
+    pub code: String,
+    pub abo: Option<Abo>,
+    pub rhd: Option<Rhd>,
+    /// Intended use column of Table 4, or a special message / pooled group.
+    pub meaning: &'static str,
+    /// Rh/Kell phenotype character (Table 6), `0` = no information.
+    pub phenotype: char,
+}
+
+fn parse_blood_group(content: &str) -> Result<BloodGroup, IsbtError> {
+    if content.len() != 4 || !content.is_ascii() {
+        return Err(malformed("blood group", "must be 4 characters (ggre)"));
+    }
+    let (gg, re) = content.split_at(2);
+    let mut chars = re.chars();
+    let phenotype = chars.next().unwrap_or('0');
+    if chars.next() != Some('0') {
+        return Err(malformed("blood group", "the reserved last character must be 0"));
+    }
+    if !(phenotype.is_ascii_digit() || phenotype.is_ascii_uppercase()) {
+        return Err(malformed(
+            "blood group",
+            format!("phenotype {phenotype:?} is not a Table 6 code"),
+        ));
+    }
+    let found = BLOOD_GROUP_CODES.iter().find_map(|(abo, rhd, codes)| {
+        codes
+            .iter()
+            .position(|c| *c == gg)
+            .map(|i| (Some(*abo), Some(*rhd), USES[i]))
+    });
+    let (abo, rhd, meaning) = match (found, gg) {
+        (Some(f), _) => f,
+        (None, "55") => (Some(Abo::O), None, "rhd_not_specified"),
+        (None, "66") => (Some(Abo::A), None, "rhd_not_specified"),
+        (None, "77") => (Some(Abo::B), None, "rhd_not_specified"),
+        (None, "88") => (Some(Abo::Ab), None, "rhd_not_specified"),
+        (None, "D0") => (Some(Abo::O), None, "pooled_rhd"),
+        (None, "A0") => (Some(Abo::A), None, "pooled_rhd"),
+        (None, "B0") => (Some(Abo::B), None, "pooled_rhd"),
+        (None, "C0") => (Some(Abo::Ab), None, "pooled_rhd"),
+        (None, "E0") => (None, Some(Rhd::Positive), "pooled_abo"),
+        (None, "F0") => (None, Some(Rhd::Negative), "pooled_abo"),
+        (None, "G0" | "H0") => (None, None, "pooled_abo"),
+        (None, "00") => (None, None, "no_information"),
+        (None, "Md") => (None, None, "discard"),
+        (None, "Mq") => (None, None, "quarantine"),
+        (None, "Mx") => (None, None, "not_for_transfusion"),
+        (None, "Ma" | "Mb" | "Mf" | "Mr") => (None, None, "special_message"),
+        _ => {
+            return Err(malformed(
+                "blood group",
+                format!("{gg:?} is not a blood group code this service handles"),
+            ));
+        }
+    };
+    Ok(BloodGroup {
+        code: gg.to_owned(),
+        abo,
+        rhd,
+        meaning,
+        phenotype,
+    })
+}
+
+/// Table 7 type-of-collection characters.
+const COLLECTION_TYPES: &str = "0VRSTPrsA1XDd2LEQ3456FC78BHJG";
+
+/// A decoded `=<αooootds`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProductCode {
+    /// Product Description Code (licensed database; opaque here).
+    pub description_code: String,
+    pub collection_type: char,
+    /// `00` when not divided.
+    pub division: String,
+}
+
+/// A Product Description Code: `[A-Z][A-Z0-9]{4}`.
+pub fn validate_description_code(pdc: &str) -> Result<(), IsbtError> {
+    let b = pdc.as_bytes();
+    let ok = b.len() == 5
+        && b[0].is_ascii_uppercase()
+        && b[1..].iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(malformed(
+            "product code",
+            format!("{pdc:?} is not a product description code"),
+        ))
+    }
+}
+
+fn parse_product(content: &str) -> Result<ProductCode, IsbtError> {
+    if content.len() != 8 || !content.is_ascii() {
+        return Err(malformed("product code", "must be 8 characters (αooootds)"));
+    }
+    let (pdc, rest) = content.split_at(5);
+    validate_description_code(pdc)?;
+    let (t, ds) = rest.split_at(1);
+    let t = t.chars().next().unwrap_or(' ');
+    if !COLLECTION_TYPES.contains(t) {
+        return Err(malformed("product code", format!("{t:?} is not a type of collection")));
+    }
+    let d = ds.as_bytes();
+    if ds != "00" && !(d[0].is_ascii_uppercase() && d[1].is_ascii_lowercase()) {
+        return Err(malformed("product code", format!("{ds:?} is not a division code")));
+    }
+    Ok(ProductCode {
+        description_code: pdc.to_owned(),
+        collection_type: t,
+        division: ds.to_owned(),
+    })
+}
+
+/// `cyyjjj[hhmm]` → a UTC time; without `hhmm` the day ends at 23:59. `c` = 9 means 19yy,
+/// otherwise 20yy + 100·c (interop.md §1.6).
+pub fn parse_date(content: &str, with_time: bool) -> Result<NaiveDateTime, IsbtError> {
+    let len = if with_time { 10 } else { 6 };
+    if content.len() != len || !content.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(malformed(
+            "date",
+            format!("must be {len} digits (cyyjjj{})", if with_time { "hhmm" } else { "" }),
+        ));
+    }
+    let n = |r: std::ops::Range<usize>| content[r].parse::<u32>().unwrap_or(0);
+    let (c, yy, jjj) = (n(0..1), n(1..3), n(3..6));
+    let year = if c == 9 { 1900 + yy } else { 2000 + 100 * c + yy };
+    let date = NaiveDate::from_yo_opt(i32::try_from(year).unwrap_or(0), jjj)
+        .ok_or_else(|| malformed("date", format!("day {jjj:03} does not exist in {year}")))?;
+    let (hh, mm) = if with_time { (n(6..8), n(8..10)) } else { (23, 59) };
+    let time = NaiveTime::from_hms_opt(hh, mm, 0)
+        .ok_or_else(|| malformed("date", format!("{hh:02}:{mm:02} is not a time")))?;
+    Ok(date.and_time(time))
+}
+
+/// A time as `cyyjjjhhmm` (seconds dropped).
+pub fn format_date_time(t: NaiveDateTime) -> String {
+    let year = t.year();
+    let c = if (1900..2000).contains(&year) {
+        9
+    } else {
+        (year - 2000) / 100
+    };
+    format!("{c}{:02}{:03}{:02}{:02}", year % 100, t.ordinal(), t.hour(), t.minute())
+}
+
+/// One decoded data structure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "structure", rename_all = "snake_case")]
+pub enum Element {
+    Din {
+        data: String,
+        din: String,
+        fin: String,
+        year: u8,
+        sequence: u32,
+        check_character: char,
+        flags: Flags,
+    },
+    BloodGroup {
+        data: String,
+        #[serde(flatten)]
+        group: BloodGroup,
+    },
+    ProductCode {
+        data: String,
+        #[serde(flatten)]
+        product: ProductCode,
+    },
+    ExpirationDate {
+        data: String,
+        at: DateTime<Utc>,
+    },
+    ExpirationDateTime {
+        data: String,
+        at: DateTime<Utc>,
+    },
+    CollectionDate {
+        data: String,
+        at: DateTime<Utc>,
+    },
+    CollectionDateTime {
+        data: String,
+        at: DateTime<Utc>,
+    },
+}
+
+/// Decodes one or more concatenated structures (`=A99992112345601=%6200…`). The identifier and
+/// the content length are checked before anything is interpreted (ST-001 §2.2).
+pub fn decode(data: &str) -> Result<Vec<Element>, IsbtError> {
+    let data = data.trim();
+    if data.is_empty() || !data.is_ascii() {
+        return Err(malformed("data", "must be non-empty ASCII"));
+    }
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let take = |n: usize| -> Result<(&str, &str), IsbtError> {
+            if rest.len() < n {
+                Err(malformed("data", format!("{rest:?} is too short")))
+            } else {
+                Ok(rest.split_at(n))
+            }
+        };
+        let id = &rest[..rest.len().min(2)];
+        let (piece, tail) = match id {
+            "=%" | "=<" => take(if id == "=%" { 6 } else { 10 })?,
+            "=>" | "=*" => take(8)?,
+            "&>" | "&*" => take(12)?,
+            _ if id.len() == 2 && id.starts_with('=') && id.as_bytes()[1].is_ascii_alphanumeric() => take(16)?,
+            _ => {
+                return Err(IsbtError::UnsupportedIdentifier {
+                    at: rest.chars().take(8).collect(),
+                });
+            }
+        };
+        let content = &piece[2..];
+        let element = match id {
+            "=%" => Element::BloodGroup {
+                data: piece.to_owned(),
+                group: parse_blood_group(content)?,
+            },
+            "=<" => Element::ProductCode {
+                data: piece.to_owned(),
+                product: parse_product(content)?,
+            },
+            "=>" => Element::ExpirationDate {
+                data: piece.to_owned(),
+                at: parse_date(content, false)?.and_utc(),
+            },
+            "&>" => Element::ExpirationDateTime {
+                data: piece.to_owned(),
+                at: parse_date(content, true)?.and_utc(),
+            },
+            "=*" => Element::CollectionDate {
+                data: piece.to_owned(),
+                at: parse_date(content, false)?.and_utc(),
+            },
+            "&*" => Element::CollectionDateTime {
+                data: piece.to_owned(),
+                at: parse_date(content, true)?.and_utc(),
+            },
+            _ => {
+                let body = &piece[1..];
+                let (din_text, ff) = body.split_at(13);
+                let din = Din::parse(din_text)?;
+                let flags = parse_flags(&din, ff)?;
+                Element::Din {
+                    data: piece.to_owned(),
+                    check_character: din.check_character(),
+                    din: din.as_text(),
+                    fin: din.fin,
+                    year: din.year,
+                    sequence: din.sequence,
+                    flags,
+                }
+            }
+        };
+        out.push(element);
+        rest = tail;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_characters_match_the_published_vectors() {
+        for (din, k, flags) in [
+            ("G123417654321", 'A', "70"),
+            ("A999921123456", '3', "63"),
+            ("W000009123456", 'G', "76"),
+            // Regression values computed from the algorithm (interop.md §1.3).
+            ("A999924123457", 'O', "84"),
+            ("Z549917123456", 'P', "85"),
+            ("G101610840386", '3', "63"),
+        ] {
+            assert_eq!(check_character(din), Some(k), "{din}");
+            let parsed = Din::parse(din).expect("valid");
+            assert_eq!(parsed.as_text(), din);
+            assert_eq!(parsed.type3_flags(), flags, "{din}");
+        }
+        assert_eq!(checksum("a"), None, "lower case is outside the alphabet");
+    }
+
+    #[test]
+    fn keyed_dins_verify_their_check_character() {
+        assert!(Din::parse_keyed("G123417654321A").is_ok());
+        assert!(Din::parse_keyed("g123417654321a").is_ok());
+        assert_eq!(
+            Din::parse_keyed("G123417654321B"),
+            Err(IsbtError::InvalidCheckCharacter {
+                expected: 'A',
+                found: 'B'
+            })
+        );
+        assert_eq!(
+            Din::parse_keyed("G12341765432").map_err(|e| e.code()),
+            Err("invalid_isbt128")
+        );
+    }
+
+    #[test]
+    fn dins_are_validated() {
+        for bad in [
+            "O123417654321",
+            "0123417654321",
+            "G12X417654321",
+            "G1234176543AB",
+            "G12341765432",
+            "É12341765432",
+        ] {
+            assert!(Din::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Din::new("A9999", 26, 1_000_000).is_err());
+        assert_eq!(Din::new("A9999", 26, 42).expect("ok").as_text(), "A999926000042");
+    }
+
+    #[test]
+    fn din_structures_and_type3_flags() {
+        let e = decode("=G12341765432170").expect("valid");
+        assert!(matches!(
+            &e[0],
+            Element::Din {
+                flags: Flags::Type3 { value: 70 },
+                check_character: 'A',
+                ..
+            }
+        ));
+        assert_eq!(
+            decode("=G12341765432171").map_err(|e| e.code()),
+            Err("invalid_check_character")
+        );
+        assert!(matches!(
+            &decode("=A99992112345601").expect("valid")[0],
+            Element::Din {
+                flags: Flags::Type1 { value: 1 },
+                ..
+            }
+        ));
+        assert!(matches!(
+            &decode("=A99992112345600").expect("valid")[0],
+            Element::Din {
+                flags: Flags::NotUsed,
+                ..
+            }
+        ));
+        assert!(decode("=A99992112345698").is_err(), "reserved flag");
+        assert!(decode("=A999921123456").is_err(), "too short");
+    }
+
+    #[test]
+    fn blood_groups_cover_table_4() {
+        for (abo, rhd, codes) in BLOOD_GROUP_CODES {
+            assert_eq!(blood_group_code(*abo, *rhd), codes[0]);
+            for (i, code) in codes.iter().enumerate() {
+                let g = parse_blood_group(&format!("{code}00")).expect("known");
+                assert_eq!((g.abo, g.rhd, g.meaning), (Some(*abo), Some(*rhd), USES[i]));
+            }
+        }
+        let a_pos = decode("=%6200").expect("valid");
+        assert!(
+            matches!(&a_pos[0], Element::BloodGroup { group, .. } if group.abo == Some(Abo::A) && group.rhd == Some(Rhd::Positive))
+        );
+        assert_eq!(parse_blood_group("5100").expect("ok").rhd, Some(Rhd::Positive));
+        assert_eq!(parse_blood_group("9500").expect("ok").rhd, Some(Rhd::Negative));
+        assert_eq!(parse_blood_group("E200").map_err(|e| e.code()), Err("invalid_isbt128"));
+        assert!(parse_blood_group("6201").is_err(), "reserved character");
+        assert!(parse_blood_group("62").is_err());
+        assert_eq!(parse_blood_group("G000").expect("pooled").meaning, "pooled_abo");
+    }
+
+    #[test]
+    fn product_codes() {
+        let p = parse_product("E1234V00").expect("valid");
+        assert_eq!(
+            (p.description_code.as_str(), p.collection_type, p.division.as_str()),
+            ("E1234", 'V', "00")
+        );
+        assert!(parse_product("E4306VAb").is_ok());
+        for bad in ["e1234V00", "E1234Z00", "E1234V0", "E1234Vab", "E12#4V00"] {
+            assert!(parse_product(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dates() {
+        let t = |s: &str, time: bool| parse_date(s, time).expect("valid").to_string();
+        assert_eq!(t("019031", false), "2019-01-31 23:59:00");
+        assert_eq!(t("0183652359", true), "2018-12-31 23:59:00");
+        assert_eq!(t("0240602359", true), "2024-02-29 23:59:00");
+        assert_eq!(t("9990010000", true), "1999-01-01 00:00:00");
+        assert!(parse_date("0253660000", true).is_err(), "2025 has 365 days");
+        assert!(parse_date("0243660000", true).is_ok(), "2024 has 366");
+        assert!(parse_date("0250002359", true).is_err(), "day 000");
+        assert!(parse_date("0250012400", true).is_err());
+        assert!(parse_date("0250012360", true).is_err());
+        assert!(parse_date("02500123", true).is_err());
+        for s in ["0183652359", "0240600805", "0260010000"] {
+            assert_eq!(format_date_time(parse_date(s, true).expect("valid")), s);
+        }
+    }
+
+    #[test]
+    fn concatenated_structures() {
+        let e = decode("=A99992112345600=%9500=<E1234V00&>0263301200").expect("valid");
+        assert_eq!(e.len(), 4);
+        assert!(matches!(&e[3], Element::ExpirationDateTime { at, .. } if at.to_string() == "2026-11-26 12:00:00 UTC"));
+        assert_eq!(
+            decode("=A99992112345600=+05000").map_err(|e| e.code()),
+            Err("unsupported_data_structure")
+        );
+        assert_eq!(decode("").map_err(|e| e.code()), Err("invalid_isbt128"));
+        assert_eq!(decode("&>02633012").map_err(|e| e.code()), Err("invalid_isbt128"));
+    }
+}
