@@ -74,6 +74,10 @@ pub struct ServeArgs {
     pub trust_forwarded_for: bool,
     #[arg(long, env = "GRANULO_WORKERS", default_value_t = 0)]
     pub workers: usize,
+    #[arg(long, env = "GRANULO_FIN", default_value = "A9999")]
+    pub fin: String,
+    #[arg(long, env = "GRANULO_FACILITY_NAME", default_value = "granulo blood bank")]
+    pub facility_name: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +126,8 @@ pub fn settings_from(global: &GlobalArgs, serve: &ServeArgs) -> Result<Settings,
     s.login_window_minutes = serve.login_window_minutes;
     s.trust_forwarded_for = serve.trust_forwarded_for;
     s.workers = serve.workers;
+    s.fin = serve.fin.trim().to_ascii_uppercase();
+    s.facility_name = serve.facility_name.trim().to_owned();
     Ok(s)
 }
 

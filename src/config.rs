@@ -16,6 +16,8 @@
 //! | `GRANULO_LOGIN_WINDOW_MINUTES` | 15 | throttling window |
 //! | `GRANULO_TRUST_FORWARDED_FOR` | false | take the client address from `X-Forwarded-For` (only behind a proxy you run) |
 //! | `GRANULO_WORKERS` | one per core | HTTP worker threads |
+//! | `GRANULO_FIN` | `A9999` | ISBT 128 facility identification number used in assigned DINs (`A9999` is ICCBBA's example FIN: set your own) |
+//! | `GRANULO_FACILITY_NAME` | `granulo blood bank` | producer name printed on labels |
 //! | `GRANULO_LOG` | `info` | tracing filter, e.g. `granulo=debug,info` |
 //! | `GRANULO_LOG_FORMAT` | `text` | `text` or `json` |
 
@@ -144,6 +146,10 @@ pub struct Settings {
     pub trust_forwarded_for: bool,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// ISBT 128 facility identification number (`αpppp`) of assigned DINs.
+    pub fin: String,
+    /// Producer name on labels.
+    pub facility_name: String,
 }
 
 impl Settings {
@@ -164,6 +170,8 @@ impl Settings {
             login_window_minutes: 15,
             trust_forwarded_for: false,
             workers: 0,
+            fin: "A9999".to_owned(),
+            facility_name: "granulo blood bank".to_owned(),
         }
     }
 
@@ -179,6 +187,14 @@ impl Settings {
         }
         if self.login_max_failures < 1 || self.login_max_failures_per_address < 1 || self.login_window_minutes < 1 {
             return Err(ConfigError::new("login throttling limits must be at least 1"));
+        }
+        if crate::domain::isbt128::validate_fin(&self.fin).is_err() {
+            return Err(ConfigError::new(
+                "GRANULO_FIN must be an ISBT 128 facility identification number such as A9999",
+            ));
+        }
+        if self.facility_name.trim().is_empty() || self.facility_name.chars().count() > 100 {
+            return Err(ConfigError::new("GRANULO_FACILITY_NAME must be 1 to 100 characters"));
         }
         if self.admin_username.is_some() != self.admin_password.is_some() {
             return Err(ConfigError::new(

@@ -8,6 +8,7 @@ pub mod isbt128;
 pub mod policy;
 pub mod scheduling;
 pub mod stimulation;
+pub mod units;
 
 /// A closed set of lower-case (or clinical) spellings, with `as_str`, `parse` and serde.
 macro_rules! text_enum_impl {

@@ -27,6 +27,10 @@ pub struct UnitPolicy {
     pub irradiation_min_gy: f64,
     pub irradiation_max_gy: f64,
     pub min_remaining_hours_to_allocate: u32,
+    /// Infectious-disease markers that must all be negative for a (non-emergency) release.
+    pub required_markers: Vec<String>,
+    /// Whether release to `available` also needs the irradiation recorded (issue always does).
+    pub irradiation_before_release: bool,
 }
 
 /// Expiry rule for pooled (buffy-coat) supplier units.
@@ -144,6 +148,19 @@ impl Default for Policy {
                 irradiation_min_gy: 25.0,
                 irradiation_max_gy: 50.0,
                 min_remaining_hours_to_allocate: 2,
+                required_markers: [
+                    "anti_hiv",
+                    "hiv_nat",
+                    "hbsag",
+                    "hbv_nat",
+                    "anti_hcv",
+                    "hcv_nat",
+                    "syphilis",
+                    "anti_htlv",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+                irradiation_before_release: false,
             },
             donor: DonorPolicy {
                 age_min: 18,
@@ -201,6 +218,14 @@ const IRRADIATION_CEILING_GY: f64 = 150.0;
 const STIMULATION_WINDOW_CEILING_HOURS: u32 = 72;
 const EXPIRY_THRESHOLD_HOURS: (u32, u32) = (1, 72);
 const COLLECTION_MINUTES_CEILING: u32 = 24 * 60;
+
+/// Infectious-disease marker names: lower-case identifiers such as `anti_hiv` or `hcv_nat`.
+pub fn is_marker_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    (2..=40).contains(&name.len())
+        && bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
 
 #[derive(Default)]
 struct Problems(Vec<PolicyError>);
@@ -291,6 +316,18 @@ impl Policy {
                     u.max_shelf_life_hours, u.min_remaining_hours_to_allocate
                 ),
             );
+        }
+
+        if u.required_markers.is_empty() {
+            p.add("unit.required_markers", "must list at least one marker");
+        }
+        for (i, marker) in u.required_markers.iter().enumerate() {
+            let key = format!("unit.required_markers[{i}]");
+            if !is_marker_name(marker) {
+                p.add(&key, "must be a marker name of 2–40 of a-z 0-9 _ (e.g. anti_hiv)");
+            } else if u.required_markers[..i].contains(marker) {
+                p.add(&key, format!("{marker} is listed twice"));
+            }
         }
 
         let d = &self.donor;
@@ -454,6 +491,13 @@ mod tests {
             ("unit.min_remaining_hours_to_allocate", |p| {
                 p.unit.min_remaining_hours_to_allocate = 24
             }),
+            ("unit.required_markers[1]", |p| {
+                p.unit.required_markers = vec!["anti_hiv".into(), "Anti-HCV".into()]
+            }),
+            ("unit.required_markers[1]", |p| {
+                p.unit.required_markers = vec!["hbsag".into(), "hbsag".into()]
+            }),
+            ("unit.required_markers", |p| p.unit.required_markers = vec![]),
             ("donor.age_min", |p| p.donor.age_min = 15),
             ("donor.age_max", |p| p.donor.age_max = 101),
             ("donor.age_min", |p| p.donor.age_min = 76),

@@ -7,7 +7,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{audit, auth, collections, devices, donors, health, hospitals, isbt128, policy, users};
+use super::{alerts, audit, auth, collections, devices, donors, health, hospitals, isbt128, policy, units, users};
 use crate::error::{FieldError, Problem, Reason};
 
 #[derive(OpenApi)]
@@ -32,6 +32,9 @@ use crate::error::{FieldError, Problem, Reason};
         collections::create, collections::list, collections::get, collections::update,
         collections::start, collections::complete, collections::abort,
         isbt128::decode,
+        units::create, units::list, units::get, units::irradiate, units::record_test,
+        units::release, units::discard, units::add_reading, units::add_location_reading, units::label,
+        alerts::list, alerts::ack,
     ),
     components(schemas(Problem, FieldError, Reason)),
     modifiers(&SecurityAndErrors),
@@ -44,6 +47,7 @@ use crate::error::{FieldError, Problem, Reason};
         (name = "donors", description = "donors, deferrals, donation history, eligibility, stimulations"),
         (name = "collections", description = "apheresis devices and collections"),
         (name = "units", description = "granulocyte units and ISBT 128"),
+        (name = "alerts", description = "alert instances"),
         (name = "health", description = "liveness and readiness"),
     )
 )]

@@ -1,6 +1,7 @@
 //! HTTP routes: one file per resource, each with its request/response types and thin handlers.
 //! Handlers parse input, check the caller, run one unit of work and shape the answer.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod collections;
@@ -11,6 +12,7 @@ pub mod health;
 pub mod hospitals;
 pub mod isbt128;
 pub mod policy;
+pub mod units;
 pub mod users;
 
 use actix_web::web;
@@ -111,7 +113,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/collections/{id}/start").route(web::post().to(collections::start)))
                 .service(web::resource("/collections/{id}/complete").route(web::post().to(collections::complete)))
                 .service(web::resource("/collections/{id}/abort").route(web::post().to(collections::abort)))
-                .service(web::resource("/isbt128/decode").route(web::post().to(isbt128::decode))),
+                .service(web::resource("/isbt128/decode").route(web::post().to(isbt128::decode)))
+                .service(
+                    web::resource("/units")
+                        .route(web::post().to(units::create))
+                        .route(web::get().to(units::list)),
+                )
+                .service(web::resource("/units/{id_or_din}").route(web::get().to(units::get)))
+                .service(web::resource("/units/{id}/irradiation").route(web::post().to(units::irradiate)))
+                .service(web::resource("/units/{id}/tests").route(web::post().to(units::record_test)))
+                .service(web::resource("/units/{id}/release").route(web::post().to(units::release)))
+                .service(web::resource("/units/{id}/discard").route(web::post().to(units::discard)))
+                .service(web::resource("/units/{id}/storage-readings").route(web::post().to(units::add_reading)))
+                .service(web::resource("/units/{id}/label").route(web::get().to(units::label)))
+                .service(web::resource("/storage-readings").route(web::post().to(units::add_location_reading)))
+                .service(web::resource("/alerts").route(web::get().to(alerts::list)))
+                .service(web::resource("/alerts/{id}/ack").route(web::post().to(alerts::ack))),
         )
         .configure(docs::register_docs_redirect)
         .service(docs::swagger_ui());

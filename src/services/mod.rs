@@ -5,6 +5,7 @@
 pub mod collections;
 pub mod donors;
 pub mod policy;
+pub mod units;
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 

@@ -4,6 +4,7 @@
 //! Query functions in the submodules take `&mut DbConn` so they compose inside one transaction;
 //! they never decide anything clinical (that is `domain/`).
 
+pub mod alerts;
 pub mod api_clients;
 pub mod audit;
 pub mod collections;
@@ -14,6 +15,7 @@ pub mod policy;
 pub mod schema;
 pub mod sessions;
 pub mod throttle;
+pub mod units;
 pub mod users;
 
 use std::time::Duration;

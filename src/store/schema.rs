@@ -194,6 +194,100 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    din_sequences (fin, year) {
+        fin -> Text,
+        year -> Integer,
+        last_value -> Integer,
+    }
+}
+
+diesel::table! {
+    units (id) {
+        id -> BigInt,
+        din -> Text,
+        product_code -> Text,
+        source -> Text,
+        collection_id -> Nullable<BigInt>,
+        donor_id -> Nullable<BigInt>,
+        supplier -> Nullable<Text>,
+        pooled -> Bool,
+        abo -> Text,
+        rhd -> Text,
+        cmv -> Text,
+        volume_ml -> Integer,
+        granulocyte_count -> Double,
+        red_cell_volume_ml -> Nullable<Double>,
+        collected_at -> Timestamp,
+        expires_at -> Timestamp,
+        status -> Text,
+        status_reason -> Nullable<Text>,
+        storage_location -> Nullable<Text>,
+        irradiated_at -> Nullable<Timestamp>,
+        irradiation_dose_gy -> Nullable<Double>,
+        irradiation_device -> Nullable<Text>,
+        irradiated_by -> Nullable<Text>,
+        release_kind -> Nullable<Text>,
+        released_at -> Nullable<Timestamp>,
+        released_by -> Nullable<Text>,
+        emergency_physician -> Nullable<Text>,
+        emergency_acknowledged_at -> Nullable<Timestamp>,
+        discarded_at -> Nullable<Timestamp>,
+        discarded_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    unit_pool_members (id) {
+        id -> BigInt,
+        unit_id -> BigInt,
+        din -> Text,
+    }
+}
+
+diesel::table! {
+    unit_tests (id) {
+        id -> BigInt,
+        unit_id -> BigInt,
+        marker -> Text,
+        result -> Text,
+        recorded_at -> Timestamp,
+        recorded_by -> Text,
+    }
+}
+
+diesel::table! {
+    storage_readings (id) {
+        id -> BigInt,
+        unit_id -> Nullable<BigInt>,
+        temperature_c -> Double,
+        measured_at -> Timestamp,
+        location -> Nullable<Text>,
+        in_range -> Bool,
+        recorded_by -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    alerts (id) {
+        id -> BigInt,
+        kind -> Text,
+        severity -> Text,
+        status -> Text,
+        dedup_key -> Text,
+        entity_type -> Text,
+        entity_id -> Text,
+        message -> Text,
+        details -> Text,
+        created_at -> Timestamp,
+        acknowledged_at -> Nullable<Timestamp>,
+        acknowledged_by -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(users -> hospitals (hospital_id));
 diesel::joinable!(api_clients -> hospitals (hospital_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
@@ -203,6 +297,11 @@ diesel::joinable!(collections -> donors (donor_id));
 diesel::joinable!(collections -> devices (device_id));
 diesel::joinable!(stimulations -> donors (donor_id));
 diesel::joinable!(stimulations -> collections (collection_id));
+diesel::joinable!(units -> collections (collection_id));
+diesel::joinable!(units -> donors (donor_id));
+diesel::joinable!(unit_pool_members -> units (unit_id));
+diesel::joinable!(unit_tests -> units (unit_id));
+diesel::joinable!(storage_readings -> units (unit_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     hospitals,
@@ -219,4 +318,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     devices,
     collections,
     stimulations,
+    din_sequences,
+    units,
+    unit_pool_members,
+    unit_tests,
+    storage_readings,
+    alerts,
 );

@@ -74,6 +74,18 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/collections/{id}/complete"),
     ("post", "/api/v1/collections/{id}/abort"),
     ("post", "/api/v1/isbt128/decode"),
+    ("post", "/api/v1/units"),
+    ("get", "/api/v1/units"),
+    ("get", "/api/v1/units/{id_or_din}"),
+    ("post", "/api/v1/units/{id}/irradiation"),
+    ("post", "/api/v1/units/{id}/tests"),
+    ("post", "/api/v1/units/{id}/release"),
+    ("post", "/api/v1/units/{id}/discard"),
+    ("post", "/api/v1/units/{id}/storage-readings"),
+    ("get", "/api/v1/units/{id}/label"),
+    ("post", "/api/v1/storage-readings"),
+    ("get", "/api/v1/alerts"),
+    ("post", "/api/v1/alerts/{id}/ack"),
 ];
 
 async fn openapi_describes_every_route(backend: Backend) {
@@ -208,4 +220,28 @@ async fn schema_matches_database(backend: Backend) {
         .select(granulo::store::collections::Stimulation::as_select())
         .load(conn)
         .expect("stimulations");
+    units::table
+        .select(granulo::store::units::Unit::as_select())
+        .load(conn)
+        .expect("units");
+    unit_tests::table
+        .select(granulo::store::units::UnitTest::as_select())
+        .load(conn)
+        .expect("unit_tests");
+    storage_readings::table
+        .select(granulo::store::units::StorageReading::as_select())
+        .load(conn)
+        .expect("storage_readings");
+    alerts::table
+        .select(granulo::store::alerts::Alert::as_select())
+        .load(conn)
+        .expect("alerts");
+    unit_pool_members::table
+        .select(unit_pool_members::all_columns)
+        .load::<(i64, i64, String)>(conn)
+        .expect("unit_pool_members");
+    din_sequences::table
+        .select(din_sequences::all_columns)
+        .load::<(String, i32, i32)>(conn)
+        .expect("din_sequences");
 }

@@ -11,4 +11,5 @@ mod errors;
 mod health;
 mod isbt128;
 mod policy;
+mod units;
 mod users;

@@ -1,0 +1,133 @@
+//! Alert instances (staff): list and acknowledge.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{decode_cursor, page_limit, paginate, parse_id, utc};
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::store::alerts::{self, Alert};
+use crate::store::audit::{self, Change};
+
+#[derive(Serialize, ToSchema)]
+pub struct AlertView {
+    pub id: i64,
+    /// e.g. `unit.quarantined`, `unit.positive_result_after_release`.
+    pub kind: String,
+    /// `info`, `warning`, `urgent`.
+    pub severity: String,
+    /// `open` or `acknowledged`.
+    pub status: String,
+    pub entity_type: String,
+    pub entity_id: String,
+    pub message: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub acknowledged_by: Option<String>,
+}
+
+impl From<Alert> for AlertView {
+    fn from(a: Alert) -> Self {
+        Self {
+            id: a.id,
+            kind: a.kind,
+            severity: a.severity,
+            status: a.status,
+            entity_type: a.entity_type,
+            entity_id: a.entity_id,
+            message: a.message,
+            details: serde_json::from_str(&a.details).unwrap_or(serde_json::Value::Null),
+            created_at: utc(a.created_at),
+            acknowledged_at: a.acknowledged_at.map(utc),
+            acknowledged_by: a.acknowledged_by,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AlertList {
+    pub items: Vec<AlertView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AlertQuery {
+    /// `open` or `acknowledged`.
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// Alerts, oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/alerts", tag = "alerts", security(("bearer" = [])), params(AlertQuery),
+    responses((status = 200, body = AlertList))
+)]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    query: web::Query<AlertQuery>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let q = query.into_inner();
+    if q.status.as_deref().is_some_and(|s| s != "open" && s != "acknowledged") {
+        return Err(ApiError::field("status", "must be open or acknowledged"));
+    }
+    let limit = page_limit(q.limit)?;
+    let after = decode_cursor(q.cursor.as_deref())?;
+    let status = q.status;
+    let rows = state
+        .db(move |conn| alerts::list(conn, status.as_deref(), after, limit + 1).map_err(Into::into))
+        .await?;
+    let (rows, next_cursor) = paginate(rows, limit, |a| a.id);
+    Ok(HttpResponse::Ok().json(AlertList {
+        items: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
+}
+
+/// Acknowledge an open alert (409 `already_acknowledged` otherwise).
+#[utoipa::path(
+    post, path = "/api/v1/alerts/{id}/ack", tag = "alerts", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    responses(
+        (status = 200, body = AlertView),
+        (status = 409, description = "`already_acknowledged`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn ack(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let id = parse_id(&id, "alert")?;
+    let actor = caller.actor();
+    let alert = state
+        .write(move |conn| {
+            alerts::find(conn, id)?.ok_or_else(|| ApiError::not_found("alert"))?;
+            if !alerts::acknowledge(conn, id, crate::store::now(), &actor.name)? {
+                return Err(ApiError::conflict(
+                    "already_acknowledged",
+                    format!("alert {id} is not open"),
+                ));
+            }
+            let alert = alerts::find(conn, id)?.ok_or_else(|| ApiError::not_found("alert"))?;
+            audit::append(
+                conn,
+                &actor,
+                Change::updated(
+                    "alert.acknowledge",
+                    "alert",
+                    id,
+                    serde_json::json!({"status": "open"}),
+                    serde_json::json!({"status": "acknowledged"}),
+                ),
+            )?;
+            Ok(alert)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(AlertView::from(alert)))
+}

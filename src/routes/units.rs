@@ -1,0 +1,326 @@
+//! Granulocyte units: creation, inventory, irradiation, tests, release, discard, storage
+//! readings and labels (staff). A unit is addressed by id or DIN (with or without check
+//! character).
+
+use actix_web::{HttpResponse, web};
+use base64::Engine as _;
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{page_limit, with_policy};
+use crate::auth::{AuthUser, Role};
+use crate::domain::blood::{Abo, Rhd};
+use crate::domain::units::UnitStatus;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::JsonBody;
+use crate::services::units::{
+    self as work, CreateUnitInput, IrradiationInput, Label, LocationReadingInput, ReadingInput, ReadingView,
+    ReleaseInput, TestInput, UnitView,
+};
+use crate::state::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct UnitList {
+    pub items: Vec<UnitView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UnitQuery {
+    /// Status as of now (a unit past its expiry is `expired`).
+    pub status: Option<UnitStatus>,
+    pub abo: Option<Abo>,
+    pub rhd: Option<Rhd>,
+    /// Only units expiring within this many hours (1–720).
+    pub expiring_within_hours: Option<u32>,
+    /// 1–500, default 50.
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiscardRequest {
+    /// Why, 1–500 characters.
+    pub reason: String,
+}
+
+/// Keyset cursor over (expires_at, id), opaque to clients.
+fn encode_cursor((at, id): (NaiveDateTime, i64)) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("u1:{}:{id}", at.and_utc().timestamp_micros()))
+}
+
+fn decode_cursor(cursor: Option<&str>) -> ApiResult<Option<(NaiveDateTime, i64)>> {
+    let Some(cursor) = cursor else { return Ok(None) };
+    let bad = || ApiError::field("cursor", "is not a cursor this server returned");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let mut parts = text.strip_prefix("u1:").ok_or_else(bad)?.split(':');
+    let micros = parts.next().and_then(|p| p.parse::<i64>().ok()).ok_or_else(bad)?;
+    let id = parts.next().and_then(|p| p.parse::<i64>().ok()).ok_or_else(bad)?;
+    let at = chrono::DateTime::from_timestamp_micros(micros)
+        .ok_or_else(bad)?
+        .naive_utc();
+    Ok(Some((at, id)))
+}
+
+/// Units are staff business until they are issued; hospital access comes with issue.
+fn staff_only(caller: &AuthUser) -> ApiResult<()> {
+    if caller.role == Role::Hospital {
+        return Err(ApiError::not_found("unit"));
+    }
+    caller.require_staff()
+}
+
+const CHANGE_REFUSALS: &str = "409 `invalid_transition` or `unit_expired` (checked at the moment of the action)";
+
+/// Create a unit. The server assigns (or validates) the DIN, derives `expires_at` from the
+/// policy, and starts the unit in `quarantined`.
+#[utoipa::path(
+    post, path = "/api/v1/units", tag = "units", security(("bearer" = [])), request_body = CreateUnitInput,
+    responses(
+        (status = 201, body = UnitView),
+        (status = 409, description = "`din_exists`, `unit_exists`, `collection_not_completed`, `din_sequence_exhausted`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_check_character`, `invalid_isbt128`, `unit_expired`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    body: JsonBody<CreateUnitInput>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let actor = caller.actor();
+    let fin = state.settings.fin.clone();
+    let input = body.into_inner();
+    let created = state
+        .write(with_policy(move |conn, policy| {
+            work::create(conn, &actor, &fin, input, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// The inventory, first-expiring first, with hours remaining.
+#[utoipa::path(
+    get, path = "/api/v1/units", tag = "units", security(("bearer" = [])), params(UnitQuery),
+    responses((status = 200, body = UnitList))
+)]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    query: web::Query<UnitQuery>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let q = query.into_inner();
+    if q.expiring_within_hours.is_some_and(|h| !(1..=720).contains(&h)) {
+        return Err(ApiError::field("expiring_within_hours", "must be between 1 and 720"));
+    }
+    let request = work::ListRequest {
+        status: q.status,
+        abo: q.abo,
+        rhd: q.rhd,
+        expiring_within_hours: q.expiring_within_hours,
+        after: decode_cursor(q.cursor.as_deref())?,
+        limit: page_limit(q.limit)?,
+    };
+    let (items, next) = state.db(move |conn| work::list(conn, request)).await?;
+    Ok(HttpResponse::Ok().json(UnitList {
+        items,
+        next_cursor: next.map(encode_cursor),
+    }))
+}
+
+/// One unit, by id or DIN.
+#[utoipa::path(
+    get, path = "/api/v1/units/{id_or_din}", tag = "units", security(("bearer" = [])),
+    params(("id_or_din" = String, Path, description = "numeric id, 13-character DIN, or DIN and check character")),
+    responses((status = 200, body = UnitView))
+)]
+pub async fn get(state: web::Data<AppState>, caller: AuthUser, key: web::Path<String>) -> ApiResult<HttpResponse> {
+    staff_only(&caller)?;
+    let key = key.into_inner();
+    let unit = state.db(move |conn| work::get(conn, &key)).await?;
+    Ok(HttpResponse::Ok().json(unit))
+}
+
+/// Record the irradiation (dose within the policy range, else 422 `irradiation_dose_out_of_range`).
+#[utoipa::path(
+    post, path = "/api/v1/units/{id}/irradiation", tag = "units", security(("bearer" = [])),
+    params(("id" = String, Path, description = "id or DIN")), request_body = IrradiationInput,
+    responses(
+        (status = 200, body = UnitView),
+        (status = 409, description = CHANGE_REFUSALS, body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn irradiate(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    key: web::Path<String>,
+    body: JsonBody<IrradiationInput>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let (actor, key, input) = (caller.actor(), key.into_inner(), body.into_inner());
+    let unit = state
+        .write(with_policy(move |conn, policy| {
+            work::irradiate(conn, &actor, &key, input, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Ok().json(unit))
+}
+
+/// Record an infectious-disease marker result; a positive one quarantines the unit (and alerts
+/// when it had been released).
+#[utoipa::path(
+    post, path = "/api/v1/units/{id}/tests", tag = "units", security(("bearer" = [])),
+    params(("id" = String, Path, description = "id or DIN")), request_body = TestInput,
+    responses((status = 200, body = UnitView))
+)]
+pub async fn record_test(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    key: web::Path<String>,
+    body: JsonBody<TestInput>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let (actor, key, input) = (caller.actor(), key.into_inner(), body.into_inner());
+    let unit = state
+        .write(move |conn| work::record_test(conn, &actor, &key, input))
+        .await?;
+    Ok(HttpResponse::Ok().json(unit))
+}
+
+/// Release to `available`: every required marker negative, or an emergency release
+/// (medical director) with a named physician's acknowledgement.
+#[utoipa::path(
+    post, path = "/api/v1/units/{id}/release", tag = "units", security(("bearer" = [])),
+    params(("id" = String, Path, description = "id or DIN")), request_body = ReleaseInput,
+    responses(
+        (status = 200, body = UnitView),
+        (status = 409, description = CHANGE_REFUSALS, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`release_blocked` with reasons `marker_missing`, `marker_pending`, `marker_positive`, `not_irradiated`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn release(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    key: web::Path<String>,
+    body: JsonBody<ReleaseInput>,
+) -> ApiResult<HttpResponse> {
+    let input = body.into_inner();
+    if input.emergency {
+        caller.require(&[Role::MedicalDirector])?;
+    } else {
+        caller.require_staff()?;
+    }
+    let (actor, key) = (caller.actor(), key.into_inner());
+    let unit = state
+        .write(with_policy(move |conn, policy| {
+            work::release(conn, &actor, &key, input, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Ok().json(unit))
+}
+
+/// Discard a unit (not once issued).
+#[utoipa::path(
+    post, path = "/api/v1/units/{id}/discard", tag = "units", security(("bearer" = [])),
+    params(("id" = String, Path, description = "id or DIN")), request_body = DiscardRequest,
+    responses(
+        (status = 200, body = UnitView),
+        (status = 409, description = CHANGE_REFUSALS, body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn discard(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    key: web::Path<String>,
+    body: JsonBody<DiscardRequest>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let (actor, key, reason) = (caller.actor(), key.into_inner(), body.into_inner().reason);
+    let unit = state
+        .write(move |conn| work::discard(conn, &actor, &key, &reason))
+        .await?;
+    Ok(HttpResponse::Ok().json(unit))
+}
+
+/// Record a storage temperature; outside the policy range an available or allocated unit is
+/// quarantined and a `unit.quarantined` alert raised.
+#[utoipa::path(
+    post, path = "/api/v1/units/{id}/storage-readings", tag = "units", security(("bearer" = [])),
+    params(("id" = String, Path, description = "id or DIN")), request_body = ReadingInput,
+    responses((status = 201, body = ReadingView))
+)]
+pub async fn add_reading(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    key: web::Path<String>,
+    body: JsonBody<ReadingInput>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let (actor, key, input) = (caller.actor(), key.into_inner(), body.into_inner());
+    let reading = state
+        .write(with_policy(move |conn, policy| {
+            work::record_reading(conn, &actor, &key, input, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Created().json(reading))
+}
+
+/// Record the temperature of a storage location; outside the policy range every available or
+/// allocated unit kept there is quarantined (each with a `unit.quarantined` alert).
+#[utoipa::path(
+    post, path = "/api/v1/storage-readings", tag = "units", security(("bearer" = [])), request_body = LocationReadingInput,
+    responses((status = 201, body = ReadingView))
+)]
+pub async fn add_location_reading(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    body: JsonBody<LocationReadingInput>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let (actor, input) = (caller.actor(), body.into_inner());
+    let reading = state
+        .write(with_policy(move |conn, policy| {
+            work::record_location_reading(conn, &actor, input, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Created().json(reading))
+}
+
+/// Label content and ISBT 128 data strings.
+#[utoipa::path(
+    get, path = "/api/v1/units/{id}/label", tag = "units", security(("bearer" = [])),
+    params(("id" = String, Path, description = "id or DIN")), responses((status = 200, body = Label))
+)]
+pub async fn label(state: web::Data<AppState>, caller: AuthUser, key: web::Path<String>) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let key = key.into_inner();
+    let facility = state.settings.facility_name.clone();
+    let label = state
+        .db(with_policy(move |conn, policy| {
+            work::label(conn, &key, &facility, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Ok().json(label))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        let at = chrono::DateTime::from_timestamp_micros(1_800_000_000_123_456)
+            .expect("time")
+            .naive_utc();
+        assert_eq!(decode_cursor(Some(&encode_cursor((at, 7)))).expect("ok"), Some((at, 7)));
+        assert!(decode_cursor(Some("djE6NDI")).is_err());
+        assert!(decode_cursor(Some("???")).is_err());
+    }
+}

@@ -1,0 +1,1151 @@
+//! Granulocyte units: creation (from a collection or a supplier, pooled or not), DIN
+//! assignment, irradiation, test results, release, discard, storage readings, inventory and
+//! labels. Status changes go through `domain::units::transition` at the moment of the action.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{is_past, stored, to_value, utc};
+use crate::domain::blood::{Abo, Cmv, Rhd};
+use crate::domain::isbt128::{self, Din};
+use crate::domain::policy::{Policy, is_marker_name};
+use crate::domain::scheduling::CollectionStatus;
+use crate::domain::text_enum;
+use crate::domain::units::{self as rules, MarkerResult, TestResult, UnitAction, UnitStatus};
+use crate::error::{ApiError, ApiResult, Reason, Validator};
+use crate::store::alerts::{self, NewAlert};
+use crate::store::audit::{self, Actor, Change};
+use crate::store::units::{self as rows, Unit, UnitData, UnitFilter};
+use crate::store::{self, DbConn, collections as collection_rows, donors as donor_rows};
+
+text_enum!(
+    UnitSource {
+        Collection => "collection",
+        External => "external",
+    }
+);
+
+text_enum!(
+    ReleaseKind {
+        Tested => "tested",
+        Emergency => "emergency",
+    }
+);
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Irradiation {
+    pub dose_gy: f64,
+    pub irradiated_at: DateTime<Utc>,
+    pub device: Option<String>,
+    /// Operator.
+    pub irradiated_by: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Physician {
+    /// The physician who authorised the emergency release.
+    pub name: String,
+    /// When they acknowledged that the unit is not fully tested.
+    pub acknowledged_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Release {
+    pub kind: ReleaseKind,
+    pub released_at: DateTime<Utc>,
+    pub released_by: String,
+    /// Emergency releases only.
+    pub physician: Option<Physician>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TestView {
+    pub marker: String,
+    pub result: TestResult,
+    pub recorded_at: DateTime<Utc>,
+    pub recorded_by: String,
+}
+
+/// A unit as the API shows it. `status` is as of now: a unit in the bank past `expires_at` is
+/// `expired` even before the sweep job records it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UnitView {
+    pub id: i64,
+    pub din: String,
+    /// ISO/IEC 7064 MOD 37-2 check character of the DIN.
+    pub check_character: String,
+    pub product_code: String,
+    pub source: UnitSource,
+    pub collection_id: Option<i64>,
+    pub donor_id: Option<i64>,
+    pub supplier: Option<String>,
+    pub pooled: bool,
+    /// DINs of every contributing donation of a pooled unit.
+    pub pooled_from: Vec<String>,
+    pub abo: Abo,
+    pub rhd: Rhd,
+    pub cmv: Cmv,
+    pub volume_ml: i32,
+    pub granulocyte_count: f64,
+    pub red_cell_volume_ml: Option<f64>,
+    /// End of collection.
+    pub collected_at: DateTime<Utc>,
+    /// Computed by the server from the policy.
+    pub expires_at: DateTime<Utc>,
+    /// Hours until expiry, 0 once expired.
+    pub hours_remaining: f64,
+    pub status: UnitStatus,
+    /// Why it was last quarantined or discarded.
+    pub status_reason: Option<String>,
+    /// Where it is kept (location readings apply to the units kept there).
+    pub storage_location: Option<String>,
+    pub irradiated: bool,
+    pub irradiation: Option<Irradiation>,
+    pub release: Option<Release>,
+    /// Latest result per marker.
+    pub tests: Vec<TestView>,
+    pub discarded_at: Option<DateTime<Utc>>,
+    pub discarded_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn stored_enum<T>(column: &str, text: &str, parse: fn(&str) -> Option<T>) -> ApiResult<T> {
+    parse(text).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored {column} {text:?} is not known")))
+}
+
+fn status_of(u: &Unit) -> ApiResult<UnitStatus> {
+    stored_enum("unit status", &u.status, UnitStatus::parse)
+}
+
+/// Latest result per marker, in marker order.
+fn latest_results(conn: &mut DbConn, unit_id: i64) -> ApiResult<Vec<TestView>> {
+    let mut latest: BTreeMap<String, TestView> = BTreeMap::new();
+    for t in rows::tests_of(conn, unit_id)? {
+        let result = stored_enum("test result", &t.result, TestResult::parse)?;
+        latest.insert(
+            t.marker.clone(),
+            TestView {
+                marker: t.marker,
+                result,
+                recorded_at: utc(t.recorded_at),
+                recorded_by: t.recorded_by,
+            },
+        );
+    }
+    Ok(latest.into_values().collect())
+}
+
+pub fn view(conn: &mut DbConn, u: Unit, now: DateTime<Utc>) -> ApiResult<UnitView> {
+    let expires_at = utc(u.expires_at);
+    let status = rules::effective_status(status_of(&u)?, expires_at, now);
+    let remaining = expires_at.signed_duration_since(now).num_seconds().max(0) as f64 / 3600.0;
+    let irradiation = match (u.irradiated_at, u.irradiation_dose_gy) {
+        (Some(at), Some(dose)) => Some(Irradiation {
+            dose_gy: dose,
+            irradiated_at: utc(at),
+            device: u.irradiation_device.clone(),
+            irradiated_by: u.irradiated_by.clone().unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    let release = match (&u.release_kind, u.released_at) {
+        (Some(kind), Some(at)) => Some(Release {
+            kind: stored_enum("release kind", kind, ReleaseKind::parse)?,
+            released_at: utc(at),
+            released_by: u.released_by.clone().unwrap_or_default(),
+            physician: match (&u.emergency_physician, u.emergency_acknowledged_at) {
+                (Some(name), Some(ack)) => Some(Physician {
+                    name: name.clone(),
+                    acknowledged_at: utc(ack),
+                }),
+                _ => None,
+            },
+        }),
+        _ => None,
+    };
+    Ok(UnitView {
+        check_character: isbt128::check_character(&u.din).unwrap_or('*').to_string(),
+        pooled_from: rows::pool_members(conn, u.id)?,
+        tests: latest_results(conn, u.id)?,
+        source: stored_enum("unit source", &u.source, UnitSource::parse)?,
+        abo: stored_enum("abo", &u.abo, Abo::parse)?,
+        rhd: stored_enum("rhd", &u.rhd, Rhd::parse)?,
+        cmv: stored_enum("cmv", &u.cmv, Cmv::parse)?,
+        id: u.id,
+        din: u.din,
+        product_code: u.product_code,
+        collection_id: u.collection_id,
+        donor_id: u.donor_id,
+        supplier: u.supplier,
+        pooled: u.pooled,
+        volume_ml: u.volume_ml,
+        granulocyte_count: u.granulocyte_count,
+        red_cell_volume_ml: u.red_cell_volume_ml,
+        collected_at: utc(u.collected_at),
+        expires_at,
+        hours_remaining: remaining,
+        status,
+        status_reason: u.status_reason,
+        storage_location: u.storage_location,
+        irradiated: irradiation.is_some(),
+        irradiation,
+        release,
+        discarded_at: u.discarded_at.map(utc),
+        discarded_by: u.discarded_by,
+        created_at: utc(u.created_at),
+        updated_at: utc(u.updated_at),
+    })
+}
+
+/// Audit snapshot: the unit's own fields (without the derived time remaining).
+fn snapshot(v: &UnitView) -> ApiResult<serde_json::Value> {
+    let mut value = to_value(v)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("hours_remaining");
+    }
+    Ok(value)
+}
+
+/// Finds a unit by numeric id, DIN, or DIN followed by its check character.
+pub fn find(conn: &mut DbConn, key: &str) -> ApiResult<Unit> {
+    let key = key.trim();
+    // A DIN may be all digits (its FIN can start with 1–9), but it is 13 or more characters.
+    let found = if (1..13).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_digit()) {
+        key.parse::<i64>()
+            .ok()
+            .map(|id| rows::find(conn, id))
+            .transpose()?
+            .flatten()
+    } else {
+        let din = parse_din_reference(key)?;
+        rows::find_by_din(conn, &din.as_text())?
+    };
+    found.ok_or_else(|| ApiError::not_found("unit"))
+}
+
+fn isbt_refusal(e: isbt128::IsbtError) -> ApiError {
+    ApiError::refused(
+        e.code(),
+        "the DIN is not valid ISBT 128",
+        vec![Reason {
+            code: e.code().to_owned(),
+            message: e.to_string(),
+        }],
+    )
+}
+
+/// A DIN as people and scanners give it: 13 characters, 14 with the check character, or the
+/// scanned `=` data structure with flags.
+pub fn parse_din_reference(raw: &str) -> ApiResult<Din> {
+    let text = raw.trim().to_ascii_uppercase();
+    let parsed = match text.len() {
+        13 => Din::parse(&text),
+        14 => Din::parse_keyed(&text),
+        16 if text.starts_with('=') => isbt128::decode(&text).and_then(|elements| match elements.first() {
+            Some(isbt128::Element::Din { din, .. }) => Din::parse(din),
+            _ => Din::parse(""),
+        }),
+        _ => Din::parse(&text),
+    };
+    parsed.map_err(isbt_refusal)
+}
+
+pub fn get(conn: &mut DbConn, key: &str) -> ApiResult<UnitView> {
+    let u = find(conn, key)?;
+    view(conn, u, utc(store::now()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Creation
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceInput {
+    /// From one of our completed collections: blood group, CMV and donor come from the donor,
+    /// the collection end from the collection; the DIN is assigned.
+    Collection { collection_id: i64 },
+    /// From a supplier: the supplier's DIN (13 characters, 14 with check character, or the
+    /// scanned `=` structure), blood group and collection time.
+    External {
+        supplier: String,
+        din: String,
+        abo: Abo,
+        rhd: Rhd,
+        /// End of collection.
+        collected_at: DateTime<Utc>,
+        cmv: Option<Cmv>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUnitInput {
+    pub source: SourceInput,
+    /// ISBT 128 product code `αooootds` (8 characters, from the licensed database).
+    pub product_code: String,
+    /// 1–1000 mL.
+    pub volume_ml: u32,
+    /// Granulocytes in the unit (e.g. 2.5e10).
+    pub granulocyte_count: f64,
+    /// 0–500 mL.
+    pub red_cell_volume_ml: Option<f64>,
+    /// External pooled units: the DIN of every contributing donation (2–30).
+    pub pooled_from: Option<Vec<String>>,
+    /// Where the unit is kept (e.g. "Incubator 2"), up to 100 characters.
+    pub storage_location: Option<String>,
+}
+
+const MAX_VOLUME_ML: u32 = 1000;
+const MAX_GRANULOCYTES: f64 = 1e12;
+const MAX_RED_CELLS_ML: f64 = 500.0;
+const POOL_SIZE: (usize, usize) = (2, 30);
+
+/// The next free DIN of our FIN. A number already taken (a supplier unit registered with our
+/// own FIN) is skipped rather than refused, so one such unit cannot block every creation.
+fn assign_din(conn: &mut DbConn, fin: &str, now: DateTime<Utc>) -> ApiResult<Din> {
+    let year = now.year() % 100;
+    loop {
+        let sequence = rows::next_din_sequence(conn, fin, year)?;
+        let sequence = u32::try_from(sequence).unwrap_or(u32::MAX);
+        if sequence > Din::MAX_SEQUENCE {
+            return Err(ApiError::conflict(
+                "din_sequence_exhausted",
+                format!("all DIN sequence numbers of {fin} for 20{year:02} are used"),
+            ));
+        }
+        let din = Din::new(fin, u8::try_from(year).unwrap_or(0), sequence)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
+        if rows::find_by_din(conn, &din.as_text())?.is_none() {
+            return Ok(din);
+        }
+    }
+}
+
+pub fn create(
+    conn: &mut DbConn,
+    actor: &Actor,
+    fin: &str,
+    input: CreateUnitInput,
+    policy: &Policy,
+) -> ApiResult<UnitView> {
+    let now = utc(store::now());
+    let mut v = Validator::new();
+    let product_code = input.product_code.trim().trim_start_matches("=<").to_owned();
+    if let Err(e) = isbt128::decode(&format!("=<{product_code}")) {
+        v.push("product_code", e.to_string());
+    }
+    v.check(
+        (1..=MAX_VOLUME_ML).contains(&input.volume_ml),
+        "volume_ml",
+        format!("must be between 1 and {MAX_VOLUME_ML}"),
+    );
+    v.check(
+        input.granulocyte_count.is_finite()
+            && input.granulocyte_count > 0.0
+            && input.granulocyte_count <= MAX_GRANULOCYTES,
+        "granulocyte_count",
+        "must be a positive cell count (e.g. 2.5e10)",
+    );
+    v.check(
+        input
+            .red_cell_volume_ml
+            .is_none_or(|ml| ml.is_finite() && (0.0..=MAX_RED_CELLS_ML).contains(&ml)),
+        "red_cell_volume_ml",
+        format!("must be between 0 and {MAX_RED_CELLS_ML}"),
+    );
+    let storage_location = clean_location(&mut v, input.storage_location);
+    let mut pool: Vec<String> = Vec::new();
+    if let Some(list) = &input.pooled_from {
+        if matches!(input.source, SourceInput::Collection { .. }) {
+            v.push("pooled_from", "only supplier units are pooled here");
+        }
+        v.check(
+            (POOL_SIZE.0..=POOL_SIZE.1).contains(&list.len()),
+            "pooled_from",
+            format!("must list {} to {} donations", POOL_SIZE.0, POOL_SIZE.1),
+        );
+        for (i, raw) in list.iter().enumerate() {
+            match parse_din_reference(raw) {
+                Ok(din) if pool.contains(&din.as_text()) => v.push(&format!("pooled_from[{i}]"), "is listed twice"),
+                Ok(din) => pool.push(din.as_text()),
+                Err(e) => v.push(
+                    &format!("pooled_from[{i}]"),
+                    e.problem()
+                        .reasons
+                        .first()
+                        .map_or_else(String::new, |r| r.message.clone()),
+                ),
+            }
+        }
+    }
+    let (source, din, collection_id, donor_id, supplier, abo, rhd, cmv, collected_at) = match input.source {
+        SourceInput::External {
+            supplier,
+            din,
+            abo,
+            rhd,
+            collected_at,
+            cmv,
+        } => {
+            let supplier = supplier.trim().to_owned();
+            v.check(
+                !supplier.is_empty() && supplier.chars().count() <= 200,
+                "source.supplier",
+                "must be 1 to 200 characters",
+            );
+            v.check(
+                is_past(collected_at, now),
+                "source.collected_at",
+                "must not be in the future",
+            );
+            v.finish()?;
+            let din = parse_din_reference(&din)?;
+            (
+                UnitSource::External,
+                din,
+                None,
+                None,
+                Some(supplier),
+                abo,
+                rhd,
+                cmv.unwrap_or(Cmv::Unknown),
+                utc(stored(collected_at)),
+            )
+        }
+        SourceInput::Collection { collection_id } => {
+            v.finish()?;
+            let c = collection_rows::find(conn, collection_id)?.ok_or_else(|| ApiError::not_found("collection"))?;
+            let status = stored_enum("collection status", &c.status, CollectionStatus::parse)?;
+            let Some(ended_at) = c.ended_at.filter(|_| status == CollectionStatus::Completed) else {
+                return Err(ApiError::conflict(
+                    "collection_not_completed",
+                    format!("collection {collection_id} is {status}; units come from completed collections"),
+                ));
+            };
+            let donor = donor_rows::find(conn, c.donor_id)?.ok_or_else(|| ApiError::not_found("donor"))?;
+            let din = assign_din(conn, fin, now)?;
+            (
+                UnitSource::Collection,
+                din,
+                Some(collection_id),
+                Some(donor.id),
+                None,
+                stored_enum("abo", &donor.abo, Abo::parse)?,
+                stored_enum("rhd", &donor.rhd, Rhd::parse)?,
+                stored_enum("cmv", &donor.cmv, Cmv::parse)?,
+                utc(ended_at),
+            )
+        }
+    };
+    let pooled = !pool.is_empty();
+    let expires_at = rules::expires_at(collected_at, pooled, policy);
+    if expires_at <= now {
+        return Err(ApiError::refused(
+            "unit_expired",
+            format!("a unit collected at {collected_at} expired at {expires_at}"),
+            vec![Reason {
+                code: "unit_expired".to_owned(),
+                message: format!("expired at {expires_at}"),
+            }],
+        ));
+    }
+    let din_text = din.as_text();
+    let row = rows::insert(
+        conn,
+        &UnitData {
+            din: din_text.clone(),
+            product_code,
+            source: source.as_str().to_owned(),
+            collection_id,
+            donor_id,
+            supplier,
+            pooled,
+            abo: abo.as_str().to_owned(),
+            rhd: rhd.as_str().to_owned(),
+            cmv: cmv.as_str().to_owned(),
+            volume_ml: i32::try_from(input.volume_ml).unwrap_or(i32::MAX),
+            granulocyte_count: input.granulocyte_count,
+            red_cell_volume_ml: input.red_cell_volume_ml,
+            collected_at: stored(collected_at),
+            expires_at: stored(expires_at),
+            status: UnitStatus::Quarantined.as_str().to_owned(),
+            status_reason: Some("awaiting release".to_owned()),
+            storage_location,
+            irradiated_at: None,
+            irradiation_dose_gy: None,
+            irradiation_device: None,
+            irradiated_by: None,
+            release_kind: None,
+            released_at: None,
+            released_by: None,
+            emergency_physician: None,
+            emergency_acknowledged_at: None,
+            discarded_at: None,
+            discarded_by: None,
+            updated_at: stored(now),
+        },
+        stored(now),
+    )
+    .map_err(|e| {
+        if !store::is_unique_violation(&e) {
+            return ApiError::from(e);
+        }
+        match collection_id {
+            Some(c) => ApiError::conflict("unit_exists", format!("collection {c} already has a unit")),
+            None => ApiError::conflict("din_exists", format!("a unit with DIN {din_text} exists")),
+        }
+    })?;
+    rows::insert_pool_members(conn, row.id, &pool)?;
+    let created = view(conn, row, now)?;
+    audit::append(
+        conn,
+        actor,
+        Change::created("unit.create", "unit", created.id, snapshot(&created)?),
+    )?;
+    Ok(created)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Changes
+
+/// Loads and locks the unit and checks `action` at this moment.
+fn begin(conn: &mut DbConn, key: &str, action: UnitAction, now: DateTime<Utc>) -> ApiResult<(Unit, UnitStatus)> {
+    let u = find(conn, key)?;
+    rows::lock(conn, u.id)?;
+    let to = rules::transition(status_of(&u)?, action, utc(u.expires_at), now).map_err(|code| {
+        let status = rules::effective_status(status_of(&u).unwrap_or(UnitStatus::Discarded), utc(u.expires_at), now);
+        ApiError::conflict(code, format!("unit {} is {status}; it cannot {action}", u.din))
+    })?;
+    Ok((u, to))
+}
+
+fn save(
+    conn: &mut DbConn,
+    actor: &Actor,
+    action: &str,
+    before: Unit,
+    data: UnitData,
+    now: DateTime<Utc>,
+) -> ApiResult<UnitView> {
+    let id = before.id;
+    let before = view(conn, before, now)?;
+    let row = rows::update(conn, id, &data)?;
+    let after = view(conn, row, now)?;
+    audit::append(
+        conn,
+        actor,
+        Change::updated(action, "unit", id, snapshot(&before)?, snapshot(&after)?),
+    )?;
+    Ok(after)
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IrradiationInput {
+    pub dose_gy: f64,
+    /// Default: now.
+    pub irradiated_at: Option<DateTime<Utc>>,
+    /// Irradiator used, up to 100 characters.
+    pub device: Option<String>,
+}
+
+pub fn irradiate(
+    conn: &mut DbConn,
+    actor: &Actor,
+    key: &str,
+    input: IrradiationInput,
+    policy: &Policy,
+) -> ApiResult<UnitView> {
+    let now = utc(store::now());
+    let at = utc(stored(input.irradiated_at.unwrap_or(now)));
+    let device = input.device.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
+    let mut v = Validator::new();
+    v.check(is_past(at, now), "irradiated_at", "must not be in the future");
+    v.check(
+        device.as_ref().is_none_or(|d| d.chars().count() <= 100),
+        "device",
+        "must be at most 100 characters",
+    );
+    v.finish()?;
+    let (u, _) = begin(conn, key, UnitAction::Irradiate, now)?;
+    if u.irradiated_at.is_some() {
+        return Err(ApiError::conflict(
+            "already_irradiated",
+            format!("unit {} is already irradiated", u.din),
+        ));
+    }
+    if at < utc(u.collected_at) {
+        return Err(ApiError::field("irradiated_at", "must not be before the collection"));
+    }
+    if let Some(problem) = rules::irradiation_dose_problem(input.dose_gy, policy) {
+        return Err(ApiError::refused(
+            problem.code,
+            "the irradiation dose is outside the policy range",
+            super::reasons(vec![problem]),
+        ));
+    }
+    let mut data = UnitData::from(u.clone());
+    data.irradiated_at = Some(stored(at));
+    data.irradiation_dose_gy = Some(input.dose_gy);
+    data.irradiation_device = device;
+    data.irradiated_by = Some(actor.name.clone());
+    data.updated_at = stored(now);
+    save(conn, actor, "unit.irradiate", u, data, now)
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestInput {
+    /// Marker name, e.g. `anti_hiv`, `hbsag`, `hcv_nat` (lower-case).
+    pub marker: String,
+    pub result: TestResult,
+}
+
+/// Records a result. A positive result quarantines a unit still in the bank; on a released
+/// unit it also raises an urgent `unit.positive_result_after_release` alert.
+pub fn record_test(conn: &mut DbConn, actor: &Actor, key: &str, input: TestInput) -> ApiResult<UnitView> {
+    let now = utc(store::now());
+    let marker = input.marker.trim().to_ascii_lowercase();
+    if !is_marker_name(&marker) {
+        return Err(ApiError::field(
+            "marker",
+            "must be a marker name such as anti_hiv or hbsag",
+        ));
+    }
+    let u = find(conn, key)?;
+    rows::lock(conn, u.id)?;
+    rows::insert_test(conn, u.id, &marker, input.result.as_str(), stored(now), &actor.name)?;
+    let mut data = UnitData::from(u.clone());
+    data.updated_at = stored(now);
+    if input.result == TestResult::Positive {
+        if let Ok(to) = rules::transition(status_of(&u)?, UnitAction::Quarantine, utc(u.expires_at), now) {
+            data.status = to.as_str().to_owned();
+            data.status_reason = Some(format!("{marker} positive"));
+        }
+        if u.release_kind.is_some() {
+            let status = rules::effective_status(status_of(&u)?, utc(u.expires_at), now);
+            raise(
+                conn,
+                "unit.positive_result_after_release",
+                "urgent",
+                &format!("unit.positive_result_after_release:{}:{marker}", u.id),
+                &u,
+                format!(
+                    "{marker} positive on unit {} after its {} release (now {status}); no allocation or recipient is recorded for it",
+                    u.din,
+                    u.release_kind.as_deref().unwrap_or("")
+                ),
+                serde_json::json!({"marker": marker, "status": status, "release": u.release_kind, "allocation": null, "recipient": null}),
+                now,
+            )?;
+        }
+    }
+    save(conn, actor, "unit.test", u, data, now)
+}
+
+#[expect(clippy::too_many_arguments)]
+fn raise(
+    conn: &mut DbConn,
+    kind: &str,
+    severity: &str,
+    dedup_key: &str,
+    u: &Unit,
+    message: String,
+    mut details: serde_json::Value,
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    if let Some(obj) = details.as_object_mut() {
+        obj.insert("unit_id".to_owned(), u.id.into());
+        obj.insert("din".to_owned(), u.din.clone().into());
+    }
+    alerts::raise(
+        conn,
+        &NewAlert {
+            kind,
+            severity,
+            status: "open",
+            dedup_key,
+            entity_type: "unit",
+            entity_id: &u.id.to_string(),
+            message: &message,
+            details: details.to_string(),
+            created_at: stored(now),
+        },
+    )?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseInput {
+    pub emergency: bool,
+    /// Required for an emergency release (and only then).
+    pub physician: Option<Physician>,
+}
+
+/// Quarantined → available. Standard: every required marker negative. Emergency: a named
+/// physician's acknowledgement, and no positive marker. The caller checks the role.
+pub fn release(
+    conn: &mut DbConn,
+    actor: &Actor,
+    key: &str,
+    input: ReleaseInput,
+    policy: &Policy,
+) -> ApiResult<UnitView> {
+    let now = utc(store::now());
+    let physician = match (input.emergency, input.physician) {
+        (true, Some(p)) => {
+            let name = p.name.trim().to_owned();
+            let mut v = Validator::new();
+            v.check(
+                !name.is_empty() && name.chars().count() <= 200,
+                "physician.name",
+                "must be 1 to 200 characters",
+            );
+            v.check(
+                is_past(p.acknowledged_at, now),
+                "physician.acknowledged_at",
+                "must not be in the future",
+            );
+            v.finish()?;
+            Some(Physician {
+                name,
+                acknowledged_at: utc(stored(p.acknowledged_at)),
+            })
+        }
+        (true, None) => return Err(ApiError::field("physician", "is required for an emergency release")),
+        (false, Some(_)) => return Err(ApiError::field("physician", "is only for an emergency release")),
+        (false, None) => None,
+    };
+    let (u, to) = begin(conn, key, UnitAction::Release, now)?;
+    let latest: Vec<MarkerResult> = latest_results(conn, u.id)?
+        .into_iter()
+        .map(|t| MarkerResult {
+            marker: t.marker,
+            result: t.result,
+        })
+        .collect();
+    let blockers = rules::release_blockers(&latest, u.irradiated_at.is_some(), input.emergency, policy);
+    if !blockers.is_empty() {
+        return Err(ApiError::refused(
+            "release_blocked",
+            format!("unit {} cannot be released yet", u.din),
+            super::reasons(blockers),
+        ));
+    }
+    let kind = if input.emergency {
+        ReleaseKind::Emergency
+    } else {
+        ReleaseKind::Tested
+    };
+    let mut data = UnitData::from(u.clone());
+    data.status = to.as_str().to_owned();
+    data.status_reason = None;
+    data.release_kind = Some(kind.as_str().to_owned());
+    data.released_at = Some(stored(now));
+    data.released_by = Some(actor.name.clone());
+    data.emergency_physician = physician.as_ref().map(|p| p.name.clone());
+    data.emergency_acknowledged_at = physician.as_ref().map(|p| stored(p.acknowledged_at));
+    data.updated_at = stored(now);
+    save(conn, actor, "unit.release", u, data, now)
+}
+
+pub fn discard(conn: &mut DbConn, actor: &Actor, key: &str, reason: &str) -> ApiResult<UnitView> {
+    let now = utc(store::now());
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ApiError::field("reason", "must be 1 to 500 characters"));
+    }
+    let (u, to) = begin(conn, key, UnitAction::Discard, now)?;
+    let mut data = UnitData::from(u.clone());
+    data.status = to.as_str().to_owned();
+    data.status_reason = Some(reason.to_owned());
+    data.discarded_at = Some(stored(now));
+    data.discarded_by = Some(actor.name.clone());
+    data.updated_at = stored(now);
+    save(conn, actor, "unit.discard", u, data, now)
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadingInput {
+    pub temperature_c: f64,
+    /// Default: now.
+    pub at: Option<DateTime<Utc>>,
+    /// Where the unit is kept, up to 100 characters; becomes the unit's storage location.
+    pub location: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocationReadingInput {
+    /// The storage location read (incubator, cabinet), up to 100 characters.
+    pub location: String,
+    pub temperature_c: f64,
+    /// Default: now.
+    pub at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReadingView {
+    pub id: i64,
+    /// Absent for a reading of a location.
+    pub unit_id: Option<i64>,
+    pub temperature_c: f64,
+    pub at: DateTime<Utc>,
+    pub location: Option<String>,
+    /// Inside the policy's storage range.
+    pub in_range: bool,
+    pub recorded_by: String,
+    /// Per-unit readings: the unit's status after the reading (an excursion quarantines it).
+    pub unit_status: Option<UnitStatus>,
+    /// Location readings: the units quarantined by this reading.
+    pub quarantined_units: Vec<i64>,
+}
+
+const PLAUSIBLE_TEMPERATURE_C: (f64, f64) = (-80.0, 80.0);
+const LOCATION_CHARS: usize = 100;
+
+fn clean_location(v: &mut Validator, raw: Option<String>) -> Option<String> {
+    let location = raw.map(|l| l.trim().to_owned()).filter(|l| !l.is_empty());
+    v.check(
+        location.as_ref().is_none_or(|l| l.chars().count() <= LOCATION_CHARS),
+        "location",
+        format!("must be at most {LOCATION_CHARS} characters"),
+    );
+    location
+}
+
+fn check_reading(v: &mut Validator, temperature_c: f64, at: DateTime<Utc>, now: DateTime<Utc>) {
+    v.check(
+        temperature_c.is_finite() && (PLAUSIBLE_TEMPERATURE_C.0..=PLAUSIBLE_TEMPERATURE_C.1).contains(&temperature_c),
+        "temperature_c",
+        "must be a temperature in °C between -80 and 80",
+    );
+    v.check(is_past(at, now), "at", "must not be in the future");
+}
+
+/// What a reading outside the range does to a unit in the bank: quarantine (if available or
+/// allocated) with the reason, and an urgent `unit.quarantined` alert. Returns the unit's data
+/// to save, and whether it was quarantined.
+fn excursion(
+    conn: &mut DbConn,
+    u: &Unit,
+    reading: &rows::StorageReading,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> ApiResult<(UnitData, bool)> {
+    let mut data = UnitData::from(u.clone());
+    data.updated_at = stored(now);
+    if reading.in_range {
+        return Ok((data, false));
+    }
+    let Ok(to) = rules::transition(status_of(u)?, UnitAction::Quarantine, utc(u.expires_at), now) else {
+        return Ok((data, false));
+    };
+    let place = reading
+        .location
+        .as_deref()
+        .map(|l| format!(" in {l}"))
+        .unwrap_or_default();
+    let why = format!(
+        "storage temperature {} °C{place} outside {}–{} °C at {}",
+        reading.temperature_c,
+        policy.unit.storage_temp_min_c,
+        policy.unit.storage_temp_max_c,
+        utc(reading.measured_at).format("%Y-%m-%d %H:%M UTC")
+    );
+    data.status = to.as_str().to_owned();
+    data.status_reason = Some(why.clone());
+    raise(
+        conn,
+        "unit.quarantined",
+        "urgent",
+        &format!("unit.quarantined:{}:reading:{}", u.id, reading.id),
+        u,
+        format!("unit {} quarantined: {why}", u.din),
+        serde_json::json!({"reading_id": reading.id, "temperature_c": reading.temperature_c}),
+        now,
+    )?;
+    Ok((data, true))
+}
+
+pub fn record_reading(
+    conn: &mut DbConn,
+    actor: &Actor,
+    key: &str,
+    input: ReadingInput,
+    policy: &Policy,
+) -> ApiResult<ReadingView> {
+    let now = utc(store::now());
+    let at = utc(stored(input.at.unwrap_or(now)));
+    let mut v = Validator::new();
+    check_reading(&mut v, input.temperature_c, at, now);
+    let location = clean_location(&mut v, input.location);
+    v.finish()?;
+    let u = find(conn, key)?;
+    rows::lock(conn, u.id)?;
+    let reading = rows::insert_reading(
+        conn,
+        &rows::NewStorageReading {
+            unit_id: Some(u.id),
+            temperature_c: input.temperature_c,
+            measured_at: stored(at),
+            location: location.as_deref(),
+            in_range: rules::temperature_ok(input.temperature_c, policy),
+            recorded_by: &actor.name,
+            created_at: stored(now),
+        },
+    )?;
+    let (mut data, _) = excursion(conn, &u, &reading, policy, now)?;
+    if location.is_some() {
+        data.storage_location = location;
+    }
+    let after = save(conn, actor, "unit.storage_reading", u, data, now)?;
+    Ok(reading_view(reading, Some(after.status), Vec::new()))
+}
+
+fn reading_view(r: rows::StorageReading, unit_status: Option<UnitStatus>, quarantined_units: Vec<i64>) -> ReadingView {
+    ReadingView {
+        id: r.id,
+        unit_id: r.unit_id,
+        temperature_c: r.temperature_c,
+        at: utc(r.measured_at),
+        location: r.location,
+        in_range: r.in_range,
+        recorded_by: r.recorded_by,
+        unit_status,
+        quarantined_units,
+    }
+}
+
+/// A reading of a storage location; outside the range it quarantines every available or
+/// allocated unit kept there.
+pub fn record_location_reading(
+    conn: &mut DbConn,
+    actor: &Actor,
+    input: LocationReadingInput,
+    policy: &Policy,
+) -> ApiResult<ReadingView> {
+    let now = utc(store::now());
+    let at = utc(stored(input.at.unwrap_or(now)));
+    let mut v = Validator::new();
+    check_reading(&mut v, input.temperature_c, at, now);
+    let location = clean_location(&mut v, Some(input.location));
+    if location.is_none() {
+        v.push("location", "is required");
+    }
+    v.finish()?;
+    let location = location.unwrap_or_default();
+    let reading = rows::insert_reading(
+        conn,
+        &rows::NewStorageReading {
+            unit_id: None,
+            temperature_c: input.temperature_c,
+            measured_at: stored(at),
+            location: Some(&location),
+            in_range: rules::temperature_ok(input.temperature_c, policy),
+            recorded_by: &actor.name,
+            created_at: stored(now),
+        },
+    )?;
+    audit::append(
+        conn,
+        actor,
+        Change::created(
+            "storage.reading",
+            "storage_location",
+            &location,
+            serde_json::json!({"reading_id": reading.id, "temperature_c": reading.temperature_c,
+                               "at": utc(reading.measured_at), "in_range": reading.in_range}),
+        ),
+    )?;
+    let mut quarantined = Vec::new();
+    for u in rows::in_bank_at(conn, &location)? {
+        rows::lock(conn, u.id)?;
+        let (data, changed) = excursion(conn, &u, &reading, policy, now)?;
+        if changed {
+            quarantined.push(u.id);
+            save(conn, actor, "unit.storage_reading", u, data, now)?;
+        }
+    }
+    Ok(reading_view(reading, None, quarantined))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inventory
+
+/// Keyset position in the inventory: (expires_at, id) of the last unit of a page.
+pub type UnitCursor = (chrono::NaiveDateTime, i64);
+
+pub struct ListRequest {
+    pub status: Option<UnitStatus>,
+    pub abo: Option<Abo>,
+    pub rhd: Option<Rhd>,
+    pub expiring_within_hours: Option<u32>,
+    pub after: Option<UnitCursor>,
+    pub limit: i64,
+}
+
+/// First-expiring first; `status` is matched as of now (see [`UnitView::status`]).
+pub fn list(conn: &mut DbConn, req: ListRequest) -> ApiResult<(Vec<UnitView>, Option<UnitCursor>)> {
+    let now = utc(store::now());
+    let in_bank = ["quarantined", "available", "allocated"];
+    let mut filter = UnitFilter {
+        abo: req.abo.map(|a| a.as_str().to_owned()),
+        rhd: req.rhd.map(|r| r.as_str().to_owned()),
+        expires_before: req
+            .expiring_within_hours
+            .map(|h| stored(now + chrono::TimeDelta::hours(i64::from(h)))),
+        after: req.after,
+        ..UnitFilter::default()
+    };
+    if req.expiring_within_hours.is_some() {
+        // "Expiring within" means still in the bank and not yet expired.
+        filter.unexpired_at = Some(stored(now));
+        filter.statuses = Some(in_bank.map(str::to_owned).to_vec());
+    }
+    match req.status {
+        None => {}
+        Some(UnitStatus::Expired) => {
+            filter.statuses = Some(
+                ["expired", "quarantined", "available", "allocated"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            );
+            filter.expired_at = Some(stored(now));
+        }
+        Some(s) if in_bank.contains(&s.as_str()) => {
+            filter.statuses = Some(vec![s.as_str().to_owned()]);
+            filter.unexpired_at = Some(stored(now));
+        }
+        Some(s) => filter.statuses = Some(vec![s.as_str().to_owned()]),
+    }
+    let mut found = rows::list(conn, &filter, req.limit + 1)?;
+    let next = if found.len() as i64 > req.limit {
+        found.truncate(usize::try_from(req.limit).unwrap_or(0));
+        found.last().map(|u| (u.expires_at, u.id))
+    } else {
+        None
+    };
+    let views = found
+        .into_iter()
+        .map(|u| view(conn, u, now))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok((views, next))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Label
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LabelBarcodes {
+    /// `=` + DIN + Type 3 flags (the flags carry the check character).
+    pub din: String,
+    /// `=%` + blood group code + `00`.
+    pub blood_group: String,
+    /// `=<` + product code.
+    pub product: String,
+    /// `&>` + `cyyjjjhhmm` (UTC).
+    pub expiry: String,
+}
+
+/// What the label must carry (domain-reference §5.1), eye-readable, plus the ISBT 128 data.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Label {
+    pub product_name: String,
+    pub producer: String,
+    /// DIN printed in groups (`A9999 26 000001`), with the boxed check character separately.
+    pub din: String,
+    pub check_character: String,
+    pub blood_group: String,
+    pub volume_ml: i32,
+    pub granulocyte_count: f64,
+    pub collected_at: DateTime<Utc>,
+    /// With the hour: the unit lives 24 h.
+    pub expires_at: DateTime<Utc>,
+    pub expiry_text: String,
+    pub storage: String,
+    pub irradiated: bool,
+    pub emergency_release: bool,
+    pub pooled_from: Vec<String>,
+    /// Statements to print, in order.
+    pub statements: Vec<String>,
+    pub isbt128: LabelBarcodes,
+}
+
+pub fn label(conn: &mut DbConn, key: &str, facility_name: &str, policy: &Policy) -> ApiResult<Label> {
+    let u = find(conn, key)?;
+    let v = view(conn, u, utc(store::now()))?;
+    let din = Din::parse(&v.din).map_err(|e| ApiError::internal(anyhow::anyhow!("stored DIN: {e}")))?;
+    let rhd = match v.rhd {
+        Rhd::Positive => "RhD positive",
+        Rhd::Negative => "RhD negative",
+    };
+    let mut statements = vec!["Do not agitate".to_owned()];
+    if v.irradiated {
+        statements.push("Irradiated".to_owned());
+    }
+    if let Some(Release {
+        kind: ReleaseKind::Emergency,
+        physician: Some(p),
+        ..
+    }) = &v.release
+    {
+        statements.push(format!(
+            "EMERGENCY RELEASE: not fully tested for infectious markers; released on the authority of {} ({})",
+            p.name,
+            p.acknowledged_at.format("%d %b %Y %H:%M UTC")
+        ));
+    }
+    statements.extend(
+        [
+            "Always check patient/component compatibility/identity",
+            "Inspect pack and contents for signs of deterioration or damage",
+            "Risk of adverse reaction/infection, including vCJD",
+        ]
+        .map(str::to_owned),
+    );
+    Ok(Label {
+        product_name: if v.pooled {
+            "Granulocytes, Pooled"
+        } else {
+            "Granulocytes, Apheresis"
+        }
+        .to_owned(),
+        producer: v.supplier.clone().unwrap_or_else(|| facility_name.to_owned()),
+        din: format!("{} {:02} {:06}", din.fin, din.year, din.sequence),
+        check_character: v.check_character.clone(),
+        blood_group: format!("{} {rhd}", v.abo),
+        volume_ml: v.volume_ml,
+        granulocyte_count: v.granulocyte_count,
+        collected_at: v.collected_at,
+        expires_at: v.expires_at,
+        expiry_text: v.expires_at.format("%d %b %Y %H:%M UTC").to_string().to_uppercase(),
+        storage: format!(
+            "Store at {}–{} °C",
+            policy.unit.storage_temp_min_c, policy.unit.storage_temp_max_c
+        ),
+        irradiated: v.irradiated,
+        emergency_release: matches!(
+            v.release,
+            Some(Release {
+                kind: ReleaseKind::Emergency,
+                ..
+            })
+        ),
+        pooled_from: v.pooled_from.clone(),
+        statements,
+        isbt128: LabelBarcodes {
+            din: format!("={}{}", din.as_text(), din.type3_flags()),
+            blood_group: format!("=%{}00", isbt128::blood_group_code(v.abo, v.rhd)),
+            product: format!("=<{}", v.product_code),
+            expiry: format!("&>{}", isbt128::format_date_time(v.expires_at.naive_utc())),
+        },
+    })
+}

@@ -1,0 +1,320 @@
+//! Units, their pool members, test results, storage readings, and the DIN sequence.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::DbConn;
+use super::schema::{din_sequences, storage_readings, unit_pool_members, unit_tests, units};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = units)]
+pub struct Unit {
+    pub id: i64,
+    pub din: String,
+    pub product_code: String,
+    pub source: String,
+    pub collection_id: Option<i64>,
+    pub donor_id: Option<i64>,
+    pub supplier: Option<String>,
+    pub pooled: bool,
+    pub abo: String,
+    pub rhd: String,
+    pub cmv: String,
+    pub volume_ml: i32,
+    pub granulocyte_count: f64,
+    pub red_cell_volume_ml: Option<f64>,
+    pub collected_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub storage_location: Option<String>,
+    pub irradiated_at: Option<NaiveDateTime>,
+    pub irradiation_dose_gy: Option<f64>,
+    pub irradiation_device: Option<String>,
+    pub irradiated_by: Option<String>,
+    pub release_kind: Option<String>,
+    pub released_at: Option<NaiveDateTime>,
+    pub released_by: Option<String>,
+    pub emergency_physician: Option<String>,
+    pub emergency_acknowledged_at: Option<NaiveDateTime>,
+    pub discarded_at: Option<NaiveDateTime>,
+    pub discarded_by: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// Every column but the id and creation time; changes load the row, edit it, write it back.
+#[derive(Debug, Clone, Insertable, AsChangeset)]
+#[diesel(table_name = units, treat_none_as_null = true)]
+pub struct UnitData {
+    pub din: String,
+    pub product_code: String,
+    pub source: String,
+    pub collection_id: Option<i64>,
+    pub donor_id: Option<i64>,
+    pub supplier: Option<String>,
+    pub pooled: bool,
+    pub abo: String,
+    pub rhd: String,
+    pub cmv: String,
+    pub volume_ml: i32,
+    pub granulocyte_count: f64,
+    pub red_cell_volume_ml: Option<f64>,
+    pub collected_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub storage_location: Option<String>,
+    pub irradiated_at: Option<NaiveDateTime>,
+    pub irradiation_dose_gy: Option<f64>,
+    pub irradiation_device: Option<String>,
+    pub irradiated_by: Option<String>,
+    pub release_kind: Option<String>,
+    pub released_at: Option<NaiveDateTime>,
+    pub released_by: Option<String>,
+    pub emergency_physician: Option<String>,
+    pub emergency_acknowledged_at: Option<NaiveDateTime>,
+    pub discarded_at: Option<NaiveDateTime>,
+    pub discarded_by: Option<String>,
+    pub updated_at: NaiveDateTime,
+}
+
+impl From<Unit> for UnitData {
+    fn from(u: Unit) -> Self {
+        Self {
+            din: u.din,
+            product_code: u.product_code,
+            source: u.source,
+            collection_id: u.collection_id,
+            donor_id: u.donor_id,
+            supplier: u.supplier,
+            pooled: u.pooled,
+            abo: u.abo,
+            rhd: u.rhd,
+            cmv: u.cmv,
+            volume_ml: u.volume_ml,
+            granulocyte_count: u.granulocyte_count,
+            red_cell_volume_ml: u.red_cell_volume_ml,
+            collected_at: u.collected_at,
+            expires_at: u.expires_at,
+            status: u.status,
+            status_reason: u.status_reason,
+            storage_location: u.storage_location,
+            irradiated_at: u.irradiated_at,
+            irradiation_dose_gy: u.irradiation_dose_gy,
+            irradiation_device: u.irradiation_device,
+            irradiated_by: u.irradiated_by,
+            release_kind: u.release_kind,
+            released_at: u.released_at,
+            released_by: u.released_by,
+            emergency_physician: u.emergency_physician,
+            emergency_acknowledged_at: u.emergency_acknowledged_at,
+            discarded_at: u.discarded_at,
+            discarded_by: u.discarded_by,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+pub fn insert(conn: &mut DbConn, data: &UnitData, created_at: NaiveDateTime) -> QueryResult<Unit> {
+    let id: i64 = diesel::insert_into(units::table)
+        .values((data, units::created_at.eq(created_at)))
+        .returning(units::id)
+        .get_result(conn)?;
+    find(conn, id)?.ok_or(diesel::result::Error::NotFound)
+}
+
+pub fn update(conn: &mut DbConn, id: i64, data: &UnitData) -> QueryResult<Unit> {
+    diesel::update(units::table.find(id)).set(data).execute(conn)?;
+    find(conn, id)?.ok_or(diesel::result::Error::NotFound)
+}
+
+pub fn find(conn: &mut DbConn, id: i64) -> QueryResult<Option<Unit>> {
+    units::table.find(id).select(Unit::as_select()).first(conn).optional()
+}
+
+pub fn find_by_din(conn: &mut DbConn, din: &str) -> QueryResult<Option<Unit>> {
+    units::table
+        .filter(units::din.eq(din))
+        .select(Unit::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Takes the unit's row lock (PostgreSQL) before a status change; false if absent.
+pub fn lock(conn: &mut DbConn, id: i64) -> QueryResult<bool> {
+    let n = diesel::update(units::table.find(id))
+        .set(units::updated_at.eq(units::updated_at))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct UnitFilter {
+    pub statuses: Option<Vec<String>>,
+    pub abo: Option<String>,
+    pub rhd: Option<String>,
+    /// Only units expiring strictly before this time.
+    pub expires_before: Option<NaiveDateTime>,
+    /// Only units not yet expired at this time.
+    pub unexpired_at: Option<NaiveDateTime>,
+    /// Only units expired at this time: stored `expired`, or still in the bank past their expiry.
+    pub expired_at: Option<NaiveDateTime>,
+    /// Keyset: units after this (expires_at, id).
+    pub after: Option<(NaiveDateTime, i64)>,
+}
+
+/// First-expiring first.
+pub fn list(conn: &mut DbConn, f: &UnitFilter, limit: i64) -> QueryResult<Vec<Unit>> {
+    let mut query = units::table
+        .select(Unit::as_select())
+        .order((units::expires_at.asc(), units::id.asc()))
+        .limit(limit)
+        .into_boxed();
+    if let Some(statuses) = &f.statuses {
+        query = query.filter(units::status.eq_any(statuses.clone()));
+    }
+    if let Some(abo) = &f.abo {
+        query = query.filter(units::abo.eq(abo.clone()));
+    }
+    if let Some(rhd) = &f.rhd {
+        query = query.filter(units::rhd.eq(rhd.clone()));
+    }
+    if let Some(before) = f.expires_before {
+        query = query.filter(units::expires_at.lt(before));
+    }
+    if let Some(t) = f.unexpired_at {
+        query = query.filter(units::expires_at.gt(t));
+    }
+    if let Some(t) = f.expired_at {
+        query = query.filter(units::status.eq("expired").or(units::expires_at.le(t)));
+    }
+    if let Some((at, id)) = f.after {
+        query = query.filter(
+            units::expires_at
+                .gt(at)
+                .or(units::expires_at.eq(at).and(units::id.gt(id))),
+        );
+    }
+    query.load(conn)
+}
+
+pub fn insert_pool_members(conn: &mut DbConn, unit_id: i64, dins: &[String]) -> QueryResult<()> {
+    // One statement per member: multi-row inserts are not dispatched by MultiConnection.
+    for din in dins {
+        diesel::insert_into(unit_pool_members::table)
+            .values((unit_pool_members::unit_id.eq(unit_id), unit_pool_members::din.eq(din)))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+pub fn pool_members(conn: &mut DbConn, unit_id: i64) -> QueryResult<Vec<String>> {
+    unit_pool_members::table
+        .filter(unit_pool_members::unit_id.eq(unit_id))
+        .order(unit_pool_members::id.asc())
+        .select(unit_pool_members::din)
+        .load(conn)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = unit_tests)]
+pub struct UnitTest {
+    pub id: i64,
+    pub unit_id: i64,
+    pub marker: String,
+    pub result: String,
+    pub recorded_at: NaiveDateTime,
+    pub recorded_by: String,
+}
+
+pub fn insert_test(
+    conn: &mut DbConn,
+    unit_id: i64,
+    marker: &str,
+    result: &str,
+    at: NaiveDateTime,
+    by: &str,
+) -> QueryResult<UnitTest> {
+    let id: i64 = diesel::insert_into(unit_tests::table)
+        .values((
+            unit_tests::unit_id.eq(unit_id),
+            unit_tests::marker.eq(marker),
+            unit_tests::result.eq(result),
+            unit_tests::recorded_at.eq(at),
+            unit_tests::recorded_by.eq(by),
+        ))
+        .returning(unit_tests::id)
+        .get_result(conn)?;
+    unit_tests::table.find(id).select(UnitTest::as_select()).first(conn)
+}
+
+/// Every result of the unit, oldest first (the latest per marker is the one that counts).
+pub fn tests_of(conn: &mut DbConn, unit_id: i64) -> QueryResult<Vec<UnitTest>> {
+    unit_tests::table
+        .filter(unit_tests::unit_id.eq(unit_id))
+        .order(unit_tests::id.asc())
+        .select(UnitTest::as_select())
+        .load(conn)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = storage_readings)]
+pub struct StorageReading {
+    pub id: i64,
+    pub unit_id: Option<i64>,
+    pub temperature_c: f64,
+    pub measured_at: NaiveDateTime,
+    pub location: Option<String>,
+    pub in_range: bool,
+    pub recorded_by: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = storage_readings)]
+pub struct NewStorageReading<'a> {
+    pub unit_id: Option<i64>,
+    pub temperature_c: f64,
+    pub measured_at: NaiveDateTime,
+    pub location: Option<&'a str>,
+    pub in_range: bool,
+    pub recorded_by: &'a str,
+    pub created_at: NaiveDateTime,
+}
+
+pub fn insert_reading(conn: &mut DbConn, new: &NewStorageReading<'_>) -> QueryResult<StorageReading> {
+    let id: i64 = diesel::insert_into(storage_readings::table)
+        .values(new)
+        .returning(storage_readings::id)
+        .get_result(conn)?;
+    storage_readings::table
+        .find(id)
+        .select(StorageReading::as_select())
+        .first(conn)
+}
+
+/// Units still in the bank kept at `location`.
+pub fn in_bank_at(conn: &mut DbConn, location: &str) -> QueryResult<Vec<Unit>> {
+    units::table
+        .filter(units::storage_location.eq(location))
+        .filter(units::status.eq_any(["quarantined", "available", "allocated"]))
+        .order(units::id.asc())
+        .select(Unit::as_select())
+        .load(conn)
+}
+
+/// The next sequence number for `fin` in `year`, in the caller's transaction: the row lock
+/// taken by the increment serialises concurrent creations, and a rolled-back creation gives its
+/// number back, so there are neither gaps nor duplicates.
+pub fn next_din_sequence(conn: &mut DbConn, fin: &str, year: i32) -> QueryResult<i32> {
+    // The same statement on both backends; diesel's upsert DSL is not dispatched by MultiConnection.
+    diesel::sql_query("INSERT INTO din_sequences (fin, year, last_value) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING")
+        .bind::<diesel::sql_types::Text, _>(fin)
+        .bind::<diesel::sql_types::Integer, _>(year)
+        .execute(conn)?;
+    diesel::update(din_sequences::table.find((fin, year)))
+        .set(din_sequences::last_value.eq(din_sequences::last_value + 1))
+        .returning(din_sequences::last_value)
+        .get_result(conn)
+}
