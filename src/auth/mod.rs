@@ -102,6 +102,16 @@ impl AuthUser {
     pub fn may_access_hospital(&self, hospital_id: i64) -> bool {
         self.role.is_staff() || self.hospital_id == Some(hospital_id)
     }
+
+    /// The hospital a hospital account is limited to; `None` for staff (who see all).
+    pub fn scope(&self) -> ApiResult<Option<i64>> {
+        if self.role.is_staff() {
+            return Ok(None);
+        }
+        self.hospital_id
+            .map(Some)
+            .ok_or_else(|| ApiError::forbidden("this account has no hospital"))
+    }
 }
 
 fn bearer_token(req: &HttpRequest) -> ApiResult<String> {

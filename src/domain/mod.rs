@@ -3,9 +3,11 @@
 //! blood groups and compatibility, ISBT 128, eligibility, stimulation windows, shelf life.)
 
 pub mod blood;
+pub mod compatibility;
 pub mod eligibility;
 pub mod isbt128;
 pub mod policy;
+pub mod requests;
 pub mod scheduling;
 pub mod stimulation;
 pub mod units;

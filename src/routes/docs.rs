@@ -7,7 +7,10 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{alerts, audit, auth, collections, devices, donors, health, hospitals, isbt128, policy, units, users};
+use super::{
+    alerts, allocations, audit, auth, collections, devices, donors, health, hospitals, isbt128, patients, policy,
+    requests, units, users,
+};
 use crate::error::{FieldError, Problem, Reason};
 
 #[derive(OpenApi)]
@@ -35,6 +38,11 @@ use crate::error::{FieldError, Problem, Reason};
         units::create, units::list, units::get, units::irradiate, units::record_test,
         units::release, units::discard, units::add_reading, units::add_location_reading, units::label,
         alerts::list, alerts::ack,
+        patients::create, patients::list, patients::get, patients::update, patients::add_sample, patients::samples,
+        requests::create, requests::list, requests::get, requests::approve, requests::decline, requests::cancel,
+        requests::allocate,
+        allocations::get, allocations::issue, allocations::return_unit, allocations::cancel, allocations::transfusion,
+        allocations::crossmatch, allocations::compatibility, allocations::exceptions,
     ),
     components(schemas(Problem, FieldError, Reason)),
     modifiers(&SecurityAndErrors),
@@ -48,6 +56,9 @@ use crate::error::{FieldError, Problem, Reason};
         (name = "collections", description = "apheresis devices and collections"),
         (name = "units", description = "granulocyte units and ISBT 128"),
         (name = "alerts", description = "alert instances"),
+        (name = "patients", description = "patients and crossmatch samples"),
+        (name = "requests", description = "hospital requests and allocation"),
+        (name = "allocations", description = "compatibility, crossmatches, issue and transfusion"),
         (name = "health", description = "liveness and readiness"),
     )
 )]

@@ -2,6 +2,7 @@
 //! Handlers parse input, check the caller, run one unit of work and shape the answer.
 
 pub mod alerts;
+pub mod allocations;
 pub mod audit;
 pub mod auth;
 pub mod collections;
@@ -11,7 +12,9 @@ pub mod donors;
 pub mod health;
 pub mod hospitals;
 pub mod isbt128;
+pub mod patients;
 pub mod policy;
+pub mod requests;
 pub mod units;
 pub mod users;
 
@@ -128,7 +131,40 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/units/{id}/label").route(web::get().to(units::label)))
                 .service(web::resource("/storage-readings").route(web::post().to(units::add_location_reading)))
                 .service(web::resource("/alerts").route(web::get().to(alerts::list)))
-                .service(web::resource("/alerts/{id}/ack").route(web::post().to(alerts::ack))),
+                .service(web::resource("/alerts/{id}/ack").route(web::post().to(alerts::ack)))
+                .service(
+                    web::resource("/patients")
+                        .route(web::post().to(patients::create))
+                        .route(web::get().to(patients::list)),
+                )
+                .service(
+                    web::resource("/patients/{id}")
+                        .route(web::get().to(patients::get))
+                        .route(web::patch().to(patients::update)),
+                )
+                .service(
+                    web::resource("/patients/{id}/samples")
+                        .route(web::post().to(patients::add_sample))
+                        .route(web::get().to(patients::samples)),
+                )
+                .service(
+                    web::resource("/requests")
+                        .route(web::post().to(requests::create))
+                        .route(web::get().to(requests::list)),
+                )
+                .service(web::resource("/requests/{id}").route(web::get().to(requests::get)))
+                .service(web::resource("/requests/{id}/approve").route(web::post().to(requests::approve)))
+                .service(web::resource("/requests/{id}/decline").route(web::post().to(requests::decline)))
+                .service(web::resource("/requests/{id}/cancel").route(web::post().to(requests::cancel)))
+                .service(web::resource("/requests/{id}/allocations").route(web::post().to(requests::allocate)))
+                .service(web::resource("/allocations/{id}").route(web::get().to(allocations::get)))
+                .service(web::resource("/allocations/{id}/issue").route(web::post().to(allocations::issue)))
+                .service(web::resource("/allocations/{id}/return").route(web::post().to(allocations::return_unit)))
+                .service(web::resource("/allocations/{id}/cancel").route(web::post().to(allocations::cancel)))
+                .service(web::resource("/allocations/{id}/transfusion").route(web::post().to(allocations::transfusion)))
+                .service(web::resource("/crossmatches").route(web::post().to(allocations::crossmatch)))
+                .service(web::resource("/compatibility").route(web::get().to(allocations::compatibility)))
+                .service(web::resource("/reports/exceptions").route(web::get().to(allocations::exceptions))),
         )
         .configure(docs::register_docs_redirect)
         .service(docs::swagger_ui());

@@ -2,9 +2,12 @@
 //! rules need, asks `domain/`, writes, and appends its audit rows. Also the resource shapes
 //! (views) the routes return, since the audit trail records the same shapes.
 
+pub mod allocations;
 pub mod collections;
 pub mod donors;
+pub mod patients;
 pub mod policy;
+pub mod requests;
 pub mod units;
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};

@@ -118,6 +118,10 @@ fn stored_enum<T>(column: &str, text: &str, parse: fn(&str) -> Option<T>) -> Api
     parse(text).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored {column} {text:?} is not known")))
 }
 
+pub fn status_of_unit(u: &Unit) -> ApiResult<UnitStatus> {
+    status_of(u)
+}
+
 fn status_of(u: &Unit) -> ApiResult<UnitStatus> {
     stored_enum("unit status", &u.status, UnitStatus::parse)
 }

@@ -5,13 +5,16 @@
 //! they never decide anything clinical (that is `domain/`).
 
 pub mod alerts;
+pub mod allocations;
 pub mod api_clients;
 pub mod audit;
 pub mod collections;
 pub mod devices;
 pub mod donors;
 pub mod hospitals;
+pub mod patients;
 pub mod policy;
+pub mod requests;
 pub mod schema;
 pub mod sessions;
 pub mod throttle;

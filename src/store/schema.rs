@@ -288,6 +288,119 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    patients (id) {
+        id -> BigInt,
+        hospital_id -> BigInt,
+        mrn -> Text,
+        given_name -> Text,
+        family_name -> Text,
+        date_of_birth -> Date,
+        sex -> Text,
+        weight_kg -> Double,
+        abo -> Text,
+        rhd -> Text,
+        cmv -> Text,
+        childbearing_potential -> Bool,
+        hla_antibodies -> Text,
+        granulocyte_antibodies -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    samples (id) {
+        id -> BigInt,
+        patient_id -> BigInt,
+        drawn_at -> Timestamp,
+        transfused_or_pregnant_within_3_months -> Bool,
+        valid_until -> Timestamp,
+        recorded_by -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    requests (id) {
+        id -> BigInt,
+        hospital_id -> BigInt,
+        patient_id -> BigInt,
+        units_requested -> Integer,
+        needed_by -> Timestamp,
+        priority -> Text,
+        anc_per_ul -> Integer,
+        infection -> Text,
+        refractory_hours -> Integer,
+        cmv_negative -> Bool,
+        hla_compatible -> Bool,
+        within_indication -> Bool,
+        status -> Text,
+        decided_by -> Nullable<Text>,
+        decided_at -> Nullable<Timestamp>,
+        decision_reason -> Nullable<Text>,
+        cancelled_by -> Nullable<Text>,
+        cancel_reason -> Nullable<Text>,
+        requested_by -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (id) {
+        id -> BigInt,
+        account -> Text,
+        idempotency_key -> Text,
+        request_hash -> Text,
+        status_code -> Integer,
+        response_body -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    crossmatches (id) {
+        id -> BigInt,
+        unit_id -> BigInt,
+        sample_id -> BigInt,
+        result -> Text,
+        method -> Text,
+        performed_by -> Text,
+        performed_at -> Timestamp,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    allocations (id) {
+        id -> BigInt,
+        request_id -> BigInt,
+        unit_id -> BigInt,
+        status -> Text,
+        warnings -> Text,
+        override_reason -> Nullable<Text>,
+        overridden_by -> Nullable<Text>,
+        anti_d_task -> Bool,
+        allocated_by -> Text,
+        allocated_at -> Timestamp,
+        issued_at -> Nullable<Timestamp>,
+        issued_by -> Nullable<Text>,
+        scanned_din -> Nullable<Text>,
+        ended_at -> Nullable<Timestamp>,
+        end_reason -> Nullable<Text>,
+        transfusion_started_at -> Nullable<Timestamp>,
+        transfusion_ended_at -> Nullable<Timestamp>,
+        reaction -> Nullable<Text>,
+        pre_anc_per_ul -> Nullable<Integer>,
+        post_anc_per_ul -> Nullable<Integer>,
+        anc_increment_per_ul -> Nullable<Integer>,
+        outcome_recorded_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(users -> hospitals (hospital_id));
 diesel::joinable!(api_clients -> hospitals (hospital_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
@@ -302,6 +415,13 @@ diesel::joinable!(units -> donors (donor_id));
 diesel::joinable!(unit_pool_members -> units (unit_id));
 diesel::joinable!(unit_tests -> units (unit_id));
 diesel::joinable!(storage_readings -> units (unit_id));
+diesel::joinable!(patients -> hospitals (hospital_id));
+diesel::joinable!(samples -> patients (patient_id));
+diesel::joinable!(requests -> patients (patient_id));
+diesel::joinable!(crossmatches -> units (unit_id));
+diesel::joinable!(crossmatches -> samples (sample_id));
+diesel::joinable!(allocations -> requests (request_id));
+diesel::joinable!(allocations -> units (unit_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     hospitals,
@@ -324,4 +444,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     unit_tests,
     storage_readings,
     alerts,
+    patients,
+    samples,
+    requests,
+    idempotency_keys,
+    crossmatches,
+    allocations,
 );

@@ -149,6 +149,19 @@ pub fn lock(conn: &mut DbConn, id: i64) -> QueryResult<bool> {
     Ok(n == 1)
 }
 
+/// The guarded claim: `available` and unexpired → `allocated`, or nothing (false).
+pub fn claim_available(conn: &mut DbConn, id: i64, now: NaiveDateTime) -> QueryResult<bool> {
+    let n = diesel::update(
+        units::table
+            .find(id)
+            .filter(units::status.eq("available"))
+            .filter(units::expires_at.gt(now)),
+    )
+    .set((units::status.eq("allocated"), units::updated_at.eq(now)))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct UnitFilter {
     pub statuses: Option<Vec<String>>,

@@ -86,6 +86,27 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/storage-readings"),
     ("get", "/api/v1/alerts"),
     ("post", "/api/v1/alerts/{id}/ack"),
+    ("post", "/api/v1/patients"),
+    ("get", "/api/v1/patients"),
+    ("get", "/api/v1/patients/{id}"),
+    ("patch", "/api/v1/patients/{id}"),
+    ("post", "/api/v1/patients/{id}/samples"),
+    ("get", "/api/v1/patients/{id}/samples"),
+    ("post", "/api/v1/requests"),
+    ("get", "/api/v1/requests"),
+    ("get", "/api/v1/requests/{id}"),
+    ("post", "/api/v1/requests/{id}/approve"),
+    ("post", "/api/v1/requests/{id}/decline"),
+    ("post", "/api/v1/requests/{id}/cancel"),
+    ("post", "/api/v1/requests/{id}/allocations"),
+    ("get", "/api/v1/allocations/{id}"),
+    ("post", "/api/v1/allocations/{id}/issue"),
+    ("post", "/api/v1/allocations/{id}/return"),
+    ("post", "/api/v1/allocations/{id}/cancel"),
+    ("post", "/api/v1/allocations/{id}/transfusion"),
+    ("post", "/api/v1/crossmatches"),
+    ("get", "/api/v1/compatibility"),
+    ("get", "/api/v1/reports/exceptions"),
 ];
 
 async fn openapi_describes_every_route(backend: Backend) {
@@ -244,4 +265,28 @@ async fn schema_matches_database(backend: Backend) {
         .select(din_sequences::all_columns)
         .load::<(String, i32, i32)>(conn)
         .expect("din_sequences");
+    patients::table
+        .select(granulo::store::patients::Patient::as_select())
+        .load(conn)
+        .expect("patients");
+    samples::table
+        .select(granulo::store::patients::Sample::as_select())
+        .load(conn)
+        .expect("samples");
+    requests::table
+        .select(granulo::store::requests::Request::as_select())
+        .load(conn)
+        .expect("requests");
+    idempotency_keys::table
+        .select(granulo::store::requests::StoredResponse::as_select())
+        .load(conn)
+        .expect("idempotency_keys");
+    crossmatches::table
+        .select(granulo::store::allocations::Crossmatch::as_select())
+        .load(conn)
+        .expect("crossmatches");
+    allocations::table
+        .select(granulo::store::allocations::Allocation::as_select())
+        .load(conn)
+        .expect("allocations");
 }

@@ -11,5 +11,6 @@ mod errors;
 mod health;
 mod isbt128;
 mod policy;
+mod requests;
 mod units;
 mod users;

@@ -1,0 +1,217 @@
+//! Allocations (issue, return, cancel, transfusion outcome), crossmatches, compatibility and
+//! the exceptions report.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::users::ListQuery;
+use super::{decode_cursor, page_limit, parse_id, with_policy};
+use crate::auth::AuthUser;
+use crate::error::ApiResult;
+use crate::extract::JsonBody;
+use crate::services::allocations::{
+    self as work, AllocationView, CompatibilityView, CrossmatchInput, CrossmatchView, ExceptionEntry, TransfusionInput,
+};
+use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueRequest {
+    /// The DIN as scanned from the bag: 13 characters, with its check character, or the `=`
+    /// data structure with flags.
+    pub scanned_din: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndRequest {
+    /// Why, 1–500 characters.
+    pub reason: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CompatibilityQuery {
+    pub unit_id: i64,
+    pub patient_id: i64,
+    /// Planned transfusion time (default now).
+    pub at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ExceptionList {
+    pub items: Vec<ExceptionEntry>,
+    pub next_cursor: Option<String>,
+}
+
+const TRANSITION: &str = "`invalid_transition`, `unit_expired`";
+
+/// One allocation (hospital accounts: their own).
+#[utoipa::path(
+    get, path = "/api/v1/allocations/{id}", tag = "allocations", security(("bearer" = [])),
+    params(("id" = i64, Path)), responses((status = 200, body = AllocationView))
+)]
+pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    let scope = caller.scope()?;
+    let id = parse_id(&id, "allocation")?;
+    let found = state.db(move |conn| work::get(conn, id, scope)).await?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+/// Issue the unit: every final check at this moment (irradiated, unexpired, released,
+/// compatible crossmatch on a valid sample, scanned DIN equal to the unit's).
+#[utoipa::path(
+    post, path = "/api/v1/allocations/{id}/issue", tag = "allocations", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = IssueRequest,
+    responses(
+        (status = 200, body = AllocationView),
+        (status = 409, description = TRANSITION, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`issue_refused` with a reason per failing check", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn issue(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody<IssueRequest>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let id = parse_id(&id, "allocation")?;
+    let (actor, scanned) = (caller.actor(), body.into_inner().scanned_din);
+    let issued = state
+        .write(with_policy(move |conn, policy| {
+            work::issue(conn, &actor, id, &scanned, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Ok().json(issued))
+}
+
+/// An issued unit comes back: available again if still unexpired, discarded otherwise.
+#[utoipa::path(
+    post, path = "/api/v1/allocations/{id}/return", tag = "allocations", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = EndRequest,
+    responses(
+        (status = 200, body = AllocationView),
+        (status = 409, description = TRANSITION, body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn return_unit(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody<EndRequest>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let id = parse_id(&id, "allocation")?;
+    let (actor, reason) = (caller.actor(), body.into_inner().reason);
+    let returned = state
+        .write(with_policy(move |conn, policy| {
+            work::return_unit(conn, &actor, id, &reason, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Ok().json(returned))
+}
+
+/// Cancel an allocation not yet issued; the unit goes back to the bank.
+#[utoipa::path(
+    post, path = "/api/v1/allocations/{id}/cancel", tag = "allocations", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = EndRequest,
+    responses(
+        (status = 200, body = AllocationView),
+        (status = 409, description = TRANSITION, body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody<EndRequest>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let id = parse_id(&id, "allocation")?;
+    let (actor, reason) = (caller.actor(), body.into_inner().reason);
+    let cancelled = state.write(move |conn| work::cancel(conn, &actor, id, &reason)).await?;
+    Ok(HttpResponse::Ok().json(cancelled))
+}
+
+/// Record the transfusion outcome (the receiving hospital or staff); the ANC increment is
+/// computed.
+#[utoipa::path(
+    post, path = "/api/v1/allocations/{id}/transfusion", tag = "allocations", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = TransfusionInput,
+    responses(
+        (status = 200, body = AllocationView),
+        (status = 409, description = TRANSITION, body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn transfusion(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody<TransfusionInput>,
+) -> ApiResult<HttpResponse> {
+    let scope = caller.scope()?;
+    let id = parse_id(&id, "allocation")?;
+    let (actor, input) = (caller.actor(), body.into_inner());
+    let done = state
+        .write(move |conn| work::transfusion(conn, &actor, id, input, scope))
+        .await?;
+    Ok(HttpResponse::Ok().json(done))
+}
+
+/// Record a crossmatch of a unit against a patient sample.
+#[utoipa::path(
+    post, path = "/api/v1/crossmatches", tag = "allocations", security(("bearer" = [])), request_body = CrossmatchInput,
+    responses((status = 201, body = CrossmatchView))
+)]
+pub async fn crossmatch(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    body: JsonBody<CrossmatchInput>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let (actor, input) = (caller.actor(), body.into_inner());
+    let created = state
+        .write(move |conn| work::record_crossmatch(conn, &actor, input))
+        .await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// Is this unit compatible with this patient? Every finding with its severity.
+#[utoipa::path(
+    get, path = "/api/v1/compatibility", tag = "allocations", security(("bearer" = [])), params(CompatibilityQuery),
+    responses((status = 200, body = CompatibilityView))
+)]
+pub async fn compatibility(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    query: web::Query<CompatibilityQuery>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let q = query.into_inner();
+    let found = state
+        .db(with_policy(move |conn, policy| {
+            work::compatibility(conn, q.unit_id, q.patient_id, q.at, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+/// Allocations made over compatibility warnings, with who overrode and why.
+#[utoipa::path(
+    get, path = "/api/v1/reports/exceptions", tag = "allocations", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = ExceptionList))
+)]
+pub async fn exceptions(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    query: web::Query<ListQuery>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let limit = page_limit(query.limit)?;
+    let after = decode_cursor(query.cursor.as_deref())?;
+    let (items, next_cursor) = state.db(move |conn| work::exceptions(conn, after, limit)).await?;
+    Ok(HttpResponse::Ok().json(ExceptionList { items, next_cursor }))
+}

@@ -1,0 +1,267 @@
+//! Hospital requests: create (idempotent), read, approve/decline, cancel, allocate.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{decode_cursor, page_limit, parse_id, with_policy};
+use crate::auth::{AuthUser, Role};
+use crate::domain::requests::RequestStatus;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, parse_json};
+use crate::services::allocations::{self as allocation_work, AllocateInput, AllocationView};
+use crate::services::requests::{self as work, Outcome, RequestInput, RequestView};
+use crate::state::AppState;
+use crate::store::audit::Actor;
+
+#[derive(Serialize, ToSchema)]
+pub struct RequestList {
+    pub items: Vec<RequestView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RequestQuery {
+    pub status: Option<RequestStatus>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    /// Up to 500 characters (required to decline).
+    pub reason: Option<String>,
+}
+
+/// The account an idempotency key belongs to.
+fn account(actor: &Actor) -> String {
+    format!("{}:{}", actor.kind.as_str(), actor.id.unwrap_or_default())
+}
+
+fn idempotency_key(req: &HttpRequest) -> ApiResult<Option<String>> {
+    let Some(value) = req.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().map(str::trim).unwrap_or("");
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::field(
+            "Idempotency-Key",
+            "must be 1 to 255 printable ASCII characters",
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// SHA-256 of the body as canonical JSON (object keys sorted), so formatting does not matter.
+fn body_hash(body: &[u8]) -> ApiResult<String> {
+    let value: serde_json::Value = parse_json(body)?;
+    Ok(hex::encode(Sha256::digest(value.to_string().as_bytes())))
+}
+
+fn replayed(status: u16, body: String) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::CREATED);
+    HttpResponse::build(status)
+        .insert_header(("Idempotent-Replayed", "true"))
+        .content_type("application/json")
+        .body(body)
+}
+
+/// Order a course. With `Idempotency-Key`, a retry with the same body returns the first answer
+/// (also from another instance); the same key with another body is 422 `idempotency_key_reused`.
+/// Starts `open`, or `pending_approval` when the policy's indication gate asks for it.
+#[utoipa::path(
+    post, path = "/api/v1/requests", tag = "requests", security(("bearer" = [])), request_body = RequestInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
+    responses(
+        (status = 201, body = RequestView),
+        (status = 422, description = "`idempotency_key_reused`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let scope = caller.scope()?;
+    let key = idempotency_key(&req)?;
+    let input: RequestInput = parse_json(&body)?;
+    let hash = body_hash(&body)?;
+    let actor = caller.actor();
+    let account = account(&actor);
+    let (k, h, a) = (key.clone(), hash.clone(), account.clone());
+    let outcome = state
+        .write(with_policy(move |conn, policy| {
+            work::create_idempotent(conn, &actor, &a, k.as_deref(), &h, input, scope, policy)
+        }))
+        .await;
+    let outcome = match (outcome, key) {
+        // A concurrent retry committed first: answer from its stored response.
+        (Err(e), Some(key)) if e.code() == "idempotency_race" => {
+            state
+                .db(move |conn| {
+                    let stored = crate::store::requests::find_key(conn, &account, &key)?
+                        .ok_or_else(|| ApiError::conflict("idempotency_race", "retry the request"))?;
+                    work::replay(stored, &hash)
+                })
+                .await?
+        }
+        (other, _) => other?,
+    };
+    Ok(match outcome {
+        Outcome::Created(view) => HttpResponse::Created().json(view),
+        Outcome::Replayed { status, body } => replayed(status, body),
+    })
+}
+
+/// Requests the caller may see, oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/requests", tag = "requests", security(("bearer" = [])), params(RequestQuery),
+    responses((status = 200, body = RequestList))
+)]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    query: web::Query<RequestQuery>,
+) -> ApiResult<HttpResponse> {
+    let scope = caller.scope()?;
+    let q = query.into_inner();
+    let limit = page_limit(q.limit)?;
+    let after = decode_cursor(q.cursor.as_deref())?;
+    let status = q.status;
+    let (items, next_cursor) = state
+        .db(with_policy(move |conn, policy| {
+            work::list(conn, scope, status, after, limit, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Ok().json(RequestList { items, next_cursor }))
+}
+
+/// One request with its course so far.
+#[utoipa::path(
+    get, path = "/api/v1/requests/{id}", tag = "requests", security(("bearer" = [])),
+    params(("id" = i64, Path)), responses((status = 200, body = RequestView))
+)]
+pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    let scope = caller.scope()?;
+    let id = parse_id(&id, "request")?;
+    let found = state
+        .db(with_policy(move |conn, policy| work::get(conn, id, scope, policy)))
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+async fn decide(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody<ReasonBody>,
+    approve: bool,
+) -> ApiResult<HttpResponse> {
+    caller.require(&[Role::MedicalDirector])?;
+    let id = parse_id(&id, "request")?;
+    let (actor, reason) = (caller.actor(), body.into_inner().reason);
+    let decided = state
+        .write(with_policy(move |conn, policy| {
+            work::decide(conn, &actor, id, approve, reason.as_deref(), policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Ok().json(decided))
+}
+
+/// Approve a request waiting for the clinical gate (medical director).
+#[utoipa::path(
+    post, path = "/api/v1/requests/{id}/approve", tag = "requests", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = ReasonBody,
+    responses(
+        (status = 200, body = RequestView),
+        (status = 409, description = "`invalid_transition`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn approve(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody<ReasonBody>,
+) -> ApiResult<HttpResponse> {
+    decide(state, caller, id, body, true).await
+}
+
+/// Decline a request waiting for the clinical gate (medical director; reason required).
+#[utoipa::path(
+    post, path = "/api/v1/requests/{id}/decline", tag = "requests", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = ReasonBody,
+    responses(
+        (status = 200, body = RequestView),
+        (status = 409, description = "`invalid_transition`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn decline(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody<ReasonBody>,
+) -> ApiResult<HttpResponse> {
+    decide(state, caller, id, body, false).await
+}
+
+/// Cancel a request (the requesting hospital or staff); units only allocated go back.
+#[utoipa::path(
+    post, path = "/api/v1/requests/{id}/cancel", tag = "requests", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = ReasonBody,
+    responses(
+        (status = 200, body = RequestView),
+        (status = 409, description = "`invalid_transition`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody<ReasonBody>,
+) -> ApiResult<HttpResponse> {
+    let scope = caller.scope()?;
+    let id = parse_id(&id, "request")?;
+    let (actor, reason) = (caller.actor(), body.into_inner().reason);
+    let cancelled = state
+        .write(with_policy(move |conn, policy| {
+            work::cancel(conn, &actor, id, reason.as_deref(), scope, policy)?;
+            allocation_work::cancel_for_request(conn, &actor, id)?;
+            work::get(conn, id, scope, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Ok().json(cancelled))
+}
+
+/// Allocate a unit to the request. Blocks refuse (422 `incompatible`); warnings need an
+/// `override_reason` from a medical director (422 `override_required` otherwise); a unit
+/// already taken answers 409 `unit_not_available`.
+#[utoipa::path(
+    post, path = "/api/v1/requests/{id}/allocations", tag = "requests", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = AllocateInput,
+    responses(
+        (status = 201, body = AllocationView),
+        (status = 409, description = "`unit_not_available`, `request_not_open`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`incompatible`, `override_required` (with reasons)", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn allocate(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody<AllocateInput>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let id = parse_id(&id, "request")?;
+    let director = caller.role == Role::MedicalDirector;
+    let (actor, input) = (caller.actor(), body.into_inner());
+    let created = state
+        .write(with_policy(move |conn, policy| {
+            allocation_work::allocate(conn, &actor, director, id, input, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Created().json(created))
+}

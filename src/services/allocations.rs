@@ -1,0 +1,781 @@
+//! Compatibility, crossmatches, allocation (never twice), issue, return, cancel and the
+//! transfusion outcome.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{from_stored_json, is_past, stored, to_json, to_value, utc};
+use crate::domain::blood::Hla;
+use crate::domain::compatibility::{self, Assessment, CrossmatchFacts, Severity, Stage, UnitFacts, Verdict};
+use crate::domain::policy::Policy;
+use crate::domain::requests::{self as request_rules, AllocationAction, AllocationStatus, RequestAction};
+use crate::domain::text_enum;
+use crate::domain::units::{self as unit_rules, UnitAction, UnitStatus};
+use crate::error::{ApiError, ApiResult, Reason};
+use crate::services::{patients, requests, units};
+use crate::store::alerts::{self, NewAlert};
+use crate::store::allocations::{self as rows, Allocation, AllocationData};
+use crate::store::audit::{self, Actor, Change};
+use crate::store::units::{Unit, UnitData};
+use crate::store::{self, DbConn, donors as donor_rows, patients as patient_rows, units as unit_rows};
+
+/// A finding as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FindingView {
+    pub code: String,
+    pub severity: Severity,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CompatibilityView {
+    pub unit_id: i64,
+    pub patient_id: i64,
+    pub verdict: Verdict,
+    pub reasons: Vec<FindingView>,
+    /// Giving this unit needs an anti-D prophylaxis task (RhD-negative female of childbearing
+    /// potential, RhD-positive unit).
+    pub anti_d_prophylaxis: bool,
+}
+
+fn findings(a: &Assessment) -> Vec<FindingView> {
+    a.reasons
+        .iter()
+        .map(|f| FindingView {
+            code: f.code.to_owned(),
+            severity: f.severity,
+            message: f.message.clone(),
+        })
+        .collect()
+}
+
+fn as_reasons(list: &[FindingView]) -> Vec<Reason> {
+    list.iter()
+        .map(|f| Reason {
+            code: f.code.clone(),
+            message: f.message.clone(),
+        })
+        .collect()
+}
+
+/// What the rules need to know about a unit; the donor's HLA typing when it has one.
+pub fn unit_facts(conn: &mut DbConn, u: &Unit) -> ApiResult<UnitFacts> {
+    let donor_hla = match u.donor_id {
+        Some(id) => donor_rows::find(conn, id)?
+            .map(|d| from_stored_json::<Hla>("hla", &d.hla))
+            .transpose()?
+            .filter(|h| !h.is_empty()),
+        None => None,
+    };
+    let v = units::view(conn, u.clone(), utc(store::now()))?;
+    Ok(UnitFacts {
+        abo: v.abo,
+        rhd: v.rhd,
+        cmv: v.cmv,
+        donor_hla,
+        irradiated: v.irradiated,
+        released: v.release.is_some(),
+        expires_at: v.expires_at,
+        granulocyte_count: v.granulocyte_count,
+    })
+}
+
+/// The newest crossmatch of the unit against any sample of the patient.
+fn crossmatch_facts(conn: &mut DbConn, unit_id: i64, patient_id: i64) -> ApiResult<Option<CrossmatchFacts>> {
+    let samples = patient_rows::samples_of(conn, patient_id)?;
+    let ids: Vec<i64> = samples.iter().map(|s| s.id).collect();
+    let Some(x) = rows::crossmatches_for(conn, unit_id, &ids)?.into_iter().next() else {
+        return Ok(None);
+    };
+    let valid_until = samples
+        .iter()
+        .find(|s| s.id == x.sample_id)
+        .map(|s| utc(s.valid_until))
+        .unwrap_or_else(|| utc(store::now()));
+    Ok(Some(CrossmatchFacts {
+        compatible: x.result == "compatible",
+        sample_valid_until: valid_until,
+    }))
+}
+
+fn assess(
+    conn: &mut DbConn,
+    u: &Unit,
+    patient_id: i64,
+    planned_at: DateTime<Utc>,
+    stage: Stage,
+    policy: &Policy,
+) -> ApiResult<Assessment> {
+    let patient = patients::view(patient_rows::find(conn, patient_id)?.ok_or_else(|| ApiError::not_found("patient"))?)?;
+    let facts = unit_facts(conn, u)?;
+    let crossmatch = crossmatch_facts(conn, u.id, patient_id)?;
+    let now = utc(store::now());
+    Ok(compatibility::assess(
+        &patients::facts(&patient),
+        &facts,
+        crossmatch.as_ref(),
+        planned_at,
+        now,
+        stage,
+        policy,
+    ))
+}
+
+pub fn compatibility(
+    conn: &mut DbConn,
+    unit_id: i64,
+    patient_id: i64,
+    planned_at: Option<DateTime<Utc>>,
+    policy: &Policy,
+) -> ApiResult<CompatibilityView> {
+    let u = unit_rows::find(conn, unit_id)?.ok_or_else(|| ApiError::not_found("unit"))?;
+    patients::find(conn, patient_id, None)?;
+    let now = utc(store::now());
+    let a = assess(
+        conn,
+        &u,
+        patient_id,
+        planned_at.unwrap_or(now).max(now),
+        Stage::Allocation,
+        policy,
+    )?;
+    Ok(CompatibilityView {
+        unit_id,
+        patient_id,
+        verdict: a.verdict,
+        reasons: findings(&a),
+        anti_d_prophylaxis: a.anti_d_prophylaxis,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crossmatches
+
+text_enum!(
+    CrossmatchResult {
+        Compatible => "compatible",
+        Incompatible => "incompatible",
+    }
+);
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CrossmatchInput {
+    pub unit_id: i64,
+    pub sample_id: i64,
+    pub result: CrossmatchResult,
+    /// e.g. `IAT`, `immediate_spin`, `electronic`; 1–100 characters.
+    pub method: String,
+    /// Default: now.
+    pub performed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CrossmatchView {
+    pub id: i64,
+    pub unit_id: i64,
+    pub sample_id: i64,
+    pub patient_id: i64,
+    pub result: CrossmatchResult,
+    pub method: String,
+    pub performed_by: String,
+    pub performed_at: DateTime<Utc>,
+    /// The sample's validity, which bounds this crossmatch.
+    pub valid_until: DateTime<Utc>,
+}
+
+pub fn record_crossmatch(conn: &mut DbConn, actor: &Actor, input: CrossmatchInput) -> ApiResult<CrossmatchView> {
+    let now = utc(store::now());
+    let method = input.method.trim().to_owned();
+    if method.is_empty() || method.chars().count() > 100 {
+        return Err(ApiError::field("method", "must be 1 to 100 characters"));
+    }
+    let at = utc(stored(input.performed_at.unwrap_or(now)));
+    if !is_past(at, now) {
+        return Err(ApiError::field("performed_at", "must not be in the future"));
+    }
+    let u = unit_rows::find(conn, input.unit_id)?.ok_or_else(|| ApiError::not_found("unit"))?;
+    let sample = patient_rows::find_sample(conn, input.sample_id)?.ok_or_else(|| ApiError::not_found("sample"))?;
+    let row = rows::insert_crossmatch(
+        conn,
+        &rows::NewCrossmatch {
+            unit_id: u.id,
+            sample_id: sample.id,
+            result: input.result.as_str(),
+            method: &method,
+            performed_by: &actor.name,
+            performed_at: stored(at),
+            created_at: stored(now),
+        },
+    )?;
+    let created = CrossmatchView {
+        id: row.id,
+        unit_id: row.unit_id,
+        sample_id: row.sample_id,
+        patient_id: sample.patient_id,
+        result: input.result,
+        method: row.method,
+        performed_by: row.performed_by,
+        performed_at: utc(row.performed_at),
+        valid_until: utc(sample.valid_until),
+    };
+    audit::append(
+        conn,
+        actor,
+        Change::created("unit.crossmatch", "unit", u.id, to_value(&created)?),
+    )?;
+    Ok(created)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Allocations
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AllocationView {
+    pub id: i64,
+    pub request_id: i64,
+    pub unit_id: i64,
+    pub din: String,
+    pub patient_id: i64,
+    pub hospital_id: i64,
+    pub status: AllocationStatus,
+    /// Warnings accepted when allocating.
+    pub warnings: Vec<FindingView>,
+    pub override_reason: Option<String>,
+    pub overridden_by: Option<String>,
+    /// An anti-D prophylaxis task was raised.
+    pub anti_d_task: bool,
+    pub allocated_by: String,
+    pub allocated_at: DateTime<Utc>,
+    pub issued_at: Option<DateTime<Utc>>,
+    pub issued_by: Option<String>,
+    pub scanned_din: Option<String>,
+    /// Return or cancellation.
+    pub ended_at: Option<DateTime<Utc>>,
+    pub end_reason: Option<String>,
+    pub transfusion_started_at: Option<DateTime<Utc>>,
+    pub transfusion_ended_at: Option<DateTime<Utc>>,
+    pub reaction: Option<String>,
+    pub pre_anc_per_ul: Option<i32>,
+    pub post_anc_per_ul: Option<i32>,
+    /// post − pre ANC.
+    pub anc_increment_per_ul: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn parse_status(a: &Allocation) -> ApiResult<AllocationStatus> {
+    AllocationStatus::parse(&a.status)
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored allocation status {:?}", a.status)))
+}
+
+pub fn view(conn: &mut DbConn, a: Allocation) -> ApiResult<AllocationView> {
+    let din = unit_rows::find(conn, a.unit_id)?.map(|u| u.din).unwrap_or_default();
+    let r = crate::store::requests::find(conn, a.request_id)?.ok_or_else(|| ApiError::not_found("request"))?;
+    Ok(AllocationView {
+        status: parse_status(&a)?,
+        warnings: from_stored_json("warnings", &a.warnings)?,
+        id: a.id,
+        request_id: a.request_id,
+        unit_id: a.unit_id,
+        din,
+        patient_id: r.patient_id,
+        hospital_id: r.hospital_id,
+        override_reason: a.override_reason,
+        overridden_by: a.overridden_by,
+        anti_d_task: a.anti_d_task,
+        allocated_by: a.allocated_by,
+        allocated_at: utc(a.allocated_at),
+        issued_at: a.issued_at.map(utc),
+        issued_by: a.issued_by,
+        scanned_din: a.scanned_din,
+        ended_at: a.ended_at.map(utc),
+        end_reason: a.end_reason,
+        transfusion_started_at: a.transfusion_started_at.map(utc),
+        transfusion_ended_at: a.transfusion_ended_at.map(utc),
+        reaction: a.reaction,
+        pre_anc_per_ul: a.pre_anc_per_ul,
+        post_anc_per_ul: a.post_anc_per_ul,
+        anc_increment_per_ul: a.anc_increment_per_ul,
+        created_at: utc(a.created_at),
+        updated_at: utc(a.updated_at),
+    })
+}
+
+/// The allocation if the caller may see it (hospital accounts: their own requests only).
+pub fn find(conn: &mut DbConn, id: i64, scope: Option<i64>) -> ApiResult<Allocation> {
+    let a = rows::find(conn, id)?.ok_or_else(|| ApiError::not_found("allocation"))?;
+    requests::find(conn, a.request_id, scope).map_err(|_| ApiError::not_found("allocation"))?;
+    Ok(a)
+}
+
+pub fn get(conn: &mut DbConn, id: i64, scope: Option<i64>) -> ApiResult<AllocationView> {
+    let a = find(conn, id, scope)?;
+    view(conn, a)
+}
+
+fn unit_not_available(din: &str, why: &str) -> ApiError {
+    ApiError::conflict("unit_not_available", format!("unit {din} is not available: {why}"))
+}
+
+/// Claims the unit for an allocation: on PostgreSQL a contended unit is skipped at once
+/// (`FOR UPDATE SKIP LOCKED`) instead of waited for; on both, the status change is guarded
+/// (`WHERE status = 'available'`), so exactly one claimant wins.
+fn claim(conn: &mut DbConn, u: &Unit, now: DateTime<Utc>) -> ApiResult<()> {
+    if let DbConn::Postgres(pg) = conn {
+        use diesel::RunQueryDsl as _;
+        #[derive(diesel::QueryableByName)]
+        struct Locked {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            #[expect(dead_code)]
+            id: i64,
+        }
+        let locked: Vec<Locked> =
+            diesel::sql_query("SELECT id FROM units WHERE id = $1 AND status = 'available' FOR UPDATE SKIP LOCKED")
+                .bind::<diesel::sql_types::BigInt, _>(u.id)
+                .load(pg)?;
+        if locked.is_empty() {
+            return Err(unit_not_available(&u.din, "another allocation holds or is taking it"));
+        }
+    }
+    if !unit_rows::claim_available(conn, u.id, stored(now))? {
+        return Err(unit_not_available(&u.din, "it is no longer available"));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllocateInput {
+    pub unit_id: i64,
+    /// Required (from a medical director) when the unit has warnings.
+    pub override_reason: Option<String>,
+}
+
+pub fn allocate(
+    conn: &mut DbConn,
+    actor: &Actor,
+    is_director: bool,
+    request_id: i64,
+    input: AllocateInput,
+    policy: &Policy,
+) -> ApiResult<AllocationView> {
+    let now = utc(store::now());
+    let r = requests::find(conn, request_id, None)?;
+    crate::store::requests::lock(conn, request_id)?;
+    let status = requests::status_of(&r)?;
+    if request_rules::next_request_status(status, RequestAction::Allocate).is_none() {
+        return Err(ApiError::conflict(
+            "request_not_open",
+            format!("request {request_id} is {status}; only open requests take allocations"),
+        ));
+    }
+    let u = unit_rows::find(conn, input.unit_id)?.ok_or_else(|| ApiError::not_found("unit"))?;
+    let unit_status = unit_rules::effective_status(units::status_of_unit(&u)?, utc(u.expires_at), now);
+    if unit_status != UnitStatus::Available {
+        return Err(unit_not_available(&u.din, &format!("it is {unit_status}")));
+    }
+    let planned = utc(r.needed_by).max(now);
+    let a = assess(conn, &u, r.patient_id, planned, Stage::Allocation, policy)?;
+    let list = findings(&a);
+    if a.verdict == Verdict::Incompatible {
+        let blocks: Vec<FindingView> = list.into_iter().filter(|f| f.severity == Severity::Block).collect();
+        return Err(ApiError::refused(
+            "incompatible",
+            format!("unit {} cannot be given to this patient", u.din),
+            as_reasons(&blocks),
+        ));
+    }
+    let reason = input
+        .override_reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    let warned = a.verdict == Verdict::CompatibleWithWarnings;
+    if warned {
+        match &reason {
+            None => {
+                return Err(ApiError::refused(
+                    "override_required",
+                    "the unit has warnings: a medical director must allocate it with an override_reason",
+                    as_reasons(&list),
+                ));
+            }
+            Some(_) if !is_director => {
+                return Err(ApiError::forbidden(
+                    "only a medical director may override compatibility warnings",
+                ));
+            }
+            Some(r) if r.chars().count() > 500 => {
+                return Err(ApiError::field("override_reason", "must be at most 500 characters"));
+            }
+            Some(_) => {}
+        }
+    }
+    claim(conn, &u, now)?;
+    let anti_d = warned && a.anti_d_prophylaxis;
+    let row = rows::insert(
+        conn,
+        &AllocationData {
+            request_id,
+            unit_id: u.id,
+            status: AllocationStatus::Allocated.as_str().to_owned(),
+            warnings: to_json(&list)?,
+            override_reason: if warned { reason } else { None },
+            overridden_by: warned.then(|| actor.name.clone()),
+            anti_d_task: anti_d,
+            allocated_by: actor.name.clone(),
+            allocated_at: stored(now),
+            issued_at: None,
+            issued_by: None,
+            scanned_din: None,
+            ended_at: None,
+            end_reason: None,
+            transfusion_started_at: None,
+            transfusion_ended_at: None,
+            reaction: None,
+            pre_anc_per_ul: None,
+            post_anc_per_ul: None,
+            anc_increment_per_ul: None,
+            outcome_recorded_by: None,
+            updated_at: stored(now),
+        },
+        stored(now),
+    )
+    .map_err(|e| {
+        if store::is_unique_violation(&e) {
+            unit_not_available(&u.din, "it is in another active allocation")
+        } else {
+            e.into()
+        }
+    })?;
+    if anti_d {
+        alerts::raise(
+            conn,
+            &NewAlert {
+                kind: "allocation.anti_d_prophylaxis",
+                severity: "warning",
+                status: "open",
+                dedup_key: &format!("allocation.anti_d_prophylaxis:{}", row.id),
+                entity_type: "allocation",
+                entity_id: &row.id.to_string(),
+                message: &format!(
+                    "RhD-positive unit {} allocated to an RhD-negative patient of childbearing potential: give anti-D prophylaxis",
+                    u.din
+                ),
+                details: serde_json::json!({"allocation_id": row.id, "request_id": request_id, "patient_id": r.patient_id, "unit_id": u.id}).to_string(),
+                created_at: stored(now),
+            },
+        )?;
+    }
+    let created = view(conn, row)?;
+    audit::append(
+        conn,
+        actor,
+        Change::created("allocation.create", "allocation", created.id, to_value(&created)?),
+    )?;
+    audit::append(
+        conn,
+        actor,
+        Change::updated(
+            "unit.allocate",
+            "unit",
+            u.id,
+            serde_json::json!({"status": "available"}),
+            serde_json::json!({"status": "allocated", "allocation_id": created.id}),
+        ),
+    )?;
+    Ok(created)
+}
+
+/// Loads and locks the allocation (and its unit) and checks the transition.
+fn begin(
+    conn: &mut DbConn,
+    id: i64,
+    action: AllocationAction,
+    scope: Option<i64>,
+) -> ApiResult<(Allocation, AllocationStatus, Unit)> {
+    let a = find(conn, id, scope)?;
+    rows::lock(conn, id)?;
+    unit_rows::lock(conn, a.unit_id)?;
+    let from = parse_status(&a)?;
+    let to = request_rules::next_allocation_status(from, action).ok_or_else(|| {
+        ApiError::conflict(
+            "invalid_transition",
+            format!("allocation {id} is {from}; it cannot {action}"),
+        )
+    })?;
+    let u = unit_rows::find(conn, a.unit_id)?.ok_or_else(|| ApiError::not_found("unit"))?;
+    Ok((a, to, u))
+}
+
+/// Moves the unit by `action`; `Err` names why the unit refuses.
+fn move_unit(
+    conn: &mut DbConn,
+    u: &Unit,
+    action: UnitAction,
+    reason: Option<String>,
+    now: DateTime<Utc>,
+) -> ApiResult<UnitStatus> {
+    let to = unit_rules::transition(units::status_of_unit(u)?, action, utc(u.expires_at), now)
+        .map_err(|code| ApiError::conflict(code, format!("unit {} cannot {action}", u.din)))?;
+    let mut data = UnitData::from(u.clone());
+    data.status = to.as_str().to_owned();
+    if reason.is_some() {
+        data.status_reason = reason;
+    }
+    data.updated_at = stored(now);
+    unit_rows::update(conn, u.id, &data)?;
+    Ok(to)
+}
+
+fn save(
+    conn: &mut DbConn,
+    actor: &Actor,
+    action: &str,
+    before: Allocation,
+    data: AllocationData,
+) -> ApiResult<AllocationView> {
+    let id = before.id;
+    let before = view(conn, before)?;
+    let row = rows::update(conn, id, &data)?;
+    let after = view(conn, row)?;
+    audit::append(
+        conn,
+        actor,
+        Change::updated(action, "allocation", id, to_value(&before)?, to_value(&after)?),
+    )?;
+    Ok(after)
+}
+
+/// Every final check at the moment of issue; refusals name each failing check.
+pub fn issue(conn: &mut DbConn, actor: &Actor, id: i64, scanned: &str, policy: &Policy) -> ApiResult<AllocationView> {
+    let now = utc(store::now());
+    let (a, to, u) = begin(conn, id, AllocationAction::Issue, None)?;
+    let r = requests::find(conn, a.request_id, None)?;
+    let mut refusals: Vec<Reason> = Vec::new();
+    match units::parse_din_reference(scanned) {
+        Ok(din) if din.as_text() == u.din => {}
+        Ok(din) => refusals.push(Reason {
+            code: "din_mismatch".to_owned(),
+            message: format!("scanned {} but the allocation is for {}", din.as_text(), u.din),
+        }),
+        Err(e) => refusals.push(Reason {
+            code: e.code().to_owned(),
+            message: format!("the scan is not a valid DIN: {}", e.problem().detail),
+        }),
+    }
+    let a_now = assess(conn, &u, r.patient_id, now, Stage::Issue, policy)?;
+    refusals.extend(as_reasons(
+        &findings(&a_now)
+            .into_iter()
+            .filter(|f| f.severity == Severity::Block)
+            .collect::<Vec<_>>(),
+    ));
+    if !refusals.is_empty() {
+        return Err(ApiError::refused(
+            "issue_refused",
+            format!("unit {} cannot be issued", u.din),
+            refusals,
+        ));
+    }
+    move_unit(conn, &u, UnitAction::Issue, None, now)?;
+    let mut data = AllocationData::from(a.clone());
+    data.status = to.as_str().to_owned();
+    data.issued_at = Some(stored(now));
+    data.issued_by = Some(actor.name.clone());
+    data.scanned_din = Some(scanned.trim().to_owned());
+    data.updated_at = stored(now);
+    let after = save(conn, actor, "allocation.issue", a, data)?;
+    requests::settle(conn, actor, after.request_id, policy)?;
+    let fresh = rows::find(conn, id)?.ok_or_else(|| ApiError::not_found("allocation"))?;
+    view(conn, fresh)
+}
+
+fn clean_reason(raw: &str) -> ApiResult<String> {
+    let r = raw.trim();
+    if r.is_empty() || r.chars().count() > 500 {
+        return Err(ApiError::field("reason", "must be 1 to 500 characters"));
+    }
+    Ok(r.to_owned())
+}
+
+/// An issued unit comes back: to `available` if still unexpired, otherwise it is discarded.
+pub fn return_unit(
+    conn: &mut DbConn,
+    actor: &Actor,
+    id: i64,
+    reason: &str,
+    policy: &Policy,
+) -> ApiResult<AllocationView> {
+    let now = utc(store::now());
+    let reason = clean_reason(reason)?;
+    let (a, to, u) = begin(conn, id, AllocationAction::Return, None)?;
+    if move_unit(conn, &u, UnitAction::Return, None, now).is_err() {
+        move_unit(
+            conn,
+            &u,
+            UnitAction::Discard,
+            Some(format!("returned unusable: {reason}")),
+            now,
+        )?;
+    }
+    let mut data = AllocationData::from(a.clone());
+    data.status = to.as_str().to_owned();
+    data.ended_at = Some(stored(now));
+    data.end_reason = Some(reason);
+    data.updated_at = stored(now);
+    let after = save(conn, actor, "allocation.return", a, data)?;
+    requests::settle(conn, actor, after.request_id, policy)?;
+    let fresh = rows::find(conn, id)?.ok_or_else(|| ApiError::not_found("allocation"))?;
+    view(conn, fresh)
+}
+
+/// Releases an allocated (not yet issued) unit back to the bank (or to `expired`).
+pub fn cancel(conn: &mut DbConn, actor: &Actor, id: i64, reason: &str) -> ApiResult<AllocationView> {
+    let now = utc(store::now());
+    let reason = clean_reason(reason)?;
+    let (a, to, u) = begin(conn, id, AllocationAction::Cancel, None)?;
+    cancel_holding(conn, &u, now)?;
+    let mut data = AllocationData::from(a.clone());
+    data.status = to.as_str().to_owned();
+    data.ended_at = Some(stored(now));
+    data.end_reason = Some(reason);
+    data.updated_at = stored(now);
+    save(conn, actor, "allocation.cancel", a, data)
+}
+
+/// The unit of a cancelled allocation goes back to `available`, or to `expired` if it is.
+fn cancel_holding(conn: &mut DbConn, u: &Unit, now: DateTime<Utc>) -> ApiResult<()> {
+    match unit_rules::transition(
+        units::status_of_unit(u)?,
+        UnitAction::Deallocate,
+        utc(u.expires_at),
+        now,
+    ) {
+        Ok(_) => move_unit(conn, u, UnitAction::Deallocate, None, now).map(|_| ()),
+        Err(_) => move_unit(conn, u, UnitAction::Expire, None, now).map(|_| ()),
+    }
+}
+
+/// Cancels every allocation of a request that still only holds its unit.
+pub fn cancel_for_request(conn: &mut DbConn, actor: &Actor, request_id: i64) -> ApiResult<()> {
+    for a in rows::of_request(conn, request_id)? {
+        if parse_status(&a)? == AllocationStatus::Allocated {
+            cancel(conn, actor, a.id, "request cancelled")?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransfusionInput {
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Reaction observed (e.g. "fever", "chills", "pulmonary infiltrates"), up to 500 characters.
+    pub reaction: Option<String>,
+    pub pre_anc_per_ul: Option<u32>,
+    pub post_anc_per_ul: Option<u32>,
+}
+
+const MAX_ANC: u32 = 100_000;
+
+/// Records the outcome; the ANC increment is computed and stored.
+pub fn transfusion(
+    conn: &mut DbConn,
+    actor: &Actor,
+    id: i64,
+    input: TransfusionInput,
+    scope: Option<i64>,
+) -> ApiResult<AllocationView> {
+    let now = utc(store::now());
+    let mut v = crate::error::Validator::new();
+    v.check(
+        is_past(input.started_at, now),
+        "started_at",
+        "must not be in the future",
+    );
+    if let Some(end) = input.ended_at {
+        v.check(is_past(end, now), "ended_at", "must not be in the future");
+        v.check(end >= input.started_at, "ended_at", "must not be before started_at");
+    }
+    for (field, value) in [
+        ("pre_anc_per_ul", input.pre_anc_per_ul),
+        ("post_anc_per_ul", input.post_anc_per_ul),
+    ] {
+        v.check(
+            value.is_none_or(|x| x <= MAX_ANC),
+            field,
+            format!("must be at most {MAX_ANC}"),
+        );
+    }
+    let reaction = input.reaction.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+    v.check(
+        reaction.as_ref().is_none_or(|r| r.chars().count() <= 500),
+        "reaction",
+        "must be at most 500 characters",
+    );
+    v.finish()?;
+    let (a, to, u) = begin(conn, id, AllocationAction::Transfuse, scope)?;
+    if let Some(issued) = a.issued_at
+        && input.started_at < utc(issued)
+    {
+        return Err(ApiError::field("started_at", "must not be before the unit was issued"));
+    }
+    move_unit(conn, &u, UnitAction::Transfuse, None, now)?;
+    let pre = input.pre_anc_per_ul.and_then(|x| i32::try_from(x).ok());
+    let post = input.post_anc_per_ul.and_then(|x| i32::try_from(x).ok());
+    let mut data = AllocationData::from(a.clone());
+    data.status = to.as_str().to_owned();
+    data.transfusion_started_at = Some(stored(input.started_at));
+    data.transfusion_ended_at = input.ended_at.map(stored);
+    data.reaction = reaction;
+    data.pre_anc_per_ul = pre;
+    data.post_anc_per_ul = post;
+    data.anc_increment_per_ul = pre.zip(post).map(|(p, q)| q - p);
+    data.outcome_recorded_by = Some(actor.name.clone());
+    data.updated_at = stored(now);
+    save(conn, actor, "allocation.transfusion", a, data)
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExceptionEntry {
+    pub allocation_id: i64,
+    pub request_id: i64,
+    pub patient_id: i64,
+    pub unit_id: i64,
+    pub din: String,
+    pub warnings: Vec<FindingView>,
+    pub override_reason: Option<String>,
+    pub overridden_by: Option<String>,
+    pub allocated_at: DateTime<Utc>,
+    pub status: AllocationStatus,
+}
+
+/// Allocations made over warnings (the exceptions report).
+pub fn exceptions(
+    conn: &mut DbConn,
+    after_id: Option<i64>,
+    limit: i64,
+) -> ApiResult<(Vec<ExceptionEntry>, Option<String>)> {
+    let found = rows::overridden(conn, after_id, limit + 1)?;
+    let (found, next) = crate::routes::paginate(found, limit, |a| a.id);
+    let mut out = Vec::new();
+    for a in found {
+        let v = view(conn, a)?;
+        out.push(ExceptionEntry {
+            allocation_id: v.id,
+            request_id: v.request_id,
+            patient_id: v.patient_id,
+            unit_id: v.unit_id,
+            din: v.din,
+            warnings: v.warnings,
+            override_reason: v.override_reason,
+            overridden_by: v.overridden_by,
+            allocated_at: v.allocated_at,
+            status: v.status,
+        });
+    }
+    Ok((out, next))
+}

@@ -1,0 +1,453 @@
+//! Hospital requests: creation (idempotent), the approval gate, cancel, and the course so far.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{reasons, stored, to_value, utc};
+use crate::domain::policy::Policy;
+use crate::domain::requests::{self as rules, Indication, Priority, RequestAction, RequestStatus};
+use crate::error::{ApiError, ApiResult, Reason, Validator};
+use crate::services::patients;
+use crate::store::audit::{self, Actor, Change};
+use crate::store::requests::{self as rows, Request, RequestData};
+use crate::store::{self, DbConn, allocations as allocation_rows, units as unit_rows};
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IndicationInput {
+    /// Absolute neutrophil count, per µL.
+    pub anc_per_ul: u32,
+    /// The infection being treated (bacterial / fungal), 1–500 characters.
+    pub infection: String,
+    /// Hours the infection has been refractory to antimicrobials.
+    pub refractory_hours: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Requirements {
+    pub cmv_negative: Option<bool>,
+    pub hla_compatible: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestInput {
+    pub patient_id: i64,
+    /// Daily units for the course, 1–30.
+    pub units_requested: u32,
+    pub needed_by: DateTime<Utc>,
+    pub priority: Priority,
+    pub indication: IndicationInput,
+    pub requirements: Option<Requirements>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CourseEntry {
+    pub allocation_id: i64,
+    pub unit_id: i64,
+    pub din: String,
+    /// Allocation status.
+    pub status: String,
+    pub issued_at: Option<DateTime<Utc>>,
+    pub transfusion_started_at: Option<DateTime<Utc>>,
+    pub anc_increment_per_ul: Option<i32>,
+    pub reaction: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RequestView {
+    pub id: i64,
+    pub hospital_id: i64,
+    pub patient_id: i64,
+    pub units_requested: i32,
+    pub needed_by: DateTime<Utc>,
+    pub priority: Priority,
+    pub indication: IndicationInput,
+    pub requirements: Requirements,
+    pub status: RequestStatus,
+    /// Whether the indication met the policy gate; `approval_reasons` say why not.
+    pub within_indication: bool,
+    pub approval_reasons: Vec<Reason>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decision_reason: Option<String>,
+    pub cancelled_by: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub requested_by: String,
+    /// Units issued or transfused so far.
+    pub units_issued: i64,
+    /// The course so far: every allocation with its outcome.
+    pub course: Vec<CourseEntry>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn parse<T>(column: &str, text: &str, f: fn(&str) -> Option<T>) -> ApiResult<T> {
+    f(text).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored {column} {text:?} is not known")))
+}
+
+pub fn status_of(r: &Request) -> ApiResult<RequestStatus> {
+    parse("request status", &r.status, RequestStatus::parse)
+}
+
+pub fn indication_of(r: &Request) -> Indication {
+    Indication {
+        anc_per_ul: u32::try_from(r.anc_per_ul).unwrap_or(0),
+        refractory_hours: u32::try_from(r.refractory_hours).unwrap_or(0),
+    }
+}
+
+pub fn view(conn: &mut DbConn, r: Request, policy: &Policy) -> ApiResult<RequestView> {
+    let mut course = Vec::new();
+    let mut issued = 0;
+    for a in allocation_rows::of_request(conn, r.id)? {
+        if a.issued_at.is_some() && matches!(a.status.as_str(), "issued" | "transfused") {
+            issued += 1;
+        }
+        let din = unit_rows::find(conn, a.unit_id)?.map(|u| u.din).unwrap_or_default();
+        course.push(CourseEntry {
+            allocation_id: a.id,
+            unit_id: a.unit_id,
+            din,
+            status: a.status,
+            issued_at: a.issued_at.map(utc),
+            transfusion_started_at: a.transfusion_started_at.map(utc),
+            anc_increment_per_ul: a.anc_increment_per_ul,
+            reaction: a.reaction,
+        });
+    }
+    Ok(RequestView {
+        status: status_of(&r)?,
+        priority: parse("priority", &r.priority, Priority::parse)?,
+        approval_reasons: reasons(rules::outside_indication(indication_of(&r), policy)),
+        id: r.id,
+        hospital_id: r.hospital_id,
+        patient_id: r.patient_id,
+        units_requested: r.units_requested,
+        needed_by: utc(r.needed_by),
+        indication: IndicationInput {
+            anc_per_ul: u32::try_from(r.anc_per_ul).unwrap_or(0),
+            infection: r.infection,
+            refractory_hours: u32::try_from(r.refractory_hours).unwrap_or(0),
+        },
+        requirements: Requirements {
+            cmv_negative: Some(r.cmv_negative),
+            hla_compatible: Some(r.hla_compatible),
+        },
+        within_indication: r.within_indication,
+        decided_by: r.decided_by,
+        decided_at: r.decided_at.map(utc),
+        decision_reason: r.decision_reason,
+        cancelled_by: r.cancelled_by,
+        cancel_reason: r.cancel_reason,
+        requested_by: r.requested_by,
+        units_issued: issued,
+        course,
+        created_at: utc(r.created_at),
+        updated_at: utc(r.updated_at),
+    })
+}
+
+/// The request if the caller may see it (hospital accounts: their own only).
+pub fn find(conn: &mut DbConn, id: i64, scope: Option<i64>) -> ApiResult<Request> {
+    rows::find(conn, id)?
+        .filter(|r| scope.is_none_or(|h| h == r.hospital_id))
+        .ok_or_else(|| ApiError::not_found("request"))
+}
+
+pub fn get(conn: &mut DbConn, id: i64, scope: Option<i64>, policy: &Policy) -> ApiResult<RequestView> {
+    let r = find(conn, id, scope)?;
+    view(conn, r, policy)
+}
+
+const MAX_UNITS: u32 = 30;
+const NEEDED_BY_PAST: TimeDelta = TimeDelta::hours(24);
+const NEEDED_BY_AHEAD: TimeDelta = TimeDelta::days(60);
+
+pub fn create(
+    conn: &mut DbConn,
+    actor: &Actor,
+    input: RequestInput,
+    scope: Option<i64>,
+    policy: &Policy,
+) -> ApiResult<RequestView> {
+    let now = utc(store::now());
+    let mut v = Validator::new();
+    v.check(
+        (1..=MAX_UNITS).contains(&input.units_requested),
+        "units_requested",
+        format!("must be between 1 and {MAX_UNITS}"),
+    );
+    v.check(
+        input.needed_by >= now - NEEDED_BY_PAST && input.needed_by <= now + NEEDED_BY_AHEAD,
+        "needed_by",
+        "must be within a day before and 60 days after now",
+    );
+    let infection = input.indication.infection.trim().to_owned();
+    v.check(
+        !infection.is_empty() && infection.chars().count() <= 500,
+        "indication.infection",
+        "must be 1 to 500 characters",
+    );
+    v.check(
+        input.indication.anc_per_ul <= 100_000,
+        "indication.anc_per_ul",
+        "must be at most 100000",
+    );
+    v.check(
+        input.indication.refractory_hours <= 24 * 365,
+        "indication.refractory_hours",
+        "must be at most 8760",
+    );
+    v.finish()?;
+    let patient = patients::find(conn, input.patient_id, scope)?;
+    let indication = Indication {
+        anc_per_ul: input.indication.anc_per_ul,
+        refractory_hours: input.indication.refractory_hours,
+    };
+    let (status, outside) = rules::initial_status(indication, policy);
+    let within = rules::outside_indication(indication, policy).is_empty();
+    let requirements = input.requirements.unwrap_or_default();
+    let at = stored(now);
+    let row = rows::insert(
+        conn,
+        &RequestData {
+            hospital_id: patient.hospital_id,
+            patient_id: patient.id,
+            units_requested: i32::try_from(input.units_requested).unwrap_or(1),
+            needed_by: stored(input.needed_by),
+            priority: input.priority.as_str().to_owned(),
+            anc_per_ul: i32::try_from(indication.anc_per_ul).unwrap_or(i32::MAX),
+            infection,
+            refractory_hours: i32::try_from(indication.refractory_hours).unwrap_or(i32::MAX),
+            cmv_negative: requirements.cmv_negative.unwrap_or(false),
+            hla_compatible: requirements.hla_compatible.unwrap_or(false),
+            within_indication: within,
+            status: status.as_str().to_owned(),
+            decided_by: None,
+            decided_at: None,
+            decision_reason: None,
+            cancelled_by: None,
+            cancel_reason: None,
+            requested_by: actor.name.clone(),
+            updated_at: at,
+        },
+        at,
+    )?;
+    let created = view(conn, row, policy)?;
+    let mut snapshot = to_value(&created)?;
+    if let Some(obj) = snapshot.as_object_mut() {
+        obj.insert("gate".to_owned(), to_value(&reasons(outside))?);
+    }
+    audit::append(
+        conn,
+        actor,
+        Change::created("request.create", "request", created.id, snapshot),
+    )?;
+    Ok(created)
+}
+
+/// A POST's answer as first sent, for replay.
+pub enum Outcome {
+    Created(Box<RequestView>),
+    Replayed { status: u16, body: String },
+}
+
+/// Creates the request, or replays the first answer for the same account and
+/// `Idempotency-Key`. The key is stored in the same transaction as the request, so a
+/// concurrent duplicate fails on the key's unique index and is answered from the stored row.
+#[expect(clippy::too_many_arguments)]
+pub fn create_idempotent(
+    conn: &mut DbConn,
+    actor: &Actor,
+    account: &str,
+    key: Option<&str>,
+    body_hash: &str,
+    input: RequestInput,
+    scope: Option<i64>,
+    policy: &Policy,
+) -> ApiResult<Outcome> {
+    if let Some(key) = key
+        && let Some(stored_response) = rows::find_key(conn, account, key)?
+    {
+        return replay(stored_response, body_hash);
+    }
+    let created = create(conn, actor, input, scope, policy)?;
+    if let Some(key) = key {
+        let body = serde_json::to_string(&created).map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
+        rows::insert_key(conn, account, key, body_hash, 201, &body, store::now()).map_err(|e| {
+            if store::is_unique_violation(&e) {
+                ApiError::conflict(
+                    "idempotency_race",
+                    "a request with this key was being created at the same time",
+                )
+            } else {
+                e.into()
+            }
+        })?;
+    }
+    Ok(Outcome::Created(Box::new(created)))
+}
+
+pub fn replay(stored_response: rows::StoredResponse, body_hash: &str) -> ApiResult<Outcome> {
+    if stored_response.request_hash != body_hash {
+        return Err(ApiError::refused(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different body",
+            vec![],
+        ));
+    }
+    Ok(Outcome::Replayed {
+        status: u16::try_from(stored_response.status_code).unwrap_or(201),
+        body: stored_response.response_body,
+    })
+}
+
+fn change(
+    conn: &mut DbConn,
+    actor: &Actor,
+    id: i64,
+    action: RequestAction,
+    edit: impl FnOnce(&mut RequestData),
+    scope: Option<i64>,
+    policy: &Policy,
+) -> ApiResult<RequestView> {
+    let r = find(conn, id, scope)?;
+    rows::lock(conn, id)?;
+    let from = status_of(&r)?;
+    let to = rules::next_request_status(from, action).ok_or_else(|| {
+        ApiError::conflict(
+            "invalid_transition",
+            format!("request {id} is {from}; it cannot {action}"),
+        )
+    })?;
+    let before = view(conn, r.clone(), policy)?;
+    let mut data = RequestData::from(r);
+    data.status = to.as_str().to_owned();
+    data.updated_at = store::now();
+    edit(&mut data);
+    let row = rows::update(conn, id, &data)?;
+    let after = view(conn, row, policy)?;
+    audit::append(
+        conn,
+        actor,
+        Change::updated(
+            match action {
+                RequestAction::Approve => "request.approve",
+                RequestAction::Decline => "request.decline",
+                RequestAction::Cancel => "request.cancel",
+                RequestAction::Fulfil => "request.fulfil",
+                RequestAction::Reopen => "request.reopen",
+                RequestAction::Allocate => "request.allocate",
+            },
+            "request",
+            id,
+            to_value(&before)?,
+            to_value(&after)?,
+        ),
+    )?;
+    Ok(after)
+}
+
+fn clean_reason(raw: Option<&str>, required: bool) -> ApiResult<Option<String>> {
+    let reason = raw.map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned);
+    match &reason {
+        None if required => Err(ApiError::field("reason", "is required")),
+        Some(r) if r.chars().count() > 500 => Err(ApiError::field("reason", "must be at most 500 characters")),
+        _ => Ok(reason),
+    }
+}
+
+pub fn decide(
+    conn: &mut DbConn,
+    actor: &Actor,
+    id: i64,
+    approve: bool,
+    reason: Option<&str>,
+    policy: &Policy,
+) -> ApiResult<RequestView> {
+    let reason = clean_reason(reason, !approve)?;
+    let action = if approve {
+        RequestAction::Approve
+    } else {
+        RequestAction::Decline
+    };
+    let by = actor.name.clone();
+    change(
+        conn,
+        actor,
+        id,
+        action,
+        |d| {
+            d.decided_by = Some(by);
+            d.decided_at = Some(store::now());
+            d.decision_reason = reason;
+        },
+        None,
+        policy,
+    )
+}
+
+/// Cancels the request; its allocations that still hold units are cancelled by the caller.
+pub fn cancel(
+    conn: &mut DbConn,
+    actor: &Actor,
+    id: i64,
+    reason: Option<&str>,
+    scope: Option<i64>,
+    policy: &Policy,
+) -> ApiResult<RequestView> {
+    let reason = clean_reason(reason, false)?;
+    let by = actor.name.clone();
+    change(
+        conn,
+        actor,
+        id,
+        RequestAction::Cancel,
+        |d| {
+            d.cancelled_by = Some(by);
+            d.cancel_reason = reason;
+        },
+        scope,
+        policy,
+    )
+}
+
+/// After an issue or a return: fulfilled when enough units are out, open again when not.
+pub fn settle(conn: &mut DbConn, actor: &Actor, id: i64, policy: &Policy) -> ApiResult<()> {
+    let r = rows::find(conn, id)?.ok_or_else(|| ApiError::not_found("request"))?;
+    let issued = allocation_rows::of_request(conn, id)?
+        .iter()
+        .filter(|a| matches!(a.status.as_str(), "issued" | "transfused"))
+        .count();
+    let enough = issued >= usize::try_from(r.units_requested).unwrap_or(usize::MAX);
+    match (status_of(&r)?, enough) {
+        (RequestStatus::Open, true) => {
+            change(conn, actor, id, RequestAction::Fulfil, |_| {}, None, policy)?;
+        }
+        (RequestStatus::Fulfilled, false) => {
+            change(conn, actor, id, RequestAction::Reopen, |_| {}, None, policy)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+pub fn list(
+    conn: &mut DbConn,
+    scope: Option<i64>,
+    status: Option<RequestStatus>,
+    after_id: Option<i64>,
+    limit: i64,
+    policy: &Policy,
+) -> ApiResult<(Vec<RequestView>, Option<String>)> {
+    let found = rows::list(conn, scope, status.map(|s| s.as_str()), after_id, limit + 1)?;
+    let (found, next) = crate::routes::paginate(found, limit, |r| r.id);
+    let views = found
+        .into_iter()
+        .map(|r| view(conn, r, policy))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok((views, next))
+}

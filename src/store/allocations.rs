@@ -1,0 +1,203 @@
+//! Allocations of units to requests, and crossmatches.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::DbConn;
+use super::schema::{allocations, crossmatches};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = allocations)]
+pub struct Allocation {
+    pub id: i64,
+    pub request_id: i64,
+    pub unit_id: i64,
+    pub status: String,
+    /// JSON array of the warnings accepted at allocation.
+    pub warnings: String,
+    pub override_reason: Option<String>,
+    pub overridden_by: Option<String>,
+    pub anti_d_task: bool,
+    pub allocated_by: String,
+    pub allocated_at: NaiveDateTime,
+    pub issued_at: Option<NaiveDateTime>,
+    pub issued_by: Option<String>,
+    pub scanned_din: Option<String>,
+    pub ended_at: Option<NaiveDateTime>,
+    pub end_reason: Option<String>,
+    pub transfusion_started_at: Option<NaiveDateTime>,
+    pub transfusion_ended_at: Option<NaiveDateTime>,
+    pub reaction: Option<String>,
+    pub pre_anc_per_ul: Option<i32>,
+    pub post_anc_per_ul: Option<i32>,
+    pub anc_increment_per_ul: Option<i32>,
+    pub outcome_recorded_by: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Insertable, AsChangeset)]
+#[diesel(table_name = allocations, treat_none_as_null = true)]
+pub struct AllocationData {
+    pub request_id: i64,
+    pub unit_id: i64,
+    pub status: String,
+    pub warnings: String,
+    pub override_reason: Option<String>,
+    pub overridden_by: Option<String>,
+    pub anti_d_task: bool,
+    pub allocated_by: String,
+    pub allocated_at: NaiveDateTime,
+    pub issued_at: Option<NaiveDateTime>,
+    pub issued_by: Option<String>,
+    pub scanned_din: Option<String>,
+    pub ended_at: Option<NaiveDateTime>,
+    pub end_reason: Option<String>,
+    pub transfusion_started_at: Option<NaiveDateTime>,
+    pub transfusion_ended_at: Option<NaiveDateTime>,
+    pub reaction: Option<String>,
+    pub pre_anc_per_ul: Option<i32>,
+    pub post_anc_per_ul: Option<i32>,
+    pub anc_increment_per_ul: Option<i32>,
+    pub outcome_recorded_by: Option<String>,
+    pub updated_at: NaiveDateTime,
+}
+
+impl From<Allocation> for AllocationData {
+    fn from(a: Allocation) -> Self {
+        Self {
+            request_id: a.request_id,
+            unit_id: a.unit_id,
+            status: a.status,
+            warnings: a.warnings,
+            override_reason: a.override_reason,
+            overridden_by: a.overridden_by,
+            anti_d_task: a.anti_d_task,
+            allocated_by: a.allocated_by,
+            allocated_at: a.allocated_at,
+            issued_at: a.issued_at,
+            issued_by: a.issued_by,
+            scanned_din: a.scanned_din,
+            ended_at: a.ended_at,
+            end_reason: a.end_reason,
+            transfusion_started_at: a.transfusion_started_at,
+            transfusion_ended_at: a.transfusion_ended_at,
+            reaction: a.reaction,
+            pre_anc_per_ul: a.pre_anc_per_ul,
+            post_anc_per_ul: a.post_anc_per_ul,
+            anc_increment_per_ul: a.anc_increment_per_ul,
+            outcome_recorded_by: a.outcome_recorded_by,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+pub fn insert(conn: &mut DbConn, data: &AllocationData, created_at: NaiveDateTime) -> QueryResult<Allocation> {
+    let id: i64 = diesel::insert_into(allocations::table)
+        .values((data, allocations::created_at.eq(created_at)))
+        .returning(allocations::id)
+        .get_result(conn)?;
+    find(conn, id)?.ok_or(diesel::result::Error::NotFound)
+}
+
+pub fn update(conn: &mut DbConn, id: i64, data: &AllocationData) -> QueryResult<Allocation> {
+    diesel::update(allocations::table.find(id)).set(data).execute(conn)?;
+    find(conn, id)?.ok_or(diesel::result::Error::NotFound)
+}
+
+pub fn find(conn: &mut DbConn, id: i64) -> QueryResult<Option<Allocation>> {
+    allocations::table
+        .find(id)
+        .select(Allocation::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Takes the allocation's row lock (PostgreSQL); false if absent.
+pub fn lock(conn: &mut DbConn, id: i64) -> QueryResult<bool> {
+    let n = diesel::update(allocations::table.find(id))
+        .set(allocations::updated_at.eq(allocations::updated_at))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+pub fn of_request(conn: &mut DbConn, request_id: i64) -> QueryResult<Vec<Allocation>> {
+    allocations::table
+        .filter(allocations::request_id.eq(request_id))
+        .order(allocations::id.asc())
+        .select(Allocation::as_select())
+        .load(conn)
+}
+
+pub fn of_unit(conn: &mut DbConn, unit_id: i64) -> QueryResult<Vec<Allocation>> {
+    allocations::table
+        .filter(allocations::unit_id.eq(unit_id))
+        .order(allocations::id.asc())
+        .select(Allocation::as_select())
+        .load(conn)
+}
+
+/// Allocations accepted with an override, newest first.
+pub fn overridden(conn: &mut DbConn, after_id: Option<i64>, limit: i64) -> QueryResult<Vec<Allocation>> {
+    let mut query = allocations::table
+        .filter(allocations::override_reason.is_not_null())
+        .order(allocations::id.asc())
+        .limit(limit)
+        .select(Allocation::as_select())
+        .into_boxed();
+    if let Some(after) = after_id {
+        query = query.filter(allocations::id.gt(after));
+    }
+    query.load(conn)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = crossmatches)]
+pub struct Crossmatch {
+    pub id: i64,
+    pub unit_id: i64,
+    pub sample_id: i64,
+    pub result: String,
+    pub method: String,
+    pub performed_by: String,
+    pub performed_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = crossmatches)]
+pub struct NewCrossmatch<'a> {
+    pub unit_id: i64,
+    pub sample_id: i64,
+    pub result: &'a str,
+    pub method: &'a str,
+    pub performed_by: &'a str,
+    pub performed_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+}
+
+pub fn insert_crossmatch(conn: &mut DbConn, new: &NewCrossmatch<'_>) -> QueryResult<Crossmatch> {
+    let id: i64 = diesel::insert_into(crossmatches::table)
+        .values(new)
+        .returning(crossmatches::id)
+        .get_result(conn)?;
+    crossmatches::table.find(id).select(Crossmatch::as_select()).first(conn)
+}
+
+/// The unit's crossmatches against any of `sample_ids`, newest first.
+pub fn crossmatches_for(conn: &mut DbConn, unit_id: i64, sample_ids: &[i64]) -> QueryResult<Vec<Crossmatch>> {
+    crossmatches::table
+        .filter(crossmatches::unit_id.eq(unit_id))
+        .filter(crossmatches::sample_id.eq_any(sample_ids))
+        .order(crossmatches::id.desc())
+        .select(Crossmatch::as_select())
+        .load(conn)
+}
+
+pub fn crossmatches_of_unit(conn: &mut DbConn, unit_id: i64) -> QueryResult<Vec<Crossmatch>> {
+    crossmatches::table
+        .filter(crossmatches::unit_id.eq(unit_id))
+        .order(crossmatches::id.asc())
+        .select(Crossmatch::as_select())
+        .load(conn)
+}

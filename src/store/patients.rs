@@ -1,0 +1,136 @@
+//! Patients (per hospital) and their crossmatch samples.
+
+use chrono::{NaiveDate, NaiveDateTime};
+use diesel::prelude::*;
+
+use super::DbConn;
+use super::schema::{patients, samples};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = patients)]
+pub struct Patient {
+    pub id: i64,
+    pub hospital_id: i64,
+    pub mrn: String,
+    pub given_name: String,
+    pub family_name: String,
+    pub date_of_birth: NaiveDate,
+    pub sex: String,
+    pub weight_kg: f64,
+    pub abo: String,
+    pub rhd: String,
+    pub cmv: String,
+    pub childbearing_potential: bool,
+    /// JSON array of antibody specificities.
+    pub hla_antibodies: String,
+    pub granulocyte_antibodies: bool,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Insertable, AsChangeset)]
+#[diesel(table_name = patients)]
+pub struct PatientData {
+    pub hospital_id: i64,
+    pub mrn: String,
+    pub given_name: String,
+    pub family_name: String,
+    pub date_of_birth: NaiveDate,
+    pub sex: String,
+    pub weight_kg: f64,
+    pub abo: String,
+    pub rhd: String,
+    pub cmv: String,
+    pub childbearing_potential: bool,
+    pub hla_antibodies: String,
+    pub granulocyte_antibodies: bool,
+    pub updated_at: NaiveDateTime,
+}
+
+pub fn insert(conn: &mut DbConn, data: &PatientData, created_at: NaiveDateTime) -> QueryResult<Patient> {
+    let id: i64 = diesel::insert_into(patients::table)
+        .values((data, patients::created_at.eq(created_at)))
+        .returning(patients::id)
+        .get_result(conn)?;
+    find(conn, id)?.ok_or(diesel::result::Error::NotFound)
+}
+
+pub fn update(conn: &mut DbConn, id: i64, data: &PatientData) -> QueryResult<Patient> {
+    diesel::update(patients::table.find(id)).set(data).execute(conn)?;
+    find(conn, id)?.ok_or(diesel::result::Error::NotFound)
+}
+
+pub fn find(conn: &mut DbConn, id: i64) -> QueryResult<Option<Patient>> {
+    patients::table
+        .find(id)
+        .select(Patient::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn list(
+    conn: &mut DbConn,
+    hospital_id: Option<i64>,
+    after_id: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<Patient>> {
+    let mut query = patients::table
+        .select(Patient::as_select())
+        .order(patients::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(h) = hospital_id {
+        query = query.filter(patients::hospital_id.eq(h));
+    }
+    if let Some(after) = after_id {
+        query = query.filter(patients::id.gt(after));
+    }
+    query.load(conn)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = samples)]
+pub struct Sample {
+    pub id: i64,
+    pub patient_id: i64,
+    pub drawn_at: NaiveDateTime,
+    pub transfused_or_pregnant_within_3_months: bool,
+    pub valid_until: NaiveDateTime,
+    pub recorded_by: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = samples)]
+pub struct NewSample<'a> {
+    pub patient_id: i64,
+    pub drawn_at: NaiveDateTime,
+    pub transfused_or_pregnant_within_3_months: bool,
+    pub valid_until: NaiveDateTime,
+    pub recorded_by: &'a str,
+    pub created_at: NaiveDateTime,
+}
+
+pub fn insert_sample(conn: &mut DbConn, new: &NewSample<'_>) -> QueryResult<Sample> {
+    let id: i64 = diesel::insert_into(samples::table)
+        .values(new)
+        .returning(samples::id)
+        .get_result(conn)?;
+    samples::table.find(id).select(Sample::as_select()).first(conn)
+}
+
+pub fn find_sample(conn: &mut DbConn, id: i64) -> QueryResult<Option<Sample>> {
+    samples::table
+        .find(id)
+        .select(Sample::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn samples_of(conn: &mut DbConn, patient_id: i64) -> QueryResult<Vec<Sample>> {
+    samples::table
+        .filter(samples::patient_id.eq(patient_id))
+        .order(samples::id.asc())
+        .select(Sample::as_select())
+        .load(conn)
+}

@@ -1,0 +1,179 @@
+//! Hospital requests (courses of granulocytes) and idempotency keys.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::DbConn;
+use super::schema::{idempotency_keys, requests};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = requests)]
+pub struct Request {
+    pub id: i64,
+    pub hospital_id: i64,
+    pub patient_id: i64,
+    pub units_requested: i32,
+    pub needed_by: NaiveDateTime,
+    pub priority: String,
+    pub anc_per_ul: i32,
+    pub infection: String,
+    pub refractory_hours: i32,
+    pub cmv_negative: bool,
+    pub hla_compatible: bool,
+    pub within_indication: bool,
+    pub status: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<NaiveDateTime>,
+    pub decision_reason: Option<String>,
+    pub cancelled_by: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub requested_by: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Insertable, AsChangeset)]
+#[diesel(table_name = requests, treat_none_as_null = true)]
+pub struct RequestData {
+    pub hospital_id: i64,
+    pub patient_id: i64,
+    pub units_requested: i32,
+    pub needed_by: NaiveDateTime,
+    pub priority: String,
+    pub anc_per_ul: i32,
+    pub infection: String,
+    pub refractory_hours: i32,
+    pub cmv_negative: bool,
+    pub hla_compatible: bool,
+    pub within_indication: bool,
+    pub status: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<NaiveDateTime>,
+    pub decision_reason: Option<String>,
+    pub cancelled_by: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub requested_by: String,
+    pub updated_at: NaiveDateTime,
+}
+
+impl From<Request> for RequestData {
+    fn from(r: Request) -> Self {
+        Self {
+            hospital_id: r.hospital_id,
+            patient_id: r.patient_id,
+            units_requested: r.units_requested,
+            needed_by: r.needed_by,
+            priority: r.priority,
+            anc_per_ul: r.anc_per_ul,
+            infection: r.infection,
+            refractory_hours: r.refractory_hours,
+            cmv_negative: r.cmv_negative,
+            hla_compatible: r.hla_compatible,
+            within_indication: r.within_indication,
+            status: r.status,
+            decided_by: r.decided_by,
+            decided_at: r.decided_at,
+            decision_reason: r.decision_reason,
+            cancelled_by: r.cancelled_by,
+            cancel_reason: r.cancel_reason,
+            requested_by: r.requested_by,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+pub fn insert(conn: &mut DbConn, data: &RequestData, created_at: NaiveDateTime) -> QueryResult<Request> {
+    let id: i64 = diesel::insert_into(requests::table)
+        .values((data, requests::created_at.eq(created_at)))
+        .returning(requests::id)
+        .get_result(conn)?;
+    find(conn, id)?.ok_or(diesel::result::Error::NotFound)
+}
+
+pub fn update(conn: &mut DbConn, id: i64, data: &RequestData) -> QueryResult<Request> {
+    diesel::update(requests::table.find(id)).set(data).execute(conn)?;
+    find(conn, id)?.ok_or(diesel::result::Error::NotFound)
+}
+
+pub fn find(conn: &mut DbConn, id: i64) -> QueryResult<Option<Request>> {
+    requests::table
+        .find(id)
+        .select(Request::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Takes the request's row lock (PostgreSQL); false if absent.
+pub fn lock(conn: &mut DbConn, id: i64) -> QueryResult<bool> {
+    let n = diesel::update(requests::table.find(id))
+        .set(requests::updated_at.eq(requests::updated_at))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+pub fn list(
+    conn: &mut DbConn,
+    hospital_id: Option<i64>,
+    status: Option<&str>,
+    after_id: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<Request>> {
+    let mut query = requests::table
+        .select(Request::as_select())
+        .order(requests::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(h) = hospital_id {
+        query = query.filter(requests::hospital_id.eq(h));
+    }
+    if let Some(s) = status {
+        query = query.filter(requests::status.eq(s.to_owned()));
+    }
+    if let Some(after) = after_id {
+        query = query.filter(requests::id.gt(after));
+    }
+    query.load(conn)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = idempotency_keys)]
+pub struct StoredResponse {
+    pub id: i64,
+    pub account: String,
+    pub idempotency_key: String,
+    pub request_hash: String,
+    pub status_code: i32,
+    pub response_body: String,
+    pub created_at: NaiveDateTime,
+}
+
+pub fn find_key(conn: &mut DbConn, account: &str, key: &str) -> QueryResult<Option<StoredResponse>> {
+    idempotency_keys::table
+        .filter(idempotency_keys::account.eq(account))
+        .filter(idempotency_keys::idempotency_key.eq(key))
+        .select(StoredResponse::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn insert_key(
+    conn: &mut DbConn,
+    account: &str,
+    key: &str,
+    request_hash: &str,
+    status_code: i32,
+    response_body: &str,
+    at: NaiveDateTime,
+) -> QueryResult<()> {
+    diesel::insert_into(idempotency_keys::table)
+        .values((
+            idempotency_keys::account.eq(account),
+            idempotency_keys::idempotency_key.eq(key),
+            idempotency_keys::request_hash.eq(request_hash),
+            idempotency_keys::status_code.eq(status_code),
+            idempotency_keys::response_body.eq(response_body),
+            idempotency_keys::created_at.eq(at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}

@@ -1,0 +1,764 @@
+//! Patients, requests, compatibility, allocation, issue and transfusion over HTTP.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use chrono::{TimeDelta, Utc};
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::*;
+
+both_backends!(
+    walk_from_request_to_transfusion_outcome,
+    idempotent_requests,
+    allocation_refusals_and_overrides,
+    issue_checks_every_gate,
+    hospitals_see_only_their_own,
+    approval_gate_and_cancellation,
+    racing_allocations_have_one_winner_per_unit,
+);
+
+static DIN_SEQ: AtomicU32 = AtomicU32::new(1);
+
+fn next_din() -> String {
+    format!("B1234{:02}{:06}", 26, DIN_SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A released, irradiated supplier unit ready to allocate; returns (id, din).
+async fn ready_unit(app: &TestApp, tech: &str, abo: &str, rhd: &str) -> (i64, String) {
+    let din = next_din();
+    let r = app
+        .post(
+            "/api/v1/units",
+            Some(tech),
+            &json!({"source": {"type": "external", "supplier": "Regional centre", "din": din, "abo": abo, "rhd": rhd,
+                               "collected_at": ts(now_minute() - TimeDelta::hours(1)), "cmv": "negative"},
+                    "product_code": "E9999V00", "volume_ml": 250, "granulocyte_count": 5e10}),
+        )
+        .await;
+    let id = r.ok(201)["id"].as_i64().expect("unit id");
+    app.post(
+        &format!("/api/v1/units/{id}/irradiation"),
+        Some(tech),
+        &json!({"dose_gy": 25}),
+    )
+    .await
+    .ok(200);
+    let policy = app.get("/api/v1/policy", Some(tech)).await.ok(200).clone();
+    for marker in policy["unit"]["required_markers"].as_array().expect("markers") {
+        app.post(
+            &format!("/api/v1/units/{id}/tests"),
+            Some(tech),
+            &json!({"marker": marker, "result": "negative"}),
+        )
+        .await
+        .ok(200);
+    }
+    app.post(
+        &format!("/api/v1/units/{id}/release"),
+        Some(tech),
+        &json!({"emergency": false}),
+    )
+    .await
+    .ok(200);
+    (id, din)
+}
+
+fn patient_body(mrn: &str, abo: &str, rhd: &str, sex: &str) -> Value {
+    json!({"mrn": mrn, "given_name": "Pat", "family_name": "Ient", "date_of_birth": "1990-02-03", "sex": sex,
+           "weight_kg": 70, "abo": abo, "rhd": rhd, "cmv": "negative"})
+}
+
+fn request_body(patient: i64, units: u32) -> Value {
+    json!({"patient_id": patient, "units_requested": units, "needed_by": ts(now_minute() + TimeDelta::hours(6)),
+           "priority": "asap", "indication": {"anc_per_ul": 120, "infection": "invasive aspergillosis", "refractory_hours": 72}})
+}
+
+/// A hospital with its own account; returns (hospital id, token).
+async fn hospital(app: &mut TestApp) -> (i64, String) {
+    let token = app.token_for("hospital").await;
+    let me = app.get("/api/v1/me", Some(&token)).await;
+    (me.ok(200)["hospital_id"].as_i64().expect("hospital id"), token)
+}
+
+async fn sample(app: &TestApp, token: &str, patient: i64) -> i64 {
+    let r = app
+        .post(
+            &format!("/api/v1/patients/{patient}/samples"),
+            Some(token),
+            &json!({"drawn_at": ts(now_minute() - TimeDelta::hours(1)), "transfused_or_pregnant_within_3_months": true}),
+        )
+        .await;
+    r.ok(201)["id"].as_i64().expect("sample id")
+}
+
+async fn crossmatch(app: &TestApp, tech: &str, unit: i64, sample: i64, result: &str) {
+    app.post(
+        "/api/v1/crossmatches",
+        Some(tech),
+        &json!({"unit_id": unit, "sample_id": sample, "result": result, "method": "IAT"}),
+    )
+    .await
+    .ok(201);
+}
+
+async fn walk_from_request_to_transfusion_outcome(backend: Backend) {
+    let mut app = spawn(backend).await;
+    let tech = app.token_for("technologist").await;
+    let (hospital_id, hosp) = hospital(&mut app).await;
+    let p = app
+        .post(
+            "/api/v1/patients",
+            Some(&hosp),
+            &patient_body("MRN-1", "A", "positive", "male"),
+        )
+        .await;
+    let patient = p.ok(201)["id"].as_i64().expect("patient");
+    assert_eq!(p.body["hospital_id"], hospital_id);
+    let s = sample(&app, &hosp, patient).await;
+    let samples = app
+        .get(&format!("/api/v1/patients/{patient}/samples"), Some(&hosp))
+        .await;
+    let valid_until = samples.ok(200)["items"][0]["valid_until"]
+        .as_str()
+        .expect("valid_until")
+        .to_owned();
+    assert_eq!(
+        valid_until,
+        ts(now_minute() - TimeDelta::hours(1) + TimeDelta::hours(72))
+    );
+
+    let req = app
+        .post("/api/v1/requests", Some(&hosp), &request_body(patient, 1))
+        .await;
+    let request = req.ok(201)["id"].as_i64().expect("request");
+    assert_eq!(req.body["status"], "open");
+    assert_eq!(req.body["within_indication"], true);
+
+    let (unit, din) = ready_unit(&app, &tech, "O", "positive").await;
+    let compat = app
+        .get(
+            &format!("/api/v1/compatibility?unit_id={unit}&patient_id={patient}"),
+            Some(&tech),
+        )
+        .await;
+    assert_eq!(compat.ok(200)["verdict"], "compatible", "{}", compat.text);
+    crossmatch(&app, &tech, unit, s, "compatible").await;
+    let alloc = app
+        .post(
+            &format!("/api/v1/requests/{request}/allocations"),
+            Some(&tech),
+            &json!({"unit_id": unit}),
+        )
+        .await;
+    let allocation = alloc.ok(201)["id"].as_i64().expect("allocation");
+    assert_eq!(alloc.body["status"], "allocated");
+    let u = app.get(&format!("/api/v1/units/{unit}"), Some(&tech)).await;
+    assert_eq!(u.ok(200)["status"], "allocated");
+
+    // Scanned with its check character.
+    let k = u.body["check_character"].as_str().expect("k").to_owned();
+    let issued = app
+        .post(
+            &format!("/api/v1/allocations/{allocation}/issue"),
+            Some(&tech),
+            &json!({"scanned_din": format!("{din}{k}")}),
+        )
+        .await;
+    assert_eq!(issued.ok(200)["status"], "issued", "{}", issued.text);
+    let r = app.get(&format!("/api/v1/requests/{request}"), Some(&hosp)).await;
+    assert_eq!(r.ok(200)["status"], "fulfilled");
+    assert_eq!(r.body["units_issued"], 1);
+
+    // Recorded right after the issue (a transfusion cannot start before it).
+    let started = issued.body["issued_at"].clone();
+    let outcome = app
+        .post(
+            &format!("/api/v1/allocations/{allocation}/transfusion"),
+            Some(&hosp),
+            &json!({"started_at": started, "ended_at": started, "reaction": "fever",
+                    "pre_anc_per_ul": 100, "post_anc_per_ul": 1100}),
+        )
+        .await;
+    assert_eq!(outcome.ok(200)["status"], "transfused", "{}", outcome.text);
+    assert_eq!(outcome.body["anc_increment_per_ul"], 1000);
+    let r = app.get(&format!("/api/v1/requests/{request}"), Some(&hosp)).await;
+    assert_eq!(r.ok(200)["course"][0]["anc_increment_per_ul"], 1000);
+    assert_eq!(r.body["course"][0]["din"], din.as_str());
+    assert_eq!(
+        app.get(&format!("/api/v1/units/{unit}"), Some(&tech)).await.ok(200)["status"],
+        "transfused"
+    );
+    app.post(
+        &format!("/api/v1/allocations/{allocation}/transfusion"),
+        Some(&hosp),
+        &json!({"started_at": started}),
+    )
+    .await
+    .problem(409, "invalid_transition");
+
+    let admin = app.admin_token().await;
+    let trail = app
+        .get(
+            &format!("/api/v1/audit?entity_type=allocation&entity_id={allocation}"),
+            Some(&admin),
+        )
+        .await;
+    let actions: Vec<&str> = trail.ok(200)["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        vec!["allocation.transfusion", "allocation.issue", "allocation.create"]
+    );
+}
+
+async fn idempotent_requests(backend: Backend) {
+    let mut app = spawn(backend).await;
+    let (_, hosp) = hospital(&mut app).await;
+    let patient = app
+        .post(
+            "/api/v1/patients",
+            Some(&hosp),
+            &patient_body("MRN-2", "O", "positive", "male"),
+        )
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("patient");
+    let body = request_body(patient, 3);
+    let send = |key: &'static str, body: Value| {
+        let req = app
+            .client
+            .post(app.url("/api/v1/requests"))
+            .bearer_auth(&hosp)
+            .header("Idempotency-Key", key)
+            .json(&body);
+        app.send(req)
+    };
+    let first = send("order-42", body.clone()).await;
+    let id = first.ok(201)["id"].as_i64().expect("id");
+    let again = send("order-42", body.clone()).await;
+    assert_eq!(again.ok(201)["id"], id);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    let mut other = body.clone();
+    other["units_requested"] = json!(4);
+    send("order-42", other).await.problem(422, "idempotency_key_reused");
+    // Key order and spacing do not make a body different.
+    let reordered: Value = serde_json::from_str(&serde_json::to_string_pretty(&body).expect("json")).expect("json");
+    assert_eq!(send("order-42", reordered).await.ok(201)["id"], id);
+    // Concurrent retries of a new key create one request.
+    let replies = futures_util::future::join_all((0..5).map(|_| send("order-43", body.clone()))).await;
+    let ids: std::collections::BTreeSet<i64> = replies.iter().map(|r| r.ok(201)["id"].as_i64().expect("id")).collect();
+    assert_eq!(ids.len(), 1, "{replies:?}");
+    let list = app.get("/api/v1/requests", Some(&hosp)).await;
+    assert_eq!(list.ok(200)["items"].as_array().map(Vec::len), Some(2));
+    // Another account's identical key is its own.
+    let tech = app.token_for("technologist").await;
+    let staff = app
+        .client
+        .post(app.url("/api/v1/requests"))
+        .bearer_auth(&tech)
+        .header("Idempotency-Key", "order-42")
+        .json(&body);
+    assert_ne!(app.send(staff).await.ok(201)["id"], id);
+    let bad = app
+        .client
+        .post(app.url("/api/v1/requests"))
+        .bearer_auth(&hosp)
+        .header("Idempotency-Key", "")
+        .json(&body);
+    app.send(bad).await.problem(400, "validation_failed");
+}
+
+async fn allocation_refusals_and_overrides(backend: Backend) {
+    let mut app = spawn(backend).await;
+    let tech = app.token_for("technologist").await;
+    let director = app.token_for("medical_director").await;
+    let (_, hosp) = hospital(&mut app).await;
+    // RhD-negative woman of childbearing potential, group O.
+    let mut body = patient_body("MRN-3", "O", "negative", "female");
+    body["childbearing_potential"] = json!(true);
+    let patient = app.post("/api/v1/patients", Some(&hosp), &body).await.ok(201)["id"]
+        .as_i64()
+        .expect("patient");
+    let request = app
+        .post("/api/v1/requests", Some(&hosp), &request_body(patient, 2))
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("request");
+    let allocate = |token: &str, unit: i64, reason: Option<&str>| {
+        let (app, token) = (&app, token.to_owned());
+        let body = match reason {
+            Some(r) => json!({"unit_id": unit, "override_reason": r}),
+            None => json!({"unit_id": unit}),
+        };
+        async move {
+            app.post(&format!("/api/v1/requests/{request}/allocations"), Some(&token), &body)
+                .await
+        }
+    };
+    let (group_a, _) = ready_unit(&app, &tech, "A", "negative").await;
+    let refused = allocate(&tech, group_a, None).await;
+    assert_eq!(
+        reason_codes(refused.problem(422, "incompatible")),
+        vec!["abo_incompatible"]
+    );
+
+    let (rh_pos, _) = ready_unit(&app, &tech, "O", "positive").await;
+    let warned = allocate(&tech, rh_pos, None).await;
+    assert_eq!(
+        reason_codes(warned.problem(422, "override_required")),
+        vec!["rhd_mismatch"]
+    );
+    allocate(&tech, rh_pos, Some("no RhD-negative unit in time"))
+        .await
+        .problem(403, "forbidden");
+    let ok = allocate(&director, rh_pos, Some("no RhD-negative unit in time")).await;
+    assert_eq!(ok.ok(201)["anti_d_task"], true);
+    assert_eq!(ok.body["warnings"][0]["code"], "rhd_mismatch");
+    let alerts = app.get("/api/v1/alerts?status=open", Some(&tech)).await;
+    assert_eq!(alerts.ok(200)["items"][0]["kind"], "allocation.anti_d_prophylaxis");
+    let report = app.get("/api/v1/reports/exceptions", Some(&tech)).await;
+    assert_eq!(
+        report.ok(200)["items"][0]["override_reason"],
+        "no RhD-negative unit in time"
+    );
+    // Taken already: 409, whoever asks.
+    allocate(&director, rh_pos, Some("again"))
+        .await
+        .problem(409, "unit_not_available");
+    let quarantined = app
+        .post(
+            "/api/v1/units",
+            Some(&tech),
+            &json!({"source": {"type": "external", "supplier": "X", "din": next_din(), "abo": "O", "rhd": "negative",
+                               "collected_at": ts(now_minute()), "cmv": "negative"},
+                    "product_code": "E9999V00", "volume_ml": 250, "granulocyte_count": 5e10}),
+        )
+        .await;
+    let q = quarantined.ok(201)["id"].as_i64().expect("id");
+    allocate(&tech, q, None).await.problem(409, "unit_not_available");
+    allocate(&tech, 999_999, None).await.problem(404, "not_found");
+    app.post(
+        "/api/v1/requests/999999/allocations",
+        Some(&tech),
+        &json!({"unit_id": q}),
+    )
+    .await
+    .problem(404, "not_found");
+    allocate(&hosp, q, None).await.problem(403, "forbidden");
+}
+
+async fn issue_checks_every_gate(backend: Backend) {
+    let mut app = spawn(backend).await;
+    let tech = app.token_for("technologist").await;
+    let (_, hosp) = hospital(&mut app).await;
+    let patient = app
+        .post(
+            "/api/v1/patients",
+            Some(&hosp),
+            &patient_body("MRN-4", "AB", "positive", "male"),
+        )
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("patient");
+    let s = sample(&app, &hosp, patient).await;
+    let request = app
+        .post("/api/v1/requests", Some(&hosp), &request_body(patient, 2))
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("request");
+    // A released but not irradiated unit, never crossmatched.
+    let din = next_din();
+    let id = app
+        .post(
+            "/api/v1/units",
+            Some(&tech),
+            &json!({"source": {"type": "external", "supplier": "X", "din": din, "abo": "B", "rhd": "positive",
+                               "collected_at": ts(now_minute()), "cmv": "negative"},
+                    "product_code": "E9999V00", "volume_ml": 250, "granulocyte_count": 5e10}),
+        )
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("unit");
+    let director = app.token_for("medical_director").await;
+    app.post(
+        &format!("/api/v1/units/{id}/release"),
+        Some(&director),
+        &json!({"emergency": true, "physician": {"name": "Dr Osler", "acknowledged_at": ts(now_minute())}}),
+    )
+    .await
+    .ok(200);
+    let alloc = app
+        .post(
+            &format!("/api/v1/requests/{request}/allocations"),
+            Some(&tech),
+            &json!({"unit_id": id}),
+        )
+        .await;
+    let allocation = alloc.ok(201)["id"].as_i64().expect("allocation");
+    let issue = |scan: String| {
+        let (app, tech) = (&app, &tech);
+        async move {
+            app.post(
+                &format!("/api/v1/allocations/{allocation}/issue"),
+                Some(tech),
+                &json!({"scanned_din": scan}),
+            )
+            .await
+        }
+    };
+    let refused = issue(next_din()).await;
+    let codes = reason_codes(refused.problem(422, "issue_refused"));
+    assert_eq!(
+        codes,
+        vec!["din_mismatch", "crossmatch_missing", "not_irradiated"],
+        "{}",
+        refused.text
+    );
+    let bad_k = issue(format!("{din}*")).await;
+    assert!(reason_codes(bad_k.problem(422, "issue_refused")).contains(&"invalid_check_character".to_owned()));
+    crossmatch(&app, &tech, id, s, "incompatible").await;
+    let refused = issue(din.clone()).await;
+    assert_eq!(
+        reason_codes(refused.problem(422, "issue_refused")),
+        vec!["crossmatch_incompatible", "not_irradiated"]
+    );
+    crossmatch(&app, &tech, id, s, "compatible").await;
+    app.post(
+        &format!("/api/v1/units/{id}/irradiation"),
+        Some(&tech),
+        &json!({"dose_gy": 30}),
+    )
+    .await
+    .ok(200);
+    // The scanned structure with Type 3 flags works too.
+    let label = app.get(&format!("/api/v1/units/{id}/label"), Some(&tech)).await;
+    let scan = label.ok(200)["isbt128"]["din"].as_str().expect("din").to_owned();
+    assert_eq!(issue(scan).await.ok(200)["status"], "issued");
+    issue(din.clone()).await.problem(409, "invalid_transition");
+    // Returned while still fresh: back to available, and the request is open again.
+    let back = app
+        .post(
+            &format!("/api/v1/allocations/{allocation}/return"),
+            Some(&tech),
+            &json!({"reason": "patient unstable"}),
+        )
+        .await;
+    assert_eq!(back.ok(200)["status"], "returned");
+    assert_eq!(
+        app.get(&format!("/api/v1/units/{id}"), Some(&tech)).await.ok(200)["status"],
+        "available"
+    );
+    // Allocate again and cancel: the unit is released back.
+    let again = app
+        .post(
+            &format!("/api/v1/requests/{request}/allocations"),
+            Some(&tech),
+            &json!({"unit_id": id}),
+        )
+        .await;
+    let second = again.ok(201)["id"].as_i64().expect("allocation");
+    app.post(
+        &format!("/api/v1/allocations/{second}/cancel"),
+        Some(&tech),
+        &json!({"reason": ""}),
+    )
+    .await
+    .problem(400, "validation_failed");
+    app.post(
+        &format!("/api/v1/allocations/{second}/cancel"),
+        Some(&tech),
+        &json!({"reason": "course stopped"}),
+    )
+    .await
+    .ok(200);
+    assert_eq!(
+        app.get(&format!("/api/v1/units/{id}"), Some(&tech)).await.ok(200)["status"],
+        "available"
+    );
+    app.post(
+        &format!("/api/v1/allocations/{second}/cancel"),
+        Some(&tech),
+        &json!({"reason": "twice"}),
+    )
+    .await
+    .problem(409, "invalid_transition");
+}
+
+async fn hospitals_see_only_their_own(backend: Backend) {
+    let mut app = spawn(backend).await;
+    let tech = app.token_for("technologist").await;
+    let (a_id, a) = hospital(&mut app).await;
+    let (_, b) = hospital(&mut app).await;
+    let patient = app
+        .post(
+            "/api/v1/patients",
+            Some(&a),
+            &patient_body("MRN-5", "O", "positive", "male"),
+        )
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("patient");
+    let mut foreign = patient_body("MRN-6", "O", "positive", "male");
+    foreign["hospital_id"] = json!(a_id);
+    app.post("/api/v1/patients", Some(&b), &foreign)
+        .await
+        .problem(400, "validation_failed");
+    // Same MRN in another hospital is fine; twice in one is not.
+    app.post(
+        "/api/v1/patients",
+        Some(&b),
+        &patient_body("MRN-5", "O", "positive", "male"),
+    )
+    .await
+    .ok(201);
+    app.post(
+        "/api/v1/patients",
+        Some(&a),
+        &patient_body("MRN-5", "A", "positive", "male"),
+    )
+    .await
+    .problem(409, "mrn_taken");
+    let request = app
+        .post("/api/v1/requests", Some(&a), &request_body(patient, 1))
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("request");
+    let (unit, _) = ready_unit(&app, &tech, "O", "positive").await;
+    let allocation = app
+        .post(
+            &format!("/api/v1/requests/{request}/allocations"),
+            Some(&tech),
+            &json!({"unit_id": unit}),
+        )
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("allocation");
+    for path in [
+        format!("/api/v1/patients/{patient}"),
+        format!("/api/v1/patients/{patient}/samples"),
+        format!("/api/v1/requests/{request}"),
+        format!("/api/v1/allocations/{allocation}"),
+    ] {
+        app.get(&path, Some(&b)).await.problem(404, "not_found");
+        app.get(&path, Some(&a)).await.ok(200);
+        app.get(&path, Some(&tech)).await.ok(200);
+    }
+    app.post("/api/v1/requests", Some(&b), &request_body(patient, 1))
+        .await
+        .problem(404, "not_found");
+    app.patch(
+        &format!("/api/v1/patients/{patient}"),
+        Some(&b),
+        &json!({"weight_kg": 60}),
+    )
+    .await
+    .problem(404, "not_found");
+    app.post(&format!("/api/v1/requests/{request}/cancel"), Some(&b), &json!({}))
+        .await
+        .problem(404, "not_found");
+    app.post(
+        &format!("/api/v1/allocations/{allocation}/transfusion"),
+        Some(&b),
+        &json!({"started_at": ts(now_minute())}),
+    )
+    .await
+    .problem(404, "not_found");
+    let listed = app.get("/api/v1/patients", Some(&b)).await;
+    assert_eq!(listed.ok(200)["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(app.get("/api/v1/requests", Some(&b)).await.ok(200)["items"], json!([]));
+    for path in [
+        "/api/v1/compatibility?unit_id=1&patient_id=1",
+        "/api/v1/reports/exceptions",
+    ] {
+        app.get(path, Some(&a)).await.problem(403, "forbidden");
+    }
+    app.post(
+        &format!("/api/v1/allocations/{allocation}/issue"),
+        Some(&a),
+        &json!({"scanned_din": "x"}),
+    )
+    .await
+    .problem(403, "forbidden");
+    // Staff must say which hospital a patient belongs to.
+    app.post(
+        "/api/v1/patients",
+        Some(&tech),
+        &patient_body("MRN-7", "O", "positive", "male"),
+    )
+    .await
+    .problem(400, "validation_failed");
+}
+
+async fn approval_gate_and_cancellation(backend: Backend) {
+    let mut app = spawn(backend).await;
+    let tech = app.token_for("technologist").await;
+    let director = app.token_for("medical_director").await;
+    let (_, hosp) = hospital(&mut app).await;
+    let patient = app
+        .post(
+            "/api/v1/patients",
+            Some(&hosp),
+            &patient_body("MRN-8", "O", "positive", "male"),
+        )
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("patient");
+    let mut outside = request_body(patient, 2);
+    outside["indication"]["anc_per_ul"] = json!(800);
+    let r = app.post("/api/v1/requests", Some(&hosp), &outside).await;
+    let request = r.ok(201)["id"].as_i64().expect("request");
+    assert_eq!(r.body["status"], "pending_approval");
+    assert_eq!(
+        reason_codes(&json!({"reasons": r.body["approval_reasons"]})),
+        vec!["anc_above_threshold"]
+    );
+    let (unit, _) = ready_unit(&app, &tech, "O", "positive").await;
+    app.post(
+        &format!("/api/v1/requests/{request}/allocations"),
+        Some(&tech),
+        &json!({"unit_id": unit}),
+    )
+    .await
+    .problem(409, "request_not_open");
+    app.post(&format!("/api/v1/requests/{request}/approve"), Some(&tech), &json!({}))
+        .await
+        .problem(403, "forbidden");
+    app.post(
+        &format!("/api/v1/requests/{request}/decline"),
+        Some(&director),
+        &json!({}),
+    )
+    .await
+    .problem(400, "validation_failed");
+    let approved = app
+        .post(
+            &format!("/api/v1/requests/{request}/approve"),
+            Some(&director),
+            &json!({"reason": "clinical judgement"}),
+        )
+        .await;
+    assert_eq!(approved.ok(200)["status"], "open");
+    app.post(
+        &format!("/api/v1/requests/{request}/decline"),
+        Some(&director),
+        &json!({"reason": "x"}),
+    )
+    .await
+    .problem(409, "invalid_transition");
+    app.post(
+        &format!("/api/v1/requests/{request}/allocations"),
+        Some(&tech),
+        &json!({"unit_id": unit}),
+    )
+    .await
+    .ok(201);
+    // Cancelling the request hands the allocated unit back.
+    let cancelled = app
+        .post(
+            &format!("/api/v1/requests/{request}/cancel"),
+            Some(&hosp),
+            &json!({"reason": "patient recovered"}),
+        )
+        .await;
+    assert_eq!(cancelled.ok(200)["status"], "cancelled");
+    assert_eq!(cancelled.body["course"][0]["status"], "cancelled");
+    assert_eq!(
+        app.get(&format!("/api/v1/units/{unit}"), Some(&tech)).await.ok(200)["status"],
+        "available"
+    );
+    app.post(&format!("/api/v1/requests/{request}/cancel"), Some(&hosp), &json!({}))
+        .await
+        .problem(409, "invalid_transition");
+
+    let declined = app.post("/api/v1/requests", Some(&hosp), &outside).await.ok(201)["id"]
+        .as_i64()
+        .expect("id");
+    let d = app
+        .post(
+            &format!("/api/v1/requests/{declined}/decline"),
+            Some(&director),
+            &json!({"reason": "ANC recovering"}),
+        )
+        .await;
+    assert_eq!(d.ok(200)["status"], "declined");
+    assert_eq!(d.body["decision_reason"], "ANC recovering");
+    for bad in [
+        json!({"patient_id": patient, "units_requested": 0, "needed_by": ts(Utc::now()), "priority": "asap",
+               "indication": {"anc_per_ul": 1, "infection": "x", "refractory_hours": 50}}),
+        json!({"patient_id": patient, "units_requested": 1, "needed_by": ts(Utc::now()), "priority": "whenever",
+               "indication": {"anc_per_ul": 1, "infection": "x", "refractory_hours": 50}}),
+        json!({"patient_id": patient, "units_requested": 1, "needed_by": "2020-01-01T00:00:00Z", "priority": "asap",
+               "indication": {"anc_per_ul": 1, "infection": "x", "refractory_hours": 50}}),
+        json!({"patient_id": patient, "units_requested": 1, "needed_by": ts(Utc::now()), "priority": "asap",
+               "indication": {"anc_per_ul": 1, "infection": "", "refractory_hours": 50}}),
+    ] {
+        app.post("/api/v1/requests", Some(&hosp), &bad)
+            .await
+            .problem(400, "validation_failed");
+    }
+}
+
+/// Many allocators race for a few units on many requests; on PostgreSQL through two app
+/// instances on one database. Exactly one winner per unit, every loser a 409, no 5xx.
+async fn racing_allocations_have_one_winner_per_unit(backend: Backend) {
+    let mut app = spawn(backend).await;
+    let other = spawn_on(backend, app.db.clone(), |_| {}).await;
+    let tech = app.token_for("technologist").await;
+    let (_, hosp) = hospital(&mut app).await;
+    let mut requests = Vec::new();
+    for i in 0..6 {
+        let patient = app
+            .post(
+                "/api/v1/patients",
+                Some(&hosp),
+                &patient_body(&format!("RACE-{i}"), "AB", "positive", "male"),
+            )
+            .await
+            .ok(201)["id"]
+            .as_i64()
+            .expect("patient");
+        let r = app
+            .post("/api/v1/requests", Some(&hosp), &request_body(patient, 3))
+            .await;
+        requests.push(r.ok(201)["id"].as_i64().expect("request"));
+    }
+    let mut units = Vec::new();
+    for _ in 0..3 {
+        units.push(ready_unit(&app, &tech, "O", "positive").await.0);
+    }
+    let mut attempts = Vec::new();
+    for (i, request) in requests.iter().enumerate() {
+        for unit in &units {
+            let instance = if i % 2 == 0 { &app } else { &other };
+            let path = format!("/api/v1/requests/{request}/allocations");
+            let body = json!({"unit_id": unit});
+            let tech = tech.clone();
+            attempts.push(async move { instance.post(&path, Some(&tech), &body).await });
+        }
+    }
+    let replies = futures_util::future::join_all(attempts).await;
+    let mut winners = std::collections::BTreeMap::new();
+    for r in &replies {
+        match r.status.as_u16() {
+            201 => *winners.entry(r.body["unit_id"].as_i64().expect("unit")).or_insert(0) += 1,
+            409 => assert_eq!(r.body["code"], "unit_not_available", "{}", r.text),
+            _ => panic!("unexpected answer {}: {}", r.status, r.text),
+        }
+    }
+    assert_eq!(winners.len(), units.len(), "{winners:?}");
+    assert!(winners.values().all(|n| *n == 1), "{winners:?}");
+}
