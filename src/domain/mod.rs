@@ -6,6 +6,7 @@ pub mod blood;
 pub mod compatibility;
 pub mod eligibility;
 pub mod isbt128;
+pub mod matching;
 pub mod policy;
 pub mod requests;
 pub mod scheduling;

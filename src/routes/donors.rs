@@ -330,3 +330,31 @@ pub async fn stimulations(
         next_cursor: None,
     }))
 }
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LookbackQuery {
+    /// Units collected at or after this time (RFC 3339).
+    pub since: DateTime<Utc>,
+}
+
+/// Look-back: every unit from this donor since a date, with each consignee hospital and
+/// recipient.
+#[utoipa::path(
+    get, path = "/api/v1/donors/{id}/lookback", tag = "donors", security(("bearer" = [])),
+    params(("id" = i64, Path), LookbackQuery), responses((status = 200, body = crate::services::trace::Lookback))
+)]
+pub async fn lookback(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    query: web::Query<LookbackQuery>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let id = parse_id(&id, "donor")?;
+    let since = query.into_inner().since;
+    let found = state
+        .db(move |conn| crate::services::trace::lookback(conn, id, since))
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
+}

@@ -92,6 +92,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(donors::donations)),
                 )
                 .service(web::resource("/donors/{id}/eligibility").route(web::get().to(donors::eligibility)))
+                .service(web::resource("/donors/{id}/lookback").route(web::get().to(donors::lookback)))
                 .service(
                     web::resource("/donors/{id}/stimulations")
                         .route(web::post().to(donors::add_stimulation))
@@ -129,6 +130,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/units/{id}/discard").route(web::post().to(units::discard)))
                 .service(web::resource("/units/{id}/storage-readings").route(web::post().to(units::add_reading)))
                 .service(web::resource("/units/{id}/label").route(web::get().to(units::label)))
+                .service(web::resource("/units/{id}/trace").route(web::get().to(units::trace)))
                 .service(web::resource("/storage-readings").route(web::post().to(units::add_location_reading)))
                 .service(web::resource("/alerts").route(web::get().to(alerts::list)))
                 .service(web::resource("/alerts/{id}/ack").route(web::post().to(alerts::ack)))
@@ -157,6 +159,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/requests/{id}/decline").route(web::post().to(requests::decline)))
                 .service(web::resource("/requests/{id}/cancel").route(web::post().to(requests::cancel)))
                 .service(web::resource("/requests/{id}/allocations").route(web::post().to(requests::allocate)))
+                .service(web::resource("/requests/{id}/candidates").route(web::get().to(requests::candidates)))
                 .service(web::resource("/allocations/{id}").route(web::get().to(allocations::get)))
                 .service(web::resource("/allocations/{id}/issue").route(web::post().to(allocations::issue)))
                 .service(web::resource("/allocations/{id}/return").route(web::post().to(allocations::return_unit)))

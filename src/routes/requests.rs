@@ -11,6 +11,7 @@ use crate::domain::requests::RequestStatus;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, parse_json};
 use crate::services::allocations::{self as allocation_work, AllocateInput, AllocationView};
+use crate::services::candidates::{self as matching, Candidates};
 use crate::services::requests::{self as work, Outcome, RequestInput, RequestView};
 use crate::state::AppState;
 use crate::store::audit::Actor;
@@ -27,6 +28,15 @@ pub struct RequestQuery {
     pub status: Option<RequestStatus>,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateQuery {
+    /// When the donors would be collected (default: the next 08:00 UTC at least 12 h away).
+    pub collection_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Units and donors returned, each (1–500, default 20).
+    pub limit: Option<i64>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -264,4 +274,29 @@ pub async fn allocate(
         }))
         .await?;
     Ok(HttpResponse::Created().json(created))
+}
+
+/// Ranked candidates: available units (compatible first, ABO-identical preferred, first-expiring
+/// first among equals, dose, HLA) and donors to recruit for the next collection (eligible then,
+/// ABO/RhD/CMV/HLA-suitable, least recently stimulated first), each with verdict and reasons.
+#[utoipa::path(
+    get, path = "/api/v1/requests/{id}/candidates", tag = "requests", security(("bearer" = [])),
+    params(("id" = i64, Path), CandidateQuery), responses((status = 200, body = Candidates))
+)]
+pub async fn candidates(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    query: web::Query<CandidateQuery>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let id = parse_id(&id, "request")?;
+    let q = query.into_inner();
+    let limit = usize::try_from(q.limit.map_or(Ok(20), |l| page_limit(Some(l)))?).unwrap_or(20);
+    let found = state
+        .db(with_policy(move |conn, policy| {
+            matching::candidates(conn, id, q.collection_at, limit, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
 }

@@ -324,3 +324,21 @@ mod tests {
         assert!(decode_cursor(Some("???")).is_err());
     }
 }
+
+/// The unit traced both ways: donor, stimulations, collection, irradiation, tests,
+/// crossmatches, allocations, issue, outcome and recipients.
+#[utoipa::path(
+    get, path = "/api/v1/units/{id}/trace", tag = "units", security(("bearer" = [])),
+    params(("id" = String, Path, description = "id or DIN")),
+    responses((status = 200, body = crate::services::trace::Trace))
+)]
+pub async fn trace(state: web::Data<AppState>, caller: AuthUser, key: web::Path<String>) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let key = key.into_inner();
+    let found = state
+        .db(with_policy(move |conn, policy| {
+            crate::services::trace::unit_trace(conn, &key, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
+}

@@ -402,6 +402,11 @@ pub fn schedule(conn: &mut DbConn, actor: &Actor, input: ScheduleInput, policy: 
         "must be a request id",
     );
     v.finish()?;
+    if let Some(request_id) = input.request_id
+        && crate::store::requests::find(conn, request_id)?.is_none()
+    {
+        return Err(ApiError::not_found("request"));
+    }
     // Donor before device, everywhere, so concurrent units of work cannot deadlock.
     let donor = locked_donor(conn, input.donor_id)?;
     active_device(conn, input.device_id)?;

@@ -441,29 +441,71 @@ pub fn booking(c: &Collection) -> ApiResult<Booking> {
     })
 }
 
+/// The parts of a donor row the eligibility rules read.
+pub struct DonorKey<'a> {
+    pub id: i64,
+    pub date_of_birth: NaiveDate,
+    pub active: bool,
+    /// The stored JSON of flagged contraindications.
+    pub contraindications: &'a str,
+}
+
 /// The eligibility inputs of each donor, in the order given (three queries for the batch).
 pub fn records(conn: &mut DbConn, donors: &[Donor]) -> ApiResult<Vec<DonorRecord>> {
+    let keys: Vec<DonorKey<'_>> = donors
+        .iter()
+        .map(|d| DonorKey {
+            id: d.id,
+            date_of_birth: d.date_of_birth,
+            active: d.active,
+            contraindications: &d.contraindications,
+        })
+        .collect();
+    records_for(conn, &keys, false)
+}
+
+/// With `all_active`, `donors` are every active donor and their history is read by joins
+/// instead of long id lists.
+pub fn records_for(conn: &mut DbConn, donors: &[DonorKey<'_>], all_active: bool) -> ApiResult<Vec<DonorRecord>> {
     let ids: Vec<i64> = donors.iter().map(|d| d.id).collect();
+    let (deferral_rows, donation_rows, collection_list) = if all_active {
+        (
+            rows::deferrals_of_active(conn)?,
+            rows::donations_of_active(conn)?,
+            collection_rows::of_active_donors(conn)?,
+        )
+    } else {
+        (
+            rows::deferrals_of(conn, &ids)?,
+            rows::donations_of(conn, &ids)?,
+            collection_rows::of_donors(conn, &ids)?,
+        )
+    };
     let mut deferrals: HashMap<i64, Vec<Deferral>> = HashMap::new();
-    for r in rows::deferrals_of(conn, &ids)? {
+    for r in deferral_rows {
         deferrals.entry(r.donor_id).or_default().push(deferral(&r));
     }
     let mut donations: HashMap<i64, Vec<PastProcedure>> = HashMap::new();
-    for r in rows::donations_of(conn, &ids)? {
+    for r in donation_rows {
         donations.entry(r.donor_id).or_default().push(donation(&r)?);
     }
     let mut bookings: HashMap<i64, Vec<Booking>> = HashMap::new();
-    for c in collection_rows::of_donors(conn, &ids)? {
+    for c in collection_list {
         bookings.entry(c.donor_id).or_default().push(booking(&c)?);
     }
     donors
         .iter()
         .map(|d| {
+            let flags: Vec<ContraindicationFlag> = if d.contraindications == "[]" {
+                Vec::new()
+            } else {
+                from_stored_json("contraindications", d.contraindications)?
+            };
             Ok(DonorRecord {
                 facts: DonorFacts {
                     date_of_birth: d.date_of_birth,
                     active: d.active,
-                    flagged_contraindications: from_stored_json("contraindications", &d.contraindications)?,
+                    flagged_contraindications: flags,
                 },
                 deferrals: deferrals.remove(&d.id).unwrap_or_default(),
                 donations: donations.remove(&d.id).unwrap_or_default(),

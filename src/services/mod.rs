@@ -3,11 +3,13 @@
 //! (views) the routes return, since the audit trail records the same shapes.
 
 pub mod allocations;
+pub mod candidates;
 pub mod collections;
 pub mod donors;
 pub mod patients;
 pub mod policy;
 pub mod requests;
+pub mod trace;
 pub mod units;
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};

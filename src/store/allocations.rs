@@ -194,6 +194,15 @@ pub fn crossmatches_for(conn: &mut DbConn, unit_id: i64, sample_ids: &[i64]) -> 
         .load(conn)
 }
 
+/// Every crossmatch against any of `sample_ids`, newest first.
+pub fn crossmatches_for_samples(conn: &mut DbConn, sample_ids: &[i64]) -> QueryResult<Vec<Crossmatch>> {
+    crossmatches::table
+        .filter(crossmatches::sample_id.eq_any(sample_ids))
+        .order(crossmatches::id.desc())
+        .select(Crossmatch::as_select())
+        .load(conn)
+}
+
 pub fn crossmatches_of_unit(conn: &mut DbConn, unit_id: i64) -> QueryResult<Vec<Crossmatch>> {
     crossmatches::table
         .filter(crossmatches::unit_id.eq(unit_id))

@@ -97,6 +97,17 @@ pub fn find(conn: &mut DbConn, id: i64) -> QueryResult<Option<Collection>> {
         .optional()
 }
 
+/// Collections of every active donor (a join, for whole-register matching).
+pub fn of_active_donors(conn: &mut DbConn) -> QueryResult<Vec<Collection>> {
+    use super::schema::donors;
+    collections::table
+        .inner_join(donors::table)
+        .filter(donors::active.eq(true))
+        .order((collections::scheduled_start.asc(), collections::id.asc()))
+        .select(Collection::as_select())
+        .load(conn)
+}
+
 pub fn of_donors(conn: &mut DbConn, donor_ids: &[i64]) -> QueryResult<Vec<Collection>> {
     collections::table
         .filter(collections::donor_id.eq_any(donor_ids))

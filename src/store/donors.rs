@@ -78,6 +78,45 @@ pub fn donor_number(id: i64) -> String {
     format!("GD{id:06}")
 }
 
+/// The columns matching needs, for every active donor (one light query).
+#[derive(Debug, Clone, Queryable)]
+pub struct DonorMatchRow {
+    pub id: i64,
+    pub donor_number: String,
+    pub date_of_birth: NaiveDate,
+    pub active: bool,
+    pub abo: String,
+    pub rhd: String,
+    pub cmv: String,
+    pub hla: String,
+    pub contraindications: String,
+}
+
+pub fn active_for_matching(conn: &mut DbConn) -> QueryResult<Vec<DonorMatchRow>> {
+    donors::table
+        .filter(donors::active.eq(true))
+        .order(donors::id.asc())
+        .select((
+            donors::id,
+            donors::donor_number,
+            donors::date_of_birth,
+            donors::active,
+            donors::abo,
+            donors::rhd,
+            donors::cmv,
+            donors::hla,
+            donors::contraindications,
+        ))
+        .load(conn)
+}
+
+pub fn find_many(conn: &mut DbConn, ids: &[i64]) -> QueryResult<Vec<Donor>> {
+    donors::table
+        .filter(donors::id.eq_any(ids))
+        .select(Donor::as_select())
+        .load(conn)
+}
+
 pub fn find(conn: &mut DbConn, id: i64) -> QueryResult<Option<Donor>> {
     donors::table.find(id).select(Donor::as_select()).first(conn).optional()
 }
@@ -168,6 +207,16 @@ pub fn insert_deferral(conn: &mut DbConn, new: &NewDeferral<'_>) -> QueryResult<
     deferrals::table.find(id).select(DeferralRow::as_select()).first(conn)
 }
 
+/// Deferrals of every active donor (a join, for whole-register matching).
+pub fn deferrals_of_active(conn: &mut DbConn) -> QueryResult<Vec<DeferralRow>> {
+    deferrals::table
+        .inner_join(donors::table)
+        .filter(donors::active.eq(true))
+        .order(deferrals::id.asc())
+        .select(DeferralRow::as_select())
+        .load(conn)
+}
+
 pub fn deferrals_of(conn: &mut DbConn, donor_ids: &[i64]) -> QueryResult<Vec<DeferralRow>> {
     deferrals::table
         .filter(deferrals::donor_id.eq_any(donor_ids))
@@ -211,6 +260,16 @@ pub fn insert_donation(conn: &mut DbConn, new: &NewDonation<'_>) -> QueryResult<
     donations::table.find(id).select(DonationRow::as_select()).first(conn)
 }
 
+/// Donations of every active donor (a join, for whole-register matching).
+pub fn donations_of_active(conn: &mut DbConn) -> QueryResult<Vec<DonationRow>> {
+    donations::table
+        .inner_join(donors::table)
+        .filter(donors::active.eq(true))
+        .order((donations::donated_at.asc(), donations::id.asc()))
+        .select(DonationRow::as_select())
+        .load(conn)
+}
+
 pub fn donations_of(conn: &mut DbConn, donor_ids: &[i64]) -> QueryResult<Vec<DonationRow>> {
     donations::table
         .filter(donations::donor_id.eq_any(donor_ids))
@@ -226,6 +285,16 @@ pub struct ExposureRow {
     pub agent: String,
     pub count: i64,
     pub last_administered_at: Option<NaiveDateTime>,
+}
+
+/// The latest stimulation of every active donor who had one.
+pub fn last_stimulation_of_active(conn: &mut DbConn) -> QueryResult<Vec<(i64, Option<NaiveDateTime>)>> {
+    stimulations::table
+        .inner_join(donors::table)
+        .filter(donors::active.eq(true))
+        .group_by(stimulations::donor_id)
+        .select((stimulations::donor_id, diesel::dsl::max(stimulations::administered_at)))
+        .load(conn)
 }
 
 /// Exposure per donor and agent, ordered by donor then agent.

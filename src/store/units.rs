@@ -133,6 +133,14 @@ pub fn find(conn: &mut DbConn, id: i64) -> QueryResult<Option<Unit>> {
     units::table.find(id).select(Unit::as_select()).first(conn).optional()
 }
 
+pub fn find_by_collection(conn: &mut DbConn, collection_id: i64) -> QueryResult<Option<Unit>> {
+    units::table
+        .filter(units::collection_id.eq(collection_id))
+        .select(Unit::as_select())
+        .first(conn)
+        .optional()
+}
+
 pub fn find_by_din(conn: &mut DbConn, din: &str) -> QueryResult<Option<Unit>> {
     units::table
         .filter(units::din.eq(din))
@@ -160,6 +168,40 @@ pub fn claim_available(conn: &mut DbConn, id: i64, now: NaiveDateTime) -> QueryR
     .set((units::status.eq("allocated"), units::updated_at.eq(now)))
     .execute(conn)?;
     Ok(n == 1)
+}
+
+/// The columns matching needs, for every available unexpired unit (one light query).
+#[derive(Debug, Clone, Queryable)]
+pub struct UnitMatchRow {
+    pub id: i64,
+    pub din: String,
+    pub donor_id: Option<i64>,
+    pub abo: String,
+    pub rhd: String,
+    pub cmv: String,
+    pub irradiated: bool,
+    pub released: bool,
+    pub expires_at: NaiveDateTime,
+    pub granulocyte_count: f64,
+}
+
+pub fn available_for_matching(conn: &mut DbConn, now: NaiveDateTime) -> QueryResult<Vec<UnitMatchRow>> {
+    units::table
+        .filter(units::status.eq("available"))
+        .filter(units::expires_at.gt(now))
+        .select((
+            units::id,
+            units::din,
+            units::donor_id,
+            units::abo,
+            units::rhd,
+            units::cmv,
+            units::irradiated_at.is_not_null(),
+            units::release_kind.is_not_null(),
+            units::expires_at,
+            units::granulocyte_count,
+        ))
+        .load(conn)
 }
 
 #[derive(Debug, Default, Clone)]

@@ -184,6 +184,13 @@ async fn bookings_refuse_ineligible_donors_and_busy_devices(backend: Backend) {
     app.book(&tech, 999_999, device, tomorrow + TimeDelta::days(5))
         .await
         .problem(404, "not_found");
+    app.post(
+        "/api/v1/collections",
+        Some(&tech),
+        &json!({"donor_id": ben, "device_id": device, "scheduled_start": ts(tomorrow + TimeDelta::days(5)), "request_id": 999_999}),
+    )
+    .await
+    .problem(404, "not_found");
     app.book(&tech, ben, 999_999, tomorrow + TimeDelta::days(5))
         .await
         .problem(404, "not_found");

@@ -16,6 +16,8 @@ both_backends!(
     hospitals_see_only_their_own,
     approval_gate_and_cancellation,
     racing_allocations_have_one_winner_per_unit,
+    candidates_are_ranked_with_reasons,
+    trace_and_lookback_follow_a_unit_both_ways,
 );
 
 static DIN_SEQ: AtomicU32 = AtomicU32::new(1);
@@ -761,4 +763,220 @@ async fn racing_allocations_have_one_winner_per_unit(backend: Backend) {
     }
     assert_eq!(winners.len(), units.len(), "{winners:?}");
     assert!(winners.values().all(|n| *n == 1), "{winners:?}");
+}
+
+async fn candidates_are_ranked_with_reasons(backend: Backend) {
+    let mut app = spawn(backend).await;
+    let tech = app.token_for("technologist").await;
+    let (_, hosp) = hospital(&mut app).await;
+    let patient = app
+        .post(
+            "/api/v1/patients",
+            Some(&hosp),
+            &patient_body("MRN-9", "A", "positive", "male"),
+        )
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("patient");
+    let request = app
+        .post("/api/v1/requests", Some(&hosp), &request_body(patient, 2))
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("request");
+    let (group_o, _) = ready_unit(&app, &tech, "O", "positive").await;
+    let (identical, _) = ready_unit(&app, &tech, "A", "positive").await;
+    let (wrong, _) = ready_unit(&app, &tech, "B", "positive").await;
+    let donor_a = app.register_donor(&tech, &donor_body("Ida", "A", "positive")).await;
+    let donor_o = app.register_donor(&tech, &donor_body("Otto", "O", "positive")).await;
+    let donor_b = app.register_donor(&tech, &donor_body("Bea", "B", "positive")).await;
+    let deferred = app.register_donor(&tech, &donor_body("Dee", "A", "positive")).await;
+    app.post(
+        &format!("/api/v1/donors/{deferred}/deferrals"),
+        Some(&tech),
+        &json!({"reason": "travel", "permanent": true}),
+    )
+    .await
+    .ok(201);
+    let r = app
+        .get(&format!("/api/v1/requests/{request}/candidates"), Some(&tech))
+        .await;
+    let body = r.ok(200).clone();
+    let unit_ids: Vec<i64> = body["units"]
+        .as_array()
+        .expect("units")
+        .iter()
+        .filter_map(|u| u["unit_id"].as_i64())
+        .collect();
+    assert_eq!(unit_ids, vec![identical, group_o, wrong], "{}", r.text);
+    assert_eq!(body["units"][0]["verdict"], "compatible");
+    assert_eq!(body["units"][2]["verdict"], "incompatible");
+    assert_eq!(body["units"][2]["reasons"][0]["code"], "abo_incompatible");
+    let donor_ids: Vec<i64> = body["donors"]
+        .as_array()
+        .expect("donors")
+        .iter()
+        .filter_map(|d| d["donor_id"].as_i64())
+        .collect();
+    assert_eq!(donor_ids[..2], [donor_a, donor_o], "{}", r.text);
+    let verdict_of = |id: i64| {
+        body["donors"]
+            .as_array()
+            .expect("donors")
+            .iter()
+            .find(|d| d["donor_id"] == id)
+            .map(|d| (d["verdict"].clone(), d["reasons"][0]["code"].clone()))
+            .expect("listed")
+    };
+    assert_eq!(verdict_of(donor_b), (json!("incompatible"), json!("abo_incompatible")));
+    assert_eq!(verdict_of(deferred), (json!("incompatible"), json!("deferred")));
+    let collection_at = body["collection_at"].as_str().expect("time");
+    assert!(collection_at.ends_with("T08:00:00Z"), "{collection_at}");
+    let limited = app
+        .get(&format!("/api/v1/requests/{request}/candidates?limit=1"), Some(&tech))
+        .await;
+    assert_eq!(limited.ok(200)["units"].as_array().map(Vec::len), Some(1));
+    app.get(&format!("/api/v1/requests/{request}/candidates"), Some(&hosp))
+        .await
+        .problem(403, "forbidden");
+    app.get("/api/v1/requests/999999/candidates", Some(&tech))
+        .await
+        .problem(404, "not_found");
+}
+
+async fn trace_and_lookback_follow_a_unit_both_ways(backend: Backend) {
+    let mut app = spawn(backend).await;
+    let tech = app.token_for("technologist").await;
+    let (hospital_id, hosp) = hospital(&mut app).await;
+    let donor = app.register_donor(&tech, &donor_body("Trace", "O", "negative")).await;
+    let device = app.create_device(&tech, "Optia T").await;
+    let start = now_minute() - TimeDelta::hours(3);
+    let collection = app.book(&tech, donor, device, start).await.ok(201)["id"]
+        .as_i64()
+        .expect("collection");
+    app.post(
+        &format!("/api/v1/donors/{donor}/stimulations"),
+        Some(&tech),
+        &json!({"agent": "gcsf", "dose": 480, "dose_unit": "ug", "administered_at": ts(start - TimeDelta::hours(14)), "collection_id": collection}),
+    )
+    .await
+    .ok(201);
+    app.post(
+        &format!("/api/v1/collections/{collection}/start"),
+        Some(&tech),
+        &json!({"started_at": ts(start)}),
+    )
+    .await
+    .ok(200);
+    app.post(
+        &format!("/api/v1/collections/{collection}/complete"),
+        Some(&tech),
+        &json!({"ended_at": ts(start + TimeDelta::hours(2))}),
+    )
+    .await
+    .ok(200);
+    let unit = app
+        .post(
+            "/api/v1/units",
+            Some(&tech),
+            &json!({"source": {"type": "collection", "collection_id": collection}, "product_code": "E9999V00",
+                    "volume_ml": 300, "granulocyte_count": 6e10}),
+        )
+        .await;
+    let unit_id = unit.ok(201)["id"].as_i64().expect("unit");
+    let din = unit.body["din"].as_str().expect("din").to_owned();
+    app.post(
+        &format!("/api/v1/units/{unit_id}/irradiation"),
+        Some(&tech),
+        &json!({"dose_gy": 25}),
+    )
+    .await
+    .ok(200);
+    let policy = app.get("/api/v1/policy", Some(&tech)).await.ok(200).clone();
+    for marker in policy["unit"]["required_markers"].as_array().expect("markers") {
+        app.post(
+            &format!("/api/v1/units/{unit_id}/tests"),
+            Some(&tech),
+            &json!({"marker": marker, "result": "negative"}),
+        )
+        .await
+        .ok(200);
+    }
+    app.post(
+        &format!("/api/v1/units/{unit_id}/release"),
+        Some(&tech),
+        &json!({"emergency": false}),
+    )
+    .await
+    .ok(200);
+    let patient = app
+        .post(
+            "/api/v1/patients",
+            Some(&hosp),
+            &patient_body("MRN-T", "A", "negative", "male"),
+        )
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("patient");
+    let s = sample(&app, &hosp, patient).await;
+    let request = app
+        .post("/api/v1/requests", Some(&hosp), &request_body(patient, 1))
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("request");
+    crossmatch(&app, &tech, unit_id, s, "compatible").await;
+    let allocation = app
+        .post(
+            &format!("/api/v1/requests/{request}/allocations"),
+            Some(&tech),
+            &json!({"unit_id": unit_id}),
+        )
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("allocation");
+    app.post(
+        &format!("/api/v1/allocations/{allocation}/issue"),
+        Some(&tech),
+        &json!({"scanned_din": din}),
+    )
+    .await
+    .ok(200);
+
+    let trace = app.get(&format!("/api/v1/units/{din}/trace"), Some(&tech)).await;
+    let t = trace.ok(200).clone();
+    assert_eq!(t["donor"]["donor_id"], donor);
+    assert_eq!(t["collection"]["id"], collection);
+    assert_eq!(t["stimulations"][0]["agent"], "gcsf");
+    assert_eq!(t["unit"]["irradiated"], true);
+    assert_eq!(t["crossmatches"][0]["result"], "compatible");
+    assert_eq!(t["allocations"][0]["allocation"]["status"], "issued");
+    assert_eq!(t["allocations"][0]["recipient"]["mrn"], "MRN-T");
+    assert_eq!(t["allocations"][0]["recipient"]["hospital_id"], hospital_id);
+
+    let since = ts(now_minute() - TimeDelta::days(2));
+    let back = app
+        .get(&format!("/api/v1/donors/{donor}/lookback?since={since}"), Some(&tech))
+        .await;
+    let b = back.ok(200).clone();
+    assert_eq!(b["units"][0]["din"], din.as_str());
+    assert_eq!(b["hospitals"], json!([hospital_id]));
+    assert_eq!(b["recipients"][0]["patient_id"], patient);
+    let later = ts(now_minute() + TimeDelta::hours(1));
+    let none = app
+        .get(&format!("/api/v1/donors/{donor}/lookback?since={later}"), Some(&tech))
+        .await;
+    assert_eq!(none.ok(200)["units"], json!([]));
+    app.get(&format!("/api/v1/donors/{donor}/lookback"), Some(&tech))
+        .await
+        .problem(400, "invalid_query");
+    app.get(&format!("/api/v1/units/{unit_id}/trace"), Some(&hosp))
+        .await
+        .problem(403, "forbidden");
+    app.get("/api/v1/donors/999999/lookback?since=2026-01-01T00:00:00Z", Some(&tech))
+        .await
+        .problem(404, "not_found");
 }

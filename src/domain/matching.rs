@@ -1,0 +1,239 @@
+//! Matching for a request: donors to recruit for the next collections, assessed with the same
+//! rules as units (domain.md §3–§4) plus the donor's eligibility at the collection time.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::blood::{Cmv, Hla};
+use crate::domain::compatibility::{self, Assessment, Finding, PatientFacts, Severity, Stage, UnitFacts, Verdict};
+use crate::domain::eligibility::Eligibility;
+use crate::domain::policy::Policy;
+use crate::domain::units::expires_at;
+
+pub mod codes {
+    pub const CMV_NEGATIVE_REQUIRED: &str = "cmv_negative_required";
+    pub const HLA_TYPING_REQUIRED: &str = "hla_typing_required";
+}
+
+/// What matching needs to know about a donor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DonorMatchFacts {
+    pub abo: crate::domain::blood::Abo,
+    pub rhd: crate::domain::blood::Rhd,
+    pub cmv: Cmv,
+    /// `None`: not HLA-typed.
+    pub hla: Option<Hla>,
+    pub last_stimulated_at: Option<DateTime<Utc>>,
+}
+
+/// The request's explicit requirements (beyond what the patient's own data implies).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requirements {
+    pub cmv_negative: bool,
+    pub hla_compatible: bool,
+}
+
+/// The donor's future unit judged like a unit (ABO, RhD, CMV, HLA) at `collection_at`, every
+/// eligibility failure as a block, and the request's requirements. Expiry, crossmatch and dose
+/// are questions for the unit once collected, not for the donor.
+pub fn assess_donor(
+    patient: &PatientFacts,
+    requirements: Requirements,
+    donor: &DonorMatchFacts,
+    eligibility: &Eligibility,
+    collection_at: DateTime<Utc>,
+    policy: &Policy,
+) -> Assessment {
+    let future_unit = UnitFacts {
+        abo: donor.abo,
+        rhd: donor.rhd,
+        cmv: donor.cmv,
+        donor_hla: donor.hla.clone(),
+        irradiated: true,
+        released: true,
+        expires_at: expires_at(collection_at, false, policy),
+        granulocyte_count: f64::NAN,
+    };
+    let unit = compatibility::assess(
+        patient,
+        &future_unit,
+        None,
+        collection_at,
+        collection_at,
+        Stage::Allocation,
+        policy,
+    );
+    let mut reasons: Vec<Finding> = eligibility
+        .reasons
+        .iter()
+        .map(|r| Finding {
+            code: r.code,
+            severity: Severity::Block,
+            message: r.message.clone(),
+        })
+        .collect();
+    reasons.extend(unit.reasons);
+    if requirements.cmv_negative && donor.cmv != Cmv::Negative {
+        reasons.push(Finding {
+            code: codes::CMV_NEGATIVE_REQUIRED,
+            severity: Severity::Block,
+            message: format!("the request requires a CMV-negative donor; this donor is {}", donor.cmv),
+        });
+    }
+    if requirements.hla_compatible && donor.hla.as_ref().is_none_or(Hla::is_empty) {
+        reasons.push(Finding {
+            code: codes::HLA_TYPING_REQUIRED,
+            severity: Severity::Block,
+            message: "the request requires an HLA-compatible donor; this donor is not HLA-typed".to_owned(),
+        });
+    }
+    Assessment {
+        verdict: compatibility::verdict_of(&reasons),
+        reasons,
+        anti_d_prophylaxis: unit.anti_d_prophylaxis,
+    }
+}
+
+// Ranking weights (ordering only, not clinical thresholds): verdict tier, then ABO-identical,
+// then the longest time since the donor was last stimulated (never stimulated ranks highest).
+const TIER_COMPATIBLE: f64 = 10_000.0;
+const TIER_WARNINGS: f64 = 5_000.0;
+const ABO_IDENTICAL: f64 = 200.0;
+/// `EXPOSURE · d / (1 + d)` for `d` days since the last stimulation; `EXPOSURE` when never.
+const EXPOSURE: f64 = 100.0;
+
+/// Higher is better; ineligible or incompatible donors score 0.
+pub fn donor_score(patient: &PatientFacts, donor: &DonorMatchFacts, a: &Assessment, now: DateTime<Utc>) -> f64 {
+    let tier = match a.verdict {
+        Verdict::Incompatible => return 0.0,
+        Verdict::CompatibleWithWarnings => TIER_WARNINGS,
+        Verdict::Compatible => TIER_COMPATIBLE,
+    };
+    let abo = if patient.abo == donor.abo { ABO_IDENTICAL } else { 0.0 };
+    let rest = match donor.last_stimulated_at {
+        None => EXPOSURE,
+        Some(t) => {
+            let days = now.signed_duration_since(t).num_hours().max(0) as f64 / 24.0;
+            EXPOSURE * days / (1.0 + days)
+        }
+    };
+    tier + abo + rest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::blood::{Abo, Rhd, Sex};
+    use crate::domain::eligibility::Reason;
+    use chrono::{TimeDelta, TimeZone};
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 26, 8, 0, 0).single().expect("time")
+    }
+
+    fn patient(abo: Abo, rhd: Rhd) -> PatientFacts {
+        PatientFacts {
+            abo,
+            rhd,
+            sex: Sex::Male,
+            childbearing_potential: false,
+            cmv: Cmv::Negative,
+            weight_kg: 70.0,
+            hla_antibodies: vec![],
+            granulocyte_antibodies: false,
+        }
+    }
+
+    fn donor(abo: Abo, rhd: Rhd, cmv: Cmv) -> DonorMatchFacts {
+        DonorMatchFacts {
+            abo,
+            rhd,
+            cmv,
+            hla: None,
+            last_stimulated_at: None,
+        }
+    }
+
+    fn eligible() -> Eligibility {
+        Eligibility {
+            eligible: true,
+            reasons: vec![],
+        }
+    }
+
+    #[test]
+    fn donors_are_judged_like_their_future_unit() {
+        let p = Policy::default();
+        let pt = patient(Abo::A, Rhd::Negative);
+        let codes = |d: &DonorMatchFacts, r: Requirements| assess_donor(&pt, r, d, &eligible(), at(), &p).codes();
+        assert_eq!(
+            codes(&donor(Abo::O, Rhd::Negative, Cmv::Negative), Requirements::default()),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            codes(&donor(Abo::B, Rhd::Negative, Cmv::Negative), Requirements::default()),
+            vec!["abo_incompatible"]
+        );
+        assert_eq!(
+            codes(&donor(Abo::A, Rhd::Positive, Cmv::Negative), Requirements::default()),
+            vec!["rhd_mismatch"]
+        );
+        assert_eq!(
+            codes(&donor(Abo::A, Rhd::Negative, Cmv::Unknown), Requirements::default()),
+            vec!["cmv_mismatch"]
+        );
+        let strict = Requirements {
+            cmv_negative: true,
+            hla_compatible: true,
+        };
+        assert_eq!(
+            codes(&donor(Abo::A, Rhd::Negative, Cmv::Positive), strict),
+            vec!["cmv_mismatch", "cmv_negative_required", "hla_typing_required"]
+        );
+        let ineligible = Eligibility {
+            eligible: false,
+            reasons: vec![Reason {
+                code: "leukapheresis_interval",
+                message: "too soon".into(),
+            }],
+        };
+        let a = assess_donor(
+            &pt,
+            Requirements::default(),
+            &donor(Abo::O, Rhd::Negative, Cmv::Negative),
+            &ineligible,
+            at(),
+            &p,
+        );
+        assert_eq!(a.verdict, Verdict::Incompatible);
+        assert_eq!(a.codes(), vec!["leukapheresis_interval"]);
+    }
+
+    #[test]
+    fn ranking_prefers_compatible_identical_and_rested_donors() {
+        let p = Policy::default();
+        let pt = patient(Abo::A, Rhd::Positive);
+        let now = at();
+        let score = |d: &DonorMatchFacts| {
+            let a = assess_donor(&pt, Requirements::default(), d, &eligible(), now, &p);
+            donor_score(&pt, d, &a, now)
+        };
+        let identical = donor(Abo::A, Rhd::Positive, Cmv::Negative);
+        let group_o = donor(Abo::O, Rhd::Positive, Cmv::Negative);
+        let warned = donor(Abo::A, Rhd::Positive, Cmv::Unknown);
+        let wrong = donor(Abo::B, Rhd::Positive, Cmv::Negative);
+        assert!(score(&identical) > score(&group_o));
+        assert!(score(&group_o) > score(&warned));
+        assert_eq!(score(&wrong), 0.0);
+        let recent = DonorMatchFacts {
+            last_stimulated_at: Some(now - TimeDelta::days(3)),
+            ..identical.clone()
+        };
+        let long_ago = DonorMatchFacts {
+            last_stimulated_at: Some(now - TimeDelta::days(300)),
+            ..identical.clone()
+        };
+        assert!(score(&identical) > score(&long_ago));
+        assert!(score(&long_ago) > score(&recent));
+        assert!(score(&recent) > score(&group_o));
+    }
+}

@@ -1,0 +1,218 @@
+//! Candidates for a request: the available units ranked for the patient, and the donors to
+//! recruit for the next collection. Everything is loaded in a fixed number of queries (no query
+//! per unit or donor), then judged by the pure rules.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::allocations::FindingView;
+use super::{from_stored_json, stored, utc};
+use crate::domain::blood::{Abo, Cmv, Hla, Rhd};
+use crate::domain::compatibility::{self, Assessment, CrossmatchFacts, Stage, UnitFacts, Verdict};
+use crate::domain::matching::{self, DonorMatchFacts, Requirements};
+use crate::domain::policy::Policy;
+use crate::error::{ApiError, ApiResult};
+use crate::services::{donors, patients, requests};
+use crate::store::units::UnitMatchRow;
+use crate::store::{
+    self, DbConn, allocations as allocation_rows, donors as donor_rows, patients as patient_rows, units as unit_rows,
+};
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UnitCandidateView {
+    pub unit_id: i64,
+    pub din: String,
+    pub abo: Abo,
+    pub rhd: Rhd,
+    pub expires_at: DateTime<Utc>,
+    pub verdict: Verdict,
+    pub score: f64,
+    pub reasons: Vec<FindingView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DonorCandidateView {
+    pub donor_id: i64,
+    pub donor_number: String,
+    pub abo: Abo,
+    pub rhd: Rhd,
+    pub cmv: Cmv,
+    pub last_stimulated_at: Option<DateTime<Utc>>,
+    pub verdict: Verdict,
+    pub score: f64,
+    pub reasons: Vec<FindingView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Candidates {
+    pub request_id: i64,
+    /// The collection time donors were judged for.
+    pub collection_at: DateTime<Utc>,
+    /// Best first.
+    pub units: Vec<UnitCandidateView>,
+    /// Best first.
+    pub donors: Vec<DonorCandidateView>,
+}
+
+fn views(a: &Assessment) -> Vec<FindingView> {
+    a.reasons
+        .iter()
+        .map(|f| FindingView {
+            code: f.code.to_owned(),
+            severity: f.severity,
+            message: f.message.clone(),
+        })
+        .collect()
+}
+
+/// How an untyped donor's HLA is stored (skips parsing it for most donors).
+const EMPTY_HLA: &str = r#"{"a":[],"b":[],"c":[],"drb1":[]}"#;
+
+/// The next 08:00 UTC at least 12 hours away: stimulate tonight, collect tomorrow morning.
+pub fn default_collection_at(now: DateTime<Utc>) -> DateTime<Utc> {
+    let earliest = now + TimeDelta::hours(12);
+    let eight = NaiveTime::from_hms_opt(8, 0, 0).unwrap_or(NaiveTime::MIN);
+    let same_day = earliest.date_naive().and_time(eight).and_utc();
+    if same_day >= earliest {
+        same_day
+    } else {
+        same_day + TimeDelta::days(1)
+    }
+}
+
+fn parse<T>(column: &str, text: &str, f: fn(&str) -> Option<T>) -> ApiResult<T> {
+    f(text).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored {column} {text:?} is not known")))
+}
+
+fn unit_facts(u: &UnitMatchRow, hla: Option<&Hla>) -> ApiResult<UnitFacts> {
+    Ok(UnitFacts {
+        abo: parse("abo", &u.abo, Abo::parse)?,
+        rhd: parse("rhd", &u.rhd, Rhd::parse)?,
+        cmv: parse("cmv", &u.cmv, Cmv::parse)?,
+        donor_hla: hla.filter(|h| !h.is_empty()).cloned(),
+        irradiated: u.irradiated,
+        released: u.released,
+        expires_at: utc(u.expires_at),
+        granulocyte_count: u.granulocyte_count,
+    })
+}
+
+pub fn candidates(
+    conn: &mut DbConn,
+    request_id: i64,
+    collection_at: Option<DateTime<Utc>>,
+    limit: usize,
+    policy: &Policy,
+) -> ApiResult<Candidates> {
+    let now = utc(store::now());
+    let r = requests::find(conn, request_id, None)?;
+    let patient = patients::facts(&patients::get(conn, r.patient_id, None)?);
+    let planned = utc(r.needed_by).max(now);
+    let requirements = Requirements {
+        cmv_negative: r.cmv_negative,
+        hla_compatible: r.hla_compatible,
+    };
+
+    // Units: every available, unexpired unit, with donor typings and crossmatches in bulk.
+    let units = unit_rows::available_for_matching(conn, stored(now))?;
+    let donor_ids: Vec<i64> = units.iter().filter_map(|u| u.donor_id).collect();
+    let mut typings: HashMap<i64, Hla> = HashMap::new();
+    for d in donor_rows::find_many(conn, &donor_ids)? {
+        typings.insert(d.id, from_stored_json("hla", &d.hla)?);
+    }
+    let samples = patient_rows::samples_of(conn, r.patient_id)?;
+    let sample_ids: Vec<i64> = samples.iter().map(|s| s.id).collect();
+    let valid_until: HashMap<i64, DateTime<Utc>> = samples.iter().map(|s| (s.id, utc(s.valid_until))).collect();
+    let mut crossmatched: HashMap<i64, CrossmatchFacts> = HashMap::new();
+    for x in allocation_rows::crossmatches_for_samples(conn, &sample_ids)? {
+        crossmatched.entry(x.unit_id).or_insert(CrossmatchFacts {
+            compatible: x.result == "compatible",
+            sample_valid_until: valid_until.get(&x.sample_id).copied().unwrap_or(now),
+        });
+    }
+    let mut unit_list = Vec::with_capacity(units.len());
+    for u in &units {
+        let facts = unit_facts(u, u.donor_id.and_then(|d| typings.get(&d)))?;
+        let a = compatibility::assess(
+            &patient,
+            &facts,
+            crossmatched.get(&u.id),
+            planned,
+            now,
+            Stage::Allocation,
+            policy,
+        );
+        let score = compatibility::unit_score(&patient, &facts, &a, now, policy);
+        unit_list.push(UnitCandidateView {
+            unit_id: u.id,
+            din: u.din.clone(),
+            abo: facts.abo,
+            rhd: facts.rhd,
+            expires_at: facts.expires_at,
+            verdict: a.verdict,
+            score,
+            reasons: views(&a),
+        });
+    }
+    unit_list.sort_by(|x, y| y.score.total_cmp(&x.score).then(x.unit_id.cmp(&y.unit_id)));
+    unit_list.truncate(limit);
+
+    // Donors: every active donor, judged at the collection time.
+    let collection_at = collection_at.unwrap_or_else(|| default_collection_at(now));
+    let all = donor_rows::active_for_matching(conn)?;
+    let keys: Vec<donors::DonorKey<'_>> = all
+        .iter()
+        .map(|d| donors::DonorKey {
+            id: d.id,
+            date_of_birth: d.date_of_birth,
+            active: d.active,
+            contraindications: &d.contraindications,
+        })
+        .collect();
+    let records = donors::records_for(conn, &keys, true)?;
+    let last_stimulated: HashMap<i64, DateTime<Utc>> = donor_rows::last_stimulation_of_active(conn)?
+        .into_iter()
+        .filter_map(|(id, t)| t.map(|t| (id, utc(t))))
+        .collect();
+    let mut donor_list = Vec::with_capacity(all.len());
+    for (d, record) in all.iter().zip(records) {
+        let hla: Hla = if d.hla == EMPTY_HLA {
+            Hla::default()
+        } else {
+            from_stored_json("hla", &d.hla)?
+        };
+        let facts = DonorMatchFacts {
+            abo: parse("abo", &d.abo, Abo::parse)?,
+            rhd: parse("rhd", &d.rhd, Rhd::parse)?,
+            cmv: parse("cmv", &d.cmv, Cmv::parse)?,
+            hla: (!hla.is_empty()).then_some(hla),
+            last_stimulated_at: last_stimulated.get(&d.id).copied(),
+        };
+        let eligibility = record.eligibility_at(collection_at, None, &[], policy);
+        let a = matching::assess_donor(&patient, requirements, &facts, &eligibility, collection_at, policy);
+        let score = matching::donor_score(&patient, &facts, &a, now);
+        donor_list.push(DonorCandidateView {
+            donor_id: d.id,
+            donor_number: d.donor_number.clone(),
+            abo: facts.abo,
+            rhd: facts.rhd,
+            cmv: facts.cmv,
+            last_stimulated_at: facts.last_stimulated_at,
+            verdict: a.verdict,
+            score,
+            reasons: views(&a),
+        });
+    }
+    donor_list.sort_by(|x, y| y.score.total_cmp(&x.score).then(x.donor_id.cmp(&y.donor_id)));
+    donor_list.truncate(limit);
+
+    Ok(Candidates {
+        request_id,
+        collection_at,
+        units: unit_list,
+        donors: donor_list,
+    })
+}

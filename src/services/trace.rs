@@ -1,0 +1,185 @@
+//! Traceability (domain.md §5): a unit back to its donor and forward to its recipient, and a
+//! donor's look-back (every unit, consignee hospital and recipient since a date).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::allocations::{AllocationView, CrossmatchResult, CrossmatchView};
+use super::collections::{CollectionView, StimulationView};
+use super::units::UnitView;
+use super::{stored, utc};
+use crate::domain::policy::Policy;
+use crate::error::{ApiError, ApiResult};
+use crate::store::{
+    self, DbConn, allocations as allocation_rows, collections as collection_rows, patients as patient_rows,
+};
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DonorRef {
+    pub donor_id: i64,
+    pub donor_number: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RecipientRef {
+    pub patient_id: i64,
+    pub hospital_id: i64,
+    pub mrn: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TracedAllocation {
+    pub allocation: AllocationView,
+    pub recipient: RecipientRef,
+}
+
+/// donor → stimulation → collection → unit → irradiation/tests → crossmatch → allocation →
+/// issue → outcome → patient.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Trace {
+    pub donor: Option<DonorRef>,
+    pub collection: Option<CollectionView>,
+    pub stimulations: Vec<StimulationView>,
+    /// Supplier units: where it came from, and every contributing donation of a pool.
+    pub supplier: Option<String>,
+    pub pooled_from: Vec<String>,
+    /// Includes irradiation, release and test results.
+    pub unit: UnitView,
+    pub crossmatches: Vec<CrossmatchView>,
+    pub allocations: Vec<TracedAllocation>,
+}
+
+fn recipient(conn: &mut DbConn, request_id: i64) -> ApiResult<RecipientRef> {
+    let r = store::requests::find(conn, request_id)?.ok_or_else(|| ApiError::not_found("request"))?;
+    let p = patient_rows::find(conn, r.patient_id)?.ok_or_else(|| ApiError::not_found("patient"))?;
+    Ok(RecipientRef {
+        patient_id: p.id,
+        hospital_id: p.hospital_id,
+        mrn: p.mrn,
+    })
+}
+
+fn allocations_of(conn: &mut DbConn, unit_id: i64) -> ApiResult<Vec<TracedAllocation>> {
+    let mut out = Vec::new();
+    for a in allocation_rows::of_unit(conn, unit_id)? {
+        let who = recipient(conn, a.request_id)?;
+        out.push(TracedAllocation {
+            allocation: super::allocations::view(conn, a)?,
+            recipient: who,
+        });
+    }
+    Ok(out)
+}
+
+pub fn unit_trace(conn: &mut DbConn, key: &str, policy: &Policy) -> ApiResult<Trace> {
+    let u = super::units::find(conn, key)?;
+    let unit = super::units::view(conn, u.clone(), utc(store::now()))?;
+    let donor = match u.donor_id {
+        Some(id) => store::donors::find(conn, id)?.map(|d| DonorRef {
+            donor_id: d.id,
+            donor_number: d.donor_number,
+        }),
+        None => None,
+    };
+    let (collection, stimulations) = match u.collection_id {
+        Some(cid) => {
+            let c = super::collections::get(conn, cid, policy)?;
+            let stims = c.stimulations.clone();
+            (Some(c), stims)
+        }
+        None => (None, Vec::new()),
+    };
+    let mut crossmatches = Vec::new();
+    for x in allocation_rows::crossmatches_of_unit(conn, u.id)? {
+        let sample = patient_rows::find_sample(conn, x.sample_id)?.ok_or_else(|| ApiError::not_found("sample"))?;
+        crossmatches.push(CrossmatchView {
+            id: x.id,
+            unit_id: x.unit_id,
+            sample_id: x.sample_id,
+            patient_id: sample.patient_id,
+            result: CrossmatchResult::parse(&x.result)
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored crossmatch result {:?}", x.result)))?,
+            method: x.method,
+            performed_by: x.performed_by,
+            performed_at: utc(x.performed_at),
+            valid_until: utc(sample.valid_until),
+        });
+    }
+    Ok(Trace {
+        donor,
+        collection,
+        stimulations,
+        supplier: unit.supplier.clone(),
+        pooled_from: unit.pooled_from.clone(),
+        allocations: allocations_of(conn, u.id)?,
+        crossmatches,
+        unit,
+    })
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LookbackUnit {
+    pub unit_id: i64,
+    pub din: String,
+    pub collection_id: Option<i64>,
+    pub collected_at: DateTime<Utc>,
+    pub status: crate::domain::units::UnitStatus,
+    /// Every hospital and recipient the unit went to.
+    pub allocations: Vec<TracedAllocation>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Lookback {
+    pub donor_id: i64,
+    pub donor_number: String,
+    pub since: DateTime<Utc>,
+    pub units: Vec<LookbackUnit>,
+    /// Distinct consignee hospitals.
+    pub hospitals: Vec<i64>,
+    /// Distinct recipients.
+    pub recipients: Vec<RecipientRef>,
+}
+
+/// Every unit from the donor's collections ending at or after `since`.
+pub fn lookback(conn: &mut DbConn, donor_id: i64, since: DateTime<Utc>) -> ApiResult<Lookback> {
+    let donor = super::donors::find(conn, donor_id)?;
+    let now = utc(store::now());
+    let mut units = Vec::new();
+    let mut hospitals: Vec<i64> = Vec::new();
+    let mut recipients: Vec<RecipientRef> = Vec::new();
+    for c in collection_rows::of_donors(conn, &[donor_id])? {
+        let Some(u) = store::units::find_by_collection(conn, c.id)? else {
+            continue;
+        };
+        if u.collected_at < stored(since) {
+            continue;
+        }
+        let allocations = allocations_of(conn, u.id)?;
+        for a in &allocations {
+            if !hospitals.contains(&a.recipient.hospital_id) {
+                hospitals.push(a.recipient.hospital_id);
+            }
+            if !recipients.iter().any(|r| r.patient_id == a.recipient.patient_id) {
+                recipients.push(a.recipient.clone());
+            }
+        }
+        let view = super::units::view(conn, u, now)?;
+        units.push(LookbackUnit {
+            unit_id: view.id,
+            din: view.din,
+            collection_id: view.collection_id,
+            collected_at: view.collected_at,
+            status: view.status,
+            allocations,
+        });
+    }
+    Ok(Lookback {
+        donor_id,
+        donor_number: donor.donor_number,
+        since,
+        units,
+        hospitals,
+        recipients,
+    })
+}
