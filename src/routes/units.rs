@@ -68,14 +68,6 @@ fn decode_cursor(cursor: Option<&str>) -> ApiResult<Option<(NaiveDateTime, i64)>
     Ok(Some((at, id)))
 }
 
-/// Units are staff business until they are issued; hospital access comes with issue.
-fn staff_only(caller: &AuthUser) -> ApiResult<()> {
-    if caller.role == Role::Hospital {
-        return Err(ApiError::not_found("unit"));
-    }
-    caller.require_staff()
-}
-
 const CHANGE_REFUSALS: &str = "409 `invalid_transition` or `unit_expired` (checked at the moment of the action)";
 
 /// Create a unit. The server assigns (or validates) the DIN, derives `expires_at` from the
@@ -135,16 +127,16 @@ pub async fn list(
     }))
 }
 
-/// One unit, by id or DIN.
+/// One unit, by id or DIN. Hospital accounts see the units issued to their hospital.
 #[utoipa::path(
     get, path = "/api/v1/units/{id_or_din}", tag = "units", security(("bearer" = [])),
     params(("id_or_din" = String, Path, description = "numeric id, 13-character DIN, or DIN and check character")),
     responses((status = 200, body = UnitView))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, key: web::Path<String>) -> ApiResult<HttpResponse> {
-    staff_only(&caller)?;
+    let scope = caller.scope()?;
     let key = key.into_inner();
-    let unit = state.db(move |conn| work::get(conn, &key)).await?;
+    let unit = state.db(move |conn| work::get(conn, &key, scope)).await?;
     Ok(HttpResponse::Ok().json(unit))
 }
 

@@ -39,7 +39,8 @@ pub struct CompatibilityView {
     pub anti_d_prophylaxis: bool,
 }
 
-fn findings(a: &Assessment) -> Vec<FindingView> {
+/// An assessment's findings as the API shows them.
+pub fn findings(a: &Assessment) -> Vec<FindingView> {
     a.reasons
         .iter()
         .map(|f| FindingView {

@@ -8,10 +8,10 @@ use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::allocations::FindingView;
+use super::allocations::{FindingView, findings};
 use super::{from_stored_json, stored, utc};
 use crate::domain::blood::{Abo, Cmv, Hla, Rhd};
-use crate::domain::compatibility::{self, Assessment, CrossmatchFacts, Stage, UnitFacts, Verdict};
+use crate::domain::compatibility::{self, CrossmatchFacts, Stage, UnitFacts, Verdict};
 use crate::domain::matching::{self, DonorMatchFacts, Requirements};
 use crate::domain::policy::Policy;
 use crate::error::{ApiError, ApiResult};
@@ -55,17 +55,6 @@ pub struct Candidates {
     pub units: Vec<UnitCandidateView>,
     /// Best first.
     pub donors: Vec<DonorCandidateView>,
-}
-
-fn views(a: &Assessment) -> Vec<FindingView> {
-    a.reasons
-        .iter()
-        .map(|f| FindingView {
-            code: f.code.to_owned(),
-            severity: f.severity,
-            message: f.message.clone(),
-        })
-        .collect()
 }
 
 /// How an untyped donor's HLA is stored (skips parsing it for most donors).
@@ -154,7 +143,7 @@ pub fn candidates(
             expires_at: facts.expires_at,
             verdict: a.verdict,
             score,
-            reasons: views(&a),
+            reasons: findings(&a),
         });
     }
     unit_list.sort_by(|x, y| y.score.total_cmp(&x.score).then(x.unit_id.cmp(&y.unit_id)));
@@ -203,7 +192,7 @@ pub fn candidates(
             last_stimulated_at: facts.last_stimulated_at,
             verdict: a.verdict,
             score,
-            reasons: views(&a),
+            reasons: findings(&a),
         });
     }
     donor_list.sort_by(|x, y| y.score.total_cmp(&x.score).then(x.donor_id.cmp(&y.donor_id)));

@@ -259,8 +259,23 @@ pub fn parse_din_reference(raw: &str) -> ApiResult<Din> {
     parsed.map_err(isbt_refusal)
 }
 
-pub fn get(conn: &mut DbConn, key: &str) -> ApiResult<UnitView> {
+/// The unit; a hospital account (`scope`) sees only units issued to one of its requests.
+pub fn get(conn: &mut DbConn, key: &str, scope: Option<i64>) -> ApiResult<UnitView> {
     let u = find(conn, key)?;
+    if let Some(hospital_id) = scope {
+        let mut issued_to_it = false;
+        for a in crate::store::allocations::of_unit(conn, u.id)? {
+            if a.issued_at.is_none() {
+                continue;
+            }
+            if crate::store::requests::find(conn, a.request_id)?.is_some_and(|r| r.hospital_id == hospital_id) {
+                issued_to_it = true;
+            }
+        }
+        if !issued_to_it {
+            return Err(ApiError::not_found("unit"));
+        }
+    }
     view(conn, u, utc(store::now()))
 }
 

@@ -252,6 +252,15 @@ async fn idempotent_requests(backend: Backend) {
     // Key order and spacing do not make a body different.
     let reordered: Value = serde_json::from_str(&serde_json::to_string_pretty(&body).expect("json")).expect("json");
     assert_eq!(send("order-42", reordered).await.ok(201)["id"], id);
+    // A retry that reaches another instance gets the same answer.
+    let other = spawn_on(backend, app.db.clone(), |_| {}).await;
+    let elsewhere = other
+        .client
+        .post(other.url("/api/v1/requests"))
+        .bearer_auth(&hosp)
+        .header("Idempotency-Key", "order-42")
+        .json(&body);
+    assert_eq!(other.send(elsewhere).await.ok(201)["id"], id);
     // Concurrent retries of a new key create one request.
     let replies = futures_util::future::join_all((0..5).map(|_| send("order-43", body.clone()))).await;
     let ids: std::collections::BTreeSet<i64> = replies.iter().map(|r| r.ok(201)["id"].as_i64().expect("id")).collect();
@@ -548,6 +557,27 @@ async fn hospitals_see_only_their_own(backend: Backend) {
         .ok(201)["id"]
         .as_i64()
         .expect("allocation");
+    // Units: a hospital sees only those issued to it.
+    app.get(&format!("/api/v1/units/{unit}"), Some(&a))
+        .await
+        .problem(404, "not_found");
+    let s = sample(&app, &a, patient).await;
+    crossmatch(&app, &tech, unit, s, "compatible").await;
+    let din = app.get(&format!("/api/v1/units/{unit}"), Some(&tech)).await.ok(200)["din"].clone();
+    app.post(
+        &format!("/api/v1/allocations/{allocation}/issue"),
+        Some(&tech),
+        &json!({"scanned_din": din}),
+    )
+    .await
+    .ok(200);
+    assert_eq!(
+        app.get(&format!("/api/v1/units/{unit}"), Some(&a)).await.ok(200)["id"],
+        unit
+    );
+    app.get(&format!("/api/v1/units/{unit}"), Some(&b))
+        .await
+        .problem(404, "not_found");
     for path in [
         format!("/api/v1/patients/{patient}"),
         format!("/api/v1/patients/{patient}/samples"),
