@@ -16,6 +16,7 @@
 //! | `GRANULO_LOGIN_WINDOW_MINUTES` | 15 | throttling window |
 //! | `GRANULO_TRUST_FORWARDED_FOR` | false | take the client address from `X-Forwarded-For` (only behind a proxy you run) |
 //! | `GRANULO_WORKERS` | one per core | HTTP worker threads |
+//! | `GRANULO_ALERT_INTERVAL_SECS` | 60 | in-process alert scan interval; 0 turns it off (run `granulo alerts run` from cron instead) |
 //! | `GRANULO_FIN` | `A9999` | ISBT 128 facility identification number used in assigned DINs (`A9999` is ICCBBA's example FIN: set your own) |
 //! | `GRANULO_FACILITY_NAME` | `granulo blood bank` | producer name printed on labels |
 //! | `GRANULO_LOG` | `info` | tracing filter, e.g. `granulo=debug,info` |
@@ -146,6 +147,8 @@ pub struct Settings {
     pub trust_forwarded_for: bool,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// Seconds between in-process alert scans; 0 disables the scheduler.
+    pub alert_interval_secs: u64,
     /// ISBT 128 facility identification number (`αpppp`) of assigned DINs.
     pub fin: String,
     /// Producer name on labels.
@@ -170,6 +173,7 @@ impl Settings {
             login_window_minutes: 15,
             trust_forwarded_for: false,
             workers: 0,
+            alert_interval_secs: 60,
             fin: "A9999".to_owned(),
             facility_name: "granulo blood bank".to_owned(),
         }

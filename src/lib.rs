@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod jobs;
 pub mod routes;
 pub mod services;
 pub mod startup;

@@ -135,6 +135,12 @@ impl Application {
             .map_err(|source| StartupError::Bind { addr, source })?
             .port();
         let server = run(listener, state.clone())?;
+        if state.settings.alert_interval_secs > 0 {
+            crate::jobs::spawn_scheduler(
+                state.pool.clone(),
+                std::time::Duration::from_secs(state.settings.alert_interval_secs),
+            );
+        }
         Ok(Self {
             port,
             server,

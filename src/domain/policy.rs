@@ -129,6 +129,10 @@ pub enum ApprovalPolicy {
 #[serde(deny_unknown_fields)]
 pub struct AlertsPolicy {
     pub expiry_thresholds_hours: Vec<u32>,
+    /// Alert when an open request is due within this many hours and has nothing allocated.
+    pub request_unallocated_hours: u32,
+    /// Alert when an issued unit has no transfusion outcome this many hours after issue.
+    pub outcome_missing_hours: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -194,6 +198,8 @@ impl Default for Policy {
             },
             alerts: AlertsPolicy {
                 expiry_thresholds_hours: vec![8, 4, 2],
+                request_unallocated_hours: 6,
+                outcome_missing_hours: 24,
             },
             records: RecordsPolicy { retention_years: 30 },
         }
@@ -217,6 +223,7 @@ const STORAGE_TEMP_C: (f64, f64) = (-10.0, 40.0);
 const IRRADIATION_CEILING_GY: f64 = 150.0;
 const STIMULATION_WINDOW_CEILING_HOURS: u32 = 72;
 const EXPIRY_THRESHOLD_HOURS: (u32, u32) = (1, 72);
+const ALERT_DELAY_HOURS: (u32, u32) = (1, 168);
 const COLLECTION_MINUTES_CEILING: u32 = 24 * 60;
 
 /// Infectious-disease marker names: lower-case identifiers such as `anti_hiv` or `hcv_nat`.
@@ -419,6 +426,17 @@ impl Policy {
             }
         }
 
+        p.int_range(
+            "alerts.request_unallocated_hours",
+            self.alerts.request_unallocated_hours,
+            ALERT_DELAY_HOURS,
+        );
+        p.int_range(
+            "alerts.outcome_missing_hours",
+            self.alerts.outcome_missing_hours,
+            ALERT_DELAY_HOURS,
+        );
+
         p.positive("records.retention_years", self.records.retention_years);
 
         if p.0.is_empty() { Ok(()) } else { Err(p.0) }
@@ -562,6 +580,10 @@ mod tests {
             ("recipient.dose_target_per_kg", |p| {
                 p.recipient.dose_target_per_kg = f64::INFINITY
             }),
+            ("alerts.request_unallocated_hours", |p| {
+                p.alerts.request_unallocated_hours = 0
+            }),
+            ("alerts.outcome_missing_hours", |p| p.alerts.outcome_missing_hours = 169),
             ("alerts.expiry_thresholds_hours", |p| {
                 p.alerts.expiry_thresholds_hours.clear()
             }),

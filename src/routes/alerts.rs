@@ -19,7 +19,7 @@ pub struct AlertView {
     pub kind: String,
     /// `info`, `warning`, `urgent`.
     pub severity: String,
-    /// `open` or `acknowledged`.
+    /// `open`, `acknowledged` or `resolved` (the condition cleared).
     pub status: String,
     pub entity_type: String,
     pub entity_id: String,
@@ -29,6 +29,7 @@ pub struct AlertView {
     pub created_at: DateTime<Utc>,
     pub acknowledged_at: Option<DateTime<Utc>>,
     pub acknowledged_by: Option<String>,
+    pub resolved_at: Option<DateTime<Utc>>,
 }
 
 impl From<Alert> for AlertView {
@@ -45,6 +46,7 @@ impl From<Alert> for AlertView {
             created_at: utc(a.created_at),
             acknowledged_at: a.acknowledged_at.map(utc),
             acknowledged_by: a.acknowledged_by,
+            resolved_at: a.resolved_at.map(utc),
         }
     }
 }
@@ -58,8 +60,10 @@ pub struct AlertList {
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AlertQuery {
-    /// `open` or `acknowledged`.
+    /// `open`, `acknowledged` or `resolved`.
     pub status: Option<String>,
+    /// e.g. `unit.expiring`.
+    pub kind: Option<String>,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
@@ -76,14 +80,18 @@ pub async fn list(
 ) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
     let q = query.into_inner();
-    if q.status.as_deref().is_some_and(|s| s != "open" && s != "acknowledged") {
-        return Err(ApiError::field("status", "must be open or acknowledged"));
+    if q.status
+        .as_deref()
+        .is_some_and(|s| !["open", "acknowledged", "resolved"].contains(&s))
+    {
+        return Err(ApiError::field("status", "must be open, acknowledged or resolved"));
     }
     let limit = page_limit(q.limit)?;
     let after = decode_cursor(q.cursor.as_deref())?;
     let status = q.status;
+    let kind = q.kind;
     let rows = state
-        .db(move |conn| alerts::list(conn, status.as_deref(), after, limit + 1).map_err(Into::into))
+        .db(move |conn| alerts::list(conn, status.as_deref(), kind.as_deref(), after, limit + 1).map_err(Into::into))
         .await?;
     let (rows, next_cursor) = paginate(rows, limit, |a| a.id);
     Ok(HttpResponse::Ok().json(AlertList {
@@ -130,4 +138,53 @@ pub async fn ack(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
         })
         .await?;
     Ok(HttpResponse::Ok().json(AlertView::from(alert)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobView {
+    pub name: String,
+    /// The instance running it now, if any.
+    pub holder: Option<String>,
+    pub runs: i64,
+    pub last_started_at: Option<DateTime<Utc>>,
+    pub last_finished_at: Option<DateTime<Utc>>,
+    pub last_duration_ms: Option<i64>,
+    pub last_raised: Option<i64>,
+    pub last_resolved: Option<i64>,
+    pub last_expired: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobList {
+    pub items: Vec<JobView>,
+}
+
+/// Background jobs and how they last ran.
+#[utoipa::path(
+    get, path = "/api/v1/jobs", tag = "alerts", security(("bearer" = [])),
+    responses((status = 200, body = JobList))
+)]
+pub async fn jobs(state: web::Data<AppState>, caller: AuthUser) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let rows = state
+        .db(|conn| crate::store::jobs::all(conn).map_err(Into::into))
+        .await?;
+    Ok(HttpResponse::Ok().json(JobList {
+        items: rows
+            .into_iter()
+            .map(|j| JobView {
+                name: j.name,
+                holder: j.holder,
+                runs: j.runs,
+                last_started_at: j.last_started_at.map(utc),
+                last_finished_at: j.last_finished_at.map(utc),
+                last_duration_ms: j.last_duration_ms,
+                last_raised: j.last_raised,
+                last_resolved: j.last_resolved,
+                last_expired: j.last_expired,
+                last_error: j.last_error,
+            })
+            .collect(),
+    }))
 }

@@ -37,7 +37,7 @@ use crate::error::{FieldError, Problem, Reason};
         isbt128::decode,
         units::create, units::list, units::get, units::irradiate, units::record_test,
         units::release, units::discard, units::add_reading, units::add_location_reading, units::label, units::trace,
-        alerts::list, alerts::ack,
+        alerts::list, alerts::ack, alerts::jobs,
         patients::create, patients::list, patients::get, patients::update, patients::add_sample, patients::samples,
         requests::create, requests::list, requests::get, requests::approve, requests::decline, requests::cancel,
         requests::allocate, requests::candidates,

@@ -134,6 +134,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/storage-readings").route(web::post().to(units::add_location_reading)))
                 .service(web::resource("/alerts").route(web::get().to(alerts::list)))
                 .service(web::resource("/alerts/{id}/ack").route(web::post().to(alerts::ack)))
+                .service(web::resource("/jobs").route(web::get().to(alerts::jobs)))
                 .service(
                     web::resource("/patients")
                         .route(web::post().to(patients::create))

@@ -21,6 +21,7 @@ pub struct Alert {
     pub created_at: NaiveDateTime,
     pub acknowledged_at: Option<NaiveDateTime>,
     pub acknowledged_by: Option<String>,
+    pub resolved_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug)]
@@ -64,7 +65,13 @@ pub fn raise(conn: &mut DbConn, new: &NewAlert<'_>) -> QueryResult<Option<Alert>
         .optional()
 }
 
-pub fn list(conn: &mut DbConn, status: Option<&str>, after_id: Option<i64>, limit: i64) -> QueryResult<Vec<Alert>> {
+pub fn list(
+    conn: &mut DbConn,
+    status: Option<&str>,
+    kind: Option<&str>,
+    after_id: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<Alert>> {
     let mut query = alerts::table
         .select(Alert::as_select())
         .order(alerts::id.asc())
@@ -72,6 +79,9 @@ pub fn list(conn: &mut DbConn, status: Option<&str>, after_id: Option<i64>, limi
         .into_boxed();
     if let Some(s) = status {
         query = query.filter(alerts::status.eq(s.to_owned()));
+    }
+    if let Some(k) = kind {
+        query = query.filter(alerts::kind.eq(k.to_owned()));
     }
     if let Some(after) = after_id {
         query = query.filter(alerts::id.gt(after));
@@ -91,6 +101,23 @@ pub fn acknowledge(conn: &mut DbConn, id: i64, at: NaiveDateTime, by: &str) -> Q
             alerts::acknowledged_at.eq(at),
             alerts::acknowledged_by.eq(by),
         ))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Alerts not yet resolved, of the given kinds.
+pub fn unresolved(conn: &mut DbConn, kinds: &[&str]) -> QueryResult<Vec<Alert>> {
+    alerts::table
+        .filter(alerts::status.ne("resolved"))
+        .filter(alerts::kind.eq_any(kinds))
+        .select(Alert::as_select())
+        .load(conn)
+}
+
+/// Resolves an alert whose condition cleared; false when already resolved.
+pub fn resolve(conn: &mut DbConn, id: i64, at: NaiveDateTime) -> QueryResult<bool> {
+    let n = diesel::update(alerts::table.find(id).filter(alerts::status.ne("resolved")))
+        .set((alerts::status.eq("resolved"), alerts::resolved_at.eq(at)))
         .execute(conn)?;
     Ok(n == 1)
 }

@@ -121,6 +121,15 @@ pub fn lock(conn: &mut DbConn, id: i64) -> QueryResult<bool> {
     Ok(n == 1)
 }
 
+/// Allocations holding a unit (allocated or issued).
+pub fn active(conn: &mut DbConn) -> QueryResult<Vec<Allocation>> {
+    allocations::table
+        .filter(allocations::status.eq_any(["allocated", "issued"]))
+        .order(allocations::id.asc())
+        .select(Allocation::as_select())
+        .load(conn)
+}
+
 pub fn of_request(conn: &mut DbConn, request_id: i64) -> QueryResult<Vec<Allocation>> {
     allocations::table
         .filter(allocations::request_id.eq(request_id))

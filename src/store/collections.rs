@@ -108,6 +108,14 @@ pub fn of_active_donors(conn: &mut DbConn) -> QueryResult<Vec<Collection>> {
         .load(conn)
 }
 
+pub fn scheduled(conn: &mut DbConn) -> QueryResult<Vec<Collection>> {
+    collections::table
+        .filter(collections::status.eq("scheduled"))
+        .order(collections::id.asc())
+        .select(Collection::as_select())
+        .load(conn)
+}
+
 pub fn of_donors(conn: &mut DbConn, donor_ids: &[i64]) -> QueryResult<Vec<Collection>> {
     collections::table
         .filter(collections::donor_id.eq_any(donor_ids))

@@ -12,6 +12,7 @@ pub mod collections;
 pub mod devices;
 pub mod donors;
 pub mod hospitals;
+pub mod jobs;
 pub mod patients;
 pub mod policy;
 pub mod requests;

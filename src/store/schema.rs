@@ -285,6 +285,23 @@ diesel::table! {
         created_at -> Timestamp,
         acknowledged_at -> Nullable<Timestamp>,
         acknowledged_by -> Nullable<Text>,
+        resolved_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    job_leases (name) {
+        name -> Text,
+        holder -> Nullable<Text>,
+        leased_until -> Nullable<Timestamp>,
+        runs -> BigInt,
+        last_started_at -> Nullable<Timestamp>,
+        last_finished_at -> Nullable<Timestamp>,
+        last_duration_ms -> Nullable<BigInt>,
+        last_raised -> Nullable<BigInt>,
+        last_resolved -> Nullable<BigInt>,
+        last_expired -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
     }
 }
 
@@ -450,4 +467,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     crossmatches,
     allocations,
+    job_leases,
 );

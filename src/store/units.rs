@@ -170,6 +170,31 @@ pub fn claim_available(conn: &mut DbConn, id: i64, now: NaiveDateTime) -> QueryR
     Ok(n == 1)
 }
 
+/// Units the alert scan looks at: in the bank, or expired and not yet discarded.
+pub fn for_alert_scan(conn: &mut DbConn) -> QueryResult<Vec<(i64, String, String, NaiveDateTime)>> {
+    units::table
+        .filter(units::status.eq_any(["quarantined", "available", "allocated", "expired"]))
+        .select((units::id, units::din, units::status, units::expires_at))
+        .load(conn)
+}
+
+/// The sweep: a unit in the bank past its expiry becomes `expired` (false if it moved meanwhile).
+pub fn mark_expired(conn: &mut DbConn, id: i64, now: NaiveDateTime) -> QueryResult<bool> {
+    let n = diesel::update(
+        units::table
+            .find(id)
+            .filter(units::status.eq_any(["quarantined", "available", "allocated"]))
+            .filter(units::expires_at.le(now)),
+    )
+    .set((
+        units::status.eq("expired"),
+        units::status_reason.eq("expired on the shelf"),
+        units::updated_at.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
 /// The columns matching needs, for every available unexpired unit (one light query).
 #[derive(Debug, Clone, Queryable)]
 pub struct UnitMatchRow {

@@ -88,6 +88,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/storage-readings"),
     ("get", "/api/v1/alerts"),
     ("post", "/api/v1/alerts/{id}/ack"),
+    ("get", "/api/v1/jobs"),
     ("post", "/api/v1/patients"),
     ("get", "/api/v1/patients"),
     ("get", "/api/v1/patients/{id}"),
@@ -292,4 +293,8 @@ async fn schema_matches_database(backend: Backend) {
         .select(granulo::store::allocations::Allocation::as_select())
         .load(conn)
         .expect("allocations");
+    job_leases::table
+        .select(granulo::store::jobs::JobLease::as_select())
+        .load(conn)
+        .expect("job_leases");
 }

@@ -127,6 +127,8 @@ pub fn test_settings(db: &TestDb) -> Settings {
     let mut s = Settings::with_database(db.target());
     s.bind = "127.0.0.1:0".to_owned();
     s.workers = 1;
+    // Tests run scans themselves, with a controlled clock.
+    s.alert_interval_secs = 0;
     s.pool_size = 4;
     s.jwt_secret = Some(SecretString::from(JWT_SECRET));
     s.admin_username = Some(ADMIN_USER.to_owned());

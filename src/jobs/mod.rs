@@ -1,0 +1,259 @@
+//! Background jobs: the alert scan (`granulo alerts run` once, or every
+//! `GRANULO_ALERT_INTERVAL_SECS` inside `granulo serve`). Runs take a database lease so they never
+//! overlap, on one instance or several; alerts are deduplicated by their unique key, so even two
+//! scans at once raise each alert once.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::alerts::{
+    self, AlertSpec, AllocationState, CollectionState, RequestState, StimulationState, UnitState, kinds,
+};
+use crate::domain::policy::Policy;
+use crate::domain::units::UnitStatus;
+use crate::error::{ApiError, ApiResult};
+use crate::services::utc;
+use crate::store::alerts::NewAlert;
+use crate::store::audit::{self, Actor, Change};
+use crate::store::{self, DbConn, Pool};
+
+pub const ALERT_SCAN: &str = "alert_scan";
+/// A run that has not finished after this long is presumed dead and its lease taken over.
+const LEASE: TimeDelta = TimeDelta::minutes(5);
+
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct ScanReport {
+    pub raised: i64,
+    pub resolved: i64,
+    pub expired: i64,
+    pub duration_ms: i64,
+}
+
+fn raise(conn: &mut DbConn, spec: &AlertSpec, now: DateTime<Utc>) -> ApiResult<bool> {
+    let severity = spec.severity.as_str();
+    let created = crate::store::alerts::raise(
+        conn,
+        &NewAlert {
+            kind: spec.kind,
+            severity,
+            status: "open",
+            dedup_key: &spec.dedup_key,
+            entity_type: spec.entity_type,
+            entity_id: &spec.entity_id.to_string(),
+            message: &spec.message,
+            details: serde_json::json!({ spec.entity_type: spec.entity_id }).to_string(),
+            created_at: store::truncate_micros(now.naive_utc()),
+        },
+    )?;
+    Ok(created.is_some())
+}
+
+/// One pass over everything the alert rules look at, in one transaction.
+pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult<ScanReport> {
+    let started = Instant::now();
+    let at = store::truncate_micros(now.naive_utc());
+    let system = Actor::system("alert-scan");
+    let mut report = ScanReport::default();
+    let mut holding: Vec<AlertSpec> = Vec::new();
+
+    for (id, din, status, expires_at) in store::units::for_alert_scan(conn)? {
+        let status = UnitStatus::parse(&status)
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored unit status {status:?}")))?;
+        let (specs, sweep) = alerts::unit_alerts(
+            &UnitState {
+                id,
+                din: &din,
+                status,
+                expires_at: utc(expires_at),
+            },
+            now,
+            policy,
+        );
+        if sweep && store::units::mark_expired(conn, id, at)? {
+            report.expired += 1;
+            audit::append(
+                conn,
+                &system,
+                Change::updated(
+                    "unit.expire",
+                    "unit",
+                    id,
+                    serde_json::json!({"status": status}),
+                    serde_json::json!({"status": "expired"}),
+                ),
+            )?;
+        }
+        holding.extend(specs);
+    }
+
+    let mut covered: HashMap<i64, usize> = HashMap::new();
+    for a in store::allocations::active(conn)? {
+        *covered.entry(a.request_id).or_default() += 1;
+        let Some(r) = store::requests::find(conn, a.request_id)? else {
+            continue;
+        };
+        let sample_ids: Vec<i64> = store::patients::samples_of(conn, r.patient_id)?
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        let newest = store::allocations::crossmatches_for(conn, a.unit_id, &sample_ids)?
+            .into_iter()
+            .next();
+        let valid_until = match newest {
+            Some(x) => store::patients::find_sample(conn, x.sample_id)?.map(|s| utc(s.valid_until)),
+            None => None,
+        };
+        holding.extend(alerts::allocation_alerts(
+            &AllocationState {
+                id: a.id,
+                allocated: a.status == "allocated",
+                issued_at: a.issued_at.filter(|_| a.status == "issued").map(utc),
+                planned_at: utc(r.needed_by),
+                sample_valid_until: valid_until,
+            },
+            now,
+            policy,
+        ));
+    }
+
+    for r in store::requests::list(conn, None, Some("open"), None, i64::MAX)? {
+        let transfused = store::allocations::of_request(conn, r.id)?
+            .iter()
+            .filter(|a| a.status == "transfused")
+            .count();
+        holding.extend(alerts::request_alerts(
+            &RequestState {
+                id: r.id,
+                needed_by: utc(r.needed_by),
+                covered: covered.get(&r.id).copied().unwrap_or(0) + transfused,
+            },
+            now,
+            policy,
+        ));
+    }
+
+    let scheduled = store::collections::scheduled(conn)?;
+    let donor_ids: Vec<i64> = scheduled.iter().map(|c| c.donor_id).collect();
+    let donors = store::donors::find_many(conn, &donor_ids)?;
+    let records: HashMap<i64, _> = donors
+        .iter()
+        .map(|d| d.id)
+        .zip(crate::services::donors::records(conn, &donors)?)
+        .collect();
+    for c in &scheduled {
+        let Some(record) = records.get(&c.donor_id) else {
+            continue;
+        };
+        let stims = store::collections::stimulations_for_collection(conn, c.id)?;
+        let start = utc(c.scheduled_start);
+        let eligibility = record.eligibility_at(start, Some(c.id), &[], policy);
+        holding.extend(alerts::collection_alerts(
+            &CollectionState {
+                id: c.id,
+                start,
+                eligibility: &eligibility,
+                stimulations: stims
+                    .iter()
+                    .map(|s| StimulationState {
+                        id: s.id,
+                        agent: &s.agent,
+                        administered_at: utc(s.administered_at),
+                    })
+                    .collect(),
+            },
+            now,
+            policy,
+        ));
+    }
+
+    let current: HashSet<&str> = holding.iter().map(|s| s.dedup_key.as_str()).collect();
+    for spec in &holding {
+        if raise(conn, spec, now)? {
+            report.raised += 1;
+        }
+    }
+    for alert in crate::store::alerts::unresolved(conn, kinds::SCANNED)? {
+        if !current.contains(alert.dedup_key.as_str()) && crate::store::alerts::resolve(conn, alert.id, at)? {
+            report.resolved += 1;
+        }
+    }
+    report.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    Ok(report)
+}
+
+/// One leased run: `Ok(None)` when another run holds the lease.
+pub fn run_once(conn: &mut DbConn, holder: &str, now: DateTime<Utc>) -> ApiResult<Option<ScanReport>> {
+    let at = store::truncate_micros(now.naive_utc());
+    let acquired = store::write_tx(conn, |c| {
+        store::jobs::acquire(c, ALERT_SCAN, holder, at, at + LEASE).map_err(ApiError::from)
+    })?;
+    if !acquired {
+        return Ok(None);
+    }
+    let outcome = store::write_tx(conn, |c| {
+        let policy = crate::services::policy::current(c)?.policy;
+        scan(c, now, &policy)
+    });
+    let (report, error) = match &outcome {
+        Ok(r) => (r.clone(), None),
+        Err(e) => (ScanReport::default(), Some(format!("{e}"))),
+    };
+    let finished = store::now();
+    store::write_tx(conn, |c| {
+        store::jobs::finish(
+            c,
+            ALERT_SCAN,
+            holder,
+            &store::jobs::RunResult {
+                finished_at: finished,
+                duration_ms: report.duration_ms,
+                raised: report.raised,
+                resolved: report.resolved,
+                expired: report.expired,
+                error: error.as_deref(),
+            },
+        )
+        .map_err(ApiError::from)
+    })?;
+    outcome.map(Some)
+}
+
+/// This process's name in job leases.
+pub fn holder_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "granulo".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+/// The in-process scheduler: a scan every `interval`; errors (a database outage) are logged and
+/// the next tick tries again. Ticks never overlap: the next waits for the current run.
+pub fn spawn_scheduler(pool: Pool, interval: Duration) {
+    let holder = holder_name();
+    actix_web::rt::spawn(async move {
+        let mut ticker = actix_web::rt::time::interval(interval);
+        loop {
+            ticker.tick().await;
+            let (pool, holder) = (pool.clone(), holder.clone());
+            let result = actix_web::web::block(move || -> ApiResult<Option<ScanReport>> {
+                let mut conn = pool.get().map_err(store::StoreError::from)?;
+                run_once(&mut conn, &holder, Utc::now())
+            })
+            .await;
+            match result {
+                Ok(Ok(Some(r))) => tracing::info!(
+                    raised = r.raised,
+                    resolved = r.resolved,
+                    expired = r.expired,
+                    ms = r.duration_ms,
+                    "alert scan"
+                ),
+                Ok(Ok(None)) => tracing::debug!("alert scan skipped: another run holds the lease"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "alert scan failed; retrying next tick"),
+                Err(e) => tracing::warn!(error = %e, "alert scan could not run; retrying next tick"),
+            }
+        }
+    });
+}
