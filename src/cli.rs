@@ -317,10 +317,32 @@ fn alerts_run(global: &GlobalArgs) -> ExitCode {
                 "alert scan: {} raised, {} resolved, {} units expired, {} ms",
                 r.raised, r.resolved, r.expired, r.duration_ms
             );
-            ExitCode::SUCCESS
+            deliver(&mut conn)
         }
         Ok(None) => {
             println!("alert scan skipped: another run holds the lease");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Sends the webhook deliveries that are due (after a scan from cron), on the one connection.
+fn deliver(conn: &mut store::DbConn) -> ExitCode {
+    let now = chrono::Utc::now();
+    let outgoing = match crate::services::webhooks::load_due(conn, now) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let system = actix_web::rt::System::new();
+    let results = system
+        .block_on(async move { crate::services::webhooks::send_all(&crate::jobs::webhook_client(), outgoing).await });
+    match crate::services::webhooks::record(conn, results, now) {
+        Ok(r) => {
+            println!(
+                "webhooks: {} delivered, {} failed (retried later)",
+                r.delivered, r.failed
+            );
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),

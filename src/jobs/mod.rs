@@ -35,7 +35,7 @@ pub struct ScanReport {
 
 fn raise(conn: &mut DbConn, spec: &AlertSpec, now: DateTime<Utc>) -> ApiResult<bool> {
     let severity = spec.severity.as_str();
-    let created = crate::store::alerts::raise(
+    let created = crate::services::webhooks::raise(
         conn,
         &NewAlert {
             kind: spec.kind,
@@ -232,13 +232,14 @@ pub fn holder_name() -> String {
 /// the next tick tries again. Ticks never overlap: the next waits for the current run.
 pub fn spawn_scheduler(pool: Pool, interval: Duration) {
     let holder = holder_name();
+    let client = webhook_client();
     actix_web::rt::spawn(async move {
         let mut ticker = actix_web::rt::time::interval(interval);
         loop {
             ticker.tick().await;
-            let (pool, holder) = (pool.clone(), holder.clone());
+            let (scan_pool, holder) = (pool.clone(), holder.clone());
             let result = actix_web::web::block(move || -> ApiResult<Option<ScanReport>> {
-                let mut conn = pool.get().map_err(store::StoreError::from)?;
+                let mut conn = scan_pool.get().map_err(store::StoreError::from)?;
                 run_once(&mut conn, &holder, Utc::now())
             })
             .await;
@@ -254,6 +255,23 @@ pub fn spawn_scheduler(pool: Pool, interval: Duration) {
                 Ok(Err(e)) => tracing::warn!(error = %e, "alert scan failed; retrying next tick"),
                 Err(e) => tracing::warn!(error = %e, "alert scan could not run; retrying next tick"),
             }
+            match crate::services::webhooks::deliver_due(&pool, &client, Utc::now()).await {
+                Ok(r) if r.delivered + r.failed > 0 => {
+                    tracing::info!(delivered = r.delivered, failed = r.failed, "webhook deliveries")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "webhook delivery failed; retrying next tick"),
+            }
         }
     });
+}
+
+/// The HTTP client webhook deliveries use (no redirects: a receiver answers, it does not send
+/// signed payloads elsewhere).
+pub fn webhook_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("granulo/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
 }

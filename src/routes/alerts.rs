@@ -188,3 +188,66 @@ pub async fn jobs(state: web::Data<AppState>, caller: AuthUser) -> ApiResult<Htt
             .collect(),
     }))
 }
+
+/// Polling interval of the live stream (each connection reads new alerts this often).
+const STREAM_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A server-sent-events stream of alerts for dashboards: each alert once, as `event: <kind>`,
+/// `id: <alert id>`, `data: <alert JSON>`. Resumes after `Last-Event-ID`; without it, starts
+/// with alerts raised from now on. Comments keep idle connections alive.
+#[utoipa::path(
+    get, path = "/api/v1/alerts/stream", tag = "alerts", security(("bearer" = [])),
+    params(("Last-Event-ID" = Option<i64>, Header, description = "resume after this alert id")),
+    responses((status = 200, description = "text/event-stream of alerts", content_type = "text/event-stream", body = String))
+)]
+pub async fn stream(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    req: actix_web::HttpRequest,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let resume = match req.headers().get("Last-Event-ID") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .ok_or_else(|| ApiError::field("Last-Event-ID", "must be an alert id"))?,
+        ),
+    };
+    let after = match resume {
+        Some(id) => id,
+        None => state.db(|conn| Ok(alerts::list_newest_id(conn)?.unwrap_or(0))).await?,
+    };
+    let body = futures_util::stream::unfold((state, after, true), |(state, after, first)| async move {
+        if !first {
+            actix_web::rt::time::sleep(STREAM_POLL).await;
+        }
+        let rows = state
+            .db(move |conn| alerts::list(conn, None, None, Some(after), 100).map_err(Into::into))
+            .await;
+        let (chunk, next) = match rows {
+            Ok(rows) if rows.is_empty() => (": keep-alive\n\n".to_owned(), after),
+            Ok(rows) => {
+                let last = rows.last().map_or(after, |a| a.id);
+                let mut out = String::new();
+                for a in rows {
+                    let (id, kind) = (a.id, a.kind.clone());
+                    let data = serde_json::to_string(&AlertView::from(a)).unwrap_or_default();
+                    out.push_str(&format!("id: {id}\nevent: {kind}\ndata: {data}\n\n"));
+                }
+                (out, last)
+            }
+            Err(_) => (": database unavailable, retrying\n\n".to_owned(), after),
+        };
+        Some((
+            Ok::<_, actix_web::Error>(actix_web::web::Bytes::from(chunk)),
+            (state, next, false),
+        ))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("Content-Encoding", "identity"))
+        .streaming(body))
+}

@@ -9,7 +9,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
     alerts, allocations, audit, auth, collections, devices, donors, health, hospitals, isbt128, patients, policy,
-    requests, units, users,
+    requests, units, users, webhooks,
 };
 use crate::error::{FieldError, Problem, Reason};
 
@@ -37,7 +37,8 @@ use crate::error::{FieldError, Problem, Reason};
         isbt128::decode,
         units::create, units::list, units::get, units::irradiate, units::record_test,
         units::release, units::discard, units::add_reading, units::add_location_reading, units::label, units::trace,
-        alerts::list, alerts::ack, alerts::jobs,
+        alerts::list, alerts::ack, alerts::jobs, alerts::stream,
+        webhooks::create, webhooks::list, webhooks::deliveries,
         patients::create, patients::list, patients::get, patients::update, patients::add_sample, patients::samples,
         requests::create, requests::list, requests::get, requests::approve, requests::decline, requests::cancel,
         requests::allocate, requests::candidates,

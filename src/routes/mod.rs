@@ -17,6 +17,7 @@ pub mod policy;
 pub mod requests;
 pub mod units;
 pub mod users;
+pub mod webhooks;
 
 use actix_web::web;
 use base64::Engine as _;
@@ -133,8 +134,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/units/{id}/trace").route(web::get().to(units::trace)))
                 .service(web::resource("/storage-readings").route(web::post().to(units::add_location_reading)))
                 .service(web::resource("/alerts").route(web::get().to(alerts::list)))
+                .service(web::resource("/alerts/stream").route(web::get().to(alerts::stream)))
                 .service(web::resource("/alerts/{id}/ack").route(web::post().to(alerts::ack)))
                 .service(web::resource("/jobs").route(web::get().to(alerts::jobs)))
+                .service(
+                    web::resource("/webhooks")
+                        .route(web::post().to(webhooks::create))
+                        .route(web::get().to(webhooks::list)),
+                )
+                .service(web::resource("/webhooks/{id}/deliveries").route(web::get().to(webhooks::deliveries)))
                 .service(
                     web::resource("/patients")
                         .route(web::post().to(patients::create))

@@ -14,7 +14,7 @@ use crate::domain::text_enum;
 use crate::domain::units::{self as unit_rules, UnitAction, UnitStatus};
 use crate::error::{ApiError, ApiResult, Reason};
 use crate::services::{patients, requests, units};
-use crate::store::alerts::{self, NewAlert};
+use crate::store::alerts::NewAlert;
 use crate::store::allocations::{self as rows, Allocation, AllocationData};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::units::{Unit, UnitData};
@@ -451,7 +451,7 @@ pub fn allocate(
         }
     })?;
     if anti_d {
-        alerts::raise(
+        crate::services::webhooks::raise(
             conn,
             &NewAlert {
                 kind: "allocation.anti_d_prophylaxis",

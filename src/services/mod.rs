@@ -11,6 +11,7 @@ pub mod policy;
 pub mod requests;
 pub mod trace;
 pub mod units;
+pub mod webhooks;
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 

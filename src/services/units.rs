@@ -16,7 +16,7 @@ use crate::domain::scheduling::CollectionStatus;
 use crate::domain::text_enum;
 use crate::domain::units::{self as rules, MarkerResult, TestResult, UnitAction, UnitStatus};
 use crate::error::{ApiError, ApiResult, Reason, Validator};
-use crate::store::alerts::{self, NewAlert};
+use crate::store::alerts::NewAlert;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::units::{self as rows, Unit, UnitData, UnitFilter};
 use crate::store::{self, DbConn, collections as collection_rows, donors as donor_rows};
@@ -648,6 +648,38 @@ pub fn record_test(conn: &mut DbConn, actor: &Actor, key: &str, input: TestInput
         }
         if u.release_kind.is_some() {
             let status = rules::effective_status(status_of(&u)?, utc(u.expires_at), now);
+            // Look-forward: the latest allocation of the unit and its recipient, if any.
+            let allocation = crate::store::allocations::of_unit(conn, u.id)?
+                .into_iter()
+                .rfind(|a| a.status != "cancelled");
+            let (allocation_json, recipient_json, whom) = match &allocation {
+                Some(a) => {
+                    let r = crate::store::requests::find(conn, a.request_id)?;
+                    let p = match &r {
+                        Some(r) => crate::store::patients::find(conn, r.patient_id)?,
+                        None => None,
+                    };
+                    let recipient = p
+                        .as_ref()
+                        .map(|p| serde_json::json!({"patient_id": p.id, "hospital_id": p.hospital_id, "mrn": p.mrn}));
+                    let whom = p.as_ref().map_or_else(String::new, |p| {
+                        format!(
+                            "; allocation {} ({}) for patient {} (MRN {}) of hospital {}",
+                            a.id, a.status, p.id, p.mrn, p.hospital_id
+                        )
+                    });
+                    (
+                        serde_json::json!({"id": a.id, "status": a.status, "request_id": a.request_id}),
+                        recipient.unwrap_or(serde_json::Value::Null),
+                        whom,
+                    )
+                }
+                None => (
+                    serde_json::Value::Null,
+                    serde_json::Value::Null,
+                    "; no allocation or recipient is recorded for it".to_owned(),
+                ),
+            };
             raise(
                 conn,
                 "unit.positive_result_after_release",
@@ -655,11 +687,12 @@ pub fn record_test(conn: &mut DbConn, actor: &Actor, key: &str, input: TestInput
                 &format!("unit.positive_result_after_release:{}:{marker}", u.id),
                 &u,
                 format!(
-                    "{marker} positive on unit {} after its {} release (now {status}); no allocation or recipient is recorded for it",
+                    "{marker} positive on unit {} after its {} release (now {status}){whom}",
                     u.din,
                     u.release_kind.as_deref().unwrap_or("")
                 ),
-                serde_json::json!({"marker": marker, "status": status, "release": u.release_kind, "allocation": null, "recipient": null}),
+                serde_json::json!({"marker": marker, "status": status, "release": u.release_kind,
+                                   "allocation": allocation_json, "recipient": recipient_json}),
                 now,
             )?;
         }
@@ -682,7 +715,7 @@ fn raise(
         obj.insert("unit_id".to_owned(), u.id.into());
         obj.insert("din".to_owned(), u.din.clone().into());
     }
-    alerts::raise(
+    crate::services::webhooks::raise(
         conn,
         &NewAlert {
             kind,

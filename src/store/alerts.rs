@@ -121,3 +121,7 @@ pub fn resolve(conn: &mut DbConn, id: i64, at: NaiveDateTime) -> QueryResult<boo
         .execute(conn)?;
     Ok(n == 1)
 }
+
+pub fn list_newest_id(conn: &mut DbConn) -> QueryResult<Option<i64>> {
+    alerts::table.select(diesel::dsl::max(alerts::id)).first(conn)
+}

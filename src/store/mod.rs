@@ -21,6 +21,7 @@ pub mod sessions;
 pub mod throttle;
 pub mod units;
 pub mod users;
+pub mod webhooks;
 
 use std::time::Duration;
 

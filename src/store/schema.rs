@@ -290,6 +290,35 @@ diesel::table! {
 }
 
 diesel::table! {
+    webhook_subscriptions (id) {
+        id -> BigInt,
+        url -> Text,
+        events -> Text,
+        secret -> Text,
+        hospital_id -> Nullable<BigInt>,
+        active -> Bool,
+        created_by -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_outbox (id) {
+        id -> BigInt,
+        subscription_id -> BigInt,
+        alert_id -> BigInt,
+        event -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        last_status_code -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
     job_leases (name) {
         name -> Text,
         holder -> Nullable<Text>,
@@ -439,6 +468,7 @@ diesel::joinable!(crossmatches -> units (unit_id));
 diesel::joinable!(crossmatches -> samples (sample_id));
 diesel::joinable!(allocations -> requests (request_id));
 diesel::joinable!(allocations -> units (unit_id));
+diesel::joinable!(webhook_outbox -> webhook_subscriptions (subscription_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     hospitals,
@@ -468,4 +498,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     crossmatches,
     allocations,
     job_leases,
+    webhook_subscriptions,
+    webhook_outbox,
 );

@@ -12,6 +12,8 @@ both_backends!(
     requests_allocations_and_collections_are_watched,
     concurrent_scans_raise_each_alert_once,
     cron_command_and_jobs_view,
+    webhooks_are_signed_retried_and_scoped,
+    dashboards_follow_a_live_stream,
 );
 
 fn scan_at(app: &TestApp, now: DateTime<Utc>) -> granulo::jobs::ScanReport {
@@ -43,6 +45,20 @@ fn keys(list: &[Value]) -> Vec<String> {
         .collect();
     k.sort();
     k
+}
+
+/// A supplier unit released to `available` (emergency release by a medical director).
+async fn available_unit(app: &mut TestApp, tech: &str, din: &str) -> i64 {
+    let unit = supplier_unit(app, tech, din, now_minute() - TimeDelta::hours(1)).await;
+    let director = app.token_for("medical_director").await;
+    app.post(
+        &format!("/api/v1/units/{unit}/release"),
+        Some(&director),
+        &json!({"emergency": true, "physician": {"name": "Dr A", "acknowledged_at": ts(now_minute())}}),
+    )
+    .await
+    .ok(200);
+    unit
 }
 
 async fn supplier_unit(app: &TestApp, tech: &str, din: &str, collected: DateTime<Utc>) -> i64 {
@@ -239,6 +255,24 @@ async fn requests_allocations_and_collections_are_watched(backend: Backend) {
         0,
         "resolved"
     );
+    // A positive result after the emergency release names the allocation and the recipient.
+    app.post(
+        &format!("/api/v1/units/{unit}/tests"),
+        Some(&tech),
+        &json!({"marker": "hiv_nat", "result": "positive"}),
+    )
+    .await
+    .ok(200);
+    let positive = alerts(&app, &tech, "kind=unit.positive_result_after_release").await;
+    assert_eq!(positive.len(), 1);
+    assert_eq!(positive[0]["severity"], "urgent");
+    assert!(
+        positive[0]["message"].as_str().is_some_and(|m| m.contains("MRN AL-1")),
+        "{}",
+        positive[0]
+    );
+    assert_eq!(positive[0]["details"]["recipient"]["mrn"], "AL-1");
+    assert_eq!(positive[0]["details"]["allocation"]["id"], allocation);
 
     // A collection in 10 h with no stimulation; then its donor is deferred.
     let donor = app.register_donor(&tech, &donor_body("Al", "O", "negative")).await;
@@ -351,6 +385,231 @@ async fn cron_command_and_jobs_view(backend: Backend) {
     let hospital = app.token_for("hospital").await;
     app.get("/api/v1/jobs", Some(&hospital)).await.problem(403, "forbidden");
     app.get("/api/v1/alerts", Some(&hospital))
+        .await
+        .problem(403, "forbidden");
+}
+
+/// (signature, timestamp, event, body) of each delivery received.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, String)>>>;
+
+/// A local webhook receiver: records every delivery; answers 500 to the first `fail_first`.
+struct Receiver {
+    url: String,
+    got: Received,
+}
+
+async fn receiver(fail_first: usize) -> Receiver {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    let got: Received = Default::default();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (g, s) = (got.clone(), seen.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = HttpServer::new(move || {
+        let (g, s) = (g.clone(), s.clone());
+        App::new().route(
+            "/hook",
+            web::post().to(move |req: HttpRequest, body: web::Bytes| {
+                let (g, s) = (g.clone(), s.clone());
+                async move {
+                    if s.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < fail_first {
+                        return HttpResponse::InternalServerError().finish();
+                    }
+                    let header = |n: &str| {
+                        req.headers()
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    g.lock().expect("lock").push((
+                        header("x-granulo-signature"),
+                        header("x-granulo-timestamp"),
+                        header("x-granulo-event"),
+                        String::from_utf8_lossy(&body).to_string(),
+                    ));
+                    HttpResponse::NoContent().finish()
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .expect("listen")
+    .run();
+    actix_rt::spawn(server);
+    Receiver {
+        url: format!("http://127.0.0.1:{port}/hook"),
+        got,
+    }
+}
+
+fn hmac_hex(secret: &str, body: &str) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn deliver(app: &TestApp, now: DateTime<Utc>) -> granulo::services::webhooks::DeliveryReport {
+    let client = granulo::jobs::webhook_client();
+    granulo::services::webhooks::deliver_due(&app.state.pool, &client, now)
+        .await
+        .expect("delivery runs")
+}
+
+async fn webhooks_are_signed_retried_and_scoped(backend: Backend) {
+    let mut app = spawn(backend).await;
+    let admin = app.admin_token().await;
+    let tech = app.token_for("technologist").await;
+    let hosp = app.token_for("hospital").await;
+    let hospital_id = app.get("/api/v1/me", Some(&hosp)).await.ok(200)["hospital_id"]
+        .as_i64()
+        .expect("hospital");
+    let bank = receiver(1).await;
+    let ward = receiver(0).await;
+    const BANK_SECRET: &str = "bank-secret-0123456789";
+    const WARD_SECRET: &str = "ward-secret-0123456789";
+    let sub = app
+        .post(
+            "/api/v1/webhooks",
+            Some(&admin),
+            &json!({"url": bank.url, "events": ["unit.quarantined", "request.unallocated"], "secret": BANK_SECRET}),
+        )
+        .await;
+    let bank_id = sub.ok(201)["id"].as_i64().expect("id");
+    assert!(!sub.text.contains(BANK_SECRET), "the secret is never shown");
+    app.post(
+        "/api/v1/webhooks",
+        Some(&admin),
+        &json!({"url": ward.url, "events": ["*"], "secret": WARD_SECRET, "hospital_id": hospital_id}),
+    )
+    .await
+    .ok(201);
+    for bad in [
+        json!({"url": "ftp://x", "events": ["*"], "secret": BANK_SECRET}),
+        json!({"url": bank.url, "events": ["unit.exploded"], "secret": BANK_SECRET}),
+        json!({"url": bank.url, "events": [], "secret": BANK_SECRET}),
+        json!({"url": bank.url, "events": ["*"], "secret": "short"}),
+    ] {
+        app.post("/api/v1/webhooks", Some(&admin), &bad)
+            .await
+            .problem(400, "validation_failed");
+    }
+    app.post(
+        "/api/v1/webhooks",
+        Some(&tech),
+        &json!({"url": bank.url, "events": ["*"], "secret": BANK_SECRET}),
+    )
+    .await
+    .problem(403, "forbidden");
+
+    // A bank-side event (a unit in the bank): only the bank's subscription gets it.
+    let unit = available_unit(&mut app, &tech, "C111126000301").await;
+    app.post(
+        &format!("/api/v1/units/{unit}/storage-readings"),
+        Some(&tech),
+        &json!({"temperature_c": 30}),
+    )
+    .await
+    .ok(201);
+    // The receiver fails the first attempt; the delivery is retried after the backoff.
+    let first = deliver(&app, Utc::now()).await;
+    assert_eq!((first.delivered, first.failed), (0, 1));
+    let log = app
+        .get(&format!("/api/v1/webhooks/{bank_id}/deliveries"), Some(&admin))
+        .await;
+    assert_eq!(log.ok(200)["items"][0]["status"], "pending");
+    assert_eq!(log.body["items"][0]["last_status_code"], 500);
+    assert_eq!(
+        deliver(&app, Utc::now()).await.delivered,
+        0,
+        "not due before the backoff"
+    );
+    let second = deliver(&app, Utc::now() + TimeDelta::seconds(31)).await;
+    assert_eq!((second.delivered, second.failed), (1, 0));
+    let got = bank.got.lock().expect("lock").clone();
+    assert_eq!(got.len(), 1);
+    let (signature, timestamp, event, body) = &got[0];
+    assert_eq!(signature, &hmac_hex(BANK_SECRET, body), "signature verifies");
+    assert_eq!(event, "unit.quarantined");
+    let parsed: Value = serde_json::from_str(body).expect("json body");
+    assert_eq!(parsed["alert"]["kind"], "unit.quarantined");
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(parsed["sent_at"].as_str().expect("sent_at")).expect("time"),
+        chrono::DateTime::parse_from_rfc3339(timestamp).expect("header time"),
+        "the signed body carries the timestamp header's time"
+    );
+    assert!(ward.got.lock().expect("lock").is_empty(), "no cross-hospital leak");
+
+    // A hospital event: the ward's subscription gets it, signed with its own secret.
+    let patient = app
+        .post(
+            "/api/v1/patients",
+            Some(&hosp),
+            &json!({"mrn": "WH-1", "given_name": "W", "family_name": "H", "date_of_birth": "1980-01-01", "sex": "male",
+                    "weight_kg": 70, "abo": "O", "rhd": "negative", "cmv": "negative"}),
+        )
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("patient");
+    app.post(
+        "/api/v1/requests",
+        Some(&hosp),
+        &json!({"patient_id": patient, "units_requested": 1, "needed_by": ts(now_minute() + TimeDelta::hours(2)), "priority": "stat",
+                "indication": {"anc_per_ul": 100, "infection": "sepsis", "refractory_hours": 72}}),
+    )
+    .await
+    .ok(201);
+    scan_at(&app, Utc::now());
+    let report = deliver(&app, Utc::now()).await;
+    assert_eq!(report.delivered, 2, "to the ward and to the bank");
+    let ward_got = ward.got.lock().expect("lock").clone();
+    assert_eq!(ward_got.len(), 1);
+    assert_eq!(ward_got[0].2, "request.unallocated");
+    assert_eq!(ward_got[0].0, hmac_hex(WARD_SECRET, &ward_got[0].3));
+    assert_eq!(bank.got.lock().expect("lock").len(), 2);
+    let list = app.get("/api/v1/webhooks", Some(&admin)).await;
+    assert_eq!(list.ok(200)["items"].as_array().map(Vec::len), Some(2));
+}
+
+async fn dashboards_follow_a_live_stream(backend: Backend) {
+    let mut app = spawn(backend).await;
+    let tech = app.token_for("technologist").await;
+    let unit = available_unit(&mut app, &tech, "C111126000401").await;
+    app.post(
+        &format!("/api/v1/units/{unit}/storage-readings"),
+        Some(&tech),
+        &json!({"temperature_c": 15}),
+    )
+    .await
+    .ok(201);
+    let mut res = app
+        .client
+        .get(app.url("/api/v1/alerts/stream"))
+        .bearer_auth(&tech)
+        .header("Last-Event-ID", "0")
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(
+        res.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    let chunk = actix_rt::time::timeout(std::time::Duration::from_secs(10), res.chunk())
+        .await
+        .expect("a chunk in time")
+        .expect("read")
+        .expect("data");
+    let text = String::from_utf8_lossy(&chunk).to_string();
+    assert!(
+        text.contains("event: unit.quarantined") && text.contains("id: 1"),
+        "{text}"
+    );
+    let hosp = app.token_for("hospital").await;
+    app.get("/api/v1/alerts/stream", Some(&hosp))
         .await
         .problem(403, "forbidden");
 }

@@ -89,6 +89,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/alerts"),
     ("post", "/api/v1/alerts/{id}/ack"),
     ("get", "/api/v1/jobs"),
+    ("get", "/api/v1/alerts/stream"),
+    ("post", "/api/v1/webhooks"),
+    ("get", "/api/v1/webhooks"),
+    ("get", "/api/v1/webhooks/{id}/deliveries"),
     ("post", "/api/v1/patients"),
     ("get", "/api/v1/patients"),
     ("get", "/api/v1/patients/{id}"),
@@ -297,4 +301,12 @@ async fn schema_matches_database(backend: Backend) {
         .select(granulo::store::jobs::JobLease::as_select())
         .load(conn)
         .expect("job_leases");
+    webhook_subscriptions::table
+        .select(granulo::store::webhooks::Subscription::as_select())
+        .load(conn)
+        .expect("webhook_subscriptions");
+    webhook_outbox::table
+        .select(granulo::store::webhooks::Delivery::as_select())
+        .load(conn)
+        .expect("webhook_outbox");
 }
