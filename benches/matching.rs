@@ -251,7 +251,84 @@ fn run(label: &str, target: DatabaseTarget) -> anyhow::Result<()> {
         elapsed,
         ok as f64 / elapsed.as_secs_f64()
     );
-    Ok(())
+    drop(conn);
+    webhooks(label, &pool)
+}
+
+/// Webhook delivery: 500 alerts raised (each queued for one subscription), then delivery
+/// passes to a local receiver until the outbox is empty.
+fn webhooks(label: &str, pool: &store::Pool) -> anyhow::Result<()> {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    const ALERTS: usize = 500;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let pool = pool.clone();
+    let label = label.to_owned();
+    actix_web::rt::System::new().block_on(async move {
+        let server = HttpServer::new(|| {
+            App::new().route("/hook", web::post().to(|| async { HttpResponse::NoContent().finish() }))
+        })
+        .workers(1)
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        let mut conn = pool.get()?;
+        let now = store::now();
+        store::write_tx(&mut conn, |c| -> anyhow::Result<()> {
+            granulo::store::webhooks::insert(
+                c,
+                &granulo::store::webhooks::NewSubscription {
+                    url: &format!("http://127.0.0.1:{port}/hook"),
+                    events: r#"["*"]"#.to_owned(),
+                    secret: "bench-secret-0123456789",
+                    hospital_id: None,
+                    active: true,
+                    created_by: "bench",
+                    created_at: now,
+                },
+            )?;
+            for i in 0..ALERTS {
+                granulo::services::webhooks::raise(
+                    c,
+                    &granulo::store::alerts::NewAlert {
+                        kind: "unit.expiring",
+                        severity: "warning",
+                        status: "open",
+                        dedup_key: &format!("bench:{i}"),
+                        entity_type: "unit",
+                        entity_id: "0",
+                        message: "bench",
+                        details: "{}".to_owned(),
+                        created_at: now,
+                    },
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            Ok(())
+        })?;
+        drop(conn);
+        let client = granulo::jobs::webhook_client();
+        let t = Instant::now();
+        let mut delivered = 0;
+        loop {
+            let r = granulo::services::webhooks::deliver_due(&pool, &client, chrono::Utc::now())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            delivered += r.delivered;
+            if r.delivered + r.failed == 0 {
+                break;
+            }
+        }
+        let elapsed = t.elapsed();
+        println!(
+            "[{label}] {delivered} signed webhook deliveries to a local receiver in {:.1?}: {:.0} deliveries/s",
+            elapsed,
+            delivered as f64 / elapsed.as_secs_f64()
+        );
+        handle.stop(true).await;
+        Ok(())
+    })
 }
 
 fn main() -> anyhow::Result<()> {

@@ -287,6 +287,31 @@ async fn requests_allocations_and_collections_are_watched(backend: Backend) {
             .len(),
         1
     );
+    // G-CSF given now: the unstimulated alert resolves; if the collection has not started
+    // 24 h after the dose, the stimulation's window was missed.
+    app.post(
+        &format!("/api/v1/donors/{donor}/stimulations"),
+        Some(&tech),
+        &json!({"agent": "gcsf", "dose": 480, "dose_unit": "ug", "administered_at": ts(now), "collection_id": collection}),
+    )
+    .await
+    .ok(201);
+    let report = scan_at(&app, now);
+    assert!(report.resolved >= 1, "{report:?}");
+    assert_eq!(
+        alerts(&app, &tech, "status=open&kind=collection.unstimulated")
+            .await
+            .len(),
+        0
+    );
+    assert_eq!(scan_at(&app, now + TimeDelta::hours(24)).raised, 0);
+    scan_at(&app, now + TimeDelta::hours(24) + TimeDelta::minutes(1));
+    assert_eq!(
+        alerts(&app, &tech, "status=open&kind=stimulation.window_missed")
+            .await
+            .len(),
+        1
+    );
     app.post(
         &format!("/api/v1/donors/{donor}/deferrals"),
         Some(&tech),
