@@ -228,8 +228,34 @@ pub fn holder_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// The in-process scheduler: a scan every `interval`; errors (a database outage) are logged and
-/// the next tick tries again. Ticks never overlap: the next waits for the current run.
+/// What one scheduler tick did: the scan (or why it could not run) and the deliveries.
+pub struct Tick {
+    pub scan: Result<Option<ScanReport>, String>,
+    pub deliveries: Result<crate::services::webhooks::DeliveryReport, String>,
+}
+
+/// One scheduler tick: a leased scan, then the due webhook deliveries. Errors (a database
+/// outage) are returned, never panicked on, so the scheduler logs them and tries again.
+pub async fn tick(pool: &Pool, client: &reqwest::Client, holder: &str) -> Tick {
+    let (scan_pool, holder) = (pool.clone(), holder.to_owned());
+    let scan = match actix_web::web::block(move || -> ApiResult<Option<ScanReport>> {
+        let mut conn = scan_pool.get().map_err(store::StoreError::from)?;
+        run_once(&mut conn, &holder, Utc::now())
+    })
+    .await
+    {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let deliveries = crate::services::webhooks::deliver_due(pool, client, Utc::now())
+        .await
+        .map_err(|e| e.to_string());
+    Tick { scan, deliveries }
+}
+
+/// The in-process scheduler: a tick every `interval`. Ticks never overlap (the next waits for
+/// the current one), and a failing tick is logged and retried at the next.
 pub fn spawn_scheduler(pool: Pool, interval: Duration) {
     let holder = holder_name();
     let client = webhook_client();
@@ -237,25 +263,19 @@ pub fn spawn_scheduler(pool: Pool, interval: Duration) {
         let mut ticker = actix_web::rt::time::interval(interval);
         loop {
             ticker.tick().await;
-            let (scan_pool, holder) = (pool.clone(), holder.clone());
-            let result = actix_web::web::block(move || -> ApiResult<Option<ScanReport>> {
-                let mut conn = scan_pool.get().map_err(store::StoreError::from)?;
-                run_once(&mut conn, &holder, Utc::now())
-            })
-            .await;
-            match result {
-                Ok(Ok(Some(r))) => tracing::info!(
+            let t = tick(&pool, &client, &holder).await;
+            match t.scan {
+                Ok(Some(r)) => tracing::info!(
                     raised = r.raised,
                     resolved = r.resolved,
                     expired = r.expired,
                     ms = r.duration_ms,
                     "alert scan"
                 ),
-                Ok(Ok(None)) => tracing::debug!("alert scan skipped: another run holds the lease"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "alert scan failed; retrying next tick"),
-                Err(e) => tracing::warn!(error = %e, "alert scan could not run; retrying next tick"),
+                Ok(None) => tracing::debug!("alert scan skipped: another run holds the lease"),
+                Err(e) => tracing::warn!(error = %e, "alert scan failed; retrying next tick"),
             }
-            match crate::services::webhooks::deliver_due(&pool, &client, Utc::now()).await {
+            match t.deliveries {
                 Ok(r) if r.delivered + r.failed > 0 => {
                     tracing::info!(delivered = r.delivered, failed = r.failed, "webhook deliveries")
                 }

@@ -14,6 +14,7 @@ both_backends!(
     cron_command_and_jobs_view,
     webhooks_are_signed_retried_and_scoped,
     dashboards_follow_a_live_stream,
+    a_scheduler_tick_survives_a_database_outage,
 );
 
 fn scan_at(app: &TestApp, now: DateTime<Utc>) -> granulo::jobs::ScanReport {
@@ -637,4 +638,23 @@ async fn dashboards_follow_a_live_stream(backend: Backend) {
     app.get("/api/v1/alerts/stream", Some(&hosp))
         .await
         .problem(403, "forbidden");
+}
+
+async fn a_scheduler_tick_survives_a_database_outage(backend: Backend) {
+    let app = spawn(backend).await;
+    // A pool whose database is unreachable (nothing listens on port 1).
+    let down = granulo::config::DatabaseTarget::parse("postgres://postgres@127.0.0.1:1/nowhere").expect("url");
+    let broken = diesel::r2d2::Pool::builder()
+        .connection_timeout(std::time::Duration::from_millis(500))
+        .build_unchecked(granulo::store::Manager::new(down));
+    let client = granulo::jobs::webhook_client();
+    let failed = granulo::jobs::tick(&broken, &client, "test").await;
+    assert!(
+        failed.scan.is_err() && failed.deliveries.is_err(),
+        "errors are reported, not panicked on"
+    );
+    // The next tick, with the database back, carries on.
+    let ok = granulo::jobs::tick(&app.state.pool, &client, "test").await;
+    assert!(ok.scan.expect("scan").is_some());
+    assert_eq!(ok.deliveries.expect("deliveries").delivered, 0);
 }
