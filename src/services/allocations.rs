@@ -497,6 +497,8 @@ fn begin(
     scope: Option<i64>,
 ) -> ApiResult<(Allocation, AllocationStatus, Unit)> {
     let a = find(conn, id, scope)?;
+    // Lock order everywhere: request, allocation, unit (allocation takes request then unit).
+    crate::store::requests::lock(conn, a.request_id)?;
     rows::lock(conn, id)?;
     unit_rows::lock(conn, a.unit_id)?;
     let from = parse_status(&a)?;
@@ -646,14 +648,15 @@ pub fn cancel(conn: &mut DbConn, actor: &Actor, id: i64, reason: &str) -> ApiRes
     save(conn, actor, "allocation.cancel", a, data)
 }
 
-/// The unit of a cancelled allocation goes back to `available`, or to `expired` if it is.
+/// The unit of a cancelled allocation goes back to `available`, or to `expired` if it is. A
+/// unit that left `allocated` meanwhile (quarantined by a reading or a result, swept to
+/// `expired`, discarded) stays as it is.
 fn cancel_holding(conn: &mut DbConn, u: &Unit, now: DateTime<Utc>) -> ApiResult<()> {
-    match unit_rules::transition(
-        units::status_of_unit(u)?,
-        UnitAction::Deallocate,
-        utc(u.expires_at),
-        now,
-    ) {
+    let stored_status = units::status_of_unit(u)?;
+    if stored_status != UnitStatus::Allocated {
+        return Ok(());
+    }
+    match unit_rules::transition(stored_status, UnitAction::Deallocate, utc(u.expires_at), now) {
         Ok(_) => move_unit(conn, u, UnitAction::Deallocate, None, now).map(|_| ()),
         Err(_) => move_unit(conn, u, UnitAction::Expire, None, now).map(|_| ()),
     }

@@ -18,6 +18,7 @@ both_backends!(
     racing_allocations_have_one_winner_per_unit,
     candidates_are_ranked_with_reasons,
     trace_and_lookback_follow_a_unit_both_ways,
+    cancelling_leaves_a_unit_that_left_allocated_alone,
 );
 
 static DIN_SEQ: AtomicU32 = AtomicU32::new(1);
@@ -1009,4 +1010,83 @@ async fn trace_and_lookback_follow_a_unit_both_ways(backend: Backend) {
     app.get("/api/v1/donors/999999/lookback?since=2026-01-01T00:00:00Z", Some(&tech))
         .await
         .problem(404, "not_found");
+}
+
+async fn cancelling_leaves_a_unit_that_left_allocated_alone(backend: Backend) {
+    let mut app = spawn(backend).await;
+    let tech = app.token_for("technologist").await;
+    let (_, hosp) = hospital(&mut app).await;
+    let patient = app
+        .post(
+            "/api/v1/patients",
+            Some(&hosp),
+            &patient_body("MRN-C", "O", "positive", "male"),
+        )
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("patient");
+    let request = app
+        .post("/api/v1/requests", Some(&hosp), &request_body(patient, 2))
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("request");
+    let allocate = |unit: i64| {
+        let (app, tech) = (&app, &tech);
+        async move {
+            app.post(
+                &format!("/api/v1/requests/{request}/allocations"),
+                Some(tech),
+                &json!({"unit_id": unit}),
+            )
+            .await
+            .ok(201)["id"]
+                .as_i64()
+                .expect("allocation")
+        }
+    };
+    // Quarantined by a storage excursion while allocated: cancelling keeps it quarantined.
+    let (hot, _) = ready_unit(&app, &tech, "O", "positive").await;
+    let first = allocate(hot).await;
+    app.post(
+        &format!("/api/v1/units/{hot}/storage-readings"),
+        Some(&tech),
+        &json!({"temperature_c": 30}),
+    )
+    .await
+    .ok(201);
+    app.post(
+        &format!("/api/v1/allocations/{first}/cancel"),
+        Some(&tech),
+        &json!({"reason": "excursion"}),
+    )
+    .await
+    .ok(200);
+    assert_eq!(
+        app.get(&format!("/api/v1/units/{hot}"), Some(&tech)).await.ok(200)["status"],
+        "quarantined"
+    );
+    // Swept to expired while allocated: cancelling still works.
+    let (old, _) = ready_unit(&app, &tech, "O", "positive").await;
+    let second = allocate(old).await;
+    let expires = app.get(&format!("/api/v1/units/{old}"), Some(&tech)).await.ok(200)["expires_at"].clone();
+    let expires = chrono::DateTime::parse_from_rfc3339(expires.as_str().expect("time"))
+        .expect("time")
+        .with_timezone(&Utc);
+    {
+        let mut conn = app.state.pool.get().expect("conn");
+        granulo::jobs::run_once(&mut conn, "test", expires + TimeDelta::minutes(1)).expect("scan");
+    }
+    app.post(
+        &format!("/api/v1/allocations/{second}/cancel"),
+        Some(&tech),
+        &json!({"reason": "expired"}),
+    )
+    .await
+    .ok(200);
+    assert_eq!(
+        app.get(&format!("/api/v1/units/{old}"), Some(&tech)).await.ok(200)["status"],
+        "expired"
+    );
 }
