@@ -325,6 +325,13 @@ fn fmt_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
+/// Until when a crossmatch on a sample drawn at `drawn_at` is valid: `compat.sample_valid_hours`
+/// after drawing. The policy has one validity; it applies whether or not the patient was
+/// transfused or pregnant in the last 3 months (the safe reading of domain.md §3).
+pub fn sample_valid_until(drawn_at: DateTime<Utc>, policy: &Policy) -> DateTime<Utc> {
+    drawn_at + hours(policy.compat.sample_valid_hours)
+}
+
 /// Evaluates every rule that applies at `stage` (see the module notes for the conventions).
 pub fn assess(
     patient: &PatientFacts,
@@ -687,6 +694,19 @@ mod tests {
     }
 
     const GROUPS: [Abo; 4] = [Abo::O, Abo::A, Abo::B, Abo::Ab];
+
+    #[test]
+    fn samples_are_valid_for_the_policy_hours() {
+        let mut p = Policy::default();
+        let drawn = Utc.with_ymd_and_hms(2028, 2, 28, 10, 0, 0).single().expect("time");
+        assert_eq!(
+            sample_valid_until(drawn, &p),
+            Utc.with_ymd_and_hms(2028, 3, 2, 10, 0, 0).single().expect("time"),
+            "72 h across a leap day"
+        );
+        p.compat.sample_valid_hours = 24;
+        assert_eq!(sample_valid_until(drawn, &p), drawn + TimeDelta::hours(24));
+    }
 
     #[test]
     fn baseline_is_compatible_at_both_stages() {

@@ -21,7 +21,6 @@ pub mod webhooks;
 
 use actix_web::web;
 use base64::Engine as _;
-use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Deserializer};
 
 use crate::domain::policy::Policy;
@@ -236,9 +235,7 @@ pub fn paginate<T>(mut rows: Vec<T>, limit: i64, id_of: impl Fn(&T) -> i64) -> (
     }
 }
 
-pub fn utc(t: NaiveDateTime) -> DateTime<Utc> {
-    t.and_utc()
-}
+pub use crate::services::utc;
 
 /// Parse a numeric id from a path segment (400 `invalid_path` otherwise).
 pub fn parse_id(raw: &str, what: &str) -> ApiResult<i64> {

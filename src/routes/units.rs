@@ -302,21 +302,6 @@ pub async fn label(state: web::Data<AppState>, caller: AuthUser, key: web::Path<
     Ok(HttpResponse::Ok().json(label))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip() {
-        let at = chrono::DateTime::from_timestamp_micros(1_800_000_000_123_456)
-            .expect("time")
-            .naive_utc();
-        assert_eq!(decode_cursor(Some(&encode_cursor((at, 7)))).expect("ok"), Some((at, 7)));
-        assert!(decode_cursor(Some("djE6NDI")).is_err());
-        assert!(decode_cursor(Some("???")).is_err());
-    }
-}
-
 /// The unit traced both ways: donor, stimulations, collection, irradiation, tests,
 /// crossmatches, allocations, issue, outcome and recipients.
 #[utoipa::path(
@@ -333,4 +318,19 @@ pub async fn trace(state: web::Data<AppState>, caller: AuthUser, key: web::Path<
         }))
         .await?;
     Ok(HttpResponse::Ok().json(found))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        let at = chrono::DateTime::from_timestamp_micros(1_800_000_000_123_456)
+            .expect("time")
+            .naive_utc();
+        assert_eq!(decode_cursor(Some(&encode_cursor((at, 7)))).expect("ok"), Some((at, 7)));
+        assert!(decode_cursor(Some("djE6NDI")).is_err());
+        assert!(decode_cursor(Some("???")).is_err());
+    }
 }

@@ -267,8 +267,7 @@ pub struct AllocationView {
 }
 
 fn parse_status(a: &Allocation) -> ApiResult<AllocationStatus> {
-    AllocationStatus::parse(&a.status)
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored allocation status {:?}", a.status)))
+    super::stored_enum("allocation status", &a.status, AllocationStatus::parse)
 }
 
 pub fn view(conn: &mut DbConn, a: Allocation) -> ApiResult<AllocationView> {
@@ -567,6 +566,19 @@ pub fn issue(conn: &mut DbConn, actor: &Actor, id: i64, scanned: &str, policy: &
             code: e.code().to_owned(),
             message: format!("the scan is not a valid DIN: {}", e.problem().detail),
         }),
+    }
+    // The unit must still be held for this allocation: a storage excursion or a positive result
+    // since allocation quarantines it (expiry is reported by the assessment below).
+    let unit_status = unit_rules::effective_status(units::status_of_unit(&u)?, utc(u.expires_at), now);
+    if !matches!(unit_status, UnitStatus::Allocated | UnitStatus::Expired) {
+        refusals.push(Reason {
+            code: format!("unit_{unit_status}"),
+            message: format!(
+                "unit {} is {unit_status}{}",
+                u.din,
+                u.status_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            ),
+        });
     }
     let a_now = assess(conn, &u, r.patient_id, now, Stage::Issue, policy)?;
     refusals.extend(as_reasons(

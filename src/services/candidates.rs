@@ -9,12 +9,12 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::allocations::{FindingView, findings};
-use super::{from_stored_json, stored, utc};
+use super::{from_stored_json, stored, stored_enum, utc};
 use crate::domain::blood::{Abo, Cmv, Hla, Rhd};
 use crate::domain::compatibility::{self, CrossmatchFacts, Stage, UnitFacts, Verdict};
 use crate::domain::matching::{self, DonorMatchFacts, Requirements};
 use crate::domain::policy::Policy;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::services::{donors, patients, requests};
 use crate::store::units::UnitMatchRow;
 use crate::store::{
@@ -72,15 +72,11 @@ pub fn default_collection_at(now: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
-fn parse<T>(column: &str, text: &str, f: fn(&str) -> Option<T>) -> ApiResult<T> {
-    f(text).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored {column} {text:?} is not known")))
-}
-
 fn unit_facts(u: &UnitMatchRow, hla: Option<&Hla>) -> ApiResult<UnitFacts> {
     Ok(UnitFacts {
-        abo: parse("abo", &u.abo, Abo::parse)?,
-        rhd: parse("rhd", &u.rhd, Rhd::parse)?,
-        cmv: parse("cmv", &u.cmv, Cmv::parse)?,
+        abo: stored_enum("abo", &u.abo, Abo::parse)?,
+        rhd: stored_enum("rhd", &u.rhd, Rhd::parse)?,
+        cmv: stored_enum("cmv", &u.cmv, Cmv::parse)?,
         donor_hla: hla.filter(|h| !h.is_empty()).cloned(),
         irradiated: u.irradiated,
         released: u.released,
@@ -174,9 +170,9 @@ pub fn candidates(
             from_stored_json("hla", &d.hla)?
         };
         let facts = DonorMatchFacts {
-            abo: parse("abo", &d.abo, Abo::parse)?,
-            rhd: parse("rhd", &d.rhd, Rhd::parse)?,
-            cmv: parse("cmv", &d.cmv, Cmv::parse)?,
+            abo: stored_enum("abo", &d.abo, Abo::parse)?,
+            rhd: stored_enum("rhd", &d.rhd, Rhd::parse)?,
+            cmv: stored_enum("cmv", &d.cmv, Cmv::parse)?,
             hla: (!hla.is_empty()).then_some(hla),
             last_stimulated_at: last_stimulated.get(&d.id).copied(),
         };

@@ -184,8 +184,7 @@ fn stimulation_view(
         id: s.id,
         donor_id: s.donor_id,
         collection_id: s.collection_id,
-        dose_unit: DoseUnit::parse(&s.dose_unit)
-            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored dose unit {:?} is not known", s.dose_unit)))?,
+        dose_unit: super::stored_enum("dose unit", &s.dose_unit, DoseUnit::parse)?,
         agent: s.agent,
         dose: s.dose,
         administered_at: given,

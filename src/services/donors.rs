@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{from_stored_json, is_past, stored, to_json, to_value, utc};
+use super::{from_stored_json, is_past, stored, stored_enum, to_json, to_value, utc};
 use crate::domain::blood::{Abo, Cmv, DonorType, Hla, Rhd, Sex};
 use crate::domain::eligibility::{
     ContraindicationFlag, Deferral, DonorFacts, Eligibility, PastProcedure, ProcedureKind,
@@ -253,10 +253,6 @@ fn data(input: &DonorInput, active: bool, number: &str) -> ApiResult<DonorData> 
         search_text: search_text(&input.given_name, &input.family_name, number),
         updated_at: store::now(),
     })
-}
-
-fn stored_enum<T>(column: &str, text: &str, parse: fn(&str) -> Option<T>) -> ApiResult<T> {
-    parse(text).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored {column} {text:?} is not known")))
 }
 
 fn input_of(d: &Donor) -> ApiResult<DonorInput> {

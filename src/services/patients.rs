@@ -1,11 +1,11 @@
 //! Patients (owned by a hospital; MRN unique per hospital) and crossmatch samples. `scope` is
 //! the caller's hospital for hospital accounts (they see only their own), `None` for staff.
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{from_stored_json, is_past, stored, to_json, to_value, utc};
+use super::{from_stored_json, is_past, stored, stored_enum, to_json, to_value, utc};
 use crate::domain::blood::{Abo, Cmv, Rhd, Sex};
 use crate::domain::compatibility::PatientFacts;
 use crate::domain::policy::Policy;
@@ -146,16 +146,12 @@ fn validate(input: &PatientInput, hospital_id: i64, today: NaiveDate) -> ApiResu
     })
 }
 
-fn parse<T>(column: &str, text: &str, f: fn(&str) -> Option<T>) -> ApiResult<T> {
-    f(text).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored {column} {text:?} is not known")))
-}
-
 pub fn view(p: Patient) -> ApiResult<PatientView> {
     Ok(PatientView {
-        sex: parse("sex", &p.sex, Sex::parse)?,
-        abo: parse("abo", &p.abo, Abo::parse)?,
-        rhd: parse("rhd", &p.rhd, Rhd::parse)?,
-        cmv: parse("cmv", &p.cmv, Cmv::parse)?,
+        sex: stored_enum("sex", &p.sex, Sex::parse)?,
+        abo: stored_enum("abo", &p.abo, Abo::parse)?,
+        rhd: stored_enum("rhd", &p.rhd, Rhd::parse)?,
+        cmv: stored_enum("cmv", &p.cmv, Cmv::parse)?,
         hla_antibodies: from_stored_json("hla_antibodies", &p.hla_antibodies)?,
         id: p.id,
         hospital_id: p.hospital_id,
@@ -303,9 +299,7 @@ pub fn sample_view(s: Sample) -> SampleView {
     }
 }
 
-/// `compat.sample_valid_hours` after drawing. The policy table has one validity; it is applied
-/// whether or not the patient was transfused or pregnant in the last 3 months (the safe reading
-/// until the medical director sets a longer one for unexposed patients).
+/// Records a sample; its validity is the policy's (`domain::compatibility::sample_valid_until`).
 pub fn add_sample(
     conn: &mut DbConn,
     actor: &Actor,
@@ -320,7 +314,7 @@ pub fn add_sample(
     }
     find(conn, patient_id, scope)?;
     let drawn = utc(stored(input.drawn_at));
-    let valid_until = drawn + TimeDelta::hours(i64::from(policy.compat.sample_valid_hours));
+    let valid_until = crate::domain::compatibility::sample_valid_until(drawn, policy);
     let row = rows::insert_sample(
         conn,
         &rows::NewSample {

@@ -4,7 +4,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{reasons, stored, to_value, utc};
+use super::{reasons, stored, stored_enum, to_value, utc};
 use crate::domain::policy::Policy;
 use crate::domain::requests::{self as rules, Indication, Priority, RequestAction, RequestStatus};
 use crate::error::{ApiError, ApiResult, Reason, Validator};
@@ -84,12 +84,8 @@ pub struct RequestView {
     pub updated_at: DateTime<Utc>,
 }
 
-fn parse<T>(column: &str, text: &str, f: fn(&str) -> Option<T>) -> ApiResult<T> {
-    f(text).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored {column} {text:?} is not known")))
-}
-
 pub fn status_of(r: &Request) -> ApiResult<RequestStatus> {
-    parse("request status", &r.status, RequestStatus::parse)
+    stored_enum("request status", &r.status, RequestStatus::parse)
 }
 
 pub fn indication_of(r: &Request) -> Indication {
@@ -120,7 +116,7 @@ pub fn view(conn: &mut DbConn, r: Request, policy: &Policy) -> ApiResult<Request
     }
     Ok(RequestView {
         status: status_of(&r)?,
-        priority: parse("priority", &r.priority, Priority::parse)?,
+        priority: stored_enum("priority", &r.priority, Priority::parse)?,
         approval_reasons: reasons(rules::outside_indication(indication_of(&r), policy)),
         id: r.id,
         hospital_id: r.hospital_id,

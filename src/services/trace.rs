@@ -98,8 +98,7 @@ pub fn unit_trace(conn: &mut DbConn, key: &str, policy: &Policy) -> ApiResult<Tr
             unit_id: x.unit_id,
             sample_id: x.sample_id,
             patient_id: sample.patient_id,
-            result: CrossmatchResult::parse(&x.result)
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored crossmatch result {:?}", x.result)))?,
+            result: super::stored_enum("crossmatch result", &x.result, CrossmatchResult::parse)?,
             method: x.method,
             performed_by: x.performed_by,
             performed_at: utc(x.performed_at),

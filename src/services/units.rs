@@ -8,7 +8,7 @@ use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{is_past, stored, to_value, utc};
+use super::{is_past, stored, stored_enum, to_value, utc};
 use crate::domain::blood::{Abo, Cmv, Rhd};
 use crate::domain::isbt128::{self, Din};
 use crate::domain::policy::{Policy, is_marker_name};
@@ -112,10 +112,6 @@ pub struct UnitView {
     pub discarded_by: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-}
-
-fn stored_enum<T>(column: &str, text: &str, parse: fn(&str) -> Option<T>) -> ApiResult<T> {
-    parse(text).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored {column} {text:?} is not known")))
 }
 
 pub fn status_of_unit(u: &Unit) -> ApiResult<UnitStatus> {

@@ -1056,6 +1056,18 @@ async fn cancelling_leaves_a_unit_that_left_allocated_alone(backend: Backend) {
     )
     .await
     .ok(201);
+    // Issue re-checks the unit itself, not only the allocation: refused, with the reason.
+    let din = app.get(&format!("/api/v1/units/{hot}"), Some(&tech)).await.ok(200)["din"].clone();
+    let refused = app
+        .post(
+            &format!("/api/v1/allocations/{first}/issue"),
+            Some(&tech),
+            &json!({"scanned_din": din}),
+        )
+        .await;
+    let codes = reason_codes(refused.problem(422, "issue_refused"));
+    assert!(codes.contains(&"unit_quarantined".to_owned()), "{codes:?}");
+    assert!(refused.text.contains("storage temperature"), "{}", refused.text);
     app.post(
         &format!("/api/v1/allocations/{first}/cancel"),
         Some(&tech),
