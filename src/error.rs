@@ -36,6 +36,11 @@ pub struct Reason {
 
 /// Problem details (RFC 9457) as sent on every error.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "urn:granulo:problem:incompatible", "title": "Unprocessable Content", "status": 422,
+    "detail": "the unit is not compatible with the patient", "code": "incompatible",
+    "reasons": [{"code": "abo_incompatible", "message": "donor red cells A are incompatible with recipient plasma O"}]
+}))]
 pub struct Problem {
     /// URI naming the problem type: `urn:granulo:problem:<code>`.
     #[serde(rename = "type")]

@@ -83,23 +83,45 @@ fn too_large() -> ApiError {
 /// Deserialise with field paths; syntax errors and type errors get distinct codes.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => ApiError::validation(vec![FieldError {
-                field: if path == "." { "body".to_owned() } else { path },
-                message: strip_position(&inner.to_string()),
-            }]),
-            serde_json::error::Category::Eof if body.iter().all(u8::is_ascii_whitespace) => {
-                ApiError::bad_request("malformed_json", "the request body is empty; a JSON object is required")
-            }
-            _ => ApiError::bad_request("malformed_json", format!("the request body is not valid JSON: {inner}")),
+    let mut value: serde_json::Value = serde::Deserialize::deserialize(&mut de).map_err(|err| {
+        if err.classify() == serde_json::error::Category::Eof && body.iter().all(u8::is_ascii_whitespace) {
+            ApiError::bad_request("malformed_json", "the request body is empty; a JSON object is required")
+        } else {
+            ApiError::bad_request("malformed_json", format!("the request body is not valid JSON: {err}"))
         }
     })?;
     de.end()
         .map_err(|e| ApiError::bad_request("malformed_json", format!("trailing data after the JSON value: {e}")))?;
-    Ok(value)
+    integral_numbers_as_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        ApiError::validation(vec![FieldError {
+            field: if path == "." { "body".to_owned() } else { path },
+            message: strip_position(&err.into_inner().to_string()),
+        }])
+    })
+}
+
+/// JSON does not distinguish `7.0` from `7` (JSON Schema calls both integers), but serde does:
+/// whole numbers written with a fraction become integers so that integer fields accept them.
+fn integral_numbers_as_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0) {
+                // 2^63 and 2^64 are exact in f64; beyond them the float stays a float.
+                const I64_END: f64 = 9_223_372_036_854_775_808.0;
+                const U64_END: f64 = 2.0 * I64_END;
+                if (-I64_END..I64_END).contains(&f) {
+                    *n = serde_json::Number::from(f as i64);
+                } else if (0.0..U64_END).contains(&f) {
+                    *n = serde_json::Number::from(f as u64);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
+    }
 }
 
 /// serde_json appends " at line 1 column 42" to data errors; the field path says more.
@@ -240,5 +262,16 @@ mod tests {
         assert_eq!(err.code(), "malformed_json");
         let err = parse_json::<Outer>(br#"{"name":"x","inner":{"n":1.5}}"#).expect_err("float");
         assert_eq!(err.code(), "validation_failed");
+        let err = parse_json::<Outer>(br#"{"name":"x","inner":{"n":-1.0}}"#).expect_err("negative");
+        assert_eq!(err.problem().errors[0].field, "inner.n");
+    }
+
+    #[test]
+    fn whole_numbers_with_a_fraction_are_integers() {
+        let parsed = parse_json::<Outer>(br#"{"name":"x","inner":{"n":7.0}}"#).expect("7.0 is 7");
+        assert_eq!(parsed.inner.n, 7);
+        let mut v = serde_json::json!([1e300, 2.5, {"a": -3.0}]);
+        integral_numbers_as_integers(&mut v);
+        assert_eq!(v, serde_json::json!([1e300, 2.5, {"a": -3}]));
     }
 }

@@ -111,7 +111,8 @@ impl Din {
     /// Parses a DIN followed by its check character (14 characters, as keyed or printed).
     pub fn parse_keyed(text: &str) -> Result<Self, IsbtError> {
         let text = text.trim().to_ascii_uppercase();
-        if text.len() != 14 {
+        // ASCII first: a 14-byte string with multi-byte characters must not be split at byte 13.
+        if text.len() != 14 || !text.is_ascii() {
             return Err(malformed("DIN", "must be 13 characters and the check character"));
         }
         let (din, k) = text.split_at(13);
@@ -531,6 +532,11 @@ mod tests {
         );
         assert_eq!(
             Din::parse_keyed("G12341765432").map_err(|e| e.code()),
+            Err("invalid_isbt128")
+        );
+        // Found by the API fuzzer: 14 bytes, but a two-byte character straddles byte 13.
+        assert_eq!(
+            Din::parse_keyed("\u{46652}\u{5}\u{9d}m0\u{8d}g\u{a6}").map_err(|e| e.code()),
             Err("invalid_isbt128")
         );
     }

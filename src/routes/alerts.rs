@@ -61,10 +61,14 @@ pub struct AlertList {
 #[serde(deny_unknown_fields)]
 pub struct AlertQuery {
     /// `open`, `acknowledged` or `resolved`.
+    #[param(pattern = r"^(open|acknowledged|resolved)$")]
     pub status: Option<String>,
     /// e.g. `unit.expiring`.
     pub kind: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -103,7 +107,7 @@ pub async fn list(
 /// Acknowledge an open alert (409 `already_acknowledged` otherwise).
 #[utoipa::path(
     post, path = "/api/v1/alerts/{id}/ack", tag = "alerts", security(("bearer" = [])),
-    params(("id" = i64, Path)),
+    params(("id" = i64, Path, minimum = 1)),
     responses(
         (status = 200, body = AlertView),
         (status = 409, description = "`already_acknowledged`", body = crate::error::Problem, content_type = "application/problem+json"),

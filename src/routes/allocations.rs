@@ -18,16 +18,24 @@ use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"scanned_din": "A999926000123M"}))]
 pub struct IssueRequest {
     /// The DIN as scanned from the bag: 13 characters, with its check character, or the `=`
     /// data structure with flags.
+    #[schema(min_length = 1, max_length = 64)]
     pub scanned_din: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "patient transferred to another hospital"}))]
 pub struct EndRequest {
     /// Why, 1–500 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub reason: String,
 }
 
@@ -51,7 +59,7 @@ const TRANSITION: &str = "`invalid_transition`, `unit_expired`";
 /// One allocation (hospital accounts: their own).
 #[utoipa::path(
     get, path = "/api/v1/allocations/{id}", tag = "allocations", security(("bearer" = [])),
-    params(("id" = i64, Path)), responses((status = 200, body = AllocationView))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = AllocationView))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
@@ -64,7 +72,7 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
 /// compatible crossmatch on a valid sample, scanned DIN equal to the unit's).
 #[utoipa::path(
     post, path = "/api/v1/allocations/{id}/issue", tag = "allocations", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = IssueRequest,
+    params(("id" = i64, Path, minimum = 1)), request_body = IssueRequest,
     responses(
         (status = 200, body = AllocationView),
         (status = 409, description = TRANSITION, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -91,7 +99,7 @@ pub async fn issue(
 /// An issued unit comes back: available again if still unexpired, discarded otherwise.
 #[utoipa::path(
     post, path = "/api/v1/allocations/{id}/return", tag = "allocations", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = EndRequest,
+    params(("id" = i64, Path, minimum = 1)), request_body = EndRequest,
     responses(
         (status = 200, body = AllocationView),
         (status = 409, description = TRANSITION, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -117,7 +125,7 @@ pub async fn return_unit(
 /// Cancel an allocation not yet issued; the unit goes back to the bank.
 #[utoipa::path(
     post, path = "/api/v1/allocations/{id}/cancel", tag = "allocations", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = EndRequest,
+    params(("id" = i64, Path, minimum = 1)), request_body = EndRequest,
     responses(
         (status = 200, body = AllocationView),
         (status = 409, description = TRANSITION, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -140,7 +148,7 @@ pub async fn cancel(
 /// computed.
 #[utoipa::path(
     post, path = "/api/v1/allocations/{id}/transfusion", tag = "allocations", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = TransfusionInput,
+    params(("id" = i64, Path, minimum = 1)), request_body = TransfusionInput,
     responses(
         (status = 200, body = AllocationView),
         (status = 409, description = TRANSITION, body = crate::error::Problem, content_type = "application/problem+json"),

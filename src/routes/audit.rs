@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{decode_cursor, page_limit, paginate, utc};
 use crate::auth::{AuthUser, Role};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::state::AppState;
 use crate::store::audit::{self, AuditFilter, AuditRow};
 
@@ -16,8 +16,12 @@ use crate::store::audit::{self, AuditFilter, AuditRow};
 pub struct AuditQuery {
     /// e.g. `user`, `hospital`, `donor`, `unit`.
     pub entity_type: Option<String>,
+    /// Alone, matches that id in every entity type.
     pub entity_id: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -90,9 +94,6 @@ pub async fn list(
     caller.require(&[Role::Admin, Role::MedicalDirector])?;
     let q = query.into_inner();
     let limit = page_limit(q.limit)?;
-    if q.entity_id.is_some() && q.entity_type.is_none() {
-        return Err(ApiError::field("entity_id", "needs entity_type"));
-    }
     let filter = AuditFilter {
         entity_type: q.entity_type,
         entity_id: q.entity_id,

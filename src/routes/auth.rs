@@ -13,6 +13,7 @@ use crate::store::{now, users};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"username": "j.smith", "password": "correct horse battery staple"}))]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
@@ -20,6 +21,7 @@ pub struct LoginRequest {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"client_id": "gc_2fad927b5b5722a6fab16c2e", "client_secret": "the secret shown once at creation"}))]
 pub struct ClientTokenRequest {
     pub client_id: String,
     pub client_secret: String,
@@ -27,6 +29,7 @@ pub struct ClientTokenRequest {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"refresh_token": "the refresh_token from sign-in"}))]
 pub struct RefreshRequest {
     pub refresh_token: String,
 }
@@ -161,6 +164,7 @@ pub async fn login(
     responses(
         (status = 200, body = ClientTokenResponse),
         (status = 401, description = "`invalid_client`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "too many failures for this client or address", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn client_token(

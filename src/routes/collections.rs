@@ -34,7 +34,10 @@ pub struct CollectionQuery {
     /// Planned start before this time.
     pub to: Option<DateTime<Utc>>,
     /// 1–500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -98,7 +101,7 @@ pub async fn list(
 /// One collection with its stimulations and their window warnings.
 #[utoipa::path(
     get, path = "/api/v1/collections/{id}", tag = "collections", security(("bearer" = [])),
-    params(("id" = i64, Path)), responses((status = 200, body = CollectionView))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = CollectionView))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
@@ -113,7 +116,7 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
 /// and the stimulations' windows re-evaluated (`warnings`).
 #[utoipa::path(
     patch, path = "/api/v1/collections/{id}", tag = "collections", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = RescheduleInput,
+    params(("id" = i64, Path, minimum = 1)), request_body = RescheduleInput,
     responses(
         (status = 200, body = CollectionView),
         (status = 409, description = "`invalid_transition`: not scheduled any more", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -141,7 +144,7 @@ pub async fn update(
 /// Start the procedure (the donor is checked again at the real start time).
 #[utoipa::path(
     post, path = "/api/v1/collections/{id}/start", tag = "collections", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = StartInput,
+    params(("id" = i64, Path, minimum = 1)), request_body = StartInput,
     responses(
         (status = 200, body = CollectionView),
         (status = 409, description = "`invalid_transition`", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -169,7 +172,7 @@ pub async fn start(
 /// Complete the procedure with its data and any donor adverse events.
 #[utoipa::path(
     post, path = "/api/v1/collections/{id}/complete", tag = "collections", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = CompleteInput,
+    params(("id" = i64, Path, minimum = 1)), request_body = CompleteInput,
     responses(
         (status = 200, body = CollectionView),
         (status = 409, description = "`invalid_transition`", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -196,7 +199,7 @@ pub async fn complete(
 /// Cancel a scheduled collection or stop a running one.
 #[utoipa::path(
     post, path = "/api/v1/collections/{id}/abort", tag = "collections", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = AbortInput,
+    params(("id" = i64, Path, minimum = 1)), request_body = AbortInput,
     responses(
         (status = 200, body = CollectionView),
         (status = 409, description = "`invalid_transition`", body = crate::error::Problem, content_type = "application/problem+json"),

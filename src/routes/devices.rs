@@ -15,13 +15,20 @@ use crate::store::devices;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Spectra Optia 2"}))]
 pub struct CreateDeviceRequest {
     /// Unique, 1–100 characters (e.g. "Spectra Optia 2").
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"active": false}))]
 pub struct UpdateDeviceRequest {
     /// `false` takes the device out of service: it takes no new bookings.
     pub active: bool,
@@ -84,7 +91,7 @@ pub async fn list(
 /// Take a device out of service or back.
 #[utoipa::path(
     patch, path = "/api/v1/devices/{id}", tag = "collections", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = UpdateDeviceRequest, responses((status = 200, body = DeviceView))
+    params(("id" = i64, Path, minimum = 1)), request_body = UpdateDeviceRequest, responses((status = 200, body = DeviceView))
 )]
 pub async fn update(
     state: web::Data<AppState>,

@@ -2,6 +2,7 @@
 //! docs page (Swagger UI, vendored into the binary so it works without internet).
 
 use actix_web::{HttpResponse, web};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -87,7 +88,7 @@ impl Modify for SecurityAndErrors {
                 .schema(Some(Ref::from_schema_name("Problem")))
                 .build()
         };
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [
                 item.get.as_mut(),
                 item.post.as_mut(),
@@ -96,6 +97,9 @@ impl Modify for SecurityAndErrors {
                 item.delete.as_mut(),
             ];
             for op in operations.into_iter().flatten() {
+                if path.starts_with("/api/v1/units/{") {
+                    describe_unit_key(op);
+                }
                 let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
                 let has_body = op.request_body.is_some();
                 let mut add = |status: &str, description: &str| {
@@ -128,6 +132,40 @@ impl Modify for SecurityAndErrors {
             }
         }
     }
+}
+
+/// What `services::units::find` accepts: a numeric id, a DIN (13 characters, FIN first), the
+/// DIN and its check character, or the scanned `=` data structure with its flags.
+const UNIT_KEY_PATTERN: &str =
+    "^([0-9]{1,12}|[A-NP-Za-np-z1-9][A-NP-Za-np-z0-9]{2}[0-9]{10}[0-9A-Za-z*]?|=[A-NP-Z1-9][A-NP-Z0-9]{2}[0-9]{12})$";
+
+/// A unit in the path is an id or a DIN: its pattern, and the 422 a well-formed DIN with the
+/// wrong check character (or an impossible flag) gets.
+fn describe_unit_key(op: &mut utoipa::openapi::path::Operation) {
+    for param in op.parameters.iter_mut().flatten() {
+        if let utoipa::openapi::RefOr::T(param) = param
+            && param.parameter_in == utoipa::openapi::path::ParameterIn::Path
+        {
+            param.schema = Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(UNIT_KEY_PATTERN))
+                    .into(),
+            );
+        }
+    }
+    op.responses.responses.entry("422".to_owned()).or_insert_with(|| {
+        ResponseBuilder::new()
+            .description("`invalid_isbt128`, `invalid_check_character`: the DIN cannot be a unit's")
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+            .into()
+    });
 }
 
 /// This OpenAPI 3.1 document.

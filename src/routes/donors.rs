@@ -56,7 +56,10 @@ pub struct DonorQuery {
     /// Only active (`true`) or deactivated (`false`) donors.
     pub active: Option<bool>,
     /// 1–500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -138,7 +141,7 @@ pub async fn list(
 /// One donor.
 #[utoipa::path(
     get, path = "/api/v1/donors/{id}", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path)), responses((status = 200, body = DonorView))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = DonorView))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
@@ -150,7 +153,7 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
 /// Change a donor; `{"active": false}` deactivates.
 #[utoipa::path(
     patch, path = "/api/v1/donors/{id}", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = DonorPatch, responses((status = 200, body = DonorView))
+    params(("id" = i64, Path, minimum = 1)), request_body = DonorPatch, responses((status = 200, body = DonorView))
 )]
 pub async fn update(
     state: web::Data<AppState>,
@@ -173,7 +176,7 @@ pub async fn update(
 /// Defer a donor, temporarily (`until`) or permanently.
 #[utoipa::path(
     post, path = "/api/v1/donors/{id}/deferrals", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = DeferralInput, responses((status = 201, body = DeferralView))
+    params(("id" = i64, Path, minimum = 1)), request_body = DeferralInput, responses((status = 201, body = DeferralView))
 )]
 pub async fn defer(
     state: web::Data<AppState>,
@@ -192,7 +195,7 @@ pub async fn defer(
 /// The donor's deferrals, oldest first.
 #[utoipa::path(
     get, path = "/api/v1/donors/{id}/deferrals", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path)), responses((status = 200, body = DeferralList))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = DeferralList))
 )]
 pub async fn deferrals(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
@@ -207,7 +210,7 @@ pub async fn deferrals(state: web::Data<AppState>, caller: AuthUser, id: web::Pa
 /// Record a donation from another programme (feeds the interval rules).
 #[utoipa::path(
     post, path = "/api/v1/donors/{id}/donations", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = DonationInput, responses((status = 201, body = DonationView))
+    params(("id" = i64, Path, minimum = 1)), request_body = DonationInput, responses((status = 201, body = DonationView))
 )]
 pub async fn add_donation(
     state: web::Data<AppState>,
@@ -228,7 +231,7 @@ pub async fn add_donation(
 /// The donor's donations from other programmes, oldest first.
 #[utoipa::path(
     get, path = "/api/v1/donors/{id}/donations", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path)), responses((status = 200, body = DonationList))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = DonationList))
 )]
 pub async fn donations(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
@@ -243,7 +246,7 @@ pub async fn donations(state: web::Data<AppState>, caller: AuthUser, id: web::Pa
 /// Is the donor eligible for a collection at `at`? Lists every failing rule.
 #[utoipa::path(
     get, path = "/api/v1/donors/{id}/eligibility", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path), EligibilityQuery), responses((status = 200, body = EligibilityResponse))
+    params(("id" = i64, Path, minimum = 1), EligibilityQuery), responses((status = 200, body = EligibilityResponse))
 )]
 pub async fn eligibility(
     state: web::Data<AppState>,
@@ -284,7 +287,7 @@ pub async fn eligibility(
 /// for the agent (relative to the linked collection's start) or a flagged contraindication.
 #[utoipa::path(
     post, path = "/api/v1/donors/{id}/stimulations", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = StimulationInput,
+    params(("id" = i64, Path, minimum = 1)), request_body = StimulationInput,
     responses(
         (status = 201, body = StimulationView),
         (status = 422, description = "`collection_of_other_donor`", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -311,7 +314,7 @@ pub async fn add_stimulation(
 /// The donor's stimulations, oldest first.
 #[utoipa::path(
     get, path = "/api/v1/donors/{id}/stimulations", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path)), responses((status = 200, body = StimulationList))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = StimulationList))
 )]
 pub async fn stimulations(
     state: web::Data<AppState>,
@@ -342,7 +345,7 @@ pub struct LookbackQuery {
 /// recipient.
 #[utoipa::path(
     get, path = "/api/v1/donors/{id}/lookback", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path), LookbackQuery), responses((status = 200, body = crate::services::trace::Lookback))
+    params(("id" = i64, Path, minimum = 1), LookbackQuery), responses((status = 200, body = crate::services::trace::Lookback))
 )]
 pub async fn lookback(
     state: web::Data<AppState>,

@@ -17,17 +17,30 @@ use crate::store::hospitals::{self, Hospital};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "St Elsewhere University Hospital", "code": "STE"}))]
 pub struct CreateHospitalRequest {
     /// 1–200 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     /// Short unique code, 2–32 of A-Z 0-9 _ - (stored upper-case).
+    #[schema(pattern = r"^\s*[A-Za-z0-9][A-Za-z0-9_-]{1,31}\s*$")]
     pub code: String,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct HospitalResponse {
     pub id: i64,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
+    #[schema(pattern = r"^\s*[A-Za-z0-9][A-Za-z0-9_-]{1,31}\s*$")]
     pub code: String,
     pub active: bool,
     pub created_at: DateTime<Utc>,
@@ -41,8 +54,10 @@ pub struct HospitalList {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "STE interface engine"}))]
 pub struct CreateClientRequest {
     /// What the credential is for, e.g. the interface engine's name.
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub name: Option<String>,
 }
 
@@ -53,6 +68,11 @@ pub struct CreatedClientResponse {
     pub client_id: String,
     pub client_secret: String,
     pub hospital_id: i64,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
 }
 
@@ -61,6 +81,11 @@ pub struct ClientResponse {
     pub id: i64,
     pub client_id: String,
     pub hospital_id: i64,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     pub active: bool,
     pub created_at: DateTime<Utc>,
@@ -117,7 +142,7 @@ pub async fn create(
     let mut v = Validator::new();
     let name = req.name.trim().to_owned();
     v.check(
-        !name.is_empty() && name.chars().count() <= 200,
+        !name.is_empty() && name.chars().count() <= 200 && !name.chars().any(char::is_control),
         "name",
         "must be 1 to 200 characters",
     );
@@ -159,7 +184,7 @@ pub async fn list(
 /// One hospital: staff see any, a hospital account only its own (others answer 404).
 #[utoipa::path(
     get, path = "/api/v1/hospitals/{id}", tag = "hospitals", security(("bearer" = [])),
-    params(("id" = i64, Path)), responses((status = 200, body = HospitalResponse))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = HospitalResponse))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let id = parse_id(&id, "hospital")?;
@@ -175,7 +200,7 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
 /// Issue client credentials for a hospital system.
 #[utoipa::path(
     post, path = "/api/v1/hospitals/{id}/clients", tag = "hospitals", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = CreateClientRequest,
+    params(("id" = i64, Path, minimum = 1)), request_body = CreateClientRequest,
     responses((status = 201, body = CreatedClientResponse))
 )]
 pub async fn create_client(
@@ -187,8 +212,11 @@ pub async fn create_client(
     caller.require_admin()?;
     let hospital_id = parse_id(&id, "hospital")?;
     let name = body.into_inner().name.map(|n| n.trim().to_owned()).unwrap_or_default();
-    if name.chars().count() > 200 {
-        return Err(ApiError::field("name", "must be at most 200 characters"));
+    if name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            "name",
+            "must be at most 200 characters without control characters",
+        ));
     }
     let name = if name.is_empty() {
         "hospital system".to_owned()
@@ -216,7 +244,7 @@ pub async fn create_client(
 /// A hospital's client credentials (without secrets).
 #[utoipa::path(
     get, path = "/api/v1/hospitals/{id}/clients", tag = "hospitals", security(("bearer" = [])),
-    params(("id" = i64, Path)), responses((status = 200, body = ClientList))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = ClientList))
 )]
 pub async fn list_clients(
     state: web::Data<AppState>,
@@ -240,7 +268,7 @@ pub async fn list_clients(
 /// Revoke a client credential; its tokens stop working at once.
 #[utoipa::path(
     post, path = "/api/v1/hospitals/{id}/clients/{client_id}/revoke", tag = "hospitals", security(("bearer" = [])),
-    params(("id" = i64, Path), ("client_id" = i64, Path, description = "the credential's numeric id")),
+    params(("id" = i64, Path, minimum = 1), ("client_id" = i64, Path, minimum = 1, description = "the credential's numeric id")),
     responses(
         (status = 200, body = ClientResponse),
         (status = 409, description = "`already_revoked`", body = crate::error::Problem, content_type = "application/problem+json"),

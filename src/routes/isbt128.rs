@@ -11,8 +11,10 @@ use crate::extract::JsonBody;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"data": "=A99992600012300"}))]
 pub struct DecodeRequest {
     /// One or more concatenated data structures as scanned, e.g. `=A99992112345600=%9500`.
+    #[schema(min_length = 1, max_length = 500)]
     pub data: String,
 }
 

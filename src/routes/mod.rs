@@ -20,7 +20,6 @@ pub mod users;
 pub mod webhooks;
 
 use actix_web::web;
-use base64::Engine as _;
 use serde::{Deserialize, Deserializer};
 
 use crate::domain::policy::Policy;
@@ -204,23 +203,18 @@ pub fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
     }
 }
 
-/// Cursors are opaque to clients; inside they are the last id of the previous page.
+/// A page cursor is the last id of the previous page, in decimal: clients pass back the
+/// `next_cursor` they were given (the documented pattern is `^[0-9]{1,18}$`).
 pub fn encode_cursor(id: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{id}"))
+    id.to_string()
 }
 
 pub fn decode_cursor(cursor: Option<&str>) -> ApiResult<Option<i64>> {
     let Some(cursor) = cursor else { return Ok(None) };
-    let bad = || ApiError::field("cursor", "is not a cursor this server returned");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let id = text
-        .strip_prefix("v1:")
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(bad)?;
-    Ok(Some(id))
+    let digits = (1..=18).contains(&cursor.len()) && cursor.bytes().all(|b| b.is_ascii_digit());
+    let id = digits.then(|| cursor.parse::<i64>().ok()).flatten();
+    id.map(Some)
+        .ok_or_else(|| ApiError::field("cursor", "is not a cursor this server returned"))
 }
 
 /// Trim a `limit + 1` fetch to a page and its next cursor.
@@ -264,6 +258,8 @@ mod tests {
         assert_eq!(decode_cursor(None).expect("ok"), None);
         assert!(decode_cursor(Some("!!!")).is_err());
         assert!(decode_cursor(Some("djI6NA")).is_err());
+        assert!(decode_cursor(Some("-1")).is_err());
+        assert!(decode_cursor(Some("1234567890123456789")).is_err());
     }
 
     #[test]

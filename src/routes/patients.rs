@@ -30,6 +30,7 @@ pub struct SampleList {
     responses(
         (status = 201, body = PatientView),
         (status = 409, description = "`mrn_taken`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_hospital`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(
@@ -65,7 +66,7 @@ pub async fn list(
 /// One patient (another hospital's answers 404).
 #[utoipa::path(
     get, path = "/api/v1/patients/{id}", tag = "patients", security(("bearer" = [])),
-    params(("id" = i64, Path)), responses((status = 200, body = PatientView))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = PatientView))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
@@ -77,7 +78,7 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
 /// Change a patient.
 #[utoipa::path(
     patch, path = "/api/v1/patients/{id}", tag = "patients", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = PatientPatch, responses((status = 200, body = PatientView))
+    params(("id" = i64, Path, minimum = 1)), request_body = PatientPatch, responses((status = 200, body = PatientView))
 )]
 pub async fn update(
     state: web::Data<AppState>,
@@ -97,7 +98,7 @@ pub async fn update(
 /// Record a crossmatch sample; `valid_until` comes from the policy.
 #[utoipa::path(
     post, path = "/api/v1/patients/{id}/samples", tag = "patients", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = SampleInput, responses((status = 201, body = SampleView))
+    params(("id" = i64, Path, minimum = 1)), request_body = SampleInput, responses((status = 201, body = SampleView))
 )]
 pub async fn add_sample(
     state: web::Data<AppState>,
@@ -119,7 +120,7 @@ pub async fn add_sample(
 /// The patient's samples.
 #[utoipa::path(
     get, path = "/api/v1/patients/{id}/samples", tag = "patients", security(("bearer" = [])),
-    params(("id" = i64, Path)), responses((status = 200, body = SampleList))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = SampleList))
 )]
 pub async fn samples(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;

@@ -48,7 +48,7 @@ fn expected_version(req: &HttpRequest) -> ApiResult<Option<i64>> {
 /// Replace the whole table (every key required; unknown keys refused). Validated and audited.
 #[utoipa::path(
     put, path = "/api/v1/policy", tag = "policy", security(("bearer" = [])), request_body = Policy,
-    params(("If-Match" = Option<String>, Header, description = "the ETag last read; refuses the change if the table changed since")),
+    params(("If-Match" = Option<String>, Header, pattern = r#"^(W/)?"?[0-9]{1,18}"?$"#, description = "the ETag last read; refuses the change if the table changed since")),
     responses(
         (status = 200, body = Policy),
         (status = 409, description = "`policy_changed`", body = crate::error::Problem, content_type = "application/problem+json"),

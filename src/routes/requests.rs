@@ -26,7 +26,10 @@ pub struct RequestList {
 #[serde(deny_unknown_fields)]
 pub struct RequestQuery {
     pub status: Option<RequestStatus>,
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -36,13 +39,20 @@ pub struct CandidateQuery {
     /// When the donors would be collected (default: the next 08:00 UTC at least 12 h away).
     pub collection_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Units and donors returned, each (1–500, default 20).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "indication not met: ANC above the policy threshold"}))]
 pub struct ReasonBody {
     /// Up to 500 characters (required to decline).
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub reason: Option<String>,
 }
 
@@ -84,7 +94,7 @@ fn replayed(status: u16, body: String) -> HttpResponse {
 /// Starts `open`, or `pending_approval` when the policy's indication gate asks for it.
 #[utoipa::path(
     post, path = "/api/v1/requests", tag = "requests", security(("bearer" = [])), request_body = RequestInput,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[\x21-\x7e]{1,255}$", description = "makes retries safe")),
     responses(
         (status = 201, body = RequestView),
         (status = 422, description = "`idempotency_key_reused`", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -153,7 +163,7 @@ pub async fn list(
 /// One request with its course so far.
 #[utoipa::path(
     get, path = "/api/v1/requests/{id}", tag = "requests", security(("bearer" = [])),
-    params(("id" = i64, Path)), responses((status = 200, body = RequestView))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = RequestView))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
@@ -185,7 +195,7 @@ async fn decide(
 /// Approve a request waiting for the clinical gate (medical director).
 #[utoipa::path(
     post, path = "/api/v1/requests/{id}/approve", tag = "requests", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = ReasonBody,
+    params(("id" = i64, Path, minimum = 1)), request_body = ReasonBody,
     responses(
         (status = 200, body = RequestView),
         (status = 409, description = "`invalid_transition`", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -203,7 +213,7 @@ pub async fn approve(
 /// Decline a request waiting for the clinical gate (medical director; reason required).
 #[utoipa::path(
     post, path = "/api/v1/requests/{id}/decline", tag = "requests", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = ReasonBody,
+    params(("id" = i64, Path, minimum = 1)), request_body = ReasonBody,
     responses(
         (status = 200, body = RequestView),
         (status = 409, description = "`invalid_transition`", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -221,7 +231,7 @@ pub async fn decline(
 /// Cancel a request (the requesting hospital or staff); units only allocated go back.
 #[utoipa::path(
     post, path = "/api/v1/requests/{id}/cancel", tag = "requests", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = ReasonBody,
+    params(("id" = i64, Path, minimum = 1)), request_body = ReasonBody,
     responses(
         (status = 200, body = RequestView),
         (status = 409, description = "`invalid_transition`", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -251,7 +261,7 @@ pub async fn cancel(
 /// already taken answers 409 `unit_not_available`.
 #[utoipa::path(
     post, path = "/api/v1/requests/{id}/allocations", tag = "requests", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = AllocateInput,
+    params(("id" = i64, Path, minimum = 1)), request_body = AllocateInput,
     responses(
         (status = 201, body = AllocationView),
         (status = 409, description = "`unit_not_available`, `request_not_open`", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -281,7 +291,7 @@ pub async fn allocate(
 /// ABO/RhD/CMV/HLA-suitable, least recently stimulated first), each with verdict and reasons.
 #[utoipa::path(
     get, path = "/api/v1/requests/{id}/candidates", tag = "requests", security(("bearer" = [])),
-    params(("id" = i64, Path), CandidateQuery), responses((status = 200, body = Candidates))
+    params(("id" = i64, Path, minimum = 1), CandidateQuery), responses((status = 200, body = Candidates))
 )]
 pub async fn candidates(
     state: web::Data<AppState>,

@@ -3,7 +3,6 @@
 //! character).
 
 use actix_web::{HttpResponse, web};
-use base64::Engine as _;
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -34,34 +33,44 @@ pub struct UnitQuery {
     pub abo: Option<Abo>,
     pub rhd: Option<Rhd>,
     /// Only units expiring within this many hours (1–720).
+    #[param(minimum = 1, maximum = 720)]
     pub expiring_within_hours: Option<u32>,
     /// 1–500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = r"^-?[0-9]{1,16}_[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "bag damaged in transport"}))]
 pub struct DiscardRequest {
     /// Why, 1–500 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub reason: String,
 }
 
-/// Keyset cursor over (expires_at, id), opaque to clients.
+/// Keyset cursor over (expires_at, id): `<expiry in µs since 1970>_<id>`.
 fn encode_cursor((at, id): (NaiveDateTime, i64)) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("u1:{}:{id}", at.and_utc().timestamp_micros()))
+    format!("{}_{id}", at.and_utc().timestamp_micros())
 }
 
 fn decode_cursor(cursor: Option<&str>) -> ApiResult<Option<(NaiveDateTime, i64)>> {
     let Some(cursor) = cursor else { return Ok(None) };
     let bad = || ApiError::field("cursor", "is not a cursor this server returned");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let mut parts = text.strip_prefix("u1:").ok_or_else(bad)?.split(':');
-    let micros = parts.next().and_then(|p| p.parse::<i64>().ok()).ok_or_else(bad)?;
-    let id = parts.next().and_then(|p| p.parse::<i64>().ok()).ok_or_else(bad)?;
+    let (micros, id) = cursor.split_once('_').ok_or_else(bad)?;
+    let digits = |s: &str, max: usize| (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(micros.strip_prefix('-').unwrap_or(micros), 16) || !digits(id, 18) {
+        return Err(bad());
+    }
+    let micros = micros.parse::<i64>().map_err(|_| bad())?;
+    let id = id.parse::<i64>().map_err(|_| bad())?;
     let at = chrono::DateTime::from_timestamp_micros(micros)
         .ok_or_else(bad)?
         .naive_utc();

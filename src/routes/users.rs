@@ -15,18 +15,23 @@ use crate::store::users::{self, User};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"username": "j.smith", "password": "correct horse battery staple", "role": "technologist"}))]
 pub struct CreateUserRequest {
     /// 3–64 characters of a-z 0-9 . _ @ - (stored lower-case).
+    #[schema(min_length = 3, max_length = 64, pattern = r"^[A-Za-z0-9._@-]+$")]
     pub username: String,
     /// At least 12 characters, not containing the username.
+    #[schema(min_length = 12, max_length = 1024)]
     pub password: String,
     pub role: Role,
     /// Required for role `hospital`, refused for staff roles.
+    #[schema(minimum = 1)]
     pub hospital_id: Option<i64>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"role": "medical_director"}))]
 pub struct UpdateUserRequest {
     pub role: Option<Role>,
     /// `null` removes the hospital (when changing to a staff role).
@@ -36,14 +41,17 @@ pub struct UpdateUserRequest {
     /// `false` deactivates the account and ends its sessions.
     pub active: Option<bool>,
     /// Sets a new password and ends the account's sessions.
+    #[schema(min_length = 12, max_length = 1024)]
     pub password: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct UserResponse {
     pub id: i64,
+    #[schema(min_length = 3, max_length = 64, pattern = r"^[A-Za-z0-9._@-]+$")]
     pub username: String,
     pub role: Role,
+    #[schema(minimum = 1)]
     pub hospital_id: Option<i64>,
     pub active: bool,
     pub created_at: DateTime<Utc>,
@@ -60,7 +68,10 @@ pub struct UserList {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// 1–500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -148,7 +159,7 @@ pub async fn list(
 /// One account.
 #[utoipa::path(
     get, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
-    params(("id" = i64, Path)), responses((status = 200, body = UserResponse))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = UserResponse))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_admin()?;
@@ -162,10 +173,11 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
 /// Change role, hospital, password or active flag.
 #[utoipa::path(
     patch, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = UpdateUserRequest,
+    params(("id" = i64, Path, minimum = 1)), request_body = UpdateUserRequest,
     responses(
         (status = 200, body = UserResponse),
         (status = 409, description = "`last_admin`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_hospital`, `hospital_inactive`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn update(

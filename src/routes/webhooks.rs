@@ -59,7 +59,7 @@ pub async fn list(state: web::Data<AppState>, caller: AuthUser) -> ApiResult<Htt
 /// The delivery log of a subscription, newest first.
 #[utoipa::path(
     get, path = "/api/v1/webhooks/{id}/deliveries", tag = "alerts", security(("bearer" = [])),
-    params(("id" = i64, Path)), responses((status = 200, body = DeliveryList))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = DeliveryList))
 )]
 pub async fn deliveries(
     state: web::Data<AppState>,

@@ -30,6 +30,7 @@ pub struct FindingView {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CompatibilityView {
+    #[schema(minimum = 1)]
     pub unit_id: i64,
     pub patient_id: i64,
     pub verdict: Verdict,
@@ -162,11 +163,19 @@ text_enum!(
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"unit_id": 17, "sample_id": 9, "result": "compatible", "method": "IAT"}))]
 pub struct CrossmatchInput {
+    #[schema(minimum = 1)]
     pub unit_id: i64,
+    #[schema(minimum = 1)]
     pub sample_id: i64,
     pub result: CrossmatchResult,
     /// e.g. `IAT`, `immediate_spin`, `electronic`; 1–100 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub method: String,
     /// Default: now.
     pub performed_at: Option<DateTime<Utc>>,
@@ -175,10 +184,17 @@ pub struct CrossmatchInput {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CrossmatchView {
     pub id: i64,
+    #[schema(minimum = 1)]
     pub unit_id: i64,
+    #[schema(minimum = 1)]
     pub sample_id: i64,
     pub patient_id: i64,
     pub result: CrossmatchResult,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub method: String,
     pub performed_by: String,
     pub performed_at: DateTime<Utc>,
@@ -236,6 +252,7 @@ pub fn record_crossmatch(conn: &mut DbConn, actor: &Actor, input: CrossmatchInpu
 pub struct AllocationView {
     pub id: i64,
     pub request_id: i64,
+    #[schema(minimum = 1)]
     pub unit_id: i64,
     pub din: String,
     pub patient_id: i64,
@@ -243,6 +260,11 @@ pub struct AllocationView {
     pub status: AllocationStatus,
     /// Warnings accepted when allocating.
     pub warnings: Vec<FindingView>,
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub override_reason: Option<String>,
     pub overridden_by: Option<String>,
     /// An anti-D prophylaxis task was raised.
@@ -257,6 +279,11 @@ pub struct AllocationView {
     pub end_reason: Option<String>,
     pub transfusion_started_at: Option<DateTime<Utc>>,
     pub transfusion_ended_at: Option<DateTime<Utc>>,
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub reaction: Option<String>,
     pub pre_anc_per_ul: Option<i32>,
     pub post_anc_per_ul: Option<i32>,
@@ -347,9 +374,16 @@ fn claim(conn: &mut DbConn, u: &Unit, now: DateTime<Utc>) -> ApiResult<()> {
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"unit_id": 17}))]
 pub struct AllocateInput {
+    #[schema(minimum = 1)]
     pub unit_id: i64,
     /// Required (from a medical director) when the unit has warnings.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub override_reason: Option<String>,
 }
 
@@ -686,10 +720,16 @@ pub fn cancel_for_request(conn: &mut DbConn, actor: &Actor, request_id: i64) -> 
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"started_at": "2026-11-25T14:00:00Z", "ended_at": "2026-11-25T15:10:00Z", "reaction": null, "pre_anc_per_ul": 80, "post_anc_per_ul": 950}))]
 pub struct TransfusionInput {
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     /// Reaction observed (e.g. "fever", "chills", "pulmonary infiltrates"), up to 500 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub reaction: Option<String>,
     pub pre_anc_per_ul: Option<u32>,
     pub post_anc_per_ul: Option<u32>,
@@ -760,9 +800,15 @@ pub struct ExceptionEntry {
     pub allocation_id: i64,
     pub request_id: i64,
     pub patient_id: i64,
+    #[schema(minimum = 1)]
     pub unit_id: i64,
     pub din: String,
     pub warnings: Vec<FindingView>,
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub override_reason: Option<String>,
     pub overridden_by: Option<String>,
     pub allocated_at: DateTime<Utc>,

@@ -87,7 +87,7 @@ text_enum!(
 );
 
 text_enum!(
-    Severity {
+    AdverseEventSeverity {
         Mild => "mild",
         Moderate => "moderate",
         Severe => "severe",
@@ -107,18 +107,26 @@ text_enum!(
 #[serde(deny_unknown_fields)]
 pub struct AdverseEvent {
     pub kind: AdverseEventKind,
-    pub severity: Severity,
+    pub severity: AdverseEventSeverity,
     /// Default: the time of the transition that records it.
     pub occurred_at: Option<DateTime<Utc>>,
     /// Up to 1000 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CollectionView {
     pub id: i64,
+    #[schema(minimum = 1)]
     pub donor_id: i64,
+    #[schema(minimum = 1)]
     pub device_id: i64,
+    #[schema(minimum = 1)]
     pub request_id: Option<i64>,
     pub status: CollectionStatus,
     pub scheduled_start: DateTime<Utc>,
@@ -130,8 +138,10 @@ pub struct CollectionView {
     pub volume_processed_ml: Option<i32>,
     pub hes_used: Option<bool>,
     /// Donor's pre-collection WBC, × 10⁹/L.
+    #[schema(minimum = 0, maximum = 500)]
     pub pre_count_wbc: Option<f64>,
     /// Donor's pre-collection ANC, × 10⁹/L.
+    #[schema(minimum = 0, maximum = 500)]
     pub pre_count_anc: Option<f64>,
     pub abort_reason: Option<String>,
     pub adverse_events: Vec<AdverseEvent>,
@@ -146,12 +156,20 @@ pub struct CollectionView {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StimulationView {
     pub id: i64,
+    #[schema(minimum = 1)]
     pub donor_id: i64,
+    #[schema(minimum = 1)]
     pub collection_id: Option<i64>,
+    #[schema(pattern = r"^\s*[A-Za-z][A-Za-z0-9_]{1,39}\s*$")]
     pub agent: String,
     pub dose: f64,
     pub dose_unit: DoseUnit,
     pub administered_at: DateTime<Utc>,
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub adverse_effects: Option<String>,
     pub recorded_by: String,
     pub created_at: DateTime<Utc>,
@@ -376,14 +394,19 @@ fn locked_donor(conn: &mut DbConn, donor_id: i64) -> ApiResult<donor_rows::Donor
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"donor_id": 7, "device_id": 1, "scheduled_start": "2026-11-26T08:00:00Z", "request_id": 5, "planned_agents": ["gcsf", "dexamethasone"]}))]
 pub struct ScheduleInput {
+    #[schema(minimum = 1)]
     pub donor_id: i64,
+    #[schema(minimum = 1)]
     pub device_id: i64,
     /// May be in the past: procedures are often recorded after they happened.
     pub scheduled_start: DateTime<Utc>,
     /// Default: the policy's `collection.default_duration_minutes`.
+    #[schema(minimum = 1, maximum = 1440)]
     pub duration_minutes: Option<u32>,
     /// The hospital request this collection is for.
+    #[schema(minimum = 1)]
     pub request_id: Option<i64>,
     /// Agents the donor will be given (default none); checked against contraindications.
     #[serde(default)]
@@ -495,9 +518,12 @@ fn save(
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"scheduled_start": "2026-11-26T09:30:00Z"}))]
 pub struct RescheduleInput {
     pub scheduled_start: Option<DateTime<Utc>>,
+    #[schema(minimum = 1)]
     pub device_id: Option<i64>,
+    #[schema(minimum = 1, maximum = 1440)]
     pub duration_minutes: Option<u32>,
     pub planned_agents: Option<Vec<String>>,
 }
@@ -555,6 +581,7 @@ pub fn reschedule(
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({}))]
 pub struct StartInput {
     /// Default: now. Not in the future.
     pub started_at: Option<DateTime<Utc>>,
@@ -621,15 +648,19 @@ fn adverse_events(
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"volume_processed_ml": 7500, "hes_used": true, "pre_count_wbc": 28.4, "pre_count_anc": 24.1}))]
 pub struct CompleteInput {
     /// Default: now. Not before the start, not in the future.
     pub ended_at: Option<DateTime<Utc>>,
     /// 1–50 000 mL.
+    #[schema(minimum = 1, maximum = 50000)]
     pub volume_processed_ml: Option<u32>,
     pub hes_used: Option<bool>,
     /// Donor's pre-collection WBC, × 10⁹/L (0–500).
+    #[schema(minimum = 0, maximum = 500)]
     pub pre_count_wbc: Option<f64>,
     /// Donor's pre-collection ANC, × 10⁹/L (0–500).
+    #[schema(minimum = 0, maximum = 500)]
     pub pre_count_anc: Option<f64>,
     #[serde(default)]
     pub adverse_events: Vec<AdverseEvent>,
@@ -690,8 +721,14 @@ pub fn complete(
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "venous access lost", "adverse_events": [{"kind": "venous_access", "severity": "mild"}]}))]
 pub struct AbortInput {
     /// Why, 1–500 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub reason: String,
     /// Default: now. For a running procedure this is when it ended.
     pub aborted_at: Option<DateTime<Utc>>,
@@ -757,16 +794,24 @@ pub fn list(
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"agent": "gcsf", "dose": 480, "dose_unit": "ug", "administered_at": "2026-11-25T20:00:00Z", "collection_id": 42}))]
 pub struct StimulationInput {
     /// `gcsf`, `dexamethasone`, `prednisone`, … (lower-case identifier).
+    #[schema(pattern = r"^\s*[A-Za-z][A-Za-z0-9_]{1,39}\s*$")]
     pub agent: String,
     pub dose: f64,
     pub dose_unit: DoseUnit,
     /// When it was given; not in the future.
     pub administered_at: DateTime<Utc>,
     /// The collection it prepares; its start is what the window is measured against.
+    #[schema(minimum = 1)]
     pub collection_id: Option<i64>,
     /// Side effects reported by the donor, up to 1000 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub adverse_effects: Option<String>,
 }
 

@@ -26,10 +26,21 @@ pub struct DonorView {
     pub id: i64,
     /// Assigned by the server: `GD` and six or more digits.
     pub donor_number: String,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub given_name: String,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub family_name: String,
     pub date_of_birth: NaiveDate,
     pub sex: Sex,
+    #[schema(minimum = 30, maximum = 250)]
     pub weight_kg: f64,
     pub abo: Abo,
     pub rhd: Rhd,
@@ -57,13 +68,25 @@ pub struct Exposure {
 /// The fields a client sets when registering a donor.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"given_name": "Ana", "family_name": "Silva", "date_of_birth": "1988-04-12", "sex": "female", "weight_kg": 68.0, "abo": "O", "rhd": "positive", "cmv": "negative", "hla": {"a": ["A*02:01", "A*01"], "b": ["B*07"], "c": [], "drb1": ["DRB1*15:01"]}, "donor_type": "community", "phone": "+44 20 7946 0000"}))]
 pub struct DonorInput {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub given_name: String,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub family_name: String,
     /// `YYYY-MM-DD`.
     pub date_of_birth: NaiveDate,
     pub sex: Sex,
     /// 30–250 kg.
+    #[schema(minimum = 30, maximum = 250)]
     pub weight_kg: f64,
     pub abo: Abo,
     pub rhd: Rhd,
@@ -83,11 +106,23 @@ pub struct DonorInput {
 /// `{"active": false}` deactivates (donors are never deleted).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"weight_kg": 70.5, "phone": null}))]
 pub struct DonorPatch {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub given_name: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub family_name: Option<String>,
     pub date_of_birth: Option<NaiveDate>,
     pub sex: Option<Sex>,
+    #[schema(minimum = 30, maximum = 250)]
     pub weight_kg: Option<f64>,
     pub abo: Option<Abo>,
     pub rhd: Option<Rhd>,
@@ -533,8 +568,14 @@ pub fn eligibility(
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "travel to a malaria area", "permanent": false, "until": "2027-05-25T00:00:00Z"}))]
 pub struct DeferralInput {
     /// Why, 1–500 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub reason: String,
     pub permanent: bool,
     /// Required for a temporary deferral, absent for a permanent one.
@@ -547,6 +588,11 @@ pub struct DeferralInput {
 pub struct DeferralView {
     pub id: i64,
     pub donor_id: i64,
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub reason: String,
     pub permanent: bool,
     pub starts_at: DateTime<Utc>,
@@ -623,15 +669,22 @@ pub fn deferrals(conn: &mut DbConn, donor_id: i64) -> ApiResult<Vec<DeferralView
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"kind": "whole_blood", "donated_at": "2026-10-02T10:00:00Z", "site": "city donor centre"}))]
 pub struct DonationInput {
     pub kind: ProcedureKind,
     pub donated_at: DateTime<Utc>,
     /// Red cells removed, 0–1000 mL (a whole-blood donation removes about 200 mL of red cells).
+    #[schema(minimum = 0, maximum = 1000)]
     pub red_cell_loss_ml: Option<u32>,
     /// Whether red cells were returned to the donor. Default: false for whole blood and red-cell
     /// apheresis, true for the others.
     pub red_cells_returned: Option<bool>,
     /// Where, for the record (other programme or centre), up to 200 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub site: Option<String>,
 }
 
@@ -643,6 +696,11 @@ pub struct DonationView {
     pub donated_at: DateTime<Utc>,
     pub red_cell_loss_ml: Option<i32>,
     pub red_cells_returned: bool,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub site: Option<String>,
     pub recorded_by: String,
     pub created_at: DateTime<Utc>,

@@ -19,11 +19,27 @@ pub struct PatientView {
     pub id: i64,
     pub hospital_id: i64,
     /// Medical record number, unique within the hospital.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub mrn: String,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub given_name: String,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub family_name: String,
     pub date_of_birth: NaiveDate,
     pub sex: Sex,
+    #[schema(minimum = 0.3, maximum = 300)]
     pub weight_kg: f64,
     pub abo: Abo,
     pub rhd: Rhd,
@@ -38,13 +54,30 @@ pub struct PatientView {
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"mrn": "STE-0048213", "given_name": "Sam", "family_name": "Okafor", "date_of_birth": "2012-06-30", "sex": "male", "weight_kg": 41.0, "abo": "A", "rhd": "negative", "cmv": "negative", "hla_antibodies": ["A2"], "hospital_id": 3}))]
 pub struct PatientInput {
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub mrn: String,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub given_name: String,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub family_name: String,
     pub date_of_birth: NaiveDate,
     pub sex: Sex,
     /// 0.3–300 kg (neonates included).
+    #[schema(minimum = 0.3, maximum = 300)]
     pub weight_kg: f64,
     pub abo: Abo,
     pub rhd: Rhd,
@@ -56,17 +89,35 @@ pub struct PatientInput {
     /// Default false.
     pub granulocyte_antibodies: Option<bool>,
     /// Staff only (a hospital account's patients belong to its hospital).
+    #[schema(minimum = 1)]
     pub hospital_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"weight_kg": 39.5}))]
 pub struct PatientPatch {
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub mrn: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub given_name: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub family_name: Option<String>,
     pub date_of_birth: Option<NaiveDate>,
     pub sex: Option<Sex>,
+    #[schema(minimum = 0.3, maximum = 300)]
     pub weight_kg: Option<f64>,
     pub abo: Option<Abo>,
     pub rhd: Option<Rhd>,
@@ -270,6 +321,7 @@ pub fn list(
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"drawn_at": "2026-11-25T06:30:00Z", "transfused_or_pregnant_within_3_months": true}))]
 pub struct SampleInput {
     pub drawn_at: DateTime<Utc>,
     pub transfused_or_pregnant_within_3_months: bool,

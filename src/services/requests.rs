@@ -19,6 +19,11 @@ pub struct IndicationInput {
     /// Absolute neutrophil count, per µL.
     pub anc_per_ul: u32,
     /// The infection being treated (bacterial / fungal), 1–500 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub infection: String,
     /// Hours the infection has been refractory to antimicrobials.
     pub refractory_hours: u32,
@@ -33,9 +38,12 @@ pub struct Requirements {
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"patient_id": 12, "units_requested": 5, "needed_by": "2026-11-26T08:00:00Z", "priority": "asap", "indication": {"anc_per_ul": 150, "infection": "invasive aspergillosis", "refractory_hours": 72}, "requirements": {"cmv_negative": true}}))]
 pub struct RequestInput {
+    #[schema(minimum = 1)]
     pub patient_id: i64,
     /// Daily units for the course, 1–30.
+    #[schema(minimum = 1, maximum = 30)]
     pub units_requested: u32,
     pub needed_by: DateTime<Utc>,
     pub priority: Priority,
@@ -60,6 +68,7 @@ pub struct CourseEntry {
 pub struct RequestView {
     pub id: i64,
     pub hospital_id: i64,
+    #[schema(minimum = 1)]
     pub patient_id: i64,
     pub units_requested: i32,
     pub needed_by: DateTime<Utc>,

@@ -39,6 +39,7 @@ text_enum!(
 pub struct Irradiation {
     pub dose_gy: f64,
     pub irradiated_at: DateTime<Utc>,
+    #[schema(max_length = 100)]
     pub device: Option<String>,
     /// Operator.
     pub irradiated_by: String,
@@ -48,6 +49,11 @@ pub struct Irradiation {
 #[serde(deny_unknown_fields)]
 pub struct Physician {
     /// The physician who authorised the emergency release.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     /// When they acknowledged that the unit is not fully tested.
     pub acknowledged_at: DateTime<Utc>,
@@ -64,6 +70,7 @@ pub struct Release {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TestView {
+    #[schema(pattern = r"^[a-z][a-z0-9_]{1,39}$")]
     pub marker: String,
     pub result: TestResult,
     pub recorded_at: DateTime<Utc>,
@@ -91,6 +98,7 @@ pub struct UnitView {
     pub cmv: Cmv,
     pub volume_ml: i32,
     pub granulocyte_count: f64,
+    #[schema(minimum = 0, maximum = 500)]
     pub red_cell_volume_ml: Option<f64>,
     /// End of collection.
     pub collected_at: DateTime<Utc>,
@@ -102,6 +110,7 @@ pub struct UnitView {
     /// Why it was last quarantined or discarded.
     pub status_reason: Option<String>,
     /// Where it is kept (location readings apply to the units kept there).
+    #[schema(max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub storage_location: Option<String>,
     pub irradiated: bool,
     pub irradiation: Option<Irradiation>,
@@ -287,6 +296,11 @@ pub enum SourceInput {
     /// From a supplier: the supplier's DIN (13 characters, 14 with check character, or the
     /// scanned `=` structure), blood group and collection time.
     External {
+        #[schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         supplier: String,
         din: String,
         abo: Abo,
@@ -299,19 +313,23 @@ pub enum SourceInput {
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"source": {"type": "collection", "collection_id": 42}, "product_code": "E4583V00", "volume_ml": 250, "granulocyte_count": 2.5e10, "red_cell_volume_ml": 15.0, "storage_location": "Incubator 2"}))]
 pub struct CreateUnitInput {
     pub source: SourceInput,
     /// ISBT 128 product code `αooootds` (8 characters, from the licensed database).
     pub product_code: String,
     /// 1–1000 mL.
+    #[schema(minimum = 1, maximum = 1000)]
     pub volume_ml: u32,
     /// Granulocytes in the unit (e.g. 2.5e10).
     pub granulocyte_count: f64,
     /// 0–500 mL.
+    #[schema(minimum = 0, maximum = 500)]
     pub red_cell_volume_ml: Option<f64>,
     /// External pooled units: the DIN of every contributing donation (2–30).
     pub pooled_from: Option<Vec<String>>,
     /// Where the unit is kept (e.g. "Incubator 2"), up to 100 characters.
+    #[schema(max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub storage_location: Option<String>,
 }
 
@@ -561,11 +579,13 @@ fn save(
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"dose_gy": 25.0, "device": "Gammacell 3000"}))]
 pub struct IrradiationInput {
     pub dose_gy: f64,
     /// Default: now.
     pub irradiated_at: Option<DateTime<Utc>>,
     /// Irradiator used, up to 100 characters.
+    #[schema(max_length = 100)]
     pub device: Option<String>,
 }
 
@@ -615,8 +635,10 @@ pub fn irradiate(
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"marker": "anti_hiv", "result": "negative"}))]
 pub struct TestInput {
     /// Marker name, e.g. `anti_hiv`, `hbsag`, `hcv_nat` (lower-case).
+    #[schema(pattern = r"^[a-z][a-z0-9_]{1,39}$")]
     pub marker: String,
     pub result: TestResult,
 }
@@ -730,6 +752,7 @@ fn raise(
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"emergency": false}))]
 pub struct ReleaseInput {
     pub emergency: bool,
     /// Required for an emergency release (and only then).
@@ -821,19 +844,29 @@ pub fn discard(conn: &mut DbConn, actor: &Actor, key: &str, reason: &str) -> Api
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"temperature_c": 22.5, "location": "Incubator 2"}))]
 pub struct ReadingInput {
+    #[schema(minimum = -80, maximum = 80)]
     pub temperature_c: f64,
     /// Default: now.
     pub at: Option<DateTime<Utc>>,
     /// Where the unit is kept, up to 100 characters; becomes the unit's storage location.
+    #[schema(max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub location: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"location": "Incubator 2", "temperature_c": 22.5}))]
 pub struct LocationReadingInput {
     /// The storage location read (incubator, cabinet), up to 100 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub location: String,
+    #[schema(minimum = -80, maximum = 80)]
     pub temperature_c: f64,
     /// Default: now.
     pub at: Option<DateTime<Utc>>,
@@ -844,8 +877,10 @@ pub struct ReadingView {
     pub id: i64,
     /// Absent for a reading of a location.
     pub unit_id: Option<i64>,
+    #[schema(minimum = -80, maximum = 80)]
     pub temperature_c: f64,
     pub at: DateTime<Utc>,
+    #[schema(max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub location: Option<String>,
     /// Inside the policy's storage range.
     pub in_range: bool,
@@ -862,9 +897,11 @@ const LOCATION_CHARS: usize = 100;
 fn clean_location(v: &mut Validator, raw: Option<String>) -> Option<String> {
     let location = raw.map(|l| l.trim().to_owned()).filter(|l| !l.is_empty());
     v.check(
-        location.as_ref().is_none_or(|l| l.chars().count() <= LOCATION_CHARS),
+        location
+            .as_ref()
+            .is_none_or(|l| l.chars().count() <= LOCATION_CHARS && !l.chars().any(char::is_control)),
         "location",
-        format!("must be at most {LOCATION_CHARS} characters"),
+        format!("must be at most {LOCATION_CHARS} characters without control characters"),
     );
     location
 }

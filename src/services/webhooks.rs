@@ -32,14 +32,17 @@ pub const EVENTS: &[&str] = &[
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"url": "https://interface.example-hospital.org/granulo", "events": ["unit.expiring", "allocation.issued"], "secret": "a long random shared secret", "hospital_id": 3}))]
 pub struct SubscriptionInput {
     /// `https://…` (or `http://` for a receiver on a private network).
     pub url: String,
     /// Event names, or `["*"]`.
     pub events: Vec<String>,
     /// Shared secret for the signature, 16–256 characters.
+    #[schema(min_length = 16, max_length = 256)]
     pub secret: String,
     /// Limit deliveries to events about this hospital's patients and units.
+    #[schema(minimum = 1)]
     pub hospital_id: Option<i64>,
 }
 
@@ -48,6 +51,7 @@ pub struct SubscriptionView {
     pub id: i64,
     pub url: String,
     pub events: Vec<String>,
+    #[schema(minimum = 1)]
     pub hospital_id: Option<i64>,
     pub active: bool,
     pub created_by: String,
