@@ -111,7 +111,7 @@ impl Din {
     /// Parses a DIN followed by its check character (14 characters, as keyed or printed).
     pub fn parse_keyed(text: &str) -> Result<Self, IsbtError> {
         let text = text.trim().to_ascii_uppercase();
-        if text.len() != 14 {
+        if text.len() != 14 || !text.is_ascii() {
             return Err(malformed("DIN", "must be 13 characters and the check character"));
         }
         let (din, k) = text.split_at(13);
@@ -173,9 +173,11 @@ pub enum Flags {
 }
 
 fn parse_flags(din: &Din, ff: &str) -> Result<Flags, IsbtError> {
-    let value: u8 = ff
-        .parse()
-        .map_err(|_| malformed("DIN flags", format!("{ff:?} is reserved or not numeric")))?;
+    // `u8::from_str` also takes a sign (`+1`), which is not a flag.
+    let value: u8 = Some(ff)
+        .filter(|f| f.len() == 2 && f.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| malformed("DIN flags", format!("{ff:?} is reserved or not numeric")))?;
     match value {
         0 => Ok(Flags::NotUsed),
         1..=19 => Ok(Flags::Type1 { value }),
@@ -533,6 +535,11 @@ mod tests {
             Din::parse_keyed("G12341765432").map_err(|e| e.code()),
             Err("invalid_isbt128")
         );
+        // 14 bytes with a character across the DIN / check character boundary (it panicked).
+        assert_eq!(
+            Din::parse_keyed("G12341765432é").map_err(|e| e.code()),
+            Err("invalid_isbt128")
+        );
     }
 
     #[test]
@@ -581,6 +588,7 @@ mod tests {
             }
         ));
         assert!(decode("=A99992112345698").is_err(), "reserved flag");
+        assert!(decode("=A999921123456+1").is_err(), "a sign is not a flag digit");
         assert!(decode("=A999921123456").is_err(), "too short");
     }
 
