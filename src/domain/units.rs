@@ -93,7 +93,8 @@ pub fn effective_status(stored: UnitStatus, expires_at: DateTime<Utc>, now: Date
 }
 
 /// Checks `action` on a unit at `now`; `Err` carries the refusal code (`unit_expired` when
-/// expiry is what forbids it, `invalid_transition` otherwise).
+/// expiry is what forbids it, `invalid_transition` otherwise). A unit that comes back into the
+/// bank at or past its expiry (a return) comes back expired.
 pub fn transition(
     stored: UnitStatus,
     action: UnitAction,
@@ -106,7 +107,7 @@ pub fn transition(
         effective_status(stored, expires_at, now)
     };
     match next_status(from, action) {
-        Some(to) => Ok(to),
+        Some(to) => Ok(effective_status(to, expires_at, now)),
         None if from == UnitStatus::Expired => Err(codes::UNIT_EXPIRED),
         None => Err(codes::INVALID_TRANSITION),
     }
@@ -261,6 +262,9 @@ mod tests {
         // Issued units have left the bank: they do not turn into expired.
         assert_eq!(effective_status(Issued, expires, expires), Issued);
         assert_eq!(transition(Issued, A::Transfuse, expires, expires), Ok(Transfused));
+        // Returned: available while fresh, expired from its expiry on (it was `available`).
+        assert_eq!(transition(Issued, A::Return, expires, before), Ok(Available));
+        assert_eq!(transition(Issued, A::Return, expires, expires), Ok(Expired));
         assert_eq!(
             transition(Discarded, A::Release, expires, before),
             Err(codes::INVALID_TRANSITION)
