@@ -257,6 +257,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
@@ -282,5 +283,23 @@ mod tests {
         let (items, next) = paginate(vec![1, 2], 2, |x| *x);
         assert_eq!(items, vec![1, 2]);
         assert_eq!(next, None);
+    }
+
+    proptest! {
+        #[test]
+        fn client_cursors_ids_and_limits_never_panic(text in any::<String>(), raw in "[ -~]{0,24}", n in any::<i64>()) {
+            let _ = decode_cursor(Some(&text));
+            let _ = decode_cursor(Some(&raw));
+            // Inside a valid base64 envelope: only `v1:<i64>` is a cursor.
+            let wrapped = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
+            let expected = raw.strip_prefix("v1:").and_then(|s| s.parse::<i64>().ok());
+            prop_assert_eq!(decode_cursor(Some(&wrapped)).ok().flatten(), expected);
+            prop_assert_eq!(decode_cursor(Some(&encode_cursor(n))).ok(), Some(Some(n)));
+            for id in [text.as_str(), raw.as_str(), &n.to_string()] {
+                let expected = id.parse::<i64>().ok().filter(|v| *v > 0);
+                prop_assert_eq!(parse_id(id, "unit").ok(), expected);
+            }
+            prop_assert_eq!(page_limit(Some(n)).is_ok(), (1..=MAX_LIMIT).contains(&n));
+        }
     }
 }

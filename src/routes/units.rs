@@ -323,6 +323,7 @@ pub async fn trace(state: web::Data<AppState>, caller: AuthUser, key: web::Path<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn cursors_round_trip() {
@@ -332,5 +333,20 @@ mod tests {
         assert_eq!(decode_cursor(Some(&encode_cursor((at, 7)))).expect("ok"), Some((at, 7)));
         assert!(decode_cursor(Some("djE6NDI")).is_err());
         assert!(decode_cursor(Some("???")).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn keyset_cursors_round_trip_and_garbage_is_refused(
+            text in any::<String>(),
+            raw in "u1:[-0-9:]{0,30}",
+            micros in -8_000_000_000_000_000i64..8_000_000_000_000_000,
+            id in any::<i64>(),
+        ) {
+            let _ = decode_cursor(Some(&text));
+            let _ = decode_cursor(Some(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw)));
+            let at = chrono::DateTime::from_timestamp_micros(micros).expect("in range").naive_utc();
+            prop_assert_eq!(decode_cursor(Some(&encode_cursor((at, id)))).ok(), Some(Some((at, id))));
+        }
     }
 }
