@@ -287,6 +287,7 @@ mod tests {
     use super::*;
     use crate::domain::eligibility::Reason;
     use chrono::TimeZone;
+    use proptest::prelude::*;
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).single().expect("time")
@@ -426,5 +427,128 @@ mod tests {
             keys(&coll(-1, &ok, vec![given(25)])),
             vec!["stimulation.window_missed:11"]
         );
+    }
+
+    /// Strictly decreasing thresholds within 1–72 h, as `Policy::validate` requires.
+    fn arb_thresholds() -> impl Strategy<Value = Vec<u32>> {
+        prop::sample::subsequence((1u32..=72).rev().collect::<Vec<_>>(), 1..5)
+    }
+
+    fn arb_minutes() -> impl Strategy<Value = i64> {
+        prop_oneof![-600i64..6_000, (0i64..=72).prop_map(|h| h * 60), Just(1), Just(-1)]
+    }
+
+    proptest! {
+        #[test]
+        fn unit_alerts_follow_effective_status_and_each_threshold(
+            status in prop::sample::select(UnitStatus::ALL),
+            left_minutes in arb_minutes(),
+            thresholds in arb_thresholds(),
+        ) {
+            let mut p = Policy::default();
+            p.alerts.expiry_thresholds_hours = thresholds.clone();
+            let expires_at = now() + TimeDelta::minutes(left_minutes);
+            let u = UnitState { id: 7, din: "A999926000007", status, expires_at };
+            let (specs, sweep) = unit_alerts(&u, now(), &p);
+            let effective = crate::domain::units::effective_status(status, expires_at, now());
+            let in_bank = matches!(status, UnitStatus::Quarantined | UnitStatus::Available | UnitStatus::Allocated);
+            prop_assert_eq!(sweep, in_bank && effective == UnitStatus::Expired);
+            let expected: Vec<(String, AlertSeverity)> = if effective == UnitStatus::Expired {
+                vec![("unit.expired:7".to_owned(), AlertSeverity::Urgent)]
+            } else if in_bank {
+                let tightest = thresholds.iter().min().copied();
+                thresholds
+                    .iter()
+                    .filter(|&&h| left_minutes <= i64::from(h) * 60)
+                    .map(|&h| {
+                        let severity = if Some(h) == tightest { AlertSeverity::Urgent } else { AlertSeverity::Warning };
+                        (format!("unit.expiring:7:{h}h"), severity)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let got: Vec<(String, AlertSeverity)> = specs.iter().map(|s| (s.dedup_key.clone(), s.severity)).collect();
+            prop_assert_eq!(got, expected);
+        }
+
+        #[test]
+        fn sample_alert_agrees_with_the_allocation_check(
+            planned in arb_minutes(),
+            valid in arb_minutes(),
+            allocated in any::<bool>(),
+        ) {
+            use crate::domain::blood::{Abo, Cmv, Rhd, Sex};
+            use crate::domain::compatibility::{CrossmatchFacts, PatientFacts, Stage, UnitFacts, assess, codes};
+            let p = Policy::default();
+            let (planned_at, valid_until) = (now() + TimeDelta::minutes(planned), now() + TimeDelta::minutes(valid));
+            let a = AllocationState {
+                id: 3,
+                allocated,
+                issued_at: None,
+                planned_at,
+                sample_valid_until: Some(valid_until),
+            };
+            let alerted = keys(&allocation_alerts(&a, now(), &p)) == vec!["sample.expiring:3".to_owned()];
+            let patient = PatientFacts {
+                abo: Abo::O, rhd: Rhd::Positive, sex: Sex::Male, childbearing_potential: false, cmv: Cmv::Positive,
+                weight_kg: 70.0, hla_antibodies: vec![], granulocyte_antibodies: false,
+            };
+            let unit = UnitFacts {
+                abo: Abo::O, rhd: Rhd::Positive, cmv: Cmv::Negative, donor_hla: None, irradiated: true, released: true,
+                expires_at: now() + TimeDelta::days(1), granulocyte_count: 1e11,
+            };
+            let xm = CrossmatchFacts { compatible: true, sample_valid_until: valid_until };
+            let check = assess(&patient, &unit, Some(&xm), planned_at, now(), Stage::Allocation, &p);
+            prop_assert_eq!(alerted, allocated && check.has(codes::SAMPLE_EXPIRED));
+        }
+
+        #[test]
+        fn request_and_collection_alerts_follow_their_windows(
+            due in arb_minutes(),
+            covered in 0usize..3,
+            start in arb_minutes(),
+            given in prop::option::of((
+                prop::sample::select(vec!["gcsf", "dexamethasone", "prednisone"]),
+                arb_minutes(),
+            )),
+            eligible in any::<bool>(),
+        ) {
+            let p = Policy::default();
+            let r = RequestState { id: 9, needed_by: now() + TimeDelta::minutes(due), covered };
+            let specs = request_alerts(&r, now(), &p);
+            let window = i64::from(p.alerts.request_unallocated_hours) * 60;
+            prop_assert_eq!(specs.len(), usize::from(covered == 0 && due <= window));
+            prop_assert!(specs.iter().all(|s| (s.severity == AlertSeverity::Urgent) == (due <= 0)));
+
+            let e = Eligibility {
+                eligible,
+                reasons: if eligible { vec![] } else { vec![Reason { code: "deferred", message: "x".into() }] },
+            };
+            let stimulations: Vec<StimulationState<'_>> = given
+                .iter()
+                .map(|&(agent, ago)| StimulationState {
+                    id: 11,
+                    agent,
+                    administered_at: now() - TimeDelta::minutes(ago),
+                })
+                .collect();
+            let c = CollectionState { id: 5, start: now() + TimeDelta::minutes(start), eligibility: &e, stimulations };
+            let mut expected = Vec::new();
+            if !eligible {
+                expected.push("collection.donor_ineligible:5".to_owned());
+            }
+            let gcsf_min = i64::from(p.donor.gcsf_window_hours.min) * 60;
+            if given.is_none() && start > 0 && start <= gcsf_min {
+                expected.push("collection.unstimulated:5".to_owned());
+            }
+            if let Some((agent, ago)) = given {
+                let max = crate::domain::stimulation::window_for(agent, &p).map(|w| i64::from(w.max) * 60);
+                if max.is_some_and(|max| ago > max) {
+                    expected.push("stimulation.window_missed:11".to_owned());
+                }
+            }
+            prop_assert_eq!(keys(&collection_alerts(&c, now(), &p)), expected);
+        }
     }
 }

@@ -108,6 +108,7 @@ fn is_allele(allele: &str, prefix: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn enumerations_round_trip_their_spelling() {
@@ -176,5 +177,64 @@ mod tests {
         let errors = bad.normalized().expect_err("invalid");
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["hla.a", "hla.b[0]"]);
+    }
+
+    fn arb_allele() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[ aAbBcCdDrR1*0-9:NLSQX]{0,14}",
+            "(A|B|C|DRB1)\\*[0-9]{1,4}(:[0-9]{1,4}){0,4}[NLSCAQ]?",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn spellings_parse_exactly(text in prop_oneof![any::<String>(), "[a-zA-Z]{1,10}"]) {
+            fn check<T: Copy + PartialEq + std::fmt::Debug>(
+                text: &str,
+                all: &[T],
+                spell: fn(T) -> &'static str,
+                parse: fn(&str) -> Option<T>,
+            ) -> Result<(), TestCaseError> {
+                let expected = all.iter().copied().find(|x| spell(*x) == text);
+                prop_assert_eq!(parse(text), expected);
+                Ok(())
+            }
+            check(&text, Abo::ALL, Abo::as_str, Abo::parse)?;
+            check(&text, Rhd::ALL, Rhd::as_str, Rhd::parse)?;
+            check(&text, Cmv::ALL, Cmv::as_str, Cmv::parse)?;
+            check(&text, Sex::ALL, Sex::as_str, Sex::parse)?;
+            check(&text, DonorType::ALL, DonorType::as_str, DonorType::parse)?;
+            let json = serde_json::to_string(&text).expect("a JSON string");
+            prop_assert_eq!(serde_json::from_str::<Abo>(&json).ok(), Abo::parse(&text));
+        }
+
+        #[test]
+        fn typing_is_normalised_or_every_problem_reported(
+            a in prop::collection::vec(arb_allele(), 0..4),
+            b in prop::collection::vec(arb_allele(), 0..3),
+            drb1 in prop::collection::vec(arb_allele(), 0..3),
+        ) {
+            let hla = Hla { a: a.clone(), b: b.clone(), c: vec![], drb1: drb1.clone() };
+            let bad = |alleles: &[String], prefix: &str| {
+                alleles.iter().filter(|x| !is_allele(&x.trim().to_ascii_uppercase(), prefix)).count()
+                    + usize::from(alleles.len() > 2)
+            };
+            let problems = bad(&a, "A") + bad(&b, "B") + bad(&drb1, "DRB1");
+            match hla.normalized() {
+                Ok(n) => {
+                    prop_assert_eq!(problems, 0);
+                    prop_assert_eq!(n.normalized(), Ok(n.clone()), "normalising twice changes nothing");
+                    for (typed, raw) in [(&n.a, &a), (&n.b, &b), (&n.drb1, &drb1)] {
+                        let expected: Vec<String> = raw.iter().map(|x| x.trim().to_ascii_uppercase()).collect();
+                        prop_assert_eq!(typed, &expected);
+                    }
+                }
+                Err(errors) => {
+                    prop_assert_eq!(errors.len(), problems);
+                    prop_assert!(errors.iter().all(|e| e.field.starts_with("hla.") && !e.message.is_empty()));
+                }
+            }
+        }
     }
 }

@@ -724,25 +724,35 @@ mod tests {
         }
     }
 
+    // The domain.md §3 tables. Rows: patient O, A, B, AB; columns: unit O, A, B, AB.
+    const RED_CELLS: [[bool; 4]; 4] = [
+        [true, false, false, false],
+        [true, true, false, false],
+        [true, false, true, false],
+        [true, true, true, true],
+    ];
+    const PLASMA: [[bool; 4]; 4] = [
+        [true, true, true, true],
+        [false, true, false, true],
+        [false, false, true, true],
+        [false, false, false, true],
+    ];
+
+    fn in_table(table: &[[bool; 4]; 4], patient: Abo, unit: Abo) -> bool {
+        let index = |g| GROUPS.iter().position(|x| *x == g).expect("a group");
+        table[index(patient)][index(unit)]
+    }
+
     #[test]
     fn abo_red_cell_and_plasma_tables() {
-        // Rows: patient O, A, B, AB; columns: unit O, A, B, AB.
-        let red_cells = [
-            [true, false, false, false],
-            [true, true, false, false],
-            [true, false, true, false],
-            [true, true, true, true],
-        ];
-        let plasma = [
-            [true, true, true, true],
-            [false, true, false, true],
-            [false, false, true, true],
-            [false, false, false, true],
-        ];
-        for (i, p) in GROUPS.iter().enumerate() {
-            for (j, u) in GROUPS.iter().enumerate() {
-                assert_eq!(red_cells_compatible(*p, *u), red_cells[i][j], "red cells {u} → {p}");
-                assert_eq!(plasma_compatible(*p, *u), plasma[i][j], "plasma {u} → {p}");
+        for p in GROUPS {
+            for u in GROUPS {
+                assert_eq!(
+                    red_cells_compatible(p, u),
+                    in_table(&RED_CELLS, p, u),
+                    "red cells {u} → {p}"
+                );
+                assert_eq!(plasma_compatible(p, u), in_table(&PLASMA, p, u), "plasma {u} → {p}");
             }
         }
     }
@@ -1679,6 +1689,314 @@ mod tests {
         fn plasma_is_red_cells_reversed(p in prop::sample::select(Abo::ALL), u in prop::sample::select(Abo::ALL)) {
             prop_assert_eq!(plasma_compatible(p, u), red_cells_compatible(u, p));
             prop_assert!(red_cells_compatible(p, p) && red_cells_compatible(p, Abo::O) && red_cells_compatible(Abo::Ab, u));
+        }
+    }
+
+    /// Antibody specificities with the antigen each targets (`None`: not at a typed locus).
+    const ANTIBODIES: &[(&str, Option<(HlaLocus, u16)>)] = &[
+        ("A2", Some((HlaLocus::A, 2))),
+        ("anti-A*01", Some((HlaLocus::A, 1))),
+        ("HLA-B8", Some((HlaLocus::B, 8))),
+        (" b*44:02 ", Some((HlaLocus::B, 44))),
+        ("Cw7", Some((HlaLocus::C, 7))),
+        ("DR15", Some((HlaLocus::Drb1, 15))),
+        ("DRB1*04", Some((HlaLocus::Drb1, 4))),
+        ("Bw4", None),
+        ("DQ2", None),
+        ("", None),
+        ("  ", None),
+    ];
+
+    /// An allele as typed and its allele group (`None`: does not parse, ignored).
+    type Allele = (&'static str, Option<u16>);
+
+    /// Donor alleles by locus.
+    const ALLELES: [(HlaLocus, &[Allele]); 4] = [
+        (
+            HlaLocus::A,
+            &[
+                ("A*02:01", Some(2)),
+                ("a*01:01", Some(1)),
+                ("A*03", Some(3)),
+                ("garbage", None),
+            ],
+        ),
+        (
+            HlaLocus::B,
+            &[("B*08:01", Some(8)), ("B*44:02:01:01N", Some(44)), ("B*07", Some(7))],
+        ),
+        (
+            HlaLocus::C,
+            &[("C*07:01", Some(7)), ("C*05:01", Some(5)), ("Cw7", None)],
+        ),
+        (HlaLocus::Drb1, &[("DRB1*15:01", Some(15)), ("DRB1*04:01", Some(4))]),
+    ];
+
+    fn arb_number() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            any::<f64>(),
+            0.0..200.0,
+            Just(0.0),
+            Just(70.0),
+            Just(f64::NAN),
+            1e8..1e11,
+        ]
+    }
+
+    /// Minutes from `now()`, with the instants the rules compare against.
+    fn arb_minutes() -> impl Strategy<Value = i64> {
+        prop_oneof![-180i64..1_800, prop::sample::select(vec![-1, 0, 1, 119, 120, 121, 360])]
+    }
+
+    fn arb_any_patient() -> impl Strategy<Value = PatientFacts> {
+        (
+            arb_patient(),
+            prop::collection::vec(0..ANTIBODIES.len(), 0..4),
+            arb_number(),
+        )
+            .prop_map(|(p, antibodies, weight_kg)| PatientFacts {
+                hla_antibodies: antibodies.into_iter().map(|i| ANTIBODIES[i].0.to_owned()).collect(),
+                weight_kg,
+                ..p
+            })
+    }
+
+    fn arb_any_unit() -> impl Strategy<Value = UnitFacts> {
+        let alleles = |n: usize| prop::collection::vec(0..n, 0..=2);
+        let typing = prop::option::of((alleles(4), alleles(3), alleles(3), alleles(2)));
+        (arb_unit(), typing, arb_minutes(), arb_number()).prop_map(|(u, typing, expires, count)| {
+            let pick =
+                |locus: usize, picks: Vec<usize>| picks.into_iter().map(|i| ALLELES[locus].1[i].0.to_owned()).collect();
+            UnitFacts {
+                donor_hla: typing.map(|(a, b, c, drb1)| Hla {
+                    a: pick(0, a),
+                    b: pick(1, b),
+                    c: pick(2, c),
+                    drb1: pick(3, drb1),
+                }),
+                expires_at: now() + TimeDelta::minutes(expires),
+                granulocyte_count: count,
+                ..u
+            }
+        })
+    }
+
+    fn arb_any_policy() -> impl Strategy<Value = Policy> {
+        (arb_policy(), 1u32..=30, prop::sample::select(vec![1e8, 6e8, 1e9, 5e9])).prop_map(
+            |(mut policy, min_remaining, dose_target)| {
+                policy.unit.min_remaining_hours_to_allocate = min_remaining;
+                policy.recipient.dose_target_per_kg = dose_target;
+                policy
+            },
+        )
+    }
+
+    /// Each rule of domain.md §3 and the module notes, evaluated on its own, in report order.
+    fn expected_findings(
+        p: &PatientFacts,
+        u: &UnitFacts,
+        xm: Option<&CrossmatchFacts>,
+        planned_at: DateTime<Utc>,
+        stage: Stage,
+        policy: &Policy,
+    ) -> Vec<(&'static str, Severity)> {
+        use Severity::{Block, Warn};
+        let mut out = Vec::new();
+        let mut rule = |holds: bool, code, severity| {
+            if holds {
+                out.push((code, severity));
+            }
+        };
+        rule(!in_table(&RED_CELLS, p.abo, u.abo), ABO_INCOMPATIBLE, Block);
+        rule(
+            policy.compat.minor_abo_check && !in_table(&PLASMA, p.abo, u.abo),
+            MINOR_ABO_INCOMPATIBLE,
+            Warn,
+        );
+        let rhd_severity = match policy.compat.rhd_mismatch {
+            RhdMismatch::Warn => Warn,
+            RhdMismatch::Block => Block,
+        };
+        rule(
+            p.rhd == Rhd::Negative && u.rhd == Rhd::Positive,
+            RHD_MISMATCH,
+            rhd_severity,
+        );
+        let cmv = match policy.compat.cmv_mismatch {
+            CmvMismatch::Warn => Some(Warn),
+            CmvMismatch::Block => Some(Block),
+            CmvMismatch::Off => None,
+        };
+        if let Some(severity) = cmv {
+            rule(p.cmv == Cmv::Negative && u.cmv != Cmv::Negative, CMV_MISMATCH, severity);
+        }
+        let donor_alleles: Vec<String> = u
+            .donor_hla
+            .iter()
+            .flat_map(|h| [&h.a, &h.b, &h.c, &h.drb1])
+            .flatten()
+            .cloned()
+            .collect();
+        let typed = !donor_alleles.is_empty();
+        let donor_antigens: Vec<(HlaLocus, u16)> = ALLELES
+            .iter()
+            .flat_map(|(locus, alleles)| alleles.iter().map(move |(text, group)| (*locus, *text, *group)))
+            .filter(|(_, text, _)| donor_alleles.iter().any(|a| a == text))
+            .filter_map(|(locus, _, group)| group.map(|g| (locus, g)))
+            .collect();
+        let targeted = p.hla_antibodies.iter().any(|ab| {
+            ANTIBODIES
+                .iter()
+                .any(|(text, antigen)| text == ab && antigen.is_some_and(|a| donor_antigens.contains(&a)))
+        });
+        let alloimmunised = p.granulocyte_antibodies || p.hla_antibodies.iter().any(|a| !a.trim().is_empty());
+        rule(typed && targeted, HLA_ANTIBODY_MATCH, Block);
+        rule(!typed && alloimmunised, HLA_UNTYPED_DONOR, Warn);
+        rule(xm.is_some_and(|x| !x.compatible), CROSSMATCH_INCOMPATIBLE, Block);
+        rule(
+            xm.is_some_and(|x| x.sample_valid_until < planned_at.max(now())),
+            SAMPLE_EXPIRED,
+            Block,
+        );
+        rule(xm.is_none() && stage == Stage::Issue, CROSSMATCH_MISSING, Block);
+        rule(now() >= u.expires_at, UNIT_EXPIRED, Block);
+        let allocation = stage == Stage::Allocation;
+        rule(allocation && u.expires_at <= planned_at, EXPIRES_BEFORE_NEEDED, Block);
+        let minimum = TimeDelta::hours(i64::from(policy.unit.min_remaining_hours_to_allocate));
+        rule(
+            allocation && u.expires_at - now() < minimum,
+            INSUFFICIENT_SHELF_LIFE,
+            Block,
+        );
+        rule(stage == Stage::Issue && !u.irradiated, NOT_IRRADIATED, Block);
+        rule(stage == Stage::Issue && !u.released, NOT_RELEASED, Block);
+        let dose_known = p.weight_kg.is_finite() && p.weight_kg > 0.0 && u.granulocyte_count.is_finite();
+        rule(
+            dose_known && u.granulocyte_count / p.weight_kg < policy.recipient.dose_target_per_kg,
+            DOSE_BELOW_TARGET,
+            Warn,
+        );
+        out
+    }
+
+    fn well_formed_allele() -> impl Strategy<Value = (HlaLocus, u16, String)> {
+        (
+            prop::sample::select(vec![HlaLocus::A, HlaLocus::B, HlaLocus::C, HlaLocus::Drb1]),
+            0u16..=999,
+            "(:[0-9]{2,3}){0,3}[NLSCAQ]?",
+        )
+            .prop_map(|(locus, group, rest)| {
+                let first = if group < 100 {
+                    format!("{group:02}")
+                } else {
+                    group.to_string()
+                };
+                (locus, group, format!("{}*{first}{rest}", locus.as_str()))
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn every_reason_appears_exactly_when_its_rule_holds(
+            p in arb_any_patient(),
+            u in arb_any_unit(),
+            xm_minutes in prop::option::of((any::<bool>(), arb_minutes())),
+            planned_minutes in arb_minutes(),
+            stage in prop::sample::select(Stage::ALL),
+            policy in arb_any_policy(),
+        ) {
+            let planned_at = now() + TimeDelta::minutes(planned_minutes);
+            let xm = xm_minutes.map(|(compatible, m)| CrossmatchFacts {
+                compatible,
+                sample_valid_until: now() + TimeDelta::minutes(m),
+            });
+            let a = assess(&p, &u, xm.as_ref(), planned_at, now(), stage, &policy);
+            let expected = expected_findings(&p, &u, xm.as_ref(), planned_at, stage, &policy);
+            prop_assert_eq!(severities(&a), expected.clone());
+            let blocks = expected.iter().filter(|(_, s)| *s == Severity::Block).count();
+            let verdict = match (blocks, expected.len()) {
+                (0, 0) => Verdict::Compatible,
+                (0, _) => Verdict::CompatibleWithWarnings,
+                _ => Verdict::Incompatible,
+            };
+            prop_assert_eq!(a.verdict, verdict);
+            let anti_d = p.rhd == Rhd::Negative
+                && u.rhd == Rhd::Positive
+                && p.sex == Sex::Female
+                && p.childbearing_potential;
+            prop_assert_eq!(a.anti_d_prophylaxis, anti_d);
+            prop_assert!(a.reasons.iter().all(|r| !r.message.is_empty()));
+            let score = unit_score(&p, &u, &a, now(), &policy);
+            prop_assert!(score.is_finite() && score >= 0.0);
+            prop_assert_eq!(score == 0.0, a.verdict == Verdict::Incompatible);
+        }
+
+        #[test]
+        fn a_stricter_policy_never_improves_the_verdict(
+            p in arb_any_patient(),
+            u in arb_any_unit(),
+            stage in prop::sample::select(Stage::ALL),
+            policy in arb_any_policy(),
+            more_hours in 0u32..10,
+            dose_factor in 1.0f64..4.0,
+        ) {
+            let mut strict = policy.clone();
+            strict.compat.rhd_mismatch = RhdMismatch::Block;
+            strict.compat.cmv_mismatch = match policy.compat.cmv_mismatch {
+                CmvMismatch::Off => CmvMismatch::Warn,
+                _ => CmvMismatch::Block,
+            };
+            strict.compat.minor_abo_check = true;
+            strict.unit.min_remaining_hours_to_allocate += more_hours;
+            strict.recipient.dose_target_per_kg *= dose_factor;
+            let lenient = assess(&p, &u, Some(&xm()), planned(), now(), stage, &policy);
+            let stricter = assess(&p, &u, Some(&xm()), planned(), now(), stage, &strict);
+            prop_assert!(tier(stricter.verdict) <= tier(lenient.verdict));
+            for code in lenient.codes() {
+                prop_assert!(stricter.has(code), "{} lost", code);
+            }
+        }
+
+        #[test]
+        fn hla_parsers_never_panic_and_agree_with_typing_validation(
+            text in prop_oneof![any::<String>(), "[ aAbBcCdDrRwW*0-9:NLSQ-]{0,16}"],
+        ) {
+            let _ = antibody_antigen(&text);
+            let loci = [(HlaLocus::A, "a"), (HlaLocus::B, "b"), (HlaLocus::C, "c"), (HlaLocus::Drb1, "drb1")];
+            for (locus, field) in loci {
+                let mut hla = Hla::default();
+                match field {
+                    "a" => hla.a.push(text.clone()),
+                    "b" => hla.b.push(text.clone()),
+                    "c" => hla.c.push(text.clone()),
+                    _ => hla.drb1.push(text.clone()),
+                }
+                // A donor allele the engine cannot read is one that registration refuses.
+                prop_assert_eq!(hla.normalized().is_ok(), allele_antigen(locus, &text).is_some(), "{:?}", locus);
+            }
+        }
+
+        #[test]
+        fn well_formed_specificities_name_their_antigen(
+            (locus, group, allele) in well_formed_allele(),
+            serological in 1u16..=999,
+        ) {
+            let antigen = HlaAntigen { locus, group };
+            prop_assert_eq!(allele_antigen(locus, &allele), Some(antigen));
+            prop_assert_eq!(allele_antigen(locus, &format!(" {} ", allele.to_ascii_lowercase())), Some(antigen));
+            prop_assert_eq!(antibody_antigen(&allele), Some(antigen));
+            prop_assert_eq!(antibody_antigen(&format!("anti-HLA-{allele}")), Some(antigen));
+            let name = match locus {
+                HlaLocus::A => "A",
+                HlaLocus::B => "B",
+                HlaLocus::C => "Cw",
+                HlaLocus::Drb1 => "DR",
+            };
+            let serological_antigen = HlaAntigen { locus, group: serological };
+            prop_assert_eq!(antibody_antigen(&format!("{name}{serological}")), Some(serological_antigen));
+            prop_assert_eq!(serological_antigen.to_string(), format!("{}*{:02}", locus.as_str(), serological));
         }
     }
 }

@@ -1037,6 +1037,16 @@ mod tests {
         policy
     }
 
+    /// `after` is at most as favourable: never eligible when `before` is not, no reason lost.
+    fn never_better(before: &Eligibility, after: &Eligibility) -> Result<(), TestCaseError> {
+        prop_assert!(before.eligible || !after.eligible);
+        let after_codes = after.codes();
+        for code in before.codes() {
+            prop_assert!(after_codes.contains(&code), "{} lost", code);
+        }
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn eligible_iff_no_reasons(
@@ -1063,11 +1073,300 @@ mod tests {
             let mut more = history.clone();
             more.insert(position.index(history.len() + 1), extra);
             let after = evaluate(&facts, &deferrals, &more, &planned, at(), &policy);
-            prop_assert!(before.eligible || !after.eligible);
-            let after_codes = after.codes();
-            for code in before.codes() {
-                prop_assert!(after_codes.contains(&code), "{} lost", code);
+            never_better(&before, &after)?;
+        }
+    }
+
+    /// A birthday in `year`: 29 February falls on 1 March in common years.
+    fn birthday_in(dob: NaiveDate, year: i32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(year, dob.month(), dob.day())
+            .or_else(|| NaiveDate::from_ymd_opt(year, 3, 1))
+            .expect("a date")
+    }
+
+    fn reference_age(dob: NaiveDate, on: NaiveDate) -> i32 {
+        let years = on.year() - dob.year();
+        if on < birthday_in(dob, on.year()) {
+            years - 1
+        } else {
+            years
+        }
+    }
+
+    /// domain.md §2, one rule at a time, in report order (windows `(at - span, at]`).
+    fn expected_codes(
+        donor: &DonorFacts,
+        deferrals: &[Deferral],
+        history: &[PastProcedure],
+        planned: &[String],
+        at: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Vec<&'static str> {
+        let d = &policy.donor;
+        let mut out = Vec::new();
+        let mut rule = |holds: bool, code| {
+            if holds {
+                out.push(code);
             }
+        };
+        rule(!donor.active, DONOR_INACTIVE);
+        let age = reference_age(donor.date_of_birth, at.date_naive());
+        rule(age < d.age_min as i32, TOO_YOUNG);
+        rule(age > d.age_max as i32, TOO_OLD);
+        for x in deferrals {
+            let ended = !x.permanent && x.until.is_some_and(|u| u <= at);
+            rule(x.starts_at <= at && !ended, DEFERRED);
+        }
+        let past = || history.iter().filter(|p| p.at <= at);
+        let since = |p: &PastProcedure| at - p.at;
+        let leuka = || past().filter(|p| p.kind == Leukapheresis);
+        let hours = |n: u32| TimeDelta::hours(i64::from(n));
+        let weeks = |n: u32| TimeDelta::weeks(i64::from(n));
+        rule(
+            leuka().filter(|p| since(p) < days(365)).count() >= d.max_leukapheresis_per_12_months as usize,
+            LEUKAPHERESIS_LIMIT_12_MONTHS,
+        );
+        rule(
+            leuka().any(|p| since(p) < hours(d.min_hours_between_leukapheresis)),
+            LEUKAPHERESIS_INTERVAL,
+        );
+        rule(
+            past().filter(|p| since(p) < days(7)).count() >= d.max_procedures_per_7_days as usize,
+            PROCEDURES_PER_7_DAYS,
+        );
+        let interval = |p: &PastProcedure| {
+            let counts = p.kind == WholeBlood
+                || p.red_cell_loss_ml
+                    .is_some_and(|ml| ml >= d.max_red_cell_loss_ml_per_8_weeks);
+            let kept = !p.red_cells_returned && matches!(p.kind, WholeBlood | RedCells);
+            let required = if kept {
+                d.weeks_after_red_cell_loss_not_returned
+            } else {
+                d.weeks_after_whole_blood
+            };
+            counts && since(p) < weeks(required)
+        };
+        rule(past().any(interval), WHOLE_BLOOD_INTERVAL);
+        let loss: u32 = past()
+            .filter(|p| since(p) < days(56))
+            .filter_map(|p| p.red_cell_loss_ml)
+            .sum();
+        rule(loss > d.max_red_cell_loss_ml_per_8_weeks, RED_CELL_LOSS_8_WEEKS);
+        let same = |a: &str, b: &str| a.trim().to_lowercase() == b.trim().to_lowercase();
+        for c in &d.contraindications {
+            let flagged = donor
+                .flagged_contraindications
+                .iter()
+                .any(|f| same(&f.agent, &c.agent) && same(&f.item, &c.item));
+            rule(
+                flagged && planned.iter().any(|a| same(a, &c.agent)),
+                CONTRAINDICATED_AGENT,
+            );
+        }
+        out
+    }
+
+    /// Instants around `at` the rules compare against, or anywhere in 400 days.
+    fn arb_ago() -> impl Strategy<Value = TimeDelta> {
+        let edges = [0, 48 * 60, 7 * 1440, 28 * 1440, 56 * 1440, 365 * 1440];
+        let near: Vec<i64> = edges.iter().flat_map(|e| [e - 1, *e, e + 1]).collect();
+        prop_oneof![-43_200i64..=576_000, prop::sample::select(near)].prop_map(TimeDelta::minutes)
+    }
+
+    fn arb_history() -> impl Strategy<Value = Vec<PastProcedure>> {
+        let one = (
+            arb_kind(),
+            arb_ago(),
+            prop::option::of(prop_oneof![0u32..=500, Just(200)]),
+            any::<bool>(),
+        )
+            .prop_map(|(kind, ago, red_cell_loss_ml, red_cells_returned)| PastProcedure {
+                kind,
+                at: at() - ago,
+                red_cell_loss_ml,
+                red_cells_returned,
+            });
+        prop::collection::vec(one, 0..12)
+    }
+
+    /// Birthdays near the 18th and 76th, 29 February, or any age to 100.
+    fn arb_birth() -> impl Strategy<Value = NaiveDate> {
+        let today = at().date_naive();
+        prop_oneof![
+            (prop::sample::select(vec![17, 18, 19, 75, 76, 77]), -2i64..=2).prop_map(move |(years, days)| birthday_in(
+                today,
+                today.year() - years
+            )
+                + TimeDelta::days(days)),
+            prop::sample::select(vec![
+                date(2004, 2, 29),
+                date(2008, 2, 29),
+                date(1952, 2, 29),
+                date(1948, 2, 29)
+            ]),
+            (0i64..=36_500).prop_map(move |d| today - TimeDelta::days(d)),
+        ]
+    }
+
+    fn arb_any_donor() -> impl Strategy<Value = DonorFacts> {
+        (arb_donor(), arb_birth()).prop_map(|(d, date_of_birth)| DonorFacts { date_of_birth, ..d })
+    }
+
+    fn arb_any_deferrals(count: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Deferral>> {
+        let edge = prop_oneof![Just(0i64), Just(-1), Just(1), -100_000i64..100_000].prop_map(TimeDelta::seconds);
+        let one =
+            (any::<bool>(), edge.clone(), prop::option::of(edge)).prop_map(|(permanent, start, until)| Deferral {
+                reason: "test".into(),
+                permanent,
+                starts_at: at() + start,
+                until: until.map(|u| at() + u),
+            });
+        prop::collection::vec(one, count)
+    }
+
+    fn arb_at() -> impl Strategy<Value = DateTime<Utc>> {
+        // Across 29 February 2024 and a year either side of the fixed instant.
+        (-500i64..=400).prop_map(|d| at() + TimeDelta::days(d))
+    }
+
+    /// Thresholds anywhere in the ranges `Policy::validate` accepts.
+    fn arb_donor_policy() -> impl Strategy<Value = Policy> {
+        (
+            (16u32..=30, 60u32..=100, 1u32..=15, 1u32..=96),
+            (1u32..=4, 1u32..=8, 0u32..=4, 50u32..=500),
+        )
+            .prop_map(|((age_min, age_max, per_year, gap), (per_week, wb_weeks, extra, ml))| {
+                let mut policy = prop_policy();
+                let d = &mut policy.donor;
+                d.age_min = age_min;
+                d.age_max = age_max;
+                d.max_leukapheresis_per_12_months = per_year;
+                d.min_hours_between_leukapheresis = gap;
+                d.max_procedures_per_7_days = per_week;
+                d.weeks_after_whole_blood = wb_weeks;
+                d.weeks_after_red_cell_loss_not_returned = wb_weeks + extra;
+                d.max_red_cell_loss_ml_per_8_weeks = ml;
+                policy
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn agrees_with_the_rule_table(
+            facts in arb_any_donor(),
+            deferrals in arb_any_deferrals(0..3),
+            history in arb_history(),
+            planned in arb_planned(),
+            policy in prop_oneof![Just(prop_policy()), arb_donor_policy()],
+        ) {
+            prop_assert!(policy.validate().is_ok());
+            let e = evaluate(&facts, &deferrals, &history, &planned, at(), &policy);
+            prop_assert_eq!(e.codes(), expected_codes(&facts, &deferrals, &history, &planned, at(), &policy));
+            prop_assert_eq!(e.eligible, e.reasons.is_empty());
+            prop_assert!(e.reasons.iter().all(|r| !r.message.is_empty()));
+        }
+
+        #[test]
+        fn age_is_whole_years_with_inclusive_bounds(dob in arb_birth(), when in arb_at()) {
+            let age = age_on(dob, when.date_naive());
+            prop_assert_eq!(age, reference_age(dob, when.date_naive()));
+            let facts = DonorFacts { date_of_birth: dob, ..donor() };
+            let codes = evaluate(&facts, &[], &[], &[], when, &Policy::default()).codes();
+            prop_assert_eq!(codes.is_empty(), (18..=75).contains(&age), "age {}: {:?}", age, codes);
+            // One day later the donor is never younger.
+            prop_assert!(age_on(dob, when.date_naive() + TimeDelta::days(1)) >= age);
+        }
+
+        #[test]
+        fn a_longer_deferral_never_makes_a_donor_eligible_sooner(
+            facts in arb_any_donor(),
+            deferrals in arb_any_deferrals(1..4),
+            history in arb_history(),
+            which in any::<prop::sample::Index>(),
+            extra_hours in 1i64..=2_000,
+            when in arb_at(),
+        ) {
+            let policy = prop_policy();
+            let mut longer = deferrals.clone();
+            let d = &mut longer[which.index(deferrals.len())];
+            d.until = d.until.map(|u| u + TimeDelta::hours(extra_hours));
+            let before = evaluate(&facts, &deferrals, &history, &[], when, &policy);
+            let after = evaluate(&facts, &longer, &history, &[], when, &policy);
+            prop_assert!(before.eligible || !after.eligible);
+            prop_assert!(after.codes().iter().filter(|c| **c == DEFERRED).count()
+                >= before.codes().iter().filter(|c| **c == DEFERRED).count());
+            // Open-ended or permanent: active from its start on, whenever evaluated.
+            let open = Deferral { until: None, ..longer[which.index(deferrals.len())].clone() };
+            prop_assert_eq!(open.is_active_at(when), open.starts_at <= when);
+        }
+
+        #[test]
+        fn more_deferrals_flags_or_agents_never_help(
+            facts in arb_any_donor(),
+            deferrals in arb_any_deferrals(0..3),
+            extra_deferrals in arb_any_deferrals(0..3),
+            history in arb_history(),
+            planned in arb_planned(),
+            more_planned in arb_planned(),
+            (agent, item) in (0usize..2, 0usize..2),
+        ) {
+            let policy = prop_policy();
+            let before = evaluate(&facts, &deferrals, &history, &planned, at(), &policy);
+            let mut flagged = facts.clone();
+            flagged.flagged_contraindications.push(ContraindicationFlag {
+                agent: AGENTS[agent].into(),
+                item: ITEMS[item].into(),
+            });
+            let all_deferrals: Vec<_> = deferrals.iter().chain(&extra_deferrals).cloned().collect();
+            let all_planned: Vec<_> = planned.iter().chain(&more_planned).cloned().collect();
+            let after = evaluate(&flagged, &all_deferrals, &history, &all_planned, at(), &policy);
+            never_better(&before, &after)?;
+        }
+
+        #[test]
+        fn a_stricter_policy_never_helps(
+            facts in arb_any_donor(),
+            deferrals in arb_any_deferrals(0..3),
+            history in arb_history(),
+            planned in arb_planned(),
+            policy in arb_donor_policy(),
+            tighten in (0u32..=3, 0u32..=3, 0u32..=24, 0u32..=2, 0u32..=100),
+        ) {
+            let (age, count, hours, weeks, ml) = tighten;
+            let mut strict = policy.clone();
+            let d = &mut strict.donor;
+            d.age_min += age;
+            d.age_max -= age;
+            d.max_leukapheresis_per_12_months = d.max_leukapheresis_per_12_months.saturating_sub(count).max(1);
+            d.max_procedures_per_7_days = d.max_procedures_per_7_days.saturating_sub(count).max(1);
+            d.min_hours_between_leukapheresis += hours;
+            d.weeks_after_whole_blood += weeks;
+            d.weeks_after_red_cell_loss_not_returned += weeks;
+            // A lower ceiling also makes smaller losses count as a whole-blood donation.
+            d.max_red_cell_loss_ml_per_8_weeks = d.max_red_cell_loss_ml_per_8_weeks.saturating_sub(ml).max(1);
+            let before = evaluate(&facts, &deferrals, &history, &planned, at(), &policy);
+            let after = evaluate(&facts, &deferrals, &history, &planned, at(), &strict);
+            never_better(&before, &after)?;
+        }
+
+        #[test]
+        fn only_the_windows_matter_not_order_or_old_or_future_history(
+            facts in arb_any_donor(),
+            history in arb_history(),
+            seed in any::<u64>(),
+        ) {
+            let policy = prop_policy();
+            let e = evaluate(&facts, &[], &history, &[], at(), &policy);
+            // The longest look-back is 365 days (8 weeks for red cells not returned is shorter).
+            let relevant: Vec<_> =
+                history.iter().filter(|p| p.at <= at() && at() - p.at < days(365)).cloned().collect();
+            let mut shuffled = relevant.clone();
+            let turn = (seed as usize) % shuffled.len().max(1);
+            shuffled.rotate_left(turn);
+            shuffled.reverse();
+            prop_assert_eq!(evaluate(&facts, &[], &shuffled, &[], at(), &policy).codes(), e.codes());
         }
     }
 }

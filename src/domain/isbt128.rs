@@ -174,9 +174,11 @@ pub enum Flags {
 }
 
 fn parse_flags(din: &Din, ff: &str) -> Result<Flags, IsbtError> {
-    let value: u8 = ff
-        .parse()
-        .map_err(|_| malformed("DIN flags", format!("{ff:?} is reserved or not numeric")))?;
+    // `u8::from_str` also takes a sign (`+1`), which is not a flag.
+    let value: u8 = Some(ff)
+        .filter(|f| f.len() == 2 && f.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| malformed("DIN flags", format!("{ff:?} is reserved or not numeric")))?;
     match value {
         0 => Ok(Flags::NotUsed),
         1..=19 => Ok(Flags::Type1 { value }),
@@ -499,6 +501,8 @@ pub fn decode(data: &str) -> Result<Vec<Element>, IsbtError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Duration;
+    use proptest::prelude::*;
 
     #[test]
     fn check_characters_match_the_published_vectors() {
@@ -534,11 +538,11 @@ mod tests {
             Din::parse_keyed("G12341765432").map_err(|e| e.code()),
             Err("invalid_isbt128")
         );
-        // Found by the API fuzzer: 14 bytes, but a two-byte character straddles byte 13.
-        assert_eq!(
-            Din::parse_keyed("\u{46652}\u{5}\u{9d}m0\u{8d}g\u{a6}").map_err(|e| e.code()),
-            Err("invalid_isbt128")
-        );
+        // 14 bytes with a character across the DIN / check character boundary (it panicked; found
+        // by both the property tests and the API fuzzer).
+        for text in ["G12341765432é", "\u{46652}\u{5}\u{9d}m0\u{8d}g\u{a6}"] {
+            assert_eq!(Din::parse_keyed(text).map_err(|e| e.code()), Err("invalid_isbt128"));
+        }
     }
 
     #[test]
@@ -587,6 +591,7 @@ mod tests {
             }
         ));
         assert!(decode("=A99992112345698").is_err(), "reserved flag");
+        assert!(decode("=A999921123456+1").is_err(), "a sign is not a flag digit");
         assert!(decode("=A999921123456").is_err(), "too short");
     }
 
@@ -653,5 +658,246 @@ mod tests {
         );
         assert_eq!(decode("").map_err(|e| e.code()), Err("invalid_isbt128"));
         assert_eq!(decode("&>02633012").map_err(|e| e.code()), Err("invalid_isbt128"));
+    }
+
+    /// ISO/IEC 7064 value of a character, written out independently of `ALPHABET`.
+    fn reference_value(c: char) -> Option<u32> {
+        match c {
+            '0'..='9' => Some(c as u32 - '0' as u32),
+            'A'..='Z' => Some(c as u32 - 'A' as u32 + 10),
+            '*' => Some(36),
+            _ => None,
+        }
+    }
+
+    fn reference_char(v: u32) -> char {
+        match v {
+            0..=9 => char::from(b'0' + v as u8),
+            10..=35 => char::from(b'A' + (v - 10) as u8),
+            _ => '*',
+        }
+    }
+
+    /// MOD 37-2 as the standard states it: with the check character at position 1 (rightmost)
+    /// and weights 2^(i-1) by position i, the weighted sum is 1 (mod 37).
+    fn weighted_sum(with_check: &str) -> Option<u32> {
+        let mut sum = 0;
+        let mut weight = 1;
+        for c in with_check.chars().rev() {
+            sum = (sum + reference_value(c)? * weight) % 37;
+            weight = weight * 2 % 37;
+        }
+        Some(sum)
+    }
+
+    fn reference_check(data: &str) -> Option<char> {
+        (0..37)
+            .map(reference_char)
+            .find(|&k| weighted_sum(&format!("{data}{k}")) == Some(1))
+    }
+
+    fn arb_din() -> impl Strategy<Value = Din> {
+        ("[A-NP-Z1-9][A-NP-Z0-9]{2}[0-9]{2}", 0u8..=99, 0u32..=Din::MAX_SEQUENCE)
+            .prop_map(|(fin, year, sequence)| Din { fin, year, sequence })
+    }
+
+    /// Text of every kind: any unicode, control characters, all printable ASCII, long input,
+    /// structure identifiers with junk after them, and near-valid lengths with non-ASCII mixed in.
+    fn arb_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[\\x00-\\x1f\\x7f]{0,20}",
+            "[ -~]{0,40}",
+            ".{300,700}",
+            ("(=|=%|=<|=>|&>|=\\*|&\\*|=[A-Z0-9]|&)", "[ -~]{0,20}").prop_map(|(id, rest)| id + &rest),
+            "[A-Z0-9éß€ǅ\u{1F600} ]{10,17}",
+            "[0-9]{4,12}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn parsers_return_instead_of_panicking(text in arb_text()) {
+            let din = Din::new("A9999", 26, 1).expect("valid");
+            let _ = Din::parse(&text);
+            let _ = validate_fin(&text);
+            let _ = validate_description_code(&text);
+            let _ = parse_date(&text, true);
+            let _ = parse_date(&text, false);
+            let _ = parse_blood_group(&text);
+            let _ = parse_product(&text);
+            let _ = parse_flags(&din, &text);
+            prop_assert_eq!(checksum(&text).is_some(), text.chars().all(|c| reference_value(c).is_some()));
+            prop_assert_eq!(check_character(&text).is_some(), checksum(&text).is_some());
+            if let Ok(parsed) = Din::parse_keyed(&text) {
+                let keyed = text.trim().to_ascii_uppercase();
+                prop_assert_eq!(format!("{}{}", parsed.as_text(), parsed.check_character()), keyed);
+            }
+            if let Ok(elements) = decode(&text) {
+                // Every character is accounted for, in order, by exactly one element.
+                let data: String = elements.iter().map(element_data).collect();
+                prop_assert_eq!(data.as_str(), text.trim());
+                for e in &elements {
+                    if let Element::Din { din, check_character: k, .. } = e {
+                        prop_assert_eq!(Some(*k), reference_check(din));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn valid_dins_round_trip_with_the_reference_check_character(din in arb_din()) {
+            let text = din.as_text();
+            prop_assert_eq!(text.len(), 13);
+            prop_assert_eq!(Din::new(&din.fin, din.year, din.sequence), Ok(din.clone()));
+            prop_assert_eq!(Din::parse(&text), Ok(din.clone()));
+            let k = din.check_character();
+            prop_assert_eq!(Some(k), reference_check(&text));
+            prop_assert_eq!(weighted_sum(&format!("{text}{k}")), Some(1));
+            prop_assert_eq!(Din::parse_keyed(&format!("{text}{k}")), Ok(din.clone()));
+            let typed = format!("  {}\t", format!("{text}{k}").to_ascii_lowercase());
+            prop_assert_eq!(Din::parse_keyed(&typed), Ok(din.clone()));
+            let flags = din.type3_flags();
+            prop_assert_eq!(flags.parse::<u32>().ok(), reference_value(k).map(|v| v + 60));
+            let value = flags.parse().expect("two digits");
+            let scanned = Element::Din {
+                data: format!("={text}{flags}"),
+                din: text.clone(),
+                fin: din.fin.clone(),
+                year: din.year,
+                sequence: din.sequence,
+                check_character: k,
+                flags: Flags::Type3 { value },
+            };
+            prop_assert_eq!(decode(&format!("={text}{flags}")), Ok(vec![scanned]));
+        }
+
+        #[test]
+        fn every_single_substitution_is_detected(
+            din in arb_din(),
+            at in 0usize..14,
+            replacement in 0u32..37,
+        ) {
+            let keyed: Vec<char> = format!("{}{}", din.as_text(), din.check_character()).chars().collect();
+            let replacement = reference_char(replacement);
+            prop_assume!(keyed[at] != replacement);
+            let mut changed = keyed.clone();
+            changed[at] = replacement;
+            let changed: String = changed.into_iter().collect();
+            prop_assert!(Din::parse_keyed(&changed).is_err(), "{} accepted", changed);
+        }
+
+        #[test]
+        fn every_adjacent_transposition_is_detected(din in arb_din(), at in 0usize..13) {
+            let mut keyed: Vec<char> = format!("{}{}", din.as_text(), din.check_character()).chars().collect();
+            prop_assume!(keyed[at] != keyed[at + 1]);
+            keyed.swap(at, at + 1);
+            let changed: String = keyed.into_iter().collect();
+            prop_assert!(Din::parse_keyed(&changed).is_err(), "{} accepted", changed);
+        }
+
+        #[test]
+        fn flags_are_two_digits_of_a_known_range(din in arb_din(), ff in "[ -~]{2}") {
+            let expected = match ff.parse::<u32>() {
+                Ok(v) if ff.bytes().all(|b| b.is_ascii_digit()) => {
+                    v <= 59 || v == 60 + reference_value(din.check_character()).expect("alphabet")
+                }
+                _ => false,
+            };
+            let decoded = decode(&format!("={}{ff}", din.as_text()));
+            prop_assert_eq!(decoded.is_ok(), expected, "{:?}", decoded);
+        }
+
+        #[test]
+        fn encoded_structures_decode_to_what_was_encoded(
+            din in arb_din(),
+            plain_flags in 0u8..=59,
+            group in (prop::sample::select(Abo::ALL), prop::sample::select(Rhd::ALL), "[0-9A-Z]"),
+            product in ("[A-Z][A-Z0-9]{4}", prop::sample::select(COLLECTION_TYPES.chars().collect::<Vec<_>>()),
+                        prop_oneof![Just("00".to_owned()), "[A-Z][a-z]"]),
+            expiry in arb_minute(),
+            collected in arb_minute(),
+        ) {
+            let (abo, rhd, phenotype) = group;
+            let (pdc, collection_type, division) = product;
+            let pieces = [
+                format!("={}{plain_flags:02}", din.as_text()),
+                format!("=%{}{phenotype}0", blood_group_code(abo, rhd)),
+                format!("=<{pdc}{collection_type}{division}"),
+                format!("&>{}", encode_date_time(expiry)),
+                format!("=>{}", &encode_date_time(expiry)[..6]),
+                format!("&*{}", encode_date_time(collected)),
+                format!("=*{}", &encode_date_time(collected)[..6]),
+            ];
+            let end_of_day = |t: NaiveDateTime| t.date().and_hms_opt(23, 59, 0).expect("time").and_utc();
+            let flags = match plain_flags {
+                0 => Flags::NotUsed,
+                1..=19 => Flags::Type1 { value: plain_flags },
+                _ => Flags::Local { value: plain_flags },
+            };
+            let data = |i: usize| pieces[i].clone();
+            let expected = vec![
+                Element::Din {
+                    data: data(0),
+                    din: din.as_text(),
+                    fin: din.fin.clone(),
+                    year: din.year,
+                    sequence: din.sequence,
+                    check_character: reference_check(&din.as_text()).expect("check character"),
+                    flags,
+                },
+                Element::BloodGroup {
+                    data: data(1),
+                    group: BloodGroup {
+                        code: pieces[1][2..4].to_owned(),
+                        abo: Some(abo),
+                        rhd: Some(rhd),
+                        meaning: "default",
+                        phenotype: phenotype.chars().next().expect("one character"),
+                    },
+                },
+                Element::ProductCode {
+                    data: data(2),
+                    product: ProductCode { description_code: pdc, collection_type, division },
+                },
+                Element::ExpirationDateTime { data: data(3), at: expiry.and_utc() },
+                Element::ExpirationDate { data: data(4), at: end_of_day(expiry) },
+                Element::CollectionDateTime { data: data(5), at: collected.and_utc() },
+                Element::CollectionDate { data: data(6), at: end_of_day(collected) },
+            ];
+            prop_assert_eq!(decode(&pieces.concat()), Ok(expected));
+            prop_assert_eq!(format_date_time(expiry), encode_date_time(expiry));
+        }
+    }
+
+    /// A whole minute in 1900–2899, the years `cyyjjjhhmm` can carry.
+    fn arb_minute() -> impl Strategy<Value = NaiveDateTime> {
+        let first = NaiveDate::from_ymd_opt(1900, 1, 1)
+            .expect("date")
+            .and_hms_opt(0, 0, 0)
+            .expect("time");
+        let minutes = (NaiveDate::from_ymd_opt(2900, 1, 1).expect("date") - first.date()).num_minutes();
+        (0..minutes).prop_map(move |m| first + Duration::minutes(m))
+    }
+
+    /// `cyyjjjhhmm` by interop.md §1.6: `c` = 9 for 19yy, otherwise the hundreds above 2000.
+    fn encode_date_time(t: NaiveDateTime) -> String {
+        let (century, yy) = (t.year() / 100, t.year() % 100);
+        let c = if century == 19 { 9 } else { century - 20 };
+        format!("{c}{yy:02}{:03}{:02}{:02}", t.ordinal(), t.hour(), t.minute())
+    }
+
+    fn element_data(e: &Element) -> &str {
+        match e {
+            Element::Din { data, .. }
+            | Element::BloodGroup { data, .. }
+            | Element::ProductCode { data, .. }
+            | Element::ExpirationDate { data, .. }
+            | Element::ExpirationDateTime { data, .. }
+            | Element::CollectionDate { data, .. }
+            | Element::CollectionDateTime { data, .. } => data,
+        }
     }
 }

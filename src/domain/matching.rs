@@ -125,6 +125,7 @@ mod tests {
     use crate::domain::blood::{Abo, Rhd, Sex};
     use crate::domain::eligibility::Reason;
     use chrono::{TimeDelta, TimeZone};
+    use proptest::prelude::*;
 
     fn at() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 26, 8, 0, 0).single().expect("time")
@@ -235,5 +236,55 @@ mod tests {
         assert!(score(&identical) > score(&long_ago));
         assert!(score(&long_ago) > score(&recent));
         assert!(score(&recent) > score(&group_o));
+    }
+
+    fn arb_groups() -> impl Strategy<Value = (Abo, Rhd, Cmv)> {
+        (
+            prop::sample::select(Abo::ALL),
+            prop::sample::select(Rhd::ALL),
+            prop::sample::select(Cmv::ALL),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn a_donor_is_judged_by_eligibility_requirements_and_future_unit_only(
+            (p_abo, p_rhd, p_cmv) in arb_groups(),
+            (d_abo, d_rhd, d_cmv) in arb_groups(),
+            hla in prop::option::of(prop::sample::select(vec![vec![], vec!["A*02:01".to_owned()]])),
+            failing in prop::sample::subsequence(vec!["deferred", "too_old", "leukapheresis_interval"], 0..=3),
+            (cmv_negative, hla_compatible) in (any::<bool>(), any::<bool>()),
+            stimulated_days_ago in prop::option::of(0i64..400),
+        ) {
+            let policy = Policy::default();
+            let pt = PatientFacts { cmv: p_cmv, ..patient(p_abo, p_rhd) };
+            let d = DonorMatchFacts {
+                hla: hla.map(|a| Hla { a, ..Hla::default() }),
+                last_stimulated_at: stimulated_days_ago.map(|n| at() - TimeDelta::days(n)),
+                ..donor(d_abo, d_rhd, d_cmv)
+            };
+            let e = Eligibility {
+                eligible: failing.is_empty(),
+                reasons: failing.iter().map(|c| Reason { code: c, message: "x".into() }).collect(),
+            };
+            let requirements = Requirements { cmv_negative, hla_compatible };
+            let a = assess_donor(&pt, requirements, &d, &e, at(), &policy);
+            let codes = a.codes();
+            prop_assert_eq!(&codes[..failing.len()], &failing[..]);
+            prop_assert!(a.reasons[..failing.len()].iter().all(|r| r.severity == Severity::Block));
+            prop_assert_eq!(codes.contains(&codes::CMV_NEGATIVE_REQUIRED), cmv_negative && d_cmv != Cmv::Negative);
+            let typed = d.hla.as_ref().is_some_and(|h| !h.is_empty());
+            prop_assert_eq!(codes.contains(&codes::HLA_TYPING_REQUIRED), hla_compatible && !typed);
+            // Questions for the collected unit, not the donor.
+            for unit_only in ["crossmatch_missing", "sample_expired", "unit_expired", "expires_before_needed",
+                              "insufficient_shelf_life", "not_irradiated", "not_released", "dose_below_target"] {
+                prop_assert!(!codes.contains(&unit_only), "{}", unit_only);
+            }
+            prop_assert_eq!(a.verdict, compatibility::verdict_of(&a.reasons));
+            prop_assert!(e.eligible || a.verdict == Verdict::Incompatible);
+            let score = donor_score(&pt, &d, &a, at());
+            prop_assert!(score.is_finite() && score >= 0.0);
+            prop_assert_eq!(score == 0.0, a.verdict == Verdict::Incompatible);
+        }
     }
 }

@@ -446,6 +446,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn errors(policy: &Policy) -> Vec<PolicyError> {
         policy.validate().err().unwrap_or_default()
@@ -743,5 +744,173 @@ mod tests {
         let mut json = base;
         json["donor"]["age_min"] = serde_json::json!(-18);
         assert!(serde_json::from_value::<Policy>(json).is_err());
+    }
+
+    fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::{Value, json};
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u32>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[ -~]{0,12}".prop_map(Value::from),
+            Just(json!("block")),
+            Just(json!(-1)),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                prop::collection::vec(("[a-z_]{1,8}", inner), 0..2)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Every path to a value in the default table's JSON (objects and arrays, then leaves).
+    fn paths(v: &serde_json::Value, at: Vec<String>, out: &mut Vec<Vec<String>>) {
+        if let Some(map) = v.as_object() {
+            for (k, child) in map {
+                let mut next = at.clone();
+                next.push(k.clone());
+                paths(child, next, out);
+            }
+        }
+        out.push(at);
+    }
+
+    fn arb_valid() -> impl Strategy<Value = Policy> {
+        (
+            (
+                2u32..=120,
+                0u32..=120,
+                -100i32..=400,
+                0i32..=500,
+                1u32..=1500,
+                0u32..=1500,
+            ),
+            (
+                16u32..=50,
+                0u32..=50,
+                1u32..=8,
+                0u32..=8,
+                (0u32..=72, 0u32..=72),
+                (0u32..=72, 0u32..=72),
+            ),
+            (any::<bool>(), 1u32..=1_000, 1u32..=1_440, 1u64..=10_000),
+            prop::sample::subsequence((1u32..=72).rev().collect::<Vec<_>>(), 1..4),
+            prop::sample::subsequence(vec!["anti_hiv", "hbsag", "hcv_nat", "syphilis", "anti_htlv"], 1..=5),
+        )
+            .prop_map(|(unit, donor, other, thresholds, markers)| {
+                let (shelf, remaining, temp_min, temp_span, gy_min, gy_span) = unit;
+                let (age_min, age_span, wb, not_returned, gcsf, dexa) = donor;
+                let (minor, hours, minutes, dose_tenths) = other;
+                let mut p = Policy::default();
+                p.unit.max_shelf_life_hours = shelf;
+                // At least 1 h and below the shelf life.
+                p.unit.min_remaining_hours_to_allocate = 1 + remaining % (shelf - 1);
+                // Tenths of a degree / Gy, as a director would type them.
+                p.unit.storage_temp_min_c = f64::from(temp_min) / 10.0;
+                p.unit.storage_temp_max_c = f64::from((temp_min + temp_span).min(400)) / 10.0;
+                p.unit.irradiation_min_gy = f64::from(gy_min) / 10.0;
+                p.unit.irradiation_max_gy = f64::from((gy_min + gy_span).min(1500)) / 10.0;
+                p.unit.required_markers = markers.into_iter().map(str::to_owned).collect();
+                p.donor.age_min = age_min;
+                p.donor.age_max = (age_min + age_span).min(100);
+                p.donor.weeks_after_whole_blood = wb;
+                p.donor.weeks_after_red_cell_loss_not_returned = wb + not_returned;
+                p.donor.gcsf_window_hours = HoursWindow {
+                    min: gcsf.0.min(gcsf.1),
+                    max: gcsf.0.max(gcsf.1),
+                };
+                p.donor.dexamethasone_window_hours = HoursWindow {
+                    min: dexa.0.min(dexa.1),
+                    max: dexa.0.max(dexa.1),
+                };
+                p.compat.minor_abo_check = minor;
+                p.compat.sample_valid_hours = hours;
+                p.collection.default_duration_minutes = minutes;
+                p.recipient.dose_target_per_kg = dose_tenths as f64 * 1e7;
+                p.alerts.expiry_thresholds_hours = thresholds;
+                p
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_policy_json_is_refused_or_validated_without_panicking(
+            which in any::<prop::sample::Index>(),
+            value in arb_json(),
+        ) {
+            let mut json = serde_json::to_value(Policy::default()).expect("serialises");
+            let mut all = Vec::new();
+            paths(&json, Vec::new(), &mut all);
+            let path = &all[which.index(all.len())];
+            let mut target = &mut json;
+            for part in path {
+                target = &mut target[part.as_str()];
+            }
+            *target = value;
+            if let Ok(policy) = serde_json::from_value::<Policy>(json) {
+                match policy.validate() {
+                    Ok(()) => {
+                        let text = serde_json::to_string(&policy).expect("serialises");
+                        prop_assert_eq!(serde_json::from_str::<Policy>(&text).expect("reads back"), policy);
+                    }
+                    Err(problems) => {
+                        prop_assert!(!problems.is_empty());
+                        prop_assert!(problems.iter().all(|p| !p.key.is_empty() && !p.message.is_empty()));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn valid_policies_round_trip_through_json(policy in arb_valid()) {
+            prop_assert_eq!(policy.validate(), Ok(()));
+            let text = serde_json::to_string(&policy).expect("serialises");
+            prop_assert_eq!(serde_json::from_str::<Policy>(&text).expect("reads back"), policy);
+        }
+
+        #[test]
+        fn every_problem_is_keyed_by_a_setting_of_the_table(
+            numbers in prop::collection::vec(any::<u32>(), 20),
+            floats in prop::collection::vec(any::<f64>(), 5),
+            markers in prop::collection::vec(any::<String>(), 0..3),
+            thresholds in prop::collection::vec(any::<u32>(), 0..4),
+        ) {
+            let mut p = Policy::default();
+            let n = |i: usize| numbers[i] % 200;
+            (p.unit.max_shelf_life_hours, p.unit.min_remaining_hours_to_allocate) = (n(0), n(1));
+            (p.donor.age_min, p.donor.age_max) = (n(2), n(3));
+            p.donor.max_leukapheresis_per_12_months = n(4);
+            p.donor.min_hours_between_leukapheresis = n(5);
+            p.donor.max_procedures_per_7_days = n(6);
+            (p.donor.weeks_after_whole_blood, p.donor.weeks_after_red_cell_loss_not_returned) = (n(7), n(8));
+            p.donor.max_red_cell_loss_ml_per_8_weeks = n(9);
+            p.donor.gcsf_window_hours = HoursWindow { min: n(10), max: n(11) };
+            p.donor.dexamethasone_window_hours = HoursWindow { min: n(12), max: numbers[13] };
+            p.collection.default_duration_minutes = numbers[14];
+            p.compat.sample_valid_hours = n(15);
+            (p.recipient.anc_threshold_per_ul, p.recipient.refractory_hours) = (n(16), n(17));
+            (p.alerts.request_unallocated_hours, p.alerts.outcome_missing_hours) = (n(18), n(19));
+            p.unit.storage_temp_min_c = floats[0];
+            p.unit.storage_temp_max_c = floats[1];
+            p.unit.irradiation_min_gy = floats[2];
+            p.unit.irradiation_max_gy = floats[3];
+            p.recipient.dose_target_per_kg = floats[4];
+            p.unit.required_markers = markers;
+            p.alerts.expiry_thresholds_hours = thresholds;
+            let json = serde_json::to_value(&p).expect("serialises");
+            for problem in p.validate().err().unwrap_or_default() {
+                // `alerts.expiry_thresholds_hours[1]` → alerts / expiry_thresholds_hours.
+                let mut node = &json;
+                for part in problem.key.split('.') {
+                    let name = part.split('[').next().unwrap_or(part);
+                    prop_assert!(node.get(name).is_some(), "{} is not a setting", problem.key);
+                    node = &node[name];
+                }
+            }
+        }
     }
 }

@@ -144,6 +144,7 @@ pub fn initial_status(ind: Indication, policy: &Policy) -> (RequestStatus, Vec<R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn every_request_transition() {
@@ -221,5 +222,95 @@ mod tests {
         p.recipient.refractory_hours = 24;
         p.request.approval = ApprovalPolicy::OutsideIndication;
         assert_eq!(codes(ind(900, 24), &p), (RequestStatus::Open, vec![]));
+    }
+
+    proptest! {
+        #[test]
+        fn request_and_allocation_machines_never_leave_a_final_state(
+            request_steps in prop::collection::vec(prop::sample::select(RequestAction::ALL), 0..16),
+            allocation_steps in prop::collection::vec(prop::sample::select(AllocationAction::ALL), 0..8),
+            starts_pending in any::<bool>(),
+        ) {
+            use RequestStatus::*;
+            let mut request = if starts_pending { PendingApproval } else { Open };
+            for action in request_steps {
+                if let Some(to) = next_request_status(request, action) {
+                    prop_assert!(!matches!(request, Cancelled | Declined), "{} left", request);
+                    prop_assert!(to != Fulfilled || request == Open);
+                    prop_assert!(to != Declined || request == PendingApproval);
+                    prop_assert!(action != RequestAction::Allocate || (request == Open && to == Open));
+                    request = to;
+                }
+            }
+            use crate::domain::units::{UnitAction, UnitStatus, next_status};
+            // An allocation holds its unit: each allocation move is a move the unit can make.
+            let (mut allocation, mut unit) = (AllocationStatus::Allocated, UnitStatus::Allocated);
+            for action in allocation_steps {
+                let unit_action = match action {
+                    AllocationAction::Issue => UnitAction::Issue,
+                    AllocationAction::Return => UnitAction::Return,
+                    AllocationAction::Cancel => UnitAction::Deallocate,
+                    AllocationAction::Transfuse => UnitAction::Transfuse,
+                };
+                match next_allocation_status(allocation, action) {
+                    Some(to) => {
+                        prop_assert!(is_active(allocation), "{} left", allocation);
+                        let moved = next_status(unit, unit_action);
+                        prop_assert!(
+                            moved.is_some(),
+                            "allocation {} but unit {} cannot {}",
+                            allocation,
+                            unit,
+                            unit_action
+                        );
+                        unit = moved.unwrap_or(unit);
+                        allocation = to;
+                        let held = matches!(unit, UnitStatus::Allocated | UnitStatus::Issued);
+                        prop_assert_eq!(is_active(allocation), held);
+                    }
+                    None => prop_assert!(!is_active(allocation) || matches!(
+                        (allocation, action),
+                        (AllocationStatus::Allocated, AllocationAction::Return | AllocationAction::Transfuse)
+                            | (AllocationStatus::Issued, AllocationAction::Issue | AllocationAction::Cancel)
+                    )),
+                }
+            }
+        }
+
+        #[test]
+        fn the_indication_gate_follows_the_policy(
+            anc in prop_oneof![0u32..2_000, Just(499), Just(500), Just(501)],
+            hours in prop_oneof![0u32..200, Just(47), Just(48), Just(49)],
+            thresholds in prop::option::of((1u32..1_000, 1u32..100)),
+            approval in prop::sample::select(vec![
+                ApprovalPolicy::OutsideIndication,
+                ApprovalPolicy::Always,
+                ApprovalPolicy::Never,
+            ]),
+        ) {
+            let mut p = Policy::default();
+            if let Some((anc_threshold, refractory)) = thresholds {
+                p.recipient.anc_threshold_per_ul = anc_threshold;
+                p.recipient.refractory_hours = refractory;
+            }
+            p.request.approval = approval;
+            let ind = Indication { anc_per_ul: anc, refractory_hours: hours };
+            let (status, reasons) = initial_status(ind, &p);
+            let mut expected = Vec::new();
+            if anc >= p.recipient.anc_threshold_per_ul {
+                expected.push(codes::ANC_ABOVE_THRESHOLD);
+            }
+            if hours < p.recipient.refractory_hours {
+                expected.push(codes::REFRACTORY_PERIOD_SHORT);
+            }
+            let outside = !expected.is_empty();
+            if approval == ApprovalPolicy::Always {
+                expected.push(codes::APPROVAL_ALWAYS_REQUIRED);
+            }
+            prop_assert_eq!(reasons.iter().map(|r| r.code).collect::<Vec<_>>(), expected);
+            let pending =
+                approval == ApprovalPolicy::Always || (approval == ApprovalPolicy::OutsideIndication && outside);
+            prop_assert_eq!(status, if pending { RequestStatus::PendingApproval } else { RequestStatus::Open });
+        }
     }
 }

@@ -206,6 +206,7 @@ mod tests {
     use super::*;
     use chrono::{NaiveDate, TimeZone};
     use eligibility::codes::*;
+    use proptest::prelude::*;
 
     fn t(day: u32, hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 12, day, hour, 0, 0).single().expect("valid")
@@ -360,5 +361,144 @@ mod tests {
         });
         let e = check_booking(&d, &booking(2, 5, 8), &[], &p, t(1, 0));
         assert!(e.eligible, "{:?}", e.reasons);
+    }
+
+    fn minute(m: i64) -> DateTime<Utc> {
+        t(1, 0) + TimeDelta::minutes(m)
+    }
+
+    /// A booking in any status with times consistent with it: starts at or after its schedule
+    /// shifted by up to an hour either way, ends at or after its start.
+    fn arb_booking(id: i64, statuses: &'static [CollectionStatus]) -> impl Strategy<Value = Booking> {
+        (
+            prop::sample::select(statuses),
+            0i64..20_000,
+            1i64..400,
+            any::<bool>(),
+            -60i64..60,
+            0i64..400,
+        )
+            .prop_map(move |(status, start, length, started, shift, ran)| {
+                let started_at = match status {
+                    CollectionStatus::Scheduled => None,
+                    CollectionStatus::InProgress | CollectionStatus::Completed => Some(minute(start + shift)),
+                    CollectionStatus::Aborted => started.then(|| minute(start + shift)),
+                };
+                let ended_at = match status {
+                    CollectionStatus::Completed | CollectionStatus::Aborted => {
+                        started_at.map(|s| s + TimeDelta::minutes(ran))
+                    }
+                    _ => None,
+                };
+                Booking {
+                    id,
+                    status,
+                    scheduled_start: minute(start),
+                    scheduled_end: minute(start + length),
+                    started_at,
+                    ended_at,
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn no_sequence_of_transitions_leaves_a_finished_collection(
+            steps in prop::collection::vec(prop::sample::select(Transition::ALL), 0..12),
+        ) {
+            use CollectionStatus::*;
+            let mut status = Scheduled;
+            for step in steps {
+                match next_status(status, step) {
+                    Some(to) => {
+                        prop_assert!(!matches!(status, Completed | Aborted), "{} left", status);
+                        prop_assert!(to != Completed || status == InProgress);
+                        prop_assert!(to != InProgress || (status == Scheduled && step == Transition::Start));
+                        status = to;
+                    }
+                    None => prop_assert!(matches!(
+                        (status, step),
+                        (Completed | Aborted, _)
+                            | (Scheduled, Transition::Complete)
+                            | (InProgress, Transition::Start | Transition::Reschedule)
+                    )),
+                }
+            }
+        }
+
+        #[test]
+        fn overlap_is_shared_minutes_of_half_open_intervals(
+            a in (0i64..300, 1i64..200),
+            b in (0i64..300, 1i64..200),
+        ) {
+            let (x, y) = ((minute(a.0), minute(a.0 + a.1)), (minute(b.0), minute(b.0 + b.1)));
+            let shared = (a.0..a.0 + a.1).any(|m| (b.0..b.0 + b.1).contains(&m));
+            prop_assert_eq!(overlaps(x, y), shared);
+            prop_assert_eq!(overlaps(x, y), overlaps(y, x));
+        }
+
+        #[test]
+        fn bookings_occupy_and_count_consistently(
+            b in arb_booking(1, CollectionStatus::ALL),
+            now_minute in 0i64..21_000,
+        ) {
+            let now = minute(now_minute);
+            match b.occupancy(now) {
+                None => prop_assert!(b.status == CollectionStatus::Aborted && b.started_at.is_none()),
+                Some((from, to)) => {
+                    prop_assert!(from <= to);
+                    prop_assert_eq!(from, b.start());
+                    if b.status == CollectionStatus::InProgress {
+                        prop_assert!(to >= now, "a running procedure holds the device up to now");
+                    }
+                }
+            }
+            // A collection is in the history exactly when it took or will take place.
+            prop_assert_eq!(b.procedure_time().is_some(), b.occupancy(now).is_some());
+            let d = donor(vec![b.clone()]);
+            prop_assert_eq!(d.history(None).len(), usize::from(b.procedure_time().is_some()));
+            prop_assert!(d.history(Some(b.id)).is_empty());
+        }
+
+        #[test]
+        fn a_booking_is_refused_when_it_overlaps_another_of_the_donor(
+            others in prop::collection::vec((0i64..40_000, 1i64..400), 0..4),
+            candidate in arb_booking(100, &[CollectionStatus::Scheduled]),
+        ) {
+            let bookings: Vec<Booking> = others
+                .iter()
+                .enumerate()
+                .map(|(i, &(start, length))| Booking {
+                    scheduled_start: minute(start),
+                    scheduled_end: minute(start + length),
+                    ..booking(i as i64 + 1, 1, 0)
+                })
+                .collect();
+            let d = donor(bookings.clone());
+            let (now, policy) = (t(1, 0), Policy::default());
+            let e = check_booking(&d, &candidate, &[], &policy, now);
+            prop_assert_eq!(e.eligible, e.reasons.is_empty());
+            let slot = candidate.occupancy(now).expect("scheduled");
+            let clashes = bookings.iter().filter(|b| b.occupancy(now).is_some_and(|o| overlaps(slot, o))).count();
+            let booked = e.codes().iter().filter(|c| **c == codes::DONOR_ALREADY_BOOKED).count();
+            prop_assert_eq!(booked, clashes);
+            // Re-checking a booking the record already holds where it is: it does not clash with
+            // itself and breaks nothing new, so only its own eligibility and real clashes remain.
+            let mut with = d.clone();
+            with.bookings.push(candidate.clone());
+            let again = check_booking(&with, &candidate, &[], &policy, now);
+            let mut expected = with.eligibility_at(candidate.start(), Some(candidate.id), &[], &policy).codes();
+            expected.extend(vec![codes::DONOR_ALREADY_BOOKED; clashes]);
+            prop_assert_eq!(again.codes(), expected);
+            // What it accepts breaks no other scheduled booking of the donor, earlier or later.
+            if e.eligible {
+                for b in &bookings {
+                    let before = d.eligibility_at(b.start(), Some(b.id), &[], &policy).codes();
+                    for code in with.eligibility_at(b.start(), Some(b.id), &[], &policy).codes() {
+                        prop_assert!(before.contains(&code), "{} breaks collection {}", code, b.id);
+                    }
+                }
+            }
+        }
     }
 }

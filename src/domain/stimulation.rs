@@ -112,6 +112,7 @@ mod tests {
     use crate::domain::eligibility::ContraindicationFlag;
     use crate::domain::policy::Contraindication;
     use chrono::{NaiveDate, TimeZone};
+    use proptest::prelude::*;
 
     fn start() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 26, 8, 0, 0).single().expect("valid")
@@ -202,5 +203,45 @@ mod tests {
         // A flag for an item the policy no longer lists does not warn.
         p.donor.contraindications.remove(0);
         assert_eq!(contraindication_warnings(DEXAMETHASONE, &donor, &p), vec![]);
+    }
+
+    proptest! {
+        #[test]
+        fn windows_agree_with_their_inclusive_bounds(
+            agent in prop::sample::select(vec![GCSF, DEXAMETHASONE, "prednisone"]),
+            (min, max) in (0u32..=72, 0u32..=72).prop_map(|(a, b)| (a.min(b), a.max(b))),
+            before_minutes in prop_oneof![-3_000i64..6_000, (0i64..=72).prop_map(|h| h * 60)],
+        ) {
+            let mut p = Policy::default();
+            p.donor.gcsf_window_hours = HoursWindow { min, max };
+            p.donor.dexamethasone_window_hours = HoursWindow { min, max };
+            let got = window_warning(agent, start() - TimeDelta::minutes(before_minutes), start(), &p);
+            let expected = if agent == "prednisone" {
+                None
+            } else if before_minutes < i64::from(min) * 60 {
+                Some(codes::STIMULATION_TOO_LATE)
+            } else if before_minutes > i64::from(max) * 60 {
+                Some(codes::STIMULATION_TOO_EARLY)
+            } else {
+                None
+            };
+            prop_assert_eq!(got.as_ref().map(|w| w.code), expected);
+            if let Some(w) = got {
+                prop_assert_eq!(w.message.contains("after collection start"), before_minutes < 0, "{}", w.message);
+            }
+        }
+
+        #[test]
+        fn agent_names_normalise_to_marker_shaped_identifiers(
+            raw in prop_oneof![any::<String>(), "[ a-zA-Z0-9_-]{0,44}"],
+        ) {
+            let normalised = normalize_agent(&raw);
+            let lower = raw.trim().to_ascii_lowercase();
+            prop_assert_eq!(normalised.is_some(), crate::domain::policy::is_marker_name(&lower));
+            if let Some(agent) = normalised {
+                prop_assert_eq!(normalize_agent(&agent), Some(agent.clone()));
+                prop_assert_eq!(agent, lower);
+            }
+        }
     }
 }

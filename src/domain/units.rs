@@ -93,7 +93,8 @@ pub fn effective_status(stored: UnitStatus, expires_at: DateTime<Utc>, now: Date
 }
 
 /// Checks `action` on a unit at `now`; `Err` carries the refusal code (`unit_expired` when
-/// expiry is what forbids it, `invalid_transition` otherwise).
+/// expiry is what forbids it, `invalid_transition` otherwise). A unit that comes back into the
+/// bank at or past its expiry (a return) comes back expired.
 pub fn transition(
     stored: UnitStatus,
     action: UnitAction,
@@ -106,7 +107,7 @@ pub fn transition(
         effective_status(stored, expires_at, now)
     };
     match next_status(from, action) {
-        Some(to) => Ok(to),
+        Some(to) => Ok(effective_status(to, expires_at, now)),
         None if from == UnitStatus::Expired => Err(codes::UNIT_EXPIRED),
         None => Err(codes::INVALID_TRANSITION),
     }
@@ -188,43 +189,52 @@ pub fn temperature_ok(celsius: f64, policy: &Policy) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use UnitStatus::*;
+    use chrono::{TimeZone, Timelike};
+    use proptest::prelude::*;
 
     fn t(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, m, d, h, min, 0).single().expect("valid")
     }
 
+    /// The unit machine (domain.md §1, api.md): every allowed (from, action, to).
+    const ALLOWED: &[(UnitStatus, UnitAction, UnitStatus)] = &[
+        (Quarantined, UnitAction::Release, Available),
+        (Available, UnitAction::Quarantine, Quarantined),
+        (Allocated, UnitAction::Quarantine, Quarantined),
+        (Available, UnitAction::Allocate, Allocated),
+        (Allocated, UnitAction::Deallocate, Available),
+        (Allocated, UnitAction::Issue, Issued),
+        (Issued, UnitAction::Return, Available),
+        (Issued, UnitAction::Transfuse, Transfused),
+        (Quarantined, UnitAction::Expire, Expired),
+        (Available, UnitAction::Expire, Expired),
+        (Allocated, UnitAction::Expire, Expired),
+        (Quarantined, UnitAction::Discard, Discarded),
+        (Available, UnitAction::Discard, Discarded),
+        (Allocated, UnitAction::Discard, Discarded),
+        (Expired, UnitAction::Discard, Discarded),
+        (Quarantined, UnitAction::Irradiate, Quarantined),
+        (Available, UnitAction::Irradiate, Available),
+        (Allocated, UnitAction::Irradiate, Allocated),
+    ];
+
+    fn allowed(from: UnitStatus, action: UnitAction) -> Option<UnitStatus> {
+        ALLOWED
+            .iter()
+            .find(|(f, a, _)| *f == from && *a == action)
+            .map(|(_, _, to)| *to)
+    }
+
     #[test]
     fn every_status_and_action() {
-        use UnitAction as A;
-        use UnitStatus::*;
-        let allowed: &[(UnitStatus, UnitAction, UnitStatus)] = &[
-            (Quarantined, A::Release, Available),
-            (Available, A::Quarantine, Quarantined),
-            (Allocated, A::Quarantine, Quarantined),
-            (Available, A::Allocate, Allocated),
-            (Allocated, A::Deallocate, Available),
-            (Allocated, A::Issue, Issued),
-            (Issued, A::Return, Available),
-            (Issued, A::Transfuse, Transfused),
-            (Quarantined, A::Expire, Expired),
-            (Available, A::Expire, Expired),
-            (Allocated, A::Expire, Expired),
-            (Quarantined, A::Discard, Discarded),
-            (Available, A::Discard, Discarded),
-            (Allocated, A::Discard, Discarded),
-            (Expired, A::Discard, Discarded),
-            (Quarantined, A::Irradiate, Quarantined),
-            (Available, A::Irradiate, Available),
-            (Allocated, A::Irradiate, Allocated),
-        ];
         for from in UnitStatus::ALL {
             for action in UnitAction::ALL {
-                let expected = allowed
-                    .iter()
-                    .find(|(f, a, _)| f == from && a == action)
-                    .map(|(_, _, to)| *to);
-                assert_eq!(next_status(*from, *action), expected, "{from} --{action}-->");
+                assert_eq!(
+                    next_status(*from, *action),
+                    allowed(*from, *action),
+                    "{from} --{action}-->"
+                );
             }
         }
     }
@@ -234,7 +244,6 @@ mod tests {
         let expires = t(2026, 11, 26, 10, 0);
         let before = expires - TimeDelta::seconds(1);
         use UnitAction as A;
-        use UnitStatus::*;
         assert_eq!(transition(Quarantined, A::Release, expires, before), Ok(Available));
         assert_eq!(
             transition(Quarantined, A::Release, expires, expires),
@@ -261,6 +270,9 @@ mod tests {
         // Issued units have left the bank: they do not turn into expired.
         assert_eq!(effective_status(Issued, expires, expires), Issued);
         assert_eq!(transition(Issued, A::Transfuse, expires, expires), Ok(Transfused));
+        // Returned: available while fresh, expired from its expiry on (it was `available`).
+        assert_eq!(transition(Issued, A::Return, expires, before), Ok(Available));
+        assert_eq!(transition(Issued, A::Return, expires, expires), Ok(Expired));
         assert_eq!(
             transition(Discarded, A::Release, expires, before),
             Err(codes::INVALID_TRANSITION)
@@ -346,6 +358,127 @@ mod tests {
         }
         for (c, ok) in [(19.9, false), (20.0, true), (22.0, true), (24.0, true), (24.1, false)] {
             assert_eq!(temperature_ok(c, &p), ok, "{c}");
+        }
+    }
+
+    /// Out of the bank for good: nothing leaves these.
+    const TERMINAL: [UnitStatus; 2] = [Transfused, Discarded];
+    /// In the bank: these age into expired.
+    const IN_BANK: [UnitStatus; 3] = [Quarantined, Available, Allocated];
+
+    fn arb_policy() -> impl Strategy<Value = Policy> {
+        (1u32..=120, any::<bool>()).prop_map(|(hours, midnight)| {
+            let mut p = Policy::default();
+            p.unit.max_shelf_life_hours = hours;
+            if !midnight {
+                p.unit.pooled_expiry = PooledExpiry::MaxShelfLife;
+            }
+            p
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn no_sequence_of_actions_reaches_a_forbidden_state(
+            start in prop::sample::select(UnitStatus::ALL),
+            shelf_minutes in 0i64..2_000,
+            steps in prop::collection::vec((prop::sample::select(UnitAction::ALL), 0i64..240), 0..40),
+        ) {
+            let t0 = t(2026, 11, 25, 8, 0);
+            let expires = t0 + TimeDelta::minutes(shelf_minutes);
+            let (mut stored, mut now) = (start, t0);
+            for (action, wait) in steps {
+                now += TimeDelta::minutes(wait);
+                let past_expiry = now >= expires;
+                let effective = effective_status(stored, expires, now);
+                // Only a unit in the bank ages, and only into expired.
+                let aged = IN_BANK.contains(&stored) && past_expiry;
+                prop_assert_eq!(effective, if aged { Expired } else { stored });
+                let from = if action == UnitAction::Expire { stored } else { effective };
+                match transition(stored, action, expires, now) {
+                    Ok(to) => {
+                        // The table's move, seen at `now`: back in the bank past expiry is expired.
+                        let moved = allowed(from, action).map(|x| effective_status(x, expires, now));
+                        prop_assert_eq!(Some(to), moved, "{} --{}--> {}", from, action, to);
+                        prop_assert!(!TERMINAL.contains(&from));
+                        prop_assert!(to != Issued || (action == UnitAction::Issue && from == Allocated));
+                        prop_assert!(to != Transfused || from == Issued);
+                        prop_assert!(!(past_expiry && IN_BANK.contains(&to)), "{} in the bank past expiry", to);
+                        stored = to;
+                    }
+                    Err(code) => {
+                        prop_assert_eq!(allowed(from, action), None, "{} --{}--> refused", from, action);
+                        let expected = if from == Expired { codes::UNIT_EXPIRED } else { codes::INVALID_TRANSITION };
+                        prop_assert_eq!(code, expected);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn expiry_is_after_collection_by_the_policy_rule(
+            minutes in 0i64..5_000_000,
+            pooled in any::<bool>(),
+            policy in arb_policy(),
+        ) {
+            let end = t(2020, 1, 1, 0, 0) + TimeDelta::minutes(minutes);
+            let at = expires_at(end, pooled, &policy);
+            if pooled && policy.unit.pooled_expiry == PooledExpiry::MidnightDayAfterCollection {
+                prop_assert_eq!(at.date_naive(), end.date_naive() + TimeDelta::days(1));
+                prop_assert_eq!((at.hour(), at.minute(), at.second()), (23, 59, 0));
+                prop_assert!(at > end + TimeDelta::hours(23) && at < end + TimeDelta::hours(48));
+            } else {
+                prop_assert_eq!(at, end + TimeDelta::hours(i64::from(policy.unit.max_shelf_life_hours)));
+            }
+        }
+
+        #[test]
+        fn release_gates_follow_the_marker_table(
+            results in prop::collection::vec(
+                prop::sample::select(vec![TestResult::Negative, TestResult::Positive, TestResult::Pending]),
+                4,
+            ),
+            recorded in prop::sample::subsequence(vec![0usize, 1, 2, 3], 0..=4),
+            irradiated in any::<bool>(),
+            emergency in any::<bool>(),
+            before_release in any::<bool>(),
+        ) {
+            const MARKERS: [&str; 4] = ["anti_hiv", "hbsag", "hcv_nat", "syphilis"];
+            let mut p = Policy::default();
+            p.unit.required_markers = MARKERS[..3].iter().map(|m| (*m).to_owned()).collect();
+            p.unit.irradiation_before_release = before_release;
+            let latest: Vec<MarkerResult> = recorded
+                .iter()
+                .map(|&i| MarkerResult { marker: MARKERS[i].to_owned(), result: results[i] })
+                .collect();
+            let result_of = |i: usize| recorded.contains(&i).then_some(results[i]);
+            let mut expected = Vec::new();
+            if !emergency {
+                for i in 0..3 {
+                    match result_of(i) {
+                        None => expected.push(codes::MARKER_MISSING),
+                        Some(TestResult::Pending) => expected.push(codes::MARKER_PENDING),
+                        _ => {}
+                    }
+                }
+            }
+            let positives = recorded.iter().filter(|&&i| results[i] == TestResult::Positive);
+            expected.extend(positives.map(|_| codes::MARKER_POSITIVE));
+            if before_release && !irradiated {
+                expected.push(codes::NOT_IRRADIATED);
+            }
+            let blockers = release_blockers(&latest, irradiated, emergency, &p);
+            let got: Vec<&str> = blockers.into_iter().map(|r| r.code).collect();
+            prop_assert_eq!(got, expected);
+        }
+
+        #[test]
+        fn dose_and_temperature_ranges_are_inclusive_and_refuse_non_numbers(x in any::<f64>()) {
+            let p = Policy::default();
+            let (lo, hi) = (p.unit.irradiation_min_gy, p.unit.irradiation_max_gy);
+            prop_assert_eq!(irradiation_dose_problem(x, &p).is_none(), x.is_finite() && lo <= x && x <= hi);
+            let (lo, hi) = (p.unit.storage_temp_min_c, p.unit.storage_temp_max_c);
+            prop_assert_eq!(temperature_ok(x, &p), x.is_finite() && lo <= x && x <= hi);
         }
     }
 }

@@ -251,6 +251,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
@@ -278,5 +279,25 @@ mod tests {
         let (items, next) = paginate(vec![1, 2], 2, |x| *x);
         assert_eq!(items, vec![1, 2]);
         assert_eq!(next, None);
+    }
+
+    proptest! {
+        #[test]
+        fn client_cursors_ids_and_limits_never_panic(text in any::<String>(), raw in "[0-9]{0,20}|[ -~]{0,24}", n in any::<i64>()) {
+            let _ = decode_cursor(Some(&text));
+            let _ = decode_cursor(Some(&raw));
+            // A cursor is 1 to 18 decimal digits, nothing else.
+            let expected = ((1..=18).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| raw.parse::<i64>().ok())
+                .flatten();
+            prop_assert_eq!(decode_cursor(Some(&raw)).ok().flatten(), expected);
+            let id = n.rem_euclid(1_000_000_000_000_000_000);
+            prop_assert_eq!(decode_cursor(Some(&encode_cursor(id))).ok(), Some(Some(id)));
+            for id in [text.as_str(), raw.as_str(), &n.to_string()] {
+                let expected = id.parse::<i64>().ok().filter(|v| *v > 0);
+                prop_assert_eq!(parse_id(id, "unit").ok(), expected);
+            }
+            prop_assert_eq!(page_limit(Some(n)).is_ok(), (1..=MAX_LIMIT).contains(&n));
+        }
     }
 }

@@ -332,6 +332,7 @@ pub async fn trace(state: web::Data<AppState>, caller: AuthUser, key: web::Path<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn cursors_round_trip() {
@@ -339,7 +340,26 @@ mod tests {
             .expect("time")
             .naive_utc();
         assert_eq!(decode_cursor(Some(&encode_cursor((at, 7)))).expect("ok"), Some((at, 7)));
+        assert_eq!(encode_cursor((at, 7)), "1800000000123456_7");
         assert!(decode_cursor(Some("djE6NDI")).is_err());
         assert!(decode_cursor(Some("???")).is_err());
+        assert!(decode_cursor(Some("-_1")).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn keyset_cursors_round_trip_and_garbage_is_refused(
+            text in any::<String>(),
+            raw in "-?[0-9]{0,18}_?[0-9]{0,20}",
+            micros in -9_999_999_999_999_999i64..=9_999_999_999_999_999,
+            id in 0i64..1_000_000_000_000_000_000,
+        ) {
+            let _ = decode_cursor(Some(&text));
+            let digits = |s: &str, max: usize| (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+            let well_formed = raw.split_once('_').is_some_and(|(m, i)| digits(m.strip_prefix('-').unwrap_or(m), 16) && digits(i, 18));
+            prop_assert_eq!(decode_cursor(Some(&raw)).is_ok(), well_formed);
+            let at = chrono::DateTime::from_timestamp_micros(micros).expect("in range").naive_utc();
+            prop_assert_eq!(decode_cursor(Some(&encode_cursor((at, id)))).ok(), Some(Some((at, id))));
+        }
     }
 }

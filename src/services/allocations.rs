@@ -660,10 +660,11 @@ pub fn return_unit(
     let now = utc(store::now());
     let reason = clean_reason(reason)?;
     let (a, to, u) = begin(conn, id, AllocationAction::Return, None)?;
-    if move_unit(conn, &u, UnitAction::Return, None, now).is_err() {
+    if move_unit(conn, &u, UnitAction::Return, None, now)? == UnitStatus::Expired {
+        let back = unit_rows::find(conn, u.id)?.ok_or_else(|| ApiError::not_found("unit"))?;
         move_unit(
             conn,
-            &u,
+            &back,
             UnitAction::Discard,
             Some(format!("returned unusable: {reason}")),
             now,

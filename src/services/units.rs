@@ -1234,3 +1234,32 @@ pub fn label(conn: &mut DbConn, key: &str, facility_name: &str, policy: &Policy)
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn din_references_never_panic_and_every_form_names_the_same_unit(
+            text in prop_oneof![any::<String>(), "[ =A-Z0-9a-zé*+]{12,17}"],
+            fin in "[A-NP-Z1-9][A-NP-Z0-9]{2}[0-9]{2}",
+            year in 0u8..=99,
+            sequence in 0u32..=Din::MAX_SEQUENCE,
+            flags in prop_oneof![(0u8..=59).prop_map(|f| format!("{f:02}")), Just(String::new())],
+        ) {
+            let _ = parse_din_reference(&text);
+            let din = Din::new(&fin, year, sequence).expect("valid DIN");
+            let plain = din.as_text();
+            let flags = if flags.is_empty() { din.type3_flags() } else { flags };
+            for form in [
+                plain.clone(),
+                format!("{plain}{}", din.check_character()),
+                format!(" ={}{flags} ", plain.to_ascii_lowercase()),
+            ] {
+                prop_assert_eq!(parse_din_reference(&form).ok(), Some(din.clone()), "{}", form);
+            }
+        }
+    }
+}

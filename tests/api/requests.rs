@@ -504,6 +504,43 @@ async fn issue_checks_every_gate(backend: Backend) {
     )
     .await
     .problem(409, "invalid_transition");
+    // Issued again and kept at the ward past its expiry: it comes back discarded, not available.
+    let third = app
+        .post(
+            &format!("/api/v1/requests/{request}/allocations"),
+            Some(&tech),
+            &json!({"unit_id": id}),
+        )
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("allocation");
+    app.post(
+        &format!("/api/v1/allocations/{third}/issue"),
+        Some(&tech),
+        &json!({"scanned_din": din}),
+    )
+    .await
+    .ok(200);
+    {
+        use granulo::store::units;
+        let mut conn = app.state.pool.get().expect("conn");
+        let unit = units::find(&mut conn, id).expect("query").expect("unit");
+        let mut data = units::UnitData::from(unit);
+        data.expires_at = (Utc::now() - TimeDelta::minutes(1)).naive_utc();
+        units::update(&mut conn, id, &data).expect("update");
+    }
+    let back = app
+        .post(
+            &format!("/api/v1/allocations/{third}/return"),
+            Some(&tech),
+            &json!({"reason": "not given in time"}),
+        )
+        .await;
+    assert_eq!(back.ok(200)["status"], "returned");
+    let unit = app.get(&format!("/api/v1/units/{id}"), Some(&tech)).await;
+    assert_eq!(unit.ok(200)["status"], "discarded");
+    assert_eq!(unit.ok(200)["status_reason"], "returned unusable: not given in time");
 }
 
 async fn hospitals_see_only_their_own(backend: Backend) {
