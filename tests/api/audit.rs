@@ -1,7 +1,5 @@
 //! The audit trail: written with each change, append-only, verifiable, tamper-evident.
 
-use std::process::Command;
-
 use diesel::RunQueryDsl as _;
 use serde_json::json;
 
@@ -16,21 +14,6 @@ both_backends!(
     verify_detects_a_removed_row,
     concurrent_changes_keep_one_chain,
 );
-
-fn verify(app: &TestApp) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_granulo"))
-        .args(["audit", "verify"])
-        .env("GRANULO_DATABASE_URL", &app.db.url)
-        .env("GRANULO_LOG", "warn")
-        .output()
-        .expect("run granulo audit verify");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 fn sql(app: &TestApp, statement: &str) -> Result<usize, diesel::result::Error> {
     let mut conn = app.state.pool.get().expect("conn");
@@ -90,7 +73,7 @@ async fn changes_are_audited_with_before_and_after(backend: Backend) {
             "user.create"
         ]
     );
-    let (ok, text) = verify(&app);
+    let (ok, text) = audit_verify(&app.db.url);
     assert!(ok, "{text}");
     assert!(text.contains("5 rows"), "{text}");
 }
@@ -126,7 +109,7 @@ async fn audit_log_is_append_only(backend: Backend) {
     app.create_hospital("APPEND").await;
     assert!(sql(&app, "UPDATE audit_log SET actor_name = 'someone else'").is_err());
     assert!(sql(&app, "DELETE FROM audit_log").is_err());
-    let (ok, text) = verify(&app);
+    let (ok, text) = audit_verify(&app.db.url);
     assert!(ok, "{text}");
 }
 
@@ -146,7 +129,7 @@ async fn verify_detects_an_altered_row(backend: Backend) {
     let mut app = spawn(backend).await;
     app.create_user("victim", "technologist", None).await;
     app.create_hospital("TAMPER").await;
-    let (ok, text) = verify(&app);
+    let (ok, text) = audit_verify(&app.db.url);
     assert!(ok, "{text}");
     // Someone with database access quietly turns the technologist into an admin.
     disable_guard(&app);
@@ -155,7 +138,7 @@ async fn verify_detects_an_altered_row(backend: Backend) {
         r#"UPDATE audit_log SET after_json = '{"role":"admin"}' WHERE id = 2"#,
     )
     .expect("tamper");
-    let (ok, text) = verify(&app);
+    let (ok, text) = audit_verify(&app.db.url);
     assert!(!ok, "verify must fail: {text}");
     assert!(text.contains("row 2") && text.contains("altered"), "{text}");
 }
@@ -166,7 +149,7 @@ async fn verify_detects_a_removed_row(backend: Backend) {
     app.create_user("second", "technologist", None).await;
     disable_guard(&app);
     sql(&app, "DELETE FROM audit_log WHERE id = 2").expect("delete");
-    let (ok, text) = verify(&app);
+    let (ok, text) = audit_verify(&app.db.url);
     assert!(!ok, "verify must fail: {text}");
     assert!(text.contains("row 3") && text.contains("removed"), "{text}");
 }
@@ -185,7 +168,7 @@ async fn concurrent_changes_keep_one_chain(backend: Backend) {
     for reply in futures_util::future::join_all(creates).await {
         reply.ok(201);
     }
-    let (ok, text) = verify(&app);
+    let (ok, text) = audit_verify(&app.db.url);
     assert!(ok, "{text}");
     // 1 bootstrap admin + 16 hospitals, each exactly once.
     assert!(text.contains("17 rows"), "{text}");

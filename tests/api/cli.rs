@@ -161,17 +161,8 @@ async fn online_backup_restores_with_its_audit_chain(backend: Backend) {
     let restored = dir.path().join("restored.db");
     std::fs::copy(&copy, &restored).expect("copy");
     let url = format!("sqlite://{}", restored.display());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_granulo"))
-        .args(["audit", "verify"])
-        .env("GRANULO_DATABASE_URL", &url)
-        .env("GRANULO_LOG", "warn")
-        .output()
-        .expect("run granulo");
-    let verify = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success() && verify.contains("audit chain intact"),
-        "{verify}"
-    );
+    let (ok, verify) = audit_verify(&url);
+    assert!(ok && verify.contains("audit chain intact"), "{verify}");
     let target = granulo::config::DatabaseTarget::parse(&url).expect("url");
     let mut conn = granulo::store::establish(&target).expect("open restored copy");
     let donors = granulo::store::donors::list(&mut conn, &Default::default(), 10).expect("donors");

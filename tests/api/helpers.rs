@@ -113,14 +113,46 @@ impl Drop for TestDb {
     }
 }
 
-pub struct TestApp {
-    pub backend: Backend,
+/// HTTP to a running granulo: the in-process app of `spawn`, or a server process.
+pub struct Http {
     pub base: String,
     pub client: reqwest::Client,
+    admin_token: Option<String>,
+}
+
+impl Http {
+    pub fn new(base: String) -> Self {
+        Self {
+            base,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            admin_token: None,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub backend: Backend,
+    pub http: Http,
     pub state: AppState,
     pub bootstrap: Bootstrap,
     pub db: std::sync::Arc<TestDb>,
-    admin_token: Option<String>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Http;
+
+    fn deref(&self) -> &Http {
+        &self.http
+    }
+}
+
+impl std::ops::DerefMut for TestApp {
+    fn deref_mut(&mut self) -> &mut Http {
+        &mut self.http
+    }
 }
 
 pub fn test_settings(db: &TestDb) -> Settings {
@@ -157,15 +189,10 @@ pub async fn spawn_on(backend: Backend, db: std::sync::Arc<TestDb>, tweak: impl 
     actix_rt::spawn(app.into_server());
     TestApp {
         backend,
-        base: format!("http://127.0.0.1:{port}"),
-        client: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client"),
+        http: Http::new(format!("http://127.0.0.1:{port}")),
         state,
         bootstrap,
         db,
-        admin_token: None,
     }
 }
 
@@ -215,23 +242,28 @@ impl Reply {
     }
 }
 
-impl TestApp {
+impl Http {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
-        let res = req.send().await.expect("request sent");
+        self.try_send(req).await.expect("request sent, answer read")
+    }
+
+    /// Send and read the whole answer; a transport failure is returned, not a panic.
+    pub async fn try_send(&self, req: reqwest::RequestBuilder) -> reqwest::Result<Reply> {
+        let res = req.send().await?;
         let status = res.status();
         let headers = res.headers().clone();
-        let text = res.text().await.expect("body read");
+        let text = res.text().await?;
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
+        Ok(Reply {
             status,
             headers,
             body,
             text,
-        }
+        })
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
@@ -360,7 +392,7 @@ pub fn donor_body(given: &str, abo: &str, rhd: &str) -> Value {
     })
 }
 
-impl TestApp {
+impl Http {
     pub async fn put(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
         let mut req = self.client.put(self.url(path)).json(body);
         if let Some(t) = token {
@@ -409,4 +441,129 @@ pub fn reason_codes(body: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `granulo audit verify` against a database: (exit status success, stdout and stderr).
+pub fn audit_verify(database_url: &str) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_granulo"))
+        .args(["audit", "verify"])
+        .env("GRANULO_DATABASE_URL", database_url)
+        .env("GRANULO_LOG", "warn")
+        .output()
+        .expect("run granulo audit verify");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Units, patients and requests
+
+pub const PRODUCT: &str = "E9999V00";
+
+static DIN_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+/// A supplier DIN not used before in this test process.
+pub fn next_din() -> String {
+    format!(
+        "B1234{:02}{:06}",
+        26,
+        DIN_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// A supplier unit collected an hour ago.
+pub fn supplier_unit_body(din: &str, abo: &str, rhd: &str) -> Value {
+    json!({"source": {"type": "external", "supplier": "Regional centre", "din": din, "abo": abo, "rhd": rhd,
+                      "collected_at": ts(now_minute() - chrono::TimeDelta::hours(1)), "cmv": "negative"},
+           "product_code": PRODUCT, "volume_ml": 250, "granulocyte_count": 5e10})
+}
+
+/// A released, irradiated supplier unit ready to allocate; returns (id, din).
+pub async fn ready_unit(app: &Http, tech: &str, abo: &str, rhd: &str) -> (i64, String) {
+    let din = next_din();
+    let r = app
+        .post("/api/v1/units", Some(tech), &supplier_unit_body(&din, abo, rhd))
+        .await;
+    let id = r.ok(201)["id"].as_i64().expect("unit id");
+    app.post(
+        &format!("/api/v1/units/{id}/irradiation"),
+        Some(tech),
+        &json!({"dose_gy": 25}),
+    )
+    .await
+    .ok(200);
+    for marker in required_markers(app, tech).await {
+        app.post(
+            &format!("/api/v1/units/{id}/tests"),
+            Some(tech),
+            &json!({"marker": marker, "result": "negative"}),
+        )
+        .await
+        .ok(200);
+    }
+    app.post(
+        &format!("/api/v1/units/{id}/release"),
+        Some(tech),
+        &json!({"emergency": false}),
+    )
+    .await
+    .ok(200);
+    (id, din)
+}
+
+/// The test markers the policy requires before release.
+pub async fn required_markers(app: &Http, token: &str) -> Vec<String> {
+    let policy = app.get("/api/v1/policy", Some(token)).await.ok(200).clone();
+    policy["unit"]["required_markers"]
+        .as_array()
+        .expect("markers")
+        .iter()
+        .filter_map(|m| m.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A completed collection that ended at `ended`; returns its id.
+pub async fn completed_collection(app: &Http, token: &str, name: &str, ended: chrono::DateTime<chrono::Utc>) -> i64 {
+    let donor = app.register_donor(token, &donor_body(name, "O", "negative")).await;
+    let device = app.create_device(token, &format!("Device {name}")).await;
+    let start = ended - chrono::TimeDelta::hours(2);
+    let id = app.book(token, donor, device, start).await.ok(201)["id"]
+        .as_i64()
+        .expect("collection id");
+    app.post(
+        &format!("/api/v1/collections/{id}/start"),
+        Some(token),
+        &json!({"started_at": ts(start)}),
+    )
+    .await
+    .ok(200);
+    app.post(
+        &format!("/api/v1/collections/{id}/complete"),
+        Some(token),
+        &json!({"ended_at": ts(ended)}),
+    )
+    .await
+    .ok(200);
+    id
+}
+
+pub fn patient_body(mrn: &str, abo: &str, rhd: &str, sex: &str) -> Value {
+    json!({"mrn": mrn, "given_name": "Pat", "family_name": "Ient", "date_of_birth": "1990-02-03", "sex": sex,
+           "weight_kg": 70, "abo": abo, "rhd": rhd, "cmv": "negative"})
+}
+
+pub fn request_body(patient: i64, units: u32) -> Value {
+    json!({"patient_id": patient, "units_requested": units, "needed_by": ts(now_minute() + chrono::TimeDelta::hours(6)),
+           "priority": "asap", "indication": {"anc_per_ul": 120, "infection": "invasive aspergillosis", "refractory_hours": 72}})
+}
+
+/// A hospital with its own account; returns (hospital id, token).
+pub async fn hospital(app: &mut Http) -> (i64, String) {
+    let token = app.token_for("hospital").await;
+    let me = app.get("/api/v1/me", Some(&token)).await;
+    (me.ok(200)["hospital_id"].as_i64().expect("hospital id"), token)
 }

@@ -7,6 +7,8 @@ mod audit;
 mod auth;
 mod cli;
 mod collections;
+#[cfg(unix)]
+mod crash;
 mod donors;
 mod errors;
 mod health;

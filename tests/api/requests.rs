@@ -1,7 +1,5 @@
 //! Patients, requests, compatibility, allocation, issue and transfusion over HTTP.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
 
@@ -20,69 +18,6 @@ both_backends!(
     trace_and_lookback_follow_a_unit_both_ways,
     cancelling_leaves_a_unit_that_left_allocated_alone,
 );
-
-static DIN_SEQ: AtomicU32 = AtomicU32::new(1);
-
-fn next_din() -> String {
-    format!("B1234{:02}{:06}", 26, DIN_SEQ.fetch_add(1, Ordering::Relaxed))
-}
-
-/// A released, irradiated supplier unit ready to allocate; returns (id, din).
-async fn ready_unit(app: &TestApp, tech: &str, abo: &str, rhd: &str) -> (i64, String) {
-    let din = next_din();
-    let r = app
-        .post(
-            "/api/v1/units",
-            Some(tech),
-            &json!({"source": {"type": "external", "supplier": "Regional centre", "din": din, "abo": abo, "rhd": rhd,
-                               "collected_at": ts(now_minute() - TimeDelta::hours(1)), "cmv": "negative"},
-                    "product_code": "E9999V00", "volume_ml": 250, "granulocyte_count": 5e10}),
-        )
-        .await;
-    let id = r.ok(201)["id"].as_i64().expect("unit id");
-    app.post(
-        &format!("/api/v1/units/{id}/irradiation"),
-        Some(tech),
-        &json!({"dose_gy": 25}),
-    )
-    .await
-    .ok(200);
-    let policy = app.get("/api/v1/policy", Some(tech)).await.ok(200).clone();
-    for marker in policy["unit"]["required_markers"].as_array().expect("markers") {
-        app.post(
-            &format!("/api/v1/units/{id}/tests"),
-            Some(tech),
-            &json!({"marker": marker, "result": "negative"}),
-        )
-        .await
-        .ok(200);
-    }
-    app.post(
-        &format!("/api/v1/units/{id}/release"),
-        Some(tech),
-        &json!({"emergency": false}),
-    )
-    .await
-    .ok(200);
-    (id, din)
-}
-
-fn patient_body(mrn: &str, abo: &str, rhd: &str, sex: &str) -> Value {
-    json!({"mrn": mrn, "given_name": "Pat", "family_name": "Ient", "date_of_birth": "1990-02-03", "sex": sex,
-           "weight_kg": 70, "abo": abo, "rhd": rhd, "cmv": "negative"})
-}
-
-fn request_body(patient: i64, units: u32) -> Value {
-    json!({"patient_id": patient, "units_requested": units, "needed_by": ts(now_minute() + TimeDelta::hours(6)),
-           "priority": "asap", "indication": {"anc_per_ul": 120, "infection": "invasive aspergillosis", "refractory_hours": 72}})
-}
-
-/// A hospital with its own account; returns (hospital id, token).
-async fn hospital(app: &mut TestApp) -> (i64, String) {
-    let token = app.token_for("hospital").await;
-    let me = app.get("/api/v1/me", Some(&token)).await;
-    (me.ok(200)["hospital_id"].as_i64().expect("hospital id"), token)
-}
 
 async fn sample(app: &TestApp, token: &str, patient: i64) -> i64 {
     let r = app

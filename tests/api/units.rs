@@ -17,33 +17,6 @@ both_backends!(
     units_are_found_by_id_or_din_and_listed,
 );
 
-const PRODUCT: &str = "E9999V00";
-
-/// A completed collection that ended at `ended`; returns its id.
-async fn completed_collection(app: &TestApp, token: &str, name: &str, ended: DateTime<Utc>) -> i64 {
-    let donor = app.register_donor(token, &donor_body(name, "O", "negative")).await;
-    let device = app.create_device(token, &format!("Device {name}")).await;
-    let start = ended - TimeDelta::hours(2);
-    let id = app.book(token, donor, device, start).await.ok(201)["id"]
-        .as_i64()
-        .expect("collection id");
-    app.post(
-        &format!("/api/v1/collections/{id}/start"),
-        Some(token),
-        &json!({"started_at": ts(start)}),
-    )
-    .await
-    .ok(200);
-    app.post(
-        &format!("/api/v1/collections/{id}/complete"),
-        Some(token),
-        &json!({"ended_at": ts(ended)}),
-    )
-    .await
-    .ok(200);
-    id
-}
-
 async fn unit_from(app: &TestApp, token: &str, collection: i64) -> Reply {
     app.post(
         "/api/v1/units",
