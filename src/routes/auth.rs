@@ -124,17 +124,19 @@ pub async fn login(
     let addr_key = session::address_throttle_key(&client_address(&req, &state));
 
     let settings = state.settings.clone();
-    let (uk, ak, name) = (user_key.clone(), addr_key.clone(), username.clone());
-    let (wait, user) = state
+    let name = username.clone();
+    let (attempt, user) = state
         .db(move |conn| {
-            let wait = session::throttled(conn, &settings, &uk, &ak, now())?;
-            let user = users::find_by_username(conn, &name)?;
-            Ok((wait, user))
+            let attempt = session::begin_attempt(conn, &settings, &user_key, &addr_key, now())?;
+            let user = if attempt.is_ok() {
+                users::find_by_username(conn, &name)?
+            } else {
+                None
+            };
+            Ok((attempt, user))
         })
         .await?;
-    if let Some(secs) = wait {
-        return Err(session::throttled_error(secs));
-    }
+    let attempt = attempt?;
 
     // Unknown usernames are checked against a dummy hash so they cost the same time.
     let stored = user
@@ -145,9 +147,7 @@ pub async fn login(
     let settings = state.settings.clone();
     let jwt = state.jwt.clone();
     let (issued, user) = state
-        .write(move |conn| {
-            session::finish_password_sign_in(conn, &jwt, &settings, user, verified, &user_key, &addr_key, now())
-        })
+        .write(move |conn| session::finish_password_sign_in(conn, &jwt, &settings, user, verified, &attempt, now()))
         .await??;
     tracing::info!(user = %user.username, "signed in");
     Ok(HttpResponse::Ok()
@@ -176,7 +176,7 @@ pub async fn client_token(
     let settings = state.settings.clone();
     let jwt = state.jwt.clone();
     let (issued, client) = state
-        .write(move |conn| {
+        .db(move |conn| {
             session::client_sign_in(
                 conn,
                 &jwt,

@@ -13,5 +13,6 @@ mod health;
 mod isbt128;
 mod policy;
 mod requests;
+mod security;
 mod units;
 mod users;
