@@ -17,12 +17,20 @@ pub struct Issued {
     pub refresh_token: Option<String>,
 }
 
+/// Throttle keys hold what was typed up to this many characters: no real username or client id
+/// is longer, and a 256 KiB name must not become a 256 KiB row.
+const MAX_KEY_NAME_CHARS: usize = 128;
+
+fn key_name(typed: &str) -> String {
+    typed.chars().take(MAX_KEY_NAME_CHARS).collect()
+}
+
 pub fn user_throttle_key(username: &str) -> String {
-    format!("user:{username}")
+    format!("user:{}", key_name(username))
 }
 
 pub fn client_throttle_key(client_id: &str) -> String {
-    format!("client:{client_id}")
+    format!("client:{}", key_name(client_id))
 }
 
 pub fn address_throttle_key(address: &str) -> String {
