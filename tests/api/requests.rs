@@ -28,7 +28,7 @@ fn next_din() -> String {
 }
 
 /// A released, irradiated supplier unit ready to allocate; returns (id, din).
-async fn ready_unit(app: &TestApp, tech: &str, abo: &str, rhd: &str) -> (i64, String) {
+pub(crate) async fn ready_unit(app: &TestApp, tech: &str, abo: &str, rhd: &str) -> (i64, String) {
     let din = next_din();
     let r = app
         .post(
@@ -67,24 +67,24 @@ async fn ready_unit(app: &TestApp, tech: &str, abo: &str, rhd: &str) -> (i64, St
     (id, din)
 }
 
-fn patient_body(mrn: &str, abo: &str, rhd: &str, sex: &str) -> Value {
+pub(crate) fn patient_body(mrn: &str, abo: &str, rhd: &str, sex: &str) -> Value {
     json!({"mrn": mrn, "given_name": "Pat", "family_name": "Ient", "date_of_birth": "1990-02-03", "sex": sex,
            "weight_kg": 70, "abo": abo, "rhd": rhd, "cmv": "negative"})
 }
 
-fn request_body(patient: i64, units: u32) -> Value {
+pub(crate) fn request_body(patient: i64, units: u32) -> Value {
     json!({"patient_id": patient, "units_requested": units, "needed_by": ts(now_minute() + TimeDelta::hours(6)),
            "priority": "asap", "indication": {"anc_per_ul": 120, "infection": "invasive aspergillosis", "refractory_hours": 72}})
 }
 
 /// A hospital with its own account; returns (hospital id, token).
-async fn hospital(app: &mut TestApp) -> (i64, String) {
+pub(crate) async fn hospital(app: &mut TestApp) -> (i64, String) {
     let token = app.token_for("hospital").await;
     let me = app.get("/api/v1/me", Some(&token)).await;
     (me.ok(200)["hospital_id"].as_i64().expect("hospital id"), token)
 }
 
-async fn sample(app: &TestApp, token: &str, patient: i64) -> i64 {
+pub(crate) async fn sample(app: &TestApp, token: &str, patient: i64) -> i64 {
     let r = app
         .post(
             &format!("/api/v1/patients/{patient}/samples"),
@@ -95,7 +95,7 @@ async fn sample(app: &TestApp, token: &str, patient: i64) -> i64 {
     r.ok(201)["id"].as_i64().expect("sample id")
 }
 
-async fn crossmatch(app: &TestApp, tech: &str, unit: i64, sample: i64, result: &str) {
+pub(crate) async fn crossmatch(app: &TestApp, tech: &str, unit: i64, sample: i64, result: &str) {
     app.post(
         "/api/v1/crossmatches",
         Some(tech),
