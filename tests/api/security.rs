@@ -27,6 +27,7 @@ both_backends!(
     secrets_never_appear_in_responses_or_the_audit_trail,
     logs_never_carry_secrets,
     api_responses_carry_security_headers,
+    webhook_deliveries_follow_no_redirect_and_read_no_body,
 );
 
 /// Who may call a route.
@@ -1171,4 +1172,95 @@ async fn api_responses_carry_security_headers(backend: Backend) {
         )
         .await;
     assert!(cross.headers.get("access-control-allow-origin").is_none());
+}
+
+/// A local HTTP server answering every request with `answer`; returns its URL and a hit count.
+fn local_server(answer: fn() -> actix_web::HttpResponse) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use actix_web::{App, HttpServer, web};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen = hits.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = HttpServer::new(move || {
+        let seen = seen.clone();
+        App::new().default_service(web::to(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async move { answer() }
+        }))
+    })
+    .workers(1)
+    .listen(listener)
+    .expect("listen")
+    .run();
+    actix_rt::spawn(server);
+    (format!("http://127.0.0.1:{port}/hook"), hits)
+}
+
+/// API7/API10: webhooks are granulo's only outbound calls. A receiver that redirects (here to
+/// another local service) is not followed, and what a receiver sends back is never read: an
+/// endless body does not hold the delivery up.
+async fn webhook_deliveries_follow_no_redirect_and_read_no_body(backend: Backend) {
+    static INTERNAL: OnceLock<String> = OnceLock::new();
+    let mut app = spawn(backend).await;
+    let admin = app.admin_token().await;
+    let (internal, internal_hits) = local_server(|| actix_web::HttpResponse::NoContent().finish());
+    INTERNAL.get_or_init(|| internal.clone());
+    let (redirector, _) = local_server(|| {
+        actix_web::HttpResponse::TemporaryRedirect()
+            .insert_header(("Location", INTERNAL.get().cloned().unwrap_or_default()))
+            .finish()
+    });
+    let (endless, endless_hits) = local_server(|| {
+        let chunks = futures_util::stream::repeat_with(|| {
+            Ok::<_, actix_web::Error>(actix_web::web::Bytes::from_static(&[b'x'; 64 * 1024]))
+        });
+        actix_web::HttpResponse::Ok().streaming(chunks)
+    });
+    let mut subscriptions = Vec::new();
+    for url in [&redirector, &endless] {
+        let r = app
+            .post(
+                "/api/v1/webhooks",
+                Some(&admin),
+                &json!({"url": url, "events": ["*"], "secret": "outbound-secret-0123"}),
+            )
+            .await;
+        subscriptions.push(r.ok(201)["id"].as_i64().expect("id"));
+    }
+    let now = granulo::store::now();
+    let alert = granulo::store::alerts::NewAlert {
+        kind: "unit.quarantined",
+        severity: "warning",
+        status: "open",
+        dedup_key: "security-review",
+        entity_type: "unit",
+        entity_id: "1",
+        message: "a unit was quarantined",
+        details: "{}".to_owned(),
+        created_at: now,
+    };
+    let mut conn = app.state.pool.get().expect("conn");
+    granulo::store::write_tx(&mut *conn, |c| granulo::services::webhooks::raise(c, &alert))
+        .expect("raise")
+        .expect("a new alert");
+    drop(conn);
+
+    let client = granulo::jobs::webhook_client();
+    let later = chrono::Utc::now() + TimeDelta::seconds(1);
+    let pass = granulo::services::webhooks::deliver_due(&app.state.pool, &client, later);
+    let report = actix_rt::time::timeout(std::time::Duration::from_secs(8), pass)
+        .await
+        .expect("an endless answer does not hold the delivery up")
+        .expect("delivery runs");
+    assert_eq!((report.delivered, report.failed), (1, 1));
+    assert_eq!(internal_hits.load(Ordering::SeqCst), 0, "the redirect was followed");
+    assert_eq!(endless_hits.load(Ordering::SeqCst), 1);
+    let log = app
+        .get(
+            &format!("/api/v1/webhooks/{}/deliveries", subscriptions[0]),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(log.ok(200)["items"][0]["last_status_code"], 307);
+    assert_eq!(log.body["items"][0]["status"], "pending");
 }
