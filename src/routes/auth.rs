@@ -74,18 +74,31 @@ pub struct MeResponse {
 }
 
 fn client_address(req: &HttpRequest, state: &AppState) -> String {
-    let info = req.connection_info();
-    let addr = if state.settings.trust_forwarded_for {
-        info.realip_remote_addr().map(str::to_owned)
+    let forwarded = if state.settings.trust_forwarded_for {
+        last_forwarded_for(req)
     } else {
-        req.peer_addr().map(|a| a.ip().to_string())
+        None
     };
+    let addr = forwarded.or_else(|| req.peer_addr().map(|a| a.ip().to_string()));
     // Strip a port if the forwarded value carries one.
     addr.map(|a| match a.parse::<std::net::SocketAddr>() {
         Ok(sa) => sa.ip().to_string(),
         Err(_) => a,
     })
     .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The address our proxy saw: the last `X-Forwarded-For` entry (proxies append). The entries
+/// before it came from the client, which can write anything there.
+fn last_forwarded_for(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .last()
+        .map(str::to_owned)
 }
 
 fn token_response(issued: Issued, user: &users::User) -> ApiResult<TokenResponse> {

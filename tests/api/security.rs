@@ -23,6 +23,7 @@ both_backends!(
     pages_and_bodies_are_bounded,
     concurrent_guesses_cannot_outrun_the_login_throttle,
     client_credential_guessing_is_throttled,
+    forwarded_addresses_cannot_dodge_the_address_throttle,
     role_changes_apply_to_tokens_already_issued,
     secrets_never_appear_in_responses_or_the_audit_trail,
     logs_never_carry_secrets,
@@ -892,6 +893,32 @@ async fn client_credential_guessing_is_throttled(backend: Backend) {
         .await
         .problem(429, "too_many_requests");
     app.post("/api/v1/auth/token", None, &creds[1]).await.ok(200);
+}
+
+/// API4/API2: behind a proxy, the client address is the one the proxy appended, not whatever
+/// the client put before it in `X-Forwarded-For`.
+async fn forwarded_addresses_cannot_dodge_the_address_throttle(backend: Backend) {
+    let app = spawn_with(backend, |s| {
+        s.trust_forwarded_for = true;
+        s.login_max_failures_per_address = 3;
+    })
+    .await;
+    let attempt = |i: usize, seen_by_proxy: &'static str| {
+        let body = json!({"username": format!("nobody-{i}"), "password": "wrong password!!"});
+        let forwarded = format!("192.0.2.{i}, {seen_by_proxy}");
+        app.send(
+            app.client
+                .post(app.url("/api/v1/auth/login"))
+                .header("X-Forwarded-For", forwarded)
+                .json(&body),
+        )
+    };
+    for i in 0..3 {
+        attempt(i, "203.0.113.7").await.problem(401, "invalid_credentials");
+    }
+    attempt(3, "203.0.113.7").await.problem(429, "too_many_requests");
+    // Another client behind the same proxy is not held up.
+    attempt(4, "203.0.113.8").await.problem(401, "invalid_credentials");
 }
 
 /// API5: the role in a token is not trusted; the account's role now is.
