@@ -183,7 +183,7 @@ fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
                     .add(("X-Frame-Options", "DENY"))
                     .add(("Content-Security-Policy", "frame-ancestors 'none'")),
             )
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
             .configure(crate::routes::configure)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::not_found("route"))

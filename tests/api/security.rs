@@ -1066,8 +1066,9 @@ fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
         .clone()
 }
 
-/// API8/API10: what the service logs while signing in, failing to, refreshing, creating
-/// credentials and webhooks, and refusing tokens holds none of the secrets involved.
+/// API8: what the service logs while signing in, failing to, refreshing, creating credentials
+/// and webhooks, and refusing tokens holds none of the secrets involved, nor the personal data
+/// a client sent in a query string or that a refusal names.
 async fn logs_never_carry_secrets(backend: Backend) {
     let logs = capture_logs();
     READERS.fetch_add(1, Ordering::SeqCst);
@@ -1126,6 +1127,18 @@ async fn logs_never_carry_secrets(backend: Backend) {
     )
     .await
     .ok(201);
+    // Personal data the client sends: a search term in a query string, an MRN in a refusal.
+    let surname = format!("Zebedee{}", &unique[..8]);
+    app.get(&format!("/api/v1/donors?q={surname}"), Some(&admin))
+        .await
+        .ok(200);
+    let mrn = format!("MRN-{}", &unique[..8]);
+    let patient = patient_body(&mrn, "O", "positive", "male");
+    let ward = app.token_for("hospital").await;
+    app.post("/api/v1/patients", Some(&ward), &patient).await.ok(201);
+    app.post("/api/v1/patients", Some(&ward), &patient)
+        .await
+        .problem(409, "mrn_taken");
     let forged = format!("{access}tampered");
     app.get("/api/v1/me", Some(&forged)).await.problem(401, "invalid_token");
     app.get("/api/v1/me", Some(&access2))
@@ -1151,6 +1164,10 @@ async fn logs_never_carry_secrets(backend: Backend) {
         JWT_SECRET,
     ] {
         assert!(!text.contains(secret), "a secret reached the log: {secret}");
+    }
+    assert!(text.contains("code=mrn_taken"), "refusals are logged with their code");
+    for personal in [&surname, &mrn] {
+        assert!(!text.contains(personal.as_str()), "{personal} reached the log");
     }
     // A token's signature alone would be enough to recognise it.
     let signature = access.rsplit('.').next().expect("signature");
@@ -1267,7 +1284,7 @@ async fn webhook_deliveries_follow_no_redirect_and_read_no_body(backend: Backend
         created_at: now,
     };
     let mut conn = app.state.pool.get().expect("conn");
-    granulo::store::write_tx(&mut *conn, |c| granulo::services::webhooks::raise(c, &alert))
+    granulo::store::write_tx(&mut conn, |c| granulo::services::webhooks::raise(c, &alert))
         .expect("raise")
         .expect("a new alert");
     drop(conn);
