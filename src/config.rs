@@ -14,7 +14,7 @@
 //! | `GRANULO_LOGIN_MAX_FAILURES` | 5 | failed logins per username within the window before 429 |
 //! | `GRANULO_LOGIN_MAX_FAILURES_PER_ADDRESS` | 30 | the same per client address |
 //! | `GRANULO_LOGIN_WINDOW_MINUTES` | 15 | throttling window |
-//! | `GRANULO_TRUST_FORWARDED_FOR` | false | take the client address from `X-Forwarded-For` (only behind a proxy you run) |
+//! | `GRANULO_TRUST_FORWARDED_FOR` | false | client address = the last `X-Forwarded-For` entry (only behind a proxy you run, which appends it) |
 //! | `GRANULO_WORKERS` | one per core | HTTP worker threads |
 //! | `GRANULO_ALERT_INTERVAL_SECS` | 60 | in-process alert scan interval; 0 turns it off (run `granulo alerts run` from cron instead) |
 //! | `GRANULO_FIN` | `A9999` | ISBT 128 facility identification number used in assigned DINs (`A9999` is ICCBBA's example FIN: set your own) |

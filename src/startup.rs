@@ -174,11 +174,16 @@ fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
             .wrap(ErrorHandlers::new().default_handler(crate::extract::normalize_error))
             .wrap(Compress::default())
             .wrap(
+                // Answers carry patient data: no cache keeps them, no page frames them.
+                // Handlers that set their own Cache-Control (the event stream) keep it.
                 DefaultHeaders::new()
                     .add(("X-Content-Type-Options", "nosniff"))
-                    .add(("Referrer-Policy", "no-referrer")),
+                    .add(("Referrer-Policy", "no-referrer"))
+                    .add(("Cache-Control", "no-store"))
+                    .add(("X-Frame-Options", "DENY"))
+                    .add(("Content-Security-Policy", "frame-ancestors 'none'")),
             )
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
             .configure(crate::routes::configure)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::not_found("route"))

@@ -1,9 +1,17 @@
-//! Logging with tracing. Request logs carry method, path, status and latency — never bodies,
-//! passwords or tokens.
+//! Logging with tracing. Each request runs in a span with its method, route, path and status;
+//! a refused request logs one line with its status and problem code. Never bodies, query
+//! strings, passwords or tokens, nor a refusal's detail (some name what the client sent, e.g.
+//! an MRN).
 
+use actix_web::HttpMessage as _;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use tracing::Span;
+use tracing_actix_web::{RequestId, RootSpanBuilder};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::error::ApiError;
 
 /// Install the global subscriber. `filter` is an `EnvFilter` directive such as `info`.
 pub fn init(filter: &str, format: LogFormat) {
@@ -17,4 +25,49 @@ pub fn init(filter: &str, format: LogFormat) {
     };
     // A second init (tests) keeps the first subscriber.
     drop(result);
+}
+
+/// The root span of every request (replaces tracing-actix-web's, which records the query
+/// string, the client-supplied `X-Forwarded-For` and each refusal's detail).
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let route = request.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        tracing::info_span!(
+            "HTTP request",
+            http.method = %request.method(),
+            http.route = %route,
+            http.path = %request.path(),
+            request_id = %request_id,
+            http.status_code = tracing::field::Empty,
+            problem = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, actix_web::Error>) {
+        let (status, error) = match outcome {
+            Ok(response) => (response.status(), response.response().error()),
+            Err(error) => (error.as_response_error().status_code(), Some(error)),
+        };
+        span.record("http.status_code", status.as_u16());
+        let code = error
+            .and_then(|e| e.as_error::<ApiError>())
+            .map(|e| e.code().to_owned())
+            .unwrap_or_default();
+        if !code.is_empty() {
+            span.record("problem", code.as_str());
+        }
+        // Granulo's own server errors are logged with their cause where they arise (error.rs).
+        if status.is_client_error() {
+            span.in_scope(|| tracing::warn!(status = status.as_u16(), code = %code, "request refused"));
+        } else if status.is_server_error() && code.is_empty() {
+            span.in_scope(|| tracing::error!(status = status.as_u16(), "request failed"));
+        }
+    }
 }

@@ -7,7 +7,7 @@ use super::jwt::{AUDIENCE, Claims, ISSUER, JwtKeys};
 use super::{Principal, Role, tokens};
 use crate::config::Settings;
 use crate::error::{ApiError, ApiResult};
-use crate::store::{DbConn, api_clients, hospitals, sessions, throttle, users};
+use crate::store::{self, DbConn, api_clients, hospitals, sessions, throttle, users};
 
 /// Tokens handed to a client after sign-in.
 #[derive(Debug, Clone)]
@@ -17,49 +17,91 @@ pub struct Issued {
     pub refresh_token: Option<String>,
 }
 
+/// Throttle keys hold what was typed up to this many characters: no real username or client id
+/// is longer, and a 256 KiB name must not become a 256 KiB row.
+const MAX_KEY_NAME_CHARS: usize = 128;
+
+fn key_name(typed: &str) -> String {
+    typed.chars().take(MAX_KEY_NAME_CHARS).collect()
+}
+
 pub fn user_throttle_key(username: &str) -> String {
-    format!("user:{username}")
+    format!("user:{}", key_name(username))
 }
 
 pub fn client_throttle_key(client_id: &str) -> String {
-    format!("client:{client_id}")
+    format!("client:{}", key_name(client_id))
 }
 
 pub fn address_throttle_key(address: &str) -> String {
     format!("addr:{address}")
 }
 
-/// `Some(seconds to wait)` when any key has used up its failures in the window.
-pub fn throttled(
+/// A sign-in attempt, recorded as a failure against its account and address keys before the
+/// credentials are checked and withdrawn if they turn out right. Counting first means that
+/// concurrent guesses see each other: a burst gets no more tries than the limit.
+#[derive(Debug)]
+pub struct Attempt {
+    account_key: String,
+    address_row: i64,
+}
+
+/// Record an attempt and decide whether it may proceed: `Err` (429) when the account or the
+/// address already used up its failures in the window, and then the attempt is withdrawn.
+/// Runs its own transactions: the attempt commits before the count, so each attempt counts
+/// every one committed before it on PostgreSQL too.
+pub fn begin_attempt(
     conn: &mut DbConn,
     settings: &Settings,
     account_key: &str,
     address_key: &str,
     at: NaiveDateTime,
-) -> ApiResult<Option<u64>> {
+) -> ApiResult<Committed<Attempt>> {
+    let rows = store::write_tx(conn, |c| -> ApiResult<[i64; 2]> {
+        Ok([
+            throttle::record_failure(c, account_key, at)?,
+            throttle::record_failure(c, address_key, at)?,
+        ])
+    })?;
     let window = Duration::minutes(settings.login_window_minutes);
-    let since = at - window;
     let mut wait: Option<u64> = None;
     for (key, limit) in [
         (account_key, settings.login_max_failures),
         (address_key, settings.login_max_failures_per_address),
     ] {
-        let (count, oldest) = throttle::failures_since(conn, key, since)?;
-        if count >= limit {
+        let (count, oldest) = throttle::failures_since(conn, key, at - window)?;
+        // `count` includes this attempt.
+        if count > limit {
             let reopens = oldest.map_or(at + window, |o| o + window);
             let secs = (reopens - at).num_seconds().max(1) as u64;
             wait = Some(wait.map_or(secs, |w| w.max(secs)));
         }
     }
-    Ok(wait)
+    if let Some(secs) = wait {
+        store::write_tx(conn, |c| throttle::remove(c, &rows))?;
+        return Ok(Err(throttled_error(secs)));
+    }
+    Ok(Ok(Attempt {
+        account_key: account_key.to_owned(),
+        address_row: rows[1],
+    }))
 }
 
-pub fn record_failure(conn: &mut DbConn, settings: &Settings, keys: &[&str], at: NaiveDateTime) -> ApiResult<()> {
-    for key in keys {
-        throttle::record_failure(conn, key, at)?;
+impl Attempt {
+    /// The credentials were right: the account's failures are forgiven, and this attempt does
+    /// not count against the address.
+    fn succeeded(&self, conn: &mut DbConn) -> ApiResult<()> {
+        throttle::clear(conn, &self.account_key)?;
+        throttle::remove(conn, &[self.address_row])?;
+        Ok(())
     }
-    throttle::prune(conn, at - Duration::minutes(settings.login_window_minutes))?;
-    Ok(())
+
+    /// The credentials were wrong: the attempt stays recorded; failures older than the window
+    /// are forgotten.
+    fn failed(&self, conn: &mut DbConn, settings: &Settings, at: NaiveDateTime) -> ApiResult<()> {
+        throttle::prune(conn, at - Duration::minutes(settings.login_window_minutes))?;
+        Ok(())
+    }
 }
 
 fn access_token(
@@ -167,8 +209,8 @@ pub fn start_client_session(
 /// throttle): the outer `Err` aborts the transaction, the inner one is answered after commit.
 pub type Committed<T> = Result<T, ApiError>;
 
-/// Client-credentials sign-in: throttle, constant-time secret check, session. Runs in a write
-/// transaction.
+/// Client-credentials sign-in: throttle, constant-time secret check, session. Runs its own
+/// transactions (see [`begin_attempt`]).
 pub fn client_sign_in(
     conn: &mut DbConn,
     jwt: &JwtKeys,
@@ -178,33 +220,35 @@ pub fn client_sign_in(
     address_key: &str,
     at: NaiveDateTime,
 ) -> ApiResult<Committed<(Issued, api_clients::ApiClient)>> {
-    let client_key = client_throttle_key(client_id);
-    if let Some(secs) = throttled(conn, settings, &client_key, address_key, at)? {
-        return Ok(Err(throttled_error(secs)));
-    }
-    let client = api_clients::find_by_client_id(conn, client_id)?;
-    // Compare even for unknown clients so timing does not reveal which ids exist.
-    let stored = client
-        .as_ref()
-        .map_or_else(|| tokens::sha256_hex("unknown-client"), |c| c.secret_hash.clone());
-    let matches = tokens::secret_matches(client_secret, &stored);
-    match client {
-        Some(client) if matches && client.active => {
-            if !hospitals::is_active(conn, client.hospital_id)? {
-                return Ok(Err(hospital_inactive()));
+    let attempt = match begin_attempt(conn, settings, &client_throttle_key(client_id), address_key, at)? {
+        Ok(attempt) => attempt,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    store::write_tx(conn, |conn| {
+        let client = api_clients::find_by_client_id(conn, client_id)?;
+        // Compare even for unknown clients so timing does not reveal which ids exist.
+        let stored = client
+            .as_ref()
+            .map_or_else(|| tokens::sha256_hex("unknown-client"), |c| c.secret_hash.clone());
+        let matches = tokens::secret_matches(client_secret, &stored);
+        match client {
+            Some(client) if matches && client.active => {
+                attempt.succeeded(conn)?;
+                if !hospitals::is_active(conn, client.hospital_id)? {
+                    return Ok(Err(hospital_inactive()));
+                }
+                let issued = start_client_session(conn, jwt, settings, &client, at)?;
+                Ok(Ok((issued, client)))
             }
-            throttle::clear(conn, &client_key)?;
-            let issued = start_client_session(conn, jwt, settings, &client, at)?;
-            Ok(Ok((issued, client)))
+            _ => {
+                attempt.failed(conn, settings, at)?;
+                Ok(Err(ApiError::unauthorized(
+                    "invalid_client",
+                    "the client id or secret is wrong, or the client was revoked",
+                )))
+            }
         }
-        _ => {
-            record_failure(conn, settings, &[&client_key, address_key], at)?;
-            Ok(Err(ApiError::unauthorized(
-                "invalid_client",
-                "the client id or secret is wrong, or the client was revoked",
-            )))
-        }
-    }
+    })
 }
 
 pub fn throttled_error(secs: u64) -> ApiError {
@@ -232,21 +276,19 @@ pub fn user_refusal(conn: &mut DbConn, user: &users::User) -> ApiResult<Option<A
 }
 
 /// Finish a password sign-in once the (slow) password check ran outside the transaction:
-/// record the failure, or clear the throttle and open a session.
-#[expect(clippy::too_many_arguments)]
+/// keep the attempt as a failure, or withdraw it and open a session.
 pub fn finish_password_sign_in(
     conn: &mut DbConn,
     jwt: &JwtKeys,
     settings: &Settings,
     user: Option<users::User>,
     verified: bool,
-    user_key: &str,
-    address_key: &str,
+    attempt: &Attempt,
     at: NaiveDateTime,
 ) -> ApiResult<Committed<(Issued, users::User)>> {
     match user {
         Some(user) if verified => {
-            throttle::clear(conn, user_key)?;
+            attempt.succeeded(conn)?;
             if let Some(refusal) = user_refusal(conn, &user)? {
                 return Ok(Err(refusal));
             }
@@ -254,7 +296,7 @@ pub fn finish_password_sign_in(
             Ok(Ok((issued, user)))
         }
         _ => {
-            record_failure(conn, settings, &[user_key, address_key], at)?;
+            attempt.failed(conn, settings, at)?;
             Ok(Err(ApiError::unauthorized(
                 "invalid_credentials",
                 "the username or password is wrong",

@@ -77,18 +77,31 @@ pub struct MeResponse {
 }
 
 fn client_address(req: &HttpRequest, state: &AppState) -> String {
-    let info = req.connection_info();
-    let addr = if state.settings.trust_forwarded_for {
-        info.realip_remote_addr().map(str::to_owned)
+    let forwarded = if state.settings.trust_forwarded_for {
+        last_forwarded_for(req)
     } else {
-        req.peer_addr().map(|a| a.ip().to_string())
+        None
     };
+    let addr = forwarded.or_else(|| req.peer_addr().map(|a| a.ip().to_string()));
     // Strip a port if the forwarded value carries one.
     addr.map(|a| match a.parse::<std::net::SocketAddr>() {
         Ok(sa) => sa.ip().to_string(),
         Err(_) => a,
     })
     .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The address our proxy saw: the last `X-Forwarded-For` entry (proxies append). The entries
+/// before it came from the client, which can write anything there.
+fn last_forwarded_for(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .last()
+        .map(str::to_owned)
 }
 
 fn token_response(issued: Issued, user: &users::User) -> ApiResult<TokenResponse> {
@@ -127,17 +140,19 @@ pub async fn login(
     let addr_key = session::address_throttle_key(&client_address(&req, &state));
 
     let settings = state.settings.clone();
-    let (uk, ak, name) = (user_key.clone(), addr_key.clone(), username.clone());
-    let (wait, user) = state
+    let name = username.clone();
+    let (attempt, user) = state
         .db(move |conn| {
-            let wait = session::throttled(conn, &settings, &uk, &ak, now())?;
-            let user = users::find_by_username(conn, &name)?;
-            Ok((wait, user))
+            let attempt = session::begin_attempt(conn, &settings, &user_key, &addr_key, now())?;
+            let user = if attempt.is_ok() {
+                users::find_by_username(conn, &name)?
+            } else {
+                None
+            };
+            Ok((attempt, user))
         })
         .await?;
-    if let Some(secs) = wait {
-        return Err(session::throttled_error(secs));
-    }
+    let attempt = attempt?;
 
     // Unknown usernames are checked against a dummy hash so they cost the same time.
     let stored = user
@@ -148,9 +163,7 @@ pub async fn login(
     let settings = state.settings.clone();
     let jwt = state.jwt.clone();
     let (issued, user) = state
-        .write(move |conn| {
-            session::finish_password_sign_in(conn, &jwt, &settings, user, verified, &user_key, &addr_key, now())
-        })
+        .write(move |conn| session::finish_password_sign_in(conn, &jwt, &settings, user, verified, &attempt, now()))
         .await??;
     tracing::info!(user = %user.username, "signed in");
     Ok(HttpResponse::Ok()
@@ -180,7 +193,7 @@ pub async fn client_token(
     let settings = state.settings.clone();
     let jwt = state.jwt.clone();
     let (issued, client) = state
-        .write(move |conn| {
+        .db(move |conn| {
             session::client_sign_in(
                 conn,
                 &jwt,

@@ -1,4 +1,5 @@
-//! Failed sign-in attempts, kept in the database so that every app instance throttles alike.
+//! Sign-in attempts, kept in the database so that every app instance throttles alike. An attempt
+//! is recorded before its credentials are checked and removed again if it succeeds.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -6,11 +7,12 @@ use diesel::prelude::*;
 use super::DbConn;
 use super::schema::login_failures;
 
-pub fn record_failure(conn: &mut DbConn, key: &str, at: NaiveDateTime) -> QueryResult<()> {
+/// Record an attempt (a failure until proven otherwise); returns its row id.
+pub fn record_failure(conn: &mut DbConn, key: &str, at: NaiveDateTime) -> QueryResult<i64> {
     diesel::insert_into(login_failures::table)
         .values((login_failures::throttle_key.eq(key), login_failures::failed_at.eq(at)))
-        .execute(conn)
-        .map(|_| ())
+        .returning(login_failures::id)
+        .get_result(conn)
 }
 
 /// Failures for `key` since `since`, and the oldest of them (when the window reopens).
@@ -25,6 +27,11 @@ pub fn failures_since(conn: &mut DbConn, key: &str, since: NaiveDateTime) -> Que
 
 pub fn clear(conn: &mut DbConn, key: &str) -> QueryResult<usize> {
     diesel::delete(login_failures::table.filter(login_failures::throttle_key.eq(key))).execute(conn)
+}
+
+/// Withdraw recorded attempts (refused unchecked, or successful).
+pub fn remove(conn: &mut DbConn, ids: &[i64]) -> QueryResult<usize> {
+    diesel::delete(login_failures::table.filter(login_failures::id.eq_any(ids))).execute(conn)
 }
 
 /// Forget failures older than `before` (they no longer count toward any window).

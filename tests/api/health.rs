@@ -30,7 +30,7 @@ async fn health_and_readiness(backend: Backend) {
 }
 
 /// Every route the server answers, with its method.
-const ROUTES: &[(&str, &str)] = &[
+pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/api/v1/openapi.json"),

@@ -15,5 +15,6 @@ mod health;
 mod isbt128;
 mod policy;
 mod requests;
+mod security;
 mod units;
 mod users;

@@ -19,7 +19,7 @@ both_backends!(
     cancelling_leaves_a_unit_that_left_allocated_alone,
 );
 
-async fn sample(app: &TestApp, token: &str, patient: i64) -> i64 {
+pub(crate) async fn sample(app: &TestApp, token: &str, patient: i64) -> i64 {
     let r = app
         .post(
             &format!("/api/v1/patients/{patient}/samples"),
@@ -30,7 +30,7 @@ async fn sample(app: &TestApp, token: &str, patient: i64) -> i64 {
     r.ok(201)["id"].as_i64().expect("sample id")
 }
 
-async fn crossmatch(app: &TestApp, tech: &str, unit: i64, sample: i64, result: &str) {
+pub(crate) async fn crossmatch(app: &TestApp, tech: &str, unit: i64, sample: i64, result: &str) {
     app.post(
         "/api/v1/crossmatches",
         Some(tech),
