@@ -69,6 +69,9 @@ pub struct EligibilityQuery {
     /// Default: now.
     pub at: Option<DateTime<Utc>>,
     /// Comma-separated stimulation agents to check against the donor's contraindications.
+    #[param(
+        pattern = r"^([^\S\x1c-\x1f]|,)*([A-Za-z][A-Za-z0-9_]{1,39}([^\S\x1c-\x1f]*,([^\S\x1c-\x1f]|,)*[A-Za-z][A-Za-z0-9_]{1,39})*)?([^\S\x1c-\x1f]|,)*$"
+    )]
     pub agents: Option<String>,
 }
 

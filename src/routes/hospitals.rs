@@ -27,7 +27,7 @@ pub struct CreateHospitalRequest {
     )]
     pub name: String,
     /// Short unique code, 2–32 of A-Z 0-9 _ - (stored upper-case).
-    #[schema(pattern = r"^\s*[A-Za-z0-9][A-Za-z0-9_-]{1,31}\s*$")]
+    #[schema(pattern = r"^[^\S\x1c-\x1f]*[A-Za-z0-9][A-Za-z0-9_-]{1,31}[^\S\x1c-\x1f]*$")]
     pub code: String,
 }
 
@@ -40,7 +40,7 @@ pub struct HospitalResponse {
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
     )]
     pub name: String,
-    #[schema(pattern = r"^\s*[A-Za-z0-9][A-Za-z0-9_-]{1,31}\s*$")]
+    #[schema(pattern = r"^[^\S\x1c-\x1f]*[A-Za-z0-9][A-Za-z0-9_-]{1,31}[^\S\x1c-\x1f]*$")]
     pub code: String,
     pub active: bool,
     pub created_at: DateTime<Utc>,

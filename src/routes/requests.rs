@@ -48,11 +48,7 @@ pub struct CandidateQuery {
 #[schema(example = json!({"reason": "indication not met: ANC above the policy threshold"}))]
 pub struct ReasonBody {
     /// Up to 500 characters (required to decline).
-    #[schema(
-        min_length = 1,
-        max_length = 500,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    )]
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub reason: Option<String>,
 }
 

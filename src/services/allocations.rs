@@ -205,7 +205,7 @@ pub struct CrossmatchView {
 pub fn record_crossmatch(conn: &mut DbConn, actor: &Actor, input: CrossmatchInput) -> ApiResult<CrossmatchView> {
     let now = utc(store::now());
     let method = input.method.trim().to_owned();
-    if method.is_empty() || method.chars().count() > 100 {
+    if method.is_empty() || method.chars().count() > 100 || !super::printable(&method) {
         return Err(ApiError::field("method", "must be 1 to 100 characters"));
     }
     let at = utc(stored(input.performed_at.unwrap_or(now)));
@@ -260,11 +260,7 @@ pub struct AllocationView {
     pub status: AllocationStatus,
     /// Warnings accepted when allocating.
     pub warnings: Vec<FindingView>,
-    #[schema(
-        min_length = 1,
-        max_length = 500,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    )]
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub override_reason: Option<String>,
     pub overridden_by: Option<String>,
     /// An anti-D prophylaxis task was raised.
@@ -279,11 +275,7 @@ pub struct AllocationView {
     pub end_reason: Option<String>,
     pub transfusion_started_at: Option<DateTime<Utc>>,
     pub transfusion_ended_at: Option<DateTime<Utc>>,
-    #[schema(
-        min_length = 1,
-        max_length = 500,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    )]
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub reaction: Option<String>,
     pub pre_anc_per_ul: Option<i32>,
     pub post_anc_per_ul: Option<i32>,
@@ -379,11 +371,7 @@ pub struct AllocateInput {
     #[schema(minimum = 1)]
     pub unit_id: i64,
     /// Required (from a medical director) when the unit has warnings.
-    #[schema(
-        min_length = 1,
-        max_length = 500,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    )]
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub override_reason: Option<String>,
 }
 
@@ -440,7 +428,7 @@ pub fn allocate(
                     "only a medical director may override compatibility warnings",
                 ));
             }
-            Some(r) if r.chars().count() > 500 => {
+            Some(r) if r.chars().count() > 500 || !super::printable(r) => {
                 return Err(ApiError::field("override_reason", "must be at most 500 characters"));
             }
             Some(_) => {}
@@ -643,7 +631,7 @@ pub fn issue(conn: &mut DbConn, actor: &Actor, id: i64, scanned: &str, policy: &
 
 fn clean_reason(raw: &str) -> ApiResult<String> {
     let r = raw.trim();
-    if r.is_empty() || r.chars().count() > 500 {
+    if r.is_empty() || r.chars().count() > 500 || !super::printable(r) {
         return Err(ApiError::field("reason", "must be 1 to 500 characters"));
     }
     Ok(r.to_owned())
@@ -726,11 +714,7 @@ pub struct TransfusionInput {
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     /// Reaction observed (e.g. "fever", "chills", "pulmonary infiltrates"), up to 500 characters.
-    #[schema(
-        min_length = 1,
-        max_length = 500,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    )]
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub reaction: Option<String>,
     pub pre_anc_per_ul: Option<u32>,
     pub post_anc_per_ul: Option<u32>,
@@ -769,7 +753,9 @@ pub fn transfusion(
     }
     let reaction = input.reaction.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
     v.check(
-        reaction.as_ref().is_none_or(|r| r.chars().count() <= 500),
+        reaction
+            .as_ref()
+            .is_none_or(|r| r.chars().count() <= 500 && super::printable(r)),
         "reaction",
         "must be at most 500 characters",
     );
@@ -805,11 +791,7 @@ pub struct ExceptionEntry {
     pub unit_id: i64,
     pub din: String,
     pub warnings: Vec<FindingView>,
-    #[schema(
-        min_length = 1,
-        max_length = 500,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    )]
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub override_reason: Option<String>,
     pub overridden_by: Option<String>,
     pub allocated_at: DateTime<Utc>,

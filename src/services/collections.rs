@@ -111,11 +111,7 @@ pub struct AdverseEvent {
     /// Default: the time of the transition that records it.
     pub occurred_at: Option<DateTime<Utc>>,
     /// Up to 1000 characters.
-    #[schema(
-        min_length = 1,
-        max_length = 1000,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    )]
+    #[schema(max_length = 1000, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub description: Option<String>,
 }
 
@@ -160,16 +156,12 @@ pub struct StimulationView {
     pub donor_id: i64,
     #[schema(minimum = 1)]
     pub collection_id: Option<i64>,
-    #[schema(pattern = r"^\s*[A-Za-z][A-Za-z0-9_]{1,39}\s*$")]
+    #[schema(pattern = r"^[^\S\x1c-\x1f]*[A-Za-z][A-Za-z0-9_]{1,39}[^\S\x1c-\x1f]*$")]
     pub agent: String,
     pub dose: f64,
     pub dose_unit: DoseUnit,
     pub administered_at: DateTime<Utc>,
-    #[schema(
-        min_length = 1,
-        max_length = 1000,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    )]
+    #[schema(max_length = 1000, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub adverse_effects: Option<String>,
     pub recorded_by: String,
     pub created_at: DateTime<Utc>,
@@ -637,9 +629,11 @@ fn adverse_events(
         e.occurred_at = Some(utc(stored(at)));
         e.description = e.description.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
         v.check(
-            e.description.as_ref().is_none_or(|d| d.chars().count() <= 1000),
+            e.description
+                .as_ref()
+                .is_none_or(|d| d.chars().count() <= 1000 && super::printable(d)),
             &format!("adverse_events[{i}].description"),
-            "must be at most 1000 characters",
+            "must be at most 1000 characters without control characters",
         );
         events.push(e);
     }
@@ -753,7 +747,7 @@ pub fn abort(
     let mut v = Validator::new();
     let reason = input.reason.trim().to_owned();
     v.check(
-        !reason.is_empty() && reason.chars().count() <= 500,
+        !reason.is_empty() && reason.chars().count() <= 500 && super::printable(&reason),
         "reason",
         "must be 1 to 500 characters",
     );
@@ -797,7 +791,7 @@ pub fn list(
 #[schema(example = json!({"agent": "gcsf", "dose": 480, "dose_unit": "ug", "administered_at": "2026-11-25T20:00:00Z", "collection_id": 42}))]
 pub struct StimulationInput {
     /// `gcsf`, `dexamethasone`, `prednisone`, … (lower-case identifier).
-    #[schema(pattern = r"^\s*[A-Za-z][A-Za-z0-9_]{1,39}\s*$")]
+    #[schema(pattern = r"^[^\S\x1c-\x1f]*[A-Za-z][A-Za-z0-9_]{1,39}[^\S\x1c-\x1f]*$")]
     pub agent: String,
     pub dose: f64,
     pub dose_unit: DoseUnit,
@@ -807,11 +801,7 @@ pub struct StimulationInput {
     #[schema(minimum = 1)]
     pub collection_id: Option<i64>,
     /// Side effects reported by the donor, up to 1000 characters.
-    #[schema(
-        min_length = 1,
-        max_length = 1000,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    )]
+    #[schema(max_length = 1000, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub adverse_effects: Option<String>,
 }
 
@@ -842,9 +832,11 @@ pub fn record_stimulation(
         .map(|e| e.trim().to_owned())
         .filter(|e| !e.is_empty());
     v.check(
-        effects.as_ref().is_none_or(|e| e.chars().count() <= 1000),
+        effects
+            .as_ref()
+            .is_none_or(|e| e.chars().count() <= 1000 && super::printable(e)),
         "adverse_effects",
-        "must be at most 1000 characters",
+        "must be at most 1000 characters without control characters",
     );
     v.finish()?;
     let donor = donors::find(conn, donor_id)?;

@@ -192,7 +192,7 @@ pub fn create(
     );
     let infection = input.indication.infection.trim().to_owned();
     v.check(
-        !infection.is_empty() && infection.chars().count() <= 500,
+        !infection.is_empty() && infection.chars().count() <= 500 && super::printable(&infection),
         "indication.infection",
         "must be 1 to 500 characters",
     );
@@ -360,7 +360,10 @@ fn clean_reason(raw: Option<&str>, required: bool) -> ApiResult<Option<String>> 
     let reason = raw.map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned);
     match &reason {
         None if required => Err(ApiError::field("reason", "is required")),
-        Some(r) if r.chars().count() > 500 => Err(ApiError::field("reason", "must be at most 500 characters")),
+        Some(r) if r.chars().count() > 500 || !super::printable(r) => Err(ApiError::field(
+            "reason",
+            "must be at most 500 characters without control characters",
+        )),
         _ => Ok(reason),
     }
 }

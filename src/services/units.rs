@@ -427,7 +427,7 @@ pub fn create(
         } => {
             let supplier = supplier.trim().to_owned();
             v.check(
-                !supplier.is_empty() && supplier.chars().count() <= 200,
+                !supplier.is_empty() && supplier.chars().count() <= 200 && super::printable(&supplier),
                 "source.supplier",
                 "must be 1 to 200 characters",
             );
@@ -774,7 +774,7 @@ pub fn release(
             let name = p.name.trim().to_owned();
             let mut v = Validator::new();
             v.check(
-                !name.is_empty() && name.chars().count() <= 200,
+                !name.is_empty() && name.chars().count() <= 200 && super::printable(&name),
                 "physician.name",
                 "must be 1 to 200 characters",
             );
@@ -829,7 +829,7 @@ pub fn release(
 pub fn discard(conn: &mut DbConn, actor: &Actor, key: &str, reason: &str) -> ApiResult<UnitView> {
     let now = utc(store::now());
     let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
+    if reason.is_empty() || reason.chars().count() > 500 || !super::printable(reason) {
         return Err(ApiError::field("reason", "must be 1 to 500 characters"));
     }
     let (u, to) = begin(conn, key, UnitAction::Discard, now)?;
