@@ -66,6 +66,7 @@ pub struct AlertQuery {
     /// e.g. `unit.expiring`.
     pub kind: Option<String>,
     #[param(minimum = 1, maximum = 500)]
+    #[serde(default, deserialize_with = "super::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]

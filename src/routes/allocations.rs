@@ -42,7 +42,9 @@ pub struct EndRequest {
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct CompatibilityQuery {
+    #[serde(deserialize_with = "super::integral::required")]
     pub unit_id: i64,
+    #[serde(deserialize_with = "super::integral::required")]
     pub patient_id: i64,
     /// Planned transfusion time (default now).
     pub at: Option<DateTime<Utc>>,

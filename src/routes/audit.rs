@@ -19,6 +19,7 @@ pub struct AuditQuery {
     /// Alone, matches that id in every entity type.
     pub entity_id: Option<String>,
     #[param(minimum = 1, maximum = 500)]
+    #[serde(default, deserialize_with = "super::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]

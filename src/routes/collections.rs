@@ -27,7 +27,9 @@ pub struct CollectionList {
 #[serde(deny_unknown_fields)]
 pub struct CollectionQuery {
     pub status: Option<CollectionStatus>,
+    #[serde(default, deserialize_with = "super::integral::optional")]
     pub donor_id: Option<i64>,
+    #[serde(default, deserialize_with = "super::integral::optional")]
     pub device_id: Option<i64>,
     /// Planned start at or after this time.
     pub from: Option<DateTime<Utc>>,
@@ -35,6 +37,7 @@ pub struct CollectionQuery {
     pub to: Option<DateTime<Utc>>,
     /// 1–500, default 50.
     #[param(minimum = 1, maximum = 500)]
+    #[serde(default, deserialize_with = "super::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]

@@ -57,6 +57,7 @@ pub struct DonorQuery {
     pub active: Option<bool>,
     /// 1–500, default 50.
     #[param(minimum = 1, maximum = 500)]
+    #[serde(default, deserialize_with = "super::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]

@@ -231,10 +231,39 @@ pub fn paginate<T>(mut rows: Vec<T>, limit: i64, id_of: impl Fn(&T) -> i64) -> (
 
 pub use crate::services::utc;
 
+/// Integers in paths and query strings as JSON Schema reads them: `7` and `7.0` are the same.
+pub mod integral {
+    use serde::{Deserialize, Deserializer, de::Error as _};
+
+    pub fn parse(raw: &str) -> Option<i64> {
+        let digits = match raw.split_once('.') {
+            Some((int, frac)) if !frac.is_empty() && frac.bytes().all(|b| b == b'0') => int,
+            Some(_) => return None,
+            None => raw,
+        };
+        digits.parse().ok()
+    }
+
+    fn convert<'de, D: Deserializer<'de>, T: TryFrom<i64>>(raw: &str) -> Result<T, D::Error> {
+        parse(raw)
+            .and_then(|n| T::try_from(n).ok())
+            .ok_or_else(|| D::Error::custom(format!("{raw:?} is not an integer in range")))
+    }
+
+    pub fn required<'de, D: Deserializer<'de>, T: TryFrom<i64>>(de: D) -> Result<T, D::Error> {
+        convert::<D, T>(&String::deserialize(de)?)
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>, T: TryFrom<i64>>(de: D) -> Result<Option<T>, D::Error> {
+        Option::<String>::deserialize(de)?
+            .map(|raw| convert::<D, T>(&raw))
+            .transpose()
+    }
+}
+
 /// Parse a numeric id from a path segment (400 `invalid_path` otherwise).
 pub fn parse_id(raw: &str, what: &str) -> ApiResult<i64> {
-    raw.parse::<i64>()
-        .ok()
+    integral::parse(raw)
         .filter(|n| *n > 0)
         .ok_or_else(|| ApiError::bad_request("invalid_path", format!("{raw:?} is not a valid {what} id")))
 }
@@ -293,8 +322,11 @@ mod tests {
             prop_assert_eq!(decode_cursor(Some(&raw)).ok().flatten(), expected);
             let id = n.rem_euclid(1_000_000_000_000_000_000);
             prop_assert_eq!(decode_cursor(Some(&encode_cursor(id))).ok(), Some(Some(id)));
-            for id in [text.as_str(), raw.as_str(), &n.to_string()] {
-                let expected = id.parse::<i64>().ok().filter(|v| *v > 0);
+            for id in [text.as_str(), raw.as_str(), &n.to_string(), &format!("{n}.00")] {
+                // An integer, optionally written with a fraction of zeros.
+                let (int, zeros) = id.split_once('.').unwrap_or((id, "0"));
+                let whole = !zeros.is_empty() && zeros.bytes().all(|b| b == b'0');
+                let expected = whole.then(|| int.parse::<i64>().ok()).flatten().filter(|v| *v > 0);
                 prop_assert_eq!(parse_id(id, "unit").ok(), expected);
             }
             prop_assert_eq!(page_limit(Some(n)).is_ok(), (1..=MAX_LIMIT).contains(&n));

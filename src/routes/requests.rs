@@ -27,6 +27,7 @@ pub struct RequestList {
 pub struct RequestQuery {
     pub status: Option<RequestStatus>,
     #[param(minimum = 1, maximum = 500)]
+    #[serde(default, deserialize_with = "super::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]
@@ -40,6 +41,7 @@ pub struct CandidateQuery {
     pub collection_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Units and donors returned, each (1–500, default 20).
     #[param(minimum = 1, maximum = 500)]
+    #[serde(default, deserialize_with = "super::integral::optional")]
     pub limit: Option<i64>,
 }
 

@@ -34,9 +34,11 @@ pub struct UnitQuery {
     pub rhd: Option<Rhd>,
     /// Only units expiring within this many hours (1–720).
     #[param(minimum = 1, maximum = 720)]
+    #[serde(default, deserialize_with = "super::integral::optional")]
     pub expiring_within_hours: Option<u32>,
     /// 1–500, default 50.
     #[param(minimum = 1, maximum = 500)]
+    #[serde(default, deserialize_with = "super::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^-?[0-9]{1,16}_[0-9]{1,18}$")]
