@@ -13,6 +13,10 @@ use crate::store::{DbConn, now, sessions};
 
 /// Lower-case, trimmed; 3–64 of `a-z 0-9 . _ @ -`.
 pub fn normalize_username(raw: &str) -> Result<String, String> {
+    // ASCII before lower-casing: some non-ASCII letters lower-case to ASCII ones (K → k).
+    if !raw.trim().is_ascii() {
+        return Err("may contain only letters, digits and . _ @ -".to_owned());
+    }
     let name = raw.trim().to_lowercase();
     let len = name.chars().count();
     if !(3..=64).contains(&len) {

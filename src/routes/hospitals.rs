@@ -21,9 +21,7 @@ use crate::store::hospitals::{self, Hospital};
 pub struct CreateHospitalRequest {
     /// 1–200 characters.
     #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
     )]
     pub name: String,
     /// Short unique code, 2–32 of A-Z 0-9 _ - (stored upper-case).
@@ -35,9 +33,7 @@ pub struct CreateHospitalRequest {
 pub struct HospitalResponse {
     pub id: i64,
     #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
     )]
     pub name: String,
     #[schema(pattern = r"^[^\S\x1c-\x1f]*[A-Za-z0-9][A-Za-z0-9_-]{1,31}[^\S\x1c-\x1f]*$")]
@@ -57,7 +53,9 @@ pub struct HospitalList {
 #[schema(example = json!({"name": "STE interface engine"}))]
 pub struct CreateClientRequest {
     /// What the credential is for, e.g. the interface engine's name.
-    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
     pub name: Option<String>,
 }
 
@@ -69,9 +67,7 @@ pub struct CreatedClientResponse {
     pub client_secret: String,
     pub hospital_id: i64,
     #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
     )]
     pub name: String,
 }
@@ -82,9 +78,7 @@ pub struct ClientResponse {
     pub client_id: String,
     pub hospital_id: i64,
     #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
     )]
     pub name: String,
     pub active: bool,

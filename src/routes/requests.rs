@@ -50,7 +50,9 @@ pub struct CandidateQuery {
 #[schema(example = json!({"reason": "indication not met: ANC above the policy threshold"}))]
 pub struct ReasonBody {
     /// Up to 500 characters (required to decline).
-    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
     pub reason: Option<String>,
 }
 

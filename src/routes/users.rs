@@ -18,10 +18,10 @@ use crate::store::users::{self, User};
 #[schema(example = json!({"username": "j.smith", "password": "correct horse battery staple", "role": "technologist"}))]
 pub struct CreateUserRequest {
     /// 3–64 characters of a-z 0-9 . _ @ - (stored lower-case).
-    #[schema(min_length = 3, max_length = 64, pattern = r"^[A-Za-z0-9._@-]+$")]
+    #[schema(pattern = r"^[^\S\x1c-\x1f]*[A-Za-z0-9._@-]{3,64}[^\S\x1c-\x1f]*$")]
     pub username: String,
     /// At least 12 characters, not containing the username.
-    #[schema(min_length = 12, max_length = 1024)]
+    #[schema(min_length = 12, max_length = 256)]
     pub password: String,
     pub role: Role,
     /// Required for role `hospital`, refused for staff roles.
@@ -41,14 +41,14 @@ pub struct UpdateUserRequest {
     /// `false` deactivates the account and ends its sessions.
     pub active: Option<bool>,
     /// Sets a new password and ends the account's sessions.
-    #[schema(min_length = 12, max_length = 1024)]
+    #[schema(min_length = 12, max_length = 256)]
     pub password: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct UserResponse {
     pub id: i64,
-    #[schema(min_length = 3, max_length = 64, pattern = r"^[A-Za-z0-9._@-]+$")]
+    #[schema(pattern = r"^[^\S\x1c-\x1f]*[A-Za-z0-9._@-]{3,64}[^\S\x1c-\x1f]*$")]
     pub username: String,
     pub role: Role,
     #[schema(minimum = 1)]

@@ -172,9 +172,7 @@ pub struct CrossmatchInput {
     pub result: CrossmatchResult,
     /// e.g. `IAT`, `immediate_spin`, `electronic`; 1–100 characters.
     #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
     )]
     pub method: String,
     /// Default: now.
@@ -191,9 +189,7 @@ pub struct CrossmatchView {
     pub patient_id: i64,
     pub result: CrossmatchResult,
     #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
     )]
     pub method: String,
     pub performed_by: String,
@@ -260,7 +256,9 @@ pub struct AllocationView {
     pub status: AllocationStatus,
     /// Warnings accepted when allocating.
     pub warnings: Vec<FindingView>,
-    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
     pub override_reason: Option<String>,
     pub overridden_by: Option<String>,
     /// An anti-D prophylaxis task was raised.
@@ -275,7 +273,9 @@ pub struct AllocationView {
     pub end_reason: Option<String>,
     pub transfusion_started_at: Option<DateTime<Utc>>,
     pub transfusion_ended_at: Option<DateTime<Utc>>,
-    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
     pub reaction: Option<String>,
     pub pre_anc_per_ul: Option<i32>,
     pub post_anc_per_ul: Option<i32>,
@@ -371,7 +371,9 @@ pub struct AllocateInput {
     #[schema(minimum = 1)]
     pub unit_id: i64,
     /// Required (from a medical director) when the unit has warnings.
-    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
     pub override_reason: Option<String>,
 }
 
@@ -714,7 +716,9 @@ pub struct TransfusionInput {
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     /// Reaction observed (e.g. "fever", "chills", "pulmonary infiltrates"), up to 500 characters.
-    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
     pub reaction: Option<String>,
     pub pre_anc_per_ul: Option<u32>,
     pub post_anc_per_ul: Option<u32>,
@@ -791,7 +795,9 @@ pub struct ExceptionEntry {
     pub unit_id: i64,
     pub din: String,
     pub warnings: Vec<FindingView>,
-    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
     pub override_reason: Option<String>,
     pub overridden_by: Option<String>,
     pub allocated_at: DateTime<Utc>,

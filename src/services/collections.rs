@@ -111,7 +111,9 @@ pub struct AdverseEvent {
     /// Default: the time of the transition that records it.
     pub occurred_at: Option<DateTime<Utc>>,
     /// Up to 1000 characters.
-    #[schema(max_length = 1000, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,998}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
     pub description: Option<String>,
 }
 
@@ -161,7 +163,9 @@ pub struct StimulationView {
     pub dose: f64,
     pub dose_unit: DoseUnit,
     pub administered_at: DateTime<Utc>,
-    #[schema(max_length = 1000, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,998}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
     pub adverse_effects: Option<String>,
     pub recorded_by: String,
     pub created_at: DateTime<Utc>,
@@ -719,9 +723,7 @@ pub fn complete(
 pub struct AbortInput {
     /// Why, 1–500 characters.
     #[schema(
-        min_length = 1,
-        max_length = 500,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
     )]
     pub reason: String,
     /// Default: now. For a running procedure this is when it ended.
@@ -801,7 +803,9 @@ pub struct StimulationInput {
     #[schema(minimum = 1)]
     pub collection_id: Option<i64>,
     /// Side effects reported by the donor, up to 1000 characters.
-    #[schema(max_length = 1000, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,998}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
     pub adverse_effects: Option<String>,
 }
 

@@ -50,9 +50,7 @@ pub struct Irradiation {
 pub struct Physician {
     /// The physician who authorised the emergency release.
     #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
     )]
     pub name: String,
     /// When they acknowledged that the unit is not fully tested.
@@ -110,7 +108,9 @@ pub struct UnitView {
     /// Why it was last quarantined or discarded.
     pub status_reason: Option<String>,
     /// Where it is kept (location readings apply to the units kept there).
-    #[schema(max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
     pub storage_location: Option<String>,
     pub irradiated: bool,
     pub irradiation: Option<Irradiation>,
@@ -297,9 +297,7 @@ pub enum SourceInput {
     /// scanned `=` structure), blood group and collection time.
     External {
         #[schema(
-            min_length = 1,
-            max_length = 200,
-            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+            pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
         )]
         supplier: String,
         din: String,
@@ -329,7 +327,9 @@ pub struct CreateUnitInput {
     /// External pooled units: the DIN of every contributing donation (2–30).
     pub pooled_from: Option<Vec<String>>,
     /// Where the unit is kept (e.g. "Incubator 2"), up to 100 characters.
-    #[schema(max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
     pub storage_location: Option<String>,
 }
 
@@ -585,7 +585,9 @@ pub struct IrradiationInput {
     /// Default: now.
     pub irradiated_at: Option<DateTime<Utc>>,
     /// Irradiator used, up to 100 characters.
-    #[schema(max_length = 100)]
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
     pub device: Option<String>,
 }
 
@@ -602,7 +604,9 @@ pub fn irradiate(
     let mut v = Validator::new();
     v.check(is_past(at, now), "irradiated_at", "must not be in the future");
     v.check(
-        device.as_ref().is_none_or(|d| d.chars().count() <= 100),
+        device
+            .as_ref()
+            .is_none_or(|d| d.chars().count() <= 100 && super::printable(d)),
         "device",
         "must be at most 100 characters",
     );
@@ -851,7 +855,9 @@ pub struct ReadingInput {
     /// Default: now.
     pub at: Option<DateTime<Utc>>,
     /// Where the unit is kept, up to 100 characters; becomes the unit's storage location.
-    #[schema(max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
     pub location: Option<String>,
 }
 
@@ -861,9 +867,7 @@ pub struct ReadingInput {
 pub struct LocationReadingInput {
     /// The storage location read (incubator, cabinet), up to 100 characters.
     #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
     )]
     pub location: String,
     #[schema(minimum = -80, maximum = 80)]
@@ -880,7 +884,9 @@ pub struct ReadingView {
     #[schema(minimum = -80, maximum = 80)]
     pub temperature_c: f64,
     pub at: DateTime<Utc>,
-    #[schema(max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
     pub location: Option<String>,
     /// Inside the policy's storage range.
     pub in_range: bool,

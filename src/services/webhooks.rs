@@ -110,7 +110,7 @@ pub fn create(conn: &mut DbConn, actor: &Actor, input: SubscriptionInput) -> Api
         }
     }
     v.check(
-        (16..=256).contains(&input.secret.len()),
+        (16..=256).contains(&input.secret.chars().count()),
         "secret",
         "must be 16 to 256 characters",
     );
