@@ -50,10 +50,11 @@ impl AppState {
 
 /// Run CPU-bound work (argon2) on the password-hashing threads, one per core.
 ///
-/// A hash holds 19 MiB and a core for ~50 ms. On the blocking pool a burst of sign-ins ran them
-/// all at once: no faster (the cores were busy) while their memory added up, and the allocator
-/// kept it per thread afterwards (32 concurrent sign-ins left the server at ~850 MiB; see
-/// docs/PERFORMANCE.md). Queued on a fixed set of threads, at most one buffer per core exists.
+/// A hash takes a core for ~20–50 ms and 19 MiB of working memory. On the blocking pool a burst
+/// of sign-ins ran them all at once: no sooner done (the cores were busy) while their memory
+/// added up and stayed with the allocator (32 concurrent sign-ins left the server at ~850 MiB;
+/// docs/PERFORMANCE.md). Here at most one runs per core, and verification reuses its thread's
+/// working memory (`password::verify`).
 pub async fn cpu<T, F>(f: F) -> ApiResult<T>
 where
     F: FnOnce() -> T + Send + 'static,
