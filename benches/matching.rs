@@ -5,140 +5,36 @@
 //! PostgreSQL database created beside that one (and dropped afterwards). Sizes:
 //! `GRANULO_BENCH_UNITS` and `GRANULO_BENCH_DONORS` (default 10 000 each).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, TimeDelta};
-use diesel::{Connection as _, RunQueryDsl as _};
+use common::{env_usize, percentile};
 use granulo::config::DatabaseTarget;
 use granulo::domain::policy::Policy;
 use granulo::services::allocations::{self, AllocateInput};
 use granulo::services::candidates;
 use granulo::store::audit::Actor;
-use granulo::store::{self, DbConn, donors, hospitals, patients, requests, units};
-
-const ABO: [&str; 4] = ["O", "A", "B", "AB"];
-const RHD: [&str; 2] = ["positive", "negative"];
-const CMV: [&str; 3] = ["negative", "positive", "unknown"];
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use granulo::store::{self, DbConn, patients, requests, units};
 
 fn seed(conn: &mut DbConn, n_units: usize, n_donors: usize) -> anyhow::Result<i64> {
     let now = store::now();
     store::write_tx(conn, |conn| -> anyhow::Result<i64> {
-        let hospital = hospitals::insert(
-            conn,
-            &hospitals::NewHospital {
-                name: "Bench",
-                code: "BENCH",
-                active: true,
-                created_at: now,
-                updated_at: now,
-            },
-        )?;
-        for i in 0..n_donors {
-            let hla = if i % 3 == 0 {
-                r#"{"a":["A*02:01","A*01"],"b":["B*07"],"c":[],"drb1":["DRB1*15:01"]}"#
-            } else {
-                r#"{"a":[],"b":[],"c":[],"drb1":[]}"#
-            };
-            let d = donors::insert(
-                conn,
-                &donors::DonorData {
-                    given_name: format!("Donor{i}"),
-                    family_name: "Bench".into(),
-                    date_of_birth: NaiveDate::from_ymd_opt(1970 + (i % 40) as i32, 1 + (i % 12) as u32, 1)
-                        .unwrap_or_default(),
-                    sex: "female".into(),
-                    weight_kg: 70.0,
-                    abo: ABO[i % 4].into(),
-                    rhd: RHD[i % 2].into(),
-                    cmv: CMV[i % 3].into(),
-                    hla: hla.into(),
-                    donor_type: "community".into(),
-                    phone: None,
-                    email: None,
-                    contraindications: "[]".into(),
-                    active: true,
-                    search_text: format!("donor{i} bench"),
-                    updated_at: now,
-                },
-                now,
-            )?;
-            if i % 10 == 0 {
-                donors::insert_deferral(
-                    conn,
-                    &donors::NewDeferral {
-                        donor_id: d.id,
-                        reason: "bench",
-                        permanent: true,
-                        starts_at: now,
-                        until: None,
-                        set_by: "bench",
-                        created_at: now,
-                    },
-                )?;
-            }
-            if i % 5 == 0 {
-                donors::insert_donation(
-                    conn,
-                    &donors::NewDonation {
-                        donor_id: d.id,
-                        kind: "whole_blood",
-                        donated_at: now - TimeDelta::days((i % 90) as i64),
-                        red_cell_loss_ml: Some(200),
-                        red_cells_returned: false,
-                        site: None,
-                        recorded_by: "bench",
-                        created_at: now,
-                    },
-                )?;
-            }
-        }
+        let hospital_id = common::insert_hospital(conn, "BENCH", now)?;
+        common::seed_donors(conn, n_donors, now)?;
         for i in 0..n_units {
             let expires = now + TimeDelta::minutes(180 + (i % 1200) as i64);
             units::insert(
                 conn,
-                &units::UnitData {
-                    din: format!("B9999{:02}{:06}", i / 1_000_000, i % 1_000_000),
-                    product_code: "E9999V00".into(),
-                    source: "external".into(),
-                    collection_id: None,
-                    donor_id: None,
-                    supplier: Some("bench".into()),
-                    pooled: false,
-                    abo: ABO[i % 4].into(),
-                    rhd: RHD[(i / 4) % 2].into(),
-                    cmv: CMV[i % 3].into(),
-                    volume_ml: 250,
-                    granulocyte_count: 2e10 + (i % 50) as f64 * 1e9,
-                    red_cell_volume_ml: Some(20.0),
-                    collected_at: expires - TimeDelta::hours(24),
-                    expires_at: expires,
-                    status: "available".into(),
-                    status_reason: None,
-                    storage_location: None,
-                    irradiated_at: Some(now),
-                    irradiation_dose_gy: Some(25.0),
-                    irradiation_device: None,
-                    irradiated_by: Some("bench".into()),
-                    release_kind: Some("tested".into()),
-                    released_at: Some(now),
-                    released_by: Some("bench".into()),
-                    emergency_physician: None,
-                    emergency_acknowledged_at: None,
-                    discarded_at: None,
-                    discarded_by: None,
-                    updated_at: now,
-                },
+                &common::supplier_unit(i, expires - TimeDelta::hours(24), now),
                 now,
             )?;
         }
         let patient = patients::insert(
             conn,
             &patients::PatientData {
-                hospital_id: hospital.id,
+                hospital_id,
                 mrn: "BENCH-1".into(),
                 given_name: "Bench".into(),
                 family_name: "Patient".into(),
@@ -158,7 +54,7 @@ fn seed(conn: &mut DbConn, n_units: usize, n_donors: usize) -> anyhow::Result<i6
         let request = requests::insert(
             conn,
             &requests::RequestData {
-                hospital_id: hospital.id,
+                hospital_id,
                 patient_id: patient.id,
                 units_requested: 30,
                 needed_by: now + TimeDelta::hours(2),
@@ -182,11 +78,6 @@ fn seed(conn: &mut DbConn, n_units: usize, n_donors: usize) -> anyhow::Result<i6
         )?;
         Ok(request.id)
     })
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn run(label: &str, target: DatabaseTarget) -> anyhow::Result<()> {
@@ -333,23 +224,5 @@ fn webhooks(label: &str, pool: &store::Pool) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; any other argument filters nothing here.
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("bench.db");
-    run(
-        "sqlite",
-        DatabaseTarget::parse(&format!("sqlite://{}", path.display()))?,
-    )?;
-    if let Ok(base) = std::env::var("GRANULO_BENCH_POSTGRES_URL") {
-        let name = format!("granulo_bench_{}", std::process::id());
-        let mut admin = diesel::PgConnection::establish(&base)?;
-        diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin)?;
-        let url = match base.rsplit_once('/') {
-            Some((prefix, _)) => format!("{prefix}/{name}"),
-            None => base.clone(),
-        };
-        let result = run("postgres", DatabaseTarget::parse(&url)?);
-        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin)?;
-        result?;
-    }
-    Ok(())
+    common::on_each_backend(|label, url| run(label, DatabaseTarget::parse(url)?))
 }

@@ -1,6 +1,6 @@
 //! Shared application state and the helpers that run blocking work off the async threads.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 
 use actix_web::web;
 
@@ -48,11 +48,61 @@ impl AppState {
     }
 }
 
-/// Run CPU-bound work (argon2) on the blocking pool.
+/// Run CPU-bound work (argon2) on the password-hashing threads, one per core.
+///
+/// A hash takes a core for ~20–50 ms and 19 MiB of working memory. On the blocking pool a burst
+/// of sign-ins ran them all at once: no sooner done (the cores were busy) while their memory
+/// added up and stayed with the allocator (32 concurrent sign-ins left the server at ~850 MiB;
+/// docs/PERFORMANCE.md). Here at most one runs per core, and verification reuses its thread's
+/// working memory (`password::verify`).
 pub async fn cpu<T, F>(f: F) -> ApiResult<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    web::block(f).await.map_err(ApiError::from)
+    let Some(pool) = cpu_pool() else {
+        // The threads could not be started: fall back to the blocking pool.
+        return web::block(f).await.map_err(ApiError::from);
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job: CpuJob = Box::new(move || {
+        // The caller may have gone (client disconnected): nothing to tell then.
+        let _ = reply.send(f());
+    });
+    pool.send(job)
+        .map_err(|_| ApiError::internal(anyhow::anyhow!("the password-hashing threads are gone")))?;
+    answer
+        .await
+        .map_err(|_| ApiError::internal(anyhow::anyhow!("a password-hashing job failed")))
+}
+
+type CpuJob = Box<dyn FnOnce() + Send>;
+
+fn cpu_pool() -> Option<&'static mpsc::Sender<CpuJob>> {
+    static POOL: OnceLock<Option<mpsc::Sender<CpuJob>>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let (sender, receiver) = mpsc::channel::<CpuJob>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for i in 0..threads {
+            let receiver = Arc::clone(&receiver);
+            let started = std::thread::Builder::new()
+                .name(format!("granulo-hash-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is released before the job runs.
+                        let next = receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        let Ok(job) = next else { return };
+                        // A panicking job drops its reply sender (the caller gets an error); the
+                        // thread carries on.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                });
+            if started.is_err() {
+                return None;
+            }
+        }
+        Some(sender)
+    })
+    .as_ref()
 }

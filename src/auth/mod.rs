@@ -21,7 +21,7 @@ pub use role::Role;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::store::audit::{Actor, ActorKind};
-use crate::store::{api_clients, hospitals, sessions, users};
+use crate::store::{api_clients, hospitals, sessions};
 
 /// Who is signed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +165,8 @@ impl FromRequest for AuthUser {
 
 /// Check the session and account behind a token; the account's current role is used.
 pub fn load_principal(conn: &mut crate::store::DbConn, principal: Principal, sid: &str) -> ApiResult<AuthUser> {
-    let session = sessions::find(conn, sid)?
+    // The session and its user in one query: this runs before every authenticated request.
+    let (session, session_user) = sessions::find_with_user(conn, sid)?
         .ok_or_else(|| ApiError::unauthorized("invalid_token", "the access token is not valid"))?;
     if session.revoked_at.is_some() {
         return Err(ApiError::unauthorized(
@@ -181,9 +182,10 @@ pub fn load_principal(conn: &mut crate::store::DbConn, principal: Principal, sid
         return Err(ApiError::unauthorized("invalid_token", "the access token is not valid"));
     }
     match principal {
-        Principal::User(id) => {
-            let user = users::find(conn, id)?
-                .ok_or_else(|| ApiError::unauthorized("invalid_token", "the access token is not valid"))?;
+        Principal::User(_) => {
+            // The session's user, which is the token's (checked above).
+            let user =
+                session_user.ok_or_else(|| ApiError::unauthorized("invalid_token", "the access token is not valid"))?;
             if let Some(refusal) = session::user_refusal(conn, &user)? {
                 return Err(refusal);
             }

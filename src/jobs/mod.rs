@@ -90,29 +90,39 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
         holding.extend(specs);
     }
 
+    // Active allocations, their requests, the patients' samples and the units' crossmatches,
+    // each in one query.
+    let active = store::allocations::active_with_requests(conn)?;
+    let patient_ids: Vec<i64> = active.iter().map(|(_, patient, _)| *patient).collect();
+    let unit_ids: Vec<i64> = active.iter().map(|(a, _, _)| a.unit_id).collect();
+    let mut samples: HashMap<i64, Vec<(i64, DateTime<Utc>)>> = HashMap::new();
+    for s in store::patients::samples_of_patients(conn, &patient_ids)? {
+        samples
+            .entry(s.patient_id)
+            .or_default()
+            .push((s.id, utc(s.valid_until)));
+    }
+    let mut crossmatches: HashMap<i64, Vec<i64>> = HashMap::new();
+    for x in store::allocations::crossmatches_of_units(conn, &unit_ids)? {
+        crossmatches.entry(x.unit_id).or_default().push(x.sample_id);
+    }
     let mut covered: HashMap<i64, usize> = HashMap::new();
-    for a in store::allocations::active(conn)? {
+    for (a, patient_id, needed_by) in active {
         *covered.entry(a.request_id).or_default() += 1;
-        let Some(r) = store::requests::find(conn, a.request_id)? else {
-            continue;
-        };
-        let sample_ids: Vec<i64> = store::patients::samples_of(conn, r.patient_id)?
-            .iter()
-            .map(|s| s.id)
-            .collect();
-        let newest = store::allocations::crossmatches_for(conn, a.unit_id, &sample_ids)?
+        let own = samples.get(&patient_id).map(Vec::as_slice).unwrap_or_default();
+        // The newest crossmatch of the unit against any sample of this patient.
+        let valid_until = crossmatches
+            .get(&a.unit_id)
             .into_iter()
-            .next();
-        let valid_until = match newest {
-            Some(x) => store::patients::find_sample(conn, x.sample_id)?.map(|s| utc(s.valid_until)),
-            None => None,
-        };
+            .flatten()
+            .find_map(|sample_id| own.iter().find(|(id, _)| id == sample_id))
+            .map(|(_, until)| *until);
         holding.extend(alerts::allocation_alerts(
             &AllocationState {
                 id: a.id,
                 allocated: a.status == "allocated",
                 issued_at: a.issued_at.filter(|_| a.status == "issued").map(utc),
-                planned_at: utc(r.needed_by),
+                planned_at: utc(needed_by),
                 sample_valid_until: valid_until,
             },
             now,
@@ -120,16 +130,16 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
         ));
     }
 
+    let mut transfused: HashMap<i64, usize> = HashMap::new();
+    for request_id in store::allocations::transfused_of_open_requests(conn)? {
+        *transfused.entry(request_id).or_default() += 1;
+    }
     for r in store::requests::list(conn, None, Some("open"), None, i64::MAX)? {
-        let transfused = store::allocations::of_request(conn, r.id)?
-            .iter()
-            .filter(|a| a.status == "transfused")
-            .count();
         holding.extend(alerts::request_alerts(
             &RequestState {
                 id: r.id,
                 needed_by: utc(r.needed_by),
-                covered: covered.get(&r.id).copied().unwrap_or(0) + transfused,
+                covered: covered.get(&r.id).copied().unwrap_or(0) + transfused.get(&r.id).copied().unwrap_or(0),
             },
             now,
             policy,
@@ -171,7 +181,10 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
     }
 
     let current: HashSet<&str> = holding.iter().map(|s| s.dedup_key.as_str()).collect();
-    for spec in &holding {
+    // Raising a known key does nothing: skip those without a statement each.
+    let keys: Vec<&str> = current.iter().copied().collect();
+    let known: HashSet<String> = crate::store::alerts::existing_keys(conn, &keys)?.into_iter().collect();
+    for spec in holding.iter().filter(|s| !known.contains(&s.dedup_key)) {
         if raise(conn, spec, now)? {
             report.raised += 1;
         }

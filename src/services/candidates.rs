@@ -118,7 +118,8 @@ pub fn candidates(
             sample_valid_until: valid_until.get(&x.sample_id).copied().unwrap_or(now),
         });
     }
-    let mut unit_list = Vec::with_capacity(units.len());
+    // Every unit is judged and ranked; only the returned ones are turned into views.
+    let mut judged = Vec::with_capacity(units.len());
     for u in &units {
         let facts = unit_facts(u, u.donor_id.and_then(|d| typings.get(&d)))?;
         let a = compatibility::assess(
@@ -131,7 +132,13 @@ pub fn candidates(
             policy,
         );
         let score = compatibility::unit_score(&patient, &facts, &a, now, policy);
-        unit_list.push(UnitCandidateView {
+        judged.push((score, u, facts, a));
+    }
+    judged.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.id.cmp(&y.1.id)));
+    judged.truncate(limit);
+    let unit_list = judged
+        .into_iter()
+        .map(|(score, u, facts, a)| UnitCandidateView {
             unit_id: u.id,
             din: u.din.clone(),
             abo: facts.abo,
@@ -140,10 +147,8 @@ pub fn candidates(
             verdict: a.verdict,
             score,
             reasons: findings(&a),
-        });
-    }
-    unit_list.sort_by(|x, y| y.score.total_cmp(&x.score).then(x.unit_id.cmp(&y.unit_id)));
-    unit_list.truncate(limit);
+        })
+        .collect();
 
     // Donors: every active donor, judged at the collection time.
     let collection_at = collection_at.unwrap_or_else(|| default_collection_at(now));
@@ -162,7 +167,7 @@ pub fn candidates(
         .into_iter()
         .filter_map(|(id, t)| t.map(|t| (id, utc(t))))
         .collect();
-    let mut donor_list = Vec::with_capacity(all.len());
+    let mut judged = Vec::with_capacity(all.len());
     for (d, record) in all.iter().zip(records) {
         let hla: Hla = if d.hla == EMPTY_HLA {
             Hla::default()
@@ -179,7 +184,13 @@ pub fn candidates(
         let eligibility = record.eligibility_at(collection_at, None, &[], policy);
         let a = matching::assess_donor(&patient, requirements, &facts, &eligibility, collection_at, policy);
         let score = matching::donor_score(&patient, &facts, &a, now);
-        donor_list.push(DonorCandidateView {
+        judged.push((score, d, facts, a));
+    }
+    judged.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.id.cmp(&y.1.id)));
+    judged.truncate(limit);
+    let donor_list = judged
+        .into_iter()
+        .map(|(score, d, facts, a)| DonorCandidateView {
             donor_id: d.id,
             donor_number: d.donor_number.clone(),
             abo: facts.abo,
@@ -189,10 +200,8 @@ pub fn candidates(
             verdict: a.verdict,
             score,
             reasons: findings(&a),
-        });
-    }
-    donor_list.sort_by(|x, y| y.score.total_cmp(&x.score).then(x.donor_id.cmp(&y.donor_id)));
-    donor_list.truncate(limit);
+        })
+        .collect();
 
     Ok(Candidates {
         request_id,

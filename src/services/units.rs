@@ -2,7 +2,7 @@
 //! assignment, irradiation, test results, release, discard, storage readings, inventory and
 //! labels. Status changes go through `domain::units::transition` at the moment of the action.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
@@ -133,10 +133,17 @@ fn status_of(u: &Unit) -> ApiResult<UnitStatus> {
 
 /// Latest result per marker, in marker order.
 fn latest_results(conn: &mut DbConn, unit_id: i64) -> ApiResult<Vec<TestView>> {
-    let mut latest: BTreeMap<String, TestView> = BTreeMap::new();
-    for t in rows::tests_of(conn, unit_id)? {
+    Ok(latest_results_of(conn, &[unit_id])?
+        .remove(&unit_id)
+        .unwrap_or_default())
+}
+
+/// The same for several units in one query, by unit id.
+fn latest_results_of(conn: &mut DbConn, unit_ids: &[i64]) -> ApiResult<HashMap<i64, Vec<TestView>>> {
+    let mut latest: HashMap<i64, BTreeMap<String, TestView>> = HashMap::new();
+    for t in rows::tests_of_units(conn, unit_ids)? {
         let result = stored_enum("test result", &t.result, TestResult::parse)?;
-        latest.insert(
+        latest.entry(t.unit_id).or_default().insert(
             t.marker.clone(),
             TestView {
                 marker: t.marker,
@@ -146,10 +153,42 @@ fn latest_results(conn: &mut DbConn, unit_id: i64) -> ApiResult<Vec<TestView>> {
             },
         );
     }
-    Ok(latest.into_values().collect())
+    Ok(latest
+        .into_iter()
+        .map(|(id, by_marker)| (id, by_marker.into_values().collect()))
+        .collect())
 }
 
 pub fn view(conn: &mut DbConn, u: Unit, now: DateTime<Utc>) -> ApiResult<UnitView> {
+    views(conn, vec![u], now)?
+        .pop()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a unit view went missing")))
+}
+
+/// Views of several units with their test results and pool members in at most two queries
+/// (members are only read for pooled units: only they have any).
+pub fn views(conn: &mut DbConn, list: Vec<Unit>, now: DateTime<Utc>) -> ApiResult<Vec<UnitView>> {
+    let ids: Vec<i64> = list.iter().map(|u| u.id).collect();
+    let pooled: Vec<i64> = list.iter().filter(|u| u.pooled).map(|u| u.id).collect();
+    let mut tests = latest_results_of(conn, &ids)?;
+    let mut members: HashMap<i64, Vec<String>> = HashMap::new();
+    if !pooled.is_empty() {
+        for (unit_id, din) in rows::pool_members_of(conn, &pooled)? {
+            members.entry(unit_id).or_default().push(din);
+        }
+    }
+    list.into_iter()
+        .map(|u| {
+            let (pooled_from, unit_tests) = (
+                members.remove(&u.id).unwrap_or_default(),
+                tests.remove(&u.id).unwrap_or_default(),
+            );
+            view_of(u, pooled_from, unit_tests, now)
+        })
+        .collect()
+}
+
+fn view_of(u: Unit, pooled_from: Vec<String>, tests: Vec<TestView>, now: DateTime<Utc>) -> ApiResult<UnitView> {
     let expires_at = utc(u.expires_at);
     let status = rules::effective_status(status_of(&u)?, expires_at, now);
     let remaining = expires_at.signed_duration_since(now).num_seconds().max(0) as f64 / 3600.0;
@@ -179,8 +218,8 @@ pub fn view(conn: &mut DbConn, u: Unit, now: DateTime<Utc>) -> ApiResult<UnitVie
     };
     Ok(UnitView {
         check_character: isbt128::check_character(&u.din).unwrap_or('*').to_string(),
-        pooled_from: rows::pool_members(conn, u.id)?,
-        tests: latest_results(conn, u.id)?,
+        pooled_from,
+        tests,
         source: stored_enum("unit source", &u.source, UnitSource::parse)?,
         abo: stored_enum("abo", &u.abo, Abo::parse)?,
         rhd: stored_enum("rhd", &u.rhd, Rhd::parse)?,
@@ -1124,11 +1163,7 @@ pub fn list(conn: &mut DbConn, req: ListRequest) -> ApiResult<(Vec<UnitView>, Op
     } else {
         None
     };
-    let views = found
-        .into_iter()
-        .map(|u| view(conn, u, now))
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok((views, next))
+    Ok((views(conn, found, now)?, next))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -105,6 +105,21 @@ pub fn acknowledge(conn: &mut DbConn, id: i64, at: NaiveDateTime, by: &str) -> Q
     Ok(n == 1)
 }
 
+/// Which of `keys` an alert already has (raised, acknowledged or resolved).
+pub fn existing_keys(conn: &mut DbConn, keys: &[&str]) -> QueryResult<Vec<String>> {
+    let mut found = Vec::new();
+    // In slices: SQLite caps the number of bound values in one statement.
+    for chunk in keys.chunks(1_000) {
+        found.extend(
+            alerts::table
+                .filter(alerts::dedup_key.eq_any(chunk))
+                .select(alerts::dedup_key)
+                .load::<String>(conn)?,
+        );
+    }
+    Ok(found)
+}
+
 /// Alerts not yet resolved, of the given kinds.
 pub fn unresolved(conn: &mut DbConn, kinds: &[&str]) -> QueryResult<Vec<Alert>> {
     alerts::table

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::DbConn;
-use super::schema::{allocations, crossmatches};
+use super::schema::{allocations, crossmatches, requests};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = allocations)]
@@ -130,6 +130,26 @@ pub fn active(conn: &mut DbConn) -> QueryResult<Vec<Allocation>> {
         .load(conn)
 }
 
+/// Active allocations with their request's patient and need time, in one query.
+pub fn active_with_requests(conn: &mut DbConn) -> QueryResult<Vec<(Allocation, i64, NaiveDateTime)>> {
+    allocations::table
+        .inner_join(requests::table)
+        .filter(allocations::status.eq_any(["allocated", "issued"]))
+        .order(allocations::id.asc())
+        .select((Allocation::as_select(), requests::patient_id, requests::needed_by))
+        .load(conn)
+}
+
+/// The request id of every transfused allocation of an open request.
+pub fn transfused_of_open_requests(conn: &mut DbConn) -> QueryResult<Vec<i64>> {
+    allocations::table
+        .inner_join(requests::table)
+        .filter(requests::status.eq("open"))
+        .filter(allocations::status.eq("transfused"))
+        .select(allocations::request_id)
+        .load(conn)
+}
+
 pub fn of_request(conn: &mut DbConn, request_id: i64) -> QueryResult<Vec<Allocation>> {
     allocations::table
         .filter(allocations::request_id.eq(request_id))
@@ -207,6 +227,15 @@ pub fn crossmatches_for(conn: &mut DbConn, unit_id: i64, sample_ids: &[i64]) -> 
 pub fn crossmatches_for_samples(conn: &mut DbConn, sample_ids: &[i64]) -> QueryResult<Vec<Crossmatch>> {
     crossmatches::table
         .filter(crossmatches::sample_id.eq_any(sample_ids))
+        .order(crossmatches::id.desc())
+        .select(Crossmatch::as_select())
+        .load(conn)
+}
+
+/// Every crossmatch of the given units, newest first.
+pub fn crossmatches_of_units(conn: &mut DbConn, unit_ids: &[i64]) -> QueryResult<Vec<Crossmatch>> {
+    crossmatches::table
+        .filter(crossmatches::unit_id.eq_any(unit_ids))
         .order(crossmatches::id.desc())
         .select(Crossmatch::as_select())
         .load(conn)

@@ -134,3 +134,12 @@ pub fn samples_of(conn: &mut DbConn, patient_id: i64) -> QueryResult<Vec<Sample>
         .select(Sample::as_select())
         .load(conn)
 }
+
+/// The samples of several patients.
+pub fn samples_of_patients(conn: &mut DbConn, patient_ids: &[i64]) -> QueryResult<Vec<Sample>> {
+    samples::table
+        .filter(samples::patient_id.eq_any(patient_ids))
+        .order(samples::id.asc())
+        .select(Sample::as_select())
+        .load(conn)
+}

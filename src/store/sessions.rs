@@ -8,7 +8,8 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::DbConn;
-use super::schema::{refresh_tokens, sessions};
+use super::schema::{refresh_tokens, sessions, users};
+use super::users::User;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = sessions)]
@@ -54,6 +55,16 @@ pub fn find(conn: &mut DbConn, id: &str) -> QueryResult<Option<Session>> {
     sessions::table
         .find(id)
         .select(Session::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The session and, when it is a user's, that user.
+pub fn find_with_user(conn: &mut DbConn, id: &str) -> QueryResult<Option<(Session, Option<User>)>> {
+    sessions::table
+        .left_join(users::table.on(sessions::user_id.eq(users::id.nullable())))
+        .filter(sessions::id.eq(id))
+        .select((Session::as_select(), Option::<User>::as_select()))
         .first(conn)
         .optional()
 }

@@ -252,7 +252,11 @@ pub fn list(conn: &mut DbConn, f: &UnitFilter, limit: i64) -> QueryResult<Vec<Un
         .limit(limit)
         .into_boxed();
     if let Some(statuses) = &f.statuses {
-        query = query.filter(units::status.eq_any(statuses.clone()));
+        query = match statuses.as_slice() {
+            // PostgreSQL reads one status in index order; `= ANY($1)` would be scanned and sorted.
+            [one] => query.filter(units::status.eq(one.clone())),
+            _ => query.filter(units::status.eq_any(statuses.clone())),
+        };
     }
     if let Some(abo) = &f.abo {
         query = query.filter(units::abo.eq(abo.clone()));
@@ -289,11 +293,12 @@ pub fn insert_pool_members(conn: &mut DbConn, unit_id: i64, dins: &[String]) -> 
     Ok(())
 }
 
-pub fn pool_members(conn: &mut DbConn, unit_id: i64) -> QueryResult<Vec<String>> {
+/// (unit id, member DIN) of the given units, in the order they were recorded.
+pub fn pool_members_of(conn: &mut DbConn, unit_ids: &[i64]) -> QueryResult<Vec<(i64, String)>> {
     unit_pool_members::table
-        .filter(unit_pool_members::unit_id.eq(unit_id))
+        .filter(unit_pool_members::unit_id.eq_any(unit_ids))
         .order(unit_pool_members::id.asc())
-        .select(unit_pool_members::din)
+        .select((unit_pool_members::unit_id, unit_pool_members::din))
         .load(conn)
 }
 
@@ -329,13 +334,16 @@ pub fn insert_test(
     unit_tests::table.find(id).select(UnitTest::as_select()).first(conn)
 }
 
-/// Every result of the unit, oldest first (the latest per marker is the one that counts).
-pub fn tests_of(conn: &mut DbConn, unit_id: i64) -> QueryResult<Vec<UnitTest>> {
-    unit_tests::table
-        .filter(unit_tests::unit_id.eq(unit_id))
+/// Every result of the given units, oldest first (the latest per marker is the one that counts).
+pub fn tests_of_units(conn: &mut DbConn, unit_ids: &[i64]) -> QueryResult<Vec<UnitTest>> {
+    let query = unit_tests::table
         .order(unit_tests::id.asc())
-        .select(UnitTest::as_select())
-        .load(conn)
+        .select(UnitTest::as_select());
+    match unit_ids {
+        // One unit (a single view) as an equality: a statement diesel keeps prepared.
+        [one] => query.filter(unit_tests::unit_id.eq(*one)).load(conn),
+        _ => query.filter(unit_tests::unit_id.eq_any(unit_ids)).load(conn),
+    }
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

@@ -1,0 +1,2 @@
+DROP INDEX allocations_unit;
+DROP INDEX crossmatches_sample;
