@@ -713,7 +713,8 @@ struct Memory {
 struct BackendRun {
     cells: Vec<Cell>,
     memory: Memory,
-    scan: (Duration, Duration),
+    /// Time and alerts raised of two consecutive scans.
+    scan: [(Duration, i64); 2],
     summary: String,
 }
 
@@ -836,16 +837,15 @@ fn run(backend: &'static str, url: &str) -> anyhow::Result<BackendRun> {
 
 /// One alert scan on the data as the load left it (it raises the expiry alerts), then a second
 /// one with nothing new to raise.
-fn alert_scans(pool: &Pool) -> anyhow::Result<(Duration, Duration)> {
+fn alert_scans(pool: &Pool) -> anyhow::Result<[(Duration, i64); 2]> {
     let mut conn = pool.get()?;
-    let mut time = || -> anyhow::Result<Duration> {
+    let mut time = || -> anyhow::Result<(Duration, i64)> {
         let t = Instant::now();
-        granulo::jobs::run_once(&mut conn, "bench", chrono::Utc::now()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(t.elapsed())
+        let report =
+            granulo::jobs::run_once(&mut conn, "bench", chrono::Utc::now()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok((t.elapsed(), report.map_or(0, |r| r.raised)))
     };
-    let first = time()?;
-    let second = time()?;
-    Ok((first, second))
+    Ok([time()?, time()?])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -944,20 +944,22 @@ fn print_report(runs: &[BackendRun], secs: &str) {
     }
     println!();
     println!(
-        "| Backend | RSS idle after start | after warm-up | after the run | peak (VmHWM) | alert scan: first / second |"
+        "| Backend | RSS idle after start | after warm-up | after the run | peak (VmHWM) | alert scan: first / second (alerts raised) |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
     for run in runs {
         let m = &run.memory;
         println!(
-            "| {} | {} | {} | {} | {} | {:.0} / {:.0} ms |",
+            "| {} | {} | {} | {} | {} | {:.0} ms ({}) / {:.0} ms ({}) |",
             run.cells.first().map_or("", |c| c.backend),
             mib(m.idle),
             mib(m.warm),
             mib(m.after),
             mib(m.peak),
-            ms(run.scan.0),
-            ms(run.scan.1)
+            ms(run.scan[0].0),
+            run.scan[0].1,
+            ms(run.scan[1].0),
+            run.scan[1].1
         );
     }
 }
