@@ -92,6 +92,12 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })?;
     de.end()
         .map_err(|e| ApiError::bad_request("malformed_json", format!("trailing data after the JSON value: {e}")))?;
+    if let Some(field) = nul_at(&value, "") {
+        return Err(ApiError::validation(vec![FieldError {
+            field: if field.is_empty() { "body".to_owned() } else { field },
+            message: "must not contain a NUL character".to_owned(),
+        }]));
+    }
     integral_numbers_as_integers(&mut value);
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
@@ -129,6 +135,42 @@ fn strip_position(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
+    }
+}
+
+/// NUL has no use in this API and PostgreSQL text cannot hold it (a 500 there): a path or query
+/// string that encodes one is refused at the door. Bodies are checked in `parse_json`.
+pub async fn refuse_nul(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let encodes_nul = |s: &str| s.as_bytes().windows(3).any(|w| w == b"%00");
+    if encodes_nul(req.uri().path()) {
+        return Err(ApiError::bad_request("invalid_path", "the URL path contains a NUL character").into());
+    }
+    if req.uri().query().is_some_and(encodes_nul) {
+        return Err(ApiError::bad_request("invalid_query", "the query string contains a NUL character").into());
+    }
+    next.call(req).await
+}
+
+/// The JSON path of the first string (or key) holding a NUL character.
+fn nul_at(value: &serde_json::Value, path: &str) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Some(path.to_owned()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_at(v, &format!("{path}[{i}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(k, v)| {
+            let here = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if k.contains('\0') { Some(here) } else { nul_at(v, &here) }
+        }),
+        _ => None,
     }
 }
 
@@ -264,6 +306,14 @@ mod tests {
         assert_eq!(err.code(), "validation_failed");
         let err = parse_json::<Outer>(br#"{"name":"x","inner":{"n":-1.0}}"#).expect_err("negative");
         assert_eq!(err.problem().errors[0].field, "inner.n");
+    }
+
+    #[test]
+    fn nul_characters_are_refused_with_their_path() {
+        let err = parse_json::<Outer>(br#"{"name":"a\u0000b","inner":{"n":1}}"#).expect_err("nul");
+        assert_eq!(err.problem().errors[0].field, "name");
+        let err = parse_json::<serde_json::Value>(br#"{"list":["ok","\u0000"]}"#).expect_err("nul");
+        assert_eq!(err.problem().errors[0].field, "list[1]");
     }
 
     #[test]

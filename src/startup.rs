@@ -171,6 +171,7 @@ fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
             .app_data(crate::extract::path_config())
             .app_data(crate::extract::query_config())
             .app_data(crate::extract::json_config())
+            .wrap(actix_web::middleware::from_fn(crate::extract::refuse_nul))
             .wrap(ErrorHandlers::new().default_handler(crate::extract::normalize_error))
             .wrap(Compress::default())
             .wrap(

@@ -136,8 +136,7 @@ impl Modify for SecurityAndErrors {
 
 /// What `services::units::find` accepts: a numeric id, a DIN (13 characters, FIN first), the
 /// DIN and its check character, or the scanned `=` data structure with its flags.
-const UNIT_KEY_PATTERN: &str =
-    "^([0-9]{1,12}|[A-NP-Za-np-z1-9][A-NP-Za-np-z0-9]{2}[0-9]{10}[0-9A-Za-z*]?|=[A-NP-Z1-9][A-NP-Z0-9]{2}[0-9]{12})$";
+const UNIT_KEY_PATTERN: &str = "^([0-9]{1,12}|[A-NP-Za-np-z1-9][A-NP-Za-np-z0-9]{2}[0-9]{10}[0-9A-Za-z*]?|=[A-NP-Za-np-z1-9][A-NP-Za-np-z0-9]{2}[0-9]{12})$";
 
 /// A unit in the path is an id or a DIN: its pattern, and the 422 a well-formed DIN with the
 /// wrong check character (or an impossible flag) gets.

@@ -294,7 +294,7 @@ pub async fn eligibility(
     params(("id" = i64, Path, minimum = 1)), request_body = StimulationInput,
     responses(
         (status = 201, body = StimulationView),
-        (status = 422, description = "`collection_of_other_donor`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`collection_of_other_donor`, `unknown_collection`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn add_stimulation(

@@ -265,7 +265,7 @@ pub async fn cancel(
     responses(
         (status = 201, body = AllocationView),
         (status = 409, description = "`unit_not_available`, `request_not_open`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`incompatible`, `override_required` (with reasons)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`incompatible`, `override_required` (with reasons), `unknown_unit`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn allocate(

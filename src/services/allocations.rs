@@ -395,7 +395,9 @@ pub fn allocate(
             format!("request {request_id} is {status}; only open requests take allocations"),
         ));
     }
-    let u = unit_rows::find(conn, input.unit_id)?.ok_or_else(|| ApiError::not_found("unit"))?;
+    // A missing unit named in the body is refused (422): 404 is for the URL's request.
+    let u = unit_rows::find(conn, input.unit_id)?
+        .ok_or_else(|| ApiError::refused("unknown_unit", format!("there is no unit {}", input.unit_id), vec![]))?;
     let unit_status = unit_rules::effective_status(units::status_of_unit(&u)?, utc(u.expires_at), now);
     if unit_status != UnitStatus::Available {
         return Err(unit_not_available(&u.din, &format!("it is {unit_status}")));

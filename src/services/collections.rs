@@ -847,7 +847,10 @@ pub fn record_stimulation(
     let collection_start = match input.collection_id {
         None => None,
         Some(cid) => {
-            let c = find(conn, cid)?;
+            // A body that names a missing collection is refused (422): 404 is for the URL's donor.
+            let c = rows::find(conn, cid)?.ok_or_else(|| {
+                ApiError::refused("unknown_collection", format!("there is no collection {cid}"), vec![])
+            })?;
             if c.donor_id != donor_id {
                 return Err(ApiError::refused(
                     "collection_of_other_donor",

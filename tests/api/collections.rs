@@ -459,7 +459,7 @@ async fn collection_and_stimulation_input_is_validated(backend: Backend) {
         json!({"agent": "gcsf", "dose": 480, "dose_unit": "ug", "administered_at": past, "collection_id": 999_999}),
     )
     .await
-    .problem(404, "not_found");
+    .problem(422, "unknown_collection");
     stim(
         other,
         json!({"agent": "gcsf", "dose": 480, "dose_unit": "ug", "administered_at": past, "collection_id": id}),

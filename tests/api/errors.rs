@@ -112,6 +112,18 @@ async fn bad_paths_and_queries_answer_400(backend: Backend) {
     app.get("/api/v1/users?cursor=not-a-cursor", a)
         .await
         .problem(400, "validation_failed");
+    // NUL cannot be stored by PostgreSQL (it answered 500): refused in paths, queries and bodies.
+    app.get("/api/v1/donors?q=a%00b", a).await.problem(400, "invalid_query");
+    app.get("/api/v1/units/A9999%0026000123", a)
+        .await
+        .problem(400, "invalid_path");
+    app.post(
+        "/api/v1/auth/login",
+        None,
+        &serde_json::json!({"username": "ad\u{0}min", "password": "whatever it is"}),
+    )
+    .await
+    .problem(400, "validation_failed");
     // An entity id alone matches that id in every entity type.
     let entries = app.get("/api/v1/audit?entity_id=1", a).await.ok(200).clone();
     let items = entries["items"].as_array().expect("items");

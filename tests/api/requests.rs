@@ -290,7 +290,8 @@ async fn allocation_refusals_and_overrides(backend: Backend) {
         .await;
     let q = quarantined.ok(201)["id"].as_i64().expect("id");
     allocate(&tech, q, None).await.problem(409, "unit_not_available");
-    allocate(&tech, 999_999, None).await.problem(404, "not_found");
+    // A missing unit in the body is a refusal; 404 is kept for the request in the URL.
+    allocate(&tech, 999_999, None).await.problem(422, "unknown_unit");
     app.post(
         "/api/v1/requests/999999/allocations",
         Some(&tech),
