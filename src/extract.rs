@@ -93,10 +93,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::bad_request("malformed_json", format!("trailing data after the JSON value: {e}")))?;
     if let Some(field) = nul_at(&value, "") {
-        return Err(ApiError::validation(vec![FieldError {
-            field: if field.is_empty() { "body".to_owned() } else { field },
-            message: "must not contain a NUL character".to_owned(),
-        }]));
+        return Err(nul_refused(if field.is_empty() { "the body" } else { &field }));
     }
     integral_numbers_as_integers(&mut value);
     serde_path_to_error::deserialize(value).map_err(|err| {
@@ -146,12 +143,21 @@ pub async fn refuse_nul(
 ) -> Result<ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     let encodes_nul = |s: &str| s.as_bytes().windows(3).any(|w| w == b"%00");
     if encodes_nul(req.uri().path()) {
-        return Err(ApiError::bad_request("invalid_path", "the URL path contains a NUL character").into());
+        return Err(nul_refused("the URL path").into());
     }
     if req.uri().query().is_some_and(encodes_nul) {
-        return Err(ApiError::bad_request("invalid_query", "the query string contains a NUL character").into());
+        return Err(nul_refused("the query string").into());
     }
     next.call(req).await
+}
+
+/// Well-formed, but not storable: 422 `nul_character` naming where it was.
+fn nul_refused(place: &str) -> ApiError {
+    ApiError::refused(
+        "nul_character",
+        format!("{place} contains a NUL character, which cannot be stored"),
+        Vec::new(),
+    )
 }
 
 /// The JSON path of the first string (or key) holding a NUL character.
@@ -311,9 +317,12 @@ mod tests {
     #[test]
     fn nul_characters_are_refused_with_their_path() {
         let err = parse_json::<Outer>(br#"{"name":"a\u0000b","inner":{"n":1}}"#).expect_err("nul");
-        assert_eq!(err.problem().errors[0].field, "name");
+        assert_eq!(
+            (err.code(), err.problem().detail.starts_with("name ")),
+            ("nul_character", true)
+        );
         let err = parse_json::<serde_json::Value>(br#"{"list":["ok","\u0000"]}"#).expect_err("nul");
-        assert_eq!(err.problem().errors[0].field, "list[1]");
+        assert!(err.problem().detail.starts_with("list[1] "), "{}", err.problem().detail);
     }
 
     #[test]

@@ -127,6 +127,10 @@ impl Modify for SecurityAndErrors {
                     add("413", "`payload_too_large`");
                     add("415", "`unsupported_media_type`");
                 }
+                add(
+                    "422",
+                    "`nul_character`: a NUL in the path, query or body (it cannot be stored); other codes per operation",
+                );
                 add("500", "`internal_error` (generic body; details are logged)");
                 add("503", "`database_unavailable`");
             }

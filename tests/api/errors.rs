@@ -112,18 +112,19 @@ async fn bad_paths_and_queries_answer_400(backend: Backend) {
     app.get("/api/v1/users?cursor=not-a-cursor", a)
         .await
         .problem(400, "validation_failed");
-    // NUL cannot be stored by PostgreSQL (it answered 500): refused in paths, queries and bodies.
-    app.get("/api/v1/donors?q=a%00b", a).await.problem(400, "invalid_query");
+    // NUL cannot be stored by PostgreSQL (it answered 500): refused in paths, queries and bodies,
+    // as a refusal (422) because the request is otherwise well-formed.
+    app.get("/api/v1/donors?q=a%00b", a).await.problem(422, "nul_character");
     app.get("/api/v1/units/A9999%0026000123", a)
         .await
-        .problem(400, "invalid_path");
+        .problem(422, "nul_character");
     app.post(
         "/api/v1/auth/login",
         None,
         &serde_json::json!({"username": "ad\u{0}min", "password": "whatever it is"}),
     )
     .await
-    .problem(400, "validation_failed");
+    .problem(422, "nul_character");
     // An entity id alone matches that id in every entity type.
     let entries = app.get("/api/v1/audit?entity_id=1", a).await.ok(200).clone();
     let items = entries["items"].as_array().expect("items");
