@@ -262,7 +262,7 @@ pub async fn list_clients(
 /// Revoke a client credential; its tokens stop working at once.
 #[utoipa::path(
     post, path = "/api/v1/hospitals/{id}/clients/{client_id}/revoke", tag = "hospitals", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1), ("client_id" = i64, Path, minimum = 1, description = "the credential's numeric id")),
+    params(("id" = i64, Path, minimum = 1), ("client_id" = String, Path, pattern = r"^([1-9][0-9]{0,17}|gc_[0-9a-f]{1,64})$", description = "the credential's numeric id, or its `client_id` (`gc_…`)")),
     responses(
         (status = 200, body = ClientResponse),
         (status = 409, description = "`already_revoked`", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -276,10 +276,23 @@ pub async fn revoke_client(
     caller.require_admin()?;
     let (hid, cid) = path.into_inner();
     let hospital_id = parse_id(&hid, "hospital")?;
-    let id = parse_id(&cid, "client")?;
+    // The admin sees the public `gc_…` id; the numeric one works too.
+    let numeric = if cid.starts_with("gc_") {
+        None
+    } else {
+        Some(parse_id(&cid, "client")?)
+    };
     let actor = caller.actor();
     let client = state
-        .write(move |conn| accounts::revoke_client(conn, &actor, hospital_id, id))
+        .write(move |conn| {
+            let id = match numeric {
+                Some(id) => id,
+                None => crate::store::api_clients::find_by_client_id(conn, &cid)?
+                    .map(|c| c.id)
+                    .ok_or_else(|| ApiError::not_found("client"))?,
+            };
+            accounts::revoke_client(conn, &actor, hospital_id, id)
+        })
         .await?;
     Ok(HttpResponse::Ok().json(ClientResponse::from(client)))
 }

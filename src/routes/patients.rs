@@ -78,7 +78,11 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
 /// Change a patient.
 #[utoipa::path(
     patch, path = "/api/v1/patients/{id}", tag = "patients", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), request_body = PatientPatch, responses((status = 200, body = PatientView))
+    params(("id" = i64, Path, minimum = 1)), request_body = PatientPatch,
+    responses(
+        (status = 200, body = PatientView),
+        (status = 409, description = "`mrn_taken`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn update(
     state: web::Data<AppState>,
