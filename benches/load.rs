@@ -220,6 +220,7 @@ fn insert_request(
             cancel_reason: None,
             requested_by: "bench".into(),
             updated_at: now,
+            irradiated: true,
         },
         needed_by - TimeDelta::hours(4),
     )?)
@@ -315,10 +316,11 @@ fn seed_units(conn: &mut DbConn, n: usize, now: NaiveDateTime, people: &mut Peop
                         unit_id: unit.id,
                         sample_id: *sample_id,
                         result: "compatible",
-                        method: "IAT",
+                        method: "iat",
                         performed_by: "bench",
                         performed_at: now - TimeDelta::minutes(30),
                         created_at: now - TimeDelta::minutes(30),
+                        kind: "red_cell",
                     },
                 )?;
             }
@@ -360,6 +362,8 @@ fn allocation(request_id: i64, unit_id: i64, status: &str, collected: NaiveDateT
         anc_increment_per_ul: transfused.then_some(500),
         outcome_recorded_by: transfused.then(|| "bench".into()),
         updated_at: at,
+        issue_override_reason: None,
+        issue_overridden_by: None,
     }
 }
 

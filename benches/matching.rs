@@ -73,6 +73,7 @@ fn seed(conn: &mut DbConn, n_units: usize, n_donors: usize) -> anyhow::Result<i6
                 cancel_reason: None,
                 requested_by: "bench".into(),
                 updated_at: now,
+                irradiated: true,
             },
             now,
         )?;

@@ -100,6 +100,7 @@ pub fn seed_donors(conn: &mut DbConn, n: usize, now: NaiveDateTime) -> anyhow::R
                     until: None,
                     set_by: "bench",
                     created_at: now,
+                    source_unit_id: None,
                 },
             )?;
         }

@@ -129,7 +129,7 @@ pub struct AllocationState {
     pub issued_at: Option<DateTime<Utc>>,
     /// The planned transfusion (the request's `needed_by`).
     pub planned_at: DateTime<Utc>,
-    /// Validity of the sample of the newest crossmatch, if any.
+    /// Validity of the longest-valid sample with a compatible red-cell crossmatch, if any.
     pub sample_valid_until: Option<DateTime<Utc>>,
 }
 
@@ -479,7 +479,10 @@ mod tests {
             allocated in any::<bool>(),
         ) {
             use crate::domain::blood::{Abo, Cmv, Rhd, Sex};
-            use crate::domain::compatibility::{CrossmatchFacts, PatientFacts, Stage, UnitFacts, assess, codes};
+            use crate::domain::compatibility::{
+                Context, CrossmatchFacts, CrossmatchKind, PatientFacts, Requirements, Stage, UnitFacts, assess, codes,
+            };
+            use crate::domain::group::Typed;
             let p = Policy::default();
             let (planned_at, valid_until) = (now() + TimeDelta::minutes(planned), now() + TimeDelta::minutes(valid));
             let a = AllocationState {
@@ -491,15 +494,21 @@ mod tests {
             };
             let alerted = keys(&allocation_alerts(&a, now(), &p)) == vec!["sample.expiring:3".to_owned()];
             let patient = PatientFacts {
-                abo: Abo::O, rhd: Rhd::Positive, sex: Sex::Male, childbearing_potential: false, cmv: Cmv::Positive,
-                weight_kg: 70.0, hla_antibodies: vec![], granulocyte_antibodies: false,
+                abo: Typed::Confirmed(Abo::O), rhd: Typed::Confirmed(Rhd::Positive), sex: Sex::Male,
+                childbearing_potential: false, cmv: Cmv::Positive, weight_kg: 70.0, hla_antibodies: vec![],
+                granulocyte_antibodies: false,
             };
             let unit = UnitFacts {
                 abo: Abo::O, rhd: Rhd::Positive, cmv: Cmv::Negative, donor_hla: None, irradiated: true, released: true,
-                expires_at: now() + TimeDelta::days(1), granulocyte_count: 1e11,
+                reactive: false, excursion_pending: false, expires_at: now() + TimeDelta::days(1), granulocyte_count: 1e11,
             };
-            let xm = CrossmatchFacts { compatible: true, sample_valid_until: valid_until };
-            let check = assess(&patient, &unit, Some(&xm), planned_at, now(), Stage::Allocation, &p);
+            let xm = [CrossmatchFacts {
+                id: 1, kind: CrossmatchKind::RedCell, compatible: true, resolved: false, sample_valid_until: valid_until,
+            }];
+            let ctx = Context {
+                crossmatches: &xm, requirements: Requirements::default(), planned_at, now: now(), stage: Stage::Allocation,
+            };
+            let check = assess(&patient, &unit, &ctx, &p);
             prop_assert_eq!(alerted, allocated && check.has(codes::SAMPLE_EXPIRED));
         }
 

@@ -26,7 +26,8 @@ text_enum!(
     DonorType { Community => "community", Directed => "directed", Family => "family" }
 );
 
-/// HLA class I (A, B, C) and class II (DRB1) typing; at most two alleles per locus.
+/// HLA class I (A, B, C) and class II (DRB1, DQB1, DPB1) typing; at most two alleles per locus.
+/// A locus left empty is not typed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Hla {
@@ -38,6 +39,10 @@ pub struct Hla {
     pub c: Vec<String>,
     #[serde(default)]
     pub drb1: Vec<String>,
+    #[serde(default)]
+    pub dqb1: Vec<String>,
+    #[serde(default)]
+    pub dpb1: Vec<String>,
 }
 
 /// A problem with one allele: `field` is `hla.a[1]` style.
@@ -83,12 +88,19 @@ impl Hla {
             b: locus("b", "B", &self.b),
             c: locus("c", "C", &self.c),
             drb1: locus("drb1", "DRB1", &self.drb1),
+            dqb1: locus("dqb1", "DQB1", &self.dqb1),
+            dpb1: locus("dpb1", "DPB1", &self.dpb1),
         };
         if errors.is_empty() { Ok(typed) } else { Err(errors) }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.a.is_empty() && self.b.is_empty() && self.c.is_empty() && self.drb1.is_empty()
+        self.a.is_empty()
+            && self.b.is_empty()
+            && self.c.is_empty()
+            && self.drb1.is_empty()
+            && self.dqb1.is_empty()
+            && self.dpb1.is_empty()
     }
 }
 
@@ -164,10 +176,13 @@ mod tests {
             b: vec!["B*07".into()],
             c: vec![],
             drb1: vec!["drb1*15:01".into()],
+            dqb1: vec!["dqb1*06:02".into()],
+            dpb1: vec![],
         };
         let n = hla.normalized().expect("valid");
         assert_eq!(n.a, vec!["A*02:01", "A*01"]);
         assert_eq!(n.drb1, vec!["DRB1*15:01"]);
+        assert_eq!(n.dqb1, vec!["DQB1*06:02"]);
 
         let bad = Hla {
             a: vec!["A*02".into(), "A*03".into(), "A*11".into()],
@@ -215,7 +230,7 @@ mod tests {
             b in prop::collection::vec(arb_allele(), 0..3),
             drb1 in prop::collection::vec(arb_allele(), 0..3),
         ) {
-            let hla = Hla { a: a.clone(), b: b.clone(), c: vec![], drb1: drb1.clone() };
+            let hla = Hla { a: a.clone(), b: b.clone(), drb1: drb1.clone(), ..Hla::default() };
             let bad = |alleles: &[String], prefix: &str| {
                 alleles.iter().filter(|x| !is_allele(&x.trim().to_ascii_uppercase(), prefix)).count()
                     + usize::from(alleles.len() > 2)

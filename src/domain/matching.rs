@@ -4,14 +4,17 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::blood::{Cmv, Hla};
-use crate::domain::compatibility::{self, Assessment, Finding, PatientFacts, Severity, Stage, UnitFacts, Verdict};
+use crate::domain::compatibility::{
+    self, Assessment, Context, Finding, PatientFacts, Severity, Stage, UnitFacts, Verdict,
+};
 use crate::domain::eligibility::Eligibility;
 use crate::domain::policy::Policy;
 use crate::domain::units::expires_at;
 
+pub use crate::domain::compatibility::Requirements;
+
 pub mod codes {
-    pub const CMV_NEGATIVE_REQUIRED: &str = "cmv_negative_required";
-    pub const HLA_TYPING_REQUIRED: &str = "hla_typing_required";
+    pub use crate::domain::compatibility::codes::{CMV_NEGATIVE_REQUIRED, HLA_TYPING_REQUIRED};
 }
 
 /// What matching needs to know about a donor.
@@ -25,15 +28,8 @@ pub struct DonorMatchFacts {
     pub last_stimulated_at: Option<DateTime<Utc>>,
 }
 
-/// The request's explicit requirements (beyond what the patient's own data implies).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Requirements {
-    pub cmv_negative: bool,
-    pub hla_compatible: bool,
-}
-
-/// The donor's future unit judged like a unit (ABO, RhD, CMV, HLA) at `collection_at`, every
-/// eligibility failure as a block, and the request's requirements. Expiry, crossmatch and dose
+/// The donor's future unit judged like a unit (ABO, RhD, CMV, HLA, the request's requirements)
+/// at `collection_at`, with every eligibility failure as a block. Expiry, crossmatch and dose
 /// are questions for the unit once collected, not for the donor.
 pub fn assess_donor(
     patient: &PatientFacts,
@@ -50,18 +46,19 @@ pub fn assess_donor(
         donor_hla: donor.hla.clone(),
         irradiated: true,
         released: true,
+        reactive: false,
+        excursion_pending: false,
         expires_at: expires_at(collection_at, false, policy),
         granulocyte_count: f64::NAN,
     };
-    let unit = compatibility::assess(
-        patient,
-        &future_unit,
-        None,
-        collection_at,
-        collection_at,
-        Stage::Allocation,
-        policy,
-    );
+    let ctx = Context {
+        crossmatches: &[],
+        requirements,
+        planned_at: collection_at,
+        now: collection_at,
+        stage: Stage::Allocation,
+    };
+    let unit = compatibility::assess(patient, &future_unit, &ctx, policy);
     let mut reasons: Vec<Finding> = eligibility
         .reasons
         .iter()
@@ -72,20 +69,6 @@ pub fn assess_donor(
         })
         .collect();
     reasons.extend(unit.reasons);
-    if requirements.cmv_negative && donor.cmv != Cmv::Negative {
-        reasons.push(Finding {
-            code: codes::CMV_NEGATIVE_REQUIRED,
-            severity: Severity::Block,
-            message: format!("the request requires a CMV-negative donor; this donor is {}", donor.cmv),
-        });
-    }
-    if requirements.hla_compatible && donor.hla.as_ref().is_none_or(Hla::is_empty) {
-        reasons.push(Finding {
-            code: codes::HLA_TYPING_REQUIRED,
-            severity: Severity::Block,
-            message: "the request requires an HLA-compatible donor; this donor is not HLA-typed".to_owned(),
-        });
-    }
     Assessment {
         verdict: compatibility::verdict_of(&reasons),
         reasons,
@@ -108,7 +91,11 @@ pub fn donor_score(patient: &PatientFacts, donor: &DonorMatchFacts, a: &Assessme
         Verdict::CompatibleWithWarnings => TIER_WARNINGS,
         Verdict::Compatible => TIER_COMPATIBLE,
     };
-    let abo = if patient.abo == donor.abo { ABO_IDENTICAL } else { 0.0 };
+    let abo = if patient.abo.confirmed() == Some(donor.abo) {
+        ABO_IDENTICAL
+    } else {
+        0.0
+    };
     let rest = match donor.last_stimulated_at {
         None => EXPOSURE,
         Some(t) => {
@@ -124,6 +111,7 @@ mod tests {
     use super::*;
     use crate::domain::blood::{Abo, Rhd, Sex};
     use crate::domain::eligibility::Reason;
+    use crate::domain::group::Typed;
     use chrono::{TimeDelta, TimeZone};
     use proptest::prelude::*;
 
@@ -133,8 +121,8 @@ mod tests {
 
     fn patient(abo: Abo, rhd: Rhd) -> PatientFacts {
         PatientFacts {
-            abo,
-            rhd,
+            abo: Typed::Confirmed(abo),
+            rhd: Typed::Confirmed(rhd),
             sex: Sex::Male,
             childbearing_potential: false,
             cmv: Cmv::Negative,

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod blood;
 pub mod compatibility;
 pub mod eligibility;
+pub mod group;
 pub mod isbt128;
 pub mod matching;
 pub mod policy;

@@ -26,7 +26,15 @@ pub struct UnitPolicy {
     pub storage_temp_max_c: f64,
     pub irradiation_min_gy: f64,
     pub irradiation_max_gy: f64,
+    /// Shelf life a unit must still have at the planned transfusion (`max(now, needed_by)`).
     pub min_remaining_hours_to_allocate: u32,
+    /// Shelf life a unit must still have when it is issued.
+    #[serde(default = "defaults::min_remaining_minutes_at_issue")]
+    pub min_remaining_minutes_at_issue: u32,
+    /// How long a returned unit may have been out of controlled storage and still go back to
+    /// stock after inspection.
+    #[serde(default = "defaults::max_minutes_out_of_storage")]
+    pub max_minutes_out_of_storage: u32,
     /// Infectious-disease markers that must all be negative for a (non-emergency) release.
     pub required_markers: Vec<String>,
     /// Whether release to `available` also needs the irradiation recorded (issue always does).
@@ -86,6 +94,25 @@ pub struct CompatPolicy {
     pub rhd_mismatch: RhdMismatch,
     pub cmv_mismatch: CmvMismatch,
     pub minor_abo_check: bool,
+    /// A patient whose CMV serostatus is unknown is treated as CMV-negative.
+    #[serde(default = "defaults::yes")]
+    pub cmv_unknown_as_negative: bool,
+}
+
+/// Defaults of keys added after the first release, so that a client that writes the table it
+/// read from an older release is not refused for a key it never saw.
+mod defaults {
+    pub fn min_remaining_minutes_at_issue() -> u32 {
+        30
+    }
+
+    pub fn max_minutes_out_of_storage() -> u32 {
+        30
+    }
+
+    pub fn yes() -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -152,6 +179,8 @@ impl Default for Policy {
                 irradiation_min_gy: 25.0,
                 irradiation_max_gy: 50.0,
                 min_remaining_hours_to_allocate: 2,
+                min_remaining_minutes_at_issue: defaults::min_remaining_minutes_at_issue(),
+                max_minutes_out_of_storage: defaults::max_minutes_out_of_storage(),
                 required_markers: [
                     "anti_hiv",
                     "hiv_nat",
@@ -187,6 +216,7 @@ impl Default for Policy {
                 rhd_mismatch: RhdMismatch::Warn,
                 cmv_mismatch: CmvMismatch::Warn,
                 minor_abo_check: false,
+                cmv_unknown_as_negative: defaults::yes(),
             },
             recipient: RecipientPolicy {
                 anc_threshold_per_ul: 500,
@@ -225,6 +255,7 @@ const STIMULATION_WINDOW_CEILING_HOURS: u32 = 72;
 const EXPIRY_THRESHOLD_HOURS: (u32, u32) = (1, 72);
 const ALERT_DELAY_HOURS: (u32, u32) = (1, 168);
 const COLLECTION_MINUTES_CEILING: u32 = 24 * 60;
+const OUT_OF_STORAGE_MINUTES: (u32, u32) = (0, 24 * 60);
 
 /// Infectious-disease marker names: lower-case identifiers such as `anti_hiv` or `hcv_nat`.
 pub fn is_marker_name(name: &str) -> bool {
@@ -324,6 +355,24 @@ impl Policy {
                 ),
             );
         }
+
+        p.positive("unit.min_remaining_minutes_at_issue", u.min_remaining_minutes_at_issue);
+        if u.min_remaining_hours_to_allocate > 0
+            && u64::from(u.min_remaining_minutes_at_issue) > 60 * u64::from(u.min_remaining_hours_to_allocate)
+        {
+            p.add(
+                "unit.min_remaining_minutes_at_issue",
+                format!(
+                    "must not exceed unit.min_remaining_hours_to_allocate ({} h), got {} min",
+                    u.min_remaining_hours_to_allocate, u.min_remaining_minutes_at_issue
+                ),
+            );
+        }
+        p.int_range(
+            "unit.max_minutes_out_of_storage",
+            u.max_minutes_out_of_storage,
+            OUT_OF_STORAGE_MINUTES,
+        );
 
         if u.required_markers.is_empty() {
             p.add("unit.required_markers", "must list at least one marker");
@@ -469,6 +518,9 @@ mod tests {
         assert_eq!((p.unit.storage_temp_min_c, p.unit.storage_temp_max_c), (20.0, 24.0));
         assert_eq!((p.unit.irradiation_min_gy, p.unit.irradiation_max_gy), (25.0, 50.0));
         assert_eq!(p.unit.min_remaining_hours_to_allocate, 2);
+        assert_eq!(p.unit.min_remaining_minutes_at_issue, 30);
+        assert_eq!(p.unit.max_minutes_out_of_storage, 30);
+        assert!(p.compat.cmv_unknown_as_negative);
         assert_eq!((p.donor.age_min, p.donor.age_max), (18, 75));
         assert_eq!(p.donor.max_leukapheresis_per_12_months, 12);
         assert_eq!(p.donor.min_hours_between_leukapheresis, 48);
@@ -509,6 +561,18 @@ mod tests {
             }),
             ("unit.min_remaining_hours_to_allocate", |p| {
                 p.unit.min_remaining_hours_to_allocate = 24
+            }),
+            ("unit.min_remaining_minutes_at_issue", |p| {
+                p.unit.min_remaining_minutes_at_issue = 0
+            }),
+            ("unit.min_remaining_minutes_at_issue", |p| {
+                p.unit.min_remaining_minutes_at_issue = 121
+            }),
+            ("unit.max_minutes_out_of_storage", |p| {
+                p.unit.max_minutes_out_of_storage = 1441
+            }),
+            ("unit.min_remaining_hours_to_allocate", |p| {
+                p.unit.min_remaining_hours_to_allocate = u32::MAX
             }),
             ("unit.required_markers[1]", |p| {
                 p.unit.required_markers = vec!["anti_hiv".into(), "Anti-HCV".into()]

@@ -33,6 +33,19 @@ text_enum!(
         Expire => "expire",
         Discard => "discard",
         Irradiate => "irradiate",
+        Inspect => "inspect",
+    }
+);
+
+text_enum!(
+    /// Why a unit is (or was last) quarantined. Stored with the status for people reading it;
+    /// the gates themselves are decided from the recorded facts ([`Holds`]).
+    QuarantineReason {
+        AwaitingRelease => "awaiting_release",
+        ReactiveMarker => "reactive_marker",
+        DonorReactiveMarker => "donor_reactive_marker",
+        Returned => "returned",
+        Excursion => "excursion",
     }
 );
 
@@ -52,6 +65,11 @@ pub mod codes {
     pub const MARKER_POSITIVE: &str = "marker_positive";
     pub const NOT_IRRADIATED: &str = "not_irradiated";
     pub const IRRADIATION_DOSE_OUT_OF_RANGE: &str = "irradiation_dose_out_of_range";
+    pub const DONOR_REACTIVE_MARKER: &str = "donor_reactive_marker";
+    pub const EXCURSION_REVIEW: &str = "excursion_review";
+    pub const INSPECTION_REQUIRED: &str = "inspection_required";
+    pub const INSPECTION_FAILED: &str = "inspection_failed";
+    pub const OUT_OF_STORAGE_TOO_LONG: &str = "out_of_storage_too_long";
 }
 
 /// The status after `action`, or `None` when the machine does not allow it.
@@ -64,7 +82,9 @@ pub fn next_status(from: UnitStatus, action: UnitAction) -> Option<UnitStatus> {
         (Available, A::Allocate) => Some(Allocated),
         (Allocated, A::Deallocate) => Some(Available),
         (Allocated, A::Issue) => Some(Issued),
-        (Issued, A::Return) => Some(Available),
+        // A unit that left the bank comes back into quarantine until it is inspected.
+        (Issued, A::Return) => Some(Quarantined),
+        (Quarantined, A::Inspect) => Some(Available),
         (Issued, A::Transfuse) => Some(Transfused),
         (Quarantined | Available | Allocated, A::Expire) => Some(Expired),
         (Quarantined | Available | Allocated | Expired, A::Discard) => Some(Discarded),
@@ -124,23 +144,78 @@ pub fn expires_at(collection_end: DateTime<Utc>, pooled: bool, policy: &Policy) 
     collection_end + TimeDelta::hours(i64::from(policy.unit.max_shelf_life_hours))
 }
 
-/// The latest result of one marker.
+/// One recorded result of one marker. Results are facts: every one is kept, in the order
+/// recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MarkerResult {
     pub marker: String,
     pub result: TestResult,
 }
 
+/// What a marker stands at: positive if it was ever reported positive (a later negative never
+/// clears a reactive result), otherwise its latest result.
+pub fn marker_standing(results: &[MarkerResult], marker: &str) -> Option<TestResult> {
+    let mine = results.iter().filter(|r| r.marker == marker);
+    let mut latest = None;
+    for r in mine {
+        if r.result == TestResult::Positive {
+            return Some(TestResult::Positive);
+        }
+        latest = Some(r.result);
+    }
+    latest
+}
+
+/// The markers ever reported positive, in first-reported order.
+pub fn reactive_markers(results: &[MarkerResult]) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for r in results.iter().filter(|r| r.result == TestResult::Positive) {
+        if !out.contains(&r.marker.as_str()) {
+            out.push(&r.marker);
+        }
+    }
+    out
+}
+
+/// Facts about a unit beyond its own marker results that hold it in quarantine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Holds {
+    /// The unit's donor is deferred pending confirmatory testing of a reactive result (on this
+    /// or another of their units).
+    pub donor_reactive: bool,
+    /// A storage reading out of range that no medical director has dispositioned.
+    pub excursion_pending: bool,
+    /// Returned after issue and not yet inspected.
+    pub inspection_pending: bool,
+}
+
+/// Who releases, and how.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReleaseRequest {
+    /// A physician-acknowledged release before the markers are back.
+    pub emergency: bool,
+    /// The caller is a medical director.
+    pub director: bool,
+    /// A disposition of the storage excursions accompanies the release.
+    pub excursion_disposition: bool,
+}
+
 /// Everything that stops a release. A standard release needs every required marker negative;
-/// an emergency release (physician-acknowledged) goes ahead with pending or missing results but
-/// never with a positive one. With `unit.irradiation_before_release` the irradiation is needed
-/// too.
-pub fn release_blockers(latest: &[MarkerResult], irradiated: bool, emergency: bool, policy: &Policy) -> Vec<Reason> {
+/// an emergency release goes ahead with pending or missing results but never with a positive
+/// one, ever (results are sticky). A reactive donor, an inspection still due and an excursion
+/// without a medical director's disposition stop both. With `unit.irradiation_before_release`
+/// the irradiation is needed too.
+pub fn release_blockers(
+    results: &[MarkerResult],
+    holds: Holds,
+    irradiated: bool,
+    request: ReleaseRequest,
+    policy: &Policy,
+) -> Vec<Reason> {
     let mut reasons = Vec::new();
-    let result_of = |m: &str| latest.iter().find(|r| r.marker == m).map(|r| r.result);
-    if !emergency {
+    if !request.emergency {
         for marker in &policy.unit.required_markers {
-            match result_of(marker) {
+            match marker_standing(results, marker) {
                 None => reasons.push(Reason {
                     code: codes::MARKER_MISSING,
                     message: format!("no {marker} result recorded"),
@@ -153,10 +228,29 @@ pub fn release_blockers(latest: &[MarkerResult], irradiated: bool, emergency: bo
             }
         }
     }
-    for r in latest.iter().filter(|r| r.result == TestResult::Positive) {
+    for marker in reactive_markers(results) {
         reasons.push(Reason {
             code: codes::MARKER_POSITIVE,
-            message: format!("{} is positive", r.marker),
+            message: format!("{marker} is reactive; the unit can only be discarded"),
+        });
+    }
+    if holds.donor_reactive {
+        reasons.push(Reason {
+            code: codes::DONOR_REACTIVE_MARKER,
+            message: "the donor is deferred pending confirmatory testing of a reactive result".to_owned(),
+        });
+    }
+    if holds.inspection_pending {
+        reasons.push(Reason {
+            code: codes::INSPECTION_REQUIRED,
+            message: "the unit came back after issue: record its inspection instead".to_owned(),
+        });
+    }
+    if holds.excursion_pending && !(request.director && request.excursion_disposition) {
+        reasons.push(Reason {
+            code: codes::EXCURSION_REVIEW,
+            message: "a storage temperature excursion needs a medical director's release with an excursion_disposition"
+                .to_owned(),
         });
     }
     if policy.unit.irradiation_before_release && !irradiated {
@@ -166,6 +260,78 @@ pub fn release_blockers(latest: &[MarkerResult], irradiated: bool, emergency: bo
         });
     }
     reasons
+}
+
+/// What an inspection of a returned unit decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InspectionOutcome {
+    /// Back to stock.
+    Available,
+    /// Passed, but other holds keep it quarantined (an excursion to disposition, a reactive
+    /// donor).
+    StillHeld(Vec<Reason>),
+    /// Discarded, with every reason.
+    Discard(Vec<Reason>),
+}
+
+/// A returned unit goes back to `available` only when the inspector finds it acceptable, it is
+/// unexpired, it was out of controlled storage no longer than `unit.max_minutes_out_of_storage`
+/// and no reactive result is recorded; otherwise it is discarded.
+pub fn inspection_outcome(
+    acceptable: bool,
+    expired: bool,
+    minutes_out_of_storage: i64,
+    reactive: bool,
+    holds: Holds,
+    policy: &Policy,
+) -> InspectionOutcome {
+    let mut discard = Vec::new();
+    if !acceptable {
+        discard.push(Reason {
+            code: codes::INSPECTION_FAILED,
+            message: "the inspection found the unit unacceptable".to_owned(),
+        });
+    }
+    if expired {
+        discard.push(Reason {
+            code: codes::UNIT_EXPIRED,
+            message: "the unit has expired".to_owned(),
+        });
+    }
+    let limit = policy.unit.max_minutes_out_of_storage;
+    if minutes_out_of_storage > i64::from(limit) {
+        discard.push(Reason {
+            code: codes::OUT_OF_STORAGE_TOO_LONG,
+            message: format!("out of controlled storage for {minutes_out_of_storage} min; at most {limit} min"),
+        });
+    }
+    if reactive {
+        discard.push(Reason {
+            code: codes::MARKER_POSITIVE,
+            message: "a marker of the unit is reactive".to_owned(),
+        });
+    }
+    if !discard.is_empty() {
+        return InspectionOutcome::Discard(discard);
+    }
+    let mut held = Vec::new();
+    if holds.donor_reactive {
+        held.push(Reason {
+            code: codes::DONOR_REACTIVE_MARKER,
+            message: "the donor is deferred pending confirmatory testing of a reactive result".to_owned(),
+        });
+    }
+    if holds.excursion_pending {
+        held.push(Reason {
+            code: codes::EXCURSION_REVIEW,
+            message: "a storage temperature excursion still needs a medical director's disposition".to_owned(),
+        });
+    }
+    if held.is_empty() {
+        InspectionOutcome::Available
+    } else {
+        InspectionOutcome::StillHeld(held)
+    }
 }
 
 /// `None` when the dose is within the policy range.
@@ -205,7 +371,8 @@ mod tests {
         (Available, UnitAction::Allocate, Allocated),
         (Allocated, UnitAction::Deallocate, Available),
         (Allocated, UnitAction::Issue, Issued),
-        (Issued, UnitAction::Return, Available),
+        (Issued, UnitAction::Return, Quarantined),
+        (Quarantined, UnitAction::Inspect, Available),
         (Issued, UnitAction::Transfuse, Transfused),
         (Quarantined, UnitAction::Expire, Expired),
         (Available, UnitAction::Expire, Expired),
@@ -270,9 +437,14 @@ mod tests {
         // Issued units have left the bank: they do not turn into expired.
         assert_eq!(effective_status(Issued, expires, expires), Issued);
         assert_eq!(transition(Issued, A::Transfuse, expires, expires), Ok(Transfused));
-        // Returned: available while fresh, expired from its expiry on (it was `available`).
-        assert_eq!(transition(Issued, A::Return, expires, before), Ok(Available));
+        // Returned: quarantined for inspection while fresh, expired from its expiry on.
+        assert_eq!(transition(Issued, A::Return, expires, before), Ok(Quarantined));
         assert_eq!(transition(Issued, A::Return, expires, expires), Ok(Expired));
+        assert_eq!(transition(Quarantined, A::Inspect, expires, before), Ok(Available));
+        assert_eq!(
+            transition(Quarantined, A::Inspect, expires, expires),
+            Err(codes::UNIT_EXPIRED)
+        );
         assert_eq!(
             transition(Discarded, A::Release, expires, before),
             Err(codes::INVALID_TRANSITION)
@@ -310,38 +482,186 @@ mod tests {
             .collect()
     }
 
+    fn standard() -> ReleaseRequest {
+        ReleaseRequest::default()
+    }
+
+    fn emergency() -> ReleaseRequest {
+        ReleaseRequest {
+            emergency: true,
+            ..ReleaseRequest::default()
+        }
+    }
+
     #[test]
     fn release_gates() {
         let mut p = Policy::default();
         p.unit.required_markers = vec!["anti_hiv".into(), "hbsag".into()];
         use TestResult::*;
         let codes_of = |r: Vec<Reason>| r.into_iter().map(|x| x.code).collect::<Vec<_>>();
+        let none = Holds::default();
         assert_eq!(
             codes_of(release_blockers(
                 &results(&[("anti_hiv", Negative), ("hbsag", Negative)]),
+                none,
                 false,
-                false,
+                standard(),
                 &p
             )),
             Vec::<&str>::new()
         );
         assert_eq!(
-            codes_of(release_blockers(&results(&[("anti_hiv", Pending)]), false, false, &p)),
+            codes_of(release_blockers(
+                &results(&[("anti_hiv", Pending)]),
+                none,
+                false,
+                standard(),
+                &p
+            )),
             vec![codes::MARKER_PENDING, codes::MARKER_MISSING]
         );
+        // A later result replaces a pending one.
+        assert!(
+            release_blockers(
+                &results(&[("anti_hiv", Pending), ("anti_hiv", Negative), ("hbsag", Negative)]),
+                none,
+                false,
+                standard(),
+                &p
+            )
+            .is_empty()
+        );
         // Emergency release: pending and missing results are accepted, positives never.
-        assert!(release_blockers(&results(&[("anti_hiv", Pending)]), false, true, &p).is_empty());
+        assert!(release_blockers(&results(&[("anti_hiv", Pending)]), none, false, emergency(), &p).is_empty());
         assert_eq!(
-            codes_of(release_blockers(&results(&[("syphilis", Positive)]), false, true, &p)),
+            codes_of(release_blockers(
+                &results(&[("syphilis", Positive)]),
+                none,
+                false,
+                emergency(),
+                &p
+            )),
             vec![codes::MARKER_POSITIVE]
         );
         p.unit.irradiation_before_release = true;
         let ok = results(&[("anti_hiv", Negative), ("hbsag", Negative)]);
         assert_eq!(
-            codes_of(release_blockers(&ok, false, false, &p)),
+            codes_of(release_blockers(&ok, none, false, standard(), &p)),
             vec![codes::NOT_IRRADIATED]
         );
-        assert!(release_blockers(&ok, true, false, &p).is_empty());
+        assert!(release_blockers(&ok, none, true, standard(), &p).is_empty());
+    }
+
+    /// Path 1 of the safety review: a positive result followed by a negative one for the same
+    /// marker must not make the unit releasable.
+    #[test]
+    fn a_reactive_result_is_never_cleared_by_a_later_one() {
+        use TestResult::*;
+        let mut p = Policy::default();
+        p.unit.required_markers = vec!["anti_hiv".into()];
+        let history = results(&[("anti_hiv", Positive), ("anti_hiv", Negative)]);
+        assert_eq!(marker_standing(&history, "anti_hiv"), Some(Positive));
+        assert_eq!(reactive_markers(&history), vec!["anti_hiv"]);
+        for request in [standard(), emergency()] {
+            let codes: Vec<&str> = release_blockers(&history, Holds::default(), true, request, &p)
+                .into_iter()
+                .map(|r| r.code)
+                .collect();
+            assert_eq!(codes, vec![codes::MARKER_POSITIVE], "{request:?}");
+        }
+        assert_eq!(
+            marker_standing(&results(&[("hbsag", Pending), ("hbsag", Negative)]), "hbsag"),
+            Some(Negative)
+        );
+        assert_eq!(marker_standing(&history, "hbsag"), None);
+    }
+
+    #[test]
+    fn holds_stop_a_release_until_lifted() {
+        use TestResult::*;
+        let mut p = Policy::default();
+        p.unit.required_markers = vec!["anti_hiv".into()];
+        let ok = results(&[("anti_hiv", Negative)]);
+        let codes = |holds: Holds, request: ReleaseRequest| {
+            release_blockers(&ok, holds, true, request, &p)
+                .into_iter()
+                .map(|r| r.code)
+                .collect::<Vec<_>>()
+        };
+        let excursion = Holds {
+            excursion_pending: true,
+            ..Holds::default()
+        };
+        let director = |disposition| ReleaseRequest {
+            director: true,
+            excursion_disposition: disposition,
+            ..ReleaseRequest::default()
+        };
+        let technologist_with_reason = ReleaseRequest {
+            excursion_disposition: true,
+            ..ReleaseRequest::default()
+        };
+        assert_eq!(codes(excursion, standard()), vec![codes::EXCURSION_REVIEW]);
+        assert_eq!(
+            codes(excursion, technologist_with_reason),
+            vec![codes::EXCURSION_REVIEW]
+        );
+        assert_eq!(codes(excursion, director(false)), vec![codes::EXCURSION_REVIEW]);
+        assert!(codes(excursion, director(true)).is_empty());
+        let returned = Holds {
+            inspection_pending: true,
+            ..Holds::default()
+        };
+        assert_eq!(codes(returned, director(true)), vec![codes::INSPECTION_REQUIRED]);
+        let donor = Holds {
+            donor_reactive: true,
+            ..Holds::default()
+        };
+        assert_eq!(codes(donor, emergency()), vec![codes::DONOR_REACTIVE_MARKER]);
+    }
+
+    #[test]
+    fn inspection_of_a_returned_unit() {
+        let p = Policy::default();
+        let limit = i64::from(p.unit.max_minutes_out_of_storage);
+        let none = Holds::default();
+        let codes = |o: InspectionOutcome| match o {
+            InspectionOutcome::Available => ("available", vec![]),
+            InspectionOutcome::StillHeld(r) => ("held", r.into_iter().map(|x| x.code).collect()),
+            InspectionOutcome::Discard(r) => ("discard", r.into_iter().map(|x| x.code).collect::<Vec<_>>()),
+        };
+        assert_eq!(
+            codes(inspection_outcome(true, false, limit, false, none, &p)),
+            ("available", vec![])
+        );
+        assert_eq!(
+            codes(inspection_outcome(true, false, limit + 1, false, none, &p)),
+            ("discard", vec![codes::OUT_OF_STORAGE_TOO_LONG])
+        );
+        assert_eq!(
+            codes(inspection_outcome(false, true, limit + 1, true, none, &p)),
+            (
+                "discard",
+                vec![
+                    codes::INSPECTION_FAILED,
+                    codes::UNIT_EXPIRED,
+                    codes::OUT_OF_STORAGE_TOO_LONG,
+                    codes::MARKER_POSITIVE
+                ]
+            )
+        );
+        let excursion = Holds {
+            excursion_pending: true,
+            ..Holds::default()
+        };
+        assert_eq!(
+            codes(inspection_outcome(true, false, 0, false, excursion, &p)),
+            ("held", vec![codes::EXCURSION_REVIEW])
+        );
+        assert_eq!(
+            codes(inspection_outcome(false, false, 0, false, excursion, &p)),
+            ("discard", vec![codes::INSPECTION_FAILED])
+        );
     }
 
     #[test]
@@ -434,42 +754,138 @@ mod tests {
 
         #[test]
         fn release_gates_follow_the_marker_table(
-            results in prop::collection::vec(
-                prop::sample::select(vec![TestResult::Negative, TestResult::Positive, TestResult::Pending]),
-                4,
+            history in prop::collection::vec(
+                (0usize..4, prop::sample::select(vec![TestResult::Negative, TestResult::Positive, TestResult::Pending])),
+                0..10,
             ),
-            recorded in prop::sample::subsequence(vec![0usize, 1, 2, 3], 0..=4),
             irradiated in any::<bool>(),
-            emergency in any::<bool>(),
+            (emergency, director, disposition) in (any::<bool>(), any::<bool>(), any::<bool>()),
+            (donor_reactive, excursion_pending, inspection_pending) in (any::<bool>(), any::<bool>(), any::<bool>()),
             before_release in any::<bool>(),
         ) {
             const MARKERS: [&str; 4] = ["anti_hiv", "hbsag", "hcv_nat", "syphilis"];
             let mut p = Policy::default();
             p.unit.required_markers = MARKERS[..3].iter().map(|m| (*m).to_owned()).collect();
             p.unit.irradiation_before_release = before_release;
-            let latest: Vec<MarkerResult> = recorded
+            let recorded: Vec<MarkerResult> = history
                 .iter()
-                .map(|&i| MarkerResult { marker: MARKERS[i].to_owned(), result: results[i] })
+                .map(|&(i, result)| MarkerResult { marker: MARKERS[i].to_owned(), result })
                 .collect();
-            let result_of = |i: usize| recorded.contains(&i).then_some(results[i]);
+            // Positive once, positive for ever; otherwise the latest result counts.
+            let standing = |i: usize| {
+                let mine: Vec<TestResult> = history.iter().filter(|(m, _)| *m == i).map(|(_, r)| *r).collect();
+                if mine.contains(&TestResult::Positive) { Some(TestResult::Positive) } else { mine.last().copied() }
+            };
             let mut expected = Vec::new();
             if !emergency {
                 for i in 0..3 {
-                    match result_of(i) {
+                    match standing(i) {
                         None => expected.push(codes::MARKER_MISSING),
                         Some(TestResult::Pending) => expected.push(codes::MARKER_PENDING),
                         _ => {}
                     }
                 }
             }
-            let positives = recorded.iter().filter(|&&i| results[i] == TestResult::Positive);
-            expected.extend(positives.map(|_| codes::MARKER_POSITIVE));
+            let mut first_positive: Vec<usize> = Vec::new();
+            for (i, r) in &history {
+                if *r == TestResult::Positive && !first_positive.contains(i) {
+                    first_positive.push(*i);
+                }
+            }
+            expected.extend(first_positive.iter().map(|_| codes::MARKER_POSITIVE));
+            if donor_reactive {
+                expected.push(codes::DONOR_REACTIVE_MARKER);
+            }
+            if inspection_pending {
+                expected.push(codes::INSPECTION_REQUIRED);
+            }
+            if excursion_pending && !(director && disposition) {
+                expected.push(codes::EXCURSION_REVIEW);
+            }
             if before_release && !irradiated {
                 expected.push(codes::NOT_IRRADIATED);
             }
-            let blockers = release_blockers(&latest, irradiated, emergency, &p);
+            let holds = Holds { donor_reactive, excursion_pending, inspection_pending };
+            let request = ReleaseRequest { emergency, director, excursion_disposition: disposition };
+            let blockers = release_blockers(&recorded, holds, irradiated, request, &p);
             let got: Vec<&str> = blockers.into_iter().map(|r| r.code).collect();
             prop_assert_eq!(got, expected);
+        }
+
+        /// The unit's life driven as the services drive it: releases through the gates, results,
+        /// excursions, returns and inspections. No sequence puts a unit with a reactive result
+        /// back into stock, and a returned unit reaches stock only through an inspection.
+        #[test]
+        fn no_sequence_reaches_stock_after_a_reactive_result_or_skips_an_inspection(
+            steps in prop::collection::vec((0u8..9, any::<bool>(), any::<bool>(), 0i64..90), 0..40),
+        ) {
+            let mut p = Policy::default();
+            p.unit.required_markers = vec!["anti_hiv".into()];
+            let t0 = t(2026, 11, 25, 8, 0);
+            let expires = t0 + TimeDelta::hours(24);
+            let (mut status, mut now) = (Quarantined, t0);
+            let mut results: Vec<MarkerResult> = Vec::new();
+            let mut holds = Holds::default();
+            let mut reactive_seen = false;
+            let mut returned_at: Option<DateTime<Utc>> = None;
+            for (event, a, b, wait) in steps {
+                now += TimeDelta::minutes(wait);
+                let apply = |status: &mut UnitStatus, action: UnitAction| match transition(*status, action, expires, now) {
+                    Ok(to) => { *status = to; true }
+                    Err(_) => false,
+                };
+                match event {
+                    0 => {
+                        let request = ReleaseRequest { emergency: a, director: b, excursion_disposition: b };
+                        let ok = release_blockers(&results, holds, true, request, &p).is_empty();
+                        if ok && apply(&mut status, UnitAction::Release) && request.excursion_disposition {
+                            holds.excursion_pending = false;
+                        }
+                    }
+                    1 | 2 => {
+                        let result = if event == 1 { TestResult::Positive } else { TestResult::Negative };
+                        results.push(MarkerResult { marker: "anti_hiv".into(), result });
+                        if result == TestResult::Positive {
+                            reactive_seen = true;
+                            apply(&mut status, UnitAction::Quarantine);
+                        }
+                    }
+                    3 => {
+                        holds.excursion_pending = true;
+                        apply(&mut status, UnitAction::Quarantine);
+                    }
+                    4 => { apply(&mut status, UnitAction::Allocate); }
+                    5 => {
+                        // Issue re-assesses: a unit with a reactive result never leaves.
+                        if reactive_markers(&results).is_empty() {
+                            apply(&mut status, UnitAction::Issue);
+                        }
+                    }
+                    6 => {
+                        if apply(&mut status, UnitAction::Return) {
+                            holds.inspection_pending = true;
+                            returned_at = Some(now);
+                        }
+                    }
+                    7 => {
+                        if holds.inspection_pending && status == Quarantined {
+                            let out = returned_at.map_or(0, |r| now.signed_duration_since(r).num_minutes());
+                            let outcome = inspection_outcome(a, now >= expires, out, !reactive_markers(&results).is_empty(), holds, &p);
+                            holds.inspection_pending = false;
+                            match outcome {
+                                InspectionOutcome::Available => { apply(&mut status, UnitAction::Inspect); }
+                                InspectionOutcome::StillHeld(_) => {}
+                                InspectionOutcome::Discard(_) => { apply(&mut status, UnitAction::Discard); }
+                            }
+                        }
+                    }
+                    _ => { apply(&mut status, UnitAction::Deallocate); }
+                }
+                let in_stock = matches!(effective_status(status, expires, now), Available | Allocated);
+                prop_assert!(!(reactive_seen && in_stock), "{} after a reactive result", status);
+                prop_assert!(!(holds.inspection_pending && in_stock), "{} before its inspection", status);
+                prop_assert!(!(holds.excursion_pending && in_stock), "{} with an excursion pending", status);
+            }
         }
 
         #[test]

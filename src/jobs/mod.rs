@@ -102,21 +102,25 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
             .or_default()
             .push((s.id, utc(s.valid_until)));
     }
+    // Compatible red-cell crossmatches count: the longest-valid sample of this patient is the one
+    // the transfusion will rely on.
     let mut crossmatches: HashMap<i64, Vec<i64>> = HashMap::new();
     for x in store::allocations::crossmatches_of_units(conn, &unit_ids)? {
-        crossmatches.entry(x.unit_id).or_default().push(x.sample_id);
+        if x.result == "compatible" && x.kind == "red_cell" {
+            crossmatches.entry(x.unit_id).or_default().push(x.sample_id);
+        }
     }
     let mut covered: HashMap<i64, usize> = HashMap::new();
     for (a, patient_id, needed_by) in active {
         *covered.entry(a.request_id).or_default() += 1;
         let own = samples.get(&patient_id).map(Vec::as_slice).unwrap_or_default();
-        // The newest crossmatch of the unit against any sample of this patient.
         let valid_until = crossmatches
             .get(&a.unit_id)
             .into_iter()
             .flatten()
-            .find_map(|sample_id| own.iter().find(|(id, _)| id == sample_id))
-            .map(|(_, until)| *until);
+            .filter_map(|sample_id| own.iter().find(|(id, _)| id == sample_id))
+            .map(|(_, until)| *until)
+            .max();
         holding.extend(alerts::allocation_alerts(
             &AllocationState {
                 id: a.id,

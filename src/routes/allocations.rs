@@ -24,6 +24,12 @@ pub struct IssueRequest {
     /// data structure with flags.
     #[schema(min_length = 1, max_length = 64)]
     pub scanned_din: String,
+    /// A medical director's reason to accept warnings that appeared since allocation,
+    /// up to 500 characters.
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
+    pub override_reason: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -44,7 +50,10 @@ pub struct CompatibilityQuery {
     pub unit_id: i64,
     #[serde(deserialize_with = "super::integral::required")]
     pub patient_id: i64,
-    /// Planned transfusion time (default now).
+    /// Judge against this request's requirements and need time too.
+    #[serde(default, deserialize_with = "super::integral::optional")]
+    pub request_id: Option<i64>,
+    /// Planned transfusion time (default: the request's `needed_by`, else now).
     pub at: Option<DateTime<Utc>>,
 }
 
@@ -76,7 +85,7 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
     responses(
         (status = 200, body = AllocationView),
         (status = 409, description = TRANSITION, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`issue_refused` with a reason per failing check", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`issue_refused` with a reason per failing check (every rule of allocation is applied again); `override_required` for warnings that appeared since allocation", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn issue(
@@ -87,16 +96,26 @@ pub async fn issue(
 ) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
     let id = parse_id(&id, "allocation")?;
-    let (actor, scanned) = (caller.actor(), body.into_inner().scanned_din);
+    let director = caller.role == crate::auth::Role::MedicalDirector;
+    let (actor, body) = (caller.actor(), body.into_inner());
     let issued = state
         .write(with_policy(move |conn, policy| {
-            work::issue(conn, &actor, id, &scanned, policy)
+            work::issue(
+                conn,
+                &actor,
+                director,
+                id,
+                &body.scanned_din,
+                body.override_reason,
+                policy,
+            )
         }))
         .await?;
     Ok(HttpResponse::Ok().json(issued))
 }
 
-/// An issued unit comes back: available again if still unexpired, discarded otherwise.
+/// An issued unit comes back: quarantined (reason `returned`) until it is inspected
+/// (`POST /units/{id}/inspection`); discarded if it has expired.
 #[utoipa::path(
     post, path = "/api/v1/allocations/{id}/return", tag = "allocations", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = EndRequest,
@@ -169,10 +188,14 @@ pub async fn transfusion(
     Ok(HttpResponse::Ok().json(done))
 }
 
-/// Record a crossmatch of a unit against a patient sample.
+/// Record a crossmatch of a unit against a patient sample. Results are kept: an incompatible
+/// one blocks the unit for the patient until a medical director resolves it.
 #[utoipa::path(
     post, path = "/api/v1/crossmatches", tag = "allocations", security(("bearer" = [])), request_body = CrossmatchInput,
-    responses((status = 201, body = CrossmatchView))
+    responses(
+        (status = 201, body = CrossmatchView),
+        (status = 422, description = "`electronic_crossmatch_not_allowed` with reasons `group_unconfirmed`, `antibodies_recorded`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn crossmatch(
     state: web::Data<AppState>,
@@ -190,7 +213,10 @@ pub async fn crossmatch(
 /// Is this unit compatible with this patient? Every finding with its severity.
 #[utoipa::path(
     get, path = "/api/v1/compatibility", tag = "allocations", security(("bearer" = [])), params(CompatibilityQuery),
-    responses((status = 200, body = CompatibilityView))
+    responses(
+        (status = 200, body = CompatibilityView),
+        (status = 422, description = "`request_of_another_patient`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn compatibility(
     state: web::Data<AppState>,
@@ -201,7 +227,7 @@ pub async fn compatibility(
     let q = query.into_inner();
     let found = state
         .db(with_policy(move |conn, policy| {
-            work::compatibility(conn, q.unit_id, q.patient_id, q.at, policy)
+            work::compatibility(conn, q.unit_id, q.patient_id, q.request_id, q.at, policy)
         }))
         .await?;
     Ok(HttpResponse::Ok().json(found))
@@ -222,4 +248,89 @@ pub async fn exceptions(
     let after = decode_cursor(query.cursor.as_deref())?;
     let (items, next_cursor) = state.db(move |conn| work::exceptions(conn, after, limit)).await?;
     Ok(HttpResponse::Ok().json(ExceptionList { items, next_cursor }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "repeat crossmatch on a fresh sample compatible; first result a clerical error, investigated"}))]
+pub struct ResolveRequest {
+    /// Why the incompatible result no longer stands, 1–500 characters.
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
+    )]
+    pub reason: String,
+}
+
+/// Resolve an incompatible crossmatch (medical director): it no longer blocks the unit for the
+/// patient. The result itself is kept as recorded.
+#[utoipa::path(
+    post, path = "/api/v1/crossmatches/{id}/resolve", tag = "allocations", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), request_body = ResolveRequest,
+    responses(
+        (status = 200, body = CrossmatchView),
+        (status = 409, description = "`crossmatch_not_incompatible`, `already_resolved`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn resolve_crossmatch(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody<ResolveRequest>,
+) -> ApiResult<HttpResponse> {
+    caller.require(&[crate::auth::Role::MedicalDirector])?;
+    let id = parse_id(&id, "crossmatch")?;
+    let (actor, reason) = (caller.actor(), body.into_inner().reason);
+    let resolved = state
+        .write(move |conn| work::resolve_crossmatch(conn, &actor, id, &reason))
+        .await?;
+    Ok(HttpResponse::Ok().json(resolved))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CrossmatchQuery {
+    #[param(minimum = 1)]
+    #[serde(default, deserialize_with = "super::integral::optional")]
+    pub unit_id: Option<i64>,
+    #[param(minimum = 1)]
+    #[serde(default, deserialize_with = "super::integral::optional")]
+    pub patient_id: Option<i64>,
+    /// 1–500, default 50.
+    #[param(minimum = 1, maximum = 500)]
+    #[serde(default, deserialize_with = "super::integral::optional")]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]{1,18}$")]
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CrossmatchList {
+    pub items: Vec<CrossmatchView>,
+    pub next_cursor: Option<String>,
+}
+
+/// Crossmatches of a unit and/or of a patient's samples, oldest first, with their resolutions.
+#[utoipa::path(
+    get, path = "/api/v1/crossmatches", tag = "allocations", security(("bearer" = [])), params(CrossmatchQuery),
+    responses((status = 200, body = CrossmatchList))
+)]
+pub async fn crossmatches(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    query: web::Query<CrossmatchQuery>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let q = query.into_inner();
+    for (field, id) in [("unit_id", q.unit_id), ("patient_id", q.patient_id)] {
+        if id.is_some_and(|id| id < 1) {
+            return Err(crate::error::ApiError::field(field, "must be a positive id"));
+        }
+    }
+    let limit = page_limit(q.limit)?;
+    let after = decode_cursor(q.cursor.as_deref())?;
+    let (items, next_cursor) = state
+        .db(move |conn| work::crossmatches(conn, q.unit_id, q.patient_id, after, limit))
+        .await?;
+    Ok(HttpResponse::Ok().json(CrossmatchList { items, next_cursor }))
 }

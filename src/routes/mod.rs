@@ -126,6 +126,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/units/{id}/irradiation").route(web::post().to(units::irradiate)))
                 .service(web::resource("/units/{id}/tests").route(web::post().to(units::record_test)))
                 .service(web::resource("/units/{id}/release").route(web::post().to(units::release)))
+                .service(web::resource("/units/{id}/inspection").route(web::post().to(units::inspect)))
+                .service(web::resource("/units/{id}/excursion-disposition").route(web::post().to(units::disposition)))
                 .service(web::resource("/units/{id}/discard").route(web::post().to(units::discard)))
                 .service(web::resource("/units/{id}/storage-readings").route(web::post().to(units::add_reading)))
                 .service(web::resource("/units/{id}/label").route(web::get().to(units::label)))
@@ -156,6 +158,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::post().to(patients::add_sample))
                         .route(web::get().to(patients::samples)),
                 )
+                .service(web::resource("/samples/{id}/typing").route(web::post().to(patients::type_sample)))
                 .service(
                     web::resource("/requests")
                         .route(web::post().to(requests::create))
@@ -172,7 +175,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/allocations/{id}/return").route(web::post().to(allocations::return_unit)))
                 .service(web::resource("/allocations/{id}/cancel").route(web::post().to(allocations::cancel)))
                 .service(web::resource("/allocations/{id}/transfusion").route(web::post().to(allocations::transfusion)))
-                .service(web::resource("/crossmatches").route(web::post().to(allocations::crossmatch)))
+                .service(
+                    web::resource("/crossmatches")
+                        .route(web::post().to(allocations::crossmatch))
+                        .route(web::get().to(allocations::crossmatches)),
+                )
+                .service(
+                    web::resource("/crossmatches/{id}/resolve").route(web::post().to(allocations::resolve_crossmatch)),
+                )
                 .service(web::resource("/compatibility").route(web::get().to(allocations::compatibility)))
                 .service(web::resource("/reports/exceptions").route(web::get().to(allocations::exceptions))),
         )

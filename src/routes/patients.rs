@@ -9,7 +9,9 @@ use super::{decode_cursor, page_limit, parse_id, with_policy};
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
 use crate::extract::JsonBody;
-use crate::services::patients::{self as work, PatientInput, PatientPatch, PatientView, SampleInput, SampleView};
+use crate::services::patients::{
+    self as work, PatientInput, PatientPatch, PatientView, SampleInput, SampleView, TypingInput, TypingResult,
+};
 use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -134,4 +136,27 @@ pub async fn samples(state: web::Data<AppState>, caller: AuthUser, id: web::Path
         items,
         next_cursor: None,
     }))
+}
+
+/// Record the blood bank's ABO/RhD typing of a sample (staff only). Two concordant typings of
+/// two samples drawn at different times confirm the patient's group of record; typings that
+/// disagree, or a declared group that differs, raise `patient.group_discordant`.
+#[utoipa::path(
+    post, path = "/api/v1/samples/{id}/typing", tag = "patients", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), request_body = TypingInput,
+    responses((status = 201, body = TypingResult))
+)]
+pub async fn type_sample(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody<TypingInput>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let id = parse_id(&id, "sample")?;
+    let (actor, input) = (caller.actor(), body.into_inner());
+    let done = state
+        .write(move |conn| work::type_sample(conn, &actor, id, input))
+        .await?;
+    Ok(HttpResponse::Created().json(done))
 }

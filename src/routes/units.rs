@@ -14,8 +14,8 @@ use crate::domain::units::UnitStatus;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
 use crate::services::units::{
-    self as work, CreateUnitInput, IrradiationInput, Label, LocationReadingInput, ReadingInput, ReadingView,
-    ReleaseInput, TestInput, UnitView,
+    self as work, CreateUnitInput, InspectionInput, InspectionView, IrradiationInput, Label, LocationReadingInput,
+    ReadingInput, ReadingView, ReleaseInput, TestInput, UnitView,
 };
 use crate::state::AppState;
 
@@ -49,7 +49,7 @@ pub struct UnitQuery {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"reason": "bag damaged in transport"}))]
 pub struct DiscardRequest {
-    /// Why, 1–500 characters.
+    /// Why (the discard, or the disposition), 1–500 characters.
     #[schema(
         pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
     )]
@@ -196,14 +196,16 @@ pub async fn record_test(
 }
 
 /// Release to `available`: every required marker negative, or an emergency release
-/// (medical director) with a named physician's acknowledgement.
+/// (medical director) with a named physician's acknowledgement. Never with a reactive result
+/// on record, a reactive donor or an inspection due; a unit with a storage excursion only by a
+/// medical director with an `excursion_disposition`.
 #[utoipa::path(
     post, path = "/api/v1/units/{id}/release", tag = "units", security(("bearer" = [])),
     params(("id" = String, Path, description = "id or DIN")), request_body = ReleaseInput,
     responses(
         (status = 200, body = UnitView),
         (status = 409, description = CHANGE_REFUSALS, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`release_blocked` with reasons `marker_missing`, `marker_pending`, `marker_positive`, `not_irradiated`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`release_blocked` with reasons `marker_missing`, `marker_pending`, `marker_positive`, `donor_reactive_marker`, `inspection_required`, `excursion_review`, `not_irradiated`; `excursion_review` when a technologist releases a unit with an excursion", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn release(
@@ -219,12 +221,64 @@ pub async fn release(
         caller.require_staff()?;
     }
     let (actor, key) = (caller.actor(), key.into_inner());
+    let director = caller.role == Role::MedicalDirector;
     let unit = state
         .write(with_policy(move |conn, policy| {
-            work::release(conn, &actor, &key, input, policy)
+            work::release(conn, &actor, director, &key, input, policy)
         }))
         .await?;
     Ok(HttpResponse::Ok().json(unit))
+}
+
+/// A medical director's disposition of a unit's storage excursions without releasing it (for a
+/// unit already in stock); a quarantined unit takes `excursion_disposition` on its release.
+#[utoipa::path(
+    post, path = "/api/v1/units/{id}/excursion-disposition", tag = "units", security(("bearer" = [])),
+    params(("id" = String, Path, description = "id or DIN")), request_body = DiscardRequest,
+    responses(
+        (status = 200, body = UnitView),
+        (status = 409, description = "`no_excursion_pending`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn disposition(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    key: web::Path<String>,
+    body: JsonBody<DiscardRequest>,
+) -> ApiResult<HttpResponse> {
+    caller.require(&[Role::MedicalDirector])?;
+    let (actor, key, reason) = (caller.actor(), key.into_inner(), body.into_inner().reason);
+    let unit = state
+        .write(move |conn| work::disposition_excursions(conn, &actor, &key, &reason))
+        .await?;
+    Ok(HttpResponse::Ok().json(unit))
+}
+
+/// Inspect a unit that came back after issue: `available` when acceptable, unexpired, out of
+/// controlled storage within `unit.max_minutes_out_of_storage` and not reactive; otherwise
+/// discarded (or still held while an excursion or a reactive donor holds it).
+#[utoipa::path(
+    post, path = "/api/v1/units/{id}/inspection", tag = "units", security(("bearer" = [])),
+    params(("id" = String, Path, description = "id or DIN")), request_body = InspectionInput,
+    responses(
+        (status = 201, body = InspectionView),
+        (status = 409, description = "`no_inspection_due`, `invalid_transition`, `unit_expired`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn inspect(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    key: web::Path<String>,
+    body: JsonBody<InspectionInput>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let (actor, key, input) = (caller.actor(), key.into_inner(), body.into_inner());
+    let done = state
+        .write(with_policy(move |conn, policy| {
+            work::inspect(conn, &actor, &key, input, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Created().json(done))
 }
 
 /// Discard a unit (not once issued).

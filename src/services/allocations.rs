@@ -5,9 +5,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{from_stored_json, is_past, stored, to_json, to_value, utc};
+use super::{from_stored_json, is_past, stored, stored_enum, to_json, to_value, utc};
 use crate::domain::blood::Hla;
-use crate::domain::compatibility::{self, Assessment, CrossmatchFacts, Severity, Stage, UnitFacts, Verdict};
+use crate::domain::compatibility::{
+    self, Assessment, Context, CrossmatchFacts, CrossmatchKind, Requirements, Severity, Stage, UnitFacts, Verdict,
+};
 use crate::domain::policy::Policy;
 use crate::domain::requests::{self as request_rules, AllocationAction, AllocationStatus, RequestAction};
 use crate::domain::text_enum;
@@ -78,70 +80,94 @@ pub fn unit_facts(conn: &mut DbConn, u: &Unit) -> ApiResult<UnitFacts> {
         donor_hla,
         irradiated: v.irradiated,
         released: v.release.is_some(),
+        reactive: v.tests.iter().any(|t| t.result == unit_rules::TestResult::Positive),
+        excursion_pending: v.holds.iter().any(|h| h == unit_rules::codes::EXCURSION_REVIEW),
         expires_at: v.expires_at,
         granulocyte_count: v.granulocyte_count,
     })
 }
 
-/// The newest crossmatch of the unit against any sample of the patient.
-fn crossmatch_facts(conn: &mut DbConn, unit_id: i64, patient_id: i64) -> ApiResult<Option<CrossmatchFacts>> {
+/// Every crossmatch recorded for the unit against any sample of the patient, with whether a
+/// medical director resolved it: the rules decide which ones count.
+pub fn crossmatch_facts(conn: &mut DbConn, unit_id: i64, patient_id: i64) -> ApiResult<Vec<CrossmatchFacts>> {
     let samples = patient_rows::samples_of(conn, patient_id)?;
     let ids: Vec<i64> = samples.iter().map(|s| s.id).collect();
-    let Some(x) = rows::crossmatches_for(conn, unit_id, &ids)?.into_iter().next() else {
-        return Ok(None);
-    };
-    let valid_until = samples
-        .iter()
-        .find(|s| s.id == x.sample_id)
-        .map(|s| utc(s.valid_until))
-        .unwrap_or_else(|| utc(store::now()));
-    Ok(Some(CrossmatchFacts {
-        compatible: x.result == "compatible",
-        sample_valid_until: valid_until,
-    }))
+    let found = rows::crossmatches_for(conn, unit_id, &ids)?;
+    let resolved: Vec<i64> = rows::resolutions_of(conn, &found.iter().map(|x| x.id).collect::<Vec<_>>())?
+        .into_iter()
+        .map(|r| r.crossmatch_id)
+        .collect();
+    found
+        .into_iter()
+        .map(|x| {
+            let valid_until = samples
+                .iter()
+                .find(|s| s.id == x.sample_id)
+                .map(|s| utc(s.valid_until))
+                .unwrap_or_else(|| utc(store::now()));
+            Ok(CrossmatchFacts {
+                id: x.id,
+                kind: stored_enum("crossmatch kind", &x.kind, CrossmatchKind::parse)?,
+                compatible: x.result == CrossmatchResult::Compatible.as_str(),
+                resolved: resolved.contains(&x.id),
+                sample_valid_until: valid_until,
+            })
+        })
+        .collect()
 }
 
 fn assess(
     conn: &mut DbConn,
     u: &Unit,
     patient_id: i64,
+    requirements: Requirements,
     planned_at: DateTime<Utc>,
     stage: Stage,
     policy: &Policy,
 ) -> ApiResult<Assessment> {
-    let patient = patients::view(patient_rows::find(conn, patient_id)?.ok_or_else(|| ApiError::not_found("patient"))?)?;
+    let found = patient_rows::find(conn, patient_id)?.ok_or_else(|| ApiError::not_found("patient"))?;
+    let patient = patients::view(conn, found)?;
     let facts = unit_facts(conn, u)?;
-    let crossmatch = crossmatch_facts(conn, u.id, patient_id)?;
-    let now = utc(store::now());
-    Ok(compatibility::assess(
-        &patients::facts(&patient),
-        &facts,
-        crossmatch.as_ref(),
+    let crossmatches = crossmatch_facts(conn, u.id, patient_id)?;
+    let ctx = Context {
+        crossmatches: &crossmatches,
+        requirements,
         planned_at,
-        now,
+        now: utc(store::now()),
         stage,
-        policy,
-    ))
+    };
+    Ok(compatibility::assess(&patients::facts(&patient), &facts, &ctx, policy))
 }
 
+/// Compatibility of a unit for a patient; with a request, also against its requirements and
+/// its need time.
 pub fn compatibility(
     conn: &mut DbConn,
     unit_id: i64,
     patient_id: i64,
+    request_id: Option<i64>,
     planned_at: Option<DateTime<Utc>>,
     policy: &Policy,
 ) -> ApiResult<CompatibilityView> {
     let u = unit_rows::find(conn, unit_id)?.ok_or_else(|| ApiError::not_found("unit"))?;
     patients::find(conn, patient_id, None)?;
     let now = utc(store::now());
-    let a = assess(
-        conn,
-        &u,
-        patient_id,
-        planned_at.unwrap_or(now).max(now),
-        Stage::Allocation,
-        policy,
-    )?;
+    let (requirements, needed_by) = match request_id {
+        Some(id) => {
+            let r = requests::find(conn, id, None)?;
+            if r.patient_id != patient_id {
+                return Err(ApiError::refused(
+                    "request_of_another_patient",
+                    format!("request {id} is for another patient"),
+                    vec![],
+                ));
+            }
+            (requests::Requirements::of(&r), Some(utc(r.needed_by)))
+        }
+        None => (Requirements::default(), None),
+    };
+    let planned = planned_at.or(needed_by).unwrap_or(now).max(now);
+    let a = assess(conn, &u, patient_id, requirements, planned, Stage::Allocation, policy)?;
     Ok(CompatibilityView {
         unit_id,
         patient_id,
@@ -161,22 +187,53 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// Red-cell crossmatches: indirect antiglobulin test, immediate spin, or electronic
+    /// (computer) issue. Leukocyte crossmatches: granulocyte immunofluorescence or
+    /// agglutination, or flow cytometry.
+    CrossmatchMethod {
+        Iat => "iat",
+        ImmediateSpin => "immediate_spin",
+        Electronic => "electronic",
+        Gift => "granulocyte_immunofluorescence",
+        Gat => "granulocyte_agglutination",
+        FlowCytometry => "flow_cytometry",
+    }
+);
+
+impl CrossmatchMethod {
+    pub fn kind(self) -> CrossmatchKind {
+        match self {
+            Self::Iat | Self::ImmediateSpin | Self::Electronic => CrossmatchKind::RedCell,
+            Self::Gift | Self::Gat | Self::FlowCytometry => CrossmatchKind::Leukocyte,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"unit_id": 17, "sample_id": 9, "result": "compatible", "method": "IAT"}))]
+#[schema(example = json!({"unit_id": 17, "sample_id": 9, "result": "compatible", "method": "iat"}))]
 pub struct CrossmatchInput {
     #[schema(minimum = 1)]
     pub unit_id: i64,
     #[schema(minimum = 1)]
     pub sample_id: i64,
     pub result: CrossmatchResult,
-    /// e.g. `IAT`, `immediate_spin`, `electronic`; 1–100 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub method: String,
+    /// `electronic` only for a patient whose group of record is confirmed and who has no
+    /// antibodies recorded (422 `electronic_crossmatch_not_allowed` otherwise).
+    pub method: CrossmatchMethod,
+    /// `red_cell` (default) or `leukocyte`; must agree with the method.
+    pub kind: Option<CrossmatchKind>,
     /// Default: now.
     pub performed_at: Option<DateTime<Utc>>,
+}
+
+/// A medical director's resolution of an incompatible crossmatch.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ResolutionView {
+    pub reason: String,
+    pub resolved_by: String,
+    pub resolved_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -187,58 +244,169 @@ pub struct CrossmatchView {
     #[schema(minimum = 1)]
     pub sample_id: i64,
     pub patient_id: i64,
+    pub kind: CrossmatchKind,
     pub result: CrossmatchResult,
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
+    /// One of the `CrossmatchMethod` spellings; records made before methods were an
+    /// enumeration keep their free text.
     pub method: String,
     pub performed_by: String,
     pub performed_at: DateTime<Utc>,
     /// The sample's validity, which bounds this crossmatch.
     pub valid_until: DateTime<Utc>,
+    /// Set once a medical director resolved an incompatible result; until then it blocks the
+    /// unit for this patient, whatever is recorded after it.
+    pub resolution: Option<ResolutionView>,
+}
+
+fn crossmatch_view(
+    x: rows::Crossmatch,
+    sample: &crate::store::patients::Sample,
+    resolution: Option<rows::Resolution>,
+) -> ApiResult<CrossmatchView> {
+    Ok(CrossmatchView {
+        id: x.id,
+        unit_id: x.unit_id,
+        sample_id: x.sample_id,
+        patient_id: sample.patient_id,
+        kind: stored_enum("crossmatch kind", &x.kind, CrossmatchKind::parse)?,
+        result: stored_enum("crossmatch result", &x.result, CrossmatchResult::parse)?,
+        method: x.method,
+        performed_by: x.performed_by,
+        performed_at: utc(x.performed_at),
+        valid_until: utc(sample.valid_until),
+        resolution: resolution.map(|r| ResolutionView {
+            reason: r.reason,
+            resolved_by: r.resolved_by,
+            resolved_at: utc(r.resolved_at),
+        }),
+    })
 }
 
 pub fn record_crossmatch(conn: &mut DbConn, actor: &Actor, input: CrossmatchInput) -> ApiResult<CrossmatchView> {
     let now = utc(store::now());
-    let method = input.method.trim().to_owned();
-    if method.is_empty() || method.chars().count() > 100 || !super::printable(&method) {
-        return Err(ApiError::field("method", "must be 1 to 100 characters"));
-    }
     let at = utc(stored(input.performed_at.unwrap_or(now)));
-    if !is_past(at, now) {
-        return Err(ApiError::field("performed_at", "must not be in the future"));
-    }
+    let mut v = crate::error::Validator::new();
+    v.check(is_past(at, now), "performed_at", "must not be in the future");
+    let kind = input.kind.unwrap_or(input.method.kind());
+    v.check(
+        kind == input.method.kind(),
+        "method",
+        format!(
+            "{} is not a {} crossmatch method",
+            input.method,
+            kind.as_str().replace('_', "-")
+        ),
+    );
+    v.finish()?;
     let u = unit_rows::find(conn, input.unit_id)?.ok_or_else(|| ApiError::not_found("unit"))?;
     let sample = patient_rows::find_sample(conn, input.sample_id)?.ok_or_else(|| ApiError::not_found("sample"))?;
+    if input.method == CrossmatchMethod::Electronic {
+        let found = patient_rows::find(conn, sample.patient_id)?.ok_or_else(|| ApiError::not_found("patient"))?;
+        let patient = patients::view(conn, found)?;
+        let antibodies = compatibility::alloimmunised(&patients::facts(&patient));
+        let blockers =
+            crate::domain::group::electronic_crossmatch_blockers(&patient.group_of_record.group(), antibodies);
+        if !blockers.is_empty() {
+            return Err(ApiError::refused(
+                "electronic_crossmatch_not_allowed",
+                "an electronic crossmatch is not allowed for this patient; crossmatch serologically",
+                super::reasons(blockers),
+            ));
+        }
+    }
+    if at < utc(sample.drawn_at) {
+        return Err(ApiError::field(
+            "performed_at",
+            "must not be before the sample was drawn",
+        ));
+    }
     let row = rows::insert_crossmatch(
         conn,
         &rows::NewCrossmatch {
             unit_id: u.id,
             sample_id: sample.id,
             result: input.result.as_str(),
-            method: &method,
+            method: input.method.as_str(),
             performed_by: &actor.name,
             performed_at: stored(at),
             created_at: stored(now),
+            kind: kind.as_str(),
         },
     )?;
-    let created = CrossmatchView {
-        id: row.id,
-        unit_id: row.unit_id,
-        sample_id: row.sample_id,
-        patient_id: sample.patient_id,
-        result: input.result,
-        method: row.method,
-        performed_by: row.performed_by,
-        performed_at: utc(row.performed_at),
-        valid_until: utc(sample.valid_until),
-    };
+    let created = crossmatch_view(row, &sample, None)?;
     audit::append(
         conn,
         actor,
         Change::created("unit.crossmatch", "unit", u.id, to_value(&created)?),
     )?;
     Ok(created)
+}
+
+/// A medical director resolves an incompatible crossmatch with a reason (audited): from then on
+/// it no longer blocks the unit for the patient. The result itself is never changed.
+pub fn resolve_crossmatch(conn: &mut DbConn, actor: &Actor, id: i64, reason: &str) -> ApiResult<CrossmatchView> {
+    let reason = clean_reason(reason)?;
+    let x = rows::find_crossmatch(conn, id)?.ok_or_else(|| ApiError::not_found("crossmatch"))?;
+    rows::lock_crossmatch(conn, id)?;
+    if x.result != CrossmatchResult::Incompatible.as_str() {
+        return Err(ApiError::conflict(
+            "crossmatch_not_incompatible",
+            format!("crossmatch {id} is compatible; only an incompatible result is resolved"),
+        ));
+    }
+    if !rows::resolutions_of(conn, &[id])?.is_empty() {
+        return Err(ApiError::conflict(
+            "already_resolved",
+            format!("crossmatch {id} is already resolved"),
+        ));
+    }
+    let sample = patient_rows::find_sample(conn, x.sample_id)?.ok_or_else(|| ApiError::not_found("sample"))?;
+    let resolution = rows::insert_resolution(conn, id, &reason, &actor.name, store::now()).map_err(
+        crate::error::unique_as("already_resolved", format!("crossmatch {id} is already resolved")),
+    )?;
+    let unit_id = x.unit_id;
+    let resolved = crossmatch_view(x, &sample, Some(resolution))?;
+    audit::append(
+        conn,
+        actor,
+        Change::created(
+            "unit.crossmatch_resolve",
+            "unit",
+            unit_id,
+            serde_json::json!({"crossmatch_id": id, "patient_id": resolved.patient_id,
+                               "resolution": to_value(&resolved.resolution)?}),
+        ),
+    )?;
+    Ok(resolved)
+}
+
+/// Crossmatches of a unit, of a patient's samples, or both; oldest first.
+pub fn crossmatches(
+    conn: &mut DbConn,
+    unit_id: Option<i64>,
+    patient_id: Option<i64>,
+    after_id: Option<i64>,
+    limit: i64,
+) -> ApiResult<(Vec<CrossmatchView>, Option<String>)> {
+    let samples = match patient_id {
+        Some(p) => Some(patient_rows::samples_of(conn, p)?),
+        None => None,
+    };
+    let sample_ids: Option<Vec<i64>> = samples.as_ref().map(|list| list.iter().map(|s| s.id).collect());
+    let found = rows::crossmatches_where(conn, unit_id, sample_ids.as_deref(), after_id, limit + 1)?;
+    let (found, next) = crate::routes::paginate(found, limit, |x| x.id);
+    let ids: Vec<i64> = found.iter().map(|x| x.id).collect();
+    let mut resolutions: std::collections::HashMap<i64, rows::Resolution> = rows::resolutions_of(conn, &ids)?
+        .into_iter()
+        .map(|r| (r.crossmatch_id, r))
+        .collect();
+    let mut out = Vec::with_capacity(found.len());
+    for x in found {
+        let sample = patient_rows::find_sample(conn, x.sample_id)?.ok_or_else(|| ApiError::not_found("sample"))?;
+        let resolution = resolutions.remove(&x.id);
+        out.push(crossmatch_view(x, &sample, resolution)?);
+    }
+    Ok((out, next))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -261,6 +429,12 @@ pub struct AllocationView {
     )]
     pub override_reason: Option<String>,
     pub overridden_by: Option<String>,
+    /// Why a medical director accepted warnings that appeared between allocation and issue.
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
+    pub issue_override_reason: Option<String>,
+    pub issue_overridden_by: Option<String>,
     /// An anti-D prophylaxis task was raised.
     pub anti_d_task: bool,
     pub allocated_by: String,
@@ -303,6 +477,8 @@ pub fn view(conn: &mut DbConn, a: Allocation) -> ApiResult<AllocationView> {
         hospital_id: r.hospital_id,
         override_reason: a.override_reason,
         overridden_by: a.overridden_by,
+        issue_override_reason: a.issue_override_reason,
+        issue_overridden_by: a.issue_overridden_by,
         anti_d_task: a.anti_d_task,
         allocated_by: a.allocated_by,
         allocated_at: utc(a.allocated_at),
@@ -403,7 +579,15 @@ pub fn allocate(
         return Err(unit_not_available(&u.din, &format!("it is {unit_status}")));
     }
     let planned = utc(r.needed_by).max(now);
-    let a = assess(conn, &u, r.patient_id, planned, Stage::Allocation, policy)?;
+    let a = assess(
+        conn,
+        &u,
+        r.patient_id,
+        requests::Requirements::of(&r),
+        planned,
+        Stage::Allocation,
+        policy,
+    )?;
     let list = findings(&a);
     if a.verdict == Verdict::Incompatible {
         let blocks: Vec<FindingView> = list.into_iter().filter(|f| f.severity == Severity::Block).collect();
@@ -465,6 +649,8 @@ pub fn allocate(
             anc_increment_per_ul: None,
             outcome_recorded_by: None,
             updated_at: stored(now),
+            issue_override_reason: None,
+            issue_overridden_by: None,
         },
         stored(now),
     )
@@ -476,23 +662,7 @@ pub fn allocate(
         }
     })?;
     if anti_d {
-        crate::services::webhooks::raise(
-            conn,
-            &NewAlert {
-                kind: "allocation.anti_d_prophylaxis",
-                severity: "warning",
-                status: "open",
-                dedup_key: &format!("allocation.anti_d_prophylaxis:{}", row.id),
-                entity_type: "allocation",
-                entity_id: &row.id.to_string(),
-                message: &format!(
-                    "RhD-positive unit {} allocated to an RhD-negative patient of childbearing potential: give anti-D prophylaxis",
-                    u.din
-                ),
-                details: serde_json::json!({"allocation_id": row.id, "request_id": request_id, "patient_id": r.patient_id, "unit_id": u.id}).to_string(),
-                created_at: stored(now),
-            },
-        )?;
+        anti_d_alert(conn, row.id, request_id, r.patient_id, &u, now)?;
     }
     let created = view(conn, row)?;
     audit::append(
@@ -512,6 +682,36 @@ pub fn allocate(
         ),
     )?;
     Ok(created)
+}
+
+/// An RhD-positive unit going to an RhD-negative (or unconfirmed) female of childbearing
+/// potential: give anti-D prophylaxis.
+fn anti_d_alert(
+    conn: &mut DbConn,
+    allocation_id: i64,
+    request_id: i64,
+    patient_id: i64,
+    u: &Unit,
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    crate::services::webhooks::raise(
+        conn,
+        &NewAlert {
+            kind: "allocation.anti_d_prophylaxis",
+            severity: "warning",
+            status: "open",
+            dedup_key: &format!("allocation.anti_d_prophylaxis:{allocation_id}"),
+            entity_type: "allocation",
+            entity_id: &allocation_id.to_string(),
+            message: &format!(
+                "RhD-positive unit {} allocated to an RhD-negative patient of childbearing potential: give anti-D prophylaxis",
+                u.din
+            ),
+            details: serde_json::json!({"allocation_id": allocation_id, "request_id": request_id, "patient_id": patient_id, "unit_id": u.id}).to_string(),
+            created_at: stored(now),
+        },
+    )?;
+    Ok(())
 }
 
 /// Loads and locks the allocation (and its unit) and checks the transition.
@@ -576,8 +776,18 @@ fn save(
     Ok(after)
 }
 
-/// Every final check at the moment of issue; refusals name each failing check.
-pub fn issue(conn: &mut DbConn, actor: &Actor, id: i64, scanned: &str, policy: &Policy) -> ApiResult<AllocationView> {
+/// Every final check at the moment of issue, under the rules that apply to allocation today;
+/// refusals name each failing check. A warning that was not accepted at allocation (a new
+/// antibody, a new typing, a CMV result) needs a medical director's `override_reason` again.
+pub fn issue(
+    conn: &mut DbConn,
+    actor: &Actor,
+    is_director: bool,
+    id: i64,
+    scanned: &str,
+    override_reason: Option<String>,
+    policy: &Policy,
+) -> ApiResult<AllocationView> {
     let now = utc(store::now());
     let (a, to, u) = begin(conn, id, AllocationAction::Issue, None)?;
     let r = requests::find(conn, a.request_id, None)?;
@@ -606,13 +816,19 @@ pub fn issue(conn: &mut DbConn, actor: &Actor, id: i64, scanned: &str, policy: &
             ),
         });
     }
-    let a_now = assess(conn, &u, r.patient_id, now, Stage::Issue, policy)?;
-    refusals.extend(as_reasons(
-        &findings(&a_now)
-            .into_iter()
-            .filter(|f| f.severity == Severity::Block)
-            .collect::<Vec<_>>(),
-    ));
+    let a_now = assess(
+        conn,
+        &u,
+        r.patient_id,
+        requests::Requirements::of(&r),
+        now,
+        Stage::Issue,
+        policy,
+    )?;
+    let (blocks, warnings): (Vec<FindingView>, Vec<FindingView>) = findings(&a_now)
+        .into_iter()
+        .partition(|f| f.severity == Severity::Block);
+    refusals.extend(as_reasons(&blocks));
     if !refusals.is_empty() {
         return Err(ApiError::refused(
             "issue_refused",
@@ -620,8 +836,47 @@ pub fn issue(conn: &mut DbConn, actor: &Actor, id: i64, scanned: &str, policy: &
             refusals,
         ));
     }
+    let mut accepted: Vec<FindingView> = from_stored_json("warnings", &a.warnings)?;
+    let new: Vec<FindingView> = warnings
+        .into_iter()
+        .filter(|w| !accepted.iter().any(|x| x.code == w.code))
+        .collect();
+    let reason = override_reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+    if !new.is_empty() {
+        match &reason {
+            None => {
+                return Err(ApiError::refused(
+                    "override_required",
+                    format!(
+                        "unit {} has warnings that appeared since it was allocated: a medical director must issue it with an override_reason",
+                        u.din
+                    ),
+                    as_reasons(&new),
+                ));
+            }
+            Some(_) if !is_director => {
+                return Err(ApiError::forbidden(
+                    "only a medical director may override compatibility warnings",
+                ));
+            }
+            Some(r) if r.chars().count() > 500 || !super::printable(r) => {
+                return Err(ApiError::field("override_reason", "must be at most 500 characters"));
+            }
+            Some(_) => {}
+        }
+    }
     move_unit(conn, &u, UnitAction::Issue, None, now)?;
     let mut data = AllocationData::from(a.clone());
+    if !new.is_empty() {
+        accepted.extend(new);
+        data.warnings = to_json(&accepted)?;
+        data.issue_override_reason = reason;
+        data.issue_overridden_by = Some(actor.name.clone());
+    }
+    if a_now.anti_d_prophylaxis && !a.anti_d_task {
+        data.anti_d_task = true;
+        anti_d_alert(conn, a.id, a.request_id, r.patient_id, &u, now)?;
+    }
     data.status = to.as_str().to_owned();
     data.issued_at = Some(stored(now));
     data.issued_by = Some(actor.name.clone());
@@ -641,7 +896,8 @@ fn clean_reason(raw: &str) -> ApiResult<String> {
     Ok(r.to_owned())
 }
 
-/// An issued unit comes back: to `available` if still unexpired, otherwise it is discarded.
+/// An issued unit comes back: it goes to `quarantined` (reason `returned`) until it is
+/// inspected (`POST /units/{id}/inspection`); one past its expiry is discarded at once.
 pub fn return_unit(
     conn: &mut DbConn,
     actor: &Actor,
@@ -652,9 +908,11 @@ pub fn return_unit(
     let now = utc(store::now());
     let reason = clean_reason(reason)?;
     let (a, to, u) = begin(conn, id, AllocationAction::Return, None)?;
-    if move_unit(conn, &u, UnitAction::Return, None, now)? == UnitStatus::Expired {
+    let held = format!("returned after issue ({reason}): inspect it before it goes back to stock");
+    let mut back_to = move_unit(conn, &u, UnitAction::Return, Some(held), now)?;
+    if back_to == UnitStatus::Expired {
         let back = unit_rows::find(conn, u.id)?.ok_or_else(|| ApiError::not_found("unit"))?;
-        move_unit(
+        back_to = move_unit(
             conn,
             &back,
             UnitAction::Discard,
@@ -662,6 +920,17 @@ pub fn return_unit(
             now,
         )?;
     }
+    audit::append(
+        conn,
+        actor,
+        Change::updated(
+            "unit.return",
+            "unit",
+            u.id,
+            serde_json::json!({"status": UnitStatus::Issued}),
+            serde_json::json!({"status": back_to, "allocation_id": a.id, "reason": reason}),
+        ),
+    )?;
     let mut data = AllocationData::from(a.clone());
     data.status = to.as_str().to_owned();
     data.ended_at = Some(stored(now));

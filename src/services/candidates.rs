@@ -11,8 +11,8 @@ use utoipa::ToSchema;
 use super::allocations::{FindingView, findings};
 use super::{from_stored_json, stored, stored_enum, utc};
 use crate::domain::blood::{Abo, Cmv, Hla, Rhd};
-use crate::domain::compatibility::{self, CrossmatchFacts, Stage, UnitFacts, Verdict};
-use crate::domain::matching::{self, DonorMatchFacts, Requirements};
+use crate::domain::compatibility::{self, Context, CrossmatchFacts, CrossmatchKind, Stage, UnitFacts, Verdict};
+use crate::domain::matching::{self, DonorMatchFacts};
 use crate::domain::policy::Policy;
 use crate::error::ApiResult;
 use crate::services::{donors, patients, requests};
@@ -72,7 +72,7 @@ pub fn default_collection_at(now: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
-fn unit_facts(u: &UnitMatchRow, hla: Option<&Hla>) -> ApiResult<UnitFacts> {
+fn unit_facts(u: &UnitMatchRow, hla: Option<&Hla>, excursion_pending: bool) -> ApiResult<UnitFacts> {
     Ok(UnitFacts {
         abo: stored_enum("abo", &u.abo, Abo::parse)?,
         rhd: stored_enum("rhd", &u.rhd, Rhd::parse)?,
@@ -80,6 +80,9 @@ fn unit_facts(u: &UnitMatchRow, hla: Option<&Hla>) -> ApiResult<UnitFacts> {
         donor_hla: hla.filter(|h| !h.is_empty()).cloned(),
         irradiated: u.irradiated,
         released: u.released,
+        // Only available units are matched, and a reactive result takes a unit out of stock.
+        reactive: false,
+        excursion_pending,
         expires_at: utc(u.expires_at),
         granulocyte_count: u.granulocyte_count,
     })
@@ -96,10 +99,7 @@ pub fn candidates(
     let r = requests::find(conn, request_id, None)?;
     let patient = patients::facts(&patients::get(conn, r.patient_id, None)?);
     let planned = utc(r.needed_by).max(now);
-    let requirements = Requirements {
-        cmv_negative: r.cmv_negative,
-        hla_compatible: r.hla_compatible,
-    };
+    let requirements = requests::Requirements::of(&r);
 
     // Units: every available, unexpired unit, with donor typings and crossmatches in bulk.
     let units = unit_rows::available_for_matching(conn, stored(now))?;
@@ -111,26 +111,45 @@ pub fn candidates(
     let samples = patient_rows::samples_of(conn, r.patient_id)?;
     let sample_ids: Vec<i64> = samples.iter().map(|s| s.id).collect();
     let valid_until: HashMap<i64, DateTime<Utc>> = samples.iter().map(|s| (s.id, utc(s.valid_until))).collect();
-    let mut crossmatched: HashMap<i64, CrossmatchFacts> = HashMap::new();
-    for x in allocation_rows::crossmatches_for_samples(conn, &sample_ids)? {
-        crossmatched.entry(x.unit_id).or_insert(CrossmatchFacts {
+    let found = allocation_rows::crossmatches_for_samples(conn, &sample_ids)?;
+    let resolved: Vec<i64> = allocation_rows::resolutions_of(conn, &found.iter().map(|x| x.id).collect::<Vec<_>>())?
+        .into_iter()
+        .map(|r| r.crossmatch_id)
+        .collect();
+    let mut crossmatched: HashMap<i64, Vec<CrossmatchFacts>> = HashMap::new();
+    for x in found {
+        crossmatched.entry(x.unit_id).or_default().push(CrossmatchFacts {
+            id: x.id,
+            kind: stored_enum("crossmatch kind", &x.kind, CrossmatchKind::parse)?,
             compatible: x.result == "compatible",
+            resolved: resolved.contains(&x.id),
             sample_valid_until: valid_until.get(&x.sample_id).copied().unwrap_or(now),
         });
     }
+    // Units with an excursion no medical director has dispositioned (released before the rule).
+    let unit_ids: Vec<i64> = units.iter().map(|u| u.id).collect();
+    let mut covered: HashMap<i64, i64> = HashMap::new();
+    for d in unit_rows::dispositions_of_units(conn, &unit_ids)? {
+        let through = covered.entry(d.unit_id).or_default();
+        *through = (*through).max(d.through_excursion_id);
+    }
+    let unreviewed: std::collections::HashSet<i64> = unit_rows::excursions_of_units(conn, &unit_ids)?
+        .into_iter()
+        .filter(|e| covered.get(&e.unit_id).is_none_or(|through| e.id > *through))
+        .map(|e| e.unit_id)
+        .collect();
     // Every unit is judged and ranked; only the returned ones are turned into views.
     let mut judged = Vec::with_capacity(units.len());
     for u in &units {
-        let facts = unit_facts(u, u.donor_id.and_then(|d| typings.get(&d)))?;
-        let a = compatibility::assess(
-            &patient,
-            &facts,
-            crossmatched.get(&u.id),
-            planned,
+        let facts = unit_facts(u, u.donor_id.and_then(|d| typings.get(&d)), unreviewed.contains(&u.id))?;
+        let ctx = Context {
+            crossmatches: crossmatched.get(&u.id).map(Vec::as_slice).unwrap_or_default(),
+            requirements,
+            planned_at: planned,
             now,
-            Stage::Allocation,
-            policy,
-        );
+            stage: Stage::Allocation,
+        };
+        let a = compatibility::assess(&patient, &facts, &ctx, policy);
         let score = compatibility::unit_score(&patient, &facts, &a, now, policy);
         judged.push((score, u, facts, a));
     }

@@ -431,7 +431,7 @@ pub fn list(conn: &mut DbConn, req: ListRequest, policy: &Policy) -> ApiResult<(
     Ok((views(conn, rows)?, next))
 }
 
-fn deferral(r: &DeferralRow) -> Deferral {
+pub fn deferral(r: &DeferralRow) -> Deferral {
     Deferral {
         reason: r.reason.clone(),
         permanent: r.permanent,
@@ -586,6 +586,8 @@ pub struct DeferralView {
     pub created_at: DateTime<Utc>,
     /// Whether it applies now.
     pub active: bool,
+    /// A deferral raised by a reactive result on this unit, pending confirmatory testing.
+    pub source_unit_id: Option<i64>,
 }
 
 fn deferral_view(r: DeferralRow, now: DateTime<Utc>) -> DeferralView {
@@ -600,6 +602,7 @@ fn deferral_view(r: DeferralRow, now: DateTime<Utc>) -> DeferralView {
         set_by: r.set_by,
         created_at: utc(r.created_at),
         active,
+        source_unit_id: r.source_unit_id,
     }
 }
 
@@ -628,6 +631,7 @@ pub fn defer(conn: &mut DbConn, actor: &Actor, donor_id: i64, input: DeferralInp
             until: input.until.map(stored),
             set_by: &actor.name,
             created_at: stored(now),
+            source_unit_id: None,
         },
     )?;
     let created = deferral_view(row, now);
@@ -756,4 +760,50 @@ pub fn donations(conn: &mut DbConn, donor_id: i64) -> ApiResult<Vec<DonationView
         .into_iter()
         .map(donation_view)
         .collect()
+}
+
+/// Defers the donor pending confirmatory testing of a reactive result on `unit_id` (open-ended,
+/// not permanent), unless such a deferral from that unit is already recorded. Audited.
+pub fn defer_for_reactive_result(
+    conn: &mut DbConn,
+    actor: &Actor,
+    donor_id: i64,
+    unit_id: i64,
+    reason: &str,
+) -> ApiResult<Option<DeferralView>> {
+    let now = utc(store::now());
+    let exists = rows::deferrals_of(conn, &[donor_id])?
+        .iter()
+        .any(|d| d.source_unit_id == Some(unit_id));
+    if exists {
+        return Ok(None);
+    }
+    let row = rows::insert_deferral(
+        conn,
+        &rows::NewDeferral {
+            donor_id,
+            reason,
+            permanent: false,
+            starts_at: stored(now),
+            until: None,
+            set_by: &actor.name,
+            created_at: stored(now),
+            source_unit_id: Some(unit_id),
+        },
+    )?;
+    let created = deferral_view(row, now);
+    audit::append(
+        conn,
+        actor,
+        Change::created("donor.defer", "donor", donor_id, to_value(&created)?),
+    )?;
+    Ok(Some(created))
+}
+
+/// True when the donor has an active deferral raised by a reactive result.
+pub fn reactive_deferral_active(conn: &mut DbConn, donor_id: i64) -> ApiResult<bool> {
+    let now = utc(store::now());
+    Ok(rows::deferrals_of(conn, &[donor_id])?
+        .iter()
+        .any(|d| d.source_unit_id.is_some() && deferral(d).is_active_at(now)))
 }

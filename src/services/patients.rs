@@ -8,10 +8,12 @@ use utoipa::ToSchema;
 use super::{from_stored_json, is_past, stored, stored_enum, to_json, to_value, utc};
 use crate::domain::blood::{Abo, Cmv, Rhd, Sex};
 use crate::domain::compatibility::PatientFacts;
+use crate::domain::group::{self, GroupOfRecord, GroupStatus, Typed, Typing};
 use crate::domain::policy::Policy;
 use crate::error::{ApiError, ApiResult, Validator, unique_as};
+use crate::store::alerts::NewAlert;
 use crate::store::audit::{self, Actor, Change};
-use crate::store::patients::{self as rows, Patient, PatientData, Sample};
+use crate::store::patients::{self as rows, Patient, PatientData, Sample, TypingRow};
 use crate::store::{self, DbConn, hospitals};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -35,15 +37,105 @@ pub struct PatientView {
     pub sex: Sex,
     #[schema(minimum = 0.3, maximum = 300)]
     pub weight_kg: f64,
+    /// ABO group as the hospital declares it: shown beside the group of record, never used to
+    /// select units.
     pub abo: Abo,
+    /// RhD type as the hospital declares it (see `abo`).
     pub rhd: Rhd,
     pub cmv: Cmv,
     pub childbearing_potential: bool,
     /// HLA antibody specificities (e.g. `A2`, `B*07`).
     pub hla_antibodies: Vec<String>,
     pub granulocyte_antibodies: bool,
+    /// The blood bank's own typing, which selection uses.
+    pub group_of_record: GroupOfRecordView,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// One ABO/RhD typing of a sample by the blood bank.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TypingView {
+    pub id: i64,
+    pub sample_id: i64,
+    pub patient_id: i64,
+    /// When the typed sample was drawn.
+    pub drawn_at: DateTime<Utc>,
+    pub abo: Abo,
+    pub rhd: Rhd,
+    pub typed_by: String,
+    pub typed_at: DateTime<Utc>,
+}
+
+/// The patient's blood group of record: confirmed by two concordant typings of two samples
+/// drawn at different times. Until then only group O units are ABO-eligible and the patient
+/// counts as RhD-negative.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GroupOfRecordView {
+    /// The ABO group every typing agrees on (confirmed or not); null when untyped or discordant.
+    pub abo: Option<Abo>,
+    /// The RhD type every typing agrees on; null when untyped or discordant.
+    pub rhd: Option<Rhd>,
+    /// Both ABO and RhD confirmed.
+    pub confirmed: bool,
+    pub status: GroupStatus,
+    pub abo_status: GroupStatus,
+    pub rhd_status: GroupStatus,
+    /// Oldest first.
+    pub typings: Vec<TypingView>,
+}
+
+impl GroupOfRecordView {
+    pub fn of(typings: Vec<TypingView>) -> Self {
+        let g = group::group_of_record(&typings.iter().map(typing_fact).collect::<Vec<_>>());
+        Self {
+            abo: g.abo.concordant(),
+            rhd: g.rhd.concordant(),
+            confirmed: g.is_confirmed(),
+            status: g.status(),
+            abo_status: g.abo.status(),
+            rhd_status: g.rhd.status(),
+            typings,
+        }
+    }
+
+    /// The group of record as the rules read it.
+    pub fn group(&self) -> GroupOfRecord {
+        fn typed<T: Copy>(status: GroupStatus, value: Option<T>) -> Typed<T> {
+            match (status, value) {
+                (GroupStatus::Confirmed, Some(v)) => Typed::Confirmed(v),
+                (GroupStatus::Unconfirmed, Some(v)) => Typed::Unconfirmed(v),
+                (GroupStatus::Discordant, _) => Typed::Discordant,
+                _ => Typed::Untyped,
+            }
+        }
+        GroupOfRecord {
+            abo: typed(self.abo_status, self.abo),
+            rhd: typed(self.rhd_status, self.rhd),
+        }
+    }
+}
+
+fn typing_fact(t: &TypingView) -> Typing {
+    Typing {
+        sample_id: t.sample_id,
+        drawn_at: t.drawn_at,
+        abo: t.abo,
+        rhd: t.rhd,
+    }
+}
+
+fn typing_view(row: TypingRow, drawn_at: chrono::NaiveDateTime) -> ApiResult<TypingView> {
+    Ok(TypingView {
+        id: row.id,
+        sample_id: row.sample_id,
+        patient_id: row.patient_id,
+        drawn_at: utc(drawn_at),
+        abo: stored_enum("abo", &row.abo, Abo::parse)?,
+        rhd: stored_enum("rhd", &row.rhd, Rhd::parse)?,
+        typed_by: row.typed_by,
+        typed_at: utc(row.typed_at),
+    })
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -67,6 +159,7 @@ pub struct PatientInput {
     /// 0.3–300 kg (neonates included).
     #[schema(minimum = 0.3, maximum = 300)]
     pub weight_kg: f64,
+    /// As the hospital knows it; units are selected by the blood bank's own typing.
     pub abo: Abo,
     pub rhd: Rhd,
     pub cmv: Cmv,
@@ -179,7 +272,31 @@ fn validate(input: &PatientInput, hospital_id: i64, today: NaiveDate) -> ApiResu
     })
 }
 
-pub fn view(p: Patient) -> ApiResult<PatientView> {
+/// Views of several patients with their typings, in one query for the typings.
+pub fn views(conn: &mut DbConn, list: Vec<Patient>) -> ApiResult<Vec<PatientView>> {
+    let ids: Vec<i64> = list.iter().map(|p| p.id).collect();
+    let mut typings: std::collections::HashMap<i64, Vec<TypingView>> = std::collections::HashMap::new();
+    for (row, drawn_at) in rows::typings_of(conn, &ids)? {
+        typings
+            .entry(row.patient_id)
+            .or_default()
+            .push(typing_view(row, drawn_at)?);
+    }
+    list.into_iter()
+        .map(|p| {
+            let mine = typings.remove(&p.id).unwrap_or_default();
+            view_of(p, GroupOfRecordView::of(mine))
+        })
+        .collect()
+}
+
+pub fn view(conn: &mut DbConn, p: Patient) -> ApiResult<PatientView> {
+    views(conn, vec![p])?
+        .pop()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a patient view went missing")))
+}
+
+fn view_of(p: Patient, group_of_record: GroupOfRecordView) -> ApiResult<PatientView> {
     Ok(PatientView {
         sex: stored_enum("sex", &p.sex, Sex::parse)?,
         abo: stored_enum("abo", &p.abo, Abo::parse)?,
@@ -195,16 +312,19 @@ pub fn view(p: Patient) -> ApiResult<PatientView> {
         weight_kg: p.weight_kg,
         childbearing_potential: p.childbearing_potential,
         granulocyte_antibodies: p.granulocyte_antibodies,
+        group_of_record,
         created_at: utc(p.created_at),
         updated_at: utc(p.updated_at),
     })
 }
 
-/// What the compatibility rules need to know about the patient.
+/// What the compatibility rules need to know about the patient: the group of record, never the
+/// declared one.
 pub fn facts(v: &PatientView) -> PatientFacts {
+    let group = v.group_of_record.group();
     PatientFacts {
-        abo: v.abo,
-        rhd: v.rhd,
+        abo: group.abo,
+        rhd: group.rhd,
         sex: v.sex,
         childbearing_potential: v.childbearing_potential,
         cmv: v.cmv,
@@ -212,6 +332,41 @@ pub fn facts(v: &PatientView) -> PatientFacts {
         hla_antibodies: v.hla_antibodies.clone(),
         granulocyte_antibodies: v.granulocyte_antibodies,
     }
+}
+
+/// Raises `patient.group_discordant` when the typings disagree or the declared group differs
+/// from the typed one (once per patient: the alert stays until acknowledged).
+fn check_group(conn: &mut DbConn, v: &PatientView) -> ApiResult<()> {
+    let found = group::discrepancies(v.abo, v.rhd, &v.group_of_record.group());
+    if found.is_empty() {
+        return Ok(());
+    }
+    let what: Vec<String> = found.iter().map(|r| r.message.clone()).collect();
+    let codes: Vec<&str> = found.iter().map(|r| r.code).collect();
+    crate::services::webhooks::raise(
+        conn,
+        &NewAlert {
+            kind: "patient.group_discordant",
+            severity: "urgent",
+            status: "open",
+            dedup_key: &format!("patient.group_discordant:{}", v.id),
+            entity_type: "patient",
+            entity_id: &v.id.to_string(),
+            message: &format!(
+                "blood group of patient {} (MRN {}) needs review: {}; only group O units until resolved",
+                v.id,
+                v.mrn,
+                what.join("; ")
+            ),
+            details: serde_json::json!({"patient_id": v.id, "hospital_id": v.hospital_id, "reasons": codes,
+                                        "declared": {"abo": v.abo, "rhd": v.rhd},
+                                        "typed": {"abo": v.group_of_record.abo, "rhd": v.group_of_record.rhd,
+                                                  "status": v.group_of_record.status}})
+            .to_string(),
+            created_at: store::now(),
+        },
+    )?;
+    Ok(())
 }
 
 /// The patient if the caller may see it; another hospital's patient is "not found".
@@ -222,7 +377,8 @@ pub fn find(conn: &mut DbConn, id: i64, scope: Option<i64>) -> ApiResult<Patient
 }
 
 pub fn get(conn: &mut DbConn, id: i64, scope: Option<i64>) -> ApiResult<PatientView> {
-    view(find(conn, id, scope)?)
+    let p = find(conn, id, scope)?;
+    view(conn, p)
 }
 
 pub fn create(conn: &mut DbConn, actor: &Actor, input: PatientInput, scope: Option<i64>) -> ApiResult<PatientView> {
@@ -244,7 +400,7 @@ pub fn create(conn: &mut DbConn, actor: &Actor, input: PatientInput, scope: Opti
         "mrn_taken",
         format!("hospital {hospital_id} already has a patient with MRN {}", data.mrn),
     ))?;
-    let created = view(row)?;
+    let created = view(conn, row)?;
     audit::append(
         conn,
         actor,
@@ -260,7 +416,8 @@ pub fn update(
     patch: PatientPatch,
     scope: Option<i64>,
 ) -> ApiResult<PatientView> {
-    let before = view(find(conn, id, scope)?)?;
+    let found = find(conn, id, scope)?;
+    let before = view(conn, found)?;
     let merged = PatientInput {
         mrn: patch.mrn.unwrap_or_else(|| before.mrn.clone()),
         given_name: patch.given_name.unwrap_or_else(|| before.given_name.clone()),
@@ -281,12 +438,13 @@ pub fn update(
         "mrn_taken",
         format!("the hospital already has a patient with MRN {}", data.mrn),
     ))?;
-    let after = view(row)?;
+    let after = view(conn, row)?;
     audit::append(
         conn,
         actor,
         Change::updated("patient.update", "patient", id, to_value(&before)?, to_value(&after)?),
     )?;
+    check_group(conn, &after)?;
     Ok(after)
 }
 
@@ -298,7 +456,7 @@ pub fn list(
 ) -> ApiResult<(Vec<PatientView>, Option<String>)> {
     let found = rows::list(conn, scope, after_id, limit + 1)?;
     let (found, next) = crate::routes::paginate(found, limit, |p| p.id);
-    Ok((found.into_iter().map(view).collect::<ApiResult<Vec<_>>>()?, next))
+    Ok((views(conn, found)?, next))
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -375,4 +533,65 @@ pub fn samples(conn: &mut DbConn, patient_id: i64, scope: Option<i64>) -> ApiRes
         .into_iter()
         .map(sample_view)
         .collect())
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"abo": "A", "rhd": "negative"}))]
+pub struct TypingInput {
+    pub abo: Abo,
+    pub rhd: Rhd,
+    /// When the typing was read. Default: now.
+    pub typed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TypingResult {
+    pub typing: TypingView,
+    /// The patient's group of record with this typing.
+    pub group_of_record: GroupOfRecordView,
+}
+
+/// Records the blood bank's ABO/RhD typing of a sample (staff only: the caller checks the
+/// role), and raises `patient.group_discordant` when the typings or the declared group disagree.
+pub fn type_sample(conn: &mut DbConn, actor: &Actor, sample_id: i64, input: TypingInput) -> ApiResult<TypingResult> {
+    let now = utc(store::now());
+    let at = utc(stored(input.typed_at.unwrap_or(now)));
+    if !is_past(at, now) {
+        return Err(ApiError::field("typed_at", "must not be in the future"));
+    }
+    let sample = rows::find_sample(conn, sample_id)?.ok_or_else(|| ApiError::not_found("sample"))?;
+    if at < utc(sample.drawn_at) {
+        return Err(ApiError::field("typed_at", "must not be before the sample was drawn"));
+    }
+    let row = rows::insert_typing(
+        conn,
+        &rows::NewTyping {
+            sample_id,
+            patient_id: sample.patient_id,
+            abo: input.abo.as_str(),
+            rhd: input.rhd.as_str(),
+            typed_by: &actor.name,
+            typed_at: stored(at),
+            created_at: stored(now),
+        },
+    )?;
+    let typing = typing_view(row, sample.drawn_at)?;
+    let patient = rows::find(conn, sample.patient_id)?.ok_or_else(|| ApiError::not_found("patient"))?;
+    let after = view(conn, patient)?;
+    audit::append(
+        conn,
+        actor,
+        Change::created(
+            "patient.typing",
+            "patient",
+            sample.patient_id,
+            serde_json::json!({"typing": to_value(&typing)?, "group_of_record": to_value(&after.group_of_record)?}),
+        ),
+    )?;
+    check_group(conn, &after)?;
+    Ok(TypingResult {
+        typing,
+        group_of_record: after.group_of_record,
+    })
 }

@@ -30,8 +30,22 @@ pub struct IndicationInput {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Requirements {
+    /// Only CMV-negative units (blocks CMV-positive and CMV-unknown ones).
     pub cmv_negative: Option<bool>,
+    /// Only units from donors HLA-typed at every locus of the patient's antibodies.
     pub hla_compatible: Option<bool>,
+    /// Irradiated units only: always true for granulocytes (a `false` is refused).
+    pub irradiated: Option<bool>,
+}
+
+impl Requirements {
+    /// The requirements of a stored request as the rules read them.
+    pub fn of(r: &Request) -> crate::domain::compatibility::Requirements {
+        crate::domain::compatibility::Requirements {
+            cmv_negative: r.cmv_negative,
+            hla_compatible: r.hla_compatible,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -138,6 +152,7 @@ pub fn view(conn: &mut DbConn, r: Request, policy: &Policy) -> ApiResult<Request
         requirements: Requirements {
             cmv_negative: Some(r.cmv_negative),
             hla_compatible: Some(r.hla_compatible),
+            irradiated: Some(r.irradiated),
         },
         within_indication: r.within_indication,
         decided_by: r.decided_by,
@@ -204,6 +219,11 @@ pub fn create(
         "indication.refractory_hours",
         "must be at most 8760",
     );
+    v.check(
+        input.requirements.as_ref().and_then(|r| r.irradiated) != Some(false),
+        "requirements.irradiated",
+        "must be true: every granulocyte unit is irradiated before issue",
+    );
     v.finish()?;
     let patient = patients::find(conn, input.patient_id, scope)?;
     let indication = Indication {
@@ -236,6 +256,7 @@ pub fn create(
             cancel_reason: None,
             requested_by: actor.name.clone(),
             updated_at: at,
+            irradiated: true,
         },
         at,
     )?;

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::allocations::{AllocationView, CrossmatchResult, CrossmatchView};
+use super::allocations::{AllocationView, CrossmatchView};
 use super::collections::{CollectionView, StimulationView};
 use super::units::UnitView;
 use super::{stored, utc};
@@ -90,21 +90,7 @@ pub fn unit_trace(conn: &mut DbConn, key: &str, policy: &Policy) -> ApiResult<Tr
         }
         None => (None, Vec::new()),
     };
-    let mut crossmatches = Vec::new();
-    for x in allocation_rows::crossmatches_of_unit(conn, u.id)? {
-        let sample = patient_rows::find_sample(conn, x.sample_id)?.ok_or_else(|| ApiError::not_found("sample"))?;
-        crossmatches.push(CrossmatchView {
-            id: x.id,
-            unit_id: x.unit_id,
-            sample_id: x.sample_id,
-            patient_id: sample.patient_id,
-            result: super::stored_enum("crossmatch result", &x.result, CrossmatchResult::parse)?,
-            method: x.method,
-            performed_by: x.performed_by,
-            performed_at: utc(x.performed_at),
-            valid_until: utc(sample.valid_until),
-        });
-    }
+    let (crossmatches, _) = super::allocations::crossmatches(conn, Some(u.id), None, None, i64::from(u16::MAX))?;
     Ok(Trace {
         donor,
         collection,

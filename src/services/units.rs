@@ -14,7 +14,10 @@ use crate::domain::isbt128::{self, Din};
 use crate::domain::policy::{Policy, is_marker_name};
 use crate::domain::scheduling::CollectionStatus;
 use crate::domain::text_enum;
-use crate::domain::units::{self as rules, MarkerResult, TestResult, UnitAction, UnitStatus};
+use crate::domain::units::{
+    self as rules, Holds, InspectionOutcome, MarkerResult, QuarantineReason, ReleaseRequest, TestResult, UnitAction,
+    UnitStatus,
+};
 use crate::error::{ApiError, ApiResult, Reason, Validator};
 use crate::store::alerts::NewAlert;
 use crate::store::audit::{self, Actor, Change};
@@ -115,12 +118,32 @@ pub struct UnitView {
     pub irradiated: bool,
     pub irradiation: Option<Irradiation>,
     pub release: Option<Release>,
-    /// Latest result per marker.
+    /// Per marker, the result that stands: a positive one if any was ever recorded (a later
+    /// negative never clears it), otherwise the latest.
     pub tests: Vec<TestView>,
+    /// Why the unit is quarantined, when it is.
+    pub quarantine_reason: Option<QuarantineReason>,
+    /// Everything that keeps the unit from going back to stock, from the recorded facts:
+    /// `marker_positive`, `donor_reactive_marker`, `inspection_required`, `excursion_review`.
+    pub holds: Vec<String>,
+    /// Every storage reading out of range recorded against the unit, oldest first.
+    pub excursions: Vec<ExcursionView>,
     pub discarded_at: Option<DateTime<Utc>>,
     pub discarded_by: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A storage reading out of range, kept on the unit whatever its status.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExcursionView {
+    pub id: i64,
+    pub storage_reading_id: i64,
+    #[schema(minimum = -80, maximum = 80)]
+    pub temperature_c: f64,
+    pub measured_at: DateTime<Utc>,
+    /// A medical director's disposition covers it.
+    pub dispositioned: bool,
 }
 
 pub fn status_of_unit(u: &Unit) -> ApiResult<UnitStatus> {
@@ -131,19 +154,88 @@ fn status_of(u: &Unit) -> ApiResult<UnitStatus> {
     stored_enum("unit status", &u.status, UnitStatus::parse)
 }
 
-/// Latest result per marker, in marker order.
-fn latest_results(conn: &mut DbConn, unit_id: i64) -> ApiResult<Vec<TestView>> {
-    Ok(latest_results_of(conn, &[unit_id])?
-        .remove(&unit_id)
+/// The recorded facts that decide whether a unit may go back into stock.
+#[derive(Debug, Clone, Default)]
+pub struct UnitRecord {
+    /// Every marker result, oldest first.
+    pub results: Vec<MarkerResult>,
+    /// The standing result per marker, in marker order.
+    pub tests: Vec<TestView>,
+    pub holds: Holds,
+    pub excursions: Vec<ExcursionView>,
+    /// The highest excursion id, for a disposition to cover.
+    pub last_excursion_id: Option<i64>,
+    /// The returned allocation still waiting for its inspection.
+    pub returned_allocation: Option<crate::store::allocations::Allocation>,
+}
+
+impl UnitRecord {
+    pub fn reactive(&self) -> bool {
+        !rules::reactive_markers(&self.results).is_empty()
+    }
+
+    /// Hold codes, in the order the release gate reports them.
+    pub fn hold_codes(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        if self.reactive() {
+            out.push(rules::codes::MARKER_POSITIVE.to_owned());
+        }
+        if self.holds.donor_reactive {
+            out.push(rules::codes::DONOR_REACTIVE_MARKER.to_owned());
+        }
+        if self.holds.inspection_pending {
+            out.push(rules::codes::INSPECTION_REQUIRED.to_owned());
+        }
+        if self.holds.excursion_pending {
+            out.push(rules::codes::EXCURSION_REVIEW.to_owned());
+        }
+        out
+    }
+
+    /// The main reason a quarantined unit is held (the first hold, or awaiting release).
+    fn quarantine_reason(&self) -> QuarantineReason {
+        if self.reactive() {
+            QuarantineReason::ReactiveMarker
+        } else if self.holds.donor_reactive {
+            QuarantineReason::DonorReactiveMarker
+        } else if self.holds.inspection_pending {
+            QuarantineReason::Returned
+        } else if self.holds.excursion_pending {
+            QuarantineReason::Excursion
+        } else {
+            QuarantineReason::AwaitingRelease
+        }
+    }
+}
+
+pub fn record(conn: &mut DbConn, u: &Unit) -> ApiResult<UnitRecord> {
+    Ok(records(conn, std::slice::from_ref(u))?
+        .remove(&u.id)
         .unwrap_or_default())
 }
 
-/// The same for several units in one query, by unit id.
-fn latest_results_of(conn: &mut DbConn, unit_ids: &[i64]) -> ApiResult<HashMap<i64, Vec<TestView>>> {
-    let mut latest: HashMap<i64, BTreeMap<String, TestView>> = HashMap::new();
-    for t in rows::tests_of_units(conn, unit_ids)? {
+/// The facts of several units in a fixed number of queries.
+pub fn records(conn: &mut DbConn, list: &[Unit]) -> ApiResult<HashMap<i64, UnitRecord>> {
+    let ids: Vec<i64> = list.iter().map(|u| u.id).collect();
+    let mut out: HashMap<i64, UnitRecord> = ids.iter().map(|id| (*id, UnitRecord::default())).collect();
+    let mut standing: HashMap<i64, BTreeMap<String, TestView>> = HashMap::new();
+    for t in rows::tests_of_units(conn, &ids)? {
         let result = stored_enum("test result", &t.result, TestResult::parse)?;
-        latest.entry(t.unit_id).or_default().insert(
+        if let Some(r) = out.get_mut(&t.unit_id) {
+            r.results.push(MarkerResult {
+                marker: t.marker.clone(),
+                result,
+            });
+        }
+        let by_marker = standing.entry(t.unit_id).or_default();
+        // A positive result stands; a later one of any kind does not replace it.
+        if by_marker
+            .get(&t.marker)
+            .is_some_and(|v| v.result == TestResult::Positive)
+        {
+            continue;
+        }
+        by_marker.insert(
             t.marker.clone(),
             TestView {
                 marker: t.marker,
@@ -153,10 +245,70 @@ fn latest_results_of(conn: &mut DbConn, unit_ids: &[i64]) -> ApiResult<HashMap<i
             },
         );
     }
-    Ok(latest
-        .into_iter()
-        .map(|(id, by_marker)| (id, by_marker.into_values().collect()))
-        .collect())
+    for (id, by_marker) in standing {
+        if let Some(r) = out.get_mut(&id) {
+            r.tests = by_marker.into_values().collect();
+        }
+    }
+    let mut covered: HashMap<i64, i64> = HashMap::new();
+    for d in rows::dispositions_of_units(conn, &ids)? {
+        let through = covered.entry(d.unit_id).or_default();
+        *through = (*through).max(d.through_excursion_id);
+    }
+    for e in rows::excursions_of_units(conn, &ids)? {
+        let dispositioned = covered.get(&e.unit_id).is_some_and(|through| e.id <= *through);
+        if let Some(r) = out.get_mut(&e.unit_id) {
+            r.holds.excursion_pending |= !dispositioned;
+            r.last_excursion_id = Some(e.id);
+            r.excursions.push(ExcursionView {
+                id: e.id,
+                storage_reading_id: e.storage_reading_id,
+                temperature_c: e.temperature_c,
+                measured_at: utc(e.measured_at),
+                dispositioned,
+            });
+        }
+    }
+    // A unit held in quarantine whose latest allocation came back is waiting for its inspection.
+    let quarantined: Vec<i64> = list
+        .iter()
+        .filter(|u| u.status == UnitStatus::Quarantined.as_str())
+        .map(|u| u.id)
+        .collect();
+    if !quarantined.is_empty() {
+        let inspected: Vec<i64> = rows::inspections_of_units(conn, &quarantined)?
+            .into_iter()
+            .map(|i| i.allocation_id)
+            .collect();
+        let mut latest: HashMap<i64, crate::store::allocations::Allocation> = HashMap::new();
+        for a in crate::store::allocations::of_units(conn, &quarantined)? {
+            latest.insert(a.unit_id, a);
+        }
+        for (unit_id, a) in latest {
+            if a.status == "returned"
+                && !inspected.contains(&a.id)
+                && let Some(r) = out.get_mut(&unit_id)
+            {
+                r.holds.inspection_pending = true;
+                r.returned_allocation = Some(a);
+            }
+        }
+    }
+    let donors: Vec<i64> = list.iter().filter_map(|u| u.donor_id).collect();
+    if !donors.is_empty() {
+        let now = utc(store::now());
+        let reactive: Vec<i64> = donor_rows::deferrals_of(conn, &donors)?
+            .iter()
+            .filter(|d| d.source_unit_id.is_some() && super::donors::deferral(d).is_active_at(now))
+            .map(|d| d.donor_id)
+            .collect();
+        for u in list {
+            if let (Some(d), Some(r)) = (u.donor_id, out.get_mut(&u.id)) {
+                r.holds.donor_reactive = reactive.contains(&d);
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub fn view(conn: &mut DbConn, u: Unit, now: DateTime<Utc>) -> ApiResult<UnitView> {
@@ -165,12 +317,11 @@ pub fn view(conn: &mut DbConn, u: Unit, now: DateTime<Utc>) -> ApiResult<UnitVie
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a unit view went missing")))
 }
 
-/// Views of several units with their test results and pool members in at most two queries
+/// Views of several units with their facts and pool members in a fixed number of queries
 /// (members are only read for pooled units: only they have any).
 pub fn views(conn: &mut DbConn, list: Vec<Unit>, now: DateTime<Utc>) -> ApiResult<Vec<UnitView>> {
-    let ids: Vec<i64> = list.iter().map(|u| u.id).collect();
     let pooled: Vec<i64> = list.iter().filter(|u| u.pooled).map(|u| u.id).collect();
-    let mut tests = latest_results_of(conn, &ids)?;
+    let mut facts = records(conn, &list)?;
     let mut members: HashMap<i64, Vec<String>> = HashMap::new();
     if !pooled.is_empty() {
         for (unit_id, din) in rows::pool_members_of(conn, &pooled)? {
@@ -179,16 +330,16 @@ pub fn views(conn: &mut DbConn, list: Vec<Unit>, now: DateTime<Utc>) -> ApiResul
     }
     list.into_iter()
         .map(|u| {
-            let (pooled_from, unit_tests) = (
+            let (pooled_from, record) = (
                 members.remove(&u.id).unwrap_or_default(),
-                tests.remove(&u.id).unwrap_or_default(),
+                facts.remove(&u.id).unwrap_or_default(),
             );
-            view_of(u, pooled_from, unit_tests, now)
+            view_of(u, pooled_from, record, now)
         })
         .collect()
 }
 
-fn view_of(u: Unit, pooled_from: Vec<String>, tests: Vec<TestView>, now: DateTime<Utc>) -> ApiResult<UnitView> {
+fn view_of(u: Unit, pooled_from: Vec<String>, record: UnitRecord, now: DateTime<Utc>) -> ApiResult<UnitView> {
     let expires_at = utc(u.expires_at);
     let status = rules::effective_status(status_of(&u)?, expires_at, now);
     let remaining = expires_at.signed_duration_since(now).num_seconds().max(0) as f64 / 3600.0;
@@ -216,10 +367,15 @@ fn view_of(u: Unit, pooled_from: Vec<String>, tests: Vec<TestView>, now: DateTim
         }),
         _ => None,
     };
+    let holds = record.hold_codes();
+    let quarantine_reason = (status == UnitStatus::Quarantined).then(|| record.quarantine_reason());
     Ok(UnitView {
         check_character: isbt128::check_character(&u.din).unwrap_or('*').to_string(),
         pooled_from,
-        tests,
+        tests: record.tests,
+        quarantine_reason,
+        holds,
+        excursions: record.excursions,
         source: stored_enum("unit source", &u.source, UnitSource::parse)?,
         abo: stored_enum("abo", &u.abo, Abo::parse)?,
         rhd: stored_enum("rhd", &u.rhd, Rhd::parse)?,
@@ -686,8 +842,11 @@ pub struct TestInput {
     pub result: TestResult,
 }
 
-/// Records a result. A positive result quarantines a unit still in the bank; on a released
-/// unit it also raises an urgent `unit.positive_result_after_release` alert.
+/// Records a result; results are facts, never replaced. A positive (reactive) result holds the
+/// unit for good (quarantined with reason `reactive_marker`, only a discard remains), defers
+/// the donor pending confirmatory testing, quarantines the donor's other units still in stock,
+/// and raises the look-forward alert naming every allocation of the donor's units that was
+/// issued or transfused.
 pub fn record_test(conn: &mut DbConn, actor: &Actor, key: &str, input: TestInput) -> ApiResult<UnitView> {
     let now = utc(store::now());
     let marker = input.marker.trim().to_ascii_lowercase();
@@ -702,63 +861,146 @@ pub fn record_test(conn: &mut DbConn, actor: &Actor, key: &str, input: TestInput
     rows::insert_test(conn, u.id, &marker, input.result.as_str(), stored(now), &actor.name)?;
     let mut data = UnitData::from(u.clone());
     data.updated_at = stored(now);
-    if input.result == TestResult::Positive {
-        if let Ok(to) = rules::transition(status_of(&u)?, UnitAction::Quarantine, utc(u.expires_at), now) {
-            data.status = to.as_str().to_owned();
-            data.status_reason = Some(format!("{marker} positive"));
-        }
-        if u.release_kind.is_some() {
-            let status = rules::effective_status(status_of(&u)?, utc(u.expires_at), now);
-            // Look-forward: the latest allocation of the unit and its recipient, if any.
-            let allocation = crate::store::allocations::of_unit(conn, u.id)?
-                .into_iter()
-                .rfind(|a| a.status != "cancelled");
-            let (allocation_json, recipient_json, whom) = match &allocation {
-                Some(a) => {
-                    let r = crate::store::requests::find(conn, a.request_id)?;
-                    let p = match &r {
-                        Some(r) => crate::store::patients::find(conn, r.patient_id)?,
-                        None => None,
-                    };
-                    let recipient = p
-                        .as_ref()
-                        .map(|p| serde_json::json!({"patient_id": p.id, "hospital_id": p.hospital_id, "mrn": p.mrn}));
-                    let whom = p.as_ref().map_or_else(String::new, |p| {
-                        format!(
-                            "; allocation {} ({}) for patient {} (MRN {}) of hospital {}",
-                            a.id, a.status, p.id, p.mrn, p.hospital_id
-                        )
-                    });
-                    (
-                        serde_json::json!({"id": a.id, "status": a.status, "request_id": a.request_id}),
-                        recipient.unwrap_or(serde_json::Value::Null),
-                        whom,
-                    )
-                }
-                None => (
-                    serde_json::Value::Null,
-                    serde_json::Value::Null,
-                    "; no allocation or recipient is recorded for it".to_owned(),
-                ),
-            };
-            raise(
-                conn,
-                "unit.positive_result_after_release",
-                "urgent",
-                &format!("unit.positive_result_after_release:{}:{marker}", u.id),
-                &u,
-                format!(
-                    "{marker} positive on unit {} after its {} release (now {status}){whom}",
-                    u.din,
-                    u.release_kind.as_deref().unwrap_or("")
-                ),
-                serde_json::json!({"marker": marker, "status": status, "release": u.release_kind,
-                                   "allocation": allocation_json, "recipient": recipient_json}),
-                now,
-            )?;
-        }
+    if input.result != TestResult::Positive {
+        return save(conn, actor, "unit.test", u, data, now);
     }
-    save(conn, actor, "unit.test", u, data, now)
+    if let Ok(to) = rules::transition(status_of(&u)?, UnitAction::Quarantine, utc(u.expires_at), now) {
+        data.status = to.as_str().to_owned();
+    }
+    if status_of(&u)? == UnitStatus::Quarantined || data.status == UnitStatus::Quarantined.as_str() {
+        data.status_reason = Some(format!("{marker} reactive: the unit can only be discarded"));
+    }
+    let after = save(conn, actor, "unit.test", u.clone(), data, now)?;
+    reactive_result(conn, actor, &u, &marker, now)?;
+    // The donor's deferral and other units changed: show the unit as it now stands.
+    let fresh = rows::find(conn, u.id)?.ok_or_else(|| ApiError::not_found("unit"))?;
+    let _ = after;
+    view(conn, fresh, now)
+}
+
+/// Everything a reactive result on `u` sets off beyond the unit itself (see [`record_test`]).
+fn reactive_result(conn: &mut DbConn, actor: &Actor, u: &Unit, marker: &str, now: DateTime<Utc>) -> ApiResult<()> {
+    let mut affected_units: Vec<Unit> = vec![u.clone()];
+    let mut quarantined_units: Vec<String> = Vec::new();
+    if let Some(donor_id) = u.donor_id {
+        super::donors::defer_for_reactive_result(
+            conn,
+            actor,
+            donor_id,
+            u.id,
+            &format!("{marker} reactive on unit {}: pending confirmatory testing", u.din),
+        )?;
+        for other in rows::in_bank_of_donor(conn, donor_id, u.id)? {
+            rows::lock(conn, other.id)?;
+            let mut data = UnitData::from(other.clone());
+            if let Ok(to) = rules::transition(status_of(&other)?, UnitAction::Quarantine, utc(other.expires_at), now) {
+                data.status = to.as_str().to_owned();
+            }
+            if data.status == UnitStatus::Quarantined.as_str() {
+                data.status_reason = Some(format!(
+                    "donor deferred: {marker} reactive on unit {} (pending confirmatory testing)",
+                    u.din
+                ));
+                data.updated_at = stored(now);
+                save(conn, actor, "unit.quarantine", other.clone(), data, now)?;
+                quarantined_units.push(other.din.clone());
+            }
+        }
+        affected_units = rows::of_donor(conn, donor_id)?;
+    }
+    // Look-forward: every allocation of these units that reached a patient.
+    let ids: Vec<i64> = affected_units.iter().map(|x| x.id).collect();
+    let mut recipients = Vec::new();
+    let mut names = Vec::new();
+    for a in crate::store::allocations::of_units(conn, &ids)? {
+        if a.issued_at.is_none() || !matches!(a.status.as_str(), "issued" | "transfused" | "returned") {
+            continue;
+        }
+        let din = affected_units
+            .iter()
+            .find(|x| x.id == a.unit_id)
+            .map(|x| x.din.clone())
+            .unwrap_or_default();
+        let r = crate::store::requests::find(conn, a.request_id)?;
+        let p = match &r {
+            Some(r) => crate::store::patients::find(conn, r.patient_id)?,
+            None => None,
+        };
+        if let Some(p) = &p {
+            names.push(format!(
+                "allocation {} ({}, unit {din}) for patient {} (MRN {}) of hospital {}",
+                a.id, a.status, p.id, p.mrn, p.hospital_id
+            ));
+        }
+        recipients.push(serde_json::json!({
+            "allocation_id": a.id, "status": a.status, "unit_id": a.unit_id, "din": din,
+            "request_id": a.request_id,
+            "patient_id": p.as_ref().map(|p| p.id), "mrn": p.as_ref().map(|p| p.mrn.clone()),
+            "hospital_id": p.as_ref().map(|p| p.hospital_id),
+        }));
+    }
+    let released = u.release_kind.is_some();
+    // This unit's own latest allocation and recipient, first: who to call.
+    let own = recipients
+        .iter()
+        .rev()
+        .find(|r| r["unit_id"] == u.id)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let details = serde_json::json!({
+        "marker": marker, "release": u.release_kind, "donor_id": u.donor_id,
+        "quarantined_units": quarantined_units,
+        "allocation": if own.is_null() { own.clone() } else {
+            serde_json::json!({"id": own["allocation_id"], "status": own["status"], "request_id": own["request_id"]})
+        },
+        "recipient": if own.is_null() { own.clone() } else {
+            serde_json::json!({"patient_id": own["patient_id"], "hospital_id": own["hospital_id"], "mrn": own["mrn"]})
+        },
+        "allocations": recipients,
+    });
+    let donor_note = match u.donor_id {
+        Some(_) => format!(
+            "; donor deferred pending confirmatory testing; {} other unit(s) of the donor quarantined",
+            quarantined_units.len()
+        ),
+        None => String::new(),
+    };
+    if released || !names.is_empty() {
+        let whom = if names.is_empty() {
+            "; no allocation of the donor's units reached a patient".to_owned()
+        } else {
+            format!("; look forward: {}", names.join("; "))
+        };
+        raise(
+            conn,
+            "unit.positive_result_after_release",
+            "urgent",
+            &format!("unit.positive_result_after_release:{}:{marker}", u.id),
+            u,
+            format!(
+                "{marker} reactive on unit {}{}{donor_note}{whom}",
+                u.din,
+                u.release_kind
+                    .as_deref()
+                    .map(|k| format!(" after its {k} release"))
+                    .unwrap_or_default()
+            ),
+            details,
+            now,
+        )?;
+    } else {
+        raise(
+            conn,
+            "unit.quarantined",
+            "urgent",
+            &format!("unit.quarantined:{}:reactive:{marker}", u.id),
+            u,
+            format!("unit {} quarantined: {marker} reactive{donor_note}", u.din),
+            details,
+            now,
+        )?;
+    }
+    Ok(())
 }
 
 #[expect(clippy::too_many_arguments)]
@@ -800,22 +1042,39 @@ pub struct ReleaseInput {
     pub emergency: bool,
     /// Required for an emergency release (and only then).
     pub physician: Option<Physician>,
+    /// A medical director's disposition of the unit's storage excursions (why it is still fit
+    /// to use), 1–500 characters. Required to release a unit with an excursion; only then.
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
+    )]
+    pub excursion_disposition: Option<String>,
 }
 
 /// Quarantined → available. Standard: every required marker negative. Emergency: a named
-/// physician's acknowledgement, and no positive marker. The caller checks the role.
+/// physician's acknowledgement, and no positive marker. Either way no reactive result ever, no
+/// reactive donor, no inspection due, and any excursion dispositioned by a medical director.
+/// The caller checks the role for an emergency release; `director` says whether it is one.
 pub fn release(
     conn: &mut DbConn,
     actor: &Actor,
+    director: bool,
     key: &str,
     input: ReleaseInput,
     policy: &Policy,
 ) -> ApiResult<UnitView> {
     let now = utc(store::now());
+    let mut v = Validator::new();
+    let disposition = input.excursion_disposition.as_deref().map(str::trim).map(str::to_owned);
+    v.check(
+        disposition
+            .as_ref()
+            .is_none_or(|d| !d.is_empty() && d.chars().count() <= 500 && super::printable(d)),
+        "excursion_disposition",
+        "must be 1 to 500 characters",
+    );
     let physician = match (input.emergency, input.physician) {
         (true, Some(p)) => {
             let name = p.name.trim().to_owned();
-            let mut v = Validator::new();
             v.check(
                 !name.is_empty() && name.chars().count() <= 200 && super::printable(&name),
                 "physician.name",
@@ -826,31 +1085,56 @@ pub fn release(
                 "physician.acknowledged_at",
                 "must not be in the future",
             );
-            v.finish()?;
             Some(Physician {
                 name,
                 acknowledged_at: utc(stored(p.acknowledged_at)),
             })
         }
-        (true, None) => return Err(ApiError::field("physician", "is required for an emergency release")),
-        (false, Some(_)) => return Err(ApiError::field("physician", "is only for an emergency release")),
+        (true, None) => {
+            v.push("physician", "is required for an emergency release");
+            None
+        }
+        (false, Some(_)) => {
+            v.push("physician", "is only for an emergency release");
+            None
+        }
         (false, None) => None,
     };
+    v.finish()?;
+    if disposition.is_some() && !director {
+        return Err(ApiError::forbidden(
+            "only a medical director may disposition a storage excursion",
+        ));
+    }
     let (u, to) = begin(conn, key, UnitAction::Release, now)?;
-    let latest: Vec<MarkerResult> = latest_results(conn, u.id)?
-        .into_iter()
-        .map(|t| MarkerResult {
-            marker: t.marker,
-            result: t.result,
-        })
-        .collect();
-    let blockers = rules::release_blockers(&latest, u.irradiated_at.is_some(), input.emergency, policy);
+    let facts = record(conn, &u)?;
+    if disposition.is_some() && !facts.holds.excursion_pending {
+        return Err(ApiError::field(
+            "excursion_disposition",
+            "the unit has no storage excursion waiting for a disposition",
+        ));
+    }
+    let request = ReleaseRequest {
+        emergency: input.emergency,
+        director,
+        excursion_disposition: disposition.is_some(),
+    };
+    let blockers = rules::release_blockers(&facts.results, facts.holds, u.irradiated_at.is_some(), request, policy);
     if !blockers.is_empty() {
+        // A technologist meets an excursion: say plainly that it needs a medical director.
+        let code = if !director && blockers.iter().any(|b| b.code == rules::codes::EXCURSION_REVIEW) {
+            rules::codes::EXCURSION_REVIEW
+        } else {
+            "release_blocked"
+        };
         return Err(ApiError::refused(
-            "release_blocked",
-            format!("unit {} cannot be released yet", u.din),
+            code,
+            format!("unit {} cannot be released", u.din),
             super::reasons(blockers),
         ));
+    }
+    if let (Some(reason), Some(through)) = (&disposition, facts.last_excursion_id) {
+        rows::insert_disposition(conn, u.id, through, reason, &actor.name, stored(now))?;
     }
     let kind = if input.emergency {
         ReleaseKind::Emergency
@@ -866,7 +1150,199 @@ pub fn release(
     data.emergency_physician = physician.as_ref().map(|p| p.name.clone());
     data.emergency_acknowledged_at = physician.as_ref().map(|p| stored(p.acknowledged_at));
     data.updated_at = stored(now);
-    save(conn, actor, "unit.release", u, data, now)
+    let after = save(conn, actor, "unit.release", u, data, now)?;
+    if let Some(reason) = disposition {
+        audit::append(
+            conn,
+            actor,
+            Change::created(
+                "unit.excursion_disposition",
+                "unit",
+                after.id,
+                serde_json::json!({"reason": reason, "through_excursion_id": facts.last_excursion_id,
+                                   "excursions": to_value(&facts.excursions)?}),
+            ),
+        )?;
+    }
+    Ok(after)
+}
+
+/// A medical director's disposition of every storage excursion of a unit in the bank so far,
+/// without a release (for a unit that is not quarantined, such as one released before
+/// excursions needed a disposition). Audited.
+pub fn disposition_excursions(conn: &mut DbConn, actor: &Actor, key: &str, reason: &str) -> ApiResult<UnitView> {
+    let now = utc(store::now());
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 || !super::printable(reason) {
+        return Err(ApiError::field("reason", "must be 1 to 500 characters"));
+    }
+    let u = find(conn, key)?;
+    rows::lock(conn, u.id)?;
+    let facts = record(conn, &u)?;
+    let (true, Some(through)) = (facts.holds.excursion_pending, facts.last_excursion_id) else {
+        return Err(ApiError::conflict(
+            "no_excursion_pending",
+            format!("unit {} has no storage excursion waiting for a disposition", u.din),
+        ));
+    };
+    rows::insert_disposition(conn, u.id, through, reason, &actor.name, stored(now))?;
+    audit::append(
+        conn,
+        actor,
+        Change::created(
+            "unit.excursion_disposition",
+            "unit",
+            u.id,
+            serde_json::json!({"reason": reason, "through_excursion_id": through,
+                               "excursions": to_value(&facts.excursions)?}),
+        ),
+    )?;
+    view(conn, u, now)
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"acceptable": true, "notes": "bag intact, kept at 22 °C on the ward"}))]
+pub struct InspectionInput {
+    /// The inspector finds the unit fit to go back to stock.
+    pub acceptable: bool,
+    /// What was seen, up to 500 characters.
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
+    )]
+    pub notes: Option<String>,
+}
+
+text_enum!(
+    InspectionResult {
+        Available => "available",
+        Held => "held",
+        Discarded => "discarded",
+    }
+);
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InspectionView {
+    pub id: i64,
+    pub unit_id: i64,
+    /// The allocation the unit came back from.
+    pub allocation_id: i64,
+    pub acceptable: bool,
+    pub notes: Option<String>,
+    /// From issue to return.
+    pub minutes_out_of_storage: i32,
+    pub outcome: InspectionResult,
+    /// Why it was discarded or is still held.
+    pub reasons: Vec<Reason>,
+    pub inspected_by: String,
+    pub inspected_at: DateTime<Utc>,
+    pub unit: UnitView,
+}
+
+/// The inspection of a unit that came back after issue: back to `available` when acceptable,
+/// unexpired, out of controlled storage no longer than the policy allows and not reactive;
+/// still quarantined while an excursion or a reactive donor holds it; otherwise discarded.
+pub fn inspect(
+    conn: &mut DbConn,
+    actor: &Actor,
+    key: &str,
+    input: InspectionInput,
+    policy: &Policy,
+) -> ApiResult<InspectionView> {
+    let now = utc(store::now());
+    let notes = input.notes.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    if notes
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > 500 || !super::printable(n))
+    {
+        return Err(ApiError::field("notes", "must be at most 500 characters"));
+    }
+    let u = find(conn, key)?;
+    rows::lock(conn, u.id)?;
+    let facts = record(conn, &u)?;
+    let Some(returned) = facts
+        .returned_allocation
+        .clone()
+        .filter(|_| facts.holds.inspection_pending)
+    else {
+        return Err(ApiError::conflict(
+            "no_inspection_due",
+            format!("unit {} is not waiting for an inspection after a return", u.din),
+        ));
+    };
+    let out = match (returned.issued_at, returned.ended_at) {
+        (Some(issued), Some(back)) => back.signed_duration_since(issued).num_minutes().max(0),
+        _ => i64::MAX,
+    };
+    let expired = now >= utc(u.expires_at);
+    let outcome = rules::inspection_outcome(input.acceptable, expired, out, facts.reactive(), facts.holds, policy);
+    let (result, reasons, action, why) = match &outcome {
+        InspectionOutcome::Available => (InspectionResult::Available, Vec::new(), Some(UnitAction::Inspect), None),
+        InspectionOutcome::StillHeld(r) => (InspectionResult::Held, r.clone(), None, None),
+        InspectionOutcome::Discard(r) => {
+            let codes: Vec<&str> = r.iter().map(|x| x.code).collect();
+            (
+                InspectionResult::Discarded,
+                r.clone(),
+                Some(UnitAction::Discard),
+                Some(format!("discarded at inspection after return: {}", codes.join(", "))),
+            )
+        }
+    };
+    let row = rows::insert_inspection(
+        conn,
+        &rows::NewInspection {
+            unit_id: u.id,
+            allocation_id: returned.id,
+            acceptable: input.acceptable,
+            notes: notes.as_deref(),
+            minutes_out_of_storage: i32::try_from(out).unwrap_or(i32::MAX),
+            outcome: result.as_str(),
+            inspected_by: &actor.name,
+            inspected_at: stored(now),
+        },
+    )?;
+    let mut data = UnitData::from(u.clone());
+    data.updated_at = stored(now);
+    if let Some(action) = action {
+        let to = rules::transition(status_of(&u)?, action, utc(u.expires_at), now)
+            .map_err(|code| ApiError::conflict(code, format!("unit {} cannot {action}", u.din)))?;
+        data.status = to.as_str().to_owned();
+        data.status_reason = why;
+        if action == UnitAction::Discard {
+            data.discarded_at = Some(stored(now));
+            data.discarded_by = Some(actor.name.clone());
+        }
+    }
+    let reasons = super::reasons(reasons);
+    let unit = save(conn, actor, "unit.inspect", u, data, now)?;
+    let created = InspectionView {
+        id: row.id,
+        unit_id: row.unit_id,
+        allocation_id: row.allocation_id,
+        acceptable: row.acceptable,
+        notes: row.notes,
+        minutes_out_of_storage: row.minutes_out_of_storage,
+        outcome: result,
+        reasons,
+        inspected_by: row.inspected_by,
+        inspected_at: utc(row.inspected_at),
+        unit,
+    };
+    audit::append(
+        conn,
+        actor,
+        Change::created(
+            "unit.inspection",
+            "unit",
+            created.unit_id,
+            serde_json::json!({"inspection_id": created.id, "allocation_id": created.allocation_id,
+                               "acceptable": created.acceptable, "notes": created.notes,
+                               "minutes_out_of_storage": created.minutes_out_of_storage,
+                               "outcome": created.outcome, "reasons": to_value(&created.reasons)?}),
+        ),
+    )?;
+    Ok(created)
 }
 
 pub fn discard(conn: &mut DbConn, actor: &Actor, key: &str, reason: &str) -> ApiResult<UnitView> {
@@ -960,49 +1436,75 @@ fn check_reading(v: &mut Validator, temperature_c: f64, at: DateTime<Utc>, now: 
     v.check(is_past(at, now), "at", "must not be in the future");
 }
 
-/// What a reading outside the range does to a unit in the bank: quarantine (if available or
-/// allocated) with the reason, and an urgent `unit.quarantined` alert. Returns the unit's data
-/// to save, and whether it was quarantined.
+/// What a reading does to a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadingEffect {
+    /// In range, or the unit is no longer in the bank.
+    None,
+    /// Out of range: kept on the unit as an excursion (it was already quarantined).
+    Recorded,
+    /// Out of range: kept on the unit, which moved to quarantine.
+    Quarantined,
+}
+
+/// A reading outside the range is kept on the unit as an excursion whatever its status; a unit
+/// in the bank available or allocated is quarantined, and one in the bank raises an urgent
+/// `unit.quarantined` alert. Returns the unit's data to save and what happened.
 fn excursion(
     conn: &mut DbConn,
     u: &Unit,
     reading: &rows::StorageReading,
     policy: &Policy,
     now: DateTime<Utc>,
-) -> ApiResult<(UnitData, bool)> {
+) -> ApiResult<(UnitData, ReadingEffect)> {
     let mut data = UnitData::from(u.clone());
     data.updated_at = stored(now);
     if reading.in_range {
-        return Ok((data, false));
+        return Ok((data, ReadingEffect::None));
     }
-    let Ok(to) = rules::transition(status_of(u)?, UnitAction::Quarantine, utc(u.expires_at), now) else {
-        return Ok((data, false));
-    };
+    rows::insert_excursion(conn, u.id, reading, stored(now))?;
+    let in_bank = matches!(
+        status_of(u)?,
+        UnitStatus::Quarantined | UnitStatus::Available | UnitStatus::Allocated
+    );
+    if !in_bank {
+        return Ok((data, ReadingEffect::Recorded));
+    }
     let place = reading
         .location
         .as_deref()
         .map(|l| format!(" in {l}"))
         .unwrap_or_default();
     let why = format!(
-        "storage temperature {} °C{place} outside {}–{} °C at {}",
+        "storage temperature {} °C{place} outside {}–{} °C at {}: a medical director must disposition it",
         reading.temperature_c,
         policy.unit.storage_temp_min_c,
         policy.unit.storage_temp_max_c,
         utc(reading.measured_at).format("%Y-%m-%d %H:%M UTC")
     );
-    data.status = to.as_str().to_owned();
-    data.status_reason = Some(why.clone());
+    let effect = match rules::transition(status_of(u)?, UnitAction::Quarantine, utc(u.expires_at), now) {
+        Ok(to) => {
+            data.status = to.as_str().to_owned();
+            data.status_reason = Some(why.clone());
+            ReadingEffect::Quarantined
+        }
+        Err(_) => ReadingEffect::Recorded,
+    };
+    let message = match effect {
+        ReadingEffect::Quarantined => format!("unit {} quarantined: {why}", u.din),
+        _ => format!("unit {} (held in quarantine) had an excursion: {why}", u.din),
+    };
     raise(
         conn,
         "unit.quarantined",
         "urgent",
         &format!("unit.quarantined:{}:reading:{}", u.id, reading.id),
         u,
-        format!("unit {} quarantined: {why}", u.din),
-        serde_json::json!({"reading_id": reading.id, "temperature_c": reading.temperature_c}),
+        message,
+        serde_json::json!({"reading_id": reading.id, "temperature_c": reading.temperature_c, "excursion": true}),
         now,
     )?;
-    Ok((data, true))
+    Ok((data, effect))
 }
 
 pub fn record_reading(
@@ -1054,8 +1556,8 @@ fn reading_view(r: rows::StorageReading, unit_status: Option<UnitStatus>, quaran
     }
 }
 
-/// A reading of a storage location; outside the range it quarantines every available or
-/// allocated unit kept there.
+/// A reading of a storage location; outside the range it is kept on every unit in the bank
+/// there as an excursion, and quarantines those available or allocated.
 pub fn record_location_reading(
     conn: &mut DbConn,
     actor: &Actor,
@@ -1098,9 +1600,11 @@ pub fn record_location_reading(
     let mut quarantined = Vec::new();
     for u in rows::in_bank_at(conn, &location)? {
         rows::lock(conn, u.id)?;
-        let (data, changed) = excursion(conn, &u, &reading, policy, now)?;
-        if changed {
+        let (data, effect) = excursion(conn, &u, &reading, policy, now)?;
+        if effect == ReadingEffect::Quarantined {
             quarantined.push(u.id);
+        }
+        if effect != ReadingEffect::None {
             save(conn, actor, "unit.storage_reading", u, data, now)?;
         }
     }

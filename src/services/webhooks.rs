@@ -28,6 +28,7 @@ pub const EVENTS: &[&str] = &[
     "request.unallocated",
     "transfusion.outcome_missing",
     "allocation.anti_d_prophylaxis",
+    "patient.group_discordant",
 ];
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -175,6 +176,7 @@ fn hospital_of(conn: &mut DbConn, alert: &Alert) -> ApiResult<Option<i64>> {
     };
     match alert.entity_type.as_str() {
         "request" => request_hospital(conn, id),
+        "patient" => Ok(store::patients::find(conn, id)?.map(|p| p.hospital_id)),
         "allocation" => match store::allocations::find(conn, id)? {
             Some(a) => request_hospital(conn, a.request_id),
             None => Ok(None),

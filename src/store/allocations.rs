@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::DbConn;
-use super::schema::{allocations, crossmatches, requests};
+use super::schema::{allocations, crossmatch_resolutions, crossmatches, requests};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = allocations)]
@@ -34,6 +34,8 @@ pub struct Allocation {
     pub outcome_recorded_by: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    pub issue_override_reason: Option<String>,
+    pub issue_overridden_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Insertable, AsChangeset)]
@@ -61,6 +63,8 @@ pub struct AllocationData {
     pub anc_increment_per_ul: Option<i32>,
     pub outcome_recorded_by: Option<String>,
     pub updated_at: NaiveDateTime,
+    pub issue_override_reason: Option<String>,
+    pub issue_overridden_by: Option<String>,
 }
 
 impl From<Allocation> for AllocationData {
@@ -88,6 +92,8 @@ impl From<Allocation> for AllocationData {
             anc_increment_per_ul: a.anc_increment_per_ul,
             outcome_recorded_by: a.outcome_recorded_by,
             updated_at: a.updated_at,
+            issue_override_reason: a.issue_override_reason,
+            issue_overridden_by: a.issue_overridden_by,
         }
     }
 }
@@ -166,10 +172,14 @@ pub fn of_unit(conn: &mut DbConn, unit_id: i64) -> QueryResult<Vec<Allocation>> 
         .load(conn)
 }
 
-/// Allocations accepted with an override, newest first.
+/// Allocations accepted with an override (at allocation or at issue), oldest first.
 pub fn overridden(conn: &mut DbConn, after_id: Option<i64>, limit: i64) -> QueryResult<Vec<Allocation>> {
     let mut query = allocations::table
-        .filter(allocations::override_reason.is_not_null())
+        .filter(
+            allocations::override_reason
+                .is_not_null()
+                .or(allocations::issue_override_reason.is_not_null()),
+        )
         .order(allocations::id.asc())
         .limit(limit)
         .select(Allocation::as_select())
@@ -191,6 +201,7 @@ pub struct Crossmatch {
     pub performed_by: String,
     pub performed_at: NaiveDateTime,
     pub created_at: NaiveDateTime,
+    pub kind: String,
 }
 
 #[derive(Debug, Insertable)]
@@ -203,6 +214,7 @@ pub struct NewCrossmatch<'a> {
     pub performed_by: &'a str,
     pub performed_at: NaiveDateTime,
     pub created_at: NaiveDateTime,
+    pub kind: &'a str,
 }
 
 pub fn insert_crossmatch(conn: &mut DbConn, new: &NewCrossmatch<'_>) -> QueryResult<Crossmatch> {
@@ -246,5 +258,98 @@ pub fn crossmatches_of_unit(conn: &mut DbConn, unit_id: i64) -> QueryResult<Vec<
         .filter(crossmatches::unit_id.eq(unit_id))
         .order(crossmatches::id.asc())
         .select(Crossmatch::as_select())
+        .load(conn)
+}
+
+pub fn find_crossmatch(conn: &mut DbConn, id: i64) -> QueryResult<Option<Crossmatch>> {
+    crossmatches::table
+        .find(id)
+        .select(Crossmatch::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Takes the crossmatch's row lock before it is resolved: an append-only row is never
+/// updated, so the lock is taken by reading it for update on PostgreSQL.
+pub fn lock_crossmatch(conn: &mut DbConn, id: i64) -> QueryResult<()> {
+    if let DbConn::Postgres(pg) = conn {
+        diesel::sql_query("SELECT id FROM crossmatches WHERE id = $1 FOR UPDATE")
+            .bind::<diesel::sql_types::BigInt, _>(id)
+            .execute(pg)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = crossmatch_resolutions)]
+pub struct Resolution {
+    pub id: i64,
+    pub crossmatch_id: i64,
+    pub reason: String,
+    pub resolved_by: String,
+    pub resolved_at: NaiveDateTime,
+}
+
+pub fn insert_resolution(
+    conn: &mut DbConn,
+    crossmatch_id: i64,
+    reason: &str,
+    by: &str,
+    at: NaiveDateTime,
+) -> QueryResult<Resolution> {
+    let id: i64 = diesel::insert_into(crossmatch_resolutions::table)
+        .values((
+            crossmatch_resolutions::crossmatch_id.eq(crossmatch_id),
+            crossmatch_resolutions::reason.eq(reason),
+            crossmatch_resolutions::resolved_by.eq(by),
+            crossmatch_resolutions::resolved_at.eq(at),
+        ))
+        .returning(crossmatch_resolutions::id)
+        .get_result(conn)?;
+    crossmatch_resolutions::table
+        .find(id)
+        .select(Resolution::as_select())
+        .first(conn)
+}
+
+pub fn resolutions_of(conn: &mut DbConn, crossmatch_ids: &[i64]) -> QueryResult<Vec<Resolution>> {
+    crossmatch_resolutions::table
+        .filter(crossmatch_resolutions::crossmatch_id.eq_any(crossmatch_ids))
+        .order(crossmatch_resolutions::id.asc())
+        .select(Resolution::as_select())
+        .load(conn)
+}
+
+/// Crossmatches by unit and/or sample, oldest first.
+pub fn crossmatches_where(
+    conn: &mut DbConn,
+    unit_id: Option<i64>,
+    sample_ids: Option<&[i64]>,
+    after_id: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<Crossmatch>> {
+    let mut query = crossmatches::table
+        .order(crossmatches::id.asc())
+        .limit(limit)
+        .select(Crossmatch::as_select())
+        .into_boxed();
+    if let Some(u) = unit_id {
+        query = query.filter(crossmatches::unit_id.eq(u));
+    }
+    if let Some(ids) = sample_ids {
+        query = query.filter(crossmatches::sample_id.eq_any(ids.to_vec()));
+    }
+    if let Some(after) = after_id {
+        query = query.filter(crossmatches::id.gt(after));
+    }
+    query.load(conn)
+}
+
+/// Allocations of the given units (any status), oldest first.
+pub fn of_units(conn: &mut DbConn, unit_ids: &[i64]) -> QueryResult<Vec<Allocation>> {
+    allocations::table
+        .filter(allocations::unit_id.eq_any(unit_ids))
+        .order(allocations::id.asc())
+        .select(Allocation::as_select())
         .load(conn)
 }

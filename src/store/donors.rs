@@ -185,6 +185,8 @@ pub struct DeferralRow {
     pub until: Option<NaiveDateTime>,
     pub set_by: String,
     pub created_at: NaiveDateTime,
+    /// Raised by a reactive result on this unit (pending confirmatory testing).
+    pub source_unit_id: Option<i64>,
 }
 
 #[derive(Debug, Insertable)]
@@ -197,6 +199,7 @@ pub struct NewDeferral<'a> {
     pub until: Option<NaiveDateTime>,
     pub set_by: &'a str,
     pub created_at: NaiveDateTime,
+    pub source_unit_id: Option<i64>,
 }
 
 pub fn insert_deferral(conn: &mut DbConn, new: &NewDeferral<'_>) -> QueryResult<DeferralRow> {

@@ -4,7 +4,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 
 use super::DbConn;
-use super::schema::{patients, samples};
+use super::schema::{patients, sample_typings, samples};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = patients)]
@@ -141,5 +141,51 @@ pub fn samples_of_patients(conn: &mut DbConn, patient_ids: &[i64]) -> QueryResul
         .filter(samples::patient_id.eq_any(patient_ids))
         .order(samples::id.asc())
         .select(Sample::as_select())
+        .load(conn)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = sample_typings)]
+pub struct TypingRow {
+    pub id: i64,
+    pub sample_id: i64,
+    pub patient_id: i64,
+    pub abo: String,
+    pub rhd: String,
+    pub typed_by: String,
+    pub typed_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = sample_typings)]
+pub struct NewTyping<'a> {
+    pub sample_id: i64,
+    pub patient_id: i64,
+    pub abo: &'a str,
+    pub rhd: &'a str,
+    pub typed_by: &'a str,
+    pub typed_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+}
+
+pub fn insert_typing(conn: &mut DbConn, new: &NewTyping<'_>) -> QueryResult<TypingRow> {
+    let id: i64 = diesel::insert_into(sample_typings::table)
+        .values(new)
+        .returning(sample_typings::id)
+        .get_result(conn)?;
+    sample_typings::table
+        .find(id)
+        .select(TypingRow::as_select())
+        .first(conn)
+}
+
+/// Every typing of the given patients with the draw time of its sample, oldest first.
+pub fn typings_of(conn: &mut DbConn, patient_ids: &[i64]) -> QueryResult<Vec<(TypingRow, NaiveDateTime)>> {
+    sample_typings::table
+        .inner_join(samples::table)
+        .filter(sample_typings::patient_id.eq_any(patient_ids))
+        .order(sample_typings::id.asc())
+        .select((TypingRow::as_select(), samples::drawn_at))
         .load(conn)
 }

@@ -30,6 +30,7 @@ pub struct Request {
     pub requested_by: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    pub irradiated: bool,
 }
 
 #[derive(Debug, Clone, Insertable, AsChangeset)]
@@ -54,6 +55,7 @@ pub struct RequestData {
     pub cancel_reason: Option<String>,
     pub requested_by: String,
     pub updated_at: NaiveDateTime,
+    pub irradiated: bool,
 }
 
 impl From<Request> for RequestData {
@@ -78,6 +80,7 @@ impl From<Request> for RequestData {
             cancel_reason: r.cancel_reason,
             requested_by: r.requested_by,
             updated_at: r.updated_at,
+            irradiated: r.irradiated,
         }
     }
 }

@@ -129,6 +129,7 @@ diesel::table! {
         until -> Nullable<Timestamp>,
         set_by -> Text,
         created_at -> Timestamp,
+        source_unit_id -> Nullable<BigInt>,
     }
 }
 
@@ -390,6 +391,7 @@ diesel::table! {
         requested_by -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        irradiated -> Bool,
     }
 }
 
@@ -415,6 +417,7 @@ diesel::table! {
         performed_by -> Text,
         performed_at -> Timestamp,
         created_at -> Timestamp,
+        kind -> Text,
     }
 }
 
@@ -444,6 +447,67 @@ diesel::table! {
         outcome_recorded_by -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        issue_override_reason -> Nullable<Text>,
+        issue_overridden_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    unit_excursions (id) {
+        id -> BigInt,
+        unit_id -> BigInt,
+        storage_reading_id -> BigInt,
+        temperature_c -> Double,
+        measured_at -> Timestamp,
+        recorded_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    excursion_dispositions (id) {
+        id -> BigInt,
+        unit_id -> BigInt,
+        through_excursion_id -> BigInt,
+        reason -> Text,
+        decided_by -> Text,
+        decided_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    unit_inspections (id) {
+        id -> BigInt,
+        unit_id -> BigInt,
+        allocation_id -> BigInt,
+        acceptable -> Bool,
+        notes -> Nullable<Text>,
+        minutes_out_of_storage -> Integer,
+        outcome -> Text,
+        inspected_by -> Text,
+        inspected_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    crossmatch_resolutions (id) {
+        id -> BigInt,
+        crossmatch_id -> BigInt,
+        reason -> Text,
+        resolved_by -> Text,
+        resolved_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    sample_typings (id) {
+        id -> BigInt,
+        sample_id -> BigInt,
+        patient_id -> BigInt,
+        abo -> Text,
+        rhd -> Text,
+        typed_by -> Text,
+        typed_at -> Timestamp,
+        created_at -> Timestamp,
     }
 }
 
@@ -469,6 +533,14 @@ diesel::joinable!(crossmatches -> samples (sample_id));
 diesel::joinable!(allocations -> requests (request_id));
 diesel::joinable!(allocations -> units (unit_id));
 diesel::joinable!(webhook_outbox -> webhook_subscriptions (subscription_id));
+diesel::joinable!(unit_excursions -> units (unit_id));
+diesel::joinable!(unit_excursions -> storage_readings (storage_reading_id));
+diesel::joinable!(excursion_dispositions -> units (unit_id));
+diesel::joinable!(unit_inspections -> units (unit_id));
+diesel::joinable!(unit_inspections -> allocations (allocation_id));
+diesel::joinable!(crossmatch_resolutions -> crossmatches (crossmatch_id));
+diesel::joinable!(sample_typings -> samples (sample_id));
+diesel::joinable!(sample_typings -> patients (patient_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     hospitals,
@@ -500,4 +572,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     job_leases,
     webhook_subscriptions,
     webhook_outbox,
+    unit_excursions,
+    excursion_dispositions,
+    unit_inspections,
+    crossmatch_resolutions,
+    sample_typings,
 );

@@ -4,7 +4,10 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::DbConn;
-use super::schema::{din_sequences, storage_readings, unit_pool_members, unit_tests, units};
+use super::schema::{
+    din_sequences, excursion_dispositions, storage_readings, unit_excursions, unit_inspections, unit_pool_members,
+    unit_tests, units,
+};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = units)]
@@ -405,4 +408,147 @@ pub fn next_din_sequence(conn: &mut DbConn, fin: &str, year: i32) -> QueryResult
         .set(din_sequences::last_value.eq(din_sequences::last_value + 1))
         .returning(din_sequences::last_value)
         .get_result(conn)
+}
+
+/// The donor's units still in the bank (quarantined, available or allocated), except one.
+pub fn in_bank_of_donor(conn: &mut DbConn, donor_id: i64, except: i64) -> QueryResult<Vec<Unit>> {
+    units::table
+        .filter(units::donor_id.eq(donor_id))
+        .filter(units::id.ne(except))
+        .filter(units::status.eq_any(["quarantined", "available", "allocated"]))
+        .order(units::id.asc())
+        .select(Unit::as_select())
+        .load(conn)
+}
+
+/// Every unit of the donor, in any status.
+pub fn of_donor(conn: &mut DbConn, donor_id: i64) -> QueryResult<Vec<Unit>> {
+    units::table
+        .filter(units::donor_id.eq(donor_id))
+        .order(units::id.asc())
+        .select(Unit::as_select())
+        .load(conn)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = unit_excursions)]
+pub struct Excursion {
+    pub id: i64,
+    pub unit_id: i64,
+    pub storage_reading_id: i64,
+    pub temperature_c: f64,
+    pub measured_at: NaiveDateTime,
+    pub recorded_at: NaiveDateTime,
+}
+
+/// Records an out-of-range reading against a unit (once per reading and unit).
+pub fn insert_excursion(
+    conn: &mut DbConn,
+    unit_id: i64,
+    reading: &StorageReading,
+    at: NaiveDateTime,
+) -> QueryResult<()> {
+    diesel::insert_into(unit_excursions::table)
+        .values((
+            unit_excursions::unit_id.eq(unit_id),
+            unit_excursions::storage_reading_id.eq(reading.id),
+            unit_excursions::temperature_c.eq(reading.temperature_c),
+            unit_excursions::measured_at.eq(reading.measured_at),
+            unit_excursions::recorded_at.eq(at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn excursions_of_units(conn: &mut DbConn, unit_ids: &[i64]) -> QueryResult<Vec<Excursion>> {
+    unit_excursions::table
+        .filter(unit_excursions::unit_id.eq_any(unit_ids))
+        .order(unit_excursions::id.asc())
+        .select(Excursion::as_select())
+        .load(conn)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = excursion_dispositions)]
+pub struct Disposition {
+    pub id: i64,
+    pub unit_id: i64,
+    pub through_excursion_id: i64,
+    pub reason: String,
+    pub decided_by: String,
+    pub decided_at: NaiveDateTime,
+}
+
+pub fn insert_disposition(
+    conn: &mut DbConn,
+    unit_id: i64,
+    through_excursion_id: i64,
+    reason: &str,
+    by: &str,
+    at: NaiveDateTime,
+) -> QueryResult<()> {
+    diesel::insert_into(excursion_dispositions::table)
+        .values((
+            excursion_dispositions::unit_id.eq(unit_id),
+            excursion_dispositions::through_excursion_id.eq(through_excursion_id),
+            excursion_dispositions::reason.eq(reason),
+            excursion_dispositions::decided_by.eq(by),
+            excursion_dispositions::decided_at.eq(at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn dispositions_of_units(conn: &mut DbConn, unit_ids: &[i64]) -> QueryResult<Vec<Disposition>> {
+    excursion_dispositions::table
+        .filter(excursion_dispositions::unit_id.eq_any(unit_ids))
+        .order(excursion_dispositions::id.asc())
+        .select(Disposition::as_select())
+        .load(conn)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = unit_inspections)]
+pub struct Inspection {
+    pub id: i64,
+    pub unit_id: i64,
+    pub allocation_id: i64,
+    pub acceptable: bool,
+    pub notes: Option<String>,
+    pub minutes_out_of_storage: i32,
+    pub outcome: String,
+    pub inspected_by: String,
+    pub inspected_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = unit_inspections)]
+pub struct NewInspection<'a> {
+    pub unit_id: i64,
+    pub allocation_id: i64,
+    pub acceptable: bool,
+    pub notes: Option<&'a str>,
+    pub minutes_out_of_storage: i32,
+    pub outcome: &'a str,
+    pub inspected_by: &'a str,
+    pub inspected_at: NaiveDateTime,
+}
+
+pub fn insert_inspection(conn: &mut DbConn, new: &NewInspection<'_>) -> QueryResult<Inspection> {
+    let id: i64 = diesel::insert_into(unit_inspections::table)
+        .values(new)
+        .returning(unit_inspections::id)
+        .get_result(conn)?;
+    unit_inspections::table
+        .find(id)
+        .select(Inspection::as_select())
+        .first(conn)
+}
+
+pub fn inspections_of_units(conn: &mut DbConn, unit_ids: &[i64]) -> QueryResult<Vec<Inspection>> {
+    unit_inspections::table
+        .filter(unit_inspections::unit_id.eq_any(unit_ids))
+        .order(unit_inspections::id.asc())
+        .select(Inspection::as_select())
+        .load(conn)
 }

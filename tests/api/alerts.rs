@@ -205,7 +205,7 @@ async fn requests_allocations_and_collections_are_watched(backend: Backend) {
     app.post(
         "/api/v1/crossmatches",
         Some(&tech),
-        &json!({"unit_id": unit, "sample_id": sample, "result": "compatible", "method": "IAT"}),
+        &json!({"unit_id": unit, "sample_id": sample, "result": "compatible", "method": "iat"}),
     )
     .await
     .ok(201);
@@ -231,7 +231,7 @@ async fn requests_allocations_and_collections_are_watched(backend: Backend) {
     app.post(
         "/api/v1/crossmatches",
         Some(&tech),
-        &json!({"unit_id": unit, "sample_id": new_sample, "result": "compatible", "method": "IAT"}),
+        &json!({"unit_id": unit, "sample_id": new_sample, "result": "compatible", "method": "iat"}),
     )
     .await
     .ok(201);

@@ -242,7 +242,7 @@ async fn sigkill_mid_writes_loses_no_acknowledged_write(backend: Backend) {
     // Units ready before the clients start, so that allocations race from the first moment.
     let mut ready = Vec::new();
     for _ in 0..READY_UNITS {
-        ready.push(ready_unit(&server.http, &tech, "O", "positive").await.0);
+        ready.push(ready_unit(&server.http, &tech, "O", "negative").await.0);
     }
     // The clients get their own HTTP client: the killer holds `server` mutably.
     let clients_http = Http::new(server.http.base.clone());
@@ -310,7 +310,7 @@ async fn sigkill_mid_writes_loses_no_acknowledged_write(backend: Backend) {
     let dins_before = check_acknowledged_writes_survived(&db, &acked);
 
     // The restarted server takes writes: a new allocation, and a unit with the next free DIN.
-    let (unit, _) = ready_unit(&server.http, &tech, "O", "positive").await;
+    let (unit, _) = ready_unit(&server.http, &tech, "O", "negative").await;
     let r = server
         .http
         .post(

@@ -81,6 +81,8 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/units/{id}/irradiation"),
     ("post", "/api/v1/units/{id}/tests"),
     ("post", "/api/v1/units/{id}/release"),
+    ("post", "/api/v1/units/{id}/inspection"),
+    ("post", "/api/v1/units/{id}/excursion-disposition"),
     ("post", "/api/v1/units/{id}/discard"),
     ("post", "/api/v1/units/{id}/storage-readings"),
     ("get", "/api/v1/units/{id}/label"),
@@ -99,6 +101,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("patch", "/api/v1/patients/{id}"),
     ("post", "/api/v1/patients/{id}/samples"),
     ("get", "/api/v1/patients/{id}/samples"),
+    ("post", "/api/v1/samples/{id}/typing"),
     ("post", "/api/v1/requests"),
     ("get", "/api/v1/requests"),
     ("get", "/api/v1/requests/{id}"),
@@ -113,6 +116,8 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/allocations/{id}/cancel"),
     ("post", "/api/v1/allocations/{id}/transfusion"),
     ("post", "/api/v1/crossmatches"),
+    ("get", "/api/v1/crossmatches"),
+    ("post", "/api/v1/crossmatches/{id}/resolve"),
     ("get", "/api/v1/compatibility"),
     ("get", "/api/v1/reports/exceptions"),
 ];
@@ -309,4 +314,24 @@ async fn schema_matches_database(backend: Backend) {
         .select(granulo::store::webhooks::Delivery::as_select())
         .load(conn)
         .expect("webhook_outbox");
+    unit_excursions::table
+        .select(granulo::store::units::Excursion::as_select())
+        .load(conn)
+        .expect("unit_excursions");
+    excursion_dispositions::table
+        .select(granulo::store::units::Disposition::as_select())
+        .load(conn)
+        .expect("excursion_dispositions");
+    unit_inspections::table
+        .select(granulo::store::units::Inspection::as_select())
+        .load(conn)
+        .expect("unit_inspections");
+    crossmatch_resolutions::table
+        .select(granulo::store::allocations::Resolution::as_select())
+        .load(conn)
+        .expect("crossmatch_resolutions");
+    sample_typings::table
+        .select(granulo::store::patients::TypingRow::as_select())
+        .load(conn)
+        .expect("sample_typings");
 }

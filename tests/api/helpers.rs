@@ -567,3 +567,42 @@ pub async fn hospital(app: &mut Http) -> (i64, String) {
     let me = app.get("/api/v1/me", Some(&token)).await;
     (me.ok(200)["hospital_id"].as_i64().expect("hospital id"), token)
 }
+
+/// The blood bank types two samples drawn at different times (two and three hours ago) the
+/// same, which confirms the patient's group of record; returns the newer sample.
+pub async fn confirm_group(app: &Http, staff: &str, patient: i64, abo: &str, rhd: &str) -> i64 {
+    let mut last = 0;
+    for hours in [3, 2] {
+        let s = app
+            .post(
+                &format!("/api/v1/patients/{patient}/samples"),
+                Some(staff),
+                &json!({"drawn_at": ts(now_minute() - chrono::TimeDelta::hours(hours)),
+                        "transfused_or_pregnant_within_3_months": true}),
+            )
+            .await;
+        last = s.ok(201)["id"].as_i64().expect("sample id");
+        app.post(
+            &format!("/api/v1/samples/{last}/typing"),
+            Some(staff),
+            &json!({"abo": abo, "rhd": rhd}),
+        )
+        .await
+        .ok(201);
+    }
+    last
+}
+
+/// A patient registered by `registrar` (a hospital account or staff) whose group the blood
+/// bank has confirmed as the one declared in `body`; returns its id.
+pub async fn typed_patient(app: &Http, registrar: &str, staff: &str, body: &Value) -> i64 {
+    let id = app.post("/api/v1/patients", Some(registrar), body).await.ok(201)["id"]
+        .as_i64()
+        .expect("patient id");
+    let (abo, rhd) = (
+        body["abo"].as_str().expect("abo").to_owned(),
+        body["rhd"].as_str().expect("rhd").to_owned(),
+    );
+    confirm_group(app, staff, id, &abo, &rhd).await;
+    id
+}

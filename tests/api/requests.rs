@@ -34,7 +34,7 @@ pub(crate) async fn crossmatch(app: &TestApp, tech: &str, unit: i64, sample: i64
     app.post(
         "/api/v1/crossmatches",
         Some(tech),
-        &json!({"unit_id": unit, "sample_id": sample, "result": result, "method": "IAT"}),
+        &json!({"unit_id": unit, "sample_id": sample, "result": result, "method": "iat"}),
     )
     .await
     .ok(201);
@@ -53,12 +53,17 @@ async fn walk_from_request_to_transfusion_outcome(backend: Backend) {
         .await;
     let patient = p.ok(201)["id"].as_i64().expect("patient");
     assert_eq!(p.body["hospital_id"], hospital_id);
+    assert_eq!(p.body["group_of_record"]["status"], "untyped");
+    confirm_group(&app, &tech, patient, "A", "positive").await;
     let s = sample(&app, &hosp, patient).await;
     let samples = app
         .get(&format!("/api/v1/patients/{patient}/samples"), Some(&hosp))
         .await;
-    let valid_until = samples.ok(200)["items"][0]["valid_until"]
-        .as_str()
+    let listed = samples.ok(200)["items"].as_array().expect("items").clone();
+    let valid_until = listed
+        .iter()
+        .find(|x| x["id"] == s)
+        .and_then(|x| x["valid_until"].as_str())
         .expect("valid_until")
         .to_owned();
     assert_eq!(
@@ -229,9 +234,7 @@ async fn allocation_refusals_and_overrides(backend: Backend) {
     // RhD-negative woman of childbearing potential, group O.
     let mut body = patient_body("MRN-3", "O", "negative", "female");
     body["childbearing_potential"] = json!(true);
-    let patient = app.post("/api/v1/patients", Some(&hosp), &body).await.ok(201)["id"]
-        .as_i64()
-        .expect("patient");
+    let patient = typed_patient(&app, &hosp, &tech, &body).await;
     let request = app
         .post("/api/v1/requests", Some(&hosp), &request_body(patient, 2))
         .await
@@ -306,16 +309,7 @@ async fn issue_checks_every_gate(backend: Backend) {
     let mut app = spawn(backend).await;
     let tech = app.token_for("technologist").await;
     let (_, hosp) = hospital(&mut app).await;
-    let patient = app
-        .post(
-            "/api/v1/patients",
-            Some(&hosp),
-            &patient_body("MRN-4", "AB", "positive", "male"),
-        )
-        .await
-        .ok(201)["id"]
-        .as_i64()
-        .expect("patient");
+    let patient = typed_patient(&app, &hosp, &tech, &patient_body("MRN-4", "AB", "positive", "male")).await;
     let s = sample(&app, &hosp, patient).await;
     let request = app
         .post("/api/v1/requests", Some(&hosp), &request_body(patient, 2))
@@ -378,8 +372,10 @@ async fn issue_checks_every_gate(backend: Backend) {
     let refused = issue(din.clone()).await;
     assert_eq!(
         reason_codes(refused.problem(422, "issue_refused")),
-        vec!["crossmatch_incompatible", "not_irradiated"]
+        vec!["crossmatch_incompatible", "crossmatch_missing", "not_irradiated"]
     );
+    // A later compatible result does not supersede the incompatible one: it stands until a
+    // medical director resolves it.
     crossmatch(&app, &tech, id, s, "compatible").await;
     app.post(
         &format!("/api/v1/units/{id}/irradiation"),
@@ -388,12 +384,48 @@ async fn issue_checks_every_gate(backend: Backend) {
     )
     .await
     .ok(200);
+    let refused = issue(din.clone()).await;
+    assert_eq!(
+        reason_codes(refused.problem(422, "issue_refused")),
+        vec!["crossmatch_incompatible"]
+    );
+    let listed = app
+        .get(&format!("/api/v1/crossmatches?unit_id={id}"), Some(&tech))
+        .await;
+    let items = listed.ok(200)["items"].as_array().expect("items").clone();
+    assert_eq!(items.len(), 2);
+    let bad = items[0]["id"].as_i64().expect("id");
+    assert_eq!(items[0]["result"], "incompatible");
+    assert_eq!(items[0]["resolution"], Value::Null);
+    let resolve = |token: &str| {
+        let (app, token) = (&app, token.to_owned());
+        async move {
+            app.post(
+                &format!("/api/v1/crossmatches/{bad}/resolve"),
+                Some(&token),
+                &json!({"reason": "anti-Le(a) in the sample; repeat on a fresh sample compatible"}),
+            )
+            .await
+        }
+    };
+    resolve(&tech).await.problem(403, "forbidden");
+    let resolved = resolve(&director).await;
+    assert!(resolved.ok(200)["resolution"]["resolved_by"].is_string());
+    resolve(&director).await.problem(409, "already_resolved");
+    let good = items[1]["id"].as_i64().expect("id");
+    app.post(
+        &format!("/api/v1/crossmatches/{good}/resolve"),
+        Some(&director),
+        &json!({"reason": "nothing to resolve"}),
+    )
+    .await
+    .problem(409, "crossmatch_not_incompatible");
     // The scanned structure with Type 3 flags works too.
     let label = app.get(&format!("/api/v1/units/{id}/label"), Some(&tech)).await;
     let scan = label.ok(200)["isbt128"]["din"].as_str().expect("din").to_owned();
     assert_eq!(issue(scan).await.ok(200)["status"], "issued");
     issue(din.clone()).await.problem(409, "invalid_transition");
-    // Returned while still fresh: back to available, and the request is open again.
+    // Returned while still fresh: quarantined until inspected, then back to available.
     let back = app
         .post(
             &format!("/api/v1/allocations/{allocation}/return"),
@@ -402,6 +434,16 @@ async fn issue_checks_every_gate(backend: Backend) {
         )
         .await;
     assert_eq!(back.ok(200)["status"], "returned");
+    let held = app.get(&format!("/api/v1/units/{id}"), Some(&tech)).await;
+    assert_eq!(held.ok(200)["status"], "quarantined");
+    assert_eq!(held.body["quarantine_reason"], "returned");
+    app.post(
+        &format!("/api/v1/units/{id}/inspection"),
+        Some(&tech),
+        &json!({"acceptable": true, "notes": "bag intact"}),
+    )
+    .await
+    .ok(201);
     assert_eq!(
         app.get(&format!("/api/v1/units/{id}"), Some(&tech)).await.ok(200)["status"],
         "available"
@@ -484,16 +526,7 @@ async fn hospitals_see_only_their_own(backend: Backend) {
     let tech = app.token_for("technologist").await;
     let (a_id, a) = hospital(&mut app).await;
     let (_, b) = hospital(&mut app).await;
-    let patient = app
-        .post(
-            "/api/v1/patients",
-            Some(&a),
-            &patient_body("MRN-5", "O", "positive", "male"),
-        )
-        .await
-        .ok(201)["id"]
-        .as_i64()
-        .expect("patient");
+    let patient = typed_patient(&app, &a, &tech, &patient_body("MRN-5", "O", "positive", "male")).await;
     let mut foreign = patient_body("MRN-6", "O", "positive", "male");
     foreign["hospital_id"] = json!(a_id);
     app.post("/api/v1/patients", Some(&b), &foreign)
@@ -613,16 +646,7 @@ async fn approval_gate_and_cancellation(backend: Backend) {
     let tech = app.token_for("technologist").await;
     let director = app.token_for("medical_director").await;
     let (_, hosp) = hospital(&mut app).await;
-    let patient = app
-        .post(
-            "/api/v1/patients",
-            Some(&hosp),
-            &patient_body("MRN-8", "O", "positive", "male"),
-        )
-        .await
-        .ok(201)["id"]
-        .as_i64()
-        .expect("patient");
+    let patient = typed_patient(&app, &hosp, &tech, &patient_body("MRN-8", "O", "positive", "male")).await;
     let mut outside = request_body(patient, 2);
     outside["indication"]["anc_per_ul"] = json!(800);
     let r = app.post("/api/v1/requests", Some(&hosp), &outside).await;
@@ -742,9 +766,10 @@ async fn racing_allocations_have_one_winner_per_unit(backend: Backend) {
             .await;
         requests.push(r.ok(201)["id"].as_i64().expect("request"));
     }
+    // Group O RhD-negative units fit patients whose group the blood bank has not typed yet.
     let mut units = Vec::new();
     for _ in 0..3 {
-        units.push(ready_unit(&app, &tech, "O", "positive").await.0);
+        units.push(ready_unit(&app, &tech, "O", "negative").await.0);
     }
     let mut attempts = Vec::new();
     for (i, request) in requests.iter().enumerate() {
@@ -773,16 +798,7 @@ async fn candidates_are_ranked_with_reasons(backend: Backend) {
     let mut app = spawn(backend).await;
     let tech = app.token_for("technologist").await;
     let (_, hosp) = hospital(&mut app).await;
-    let patient = app
-        .post(
-            "/api/v1/patients",
-            Some(&hosp),
-            &patient_body("MRN-9", "A", "positive", "male"),
-        )
-        .await
-        .ok(201)["id"]
-        .as_i64()
-        .expect("patient");
+    let patient = typed_patient(&app, &hosp, &tech, &patient_body("MRN-9", "A", "positive", "male")).await;
     let request = app
         .post("/api/v1/requests", Some(&hosp), &request_body(patient, 2))
         .await
@@ -914,16 +930,7 @@ async fn trace_and_lookback_follow_a_unit_both_ways(backend: Backend) {
     )
     .await
     .ok(200);
-    let patient = app
-        .post(
-            "/api/v1/patients",
-            Some(&hosp),
-            &patient_body("MRN-T", "A", "negative", "male"),
-        )
-        .await
-        .ok(201)["id"]
-        .as_i64()
-        .expect("patient");
+    let patient = typed_patient(&app, &hosp, &tech, &patient_body("MRN-T", "A", "negative", "male")).await;
     let s = sample(&app, &hosp, patient).await;
     let request = app
         .post("/api/v1/requests", Some(&hosp), &request_body(patient, 1))
@@ -989,16 +996,7 @@ async fn cancelling_leaves_a_unit_that_left_allocated_alone(backend: Backend) {
     let mut app = spawn(backend).await;
     let tech = app.token_for("technologist").await;
     let (_, hosp) = hospital(&mut app).await;
-    let patient = app
-        .post(
-            "/api/v1/patients",
-            Some(&hosp),
-            &patient_body("MRN-C", "O", "positive", "male"),
-        )
-        .await
-        .ok(201)["id"]
-        .as_i64()
-        .expect("patient");
+    let patient = typed_patient(&app, &hosp, &tech, &patient_body("MRN-C", "O", "positive", "male")).await;
     let request = app
         .post("/api/v1/requests", Some(&hosp), &request_body(patient, 2))
         .await

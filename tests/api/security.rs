@@ -223,6 +223,13 @@ fn cases(policy: &Value) -> Vec<Case> {
             Director,
             Some(json!({"emergency": true, "physician": {"name": "Dr Review", "acknowledged_at": t}})),
         ),
+        case(
+            "post",
+            "/api/v1/units/{id}/inspection",
+            Staff,
+            Some(json!({"acceptable": true})),
+        ),
+        case("post", "/api/v1/units/{id}/excursion-disposition", Director, reason()),
         case("post", "/api/v1/units/{id}/discard", Staff, reason()),
         case(
             "post",
@@ -266,6 +273,12 @@ fn cases(policy: &Value) -> Vec<Case> {
             Some(json!({"drawn_at": t, "transfused_or_pregnant_within_3_months": false})),
         ),
         case("get", "/api/v1/patients/{id}/samples", Any, None),
+        case(
+            "post",
+            "/api/v1/samples/{id}/typing",
+            Staff,
+            Some(json!({"abo": "O", "rhd": "positive"})),
+        ),
         case("post", "/api/v1/requests", Any, Some(request_body(999999, 1))),
         case("get", "/api/v1/requests", Any, None),
         case("get", "/api/v1/requests/{id}", Any, None),
@@ -298,8 +311,10 @@ fn cases(policy: &Value) -> Vec<Case> {
             "post",
             "/api/v1/crossmatches",
             Staff,
-            Some(json!({"unit_id": 999999, "sample_id": 999999, "result": "compatible", "method": "IAT"})),
+            Some(json!({"unit_id": 999999, "sample_id": 999999, "result": "compatible", "method": "iat"})),
         ),
+        case("get", "/api/v1/crossmatches", Staff, None),
+        case("post", "/api/v1/crossmatches/{id}/resolve", Director, reason()),
         compatibility,
         case("get", "/api/v1/reports/exceptions", Staff, None),
         case("post", "/api/v1/auth/logout", Any, None),
@@ -486,7 +501,7 @@ async fn another_hospitals_objects_are_out_of_reach(backend: Backend) {
         )
         .await;
     let request = placed.ok(201)["id"].as_i64().expect("request");
-    let (unit, din) = ready_unit(&app, &tech, "O", "positive").await;
+    let (unit, din) = ready_unit(&app, &tech, "O", "negative").await;
     let r = app
         .post(
             &format!("/api/v1/requests/{request}/allocations"),
@@ -792,6 +807,7 @@ async fn pages_and_bodies_are_bounded(backend: Backend) {
         "/api/v1/patients",
         "/api/v1/requests",
         "/api/v1/reports/exceptions",
+        "/api/v1/crossmatches",
     ];
     // Lists that are not paged: a handful of rows an admin configured.
     let unpaged = ["/api/v1/webhooks", "/api/v1/jobs"];

@@ -392,7 +392,11 @@ async fn release_requires_tests_or_a_physician(backend: Backend) {
         )
         .await;
     assert_eq!(positive.ok(200)["status"], "quarantined");
-    assert_eq!(positive.body["status_reason"], "hbsag positive");
+    assert_eq!(positive.body["quarantine_reason"], "reactive_marker");
+    assert_eq!(
+        positive.body["status_reason"],
+        "hbsag reactive: the unit can only be discarded"
+    );
     let alerts = app.get("/api/v1/alerts?status=open", Some(&tech)).await;
     let alert = alerts.ok(200)["items"][0].clone();
     assert_eq!(alert["kind"], "unit.positive_result_after_release");
