@@ -149,7 +149,7 @@ fn seed(conn: &mut DbConn) -> anyhow::Result<Seeded> {
                     abo: abo.into(),
                     rhd: if i % 6 == 0 { "negative" } else { "positive" }.into(),
                     cmv: if i % 4 == 0 { "negative" } else { "positive" }.into(),
-                    childbearing_potential: false,
+                    childbearing_potential_stated: None,
                     hla_antibodies: if i % 10 == 0 { r#"["A2"]"# } else { "[]" }.into(),
                     granulocyte_antibodies: false,
                     updated_at: now,
@@ -344,8 +344,6 @@ fn allocation(request_id: i64, unit_id: i64, status: &str, collected: NaiveDateT
         unit_id,
         status: status.into(),
         warnings: "[]".into(),
-        override_reason: None,
-        overridden_by: None,
         anti_d_task: false,
         allocated_by: "bench".into(),
         allocated_at: at,
@@ -362,8 +360,6 @@ fn allocation(request_id: i64, unit_id: i64, status: &str, collected: NaiveDateT
         anc_increment_per_ul: transfused.then_some(500),
         outcome_recorded_by: transfused.then(|| "bench".into()),
         updated_at: at,
-        issue_override_reason: None,
-        issue_overridden_by: None,
     }
 }
 
@@ -575,7 +571,12 @@ impl Target {
                 let (request, unit) = *s.plan.get(n)?;
                 c.post(format!("{base}/api/v1/requests/{request}/allocations"))
                     .header("Authorization", auth)
-                    .json(&serde_json::json!({"unit_id": unit, "override_reason": "bench: accepted warnings"}))
+                    .json(&serde_json::json!({
+                        "unit_id": unit,
+                        "acknowledge": ["rhd_mismatch", "minor_abo_incompatible"],
+                        "authorisation": {"by": "Dr Bench", "role": "on-call haematologist",
+                                          "at": chrono::Utc::now(), "reason": "bench: accepted findings"}
+                    }))
             }
             Route::Login => c
                 .post(format!("{base}/api/v1/auth/login"))

@@ -44,7 +44,7 @@ fn seed(conn: &mut DbConn, n_units: usize, n_donors: usize) -> anyhow::Result<i6
                 abo: "AB".into(),
                 rhd: "positive".into(),
                 cmv: "negative".into(),
-                childbearing_potential: false,
+                childbearing_potential_stated: None,
                 hla_antibodies: r#"["A2"]"#.into(),
                 granulocyte_antibodies: false,
                 updated_at: now,
@@ -124,14 +124,20 @@ fn run(label: &str, target: DatabaseTarget) -> anyhow::Result<()> {
     let t = Instant::now();
     let mut ok = 0;
     for unit_id in &ids {
-        // The patient has HLA antibodies and supplier units are untyped: each is a warning that
-        // a medical director overrides.
+        // The patient has HLA antibodies and supplier units are untyped: each is a finding an
+        // on-call haematologist authorises.
         let input = AllocateInput {
             unit_id: *unit_id,
-            override_reason: Some("bench".to_owned()),
+            acknowledge: None,
+            authorisation: Some(granulo::services::decisions::AuthorisationInput {
+                by: "Dr Bench".to_owned(),
+                role: "on-call haematologist".to_owned(),
+                at: chrono::Utc::now(),
+                reason: "bench".to_owned(),
+            }),
         };
         let done = store::write_tx(&mut conn, |c| {
-            allocations::allocate(c, &actor, true, request_id, input, &policy)
+            allocations::allocate(c, &actor, request_id, input, &policy)
         });
         if done.is_ok() {
             ok += 1;

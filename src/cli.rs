@@ -96,6 +96,9 @@ pub struct ServeArgs {
     pub fin: String,
     #[arg(long, env = "GRANULO_FACILITY_NAME", default_value = "granulo blood bank")]
     pub facility_name: String,
+    /// The facility's IANA time zone (labels, ISBT 128 expiry, pooled expiry).
+    #[arg(long, env = "GRANULO_TIMEZONE", default_value = "UTC")]
+    pub timezone: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +150,7 @@ pub fn settings_from(global: &GlobalArgs, serve: &ServeArgs) -> Result<Settings,
     s.alert_interval_secs = serve.alert_interval_secs;
     s.fin = serve.fin.trim().to_ascii_uppercase();
     s.facility_name = serve.facility_name.trim().to_owned();
+    s.timezone = crate::config::parse_timezone(&serve.timezone)?;
     Ok(s)
 }
 

@@ -19,6 +19,7 @@
 //! | `GRANULO_ALERT_INTERVAL_SECS` | 60 | in-process alert scan interval; 0 turns it off (run `granulo alerts run` from cron instead) |
 //! | `GRANULO_FIN` | `A9999` | ISBT 128 facility identification number used in assigned DINs (`A9999` is ICCBBA's example FIN: set your own) |
 //! | `GRANULO_FACILITY_NAME` | `granulo blood bank` | producer name printed on labels |
+//! | `GRANULO_TIMEZONE` | `UTC` | the facility's IANA time zone: label text, ISBT 128 expiry and pooled expiry use its wall clock; the API stays UTC |
 //! | `GRANULO_LOG` | `info` | tracing filter, e.g. `granulo=debug,info` |
 //! | `GRANULO_LOG_FORMAT` | `text` | `text` or `json` |
 
@@ -153,6 +154,8 @@ pub struct Settings {
     pub fin: String,
     /// Producer name on labels.
     pub facility_name: String,
+    /// The facility's wall clock (labels, ISBT 128 `&>` expiry, pooled expiry).
+    pub timezone: chrono_tz::Tz,
 }
 
 impl Settings {
@@ -176,6 +179,7 @@ impl Settings {
             alert_interval_secs: 60,
             fin: "A9999".to_owned(),
             facility_name: "granulo blood bank".to_owned(),
+            timezone: chrono_tz::UTC,
         }
     }
 
@@ -207,6 +211,15 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// An IANA time zone name (`Europe/London`, `America/New_York`, `UTC`).
+pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, ConfigError> {
+    name.trim().parse::<chrono_tz::Tz>().map_err(|_| {
+        ConfigError::new(format!(
+            "GRANULO_TIMEZONE {name:?} is not an IANA time zone name such as Europe/London or America/New_York"
+        ))
+    })
 }
 
 /// The minimum length of an HS256 key, in bytes (RFC 7518 §3.2: at least the hash size).

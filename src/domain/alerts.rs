@@ -27,6 +27,7 @@ pub mod kinds {
     pub const COLLECTION_UNSTIMULATED: &str = "collection.unstimulated";
     pub const REQUEST_UNALLOCATED: &str = "request.unallocated";
     pub const TRANSFUSION_OUTCOME_MISSING: &str = "transfusion.outcome_missing";
+    pub const TASK_OVERDUE: &str = "task.overdue";
     /// Kinds the scan owns: they resolve when their condition no longer holds.
     pub const SCANNED: &[&str] = &[
         UNIT_EXPIRING,
@@ -37,6 +38,7 @@ pub mod kinds {
         COLLECTION_UNSTIMULATED,
         REQUEST_UNALLOCATED,
         TRANSFUSION_OUTCOME_MISSING,
+        TASK_OVERDUE,
     ];
 }
 
@@ -207,6 +209,32 @@ pub fn request_alerts(r: &RequestState, now: DateTime<Utc>, policy: &Policy) -> 
                 fmt_left(due)
             )
         },
+    }]
+}
+
+pub struct TaskState<'a> {
+    pub id: i64,
+    pub title: &'a str,
+    pub due_at: DateTime<Utc>,
+}
+
+/// An open task past its due time.
+pub fn task_alerts(t: &TaskState<'_>, now: DateTime<Utc>) -> Vec<AlertSpec> {
+    if now <= t.due_at {
+        return Vec::new();
+    }
+    vec![AlertSpec {
+        kind: kinds::TASK_OVERDUE,
+        severity: AlertSeverity::Urgent,
+        dedup_key: format!("{}:{}", kinds::TASK_OVERDUE, t.id),
+        entity_type: "task",
+        entity_id: t.id,
+        message: format!(
+            "task {} is overdue by {}: {}",
+            t.id,
+            fmt_left(now.signed_duration_since(t.due_at)),
+            t.title
+        ),
     }]
 }
 
@@ -438,6 +466,19 @@ mod tests {
         prop_oneof![-600i64..6_000, (0i64..=72).prop_map(|h| h * 60), Just(1), Just(-1)]
     }
 
+    #[test]
+    fn a_task_is_overdue_after_its_due_time_only() {
+        let t = TaskState {
+            id: 4,
+            title: "give anti-D",
+            due_at: now(),
+        };
+        assert!(task_alerts(&t, now()).is_empty(), "due exactly now");
+        let late = task_alerts(&t, now() + TimeDelta::minutes(1));
+        assert_eq!(keys(&late), vec!["task.overdue:4".to_owned()]);
+        assert_eq!(late[0].severity, AlertSeverity::Urgent);
+    }
+
     proptest! {
         #[test]
         fn unit_alerts_follow_effective_status_and_each_threshold(
@@ -500,13 +541,13 @@ mod tests {
             };
             let unit = UnitFacts {
                 abo: Abo::O, rhd: Rhd::Positive, cmv: Cmv::Negative, donor_hla: None, irradiated: true, released: true,
-                reactive: false, excursion_pending: false, expires_at: now() + TimeDelta::days(1), granulocyte_count: 1e11,
+                reactive: false, excursion_pending: false, reserved_for: None, expires_at: now() + TimeDelta::days(1), granulocyte_count: 1e11,
             };
             let xm = [CrossmatchFacts {
                 id: 1, kind: CrossmatchKind::RedCell, compatible: true, resolved: false, sample_valid_until: valid_until,
             }];
             let ctx = Context {
-                crossmatches: &xm, requirements: Requirements::default(), planned_at, now: now(), stage: Stage::Allocation,
+                crossmatches: &xm, request_id: None, day_granulocytes: 0.0, requirements: Requirements::default(), planned_at, now: now(), stage: Stage::Allocation,
             };
             let check = assess(&patient, &unit, &ctx, &p);
             prop_assert_eq!(alerted, allocated && check.has(codes::SAMPLE_EXPIRED));

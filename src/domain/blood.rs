@@ -15,6 +15,23 @@ text_enum!(
     Rhd { Positive => "positive", Negative => "negative" }
 );
 text_enum!(
+    /// The RhD of a unit as labelled: a pool of donations may carry mixed RhD (ISBT 128 "pooled
+    /// RhD", Table 4 `A0`/`B0`/`C0`/`D0`).
+    UnitRhd { Positive => "positive", Negative => "negative", Pooled => "pooled" }
+);
+
+impl UnitRhd {
+    /// What selection treats it as: pooled RhD counts as RhD-positive (it may contain D-positive
+    /// red cells).
+    pub fn for_selection(self) -> Rhd {
+        match self {
+            Self::Negative => Rhd::Negative,
+            Self::Positive | Self::Pooled => Rhd::Positive,
+        }
+    }
+}
+
+text_enum!(
     /// CMV serostatus.
     Cmv { Negative => "negative", Positive => "positive", Unknown => "unknown" }
 );
@@ -134,6 +151,8 @@ mod tests {
         for x in Cmv::ALL {
             assert_eq!(Cmv::parse(x.as_str()), Some(*x));
         }
+        let selection: Vec<Rhd> = UnitRhd::ALL.iter().map(|r| r.for_selection()).collect();
+        assert_eq!(selection, vec![Rhd::Positive, Rhd::Negative, Rhd::Positive]);
         for x in Sex::ALL {
             assert_eq!(Sex::parse(x.as_str()), Some(*x));
         }

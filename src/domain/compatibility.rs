@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use super::text_enum;
 use crate::domain::blood::{Abo, Cmv, Hla, Rhd, Sex};
 use crate::domain::group::Typed;
-use crate::domain::policy::{CmvMismatch, Policy, RhdMismatch};
+use crate::domain::policy::{AuthoriseOrBlock, CmvMismatch, Policy, RhdMismatch};
 
 /// Stable finding codes.
 pub mod codes {
@@ -70,12 +70,34 @@ pub mod codes {
     pub const REACTIVE_MARKER: &str = "reactive_marker";
     pub const EXCURSION_REVIEW: &str = "excursion_review";
     pub const DOSE_BELOW_TARGET: &str = "dose_below_target";
+    pub const RESERVED_FOR_REQUEST: &str = "reserved_for_request";
 }
 
 text_enum!(
-    /// `Block` forbids the unit; `Warn` allows it with the warning shown.
-    Severity { Block => "block", Warn => "warn" }
+    /// The tier of a finding (domain.md, "Every finding has a tier"): `info` is shown and stored,
+    /// never in the way; `acknowledge` needs any staff member's explicit acknowledgement of its
+    /// code; `authorise` needs a record of who authorised it (name, role, time, reason — usually
+    /// the on-call haematologist by phone) and a medical director's later sign-off; `block`
+    /// refuses.
+    Severity {
+        Info => "info",
+        Acknowledge => "acknowledge",
+        Authorise => "authorise",
+        Block => "block",
+    }
 );
+
+impl Severity {
+    /// Strictness, for comparing tiers.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Info => 0,
+            Self::Acknowledge => 1,
+            Self::Authorise => 2,
+            Self::Block => 3,
+        }
+    }
+}
 text_enum!(
     Verdict {
         Compatible => "compatible",
@@ -101,16 +123,25 @@ pub struct Finding {
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Assessment {
     pub verdict: Verdict,
     pub reasons: Vec<Finding>,
     /// An RhD-positive unit for an RhD-negative female of childbearing potential: giving it
     /// needs an anti-D prophylaxis task.
     pub anti_d_prophylaxis: bool,
+    /// Granulocytes per kg of this unit (when the count and weight are usable).
+    pub dose_per_kg: Option<f64>,
+    /// With the other units of the request due the same day.
+    pub day_dose_per_kg: Option<f64>,
 }
 
 impl Assessment {
+    /// The findings of one tier.
+    pub fn of_tier(&self, tier: Severity) -> Vec<&Finding> {
+        self.reasons.iter().filter(|f| f.severity == tier).collect()
+    }
+
     pub fn codes(&self) -> Vec<&'static str> {
         self.reasons.iter().map(|r| r.code).collect()
     }
@@ -165,6 +196,8 @@ pub struct UnitFacts {
     pub reactive: bool,
     /// A storage temperature excursion no medical director has dispositioned.
     pub excursion_pending: bool,
+    /// Released in an emergency for this request only.
+    pub reserved_for: Option<i64>,
     pub expires_at: DateTime<Utc>,
     pub granulocyte_count: f64,
 }
@@ -173,6 +206,10 @@ pub struct UnitFacts {
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     pub crossmatches: &'a [CrossmatchFacts],
+    /// The request the unit is judged for, if any.
+    pub request_id: Option<i64>,
+    /// Granulocytes of the request's other units due the same day (for the day's dose).
+    pub day_granulocytes: f64,
     pub requirements: Requirements,
     pub planned_at: DateTime<Utc>,
     pub now: DateTime<Utc>,
@@ -200,14 +237,21 @@ pub fn plasma_compatible(patient: Abo, unit: Abo) -> bool {
     red_cells_compatible(unit, patient)
 }
 
-/// `Incompatible` with any block, `CompatibleWithWarnings` with only warnings.
+/// `Incompatible` with any block, `CompatibleWithWarnings` with a finding to acknowledge or
+/// authorise, `Compatible` otherwise (info findings never stand in the way).
 pub fn verdict_of(findings: &[Finding]) -> Verdict {
-    if findings.iter().any(|f| f.severity == Severity::Block) {
-        Verdict::Incompatible
-    } else if findings.is_empty() {
-        Verdict::Compatible
-    } else {
-        Verdict::CompatibleWithWarnings
+    let strictest = findings.iter().map(|f| f.severity.rank()).max().unwrap_or(0);
+    match strictest {
+        3 => Verdict::Incompatible,
+        1 | 2 => Verdict::CompatibleWithWarnings,
+        _ => Verdict::Compatible,
+    }
+}
+
+fn tier_of(setting: AuthoriseOrBlock) -> Severity {
+    match setting {
+        AuthoriseOrBlock::Authorise => Severity::Authorise,
+        AuthoriseOrBlock::Block => Severity::Block,
     }
 }
 
@@ -504,7 +548,7 @@ fn best_compatible(crossmatches: &[CrossmatchFacts], kind: CrossmatchKind) -> Op
 
 /// Evaluates every rule that applies at `ctx.stage` (see the module notes for the conventions).
 pub fn assess(patient: &PatientFacts, unit: &UnitFacts, ctx: &Context<'_>, policy: &Policy) -> Assessment {
-    use Severity::{Block, Warn};
+    use Severity::{Acknowledge, Authorise, Block, Info};
     let (now, stage) = (ctx.now, ctx.stage);
     let mut reasons = Vec::new();
     let mut find = |code: &'static str, severity: Severity, message: String| {
@@ -530,7 +574,7 @@ pub fn assess(patient: &PatientFacts, unit: &UnitFacts, ctx: &Context<'_>, polic
             if policy.compat.minor_abo_check && !plasma_compatible(group, unit.abo) {
                 find(
                     codes::MINOR_ABO_INCOMPATIBLE,
-                    Warn,
+                    Acknowledge,
                     format!(
                         "group {} unit plasma is incompatible with group {group} patient red cells (minor ABO)",
                         unit.abo
@@ -561,7 +605,9 @@ pub fn assess(patient: &PatientFacts, unit: &UnitFacts, ctx: &Context<'_>, polic
     let anti_d_prophylaxis = rhd_mismatch && patient.sex == Sex::Female && patient.childbearing_potential;
     if rhd_mismatch {
         let severity = match policy.compat.rhd_mismatch {
-            RhdMismatch::Warn => Warn,
+            RhdMismatch::Acknowledge if anti_d_prophylaxis => Authorise,
+            RhdMismatch::Acknowledge => Acknowledge,
+            RhdMismatch::Authorise => Authorise,
             RhdMismatch::Block => Block,
         };
         let mut message = match patient.rhd {
@@ -583,7 +629,8 @@ pub fn assess(patient: &PatientFacts, unit: &UnitFacts, ctx: &Context<'_>, polic
 
     if cmv_negative_patient(patient.cmv, policy) && unit.cmv != Cmv::Negative {
         let severity = match policy.compat.cmv_mismatch {
-            CmvMismatch::Warn => Some(Warn),
+            CmvMismatch::Authorise => Some(Authorise),
+            CmvMismatch::Acknowledge => Some(Acknowledge),
             CmvMismatch::Block => Some(Block),
             CmvMismatch::Off => None,
         };
@@ -630,7 +677,7 @@ pub fn assess(patient: &PatientFacts, unit: &UnitFacts, ctx: &Context<'_>, polic
             .collect();
         find(
             codes::HLA_UNTYPED_LOCUS,
-            Warn,
+            tier_of(policy.compat.hla_untyped),
             format!(
                 "the donor is not HLA-typed at the loci of the patient's antibodies: {}",
                 list.join("; ")
@@ -640,7 +687,7 @@ pub fn assess(patient: &PatientFacts, unit: &UnitFacts, ctx: &Context<'_>, polic
     if !hla.unresolved.is_empty() {
         find(
             codes::HLA_ANTIBODY_UNRESOLVED,
-            Warn,
+            tier_of(policy.compat.hla_untyped),
             format!(
                 "patient HLA antibodies that cannot be checked against a donor typing: {}",
                 hla.unresolved.join(", ")
@@ -666,7 +713,7 @@ pub fn assess(patient: &PatientFacts, unit: &UnitFacts, ctx: &Context<'_>, polic
     {
         find(
             codes::HNA_ANTIBODIES,
-            Warn,
+            tier_of(policy.compat.hna_antibodies),
             "the patient has granulocyte (HNA) antibodies and no compatible leukocyte crossmatch valid at the transfusion is recorded"
                 .to_owned(),
         );
@@ -778,16 +825,33 @@ pub fn assess(patient: &PatientFacts, unit: &UnitFacts, ctx: &Context<'_>, polic
             "a storage temperature excursion of the unit awaits a medical director's disposition".to_owned(),
         );
     }
-
-    let target = policy.recipient.dose_target_per_kg;
-    if let Some(dose) = dose_per_kg(unit.granulocyte_count, patient.weight_kg)
-        && dose < target
+    if let Some(reserved) = unit.reserved_for
+        && ctx.request_id != Some(reserved)
     {
         find(
+            codes::RESERVED_FOR_REQUEST,
+            Block,
+            format!("the unit was released in an emergency for request {reserved} only"),
+        );
+    }
+
+    let target = policy.recipient.dose_target_per_kg;
+    let dose = dose_per_kg(unit.granulocyte_count, patient.weight_kg);
+    let day_dose = (ctx.day_granulocytes > 0.0)
+        .then(|| dose_per_kg(unit.granulocyte_count + ctx.day_granulocytes, patient.weight_kg))
+        .flatten();
+    if let Some(dose) = dose
+        && dose < target
+    {
+        let day = match day_dose {
+            Some(d) => format!("; {d:.2e} cells/kg with the other units due that day"),
+            None => String::new(),
+        };
+        find(
             codes::DOSE_BELOW_TARGET,
-            Warn,
+            Info,
             format!(
-                "dose {dose:.2e} cells/kg ({:.2e} granulocytes for {} kg) is below the target of {target:.2e} cells/kg",
+                "dose {dose:.2e} cells/kg ({:.2e} granulocytes for {} kg) is below the target of {target:.2e} cells/kg{day}",
                 unit.granulocyte_count, patient.weight_kg
             ),
         );
@@ -797,16 +861,40 @@ pub fn assess(patient: &PatientFacts, unit: &UnitFacts, ctx: &Context<'_>, polic
         verdict: verdict_of(&reasons),
         reasons,
         anti_d_prophylaxis,
+        dose_per_kg: dose,
+        day_dose_per_kg: day_dose.or(dose),
     }
 }
 
-/// The codes of findings that are not blocks (what allocation accepts with an override).
-pub fn warning_codes(a: &Assessment) -> BTreeSet<&'static str> {
-    a.reasons
-        .iter()
-        .filter(|f| f.severity != Severity::Block)
-        .map(|f| f.code)
-        .collect()
+/// What allocation (or issue) of a unit still needs, given the codes a staff member
+/// acknowledged and whether an authorisation is recorded. `Ok` when the findings' tiers are
+/// met; `Err` names the missing tier and the findings that need it.
+pub fn tiers_met<'a>(
+    findings: impl IntoIterator<Item = &'a Finding>,
+    acknowledged: &BTreeSet<String>,
+    authorised: bool,
+) -> Result<(), (Severity, Vec<&'a Finding>)> {
+    let mut missing: Vec<&Finding> = Vec::new();
+    let mut tier = Severity::Info;
+    for f in findings {
+        let met = match f.severity {
+            Severity::Info => true,
+            Severity::Acknowledge => acknowledged.contains(f.code),
+            Severity::Authorise => authorised,
+            Severity::Block => false,
+        };
+        if !met {
+            if f.severity.rank() > tier.rank() {
+                tier = f.severity;
+            }
+            missing.push(f);
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err((tier, missing))
+    }
 }
 
 /// A unit offered for a patient with its assessment, for ranking.
@@ -883,6 +971,9 @@ mod tests {
             .expect("valid time")
     }
 
+    /// The request units are judged for.
+    const REQUEST: i64 = 41;
+
     fn planned() -> DateTime<Utc> {
         now() + TimeDelta::hours(6)
     }
@@ -940,6 +1031,7 @@ mod tests {
             released: true,
             reactive: false,
             excursion_pending: false,
+            reserved_for: None,
             expires_at: now() + TimeDelta::hours(20),
             granulocyte_count: 2.0 * Policy::default().recipient.dose_target_per_kg * 70.0,
         }
@@ -966,6 +1058,8 @@ mod tests {
     ) -> Assessment {
         let ctx = Context {
             crossmatches: xms,
+            request_id: Some(REQUEST),
+            day_granulocytes: 0.0,
             requirements,
             planned_at,
             now: now(),
@@ -1018,7 +1112,9 @@ mod tests {
                 Assessment {
                     verdict: Verdict::Compatible,
                     reasons: vec![],
-                    anti_d_prophylaxis: false
+                    anti_d_prophylaxis: false,
+                    dose_per_kg: Some(2.0 * Policy::default().recipient.dose_target_per_kg),
+                    day_dose_per_kg: Some(2.0 * Policy::default().recipient.dose_target_per_kg),
                 },
                 "{stage}"
             );
@@ -1094,10 +1190,16 @@ mod tests {
                 };
                 let (codes, verdict): (Vec<(&str, Severity)>, Verdict) = match expected {
                     'C' => (vec![], Verdict::Compatible),
-                    'W' => (vec![(RHD_MISMATCH, Severity::Warn)], Verdict::CompatibleWithWarnings),
+                    'W' => (
+                        vec![(RHD_MISMATCH, Severity::Acknowledge)],
+                        Verdict::CompatibleWithWarnings,
+                    ),
                     'X' => (vec![(ABO_INCOMPATIBLE, Severity::Block)], Verdict::Incompatible),
                     _ => (
-                        vec![(ABO_INCOMPATIBLE, Severity::Block), (RHD_MISMATCH, Severity::Warn)],
+                        vec![
+                            (ABO_INCOMPATIBLE, Severity::Block),
+                            (RHD_MISMATCH, Severity::Acknowledge),
+                        ],
                         Verdict::Incompatible,
                     ),
                 };
@@ -1199,14 +1301,14 @@ mod tests {
                 let (codes, verdict): (Vec<(&str, Severity)>, Verdict) = match expected {
                     'C' => (vec![], Verdict::Compatible),
                     'M' => (
-                        vec![(MINOR_ABO_INCOMPATIBLE, Severity::Warn)],
+                        vec![(MINOR_ABO_INCOMPATIBLE, Severity::Acknowledge)],
                         Verdict::CompatibleWithWarnings,
                     ),
                     'X' => (vec![(ABO_INCOMPATIBLE, Severity::Block)], Verdict::Incompatible),
                     _ => (
                         vec![
                             (ABO_INCOMPATIBLE, Severity::Block),
-                            (MINOR_ABO_INCOMPATIBLE, Severity::Warn),
+                            (MINOR_ABO_INCOMPATIBLE, Severity::Acknowledge),
                         ],
                         Verdict::Incompatible,
                     ),
@@ -1252,10 +1354,21 @@ mod tests {
         ];
         let mut block = Policy::default();
         block.compat.rhd_mismatch = RhdMismatch::Block;
+        let mut always = Policy::default();
+        always.compat.rhd_mismatch = RhdMismatch::Authorise;
         for (sex, cbp, flag) in cases {
             let p = neg(sex, cbp);
             let warn = alloc(&p, &pos_unit);
-            assert_eq!(severities(&warn), vec![(RHD_MISMATCH, Severity::Warn)]);
+            // A female of childbearing potential needs an authorisation; anyone else an
+            // acknowledgement.
+            let tier = if flag {
+                Severity::Authorise
+            } else {
+                Severity::Acknowledge
+            };
+            assert_eq!(severities(&warn), vec![(RHD_MISMATCH, tier)], "{sex} {cbp}");
+            let authorised = at(Stage::Allocation, &p, &pos_unit, &always);
+            assert_eq!(severities(&authorised), vec![(RHD_MISMATCH, Severity::Authorise)]);
             assert_eq!(warn.verdict, Verdict::CompatibleWithWarnings);
             assert_eq!(warn.anti_d_prophylaxis, flag, "{sex} {cbp}");
             assert_eq!(finding(&warn, RHD_MISMATCH).message.contains("anti-D"), flag);
@@ -1281,7 +1394,8 @@ mod tests {
     #[test]
     fn cmv_matrix_policy_switches_and_unknown_patients() {
         let policies = [
-            (CmvMismatch::Warn, Some(Severity::Warn)),
+            (CmvMismatch::Authorise, Some(Severity::Authorise)),
+            (CmvMismatch::Acknowledge, Some(Severity::Acknowledge)),
             (CmvMismatch::Block, Some(Severity::Block)),
             (CmvMismatch::Off, None),
         ];
@@ -1536,7 +1650,7 @@ mod tests {
             };
             let a = alloc(&p, &u);
             assert_eq!(a.codes(), expected.to_vec(), "{antibodies:?} {donor_hla:?}");
-            assert!(a.reasons.iter().all(|r| r.severity == Severity::Warn));
+            assert!(a.reasons.iter().all(|r| r.severity == Severity::Authorise));
         }
         let p = PatientFacts {
             hla_antibodies: strings(&["DRB1*04", "DQ2", "A2"]),
@@ -1877,8 +1991,8 @@ mod tests {
             let exact = at(*stage, &p, &with_count(target * p.weight_kg), &policy);
             assert!(exact.reasons.is_empty(), "{stage}: exactly at target");
             let below = at(*stage, &p, &with_count(target * p.weight_kg - 1.0), &policy);
-            assert_eq!(severities(&below), vec![(DOSE_BELOW_TARGET, Severity::Warn)]);
-            assert_eq!(below.verdict, Verdict::CompatibleWithWarnings);
+            assert_eq!(severities(&below), vec![(DOSE_BELOW_TARGET, Severity::Info)]);
+            assert_eq!(below.verdict, Verdict::Compatible, "info never stands in the way");
         }
         let a = alloc(&p, &with_count(3.5e10));
         assert_eq!(
@@ -1990,7 +2104,7 @@ mod tests {
         let json = serde_json::to_value(alloc(&p, &unit())).expect("serialises");
         assert_eq!(json["verdict"], "compatible_with_warnings");
         assert_eq!(json["reasons"][0]["code"], "rhd_mismatch");
-        assert_eq!(json["reasons"][0]["severity"], "warn");
+        assert_eq!(json["reasons"][0]["severity"], "acknowledge");
         assert_eq!(json["anti_d_prophylaxis"], false);
         for s in Stage::ALL {
             assert_eq!(Stage::parse(s.as_str()), Some(*s));
@@ -2160,12 +2274,26 @@ mod tests {
             any::<bool>(),
             any::<bool>(),
             any::<bool>(),
-            (prop::bool::weighted(0.1), prop::bool::weighted(0.1)),
+            (
+                prop::bool::weighted(0.1),
+                prop::bool::weighted(0.1),
+                prop::sample::select(vec![None, None, None, Some(REQUEST), Some(REQUEST + 1)]),
+            ),
             -120i64..2_000,
             prop::sample::select(vec![1e9, 1e10, 4.2e10, 1e11]),
         )
             .prop_map(
-                |(abo, rhd, cmv, typed_donor, irradiated, released, (reactive, excursion_pending), minutes, count)| {
+                |(
+                    abo,
+                    rhd,
+                    cmv,
+                    typed_donor,
+                    irradiated,
+                    released,
+                    (reactive, excursion_pending, reserved_for),
+                    minutes,
+                    count,
+                )| {
                     UnitFacts {
                         abo,
                         rhd,
@@ -2176,6 +2304,7 @@ mod tests {
                         released,
                         reactive,
                         excursion_pending,
+                        reserved_for,
                         expires_at: now() + TimeDelta::minutes(minutes),
                         granulocyte_count: count,
                     }
@@ -2217,17 +2346,31 @@ mod tests {
 
     fn arb_policy() -> impl Strategy<Value = Policy> {
         (
-            prop::sample::select(vec![RhdMismatch::Warn, RhdMismatch::Block]),
-            prop::sample::select(vec![CmvMismatch::Warn, CmvMismatch::Block, CmvMismatch::Off]),
-            any::<bool>(),
-            any::<bool>(),
+            prop::sample::select(vec![
+                RhdMismatch::Acknowledge,
+                RhdMismatch::Authorise,
+                RhdMismatch::Block,
+            ]),
+            prop::sample::select(vec![
+                CmvMismatch::Authorise,
+                CmvMismatch::Acknowledge,
+                CmvMismatch::Block,
+                CmvMismatch::Off,
+            ]),
+            (any::<bool>(), any::<bool>()),
+            (
+                prop::sample::select(vec![AuthoriseOrBlock::Authorise, AuthoriseOrBlock::Block]),
+                prop::sample::select(vec![AuthoriseOrBlock::Authorise, AuthoriseOrBlock::Block]),
+            ),
         )
-            .prop_map(|(rhd, cmv, minor, unknown_cmv)| {
+            .prop_map(|(rhd, cmv, (minor, unknown_cmv), (hla, hna))| {
                 let mut policy = Policy::default();
                 policy.compat.rhd_mismatch = rhd;
                 policy.compat.cmv_mismatch = cmv;
                 policy.compat.minor_abo_check = minor;
                 policy.compat.cmv_unknown_as_negative = unknown_cmv;
+                policy.compat.hla_untyped = hla;
+                policy.compat.hna_antibodies = hna;
                 policy
             })
     }
@@ -2433,7 +2576,7 @@ mod tests {
         stage: Stage,
         policy: &Policy,
     ) -> Vec<(&'static str, Severity)> {
-        use Severity::{Block, Warn};
+        use Severity::{Acknowledge, Authorise, Block, Info};
         let mut out = Vec::new();
         let mut rule = |holds: bool, code, severity| {
             if holds {
@@ -2455,10 +2598,13 @@ mod tests {
         rule(
             policy.compat.minor_abo_check && confirmed.is_some_and(|g| !in_table(&PLASMA, g, u.abo)),
             MINOR_ABO_INCOMPATIBLE,
-            Warn,
+            Acknowledge,
         );
+        let female_cbp = p.sex == Sex::Female && p.childbearing_potential;
         let rhd_severity = match policy.compat.rhd_mismatch {
-            RhdMismatch::Warn => Warn,
+            RhdMismatch::Acknowledge if female_cbp => Authorise,
+            RhdMismatch::Acknowledge => Acknowledge,
+            RhdMismatch::Authorise => Authorise,
             RhdMismatch::Block => Block,
         };
         rule(
@@ -2467,7 +2613,8 @@ mod tests {
             rhd_severity,
         );
         let cmv = match policy.compat.cmv_mismatch {
-            CmvMismatch::Warn => Some(Warn),
+            CmvMismatch::Authorise => Some(Authorise),
+            CmvMismatch::Acknowledge => Some(Acknowledge),
             CmvMismatch::Block => Some(Block),
             CmvMismatch::Off => None,
         };
@@ -2505,8 +2652,12 @@ mod tests {
             Some(l) => typed_loci.contains(l) && antigen.is_none(),
         });
         rule(targeted, HLA_ANTIBODY_MATCH, Block);
-        rule(untyped, HLA_UNTYPED_LOCUS, Warn);
-        rule(unresolved, HLA_ANTIBODY_UNRESOLVED, Warn);
+        let hla_tier = match policy.compat.hla_untyped {
+            AuthoriseOrBlock::Authorise => Authorise,
+            AuthoriseOrBlock::Block => Block,
+        };
+        rule(untyped, HLA_UNTYPED_LOCUS, hla_tier);
+        rule(unresolved, HLA_ANTIBODY_UNRESOLVED, hla_tier);
         rule(
             requirements.hla_compatible && (typed_loci.is_empty() || untyped || unresolved),
             HLA_TYPING_REQUIRED,
@@ -2522,7 +2673,10 @@ mod tests {
         rule(
             p.granulocyte_antibodies && best(CrossmatchKind::Leukocyte).is_none_or(|v| v < transfusion),
             HNA_ANTIBODIES,
-            Warn,
+            match policy.compat.hna_antibodies {
+                AuthoriseOrBlock::Authorise => Authorise,
+                AuthoriseOrBlock::Block => Block,
+            },
         );
         rule(
             xms.iter().any(|x| !x.compatible && !x.resolved),
@@ -2545,11 +2699,16 @@ mod tests {
         rule(stage == Stage::Issue && !u.released, NOT_RELEASED, Block);
         rule(u.reactive, REACTIVE_MARKER, Block);
         rule(u.excursion_pending, EXCURSION_REVIEW, Block);
+        rule(
+            u.reserved_for.is_some_and(|r| r != REQUEST),
+            RESERVED_FOR_REQUEST,
+            Block,
+        );
         let dose_known = p.weight_kg.is_finite() && p.weight_kg > 0.0 && u.granulocyte_count.is_finite();
         rule(
             dose_known && u.granulocyte_count / p.weight_kg < policy.recipient.dose_target_per_kg,
             DOSE_BELOW_TARGET,
-            Warn,
+            Info,
         );
         out
     }
@@ -2617,9 +2776,11 @@ mod tests {
             let mut strict = policy.clone();
             strict.compat.rhd_mismatch = RhdMismatch::Block;
             strict.compat.cmv_mismatch = match policy.compat.cmv_mismatch {
-                CmvMismatch::Off => CmvMismatch::Warn,
+                CmvMismatch::Off => CmvMismatch::Acknowledge,
                 _ => CmvMismatch::Block,
             };
+            strict.compat.hla_untyped = AuthoriseOrBlock::Block;
+            strict.compat.hna_antibodies = AuthoriseOrBlock::Block;
             strict.compat.minor_abo_check = true;
             strict.compat.cmv_unknown_as_negative = true;
             strict.unit.min_remaining_hours_to_allocate += more_hours;

@@ -229,6 +229,17 @@ pub fn blood_group_code(abo: Abo, rhd: Rhd) -> &'static str {
         .map_or("00", |(_, _, codes)| codes[0])
 }
 
+/// The code of a group with pooled RhD (Table 4, pooled products): O `D0`, A `A0`, B `B0`,
+/// AB `C0`.
+pub fn pooled_rhd_code(abo: Abo) -> &'static str {
+    match abo {
+        Abo::O => "D0",
+        Abo::A => "A0",
+        Abo::B => "B0",
+        Abo::Ab => "C0",
+    }
+}
+
 /// A decoded `=%ggre`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BloodGroup {
@@ -614,6 +625,13 @@ mod tests {
         assert!(parse_blood_group("6201").is_err(), "reserved character");
         assert!(parse_blood_group("62").is_err());
         assert_eq!(parse_blood_group("G000").expect("pooled").meaning, "pooled_abo");
+        for abo in Abo::ALL {
+            let pooled = parse_blood_group(&format!("{}00", pooled_rhd_code(*abo))).expect("pooled RhD");
+            assert_eq!(
+                (pooled.abo, pooled.rhd, pooled.meaning),
+                (Some(*abo), None, "pooled_rhd")
+            );
+        }
     }
 
     #[test]

@@ -48,11 +48,14 @@ pub fn assess_donor(
         released: true,
         reactive: false,
         excursion_pending: false,
-        expires_at: expires_at(collection_at, false, policy),
+        reserved_for: None,
+        expires_at: expires_at(collection_at, false, chrono_tz::UTC, policy),
         granulocyte_count: f64::NAN,
     };
     let ctx = Context {
         crossmatches: &[],
+        request_id: None,
+        day_granulocytes: 0.0,
         requirements,
         planned_at: collection_at,
         now: collection_at,
@@ -73,6 +76,8 @@ pub fn assess_donor(
         verdict: compatibility::verdict_of(&reasons),
         reasons,
         anti_d_prophylaxis: unit.anti_d_prophylaxis,
+        dose_per_kg: None,
+        day_dose_per_kg: None,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod group;
 pub mod isbt128;
 pub mod matching;
 pub mod policy;
+pub mod recipient;
 pub mod requests;
 pub mod scheduling;
 pub mod stimulation;

@@ -15,6 +15,8 @@ pub struct Policy {
     pub request: RequestPolicy,
     pub alerts: AlertsPolicy,
     pub records: RecordsPolicy,
+    #[serde(default)]
+    pub tasks: TasksPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -39,6 +41,9 @@ pub struct UnitPolicy {
     pub required_markers: Vec<String>,
     /// Whether release to `available` also needs the irradiation recorded (issue always does).
     pub irradiation_before_release: bool,
+    /// When the results still pending at an emergency release are expected, by default.
+    #[serde(default = "defaults::marker_results_expected_hours")]
+    pub marker_results_expected_hours: u32,
 }
 
 /// Expiry rule for pooled (buffy-coat) supplier units.
@@ -97,6 +102,12 @@ pub struct CompatPolicy {
     /// A patient whose CMV serostatus is unknown is treated as CMV-negative.
     #[serde(default = "defaults::yes")]
     pub cmv_unknown_as_negative: bool,
+    /// Tier of `hla_untyped_locus` and `hla_antibody_unresolved`.
+    #[serde(default = "defaults::authorise")]
+    pub hla_untyped: AuthoriseOrBlock,
+    /// Tier of `hna_antibodies`.
+    #[serde(default = "defaults::authorise")]
+    pub hna_antibodies: AuthoriseOrBlock,
 }
 
 /// Defaults of keys added after the first release, so that a client that writes the table it
@@ -113,21 +124,61 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
+
+    pub fn authorise() -> super::AuthoriseOrBlock {
+        super::AuthoriseOrBlock::Authorise
+    }
+
+    pub fn marker_results_expected_hours() -> u32 {
+        24
+    }
+
+    pub fn childbearing_age_min() -> u32 {
+        12
+    }
+
+    pub fn childbearing_age_max() -> u32 {
+        55
+    }
+
+    pub fn anti_d_due_hours() -> u32 {
+        72
+    }
+
+    pub fn look_forward_due_hours() -> u32 {
+        72
+    }
 }
 
+/// The tier of `rhd_mismatch`. `acknowledge`: any staff member acknowledges it, except for a
+/// female of childbearing potential, where it needs an authorisation. (`warn`, the spelling of
+/// earlier releases, reads as `acknowledge`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RhdMismatch {
-    Warn,
+    #[serde(alias = "warn")]
+    Acknowledge,
+    Authorise,
     Block,
 }
 
+/// The tier of `cmv_mismatch` (`warn` of earlier releases reads as `authorise`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CmvMismatch {
-    Warn,
+    #[serde(alias = "warn")]
+    Authorise,
+    Acknowledge,
     Block,
     Off,
+}
+
+/// The tier of a finding a jurisdiction may make stricter: `authorise` or `block`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthoriseOrBlock {
+    Authorise,
+    Block,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -136,6 +187,34 @@ pub struct RecipientPolicy {
     pub anc_threshold_per_ul: u32,
     pub refractory_hours: u32,
     pub dose_target_per_kg: f64,
+    /// Ages (whole years, inclusive) at which a female patient has childbearing potential unless
+    /// her record says otherwise.
+    #[serde(default = "defaults::childbearing_age_min")]
+    pub childbearing_age_min: u32,
+    #[serde(default = "defaults::childbearing_age_max")]
+    pub childbearing_age_max: u32,
+}
+
+/// When follow-up tasks fall due.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TasksPolicy {
+    /// Anti-D prophylaxis after an RhD-positive unit reaches an RhD-negative female of
+    /// childbearing potential, from the start of the transfusion.
+    #[serde(default = "defaults::anti_d_due_hours")]
+    pub anti_d_due_hours: u32,
+    /// Look-forward after a reactive result (US HIV look-back must start within 3 days).
+    #[serde(default = "defaults::look_forward_due_hours")]
+    pub look_forward_due_hours: u32,
+}
+
+impl Default for TasksPolicy {
+    fn default() -> Self {
+        Self {
+            anti_d_due_hours: defaults::anti_d_due_hours(),
+            look_forward_due_hours: defaults::look_forward_due_hours(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -194,6 +273,7 @@ impl Default for Policy {
                 .map(str::to_owned)
                 .to_vec(),
                 irradiation_before_release: false,
+                marker_results_expected_hours: defaults::marker_results_expected_hours(),
             },
             donor: DonorPolicy {
                 age_min: 18,
@@ -213,15 +293,19 @@ impl Default for Policy {
             },
             compat: CompatPolicy {
                 sample_valid_hours: 72,
-                rhd_mismatch: RhdMismatch::Warn,
-                cmv_mismatch: CmvMismatch::Warn,
+                rhd_mismatch: RhdMismatch::Acknowledge,
+                cmv_mismatch: CmvMismatch::Authorise,
                 minor_abo_check: false,
                 cmv_unknown_as_negative: defaults::yes(),
+                hla_untyped: defaults::authorise(),
+                hna_antibodies: defaults::authorise(),
             },
             recipient: RecipientPolicy {
                 anc_threshold_per_ul: 500,
                 refractory_hours: 48,
                 dose_target_per_kg: 6e8,
+                childbearing_age_min: defaults::childbearing_age_min(),
+                childbearing_age_max: defaults::childbearing_age_max(),
             },
             request: RequestPolicy {
                 approval: ApprovalPolicy::OutsideIndication,
@@ -232,6 +316,7 @@ impl Default for Policy {
                 outcome_missing_hours: 24,
             },
             records: RecordsPolicy { retention_years: 30 },
+            tasks: TasksPolicy::default(),
         }
     }
 }
@@ -256,6 +341,7 @@ const EXPIRY_THRESHOLD_HOURS: (u32, u32) = (1, 72);
 const ALERT_DELAY_HOURS: (u32, u32) = (1, 168);
 const COLLECTION_MINUTES_CEILING: u32 = 24 * 60;
 const OUT_OF_STORAGE_MINUTES: (u32, u32) = (0, 24 * 60);
+const FOLLOW_UP_HOURS: (u32, u32) = (1, 24 * 30);
 
 /// Infectious-disease marker names: lower-case identifiers such as `anti_hiv` or `hcv_nat`.
 pub fn is_marker_name(name: &str) -> bool {
@@ -488,6 +574,34 @@ impl Policy {
 
         p.positive("records.retention_years", self.records.retention_years);
 
+        p.int_range(
+            "unit.marker_results_expected_hours",
+            self.unit.marker_results_expected_hours,
+            FOLLOW_UP_HOURS,
+        );
+        p.int_range(
+            "recipient.childbearing_age_min",
+            r.childbearing_age_min,
+            (0, AGE_CEILING),
+        );
+        p.int_range(
+            "recipient.childbearing_age_max",
+            r.childbearing_age_max,
+            (0, AGE_CEILING),
+        );
+        p.ordered(
+            "recipient.childbearing_age_min",
+            r.childbearing_age_min,
+            "recipient.childbearing_age_max",
+            r.childbearing_age_max,
+        );
+        p.int_range("tasks.anti_d_due_hours", self.tasks.anti_d_due_hours, FOLLOW_UP_HOURS);
+        p.int_range(
+            "tasks.look_forward_due_hours",
+            self.tasks.look_forward_due_hours,
+            FOLLOW_UP_HOURS,
+        );
+
         if p.0.is_empty() { Ok(()) } else { Err(p.0) }
     }
 }
@@ -533,8 +647,10 @@ mod tests {
         assert!(p.donor.contraindications.is_empty());
         assert_eq!(p.collection.default_duration_minutes, 180);
         assert_eq!(p.compat.sample_valid_hours, 72);
-        assert_eq!(p.compat.rhd_mismatch, RhdMismatch::Warn);
-        assert_eq!(p.compat.cmv_mismatch, CmvMismatch::Warn);
+        assert_eq!(p.compat.rhd_mismatch, RhdMismatch::Acknowledge);
+        assert_eq!(p.compat.cmv_mismatch, CmvMismatch::Authorise);
+        assert_eq!(p.compat.hla_untyped, AuthoriseOrBlock::Authorise);
+        assert_eq!(p.compat.hna_antibodies, AuthoriseOrBlock::Authorise);
         assert!(!p.compat.minor_abo_check);
         assert_eq!(p.recipient.anc_threshold_per_ul, 500);
         assert_eq!(p.recipient.refractory_hours, 48);
@@ -542,6 +658,12 @@ mod tests {
         assert_eq!(p.request.approval, ApprovalPolicy::OutsideIndication);
         assert_eq!(p.alerts.expiry_thresholds_hours, vec![8, 4, 2]);
         assert_eq!(p.records.retention_years, 30);
+        assert_eq!(p.unit.marker_results_expected_hours, 24);
+        assert_eq!(
+            (p.recipient.childbearing_age_min, p.recipient.childbearing_age_max),
+            (12, 55)
+        );
+        assert_eq!((p.tasks.anti_d_due_hours, p.tasks.look_forward_due_hours), (72, 72));
     }
 
     #[test]
@@ -662,6 +784,17 @@ mod tests {
                 p.alerts.expiry_thresholds_hours = vec![4, 8]
             }),
             ("records.retention_years", |p| p.records.retention_years = 0),
+            ("recipient.childbearing_age_min", |p| {
+                p.recipient.childbearing_age_min = 56
+            }),
+            ("recipient.childbearing_age_max", |p| {
+                p.recipient.childbearing_age_max = 101
+            }),
+            ("tasks.anti_d_due_hours", |p| p.tasks.anti_d_due_hours = 0),
+            ("tasks.look_forward_due_hours", |p| p.tasks.look_forward_due_hours = 721),
+            ("unit.marker_results_expected_hours", |p| {
+                p.unit.marker_results_expected_hours = 0
+            }),
         ];
         for (key, edit) in cases {
             let mut p = Policy::default();
@@ -805,9 +938,16 @@ mod tests {
         let mut json = base.clone();
         json["request"]["approval"] = serde_json::json!("OutsideIndication");
         assert!(serde_json::from_value::<Policy>(json).is_err());
-        let mut json = base;
+        let mut json = base.clone();
         json["donor"]["age_min"] = serde_json::json!(-18);
         assert!(serde_json::from_value::<Policy>(json).is_err());
+        // A table written by an earlier release: `warn` reads as the tier it meant.
+        let mut json = base;
+        json["compat"]["rhd_mismatch"] = serde_json::json!("warn");
+        json["compat"]["cmv_mismatch"] = serde_json::json!("warn");
+        let read: Policy = serde_json::from_value(json).expect("earlier spelling");
+        assert_eq!(read.compat.rhd_mismatch, RhdMismatch::Acknowledge);
+        assert_eq!(read.compat.cmv_mismatch, CmvMismatch::Authorise);
     }
 
     fn arb_json() -> impl Strategy<Value = serde_json::Value> {

@@ -2,9 +2,11 @@
 //! irradiation dose and storage temperature. Expiry is enforced whenever an action happens, not
 //! only by the sweep job: a unit past `expires_at` is treated as expired everywhere.
 
-use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDateTime, NaiveTime, TimeDelta, TimeZone, Utc};
+use chrono_tz::Tz;
 
 use super::text_enum;
+use crate::domain::blood::{Abo, Rhd, UnitRhd};
 use crate::domain::eligibility::Reason;
 use crate::domain::policy::{Policy, PooledExpiry};
 
@@ -133,15 +135,84 @@ pub fn transition(
     }
 }
 
-/// Server-side expiry: `unit.max_shelf_life_hours` after the end of collection; a pooled
-/// supplier unit under `midnight_day_after_collection` expires at 23:59 UTC on the day after.
-pub fn expires_at(collection_end: DateTime<Utc>, pooled: bool, policy: &Policy) -> DateTime<Utc> {
+/// Server-side expiry: `unit.max_shelf_life_hours` after the end of collection. A pooled
+/// supplier unit under `midnight_day_after_collection` expires at 23:59 on the day after its
+/// collection (the earliest contributing collection), on the facility's wall clock `tz`: the
+/// pool's "day" is the bank's day, not UTC's. Where 23:59 does not exist or exists twice that
+/// day (a daylight-saving change), the earlier instant is taken.
+pub fn expires_at(collection_end: DateTime<Utc>, pooled: bool, tz: Tz, policy: &Policy) -> DateTime<Utc> {
     if pooled && policy.unit.pooled_expiry == PooledExpiry::MidnightDayAfterCollection {
-        let day_after = collection_end.date_naive() + TimeDelta::days(1);
+        let day_after = collection_end.with_timezone(&tz).date_naive() + TimeDelta::days(1);
         let end_of_day = NaiveTime::from_hms_opt(23, 59, 0).unwrap_or(NaiveTime::MIN);
-        return day_after.and_time(end_of_day).and_utc();
+        return earliest_instant(tz, day_after.and_time(end_of_day));
     }
     collection_end + TimeDelta::hours(i64::from(policy.unit.max_shelf_life_hours))
+}
+
+/// The earliest instant that shows `local` on the wall clock of `tz`, or, inside a gap, the
+/// last instant before it.
+fn earliest_instant(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
+    use chrono::offset::LocalResult;
+    let mut t = local;
+    // A gap is at most a few hours; step back a minute at a time until the clock shows a time.
+    for _ in 0..(24 * 60) {
+        match tz.from_local_datetime(&t) {
+            LocalResult::Single(x) | LocalResult::Ambiguous(x, _) => return x.with_timezone(&Utc),
+            LocalResult::None => t -= TimeDelta::minutes(1),
+        }
+    }
+    local.and_utc()
+}
+
+/// The earlier of the computed expiry and a supplier's labelled one.
+pub fn capped_expiry(computed: DateTime<Utc>, labelled: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    labelled.map_or(computed, |l| l.min(computed))
+}
+
+/// What a supplier says about one contributing donation of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolMemberFacts {
+    pub din: String,
+    pub abo: Option<Abo>,
+    pub rhd: Option<Rhd>,
+}
+
+pub mod pool_codes {
+    pub const POOL_ABO_INCONSISTENT: &str = "pool_abo_inconsistent";
+    pub const POOL_RHD_INCONSISTENT: &str = "pool_rhd_inconsistent";
+}
+
+/// A pool is made of ABO-matched donations: every member whose group is given must have the
+/// pool's ABO group, and, unless the pool's RhD is `pooled`, its RhD. Empty when consistent.
+pub fn pool_inconsistencies(abo: Abo, rhd: UnitRhd, members: &[PoolMemberFacts]) -> Vec<Reason> {
+    let mut out = Vec::new();
+    for m in members {
+        if let Some(member) = m.abo
+            && member != abo
+        {
+            out.push(Reason {
+                code: pool_codes::POOL_ABO_INCONSISTENT,
+                message: format!("member {} is group {member}; the pool is labelled group {abo}", m.din),
+            });
+        }
+        let labelled = match rhd {
+            UnitRhd::Positive => Some(Rhd::Positive),
+            UnitRhd::Negative => Some(Rhd::Negative),
+            UnitRhd::Pooled => None,
+        };
+        if let (Some(member), Some(labelled)) = (m.rhd, labelled)
+            && member != labelled
+        {
+            out.push(Reason {
+                code: pool_codes::POOL_RHD_INCONSISTENT,
+                message: format!(
+                    "member {} is RhD {member}; the pool is labelled RhD {labelled} (label mixed RhD as pooled)",
+                    m.din
+                ),
+            });
+        }
+    }
+    out
 }
 
 /// One recorded result of one marker. Results are facts: every one is kept, in the order
@@ -459,18 +530,107 @@ mod tests {
     fn expiry_arithmetic() {
         let mut p = Policy::default();
         let end = t(2026, 11, 25, 14, 30);
-        assert_eq!(expires_at(end, false, &p), t(2026, 11, 26, 14, 30));
+        let utc_tz = chrono_tz::UTC;
+        assert_eq!(expires_at(end, false, utc_tz, &p), t(2026, 11, 26, 14, 30));
         // Across a year end and a leap day; UTC has no DST jumps.
-        assert_eq!(expires_at(t(2026, 12, 31, 23, 59), false, &p), t(2027, 1, 1, 23, 59));
-        assert_eq!(expires_at(t(2028, 2, 28, 12, 0), false, &p), t(2028, 2, 29, 12, 0));
-        assert_eq!(expires_at(t(2026, 3, 29, 0, 30), false, &p), t(2026, 3, 30, 0, 30));
+        assert_eq!(
+            expires_at(t(2026, 12, 31, 23, 59), false, utc_tz, &p),
+            t(2027, 1, 1, 23, 59)
+        );
+        assert_eq!(
+            expires_at(t(2028, 2, 28, 12, 0), false, utc_tz, &p),
+            t(2028, 2, 29, 12, 0)
+        );
+        assert_eq!(
+            expires_at(t(2026, 3, 29, 0, 30), false, utc_tz, &p),
+            t(2026, 3, 30, 0, 30)
+        );
         // Pooled supplier units: 23:59 on the day after collection.
-        assert_eq!(expires_at(end, true, &p), t(2026, 11, 26, 23, 59));
-        assert_eq!(expires_at(t(2028, 2, 28, 1, 0), true, &p), t(2028, 2, 29, 23, 59));
+        assert_eq!(expires_at(end, true, utc_tz, &p), t(2026, 11, 26, 23, 59));
+        assert_eq!(
+            expires_at(t(2028, 2, 28, 1, 0), true, utc_tz, &p),
+            t(2028, 2, 29, 23, 59)
+        );
         p.unit.pooled_expiry = PooledExpiry::MaxShelfLife;
-        assert_eq!(expires_at(end, true, &p), t(2026, 11, 26, 14, 30));
+        assert_eq!(expires_at(end, true, utc_tz, &p), t(2026, 11, 26, 14, 30));
         p.unit.max_shelf_life_hours = 8;
-        assert_eq!(expires_at(end, false, &p), t(2026, 11, 25, 22, 30));
+        assert_eq!(expires_at(end, false, utc_tz, &p), t(2026, 11, 25, 22, 30));
+    }
+
+    #[test]
+    fn pool_members_are_abo_matched_to_the_pool() {
+        let member = |din: &str, abo, rhd| PoolMemberFacts {
+            din: din.to_owned(),
+            abo,
+            rhd,
+        };
+        let codes = |abo, rhd, members: &[PoolMemberFacts]| {
+            pool_inconsistencies(abo, rhd, members)
+                .into_iter()
+                .map(|r| r.code)
+                .collect::<Vec<_>>()
+        };
+        let mixed = [
+            member("A", Some(Abo::O), Some(Rhd::Positive)),
+            member("B", Some(Abo::O), Some(Rhd::Negative)),
+            member("C", None, None),
+        ];
+        assert!(codes(Abo::O, UnitRhd::Pooled, &mixed).is_empty());
+        assert_eq!(
+            codes(Abo::O, UnitRhd::Positive, &mixed),
+            vec![pool_codes::POOL_RHD_INCONSISTENT]
+        );
+        assert_eq!(
+            codes(Abo::O, UnitRhd::Negative, &mixed),
+            vec![pool_codes::POOL_RHD_INCONSISTENT]
+        );
+        assert_eq!(
+            codes(Abo::A, UnitRhd::Pooled, &mixed),
+            vec![pool_codes::POOL_ABO_INCONSISTENT, pool_codes::POOL_ABO_INCONSISTENT]
+        );
+        assert!(codes(Abo::A, UnitRhd::Positive, &[member("D", None, None)]).is_empty());
+    }
+
+    /// Pooled expiry is the bank's wall-clock midnight, across daylight-saving changes.
+    #[test]
+    fn pooled_expiry_in_the_facility_time_zone() {
+        let p = Policy::default();
+        let ny = chrono_tz::America::New_York;
+        let london = chrono_tz::Europe::London;
+        // (zone, end of collection UTC, expiry UTC)
+        let cases = [
+            // 22:00 UTC on 25 Nov is 17:00 in New York: the day after is 26 Nov, 23:59 EST = 04:59 UTC.
+            (ny, t(2026, 11, 25, 22, 0), t(2026, 11, 27, 4, 59)),
+            // 03:00 UTC on 26 Nov is still 25 Nov (22:00) in New York.
+            (ny, t(2026, 11, 26, 3, 0), t(2026, 11, 27, 4, 59)),
+            // Collected on Saturday 7 March 2026 (EST); the day after is Sunday 8 March, when New
+            // York springs forward at 02:00: 23:59 EDT = 03:59 UTC on 9 March.
+            (ny, t(2026, 3, 7, 15, 0), t(2026, 3, 9, 3, 59)),
+            // Collected on Saturday 31 October 2026 (EDT); 1 November falls back: 23:59 EST.
+            (ny, t(2026, 10, 31, 15, 0), t(2026, 11, 2, 4, 59)),
+            // London: collected 28 March 2026 (GMT), 29 March is BST: 23:59 BST = 22:59 UTC.
+            (london, t(2026, 3, 28, 10, 0), t(2026, 3, 29, 22, 59)),
+            // 23:30 UTC on 28 March is still 28 March in London (GMT).
+            (london, t(2026, 3, 28, 23, 30), t(2026, 3, 29, 22, 59)),
+            // 23:30 UTC on 24 October 2026 is 00:30 BST on 25 October in London.
+            (london, t(2026, 10, 24, 23, 30), t(2026, 10, 26, 23, 59)),
+        ];
+        for (tz, end, expected) in cases {
+            assert_eq!(expires_at(end, true, tz, &p), expected, "{tz} {end}");
+            assert_eq!(
+                expires_at(end, false, tz, &p),
+                end + TimeDelta::hours(24),
+                "{tz} {end}: not pooled"
+            );
+        }
+        // The supplier's labelled expiry wins when it is earlier.
+        let computed = t(2026, 11, 27, 4, 59);
+        assert_eq!(
+            capped_expiry(computed, Some(computed - TimeDelta::hours(3))),
+            computed - TimeDelta::hours(3)
+        );
+        assert_eq!(capped_expiry(computed, Some(computed + TimeDelta::hours(3))), computed);
+        assert_eq!(capped_expiry(computed, None), computed);
     }
 
     fn results(list: &[(&str, TestResult)]) -> Vec<MarkerResult> {
@@ -742,7 +902,7 @@ mod tests {
             policy in arb_policy(),
         ) {
             let end = t(2020, 1, 1, 0, 0) + TimeDelta::minutes(minutes);
-            let at = expires_at(end, pooled, &policy);
+            let at = expires_at(end, pooled, chrono_tz::UTC, &policy);
             if pooled && policy.unit.pooled_expiry == PooledExpiry::MidnightDayAfterCollection {
                 prop_assert_eq!(at.date_naive(), end.date_naive() + TimeDelta::days(1));
                 prop_assert_eq!((at.hour(), at.minute(), at.second()), (23, 59, 0));

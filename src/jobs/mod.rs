@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::alerts::{
-    self, AlertSpec, AllocationState, CollectionState, RequestState, StimulationState, UnitState, kinds,
+    self, AlertSpec, AllocationState, CollectionState, RequestState, StimulationState, TaskState, UnitState, kinds,
 };
 use crate::domain::policy::Policy;
 use crate::domain::units::UnitStatus;
@@ -181,6 +181,17 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
             },
             now,
             policy,
+        ));
+    }
+
+    for t in store::tasks::open(conn)? {
+        holding.extend(alerts::task_alerts(
+            &TaskState {
+                id: t.id,
+                title: &t.title,
+                due_at: utc(t.due_at),
+            },
+            now,
         ));
     }
 

@@ -6,31 +6,15 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::users::ListQuery;
 use super::{decode_cursor, page_limit, parse_id, with_policy};
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
 use crate::extract::JsonBody;
 use crate::services::allocations::{
-    self as work, AllocationView, CompatibilityView, CrossmatchInput, CrossmatchView, ExceptionEntry, TransfusionInput,
+    self as work, AllocationView, CompatibilityView, CrossmatchInput, CrossmatchView, ExceptionEntry, IssueInput,
+    TransfusionInput,
 };
 use crate::state::AppState;
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"scanned_din": "A999926000123M"}))]
-pub struct IssueRequest {
-    /// The DIN as scanned from the bag: 13 characters, with its check character, or the `=`
-    /// data structure with flags.
-    #[schema(min_length = 1, max_length = 64)]
-    pub scanned_din: String,
-    /// A medical director's reason to accept warnings that appeared since allocation,
-    /// up to 500 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub override_reason: Option<String>,
-}
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -81,34 +65,25 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
 /// compatible crossmatch on a valid sample, scanned DIN equal to the unit's).
 #[utoipa::path(
     post, path = "/api/v1/allocations/{id}/issue", tag = "allocations", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), request_body = IssueRequest,
+    params(("id" = i64, Path, minimum = 1)), request_body = IssueInput,
     responses(
         (status = 200, body = AllocationView),
         (status = 409, description = TRANSITION, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`issue_refused` with a reason per failing check (every rule of allocation is applied again); `override_required` for warnings that appeared since allocation", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`issue_refused` with a reason per failing check (every rule of allocation is applied again); `acknowledgement_required` / `authorisation_required` for findings that appeared since allocation", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn issue(
     state: web::Data<AppState>,
     caller: AuthUser,
     id: web::Path<String>,
-    body: JsonBody<IssueRequest>,
+    body: JsonBody<IssueInput>,
 ) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
     let id = parse_id(&id, "allocation")?;
-    let director = caller.role == crate::auth::Role::MedicalDirector;
-    let (actor, body) = (caller.actor(), body.into_inner());
+    let (actor, input) = (caller.actor(), body.into_inner());
     let issued = state
         .write(with_policy(move |conn, policy| {
-            work::issue(
-                conn,
-                &actor,
-                director,
-                id,
-                &body.scanned_din,
-                body.override_reason,
-                policy,
-            )
+            work::issue(conn, &actor, id, input, policy)
         }))
         .await?;
     Ok(HttpResponse::Ok().json(issued))
@@ -183,7 +158,9 @@ pub async fn transfusion(
     let id = parse_id(&id, "allocation")?;
     let (actor, input) = (caller.actor(), body.into_inner());
     let done = state
-        .write(move |conn| work::transfusion(conn, &actor, id, input, scope))
+        .write(with_policy(move |conn, policy| {
+            work::transfusion(conn, &actor, id, input, scope, policy)
+        }))
         .await?;
     Ok(HttpResponse::Ok().json(done))
 }
@@ -205,7 +182,9 @@ pub async fn crossmatch(
     caller.require_staff()?;
     let (actor, input) = (caller.actor(), body.into_inner());
     let created = state
-        .write(move |conn| work::record_crossmatch(conn, &actor, input))
+        .write(with_policy(move |conn, policy| {
+            work::record_crossmatch(conn, &actor, input, policy)
+        }))
         .await?;
     Ok(HttpResponse::Created().json(created))
 }
@@ -233,21 +212,75 @@ pub async fn compatibility(
     Ok(HttpResponse::Ok().json(found))
 }
 
-/// Allocations made over compatibility warnings, with who overrode and why.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionQuery {
+    /// `false`: only allocations with an authorisation waiting for a medical director's sign-off;
+    /// `true`: only those fully signed off; absent: all.
+    pub signed_off: Option<bool>,
+    /// 1–500, default 50.
+    #[param(minimum = 1, maximum = 500)]
+    #[serde(default, deserialize_with = "super::integral::optional")]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]{1,18}$")]
+    pub cursor: Option<String>,
+}
+
+/// The exceptions report: allocations accepted over authorise-tier findings, with who
+/// authorised them by phone, and their medical director's sign-off.
 #[utoipa::path(
-    get, path = "/api/v1/reports/exceptions", tag = "allocations", security(("bearer" = [])), params(ListQuery),
+    get, path = "/api/v1/reports/exceptions", tag = "allocations", security(("bearer" = [])), params(ExceptionQuery),
     responses((status = 200, body = ExceptionList))
 )]
 pub async fn exceptions(
     state: web::Data<AppState>,
     caller: AuthUser,
-    query: web::Query<ListQuery>,
+    query: web::Query<ExceptionQuery>,
 ) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
-    let limit = page_limit(query.limit)?;
-    let after = decode_cursor(query.cursor.as_deref())?;
-    let (items, next_cursor) = state.db(move |conn| work::exceptions(conn, after, limit)).await?;
+    let q = query.into_inner();
+    let limit = page_limit(q.limit)?;
+    let after = decode_cursor(q.cursor.as_deref())?;
+    let (items, next_cursor) = state
+        .db(move |conn| work::exceptions(conn, q.signed_off, after, limit))
+        .await?;
     Ok(HttpResponse::Ok().json(ExceptionList { items, next_cursor }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"comment": "reviewed: CMV-negative stock was exhausted; appropriate"}))]
+pub struct SignOffRequest {
+    /// 1–500 characters.
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
+    )]
+    pub comment: String,
+}
+
+/// A medical director signs off the authorisations recorded on an allocation.
+#[utoipa::path(
+    post, path = "/api/v1/allocations/{id}/sign-off", tag = "allocations", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), request_body = SignOffRequest,
+    responses(
+        (status = 200, body = AllocationView),
+        (status = 409, description = "`nothing_to_sign_off`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn sign_off(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody<SignOffRequest>,
+) -> ApiResult<HttpResponse> {
+    caller.require(&[crate::auth::Role::MedicalDirector])?;
+    let id = parse_id(&id, "allocation")?;
+    let (actor, comment) = (caller.actor(), body.into_inner().comment);
+    let signed = state
+        .write(move |conn| work::sign_off(conn, &actor, id, &comment))
+        .await?;
+    Ok(HttpResponse::Ok().json(signed))
 }
 
 #[derive(Deserialize, ToSchema)]

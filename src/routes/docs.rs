@@ -10,7 +10,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
     alerts, allocations, audit, auth, collections, devices, donors, health, hospitals, isbt128, patients, policy,
-    requests, units, users, webhooks,
+    requests, tasks, units, users, webhooks,
 };
 use crate::error::{FieldError, Problem, Reason};
 
@@ -46,7 +46,8 @@ use crate::error::{FieldError, Problem, Reason};
         requests::allocate, requests::candidates,
         allocations::get, allocations::issue, allocations::return_unit, allocations::cancel, allocations::transfusion,
         allocations::crossmatch, allocations::crossmatches, allocations::resolve_crossmatch,
-        allocations::compatibility, allocations::exceptions,
+        allocations::compatibility, allocations::exceptions, allocations::sign_off,
+        tasks::list, tasks::complete,
     ),
     components(schemas(Problem, FieldError, Reason)),
     modifiers(&SecurityAndErrors),
@@ -63,6 +64,7 @@ use crate::error::{FieldError, Problem, Reason};
         (name = "patients", description = "patients and crossmatch samples"),
         (name = "requests", description = "hospital requests and allocation"),
         (name = "allocations", description = "compatibility, crossmatches, issue and transfusion"),
+        (name = "tasks", description = "follow-up work with a due time and an owner"),
         (name = "health", description = "liveness and readiness"),
     )
 )]

@@ -15,6 +15,7 @@ pub mod isbt128;
 pub mod patients;
 pub mod policy;
 pub mod requests;
+pub mod tasks;
 pub mod units;
 pub mod users;
 pub mod webhooks;
@@ -175,6 +176,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/allocations/{id}/return").route(web::post().to(allocations::return_unit)))
                 .service(web::resource("/allocations/{id}/cancel").route(web::post().to(allocations::cancel)))
                 .service(web::resource("/allocations/{id}/transfusion").route(web::post().to(allocations::transfusion)))
+                .service(web::resource("/allocations/{id}/sign-off").route(web::post().to(allocations::sign_off)))
+                .service(web::resource("/tasks").route(web::get().to(tasks::list)))
+                .service(web::resource("/tasks/{id}/complete").route(web::post().to(tasks::complete)))
                 .service(
                     web::resource("/crossmatches")
                         .route(web::post().to(allocations::crossmatch))

@@ -43,7 +43,9 @@ pub async fn create(
     let scope = caller.scope()?;
     let (actor, input) = (caller.actor(), body.into_inner());
     let created = state
-        .write(move |conn| work::create(conn, &actor, input, scope))
+        .write(with_policy(move |conn, policy| {
+            work::create(conn, &actor, input, scope, policy)
+        }))
         .await?;
     Ok(HttpResponse::Created().json(created))
 }
@@ -61,7 +63,11 @@ pub async fn list(
     let scope = caller.scope()?;
     let limit = page_limit(query.limit)?;
     let after = decode_cursor(query.cursor.as_deref())?;
-    let (items, next_cursor) = state.db(move |conn| work::list(conn, scope, after, limit)).await?;
+    let (items, next_cursor) = state
+        .db(with_policy(move |conn, policy| {
+            work::list(conn, scope, after, limit, policy)
+        }))
+        .await?;
     Ok(HttpResponse::Ok().json(PatientList { items, next_cursor }))
 }
 
@@ -73,7 +79,9 @@ pub async fn list(
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
     let id = parse_id(&id, "patient")?;
-    let patient = state.db(move |conn| work::get(conn, id, scope)).await?;
+    let patient = state
+        .db(with_policy(move |conn, policy| work::get(conn, id, scope, policy)))
+        .await?;
     Ok(HttpResponse::Ok().json(patient))
 }
 
@@ -96,7 +104,9 @@ pub async fn update(
     let id = parse_id(&id, "patient")?;
     let (actor, patch) = (caller.actor(), body.into_inner());
     let patient = state
-        .write(move |conn| work::update(conn, &actor, id, patch, scope))
+        .write(with_policy(move |conn, policy| {
+            work::update(conn, &actor, id, patch, scope, policy)
+        }))
         .await?;
     Ok(HttpResponse::Ok().json(patient))
 }
@@ -156,7 +166,9 @@ pub async fn type_sample(
     let id = parse_id(&id, "sample")?;
     let (actor, input) = (caller.actor(), body.into_inner());
     let done = state
-        .write(move |conn| work::type_sample(conn, &actor, id, input))
+        .write(with_policy(move |conn, policy| {
+            work::type_sample(conn, &actor, id, input, policy)
+        }))
         .await?;
     Ok(HttpResponse::Created().json(done))
 }

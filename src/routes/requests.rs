@@ -256,16 +256,18 @@ pub async fn cancel(
     Ok(HttpResponse::Ok().json(cancelled))
 }
 
-/// Allocate a unit to the request. Blocks refuse (422 `incompatible`); warnings need an
-/// `override_reason` from a medical director (422 `override_required` otherwise); a unit
-/// already taken answers 409 `unit_not_available`.
+/// Allocate a unit to the request. Blocks refuse (422 `incompatible`; `reserved_for_request` for
+/// a unit released in an emergency for another request); acknowledge-tier findings need their
+/// codes in `acknowledge`, authorise-tier ones an `authorisation` recorded by any staff member
+/// (422 `acknowledgement_required` / `authorisation_required`); info findings are shown and
+/// stored. A unit already taken answers 409 `unit_not_available`.
 #[utoipa::path(
     post, path = "/api/v1/requests/{id}/allocations", tag = "requests", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = AllocateInput,
     responses(
         (status = 201, body = AllocationView),
         (status = 409, description = "`unit_not_available`, `request_not_open`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`incompatible`, `override_required` (with reasons), `unknown_unit`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`incompatible`, `reserved_for_request`, `acknowledgement_required`, `authorisation_required` (with reasons), `unknown_unit`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn allocate(
@@ -276,11 +278,10 @@ pub async fn allocate(
 ) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
     let id = parse_id(&id, "request")?;
-    let director = caller.role == Role::MedicalDirector;
     let (actor, input) = (caller.actor(), body.into_inner());
     let created = state
         .write(with_policy(move |conn, policy| {
-            allocation_work::allocate(conn, &actor, director, id, input, policy)
+            allocation_work::allocate(conn, &actor, id, input, policy)
         }))
         .await?;
     Ok(HttpResponse::Created().json(created))

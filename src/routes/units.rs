@@ -86,7 +86,7 @@ const CHANGE_REFUSALS: &str = "409 `invalid_transition` or `unit_expired` (check
     responses(
         (status = 201, body = UnitView),
         (status = 409, description = "`din_exists`, `unit_exists`, `collection_not_completed`, `din_sequence_exhausted`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_check_character`, `invalid_isbt128`, `unit_expired`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_check_character`, `invalid_isbt128`, `unit_expired`, `pool_group_inconsistent` (with reasons `pool_abo_inconsistent`, `pool_rhd_inconsistent`)", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(
@@ -97,10 +97,11 @@ pub async fn create(
     caller.require_staff()?;
     let actor = caller.actor();
     let fin = state.settings.fin.clone();
+    let tz = state.settings.timezone;
     let input = body.into_inner();
     let created = state
         .write(with_policy(move |conn, policy| {
-            work::create(conn, &actor, &fin, input, policy)
+            work::create(conn, &actor, &fin, tz, input, policy)
         }))
         .await?;
     Ok(HttpResponse::Created().json(created))
@@ -190,13 +191,16 @@ pub async fn record_test(
     caller.require_staff()?;
     let (actor, key, input) = (caller.actor(), key.into_inner(), body.into_inner());
     let unit = state
-        .write(move |conn| work::record_test(conn, &actor, &key, input))
+        .write(with_policy(move |conn, policy| {
+            work::record_test(conn, &actor, &key, input, policy)
+        }))
         .await?;
     Ok(HttpResponse::Ok().json(unit))
 }
 
 /// Release to `available`: every required marker negative, or an emergency release
-/// (medical director) with a named physician's acknowledgement. Never with a reactive result
+/// (medical director) with a named physician's acknowledgement, for one request only (the unit
+/// can then be allocated to that request alone). Never with a reactive result
 /// on record, a reactive donor or an inspection due; a unit with a storage excursion only by a
 /// medical director with an `excursion_disposition`.
 #[utoipa::path(
@@ -204,8 +208,8 @@ pub async fn record_test(
     params(("id" = String, Path, description = "id or DIN")), request_body = ReleaseInput,
     responses(
         (status = 200, body = UnitView),
-        (status = 409, description = CHANGE_REFUSALS, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`release_blocked` with reasons `marker_missing`, `marker_pending`, `marker_positive`, `donor_reactive_marker`, `inspection_required`, `excursion_review`, `not_irradiated`; `excursion_review` when a technologist releases a unit with an excursion", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition`, `unit_expired`, `request_not_open`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_request`; `release_blocked` with reasons `marker_missing`, `marker_pending`, `marker_positive`, `donor_reactive_marker`, `inspection_required`, `excursion_review`, `not_irradiated`; `excursion_review` when a technologist releases a unit with an excursion", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn release(
@@ -357,19 +361,21 @@ pub async fn label(state: web::Data<AppState>, caller: AuthUser, key: web::Path<
     caller.require_staff()?;
     let key = key.into_inner();
     let facility = state.settings.facility_name.clone();
+    let tz = state.settings.timezone;
     let label = state
         .db(with_policy(move |conn, policy| {
-            work::label(conn, &key, &facility, policy)
+            work::label(conn, &key, &facility, tz, policy)
         }))
         .await?;
     Ok(HttpResponse::Ok().json(label))
 }
 
 /// The unit traced both ways: donor, stimulations, collection, irradiation, tests,
-/// crossmatches, allocations, issue, outcome and recipients.
+/// crossmatches, allocations, issue, outcome and recipients. The DIN of a donation that went
+/// into a pool finds the pool (`matched_member_din`, and every such pool in `member_of`).
 #[utoipa::path(
     get, path = "/api/v1/units/{id}/trace", tag = "units", security(("bearer" = [])),
-    params(("id" = String, Path, description = "id or DIN")),
+    params(("id" = String, Path, description = "id, DIN, or the DIN of a donation in a pool")),
     responses((status = 200, body = crate::services::trace::Trace))
 )]
 pub async fn trace(state: web::Data<AppState>, caller: AuthUser, key: web::Path<String>) -> ApiResult<HttpResponse> {

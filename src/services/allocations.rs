@@ -15,20 +15,14 @@ use crate::domain::requests::{self as request_rules, AllocationAction, Allocatio
 use crate::domain::text_enum;
 use crate::domain::units::{self as unit_rules, UnitAction, UnitStatus};
 use crate::error::{ApiError, ApiResult, Reason};
-use crate::services::{patients, requests, units};
+use crate::services::{decisions, patients, requests, tasks, units};
 use crate::store::alerts::NewAlert;
 use crate::store::allocations::{self as rows, Allocation, AllocationData};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::units::{Unit, UnitData};
 use crate::store::{self, DbConn, donors as donor_rows, patients as patient_rows, units as unit_rows};
 
-/// A finding as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct FindingView {
-    pub code: String,
-    pub severity: Severity,
-    pub message: String,
-}
+pub use super::decisions::FindingView;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CompatibilityView {
@@ -40,27 +34,15 @@ pub struct CompatibilityView {
     /// Giving this unit needs an anti-D prophylaxis task (RhD-negative female of childbearing
     /// potential, RhD-positive unit).
     pub anti_d_prophylaxis: bool,
+    /// Granulocytes per kg of the patient's weight in this unit.
+    pub dose_per_kg: Option<f64>,
+    /// With the request's other units due that day (only with `request_id`).
+    pub day_dose_per_kg: Option<f64>,
 }
 
 /// An assessment's findings as the API shows them.
 pub fn findings(a: &Assessment) -> Vec<FindingView> {
-    a.reasons
-        .iter()
-        .map(|f| FindingView {
-            code: f.code.to_owned(),
-            severity: f.severity,
-            message: f.message.clone(),
-        })
-        .collect()
-}
-
-fn as_reasons(list: &[FindingView]) -> Vec<Reason> {
-    list.iter()
-        .map(|f| Reason {
-            code: f.code.clone(),
-            message: f.message.clone(),
-        })
-        .collect()
+    a.reasons.iter().map(decisions::finding_view).collect()
 }
 
 /// What the rules need to know about a unit; the donor's HLA typing when it has one.
@@ -82,6 +64,7 @@ pub fn unit_facts(conn: &mut DbConn, u: &Unit) -> ApiResult<UnitFacts> {
         released: v.release.is_some(),
         reactive: v.tests.iter().any(|t| t.result == unit_rules::TestResult::Positive),
         excursion_pending: v.holds.iter().any(|h| h == unit_rules::codes::EXCURSION_REVIEW),
+        reserved_for: v.release.as_ref().and_then(|r| r.request_id),
         expires_at: v.expires_at,
         granulocyte_count: v.granulocyte_count,
     })
@@ -116,22 +99,56 @@ pub fn crossmatch_facts(conn: &mut DbConn, unit_id: i64, patient_id: i64) -> Api
         .collect()
 }
 
+/// The request a unit is judged for: its id, requirements, and the granulocytes of its other
+/// units due the same day (allocated or issued, not yet transfused).
+struct ForRequest {
+    id: Option<i64>,
+    requirements: Requirements,
+    day_granulocytes: f64,
+}
+
+impl ForRequest {
+    fn none() -> Self {
+        Self {
+            id: None,
+            requirements: Requirements::default(),
+            day_granulocytes: 0.0,
+        }
+    }
+
+    fn of(conn: &mut DbConn, r: &crate::store::requests::Request, unit_id: i64) -> ApiResult<Self> {
+        let mut day_granulocytes = 0.0;
+        for a in rows::of_request(conn, r.id)? {
+            if a.unit_id != unit_id && request_rules::is_active(parse_status(&a)?) {
+                day_granulocytes += unit_rows::find(conn, a.unit_id)?.map_or(0.0, |u| u.granulocyte_count);
+            }
+        }
+        Ok(Self {
+            id: Some(r.id),
+            requirements: requests::Requirements::of(r),
+            day_granulocytes,
+        })
+    }
+}
+
 fn assess(
     conn: &mut DbConn,
     u: &Unit,
     patient_id: i64,
-    requirements: Requirements,
+    request: &ForRequest,
     planned_at: DateTime<Utc>,
     stage: Stage,
     policy: &Policy,
 ) -> ApiResult<Assessment> {
     let found = patient_rows::find(conn, patient_id)?.ok_or_else(|| ApiError::not_found("patient"))?;
-    let patient = patients::view(conn, found)?;
+    let patient = patients::view(conn, found, policy)?;
     let facts = unit_facts(conn, u)?;
     let crossmatches = crossmatch_facts(conn, u.id, patient_id)?;
     let ctx = Context {
         crossmatches: &crossmatches,
-        requirements,
+        request_id: request.id,
+        day_granulocytes: request.day_granulocytes,
+        requirements: request.requirements,
         planned_at,
         now: utc(store::now()),
         stage,
@@ -152,7 +169,7 @@ pub fn compatibility(
     let u = unit_rows::find(conn, unit_id)?.ok_or_else(|| ApiError::not_found("unit"))?;
     patients::find(conn, patient_id, None)?;
     let now = utc(store::now());
-    let (requirements, needed_by) = match request_id {
+    let (request, needed_by) = match request_id {
         Some(id) => {
             let r = requests::find(conn, id, None)?;
             if r.patient_id != patient_id {
@@ -162,18 +179,20 @@ pub fn compatibility(
                     vec![],
                 ));
             }
-            (requests::Requirements::of(&r), Some(utc(r.needed_by)))
+            (ForRequest::of(conn, &r, unit_id)?, Some(utc(r.needed_by)))
         }
-        None => (Requirements::default(), None),
+        None => (ForRequest::none(), None),
     };
     let planned = planned_at.or(needed_by).unwrap_or(now).max(now);
-    let a = assess(conn, &u, patient_id, requirements, planned, Stage::Allocation, policy)?;
+    let a = assess(conn, &u, patient_id, &request, planned, Stage::Allocation, policy)?;
     Ok(CompatibilityView {
         unit_id,
         patient_id,
         verdict: a.verdict,
         reasons: findings(&a),
         anti_d_prophylaxis: a.anti_d_prophylaxis,
+        dose_per_kg: a.dose_per_kg,
+        day_dose_per_kg: a.day_dose_per_kg,
     })
 }
 
@@ -282,7 +301,12 @@ fn crossmatch_view(
     })
 }
 
-pub fn record_crossmatch(conn: &mut DbConn, actor: &Actor, input: CrossmatchInput) -> ApiResult<CrossmatchView> {
+pub fn record_crossmatch(
+    conn: &mut DbConn,
+    actor: &Actor,
+    input: CrossmatchInput,
+    policy: &Policy,
+) -> ApiResult<CrossmatchView> {
     let now = utc(store::now());
     let at = utc(stored(input.performed_at.unwrap_or(now)));
     let mut v = crate::error::Validator::new();
@@ -302,7 +326,7 @@ pub fn record_crossmatch(conn: &mut DbConn, actor: &Actor, input: CrossmatchInpu
     let sample = patient_rows::find_sample(conn, input.sample_id)?.ok_or_else(|| ApiError::not_found("sample"))?;
     if input.method == CrossmatchMethod::Electronic {
         let found = patient_rows::find(conn, sample.patient_id)?.ok_or_else(|| ApiError::not_found("patient"))?;
-        let patient = patients::view(conn, found)?;
+        let patient = patients::view(conn, found, policy)?;
         let antibodies = compatibility::alloimmunised(&patients::facts(&patient));
         let blockers =
             crate::domain::group::electronic_crossmatch_blockers(&patient.group_of_record.group(), antibodies);
@@ -422,20 +446,14 @@ pub struct AllocationView {
     pub patient_id: i64,
     pub hospital_id: i64,
     pub status: AllocationStatus,
-    /// Warnings accepted when allocating.
+    /// The findings accepted at allocation and at issue (every tier but block).
     pub warnings: Vec<FindingView>,
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub override_reason: Option<String>,
-    pub overridden_by: Option<String>,
-    /// Why a medical director accepted warnings that appeared between allocation and issue.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub issue_override_reason: Option<String>,
-    pub issue_overridden_by: Option<String>,
-    /// An anti-D prophylaxis task was raised.
+    /// Codes acknowledged, who recorded the authorisations and the medical director's
+    /// sign-offs.
+    #[serde(flatten)]
+    pub acceptances: decisions::Acceptances,
+    /// An anti-D prophylaxis task follows the transfusion (RhD-positive unit for an
+    /// RhD-negative female of childbearing potential).
     pub anti_d_task: bool,
     pub allocated_by: String,
     pub allocated_at: DateTime<Utc>,
@@ -466,7 +484,11 @@ fn parse_status(a: &Allocation) -> ApiResult<AllocationStatus> {
 pub fn view(conn: &mut DbConn, a: Allocation) -> ApiResult<AllocationView> {
     let din = unit_rows::find(conn, a.unit_id)?.map(|u| u.din).unwrap_or_default();
     let r = crate::store::requests::find(conn, a.request_id)?.ok_or_else(|| ApiError::not_found("request"))?;
+    let acceptances = decisions::of_allocations(conn, &[a.id])?
+        .remove(&a.id)
+        .unwrap_or_default();
     Ok(AllocationView {
+        acceptances,
         status: parse_status(&a)?,
         warnings: from_stored_json("warnings", &a.warnings)?,
         id: a.id,
@@ -475,10 +497,6 @@ pub fn view(conn: &mut DbConn, a: Allocation) -> ApiResult<AllocationView> {
         din,
         patient_id: r.patient_id,
         hospital_id: r.hospital_id,
-        override_reason: a.override_reason,
-        overridden_by: a.overridden_by,
-        issue_override_reason: a.issue_override_reason,
-        issue_overridden_by: a.issue_overridden_by,
         anti_d_task: a.anti_d_task,
         allocated_by: a.allocated_by,
         allocated_at: utc(a.allocated_at),
@@ -542,26 +560,32 @@ fn claim(conn: &mut DbConn, u: &Unit, now: DateTime<Utc>) -> ApiResult<()> {
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"unit_id": 17}))]
+#[schema(example = json!({"unit_id": 17, "acknowledge": ["rhd_mismatch"]}))]
 pub struct AllocateInput {
     #[schema(minimum = 1)]
     pub unit_id: i64,
-    /// Required (from a medical director) when the unit has warnings.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub override_reason: Option<String>,
+    /// Codes of the unit's acknowledge-tier findings the staff member acknowledges.
+    #[schema(max_items = 50)]
+    pub acknowledge: Option<Vec<String>>,
+    /// Who authorised the unit over its authorise-tier findings (recorded by any staff member;
+    /// a medical director signs it off later).
+    pub authorisation: Option<decisions::AuthorisationInput>,
 }
 
+/// Allocates a unit to a request. Blocks refuse (422 `incompatible`, or `reserved_for_request`
+/// for a unit released in an emergency for another request); findings of the acknowledge tier
+/// need their codes in `acknowledge`, those of the authorise tier an `authorisation` (422
+/// `acknowledgement_required` / `authorisation_required` otherwise); info findings are shown and
+/// stored.
 pub fn allocate(
     conn: &mut DbConn,
     actor: &Actor,
-    is_director: bool,
     request_id: i64,
     input: AllocateInput,
     policy: &Policy,
 ) -> ApiResult<AllocationView> {
     let now = utc(store::now());
+    let (acknowledged, authorisation) = decisions::clean(input.acknowledge, input.authorisation, now)?;
     let r = requests::find(conn, request_id, None)?;
     crate::store::requests::lock(conn, request_id)?;
     let status = requests::status_of(&r)?;
@@ -579,61 +603,42 @@ pub fn allocate(
         return Err(unit_not_available(&u.din, &format!("it is {unit_status}")));
     }
     let planned = utc(r.needed_by).max(now);
-    let a = assess(
-        conn,
-        &u,
-        r.patient_id,
-        requests::Requirements::of(&r),
-        planned,
-        Stage::Allocation,
-        policy,
-    )?;
-    let list = findings(&a);
-    if a.verdict == Verdict::Incompatible {
-        let blocks: Vec<FindingView> = list.into_iter().filter(|f| f.severity == Severity::Block).collect();
+    let request = ForRequest::of(conn, &r, u.id)?;
+    let a = assess(conn, &u, r.patient_id, &request, planned, Stage::Allocation, policy)?;
+    let blocks = a.of_tier(Severity::Block);
+    if !blocks.is_empty() {
+        let reasons = blocks.iter().map(|f| as_reason(f)).collect();
+        // A unit kept for another patient's request says so first.
+        let code = if blocks
+            .iter()
+            .all(|f| f.code == compatibility::codes::RESERVED_FOR_REQUEST)
+        {
+            compatibility::codes::RESERVED_FOR_REQUEST
+        } else {
+            "incompatible"
+        };
         return Err(ApiError::refused(
-            "incompatible",
+            code,
             format!("unit {} cannot be given to this patient", u.din),
-            as_reasons(&blocks),
+            reasons,
         ));
     }
-    let reason = input
-        .override_reason
-        .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty());
-    let warned = a.verdict == Verdict::CompatibleWithWarnings;
-    if warned {
-        match &reason {
-            None => {
-                return Err(ApiError::refused(
-                    "override_required",
-                    "the unit has warnings: a medical director must allocate it with an override_reason",
-                    as_reasons(&list),
-                ));
-            }
-            Some(_) if !is_director => {
-                return Err(ApiError::forbidden(
-                    "only a medical director may override compatibility warnings",
-                ));
-            }
-            Some(r) if r.chars().count() > 500 || !super::printable(r) => {
-                return Err(ApiError::field("override_reason", "must be at most 500 characters"));
-            }
-            Some(_) => {}
-        }
-    }
+    let accepted: Vec<&compatibility::Finding> = a.reasons.iter().collect();
+    decisions::check(
+        accepted.iter().copied(),
+        &acknowledged,
+        authorisation.as_ref(),
+        &format!("unit {} has findings to handle", u.din),
+    )?;
     claim(conn, &u, now)?;
-    let anti_d = warned && a.anti_d_prophylaxis;
     let row = rows::insert(
         conn,
         &AllocationData {
             request_id,
             unit_id: u.id,
             status: AllocationStatus::Allocated.as_str().to_owned(),
-            warnings: to_json(&list)?,
-            override_reason: if warned { reason } else { None },
-            overridden_by: warned.then(|| actor.name.clone()),
-            anti_d_task: anti_d,
+            warnings: to_json(&findings(&a))?,
+            anti_d_task: a.anti_d_prophylaxis,
             allocated_by: actor.name.clone(),
             allocated_at: stored(now),
             issued_at: None,
@@ -649,8 +654,6 @@ pub fn allocate(
             anc_increment_per_ul: None,
             outcome_recorded_by: None,
             updated_at: stored(now),
-            issue_override_reason: None,
-            issue_overridden_by: None,
         },
         stored(now),
     )
@@ -661,9 +664,16 @@ pub fn allocate(
             e.into()
         }
     })?;
-    if anti_d {
-        anti_d_alert(conn, row.id, request_id, r.patient_id, &u, now)?;
-    }
+    decisions::record(
+        conn,
+        row.id,
+        Stage::Allocation,
+        &accepted,
+        &acknowledged,
+        authorisation.as_ref(),
+        actor,
+        now,
+    )?;
     let created = view(conn, row)?;
     audit::append(
         conn,
@@ -684,34 +694,11 @@ pub fn allocate(
     Ok(created)
 }
 
-/// An RhD-positive unit going to an RhD-negative (or unconfirmed) female of childbearing
-/// potential: give anti-D prophylaxis.
-fn anti_d_alert(
-    conn: &mut DbConn,
-    allocation_id: i64,
-    request_id: i64,
-    patient_id: i64,
-    u: &Unit,
-    now: DateTime<Utc>,
-) -> ApiResult<()> {
-    crate::services::webhooks::raise(
-        conn,
-        &NewAlert {
-            kind: "allocation.anti_d_prophylaxis",
-            severity: "warning",
-            status: "open",
-            dedup_key: &format!("allocation.anti_d_prophylaxis:{allocation_id}"),
-            entity_type: "allocation",
-            entity_id: &allocation_id.to_string(),
-            message: &format!(
-                "RhD-positive unit {} allocated to an RhD-negative patient of childbearing potential: give anti-D prophylaxis",
-                u.din
-            ),
-            details: serde_json::json!({"allocation_id": allocation_id, "request_id": request_id, "patient_id": patient_id, "unit_id": u.id}).to_string(),
-            created_at: stored(now),
-        },
-    )?;
-    Ok(())
+fn as_reason(f: &compatibility::Finding) -> Reason {
+    Reason {
+        code: f.code.to_owned(),
+        message: f.message.clone(),
+    }
 }
 
 /// Loads and locks the allocation (and its unit) and checks the transition.
@@ -776,19 +763,34 @@ fn save(
     Ok(after)
 }
 
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"scanned_din": "=A99992600012363"}))]
+pub struct IssueInput {
+    /// The DIN as scanned from the bag: 13 characters, with its check character, or the `=`
+    /// data structure with flags.
+    #[schema(min_length = 1, max_length = 64)]
+    pub scanned_din: String,
+    /// Codes of acknowledge-tier findings that appeared since allocation.
+    #[schema(max_items = 50)]
+    pub acknowledge: Option<Vec<String>>,
+    /// Who authorised the unit over authorise-tier findings that appeared since allocation.
+    pub authorisation: Option<decisions::AuthorisationInput>,
+}
+
 /// Every final check at the moment of issue, under the rules that apply to allocation today;
-/// refusals name each failing check. A warning that was not accepted at allocation (a new
-/// antibody, a new typing, a CMV result) needs a medical director's `override_reason` again.
+/// refusals name each failing check. A finding that appeared since allocation (a new antibody,
+/// a new typing, a CMV result), or one whose tier rose, is handled again by its tier.
 pub fn issue(
     conn: &mut DbConn,
     actor: &Actor,
-    is_director: bool,
     id: i64,
-    scanned: &str,
-    override_reason: Option<String>,
+    input: IssueInput,
     policy: &Policy,
 ) -> ApiResult<AllocationView> {
     let now = utc(store::now());
+    let (acknowledged, authorisation) = decisions::clean(input.acknowledge, input.authorisation, now)?;
+    let scanned = input.scanned_din.as_str();
     let (a, to, u) = begin(conn, id, AllocationAction::Issue, None)?;
     let r = requests::find(conn, a.request_id, None)?;
     let mut refusals: Vec<Reason> = Vec::new();
@@ -816,19 +818,9 @@ pub fn issue(
             ),
         });
     }
-    let a_now = assess(
-        conn,
-        &u,
-        r.patient_id,
-        requests::Requirements::of(&r),
-        now,
-        Stage::Issue,
-        policy,
-    )?;
-    let (blocks, warnings): (Vec<FindingView>, Vec<FindingView>) = findings(&a_now)
-        .into_iter()
-        .partition(|f| f.severity == Severity::Block);
-    refusals.extend(as_reasons(&blocks));
+    let request = ForRequest::of(conn, &r, u.id)?;
+    let a_now = assess(conn, &u, r.patient_id, &request, now, Stage::Issue, policy)?;
+    refusals.extend(a_now.of_tier(Severity::Block).into_iter().map(as_reason));
     if !refusals.is_empty() {
         return Err(ApiError::refused(
             "issue_refused",
@@ -836,47 +828,37 @@ pub fn issue(
             refusals,
         ));
     }
-    let mut accepted: Vec<FindingView> = from_stored_json("warnings", &a.warnings)?;
-    let new: Vec<FindingView> = warnings
-        .into_iter()
-        .filter(|w| !accepted.iter().any(|x| x.code == w.code))
+    let mut warnings: Vec<FindingView> = from_stored_json("warnings", &a.warnings)?;
+    let previous = decisions::accepted_tiers(&rows::decisions_of(conn, &[a.id])?, &warnings)?;
+    let new: Vec<&compatibility::Finding> = a_now
+        .reasons
+        .iter()
+        .filter(|f| previous.get(f.code).is_none_or(|rank| *rank < f.severity.rank()))
         .collect();
-    let reason = override_reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
-    if !new.is_empty() {
-        match &reason {
-            None => {
-                return Err(ApiError::refused(
-                    "override_required",
-                    format!(
-                        "unit {} has warnings that appeared since it was allocated: a medical director must issue it with an override_reason",
-                        u.din
-                    ),
-                    as_reasons(&new),
-                ));
-            }
-            Some(_) if !is_director => {
-                return Err(ApiError::forbidden(
-                    "only a medical director may override compatibility warnings",
-                ));
-            }
-            Some(r) if r.chars().count() > 500 || !super::printable(r) => {
-                return Err(ApiError::field("override_reason", "must be at most 500 characters"));
-            }
-            Some(_) => {}
-        }
-    }
+    decisions::check(
+        new.iter().copied(),
+        &acknowledged,
+        authorisation.as_ref(),
+        &format!("unit {} has findings that appeared since it was allocated", u.din),
+    )?;
     move_unit(conn, &u, UnitAction::Issue, None, now)?;
+    decisions::record(
+        conn,
+        a.id,
+        Stage::Issue,
+        &new,
+        &acknowledged,
+        authorisation.as_ref(),
+        actor,
+        now,
+    )?;
     let mut data = AllocationData::from(a.clone());
     if !new.is_empty() {
-        accepted.extend(new);
-        data.warnings = to_json(&accepted)?;
-        data.issue_override_reason = reason;
-        data.issue_overridden_by = Some(actor.name.clone());
+        warnings.retain(|w| !new.iter().any(|n| n.code == w.code));
+        warnings.extend(new.iter().map(|f| decisions::finding_view(f)));
+        data.warnings = to_json(&warnings)?;
     }
-    if a_now.anti_d_prophylaxis && !a.anti_d_task {
-        data.anti_d_task = true;
-        anti_d_alert(conn, a.id, a.request_id, r.patient_id, &u, now)?;
-    }
+    data.anti_d_task |= a_now.anti_d_prophylaxis;
     data.status = to.as_str().to_owned();
     data.issued_at = Some(stored(now));
     data.issued_by = Some(actor.name.clone());
@@ -886,6 +868,28 @@ pub fn issue(
     requests::settle(conn, actor, after.request_id, policy)?;
     let fresh = rows::find(conn, id)?.ok_or_else(|| ApiError::not_found("allocation"))?;
     view(conn, fresh)
+}
+
+/// A medical director signs off the authorisations recorded on an allocation (it then leaves
+/// the exceptions report's `signed_off=false` list). Audited.
+pub fn sign_off(conn: &mut DbConn, actor: &Actor, id: i64, comment: &str) -> ApiResult<AllocationView> {
+    let a = find(conn, id, None)?;
+    rows::lock(conn, id)?;
+    let before = view(conn, a.clone())?;
+    decisions::sign_off(conn, actor, id, comment)?;
+    let after = view(conn, a)?;
+    audit::append(
+        conn,
+        actor,
+        Change::updated(
+            "allocation.sign_off",
+            "allocation",
+            id,
+            to_value(&before)?,
+            to_value(&after)?,
+        ),
+    )?;
+    Ok(after)
 }
 
 fn clean_reason(raw: &str) -> ApiResult<String> {
@@ -1004,6 +1008,7 @@ pub fn transfusion(
     id: i64,
     input: TransfusionInput,
     scope: Option<i64>,
+    policy: &Policy,
 ) -> ApiResult<AllocationView> {
     let now = utc(store::now());
     let mut v = crate::error::Validator::new();
@@ -1054,7 +1059,70 @@ pub fn transfusion(
     data.anc_increment_per_ul = pre.zip(post).map(|(p, q)| q - p);
     data.outcome_recorded_by = Some(actor.name.clone());
     data.updated_at = stored(now);
-    save(conn, actor, "allocation.transfusion", a, data)
+    let anti_d = a.anti_d_task;
+    let after = save(conn, actor, "allocation.transfusion", a, data)?;
+    if anti_d {
+        anti_d_prophylaxis(conn, actor, &after, &u, input.started_at, policy)?;
+    }
+    Ok(after)
+}
+
+/// An RhD-positive unit reached an RhD-negative female of childbearing potential: a task to give
+/// anti-D prophylaxis, due `tasks.anti_d_due_hours` after the transfusion started, and the
+/// `allocation.anti_d_prophylaxis` alert for the ward.
+fn anti_d_prophylaxis(
+    conn: &mut DbConn,
+    actor: &Actor,
+    a: &AllocationView,
+    u: &Unit,
+    started_at: DateTime<Utc>,
+    policy: &Policy,
+) -> ApiResult<()> {
+    let due = tasks::due(started_at, policy.tasks.anti_d_due_hours);
+    let mrn = patient_rows::find(conn, a.patient_id)?
+        .map(|p| p.mrn)
+        .unwrap_or_default();
+    let created = tasks::create(
+        conn,
+        actor,
+        tasks::NewTaskSpec {
+            kind: tasks::TaskKind::AntiDProphylaxis,
+            subject_type: "allocation",
+            subject_id: a.id,
+            title: format!(
+                "give anti-D prophylaxis to patient {} (MRN {mrn}): RhD-positive unit {} transfused",
+                a.patient_id, u.din
+            ),
+            details: serde_json::json!({"allocation_id": a.id, "patient_id": a.patient_id, "mrn": mrn,
+                                        "hospital_id": a.hospital_id, "unit_id": u.id, "din": u.din,
+                                        "transfusion_started_at": started_at}),
+            owner_role: tasks::OwnerRole::Technologist,
+            due_at: due,
+        },
+    )?;
+    if created.is_some() {
+        crate::services::webhooks::raise(
+            conn,
+            &NewAlert {
+                kind: "allocation.anti_d_prophylaxis",
+                severity: "warning",
+                status: "open",
+                dedup_key: &format!("allocation.anti_d_prophylaxis:{}", a.id),
+                entity_type: "allocation",
+                entity_id: &a.id.to_string(),
+                message: &format!(
+                    "RhD-positive unit {} transfused to an RhD-negative patient of childbearing potential (MRN {mrn}): give anti-D prophylaxis by {}",
+                    u.din,
+                    due.format("%Y-%m-%d %H:%M UTC")
+                ),
+                details: serde_json::json!({"allocation_id": a.id, "request_id": a.request_id,
+                                            "patient_id": a.patient_id, "unit_id": u.id, "due_at": due})
+                .to_string(),
+                created_at: store::now(),
+            },
+        )?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -1065,26 +1133,29 @@ pub struct ExceptionEntry {
     #[schema(minimum = 1)]
     pub unit_id: i64,
     pub din: String,
+    /// The findings accepted, with their tiers.
     pub warnings: Vec<FindingView>,
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub override_reason: Option<String>,
-    pub overridden_by: Option<String>,
+    pub authorisations: Vec<decisions::AuthorisationView>,
+    pub sign_offs: Vec<decisions::SignOffView>,
+    /// An authorisation waits for a medical director's sign-off.
+    pub awaiting_sign_off: bool,
     pub allocated_at: DateTime<Utc>,
     pub status: AllocationStatus,
 }
 
-/// Allocations made over warnings (the exceptions report).
+/// Allocations accepted over authorise-tier findings (the exceptions report); `signed_off`
+/// keeps those whose authorisations are all (or not all) signed off.
 pub fn exceptions(
     conn: &mut DbConn,
+    signed_off: Option<bool>,
     after_id: Option<i64>,
     limit: i64,
 ) -> ApiResult<(Vec<ExceptionEntry>, Option<String>)> {
-    let found = rows::overridden(conn, after_id, limit + 1)?;
-    let (found, next) = crate::routes::paginate(found, limit, |a| a.id);
+    let ids = rows::authorised(conn, signed_off, after_id, limit + 1)?;
+    let (ids, next) = crate::routes::paginate(ids, limit, |id| *id);
     let mut out = Vec::new();
-    for a in found {
+    for id in ids {
+        let Some(a) = rows::find(conn, id)? else { continue };
         let v = view(conn, a)?;
         out.push(ExceptionEntry {
             allocation_id: v.id,
@@ -1093,8 +1164,9 @@ pub fn exceptions(
             unit_id: v.unit_id,
             din: v.din,
             warnings: v.warnings,
-            override_reason: v.override_reason,
-            overridden_by: v.overridden_by,
+            authorisations: v.acceptances.authorisations,
+            sign_offs: v.acceptances.sign_offs,
+            awaiting_sign_off: v.acceptances.awaiting_sign_off,
             allocated_at: v.allocated_at,
             status: v.status,
         });

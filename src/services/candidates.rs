@@ -72,7 +72,12 @@ pub fn default_collection_at(now: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
-fn unit_facts(u: &UnitMatchRow, hla: Option<&Hla>, excursion_pending: bool) -> ApiResult<UnitFacts> {
+fn unit_facts(
+    u: &UnitMatchRow,
+    hla: Option<&Hla>,
+    excursion_pending: bool,
+    reserved_for: Option<i64>,
+) -> ApiResult<UnitFacts> {
     Ok(UnitFacts {
         abo: stored_enum("abo", &u.abo, Abo::parse)?,
         rhd: stored_enum("rhd", &u.rhd, Rhd::parse)?,
@@ -83,6 +88,7 @@ fn unit_facts(u: &UnitMatchRow, hla: Option<&Hla>, excursion_pending: bool) -> A
         // Only available units are matched, and a reactive result takes a unit out of stock.
         reactive: false,
         excursion_pending,
+        reserved_for,
         expires_at: utc(u.expires_at),
         granulocyte_count: u.granulocyte_count,
     })
@@ -97,7 +103,7 @@ pub fn candidates(
 ) -> ApiResult<Candidates> {
     let now = utc(store::now());
     let r = requests::find(conn, request_id, None)?;
-    let patient = patients::facts(&patients::get(conn, r.patient_id, None)?);
+    let patient = patients::facts(&patients::get(conn, r.patient_id, None, policy)?);
     let planned = utc(r.needed_by).max(now);
     let requirements = requests::Requirements::of(&r);
 
@@ -138,12 +144,31 @@ pub fn candidates(
         .filter(|e| covered.get(&e.unit_id).is_none_or(|through| e.id > *through))
         .map(|e| e.unit_id)
         .collect();
+    // Units released in an emergency for one request only.
+    let mut reserved: HashMap<i64, i64> = HashMap::new();
+    for e in unit_rows::emergency_releases_of(conn, &unit_ids)? {
+        reserved.insert(e.unit_id, e.request_id);
+    }
+    // The request's units already due (allocated or issued), for the day's dose.
+    let mut day_granulocytes = 0.0;
+    for a in allocation_rows::of_request(conn, request_id)? {
+        if matches!(a.status.as_str(), "allocated" | "issued") {
+            day_granulocytes += unit_rows::find(conn, a.unit_id)?.map_or(0.0, |u| u.granulocyte_count);
+        }
+    }
     // Every unit is judged and ranked; only the returned ones are turned into views.
     let mut judged = Vec::with_capacity(units.len());
     for u in &units {
-        let facts = unit_facts(u, u.donor_id.and_then(|d| typings.get(&d)), unreviewed.contains(&u.id))?;
+        let facts = unit_facts(
+            u,
+            u.donor_id.and_then(|d| typings.get(&d)),
+            unreviewed.contains(&u.id),
+            reserved.get(&u.id).copied(),
+        )?;
         let ctx = Context {
             crossmatches: crossmatched.get(&u.id).map(Vec::as_slice).unwrap_or_default(),
+            request_id: Some(request_id),
+            day_granulocytes,
             requirements,
             planned_at: planned,
             now,

@@ -5,10 +5,12 @@
 pub mod allocations;
 pub mod candidates;
 pub mod collections;
+pub mod decisions;
 pub mod donors;
 pub mod patients;
 pub mod policy;
 pub mod requests;
+pub mod tasks;
 pub mod trace;
 pub mod units;
 pub mod webhooks;

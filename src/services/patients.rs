@@ -43,7 +43,11 @@ pub struct PatientView {
     /// RhD type as the hospital declares it (see `abo`).
     pub rhd: Rhd,
     pub cmv: Cmv,
+    /// As stated on the record, or derived from sex and age (`recipient.childbearing_age_min`
+    /// to `recipient.childbearing_age_max`) when the record does not say.
     pub childbearing_potential: bool,
+    /// What the record states; null when it does not (then it is derived).
+    pub childbearing_potential_stated: Option<bool>,
     /// HLA antibody specificities (e.g. `A2`, `B*07`).
     pub hla_antibodies: Vec<String>,
     pub granulocyte_antibodies: bool,
@@ -163,7 +167,8 @@ pub struct PatientInput {
     pub abo: Abo,
     pub rhd: Rhd,
     pub cmv: Cmv,
-    /// Default false.
+    /// Whether the patient has childbearing potential; when absent it is derived from sex and
+    /// age (policy `recipient.childbearing_age_min`/`max`).
     pub childbearing_potential: Option<bool>,
     #[serde(default)]
     pub hla_antibodies: Vec<String>,
@@ -197,7 +202,9 @@ pub struct PatientPatch {
     pub abo: Option<Abo>,
     pub rhd: Option<Rhd>,
     pub cmv: Option<Cmv>,
-    pub childbearing_potential: Option<bool>,
+    /// `null` removes the statement: derived from sex and age again.
+    #[serde(default, deserialize_with = "crate::routes::double_option")]
+    pub childbearing_potential: Option<Option<bool>>,
     pub hla_antibodies: Option<Vec<String>>,
     pub granulocyte_antibodies: Option<bool>,
 }
@@ -265,7 +272,7 @@ fn validate(input: &PatientInput, hospital_id: i64, today: NaiveDate) -> ApiResu
         abo: input.abo.as_str().to_owned(),
         rhd: input.rhd.as_str().to_owned(),
         cmv: input.cmv.as_str().to_owned(),
-        childbearing_potential: input.childbearing_potential.unwrap_or(false),
+        childbearing_potential_stated: input.childbearing_potential,
         hla_antibodies: to_json(&hla)?,
         granulocyte_antibodies: input.granulocyte_antibodies.unwrap_or(false),
         updated_at: store::now(),
@@ -273,7 +280,7 @@ fn validate(input: &PatientInput, hospital_id: i64, today: NaiveDate) -> ApiResu
 }
 
 /// Views of several patients with their typings, in one query for the typings.
-pub fn views(conn: &mut DbConn, list: Vec<Patient>) -> ApiResult<Vec<PatientView>> {
+pub fn views(conn: &mut DbConn, list: Vec<Patient>, policy: &Policy) -> ApiResult<Vec<PatientView>> {
     let ids: Vec<i64> = list.iter().map(|p| p.id).collect();
     let mut typings: std::collections::HashMap<i64, Vec<TypingView>> = std::collections::HashMap::new();
     for (row, drawn_at) in rows::typings_of(conn, &ids)? {
@@ -285,20 +292,30 @@ pub fn views(conn: &mut DbConn, list: Vec<Patient>) -> ApiResult<Vec<PatientView
     list.into_iter()
         .map(|p| {
             let mine = typings.remove(&p.id).unwrap_or_default();
-            view_of(p, GroupOfRecordView::of(mine))
+            view_of(p, GroupOfRecordView::of(mine), policy)
         })
         .collect()
 }
 
-pub fn view(conn: &mut DbConn, p: Patient) -> ApiResult<PatientView> {
-    views(conn, vec![p])?
+pub fn view(conn: &mut DbConn, p: Patient, policy: &Policy) -> ApiResult<PatientView> {
+    views(conn, vec![p], policy)?
         .pop()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a patient view went missing")))
 }
 
-fn view_of(p: Patient, group_of_record: GroupOfRecordView) -> ApiResult<PatientView> {
+fn view_of(p: Patient, group_of_record: GroupOfRecordView, policy: &Policy) -> ApiResult<PatientView> {
+    let sex = stored_enum("sex", &p.sex, Sex::parse)?;
+    let today = utc(store::now()).date_naive();
     Ok(PatientView {
-        sex: stored_enum("sex", &p.sex, Sex::parse)?,
+        childbearing_potential: crate::domain::recipient::childbearing_potential(
+            p.childbearing_potential_stated,
+            sex,
+            p.date_of_birth,
+            today,
+            policy,
+        ),
+        childbearing_potential_stated: p.childbearing_potential_stated,
+        sex,
         abo: stored_enum("abo", &p.abo, Abo::parse)?,
         rhd: stored_enum("rhd", &p.rhd, Rhd::parse)?,
         cmv: stored_enum("cmv", &p.cmv, Cmv::parse)?,
@@ -310,7 +327,6 @@ fn view_of(p: Patient, group_of_record: GroupOfRecordView) -> ApiResult<PatientV
         family_name: p.family_name,
         date_of_birth: p.date_of_birth,
         weight_kg: p.weight_kg,
-        childbearing_potential: p.childbearing_potential,
         granulocyte_antibodies: p.granulocyte_antibodies,
         group_of_record,
         created_at: utc(p.created_at),
@@ -376,12 +392,18 @@ pub fn find(conn: &mut DbConn, id: i64, scope: Option<i64>) -> ApiResult<Patient
         .ok_or_else(|| ApiError::not_found("patient"))
 }
 
-pub fn get(conn: &mut DbConn, id: i64, scope: Option<i64>) -> ApiResult<PatientView> {
+pub fn get(conn: &mut DbConn, id: i64, scope: Option<i64>, policy: &Policy) -> ApiResult<PatientView> {
     let p = find(conn, id, scope)?;
-    view(conn, p)
+    view(conn, p, policy)
 }
 
-pub fn create(conn: &mut DbConn, actor: &Actor, input: PatientInput, scope: Option<i64>) -> ApiResult<PatientView> {
+pub fn create(
+    conn: &mut DbConn,
+    actor: &Actor,
+    input: PatientInput,
+    scope: Option<i64>,
+    policy: &Policy,
+) -> ApiResult<PatientView> {
     let hospital_id = match (scope, input.hospital_id) {
         (Some(_), Some(_)) => return Err(ApiError::field("hospital_id", "is set from your account")),
         (Some(h), None) => h,
@@ -400,7 +422,7 @@ pub fn create(conn: &mut DbConn, actor: &Actor, input: PatientInput, scope: Opti
         "mrn_taken",
         format!("hospital {hospital_id} already has a patient with MRN {}", data.mrn),
     ))?;
-    let created = view(conn, row)?;
+    let created = view(conn, row, policy)?;
     audit::append(
         conn,
         actor,
@@ -415,9 +437,10 @@ pub fn update(
     id: i64,
     patch: PatientPatch,
     scope: Option<i64>,
+    policy: &Policy,
 ) -> ApiResult<PatientView> {
     let found = find(conn, id, scope)?;
-    let before = view(conn, found)?;
+    let before = view(conn, found, policy)?;
     let merged = PatientInput {
         mrn: patch.mrn.unwrap_or_else(|| before.mrn.clone()),
         given_name: patch.given_name.unwrap_or_else(|| before.given_name.clone()),
@@ -428,7 +451,9 @@ pub fn update(
         abo: patch.abo.unwrap_or(before.abo),
         rhd: patch.rhd.unwrap_or(before.rhd),
         cmv: patch.cmv.unwrap_or(before.cmv),
-        childbearing_potential: Some(patch.childbearing_potential.unwrap_or(before.childbearing_potential)),
+        childbearing_potential: patch
+            .childbearing_potential
+            .unwrap_or(before.childbearing_potential_stated),
         hla_antibodies: patch.hla_antibodies.unwrap_or_else(|| before.hla_antibodies.clone()),
         granulocyte_antibodies: Some(patch.granulocyte_antibodies.unwrap_or(before.granulocyte_antibodies)),
         hospital_id: None,
@@ -438,7 +463,7 @@ pub fn update(
         "mrn_taken",
         format!("the hospital already has a patient with MRN {}", data.mrn),
     ))?;
-    let after = view(conn, row)?;
+    let after = view(conn, row, policy)?;
     audit::append(
         conn,
         actor,
@@ -453,10 +478,11 @@ pub fn list(
     scope: Option<i64>,
     after_id: Option<i64>,
     limit: i64,
+    policy: &Policy,
 ) -> ApiResult<(Vec<PatientView>, Option<String>)> {
     let found = rows::list(conn, scope, after_id, limit + 1)?;
     let (found, next) = crate::routes::paginate(found, limit, |p| p.id);
-    Ok((views(conn, found)?, next))
+    Ok((views(conn, found, policy)?, next))
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -554,7 +580,13 @@ pub struct TypingResult {
 
 /// Records the blood bank's ABO/RhD typing of a sample (staff only: the caller checks the
 /// role), and raises `patient.group_discordant` when the typings or the declared group disagree.
-pub fn type_sample(conn: &mut DbConn, actor: &Actor, sample_id: i64, input: TypingInput) -> ApiResult<TypingResult> {
+pub fn type_sample(
+    conn: &mut DbConn,
+    actor: &Actor,
+    sample_id: i64,
+    input: TypingInput,
+    policy: &Policy,
+) -> ApiResult<TypingResult> {
     let now = utc(store::now());
     let at = utc(stored(input.typed_at.unwrap_or(now)));
     if !is_past(at, now) {
@@ -578,7 +610,7 @@ pub fn type_sample(conn: &mut DbConn, actor: &Actor, sample_id: i64, input: Typi
     )?;
     let typing = typing_view(row, sample.drawn_at)?;
     let patient = rows::find(conn, sample.patient_id)?.ok_or_else(|| ApiError::not_found("patient"))?;
-    let after = view(conn, patient)?;
+    let after = view(conn, patient, policy)?;
     audit::append(
         conn,
         actor,

@@ -48,6 +48,20 @@ pub struct Trace {
     pub unit: UnitView,
     pub crossmatches: Vec<CrossmatchView>,
     pub allocations: Vec<TracedAllocation>,
+    /// Set when the DIN asked for is a donation that went into this pool (a supplier's recall
+    /// of one donation reaches the pool's recipients).
+    pub matched_member_din: Option<String>,
+    /// Every pool the DIN asked for went into, with where each went.
+    pub member_of: Vec<PoolRef>,
+}
+
+/// A pool a donation went into, and its recipients.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PoolRef {
+    pub unit_id: i64,
+    pub din: String,
+    pub status: crate::domain::units::UnitStatus,
+    pub allocations: Vec<TracedAllocation>,
 }
 
 fn recipient(conn: &mut DbConn, request_id: i64) -> ApiResult<RecipientRef> {
@@ -72,9 +86,40 @@ fn allocations_of(conn: &mut DbConn, unit_id: i64) -> ApiResult<Vec<TracedAlloca
     Ok(out)
 }
 
+/// The trace of a unit by id or DIN. A DIN that is not a unit here but a donation in one or
+/// more pools traces the (first) pool and lists every pool in `member_of`.
 pub fn unit_trace(conn: &mut DbConn, key: &str, policy: &Policy) -> ApiResult<Trace> {
-    let u = super::units::find(conn, key)?;
-    let unit = super::units::view(conn, u.clone(), utc(store::now()))?;
+    let now = utc(store::now());
+    let (u, matched_member_din, member_din) = match super::units::find(conn, key) {
+        Ok(u) => {
+            let din = u.din.clone();
+            (u, None, din)
+        }
+        Err(not_found) => {
+            let Ok(din) = super::units::parse_din_reference(key).map(|d| d.as_text()) else {
+                return Err(not_found);
+            };
+            let Some(first) = store::units::pools_with_member(conn, &din)?.first().copied() else {
+                return Err(not_found);
+            };
+            let pool = store::units::find(conn, first)?.ok_or_else(|| ApiError::not_found("unit"))?;
+            (pool, Some(din.clone()), din)
+        }
+    };
+    let mut member_of = Vec::new();
+    for pool_id in store::units::pools_with_member(conn, &member_din)? {
+        let Some(pool) = store::units::find(conn, pool_id)? else {
+            continue;
+        };
+        let status = super::units::view(conn, pool.clone(), now)?.status;
+        member_of.push(PoolRef {
+            unit_id: pool.id,
+            din: pool.din,
+            status,
+            allocations: allocations_of(conn, pool_id)?,
+        });
+    }
+    let unit = super::units::view(conn, u.clone(), now)?;
     let donor = match u.donor_id {
         Some(id) => store::donors::find(conn, id)?.map(|d| DonorRef {
             donor_id: d.id,
@@ -100,6 +145,8 @@ pub fn unit_trace(conn: &mut DbConn, key: &str, policy: &Policy) -> ApiResult<Tr
         allocations: allocations_of(conn, u.id)?,
         crossmatches,
         unit,
+        matched_member_din,
+        member_of,
     })
 }
 

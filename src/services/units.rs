@@ -5,11 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Datelike, Utc};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{is_past, stored, stored_enum, to_value, utc};
-use crate::domain::blood::{Abo, Cmv, Rhd};
+use super::{from_stored_json, is_past, stored, stored_enum, to_value, utc};
+use crate::domain::blood::{Abo, Cmv, Rhd, UnitRhd};
 use crate::domain::isbt128::{self, Din};
 use crate::domain::policy::{Policy, is_marker_name};
 use crate::domain::scheduling::CollectionStatus;
@@ -67,6 +68,21 @@ pub struct Release {
     pub released_by: String,
     /// Emergency releases only.
     pub physician: Option<Physician>,
+    /// Emergency releases: the only request the unit may be allocated to.
+    pub request_id: Option<i64>,
+    /// Emergency releases: the required markers still pending or missing when it was released.
+    pub pending_markers: Vec<String>,
+    /// Emergency releases: when those results are expected.
+    pub results_expected_at: Option<DateTime<Utc>>,
+}
+
+/// One contributing donation of a pooled unit.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PoolMemberView {
+    pub din: String,
+    pub abo: Option<Abo>,
+    pub rhd: Option<Rhd>,
+    pub collected_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -94,8 +110,13 @@ pub struct UnitView {
     pub pooled: bool,
     /// DINs of every contributing donation of a pooled unit.
     pub pooled_from: Vec<String>,
+    /// The contributing donations with what the supplier said of them.
+    pub pool_members: Vec<PoolMemberView>,
     pub abo: Abo,
+    /// For selection: a pooled RhD group counts as RhD-positive.
     pub rhd: Rhd,
+    /// The pool's RhD is mixed (ISBT 128 "pooled RhD").
+    pub rhd_pooled: bool,
     pub cmv: Cmv,
     pub volume_ml: i32,
     pub granulocyte_count: f64,
@@ -103,8 +124,10 @@ pub struct UnitView {
     pub red_cell_volume_ml: Option<f64>,
     /// End of collection.
     pub collected_at: DateTime<Utc>,
-    /// Computed by the server from the policy.
+    /// Computed by the server from the policy (never later than a supplier's labelled expiry).
     pub expires_at: DateTime<Utc>,
+    /// The expiry printed on a supplier's label, when given.
+    pub labelled_expires_at: Option<DateTime<Utc>>,
     /// Hours until expiry, 0 once expired.
     pub hours_remaining: f64,
     pub status: UnitStatus,
@@ -167,9 +190,18 @@ pub struct UnitRecord {
     pub last_excursion_id: Option<i64>,
     /// The returned allocation still waiting for its inspection.
     pub returned_allocation: Option<crate::store::allocations::Allocation>,
+    /// The latest emergency release: it binds the unit to its request.
+    pub emergency: Option<rows::EmergencyRelease>,
+    pub supply: Option<rows::Supply>,
+    pub pool_members: Vec<rows::PoolMember>,
 }
 
 impl UnitRecord {
+    /// The request an emergency release binds the unit to.
+    pub fn reserved_for(&self) -> Option<i64> {
+        self.emergency.as_ref().map(|e| e.request_id)
+    }
+
     pub fn reactive(&self) -> bool {
         !rules::reactive_markers(&self.results).is_empty()
     }
@@ -294,6 +326,31 @@ pub fn records(conn: &mut DbConn, list: &[Unit]) -> ApiResult<HashMap<i64, UnitR
             }
         }
     }
+    for e in rows::emergency_releases_of(conn, &ids)? {
+        if let Some(r) = out.get_mut(&e.unit_id) {
+            r.emergency = Some(e);
+        }
+    }
+    let external: Vec<i64> = list
+        .iter()
+        .filter(|u| u.source == UnitSource::External.as_str())
+        .map(|u| u.id)
+        .collect();
+    if !external.is_empty() {
+        for supply in rows::supply_of(conn, &external)? {
+            if let Some(r) = out.get_mut(&supply.unit_id) {
+                r.supply = Some(supply);
+            }
+        }
+    }
+    let pooled: Vec<i64> = list.iter().filter(|u| u.pooled).map(|u| u.id).collect();
+    if !pooled.is_empty() {
+        for m in rows::pool_members_of(conn, &pooled)? {
+            if let Some(r) = out.get_mut(&m.unit_id) {
+                r.pool_members.push(m);
+            }
+        }
+    }
     let donors: Vec<i64> = list.iter().filter_map(|u| u.donor_id).collect();
     if !donors.is_empty() {
         let now = utc(store::now());
@@ -318,28 +375,35 @@ pub fn view(conn: &mut DbConn, u: Unit, now: DateTime<Utc>) -> ApiResult<UnitVie
 }
 
 /// Views of several units with their facts and pool members in a fixed number of queries
-/// (members are only read for pooled units: only they have any).
+/// (members and supply are only read for the units that can have them).
 pub fn views(conn: &mut DbConn, list: Vec<Unit>, now: DateTime<Utc>) -> ApiResult<Vec<UnitView>> {
-    let pooled: Vec<i64> = list.iter().filter(|u| u.pooled).map(|u| u.id).collect();
     let mut facts = records(conn, &list)?;
-    let mut members: HashMap<i64, Vec<String>> = HashMap::new();
-    if !pooled.is_empty() {
-        for (unit_id, din) in rows::pool_members_of(conn, &pooled)? {
-            members.entry(unit_id).or_default().push(din);
-        }
-    }
     list.into_iter()
         .map(|u| {
-            let (pooled_from, record) = (
-                members.remove(&u.id).unwrap_or_default(),
-                facts.remove(&u.id).unwrap_or_default(),
-            );
-            view_of(u, pooled_from, record, now)
+            let record = facts.remove(&u.id).unwrap_or_default();
+            view_of(u, record, now)
         })
         .collect()
 }
 
-fn view_of(u: Unit, pooled_from: Vec<String>, record: UnitRecord, now: DateTime<Utc>) -> ApiResult<UnitView> {
+fn member_view(m: &rows::PoolMember) -> ApiResult<PoolMemberView> {
+    Ok(PoolMemberView {
+        din: m.din.clone(),
+        abo: m
+            .abo
+            .as_deref()
+            .map(|a| stored_enum("abo", a, Abo::parse))
+            .transpose()?,
+        rhd: m
+            .rhd
+            .as_deref()
+            .map(|r| stored_enum("rhd", r, Rhd::parse))
+            .transpose()?,
+        collected_at: m.collected_at.map(utc),
+    })
+}
+
+fn view_of(u: Unit, record: UnitRecord, now: DateTime<Utc>) -> ApiResult<UnitView> {
     let expires_at = utc(u.expires_at);
     let status = rules::effective_status(status_of(&u)?, expires_at, now);
     let remaining = expires_at.signed_duration_since(now).num_seconds().max(0) as f64 / 3600.0;
@@ -364,14 +428,29 @@ fn view_of(u: Unit, pooled_from: Vec<String>, record: UnitRecord, now: DateTime<
                 }),
                 _ => None,
             },
+            request_id: record.emergency.as_ref().map(|e| e.request_id),
+            pending_markers: match &record.emergency {
+                Some(e) => from_stored_json("pending markers", &e.pending_markers)?,
+                None => Vec::new(),
+            },
+            results_expected_at: record.emergency.as_ref().map(|e| utc(e.results_expected_at)),
         }),
         _ => None,
     };
+    let pool_members = record
+        .pool_members
+        .iter()
+        .map(member_view)
+        .collect::<ApiResult<Vec<_>>>()?;
+    let pooled_from = pool_members.iter().map(|m| m.din.clone()).collect();
     let holds = record.hold_codes();
     let quarantine_reason = (status == UnitStatus::Quarantined).then(|| record.quarantine_reason());
     Ok(UnitView {
         check_character: isbt128::check_character(&u.din).unwrap_or('*').to_string(),
         pooled_from,
+        pool_members,
+        rhd_pooled: record.supply.as_ref().is_some_and(|s| s.rhd_pooled),
+        labelled_expires_at: record.supply.as_ref().and_then(|s| s.labelled_expires_at).map(utc),
         tests: record.tests,
         quarantine_reason,
         holds,
@@ -497,10 +576,29 @@ pub enum SourceInput {
         supplier: String,
         din: String,
         abo: Abo,
-        rhd: Rhd,
-        /// End of collection.
+        /// `pooled` for a pool of mixed RhD (ISBT 128 pooled RhD); selection counts it positive.
+        rhd: UnitRhd,
+        /// End of collection (of a pool: of its latest donation, as the supplier labels it).
         collected_at: DateTime<Utc>,
         cmv: Option<Cmv>,
+        /// The expiry printed on the supplier's label; the unit expires at the earlier of this
+        /// and the server's own computation.
+        expires_at: Option<DateTime<Utc>>,
+    },
+}
+
+/// A contributing donation of a pool: its DIN, or its DIN with what the supplier says of it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum PoolMemberInput {
+    Din(String),
+    Donation {
+        din: String,
+        /// The donation's group: a pool is made of ABO-matched donations.
+        abo: Option<Abo>,
+        rhd: Option<Rhd>,
+        /// When the donation was collected: the pool's expiry counts from the earliest.
+        collected_at: Option<DateTime<Utc>>,
     },
 }
 
@@ -519,8 +617,9 @@ pub struct CreateUnitInput {
     /// 0–500 mL.
     #[schema(minimum = 0, maximum = 500)]
     pub red_cell_volume_ml: Option<f64>,
-    /// External pooled units: the DIN of every contributing donation (2–30).
-    pub pooled_from: Option<Vec<String>>,
+    /// External pooled units: every contributing donation (2–30), as its DIN or as
+    /// `{din, abo?, rhd?, collected_at?}`.
+    pub pooled_from: Option<Vec<PoolMemberInput>>,
     /// Where the unit is kept (e.g. "Incubator 2"), up to 100 characters.
     #[schema(
         pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
@@ -558,6 +657,7 @@ pub fn create(
     conn: &mut DbConn,
     actor: &Actor,
     fin: &str,
+    tz: Tz,
     input: CreateUnitInput,
     policy: &Policy,
 ) -> ApiResult<UnitView> {
@@ -587,7 +687,7 @@ pub fn create(
         format!("must be between 0 and {MAX_RED_CELLS_ML}"),
     );
     let storage_location = clean_location(&mut v, input.storage_location);
-    let mut pool: Vec<String> = Vec::new();
+    let mut pool: Vec<rows::PoolMember> = Vec::new();
     if let Some(list) = &input.pooled_from {
         if matches!(input.source, SourceInput::Collection { .. }) {
             v.push("pooled_from", "only supplier units are pooled here");
@@ -597,10 +697,30 @@ pub fn create(
             "pooled_from",
             format!("must list {} to {} donations", POOL_SIZE.0, POOL_SIZE.1),
         );
-        for (i, raw) in list.iter().enumerate() {
+        for (i, member) in list.iter().enumerate() {
+            let (raw, abo, rhd, collected_at) = match member {
+                PoolMemberInput::Din(din) => (din, None, None, None),
+                PoolMemberInput::Donation {
+                    din,
+                    abo,
+                    rhd,
+                    collected_at,
+                } => (din, *abo, *rhd, *collected_at),
+            };
+            if collected_at.is_some_and(|t| !is_past(t, now)) {
+                v.push(&format!("pooled_from[{i}].collected_at"), "must not be in the future");
+            }
             match parse_din_reference(raw) {
-                Ok(din) if pool.contains(&din.as_text()) => v.push(&format!("pooled_from[{i}]"), "is listed twice"),
-                Ok(din) => pool.push(din.as_text()),
+                Ok(din) if pool.iter().any(|m| m.din == din.as_text()) => {
+                    v.push(&format!("pooled_from[{i}]"), "is listed twice")
+                }
+                Ok(din) => pool.push(rows::PoolMember {
+                    unit_id: 0,
+                    din: din.as_text(),
+                    abo: abo.map(|a| a.as_str().to_owned()),
+                    rhd: rhd.map(|r| r.as_str().to_owned()),
+                    collected_at: collected_at.map(stored),
+                }),
                 Err(e) => v.push(
                     &format!("pooled_from[{i}]"),
                     e.problem()
@@ -611,6 +731,8 @@ pub fn create(
             }
         }
     }
+    let mut labelled_expiry: Option<DateTime<Utc>> = None;
+    let mut rhd_pooled = false;
     let (source, din, collection_id, donor_id, supplier, abo, rhd, cmv, collected_at) = match input.source {
         SourceInput::External {
             supplier,
@@ -619,7 +741,17 @@ pub fn create(
             rhd,
             collected_at,
             cmv,
+            expires_at,
         } => {
+            labelled_expiry = expires_at.map(|t| utc(stored(t)));
+            rhd_pooled = rhd == UnitRhd::Pooled;
+            v.check(
+                !rhd_pooled || !pool.is_empty(),
+                "source.rhd",
+                "pooled RhD is for a pool: list its donations in pooled_from",
+            );
+            let rhd_labelled = rhd;
+            let rhd = rhd.for_selection();
             let supplier = supplier.trim().to_owned();
             v.check(
                 !supplier.is_empty() && supplier.chars().count() <= 200 && super::printable(&supplier),
@@ -633,6 +765,22 @@ pub fn create(
             );
             v.finish()?;
             let din = parse_din_reference(&din)?;
+            let members: Vec<rules::PoolMemberFacts> = pool
+                .iter()
+                .map(|m| rules::PoolMemberFacts {
+                    din: m.din.clone(),
+                    abo: m.abo.as_deref().and_then(Abo::parse),
+                    rhd: m.rhd.as_deref().and_then(Rhd::parse),
+                })
+                .collect();
+            let inconsistent = rules::pool_inconsistencies(abo, rhd_labelled, &members);
+            if !inconsistent.is_empty() {
+                return Err(ApiError::refused(
+                    "pool_group_inconsistent",
+                    "the pool's donations do not match its labelled group",
+                    super::reasons(inconsistent),
+                ));
+            }
             (
                 UnitSource::External,
                 din,
@@ -671,7 +819,17 @@ pub fn create(
         }
     };
     let pooled = !pool.is_empty();
-    let expires_at = rules::expires_at(collected_at, pooled, policy);
+    // A pool's day counts from its earliest donation.
+    let earliest = pool
+        .iter()
+        .filter_map(|m| m.collected_at.map(utc))
+        .chain([collected_at])
+        .min()
+        .unwrap_or(collected_at);
+    let expires_at = rules::capped_expiry(
+        rules::expires_at(if pooled { earliest } else { collected_at }, pooled, tz, policy),
+        labelled_expiry,
+    );
     if expires_at <= now {
         return Err(ApiError::refused(
             "unit_expired",
@@ -728,7 +886,20 @@ pub fn create(
             None => ApiError::conflict("din_exists", format!("a unit with DIN {din_text} exists")),
         }
     })?;
-    rows::insert_pool_members(conn, row.id, &pool)?;
+    for m in &mut pool {
+        m.unit_id = row.id;
+    }
+    rows::insert_pool_members(conn, &pool)?;
+    if source == UnitSource::External {
+        rows::insert_supply(
+            conn,
+            &rows::Supply {
+                unit_id: row.id,
+                rhd_pooled,
+                labelled_expires_at: labelled_expiry.map(stored),
+            },
+        )?;
+    }
     let created = view(conn, row, now)?;
     audit::append(
         conn,
@@ -847,7 +1018,13 @@ pub struct TestInput {
 /// the donor pending confirmatory testing, quarantines the donor's other units still in stock,
 /// and raises the look-forward alert naming every allocation of the donor's units that was
 /// issued or transfused.
-pub fn record_test(conn: &mut DbConn, actor: &Actor, key: &str, input: TestInput) -> ApiResult<UnitView> {
+pub fn record_test(
+    conn: &mut DbConn,
+    actor: &Actor,
+    key: &str,
+    input: TestInput,
+    policy: &Policy,
+) -> ApiResult<UnitView> {
     let now = utc(store::now());
     let marker = input.marker.trim().to_ascii_lowercase();
     if !is_marker_name(&marker) {
@@ -861,6 +1038,8 @@ pub fn record_test(conn: &mut DbConn, actor: &Actor, key: &str, input: TestInput
     rows::insert_test(conn, u.id, &marker, input.result.as_str(), stored(now), &actor.name)?;
     let mut data = UnitData::from(u.clone());
     data.updated_at = stored(now);
+    let facts = record(conn, &u)?;
+    follow_up(conn, actor, &u, &facts)?;
     if input.result != TestResult::Positive {
         return save(conn, actor, "unit.test", u, data, now);
     }
@@ -871,15 +1050,68 @@ pub fn record_test(conn: &mut DbConn, actor: &Actor, key: &str, input: TestInput
         data.status_reason = Some(format!("{marker} reactive: the unit can only be discarded"));
     }
     let after = save(conn, actor, "unit.test", u.clone(), data, now)?;
-    reactive_result(conn, actor, &u, &marker, now)?;
+    reactive_result(conn, actor, &u, &marker, facts.emergency.as_ref(), now, policy)?;
     // The donor's deferral and other units changed: show the unit as it now stands.
     let fresh = rows::find(conn, u.id)?.ok_or_else(|| ApiError::not_found("unit"))?;
     let _ = after;
     view(conn, fresh, now)
 }
 
+/// The follow-up of an emergency release ends when the last pending result arrives: by itself
+/// when every one is negative; when one is reactive it is superseded by the look-forward that
+/// the reactive result opens.
+fn follow_up(conn: &mut DbConn, actor: &Actor, u: &Unit, facts: &UnitRecord) -> ApiResult<()> {
+    let Some(e) = &facts.emergency else {
+        return Ok(());
+    };
+    let pending: Vec<String> = from_stored_json("pending markers", &e.pending_markers)?;
+    let standing: Vec<(String, Option<TestResult>)> = pending
+        .iter()
+        .map(|m| (m.clone(), rules::marker_standing(&facts.results, m)))
+        .collect();
+    let reactive: Vec<&str> = standing
+        .iter()
+        .filter(|(_, r)| *r == Some(TestResult::Positive))
+        .map(|(m, _)| m.as_str())
+        .collect();
+    let all_back = standing
+        .iter()
+        .all(|(_, r)| matches!(r, Some(TestResult::Negative | TestResult::Positive)));
+    let note = if !reactive.is_empty() {
+        format!(
+            "{} reactive on unit {}: superseded by the look-forward",
+            reactive.join(", "),
+            u.din
+        )
+    } else if all_back {
+        format!(
+            "every result pending at the emergency release of unit {} is negative",
+            u.din
+        )
+    } else {
+        return Ok(());
+    };
+    super::tasks::complete_about(
+        conn,
+        actor,
+        super::tasks::TaskKind::EmergencyReleaseFollowUp,
+        "unit",
+        u.id,
+        &note,
+    )?;
+    Ok(())
+}
+
 /// Everything a reactive result on `u` sets off beyond the unit itself (see [`record_test`]).
-fn reactive_result(conn: &mut DbConn, actor: &Actor, u: &Unit, marker: &str, now: DateTime<Utc>) -> ApiResult<()> {
+fn reactive_result(
+    conn: &mut DbConn,
+    actor: &Actor,
+    u: &Unit,
+    marker: &str,
+    emergency: Option<&rows::EmergencyRelease>,
+    now: DateTime<Utc>,
+    policy: &Policy,
+) -> ApiResult<()> {
     let mut affected_units: Vec<Unit> = vec![u.clone()];
     let mut quarantined_units: Vec<String> = Vec::new();
     if let Some(donor_id) = u.donor_id {
@@ -931,6 +1163,25 @@ fn reactive_result(conn: &mut DbConn, actor: &Actor, u: &Unit, marker: &str, now
                 "allocation {} ({}, unit {din}) for patient {} (MRN {}) of hospital {}",
                 a.id, a.status, p.id, p.mrn, p.hospital_id
             ));
+            super::tasks::create(
+                conn,
+                actor,
+                super::tasks::NewTaskSpec {
+                    kind: super::tasks::TaskKind::LookForward,
+                    subject_type: "allocation",
+                    subject_id: a.id,
+                    title: format!(
+                        "look forward: {marker} reactive on the donor's unit {}; unit {din} went to patient {} (MRN {}) of hospital {}",
+                        u.din, p.id, p.mrn, p.hospital_id
+                    ),
+                    details: serde_json::json!({"marker": marker, "reactive_unit_id": u.id, "reactive_din": u.din,
+                                                "allocation_id": a.id, "allocation_status": a.status,
+                                                "unit_id": a.unit_id, "din": din, "patient_id": p.id,
+                                                "mrn": p.mrn, "hospital_id": p.hospital_id}),
+                    owner_role: super::tasks::OwnerRole::MedicalDirector,
+                    due_at: super::tasks::due(now, policy.tasks.look_forward_due_hours),
+                },
+            )?;
         }
         recipients.push(serde_json::json!({
             "allocation_id": a.id, "status": a.status, "unit_id": a.unit_id, "din": din,
@@ -938,6 +1189,29 @@ fn reactive_result(conn: &mut DbConn, actor: &Actor, u: &Unit, marker: &str, now
             "patient_id": p.as_ref().map(|p| p.id), "mrn": p.as_ref().map(|p| p.mrn.clone()),
             "hospital_id": p.as_ref().map(|p| p.hospital_id),
         }));
+    }
+    // An emergency release whose unit has not reached anyone still needs following: the unit is
+    // bound to its request, which must not receive it.
+    if let Some(e) = emergency
+        && !recipients.iter().any(|r| r["unit_id"] == u.id)
+    {
+        super::tasks::create(
+            conn,
+            actor,
+            super::tasks::NewTaskSpec {
+                kind: super::tasks::TaskKind::LookForward,
+                subject_type: "unit",
+                subject_id: u.id,
+                title: format!(
+                    "look forward: {marker} reactive on unit {} released in an emergency for request {}; it has not been given: make sure it is not",
+                    u.din, e.request_id
+                ),
+                details: serde_json::json!({"marker": marker, "unit_id": u.id, "din": u.din,
+                                            "request_id": e.request_id}),
+                owner_role: super::tasks::OwnerRole::MedicalDirector,
+                due_at: super::tasks::due(now, policy.tasks.look_forward_due_hours),
+            },
+        )?;
     }
     let released = u.release_kind.is_some();
     // This unit's own latest allocation and recipient, first: who to call.
@@ -1048,6 +1322,13 @@ pub struct ReleaseInput {
         pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
     )]
     pub excursion_disposition: Option<String>,
+    /// Emergency releases: the request the unit is released for; it can be allocated to that
+    /// request only. Required for an emergency release, and only then.
+    #[schema(minimum = 1)]
+    pub request_id: Option<i64>,
+    /// Emergency releases: when the pending results are expected (default now +
+    /// `unit.marker_results_expected_hours`); the follow-up task falls due then.
+    pub results_expected_at: Option<DateTime<Utc>>,
 }
 
 /// Quarantined → available. Standard: every required marker negative. Emergency: a named
@@ -1100,6 +1381,28 @@ pub fn release(
         }
         (false, None) => None,
     };
+    match (input.emergency, input.request_id) {
+        (true, None) => v.push("request_id", "is required for an emergency release"),
+        (false, Some(_)) => v.push("request_id", "is only for an emergency release"),
+        (true, Some(id)) => {
+            v.check(id > 0, "request_id", "must be a positive id");
+        }
+        (false, None) => {}
+    }
+    let results_expected_at = input
+        .results_expected_at
+        .map(|t| utc(stored(t)))
+        .unwrap_or_else(|| super::tasks::due(now, policy.unit.marker_results_expected_hours));
+    v.check(
+        input.results_expected_at.is_none() || input.emergency,
+        "results_expected_at",
+        "is only for an emergency release",
+    );
+    v.check(
+        results_expected_at > now,
+        "results_expected_at",
+        "must be in the future",
+    );
     v.finish()?;
     if disposition.is_some() && !director {
         return Err(ApiError::forbidden(
@@ -1108,6 +1411,32 @@ pub fn release(
     }
     let (u, to) = begin(conn, key, UnitAction::Release, now)?;
     let facts = record(conn, &u)?;
+    if let Some(p) = &physician
+        && p.acknowledged_at < utc(u.collected_at)
+    {
+        return Err(ApiError::field(
+            "physician.acknowledged_at",
+            "must lie between the collection of the unit and now",
+        ));
+    }
+    let bound = match input.request_id.filter(|_| input.emergency) {
+        Some(id) => {
+            // A request named in the body that does not exist is a refusal (422), not a 404.
+            let r = crate::store::requests::find(conn, id)?
+                .ok_or_else(|| ApiError::refused("unknown_request", format!("there is no request {id}"), vec![]))?;
+            if r.status != "open" {
+                return Err(ApiError::conflict(
+                    "request_not_open",
+                    format!(
+                        "request {id} is {}; an emergency release is for an open request",
+                        r.status
+                    ),
+                ));
+            }
+            Some(r)
+        }
+        None => None,
+    };
     if disposition.is_some() && !facts.holds.excursion_pending {
         return Err(ApiError::field(
             "excursion_disposition",
@@ -1150,7 +1479,61 @@ pub fn release(
     data.emergency_physician = physician.as_ref().map(|p| p.name.clone());
     data.emergency_acknowledged_at = physician.as_ref().map(|p| stored(p.acknowledged_at));
     data.updated_at = stored(now);
+    let din = u.din.clone();
     let after = save(conn, actor, "unit.release", u, data, now)?;
+    if let (Some(p), Some(r)) = (&physician, &bound) {
+        // What was still pending or missing is recorded; the follow-up waits for it.
+        let pending: Vec<String> = policy
+            .unit
+            .required_markers
+            .iter()
+            .filter(|m| rules::marker_standing(&facts.results, m) != Some(TestResult::Negative))
+            .cloned()
+            .collect();
+        rows::insert_emergency_release(
+            conn,
+            &rows::NewEmergencyRelease {
+                unit_id: after.id,
+                request_id: r.id,
+                physician: &p.name,
+                acknowledged_at: stored(p.acknowledged_at),
+                pending_markers: &super::to_json(&pending)?,
+                results_expected_at: stored(results_expected_at),
+                released_by: &actor.name,
+                released_at: stored(now),
+            },
+        )?;
+        super::tasks::create(
+            conn,
+            actor,
+            super::tasks::NewTaskSpec {
+                kind: super::tasks::TaskKind::EmergencyReleaseFollowUp,
+                subject_type: "unit",
+                subject_id: after.id,
+                title: format!(
+                    "follow up the results of unit {din} released in an emergency for request {}: {}",
+                    r.id,
+                    if pending.is_empty() {
+                        "none pending".to_owned()
+                    } else {
+                        pending.join(", ")
+                    }
+                ),
+                details: serde_json::json!({"unit_id": after.id, "din": din, "request_id": r.id,
+                                            "patient_id": r.patient_id, "hospital_id": r.hospital_id,
+                                            "physician": p.name, "pending_markers": pending}),
+                owner_role: super::tasks::OwnerRole::Technologist,
+                due_at: results_expected_at,
+            },
+        )?;
+    }
+    let after = match bound {
+        Some(_) => {
+            let fresh = rows::find(conn, after.id)?.ok_or_else(|| ApiError::not_found("unit"))?;
+            view(conn, fresh, now)?
+        }
+        None => after,
+    };
     if let Some(reason) = disposition {
         audit::append(
             conn,
@@ -1681,7 +2064,7 @@ pub struct LabelBarcodes {
     pub blood_group: String,
     /// `=<` + product code.
     pub product: String,
-    /// `&>` + `cyyjjjhhmm` (UTC).
+    /// `&>` + `cyyjjjhhmm`, on the facility's wall clock (scanners read it as local time).
     pub expiry: String,
 }
 
@@ -1699,7 +2082,10 @@ pub struct Label {
     pub collected_at: DateTime<Utc>,
     /// With the hour: the unit lives 24 h.
     pub expires_at: DateTime<Utc>,
+    /// The expiry on the facility's wall clock, with its zone (`26 NOV 2026 06:04 EST`).
     pub expiry_text: String,
+    /// The facility's IANA time zone (`GRANULO_TIMEZONE`).
+    pub time_zone: String,
     pub storage: String,
     pub irradiated: bool,
     pub emergency_release: bool,
@@ -1709,13 +2095,27 @@ pub struct Label {
     pub isbt128: LabelBarcodes,
 }
 
-pub fn label(conn: &mut DbConn, key: &str, facility_name: &str, policy: &Policy) -> ApiResult<Label> {
+/// A time as printed on a label: the facility's wall clock with the zone's abbreviation.
+fn local_text(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz)
+        .format("%d %b %Y %H:%M %Z")
+        .to_string()
+        .to_uppercase()
+}
+
+pub fn label(conn: &mut DbConn, key: &str, facility_name: &str, tz: Tz, policy: &Policy) -> ApiResult<Label> {
     let u = find(conn, key)?;
     let v = view(conn, u, utc(store::now()))?;
     let din = Din::parse(&v.din).map_err(|e| ApiError::internal(anyhow::anyhow!("stored DIN: {e}")))?;
-    let rhd = match v.rhd {
-        Rhd::Positive => "RhD positive",
-        Rhd::Negative => "RhD negative",
+    let rhd = match (v.rhd_pooled, v.rhd) {
+        (true, _) => "RhD pooled",
+        (false, Rhd::Positive) => "RhD positive",
+        (false, Rhd::Negative) => "RhD negative",
+    };
+    let group_code = if v.rhd_pooled {
+        isbt128::pooled_rhd_code(v.abo)
+    } else {
+        isbt128::blood_group_code(v.abo, v.rhd)
     };
     let mut statements = vec!["Do not agitate".to_owned()];
     if v.irradiated {
@@ -1730,7 +2130,7 @@ pub fn label(conn: &mut DbConn, key: &str, facility_name: &str, policy: &Policy)
         statements.push(format!(
             "EMERGENCY RELEASE: not fully tested for infectious markers; released on the authority of {} ({})",
             p.name,
-            p.acknowledged_at.format("%d %b %Y %H:%M UTC")
+            local_text(p.acknowledged_at, tz)
         ));
     }
     statements.extend(
@@ -1756,7 +2156,8 @@ pub fn label(conn: &mut DbConn, key: &str, facility_name: &str, policy: &Policy)
         granulocyte_count: v.granulocyte_count,
         collected_at: v.collected_at,
         expires_at: v.expires_at,
-        expiry_text: v.expires_at.format("%d %b %Y %H:%M UTC").to_string().to_uppercase(),
+        expiry_text: local_text(v.expires_at, tz),
+        time_zone: tz.name().to_owned(),
         storage: format!(
             "Store at {}–{} °C",
             policy.unit.storage_temp_min_c, policy.unit.storage_temp_max_c
@@ -1773,9 +2174,12 @@ pub fn label(conn: &mut DbConn, key: &str, facility_name: &str, policy: &Policy)
         statements,
         isbt128: LabelBarcodes {
             din: format!("={}{}", din.as_text(), din.type3_flags()),
-            blood_group: format!("=%{}00", isbt128::blood_group_code(v.abo, v.rhd)),
+            blood_group: format!("=%{group_code}00"),
             product: format!("=<{}", v.product_code),
-            expiry: format!("&>{}", isbt128::format_date_time(v.expires_at.naive_utc())),
+            expiry: format!(
+                "&>{}",
+                isbt128::format_date_time(v.expires_at.with_timezone(&tz).naive_local())
+            ),
         },
     })
 }

@@ -29,6 +29,7 @@ pub const EVENTS: &[&str] = &[
     "transfusion.outcome_missing",
     "allocation.anti_d_prophylaxis",
     "patient.group_discordant",
+    "task.overdue",
 ];
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]

@@ -4,7 +4,9 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::DbConn;
-use super::schema::{allocations, crossmatch_resolutions, crossmatches, requests};
+use super::schema::{
+    allocation_decisions, allocation_sign_offs, allocations, crossmatch_resolutions, crossmatches, requests,
+};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = allocations)]
@@ -15,8 +17,6 @@ pub struct Allocation {
     pub status: String,
     /// JSON array of the warnings accepted at allocation.
     pub warnings: String,
-    pub override_reason: Option<String>,
-    pub overridden_by: Option<String>,
     pub anti_d_task: bool,
     pub allocated_by: String,
     pub allocated_at: NaiveDateTime,
@@ -34,8 +34,6 @@ pub struct Allocation {
     pub outcome_recorded_by: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
-    pub issue_override_reason: Option<String>,
-    pub issue_overridden_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Insertable, AsChangeset)]
@@ -45,8 +43,6 @@ pub struct AllocationData {
     pub unit_id: i64,
     pub status: String,
     pub warnings: String,
-    pub override_reason: Option<String>,
-    pub overridden_by: Option<String>,
     pub anti_d_task: bool,
     pub allocated_by: String,
     pub allocated_at: NaiveDateTime,
@@ -63,8 +59,6 @@ pub struct AllocationData {
     pub anc_increment_per_ul: Option<i32>,
     pub outcome_recorded_by: Option<String>,
     pub updated_at: NaiveDateTime,
-    pub issue_override_reason: Option<String>,
-    pub issue_overridden_by: Option<String>,
 }
 
 impl From<Allocation> for AllocationData {
@@ -74,8 +68,6 @@ impl From<Allocation> for AllocationData {
             unit_id: a.unit_id,
             status: a.status,
             warnings: a.warnings,
-            override_reason: a.override_reason,
-            overridden_by: a.overridden_by,
             anti_d_task: a.anti_d_task,
             allocated_by: a.allocated_by,
             allocated_at: a.allocated_at,
@@ -92,8 +84,6 @@ impl From<Allocation> for AllocationData {
             anc_increment_per_ul: a.anc_increment_per_ul,
             outcome_recorded_by: a.outcome_recorded_by,
             updated_at: a.updated_at,
-            issue_override_reason: a.issue_override_reason,
-            issue_overridden_by: a.issue_overridden_by,
         }
     }
 }
@@ -170,24 +160,6 @@ pub fn of_unit(conn: &mut DbConn, unit_id: i64) -> QueryResult<Vec<Allocation>> 
         .order(allocations::id.asc())
         .select(Allocation::as_select())
         .load(conn)
-}
-
-/// Allocations accepted with an override (at allocation or at issue), oldest first.
-pub fn overridden(conn: &mut DbConn, after_id: Option<i64>, limit: i64) -> QueryResult<Vec<Allocation>> {
-    let mut query = allocations::table
-        .filter(
-            allocations::override_reason
-                .is_not_null()
-                .or(allocations::issue_override_reason.is_not_null()),
-        )
-        .order(allocations::id.asc())
-        .limit(limit)
-        .select(Allocation::as_select())
-        .into_boxed();
-    if let Some(after) = after_id {
-        query = query.filter(allocations::id.gt(after));
-    }
-    query.load(conn)
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -352,4 +324,140 @@ pub fn of_units(conn: &mut DbConn, unit_ids: &[i64]) -> QueryResult<Vec<Allocati
         .order(allocations::id.asc())
         .select(Allocation::as_select())
         .load(conn)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = allocation_decisions)]
+pub struct Decision {
+    pub id: i64,
+    pub allocation_id: i64,
+    pub stage: String,
+    /// JSON: the findings accepted at this stage, with their tiers.
+    pub findings: String,
+    /// JSON: the codes acknowledged.
+    pub acknowledged: String,
+    pub authorised_by: Option<String>,
+    pub authoriser_role: Option<String>,
+    pub authorised_at: Option<NaiveDateTime>,
+    pub authorisation_reason: Option<String>,
+    pub recorded_by: String,
+    pub recorded_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = allocation_decisions)]
+pub struct NewDecision<'a> {
+    pub allocation_id: i64,
+    pub stage: &'a str,
+    pub findings: &'a str,
+    pub acknowledged: &'a str,
+    pub authorised_by: Option<&'a str>,
+    pub authoriser_role: Option<&'a str>,
+    pub authorised_at: Option<NaiveDateTime>,
+    pub authorisation_reason: Option<&'a str>,
+    pub recorded_by: &'a str,
+    pub recorded_at: NaiveDateTime,
+}
+
+pub fn insert_decision(conn: &mut DbConn, new: &NewDecision<'_>) -> QueryResult<Decision> {
+    let id: i64 = diesel::insert_into(allocation_decisions::table)
+        .values(new)
+        .returning(allocation_decisions::id)
+        .get_result(conn)?;
+    allocation_decisions::table
+        .find(id)
+        .select(Decision::as_select())
+        .first(conn)
+}
+
+pub fn decisions_of(conn: &mut DbConn, allocation_ids: &[i64]) -> QueryResult<Vec<Decision>> {
+    allocation_decisions::table
+        .filter(allocation_decisions::allocation_id.eq_any(allocation_ids))
+        .order(allocation_decisions::id.asc())
+        .select(Decision::as_select())
+        .load(conn)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = allocation_sign_offs)]
+pub struct SignOff {
+    pub id: i64,
+    pub allocation_id: i64,
+    pub through_decision_id: i64,
+    pub comment: String,
+    pub signed_off_by: String,
+    pub signed_off_at: NaiveDateTime,
+}
+
+pub fn insert_sign_off(
+    conn: &mut DbConn,
+    allocation_id: i64,
+    through_decision_id: i64,
+    comment: &str,
+    by: &str,
+    at: NaiveDateTime,
+) -> QueryResult<()> {
+    diesel::insert_into(allocation_sign_offs::table)
+        .values((
+            allocation_sign_offs::allocation_id.eq(allocation_id),
+            allocation_sign_offs::through_decision_id.eq(through_decision_id),
+            allocation_sign_offs::comment.eq(comment),
+            allocation_sign_offs::signed_off_by.eq(by),
+            allocation_sign_offs::signed_off_at.eq(at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn sign_offs_of(conn: &mut DbConn, allocation_ids: &[i64]) -> QueryResult<Vec<SignOff>> {
+    allocation_sign_offs::table
+        .filter(allocation_sign_offs::allocation_id.eq_any(allocation_ids))
+        .order(allocation_sign_offs::id.asc())
+        .select(SignOff::as_select())
+        .load(conn)
+}
+
+/// Allocations with a recorded authorisation, oldest first; with `signed_off`, only those whose
+/// every authorisation is (or is not) covered by a medical director's sign-off.
+pub fn authorised(
+    conn: &mut DbConn,
+    signed_off: Option<bool>,
+    after_id: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<i64>> {
+    use diesel::dsl::{exists, not};
+    let unsigned = allocation_decisions::table
+        .filter(allocation_decisions::authorised_by.is_not_null())
+        .filter(not(exists(
+            allocation_sign_offs::table
+                .filter(allocation_sign_offs::allocation_id.eq(allocation_decisions::allocation_id))
+                .filter(allocation_sign_offs::through_decision_id.ge(allocation_decisions::id)),
+        )));
+    let mut query = allocations::table
+        .filter(exists(
+            allocation_decisions::table
+                .filter(allocation_decisions::allocation_id.eq(allocations::id))
+                .filter(allocation_decisions::authorised_by.is_not_null()),
+        ))
+        .order(allocations::id.asc())
+        .limit(limit)
+        .select(allocations::id)
+        .into_boxed();
+    match signed_off {
+        Some(false) => {
+            query = query.filter(exists(
+                unsigned.filter(allocation_decisions::allocation_id.eq(allocations::id)),
+            ))
+        }
+        Some(true) => {
+            query = query.filter(not(exists(
+                unsigned.filter(allocation_decisions::allocation_id.eq(allocations::id)),
+            )))
+        }
+        None => {}
+    }
+    if let Some(after) = after_id {
+        query = query.filter(allocations::id.gt(after));
+    }
+    query.load(conn)
 }

@@ -18,6 +18,7 @@ pub mod policy;
 pub mod requests;
 pub mod schema;
 pub mod sessions;
+pub mod tasks;
 pub mod throttle;
 pub mod units;
 pub mod users;

@@ -20,16 +20,17 @@ pub struct Patient {
     pub abo: String,
     pub rhd: String,
     pub cmv: String,
-    pub childbearing_potential: bool,
     /// JSON array of antibody specificities.
     pub hla_antibodies: String,
     pub granulocyte_antibodies: bool,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// As the record states it; `None`: derived from sex and age.
+    pub childbearing_potential_stated: Option<bool>,
 }
 
 #[derive(Debug, Clone, Insertable, AsChangeset)]
-#[diesel(table_name = patients)]
+#[diesel(table_name = patients, treat_none_as_null = true)]
 pub struct PatientData {
     pub hospital_id: i64,
     pub mrn: String,
@@ -41,7 +42,7 @@ pub struct PatientData {
     pub abo: String,
     pub rhd: String,
     pub cmv: String,
-    pub childbearing_potential: bool,
+    pub childbearing_potential_stated: Option<bool>,
     pub hla_antibodies: String,
     pub granulocyte_antibodies: bool,
     pub updated_at: NaiveDateTime,

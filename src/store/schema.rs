@@ -245,6 +245,9 @@ diesel::table! {
         id -> BigInt,
         unit_id -> BigInt,
         din -> Text,
+        abo -> Nullable<Text>,
+        rhd -> Nullable<Text>,
+        collected_at -> Nullable<Timestamp>,
     }
 }
 
@@ -348,11 +351,11 @@ diesel::table! {
         abo -> Text,
         rhd -> Text,
         cmv -> Text,
-        childbearing_potential -> Bool,
         hla_antibodies -> Text,
         granulocyte_antibodies -> Bool,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        childbearing_potential_stated -> Nullable<Bool>,
     }
 }
 
@@ -428,8 +431,6 @@ diesel::table! {
         unit_id -> BigInt,
         status -> Text,
         warnings -> Text,
-        override_reason -> Nullable<Text>,
-        overridden_by -> Nullable<Text>,
         anti_d_task -> Bool,
         allocated_by -> Text,
         allocated_at -> Timestamp,
@@ -447,8 +448,6 @@ diesel::table! {
         outcome_recorded_by -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
-        issue_override_reason -> Nullable<Text>,
-        issue_overridden_by -> Nullable<Text>,
     }
 }
 
@@ -511,6 +510,75 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    allocation_decisions (id) {
+        id -> BigInt,
+        allocation_id -> BigInt,
+        stage -> Text,
+        findings -> Text,
+        acknowledged -> Text,
+        authorised_by -> Nullable<Text>,
+        authoriser_role -> Nullable<Text>,
+        authorised_at -> Nullable<Timestamp>,
+        authorisation_reason -> Nullable<Text>,
+        recorded_by -> Text,
+        recorded_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    allocation_sign_offs (id) {
+        id -> BigInt,
+        allocation_id -> BigInt,
+        through_decision_id -> BigInt,
+        comment -> Text,
+        signed_off_by -> Text,
+        signed_off_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    tasks (id) {
+        id -> BigInt,
+        kind -> Text,
+        status -> Text,
+        subject_type -> Text,
+        subject_id -> BigInt,
+        title -> Text,
+        details -> Text,
+        owner_role -> Text,
+        due_at -> Timestamp,
+        dedup_key -> Text,
+        created_by -> Text,
+        created_at -> Timestamp,
+        completed_by -> Nullable<Text>,
+        completed_at -> Nullable<Timestamp>,
+        note -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    emergency_releases (id) {
+        id -> BigInt,
+        unit_id -> BigInt,
+        request_id -> BigInt,
+        physician -> Text,
+        acknowledged_at -> Timestamp,
+        pending_markers -> Text,
+        results_expected_at -> Timestamp,
+        released_by -> Text,
+        released_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    unit_supply (unit_id) {
+        unit_id -> BigInt,
+        rhd_pooled -> Bool,
+        labelled_expires_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::joinable!(users -> hospitals (hospital_id));
 diesel::joinable!(api_clients -> hospitals (hospital_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
@@ -541,6 +609,11 @@ diesel::joinable!(unit_inspections -> allocations (allocation_id));
 diesel::joinable!(crossmatch_resolutions -> crossmatches (crossmatch_id));
 diesel::joinable!(sample_typings -> samples (sample_id));
 diesel::joinable!(sample_typings -> patients (patient_id));
+diesel::joinable!(allocation_decisions -> allocations (allocation_id));
+diesel::joinable!(allocation_sign_offs -> allocations (allocation_id));
+diesel::joinable!(emergency_releases -> units (unit_id));
+diesel::joinable!(emergency_releases -> requests (request_id));
+diesel::joinable!(unit_supply -> units (unit_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     hospitals,
@@ -577,4 +650,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     unit_inspections,
     crossmatch_resolutions,
     sample_typings,
+    allocation_decisions,
+    allocation_sign_offs,
+    tasks,
+    emergency_releases,
+    unit_supply,
 );

@@ -5,8 +5,8 @@ use diesel::prelude::*;
 
 use super::DbConn;
 use super::schema::{
-    din_sequences, excursion_dispositions, storage_readings, unit_excursions, unit_inspections, unit_pool_members,
-    unit_tests, units,
+    din_sequences, emergency_releases, excursion_dispositions, storage_readings, unit_excursions, unit_inspections,
+    unit_pool_members, unit_supply, unit_tests, units,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -286,22 +286,112 @@ pub fn list(conn: &mut DbConn, f: &UnitFilter, limit: i64) -> QueryResult<Vec<Un
     query.load(conn)
 }
 
-pub fn insert_pool_members(conn: &mut DbConn, unit_id: i64, dins: &[String]) -> QueryResult<()> {
+/// One contributing donation of a pool, with what the supplier says about it.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = unit_pool_members)]
+pub struct PoolMember {
+    pub unit_id: i64,
+    pub din: String,
+    pub abo: Option<String>,
+    pub rhd: Option<String>,
+    pub collected_at: Option<NaiveDateTime>,
+}
+
+pub fn insert_pool_members(conn: &mut DbConn, members: &[PoolMember]) -> QueryResult<()> {
     // One statement per member: multi-row inserts are not dispatched by MultiConnection.
-    for din in dins {
+    for m in members {
         diesel::insert_into(unit_pool_members::table)
-            .values((unit_pool_members::unit_id.eq(unit_id), unit_pool_members::din.eq(din)))
+            .values((
+                unit_pool_members::unit_id.eq(m.unit_id),
+                unit_pool_members::din.eq(&m.din),
+                unit_pool_members::abo.eq(&m.abo),
+                unit_pool_members::rhd.eq(&m.rhd),
+                unit_pool_members::collected_at.eq(m.collected_at),
+            ))
             .execute(conn)?;
     }
     Ok(())
 }
 
-/// (unit id, member DIN) of the given units, in the order they were recorded.
-pub fn pool_members_of(conn: &mut DbConn, unit_ids: &[i64]) -> QueryResult<Vec<(i64, String)>> {
+/// The members of the given units, in the order they were recorded.
+pub fn pool_members_of(conn: &mut DbConn, unit_ids: &[i64]) -> QueryResult<Vec<PoolMember>> {
     unit_pool_members::table
         .filter(unit_pool_members::unit_id.eq_any(unit_ids))
         .order(unit_pool_members::id.asc())
-        .select((unit_pool_members::unit_id, unit_pool_members::din))
+        .select(PoolMember::as_select())
+        .load(conn)
+}
+
+/// The pools a donation (by its DIN) went into.
+pub fn pools_with_member(conn: &mut DbConn, din: &str) -> QueryResult<Vec<i64>> {
+    unit_pool_members::table
+        .filter(unit_pool_members::din.eq(din))
+        .order(unit_pool_members::unit_id.asc())
+        .select(unit_pool_members::unit_id)
+        .load(conn)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = unit_supply)]
+pub struct Supply {
+    pub unit_id: i64,
+    pub rhd_pooled: bool,
+    pub labelled_expires_at: Option<NaiveDateTime>,
+}
+
+pub fn insert_supply(conn: &mut DbConn, supply: &Supply) -> QueryResult<()> {
+    diesel::insert_into(unit_supply::table).values(supply).execute(conn)?;
+    Ok(())
+}
+
+pub fn supply_of(conn: &mut DbConn, unit_ids: &[i64]) -> QueryResult<Vec<Supply>> {
+    unit_supply::table
+        .filter(unit_supply::unit_id.eq_any(unit_ids))
+        .select(Supply::as_select())
+        .load(conn)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = emergency_releases)]
+pub struct EmergencyRelease {
+    pub id: i64,
+    pub unit_id: i64,
+    pub request_id: i64,
+    pub physician: String,
+    pub acknowledged_at: NaiveDateTime,
+    /// JSON array of the required markers still pending or missing at release.
+    pub pending_markers: String,
+    pub results_expected_at: NaiveDateTime,
+    pub released_by: String,
+    pub released_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = emergency_releases)]
+pub struct NewEmergencyRelease<'a> {
+    pub unit_id: i64,
+    pub request_id: i64,
+    pub physician: &'a str,
+    pub acknowledged_at: NaiveDateTime,
+    pub pending_markers: &'a str,
+    pub results_expected_at: NaiveDateTime,
+    pub released_by: &'a str,
+    pub released_at: NaiveDateTime,
+}
+
+pub fn insert_emergency_release(conn: &mut DbConn, new: &NewEmergencyRelease<'_>) -> QueryResult<()> {
+    diesel::insert_into(emergency_releases::table)
+        .values(new)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Emergency releases of the given units, oldest first (the latest one binds the unit).
+pub fn emergency_releases_of(conn: &mut DbConn, unit_ids: &[i64]) -> QueryResult<Vec<EmergencyRelease>> {
+    emergency_releases::table
+        .filter(emergency_releases::unit_id.eq_any(unit_ids))
+        .order(emergency_releases::id.asc())
+        .select(EmergencyRelease::as_select())
         .load(conn)
 }
 

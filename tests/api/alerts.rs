@@ -48,14 +48,22 @@ fn keys(list: &[Value]) -> Vec<String> {
     k
 }
 
-/// A supplier unit released to `available` (emergency release by a medical director).
+/// A supplier unit released to `available` with every required marker negative.
 async fn available_unit(app: &mut TestApp, tech: &str, din: &str) -> i64 {
     let unit = supplier_unit(app, tech, din, now_minute() - TimeDelta::hours(1)).await;
-    let director = app.token_for("medical_director").await;
+    for marker in required_markers(app, tech).await {
+        app.post(
+            &format!("/api/v1/units/{unit}/tests"),
+            Some(tech),
+            &json!({"marker": marker, "result": "negative"}),
+        )
+        .await
+        .ok(200);
+    }
     app.post(
         &format!("/api/v1/units/{unit}/release"),
-        Some(&director),
-        &json!({"emergency": true, "physician": {"name": "Dr A", "acknowledged_at": ts(now_minute())}}),
+        Some(tech),
+        &json!({"emergency": false}),
     )
     .await
     .ok(200);
@@ -188,7 +196,7 @@ async fn requests_allocations_and_collections_are_watched(backend: Backend) {
     app.post(
         &format!("/api/v1/units/{unit}/release"),
         Some(&director),
-        &json!({"emergency": true, "physician": {"name": "Dr A", "acknowledged_at": ts(now)}}),
+        &json!({"emergency": true, "request_id": request, "physician": {"name": "Dr A", "acknowledged_at": ts(now)}}),
     )
     .await
     .ok(200);
@@ -244,13 +252,25 @@ async fn requests_allocations_and_collections_are_watched(backend: Backend) {
     .await
     .ok(200);
     assert_eq!(scan_at(&app, now + TimeDelta::hours(23)).raised, 0);
-    assert_eq!(scan_at(&app, now + TimeDelta::hours(25)).raised, 1);
+    // A day on: no outcome recorded, and the emergency release's results are overdue.
+    assert_eq!(scan_at(&app, now + TimeDelta::hours(25)).raised, 2);
     assert_eq!(
         alerts(&app, &tech, "status=open&kind=transfusion.outcome_missing")
             .await
             .len(),
         1
     );
+    let overdue = alerts(&app, &tech, "status=open&kind=task.overdue").await;
+    assert_eq!(overdue.len(), 1);
+    let tasks = app
+        .get(
+            "/api/v1/tasks?kind=emergency_release_follow_up&status=open",
+            Some(&tech),
+        )
+        .await;
+    let task = tasks.ok(200)["items"][0].clone();
+    assert_eq!(overdue[0]["details"]["task"], task["id"], "{}", overdue[0]);
+    assert_eq!(task["subject_id"], unit);
     assert_eq!(
         alerts(&app, &tech, "status=open&kind=sample.expiring").await.len(),
         0,

@@ -115,6 +115,9 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/allocations/{id}/return"),
     ("post", "/api/v1/allocations/{id}/cancel"),
     ("post", "/api/v1/allocations/{id}/transfusion"),
+    ("post", "/api/v1/allocations/{id}/sign-off"),
+    ("get", "/api/v1/tasks"),
+    ("post", "/api/v1/tasks/{id}/complete"),
     ("post", "/api/v1/crossmatches"),
     ("get", "/api/v1/crossmatches"),
     ("post", "/api/v1/crossmatches/{id}/resolve"),
@@ -271,8 +274,8 @@ async fn schema_matches_database(backend: Backend) {
         .load(conn)
         .expect("alerts");
     unit_pool_members::table
-        .select(unit_pool_members::all_columns)
-        .load::<(i64, i64, String)>(conn)
+        .select(granulo::store::units::PoolMember::as_select())
+        .load(conn)
         .expect("unit_pool_members");
     din_sequences::table
         .select(din_sequences::all_columns)
@@ -334,4 +337,24 @@ async fn schema_matches_database(backend: Backend) {
         .select(granulo::store::patients::TypingRow::as_select())
         .load(conn)
         .expect("sample_typings");
+    allocation_decisions::table
+        .select(granulo::store::allocations::Decision::as_select())
+        .load(conn)
+        .expect("allocation_decisions");
+    allocation_sign_offs::table
+        .select(granulo::store::allocations::SignOff::as_select())
+        .load(conn)
+        .expect("allocation_sign_offs");
+    tasks::table
+        .select(granulo::store::tasks::Task::as_select())
+        .load(conn)
+        .expect("tasks");
+    emergency_releases::table
+        .select(granulo::store::units::EmergencyRelease::as_select())
+        .load(conn)
+        .expect("emergency_releases");
+    unit_supply::table
+        .select(granulo::store::units::Supply::as_select())
+        .load(conn)
+        .expect("unit_supply");
 }

@@ -5,6 +5,7 @@ mod helpers;
 mod alerts;
 mod audit;
 mod auth;
+mod bank;
 mod cli;
 mod collections;
 #[cfg(unix)]
@@ -13,6 +14,7 @@ mod donors;
 mod errors;
 mod health;
 mod isbt128;
+mod judgement;
 mod migration;
 mod policy;
 mod requests;

@@ -241,45 +241,107 @@ async fn allocation_refusals_and_overrides(backend: Backend) {
         .ok(201)["id"]
         .as_i64()
         .expect("request");
-    let allocate = |token: &str, unit: i64, reason: Option<&str>| {
+    let allocate = |token: &str, unit: i64, extra: Value| {
         let (app, token) = (&app, token.to_owned());
-        let body = match reason {
-            Some(r) => json!({"unit_id": unit, "override_reason": r}),
-            None => json!({"unit_id": unit}),
-        };
+        let mut body = json!({"unit_id": unit});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
         async move {
             app.post(&format!("/api/v1/requests/{request}/allocations"), Some(&token), &body)
                 .await
         }
     };
     let (group_a, _) = ready_unit(&app, &tech, "A", "negative").await;
-    let refused = allocate(&tech, group_a, None).await;
+    let refused = allocate(&tech, group_a, json!({})).await;
     assert_eq!(
         reason_codes(refused.problem(422, "incompatible")),
         vec!["abo_incompatible"]
     );
 
+    // RhD-positive unit for an RhD-negative woman of childbearing potential: authorise tier.
+    // The night technologist records who authorised it by phone; no director login needed.
     let (rh_pos, _) = ready_unit(&app, &tech, "O", "positive").await;
-    let warned = allocate(&tech, rh_pos, None).await;
+    let refused = allocate(&tech, rh_pos, json!({})).await;
     assert_eq!(
-        reason_codes(warned.problem(422, "override_required")),
+        reason_codes(refused.problem(422, "authorisation_required")),
         vec!["rhd_mismatch"]
     );
-    allocate(&tech, rh_pos, Some("no RhD-negative unit in time"))
+    allocate(&tech, rh_pos, json!({"acknowledge": ["rhd_mismatch"]}))
         .await
-        .problem(403, "forbidden");
-    let ok = allocate(&director, rh_pos, Some("no RhD-negative unit in time")).await;
-    assert_eq!(ok.ok(201)["anti_d_task"], true);
-    assert_eq!(ok.body["warnings"][0]["code"], "rhd_mismatch");
-    let alerts = app.get("/api/v1/alerts?status=open", Some(&tech)).await;
-    assert_eq!(alerts.ok(200)["items"][0]["kind"], "allocation.anti_d_prophylaxis");
+        .problem(422, "authorisation_required");
+    let authorisation = json!({"by": "Dr Okafor", "role": "on-call haematologist",
+                               "at": ts(now_minute()), "reason": "no RhD-negative unit in time"});
+    allocate(
+        &tech,
+        rh_pos,
+        json!({"authorisation": {"by": " ", "role": "x", "at": ts(now_minute()), "reason": "y"}}),
+    )
+    .await
+    .problem(400, "validation_failed");
+    let ok = allocate(&tech, rh_pos, json!({"authorisation": authorisation})).await;
+    let body = ok.ok(201).clone();
+    let allocation = body["id"].as_i64().expect("allocation");
+    assert_eq!(body["anti_d_task"], true);
+    assert_eq!(body["warnings"][0]["code"], "rhd_mismatch");
+    assert_eq!(body["warnings"][0]["severity"], "authorise");
+    assert_eq!(body["authorisations"][0]["by"], "Dr Okafor");
+    assert!(
+        body["authorisations"][0]["recorded_by"]
+            .as_str()
+            .is_some_and(|by| by.starts_with("technologist-")),
+        "{body}"
+    );
+    assert_eq!(body["authorisations"][0]["signed_off"], false);
+    assert_eq!(body["awaiting_sign_off"], true);
+    // The anti-D task comes with the transfusion, not the allocation.
+    let alerts = app
+        .get(
+            "/api/v1/alerts?status=open&kind=allocation.anti_d_prophylaxis",
+            Some(&tech),
+        )
+        .await;
+    assert_eq!(alerts.ok(200)["items"].as_array().map(Vec::len), Some(0));
+    // The exceptions report lists it until a medical director signs it off.
+    let waiting = |signed: &'static str| {
+        let (app, tech) = (&app, &tech);
+        async move {
+            app.get(&format!("/api/v1/reports/exceptions?signed_off={signed}"), Some(tech))
+                .await
+                .ok(200)["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|e| e["allocation_id"].as_i64().unwrap_or_default())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(waiting("false").await, vec![allocation]);
     let report = app.get("/api/v1/reports/exceptions", Some(&tech)).await;
     assert_eq!(
-        report.ok(200)["items"][0]["override_reason"],
+        report.ok(200)["items"][0]["authorisations"][0]["reason"],
         "no RhD-negative unit in time"
     );
+    let sign_off = |token: &str| {
+        let (app, token) = (&app, token.to_owned());
+        async move {
+            app.post(
+                &format!("/api/v1/allocations/{allocation}/sign-off"),
+                Some(&token),
+                &json!({"comment": "reviewed; appropriate"}),
+            )
+            .await
+        }
+    };
+    sign_off(&tech).await.problem(403, "forbidden");
+    let signed = sign_off(&director).await;
+    assert_eq!(signed.ok(200)["awaiting_sign_off"], false);
+    assert_eq!(signed.body["sign_offs"][0]["comment"], "reviewed; appropriate");
+    sign_off(&director).await.problem(409, "nothing_to_sign_off");
+    assert_eq!(waiting("false").await, Vec::<i64>::new());
+    assert_eq!(waiting("true").await, vec![allocation]);
     // Taken already: 409, whoever asks.
-    allocate(&director, rh_pos, Some("again"))
+    allocate(&director, rh_pos, json!({"authorisation": authorisation}))
         .await
         .problem(409, "unit_not_available");
     let quarantined = app
@@ -292,9 +354,9 @@ async fn allocation_refusals_and_overrides(backend: Backend) {
         )
         .await;
     let q = quarantined.ok(201)["id"].as_i64().expect("id");
-    allocate(&tech, q, None).await.problem(409, "unit_not_available");
+    allocate(&tech, q, json!({})).await.problem(409, "unit_not_available");
     // A missing unit in the body is a refusal; 404 is kept for the request in the URL.
-    allocate(&tech, 999_999, None).await.problem(422, "unknown_unit");
+    allocate(&tech, 999_999, json!({})).await.problem(422, "unknown_unit");
     app.post(
         "/api/v1/requests/999999/allocations",
         Some(&tech),
@@ -302,7 +364,7 @@ async fn allocation_refusals_and_overrides(backend: Backend) {
     )
     .await
     .problem(404, "not_found");
-    allocate(&hosp, q, None).await.problem(403, "forbidden");
+    allocate(&hosp, q, json!({})).await.problem(403, "forbidden");
 }
 
 async fn issue_checks_every_gate(backend: Backend) {
@@ -335,7 +397,7 @@ async fn issue_checks_every_gate(backend: Backend) {
     app.post(
         &format!("/api/v1/units/{id}/release"),
         Some(&director),
-        &json!({"emergency": true, "physician": {"name": "Dr Osler", "acknowledged_at": ts(now_minute())}}),
+        &json!({"emergency": true, "request_id": request, "physician": {"name": "Dr Osler", "acknowledged_at": ts(now_minute())}}),
     )
     .await
     .ok(200);

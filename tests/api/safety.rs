@@ -6,6 +6,7 @@
 use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
 
+use crate::bank::*;
 use crate::both_backends;
 use crate::helpers::*;
 
@@ -23,187 +24,6 @@ both_backends!(
     issue_reassesses_what_changed_since_allocation,
 );
 
-struct Bank {
-    app: TestApp,
-    tech: String,
-    director: String,
-    hosp: String,
-}
-
-async fn bank(backend: Backend) -> Bank {
-    let mut app = spawn(backend).await;
-    let tech = app.token_for("technologist").await;
-    let director = app.token_for("medical_director").await;
-    let (_, hosp) = hospital(&mut app).await;
-    Bank {
-        app,
-        tech,
-        director,
-        hosp,
-    }
-}
-
-impl Bank {
-    async fn patient(&self, body: &Value) -> i64 {
-        self.app.post("/api/v1/patients", Some(&self.hosp), body).await.ok(201)["id"]
-            .as_i64()
-            .expect("patient")
-    }
-
-    async fn request(&self, body: &Value) -> i64 {
-        self.app.post("/api/v1/requests", Some(&self.hosp), body).await.ok(201)["id"]
-            .as_i64()
-            .expect("request")
-    }
-
-    /// A supplier unit collected `hours_ago`, with every marker result recorded as `result`
-    /// (not released).
-    async fn supplier_unit(&self, abo: &str, rhd: &str, cmv: &str, hours_ago: i64) -> (i64, String) {
-        let din = next_din();
-        let body = json!({"source": {"type": "external", "supplier": "Regional centre", "din": din, "abo": abo,
-                                     "rhd": rhd, "collected_at": ts(now_minute() - TimeDelta::hours(hours_ago)),
-                                     "cmv": cmv},
-                          "product_code": PRODUCT, "volume_ml": 250, "granulocyte_count": 5e10});
-        let id = self.app.post("/api/v1/units", Some(&self.tech), &body).await.ok(201)["id"]
-            .as_i64()
-            .expect("unit");
-        self.app
-            .post(
-                &format!("/api/v1/units/{id}/irradiation"),
-                Some(&self.tech),
-                &json!({"dose_gy": 25}),
-            )
-            .await
-            .ok(200);
-        (id, din)
-    }
-
-    async fn negative_markers(&self, unit: i64) {
-        for marker in required_markers(&self.app, &self.tech).await {
-            self.app
-                .post(
-                    &format!("/api/v1/units/{unit}/tests"),
-                    Some(&self.tech),
-                    &json!({"marker": marker, "result": "negative"}),
-                )
-                .await
-                .ok(200);
-        }
-    }
-
-    async fn release(&self, unit: i64) {
-        self.app
-            .post(
-                &format!("/api/v1/units/{unit}/release"),
-                Some(&self.tech),
-                &json!({"emergency": false}),
-            )
-            .await
-            .ok(200);
-    }
-
-    /// The unit of a completed collection (quarantined, not irradiated).
-    async fn collection_unit(&self, collection: i64) -> i64 {
-        self.app
-            .post(
-                "/api/v1/units",
-                Some(&self.tech),
-                &json!({"source": {"type": "collection", "collection_id": collection}, "product_code": PRODUCT,
-                        "volume_ml": 250, "granulocyte_count": 5e10}),
-            )
-            .await
-            .ok(201)["id"]
-            .as_i64()
-            .expect("unit")
-    }
-
-    /// Released, irradiated, every marker negative.
-    async fn ready(&self, abo: &str, rhd: &str, cmv: &str, hours_ago: i64) -> (i64, String) {
-        let (id, din) = self.supplier_unit(abo, rhd, cmv, hours_ago).await;
-        self.negative_markers(id).await;
-        self.release(id).await;
-        (id, din)
-    }
-
-    async fn allocate(&self, token: &str, request: i64, body: Value) -> Reply {
-        self.app
-            .post(&format!("/api/v1/requests/{request}/allocations"), Some(token), &body)
-            .await
-    }
-
-    async fn sample(&self, patient: i64) -> i64 {
-        self.app
-            .post(
-                &format!("/api/v1/patients/{patient}/samples"),
-                Some(&self.hosp),
-                &json!({"drawn_at": ts(now_minute() - TimeDelta::minutes(30)),
-                        "transfused_or_pregnant_within_3_months": true}),
-            )
-            .await
-            .ok(201)["id"]
-            .as_i64()
-            .expect("sample")
-    }
-
-    async fn crossmatch(&self, unit: i64, sample: i64, result: &str) -> i64 {
-        self.app
-            .post(
-                "/api/v1/crossmatches",
-                Some(&self.tech),
-                &json!({"unit_id": unit, "sample_id": sample, "result": result, "method": "iat"}),
-            )
-            .await
-            .ok(201)["id"]
-            .as_i64()
-            .expect("crossmatch")
-    }
-
-    async fn issue(&self, token: &str, allocation: i64, body: Value) -> Reply {
-        self.app
-            .post(&format!("/api/v1/allocations/{allocation}/issue"), Some(token), &body)
-            .await
-    }
-
-    async fn unit(&self, unit: i64) -> Value {
-        self.app
-            .get(&format!("/api/v1/units/{unit}"), Some(&self.tech))
-            .await
-            .ok(200)
-            .clone()
-    }
-
-    async fn compatibility(&self, unit: i64, patient: i64) -> Value {
-        self.app
-            .get(
-                &format!("/api/v1/compatibility?unit_id={unit}&patient_id={patient}"),
-                Some(&self.tech),
-            )
-            .await
-            .ok(200)
-            .clone()
-    }
-
-    async fn open_alerts(&self, kind: &str) -> Vec<Value> {
-        self.app
-            .get(&format!("/api/v1/alerts?status=open&kind={kind}"), Some(&self.tech))
-            .await
-            .ok(200)["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Moves a stored time of a unit (the tests' clock).
-    fn set_unit_expiry(&self, unit: i64, expires_at: chrono::DateTime<Utc>) {
-        use granulo::store::units;
-        let mut conn = self.app.state.pool.get().expect("conn");
-        let found = units::find(&mut conn, unit).expect("query").expect("unit");
-        let mut data = units::UnitData::from(found);
-        data.expires_at = expires_at.naive_utc();
-        units::update(&mut conn, unit, &data).expect("update");
-    }
-}
-
 fn codes(r: &Value) -> Vec<String> {
     reason_codes(r)
 }
@@ -212,6 +32,8 @@ fn codes(r: &Value) -> Vec<String> {
 /// releasable (the latest result won).
 async fn a_reactive_result_is_never_cleared_by_a_later_negative(backend: Backend) {
     let b = bank(backend).await;
+    let patient = b.patient(&patient_body("RR-1", "O", "negative", "male")).await;
+    let request = b.request(&request_body(patient, 1)).await;
     let (unit, _) = b.supplier_unit("O", "negative", "negative", 1).await;
     b.negative_markers(unit).await;
     for result in ["positive", "negative"] {
@@ -228,7 +50,8 @@ async fn a_reactive_result_is_never_cleared_by_a_later_negative(backend: Backend
         (&b.tech, json!({"emergency": false})),
         (
             &b.director,
-            json!({"emergency": true, "physician": {"name": "Dr Night", "acknowledged_at": ts(now_minute())}}),
+            json!({"emergency": true, "request_id": request,
+                   "physician": {"name": "Dr Night", "acknowledged_at": ts(now_minute())}}),
         ),
     ] {
         let refused = b
@@ -926,26 +749,22 @@ async fn issue_reassesses_what_changed_since_allocation(backend: Backend) {
         .ok(200);
     let refused = b.issue(&b.tech, allocation, json!({"scanned_din": din})).await;
     assert_eq!(
-        codes(refused.problem(422, "override_required")),
+        codes(refused.problem(422, "authorisation_required")),
         vec!["hla_untyped_locus"]
     );
-    b.issue(
-        &b.tech,
-        allocation,
-        json!({"scanned_din": din, "override_reason": "no typed donor in time"}),
-    )
-    .await
-    .problem(403, "forbidden");
+    let authorisation = json!({"by": "Dr Hale", "role": "on-call haematologist", "at": ts(now_minute()),
+                               "reason": "no typed donor in time"});
     let issued = b
         .issue(
-            &b.director,
+            &b.tech,
             allocation,
-            json!({"scanned_din": din, "override_reason": "no typed donor in time; haematologist informed"}),
+            json!({"scanned_din": din, "authorisation": authorisation}),
         )
         .await;
     assert_eq!(issued.ok(200)["status"], "issued");
     assert_eq!(issued.body["warnings"][0]["code"], "hla_untyped_locus");
-    assert!(issued.body["issue_overridden_by"].is_string());
+    assert_eq!(issued.body["authorisations"][0]["stage"], "issue");
+    assert_eq!(issued.body["authorisations"][0]["by"], "Dr Hale");
     let report = b.app.get("/api/v1/reports/exceptions", Some(&b.tech)).await;
     assert_eq!(report.ok(200)["items"][0]["allocation_id"], allocation);
 
@@ -963,7 +782,7 @@ async fn issue_reassesses_what_changed_since_allocation(backend: Backend) {
         .issue(
             &b.director,
             second_allocation,
-            json!({"scanned_din": second_din, "override_reason": "need it"}),
+            json!({"scanned_din": second_din, "authorisation": authorisation}),
         )
         .await;
     let reasons = codes(refused.problem(422, "issue_refused"));

@@ -313,6 +313,19 @@ fn cases(policy: &Value) -> Vec<Case> {
             Staff,
             Some(json!({"unit_id": 999999, "sample_id": 999999, "result": "compatible", "method": "iat"})),
         ),
+        case(
+            "post",
+            "/api/v1/allocations/{id}/sign-off",
+            Director,
+            Some(json!({"comment": "review"})),
+        ),
+        case("get", "/api/v1/tasks", Staff, None),
+        case(
+            "post",
+            "/api/v1/tasks/{id}/complete",
+            Staff,
+            Some(json!({"note": "review"})),
+        ),
         case("get", "/api/v1/crossmatches", Staff, None),
         case("post", "/api/v1/crossmatches/{id}/resolve", Director, reason()),
         compatibility,
@@ -808,6 +821,7 @@ async fn pages_and_bodies_are_bounded(backend: Backend) {
         "/api/v1/requests",
         "/api/v1/reports/exceptions",
         "/api/v1/crossmatches",
+        "/api/v1/tasks",
     ];
     // Lists that are not paged: a handful of rows an admin configured.
     let unpaged = ["/api/v1/webhooks", "/api/v1/jobs"];

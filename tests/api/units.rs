@@ -338,6 +338,14 @@ async fn release_requires_tests_or_a_physician(backend: Backend) {
         .ok(201)["id"]
         .as_i64()
         .expect("id");
+    let (_, hosp) = hospital(&mut app).await;
+    let patient = typed_patient(&app, &hosp, &tech, &patient_body("ER-1", "A", "positive", "male")).await;
+    let request = app
+        .post("/api/v1/requests", Some(&hosp), &request_body(patient, 1))
+        .await
+        .ok(201)["id"]
+        .as_i64()
+        .expect("request");
     let release = |token: &str, body: Value| {
         let path = format!("/api/v1/units/{id}/release");
         let (app, token) = (&app, token.to_owned());
@@ -369,15 +377,39 @@ async fn release_requires_tests_or_a_physician(backend: Backend) {
     )
     .await
     .problem(400, "validation_failed");
+    // An emergency release is for one request.
+    let physician = json!({"name": "Dr Fleming", "acknowledged_at": ts(now_minute())});
+    release(&director, json!({"emergency": true, "physician": physician}))
+        .await
+        .problem(400, "validation_failed");
+    release(
+        &director,
+        json!({"emergency": true, "request_id": 999_999, "physician": physician}),
+    )
+    .await
+    .problem(422, "unknown_request");
+    release(
+        &director,
+        json!({"emergency": true, "request_id": request,
+               "physician": {"name": "Dr Fleming", "acknowledged_at": ts(collected - TimeDelta::minutes(5))}}),
+    )
+    .await
+    .problem(400, "validation_failed");
     let ok = release(
         &director,
-        json!({"emergency": true, "physician": {"name": "Dr Fleming", "acknowledged_at": ts(now_minute())}}),
+        json!({"emergency": true, "request_id": request, "physician": physician}),
     )
     .await;
     let unit = ok.ok(200);
     assert_eq!(unit["status"], "available");
     assert_eq!(unit["release"]["kind"], "emergency");
     assert_eq!(unit["release"]["physician"]["name"], "Dr Fleming");
+    assert_eq!(unit["release"]["request_id"], request);
+    assert_eq!(
+        unit["release"]["pending_markers"].as_array().map(Vec::len),
+        Some(8),
+        "{unit}"
+    );
     let label = app.get(&format!("/api/v1/units/{id}/label"), Some(&tech)).await;
     assert_eq!(label.ok(200)["emergency_release"], true);
     assert!(label.text.contains("EMERGENCY RELEASE") && label.text.contains("Dr Fleming"));
@@ -428,7 +460,7 @@ async fn release_requires_tests_or_a_physician(backend: Backend) {
     // A positive marker blocks even an emergency release.
     let again = release(
         &director,
-        json!({"emergency": true, "physician": {"name": "Dr Fleming", "acknowledged_at": ts(now_minute())}}),
+        json!({"emergency": true, "request_id": request, "physician": physician}),
     )
     .await;
     assert_eq!(

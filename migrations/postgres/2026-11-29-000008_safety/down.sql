@@ -13,8 +13,6 @@ DROP TRIGGER crossmatches_append_only ON crossmatches;
 DROP TRIGGER unit_tests_no_truncate ON unit_tests;
 DROP TRIGGER unit_tests_append_only ON unit_tests;
 DROP FUNCTION results_append_only();
-ALTER TABLE allocations DROP COLUMN issue_overridden_by;
-ALTER TABLE allocations DROP COLUMN issue_override_reason;
 ALTER TABLE deferrals DROP COLUMN source_unit_id;
 ALTER TABLE requests DROP COLUMN irradiated;
 DROP TABLE sample_typings;

@@ -12,8 +12,6 @@ DROP TRIGGER crossmatches_append_only_delete;
 DROP TRIGGER crossmatches_append_only_update;
 DROP TRIGGER unit_tests_append_only_delete;
 DROP TRIGGER unit_tests_append_only_update;
-ALTER TABLE allocations DROP COLUMN issue_overridden_by;
-ALTER TABLE allocations DROP COLUMN issue_override_reason;
 ALTER TABLE deferrals DROP COLUMN source_unit_id;
 ALTER TABLE requests DROP COLUMN irradiated;
 DROP TABLE sample_typings;

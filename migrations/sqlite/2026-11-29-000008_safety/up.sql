@@ -79,10 +79,6 @@ ALTER TABLE requests ADD COLUMN irradiated BOOLEAN NOT NULL DEFAULT TRUE CHECK (
 -- A deferral raised by a reactive result names the unit.
 ALTER TABLE deferrals ADD COLUMN source_unit_id BIGINT REFERENCES units (id);
 
--- Warnings newly accepted at issue (a finding that appeared since allocation).
-ALTER TABLE allocations ADD COLUMN issue_override_reason TEXT;
-ALTER TABLE allocations ADD COLUMN issue_overridden_by TEXT;
-
 -- Results are facts: never updated, never deleted.
 CREATE TRIGGER unit_tests_append_only_update BEFORE UPDATE ON unit_tests
 BEGIN SELECT RAISE(ABORT, 'unit_tests is append-only'); END;

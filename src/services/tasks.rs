@@ -1,0 +1,221 @@
+//! Tasks: follow-up work with a due time, an owner role and a "done" — anti-D prophylaxis after
+//! an RhD-positive unit reaches an RhD-negative female of childbearing potential, the
+//! look-forward after a reactive result, and the follow-up of an emergency release. Overdue
+//! open tasks raise `task.overdue` (the alert scan).
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{from_stored_json, stored, stored_enum, to_json, to_value, utc};
+use crate::domain::text_enum;
+use crate::error::{ApiError, ApiResult};
+use crate::store::audit::{self, Actor, Change};
+use crate::store::tasks::{self as rows, NewTask, Task, TaskFilter};
+use crate::store::{self, DbConn};
+
+text_enum!(
+    TaskKind {
+        AntiDProphylaxis => "anti_d_prophylaxis",
+        LookForward => "look_forward",
+        EmergencyReleaseFollowUp => "emergency_release_follow_up",
+    }
+);
+
+text_enum!(
+    TaskStatus { Open => "open", Done => "done" }
+);
+
+text_enum!(
+    /// The staff role a task belongs to.
+    OwnerRole {
+        Admin => "admin",
+        MedicalDirector => "medical_director",
+        Technologist => "technologist",
+    }
+);
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TaskView {
+    pub id: i64,
+    pub kind: TaskKind,
+    pub status: TaskStatus,
+    /// What it is about: `allocation`, `unit`, …
+    pub subject_type: String,
+    pub subject_id: i64,
+    pub title: String,
+    /// Who and what it concerns (patient, hospital, unit, pending markers…).
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    /// The role that owns it (a `medical_director` task is completed by a medical director).
+    pub owner_role: OwnerRole,
+    pub due_at: DateTime<Utc>,
+    /// Open and past its due time.
+    pub overdue: bool,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub completed_by: Option<String>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub note: Option<String>,
+}
+
+pub fn view(t: Task, now: DateTime<Utc>) -> ApiResult<TaskView> {
+    let status = stored_enum("task status", &t.status, TaskStatus::parse)?;
+    let due_at = utc(t.due_at);
+    Ok(TaskView {
+        kind: stored_enum("task kind", &t.kind, TaskKind::parse)?,
+        owner_role: stored_enum("task owner", &t.owner_role, OwnerRole::parse)?,
+        details: from_stored_json("task details", &t.details)?,
+        overdue: status == TaskStatus::Open && now > due_at,
+        status,
+        id: t.id,
+        subject_type: t.subject_type,
+        subject_id: t.subject_id,
+        title: t.title,
+        due_at,
+        created_by: t.created_by,
+        created_at: utc(t.created_at),
+        completed_by: t.completed_by,
+        completed_at: t.completed_at.map(utc),
+        note: t.note,
+    })
+}
+
+/// A task to create.
+pub struct NewTaskSpec<'a> {
+    pub kind: TaskKind,
+    pub subject_type: &'a str,
+    pub subject_id: i64,
+    pub title: String,
+    pub details: serde_json::Value,
+    pub owner_role: OwnerRole,
+    pub due_at: DateTime<Utc>,
+}
+
+/// Creates the task (once per kind and subject) with its audit row; `None` if it existed.
+pub fn create(conn: &mut DbConn, actor: &Actor, spec: NewTaskSpec<'_>) -> ApiResult<Option<TaskView>> {
+    let now = utc(store::now());
+    let key = format!("{}:{}:{}", spec.kind, spec.subject_type, spec.subject_id);
+    let Some(row) = rows::insert(
+        conn,
+        &NewTask {
+            kind: spec.kind.as_str(),
+            status: TaskStatus::Open.as_str(),
+            subject_type: spec.subject_type,
+            subject_id: spec.subject_id,
+            title: &spec.title,
+            details: &to_json(&spec.details)?,
+            owner_role: spec.owner_role.as_str(),
+            due_at: stored(spec.due_at),
+            dedup_key: &key,
+            created_by: &actor.name,
+            created_at: stored(now),
+        },
+    )?
+    else {
+        return Ok(None);
+    };
+    let created = view(row, now)?;
+    audit::append(
+        conn,
+        actor,
+        Change::created("task.create", "task", created.id, to_value(&created)?),
+    )?;
+    Ok(Some(created))
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"note": "500 IU anti-D given on ward 4B at 14:20"}))]
+pub struct CompleteInput {
+    /// What was done, 1–500 characters.
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
+    )]
+    pub note: String,
+}
+
+fn finish(conn: &mut DbConn, actor: &Actor, t: Task, note: &str) -> ApiResult<TaskView> {
+    let now = utc(store::now());
+    let id = t.id;
+    let before = view(t, now)?;
+    if !rows::complete(conn, id, &actor.name, stored(now), Some(note))? {
+        return Err(ApiError::conflict(
+            "task_not_open",
+            format!("task {id} is {}; only an open task is completed", before.status),
+        ));
+    }
+    let after = view(rows::find(conn, id)?.ok_or_else(|| ApiError::not_found("task"))?, now)?;
+    audit::append(
+        conn,
+        actor,
+        Change::updated("task.complete", "task", id, to_value(&before)?, to_value(&after)?),
+    )?;
+    Ok(after)
+}
+
+/// A staff member completes a task with a note; a task owned by the medical director role only
+/// by a medical director (`director`; 403 otherwise).
+pub fn complete(
+    conn: &mut DbConn,
+    actor: &Actor,
+    director: bool,
+    id: i64,
+    input: CompleteInput,
+) -> ApiResult<TaskView> {
+    let note = input.note.trim();
+    if note.is_empty() || note.chars().count() > 500 || !super::printable(note) {
+        return Err(ApiError::field("note", "must be 1 to 500 characters"));
+    }
+    let t = rows::find(conn, id)?.ok_or_else(|| ApiError::not_found("task"))?;
+    rows::lock(conn, id)?;
+    if t.owner_role == OwnerRole::MedicalDirector.as_str() && !director {
+        return Err(ApiError::forbidden("this task is a medical director's to complete"));
+    }
+    finish(conn, actor, t, note)
+}
+
+/// Completes the open tasks of a kind about a subject (the service closing its own follow-up).
+pub fn complete_about(
+    conn: &mut DbConn,
+    actor: &Actor,
+    kind: TaskKind,
+    subject_type: &str,
+    subject_id: i64,
+    note: &str,
+) -> ApiResult<Vec<TaskView>> {
+    let mut done = Vec::new();
+    for t in rows::open_about(conn, kind.as_str(), subject_type, subject_id)? {
+        rows::lock(conn, t.id)?;
+        done.push(finish(conn, actor, t, note)?);
+    }
+    Ok(done)
+}
+
+pub struct ListRequest {
+    pub status: Option<TaskStatus>,
+    pub kind: Option<TaskKind>,
+    pub after_id: Option<i64>,
+    pub limit: i64,
+}
+
+pub fn list(conn: &mut DbConn, req: ListRequest) -> ApiResult<(Vec<TaskView>, Option<String>)> {
+    let now = utc(store::now());
+    let found = rows::list(
+        conn,
+        &TaskFilter {
+            status: req.status.map(TaskStatus::as_str),
+            kind: req.kind.map(TaskKind::as_str),
+            after_id: req.after_id,
+            limit: req.limit + 1,
+        },
+    )?;
+    let (found, next) = crate::routes::paginate(found, req.limit, |t| t.id);
+    let items = found.into_iter().map(|t| view(t, now)).collect::<ApiResult<Vec<_>>>()?;
+    Ok((items, next))
+}
+
+/// Hours from `from`, from the policy.
+pub fn due(from: DateTime<Utc>, hours: u32) -> DateTime<Utc> {
+    from + TimeDelta::hours(i64::from(hours))
+}
