@@ -8,16 +8,29 @@
 //!   12 months, `(at - 7 d, at]`, `(at - 56 d, at]` for 8 weeks.
 //! * Age is in whole years on the UTC date of `at`; someone born on 29 February turns a year
 //!   older on 1 March in common years.
-//! * "Equivalent red-cell loss" is a procedure that removed at least
-//!   `donor.max_red_cell_loss_ml_per_8_weeks` mL of red cells (200 mL by default, about one
-//!   whole-blood donation's worth).
-//! * Agent and checklist names match trimmed and ASCII case-insensitively.
+//! * A whole-blood donation takes `donor.weeks_after_whole_blood`, whatever its record says
+//!   about returned red cells (whole blood never returns them).
+//! * "Equivalent red-cell loss" is another procedure (a leukapheresis included) that removed at
+//!   least `donor.max_red_cell_loss_ml_per_8_weeks` mL of red cells (200 mL by default, about
+//!   one whole-blood donation's worth); it takes `donor.weeks_after_red_cell_loss` (null: the
+//!   whole-blood interval), or `donor.weeks_after_red_cell_loss_not_returned` for a red-cell
+//!   apheresis whose red cells were not returned.
+//! * A leukapheresis's red-cell loss is the red cells of its product plus any other loss
+//!   recorded on the collection (an aborted run's); its HES is the volume recorded at its end.
+//! * Exposure limits ("reached" blocks, like the yearly procedure count): HES received in
+//!   procedures of the last 365 days, and corticosteroid courses begun in the last 365 days. A
+//!   course is every corticosteroid dose given for one collection; a dose given without a
+//!   collection is a course of its own. Doses given for the collection being evaluated are not
+//!   in `stimulations`, as that procedure is not in `history`.
+//! * Checklist items match trimmed and ASCII case-insensitively; agent names match on their
+//!   letters and digits (`G-CSF` is `gcsf`, see [`same_agent`]).
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::text_enum;
 use crate::domain::policy::Policy;
+use crate::domain::stimulation::{is_corticosteroid, same_agent};
 
 /// Stable reason codes.
 pub mod codes {
@@ -30,6 +43,8 @@ pub mod codes {
     pub const PROCEDURES_PER_7_DAYS: &str = "procedures_per_7_days";
     pub const WHOLE_BLOOD_INTERVAL: &str = "whole_blood_interval";
     pub const RED_CELL_LOSS_8_WEEKS: &str = "red_cell_loss_8_weeks";
+    pub const HES_LIMIT_12_MONTHS: &str = "hes_limit_12_months";
+    pub const STEROID_COURSE_LIMIT_12_MONTHS: &str = "steroid_course_limit_12_months";
     pub const CONTRAINDICATED_AGENT: &str = "contraindicated_agent";
 }
 
@@ -92,6 +107,31 @@ pub struct PastProcedure {
     pub at: DateTime<Utc>,
     pub red_cell_loss_ml: Option<u32>,
     pub red_cells_returned: bool,
+    /// Hydroxyethyl starch the donor received in the procedure, mL (`None`: none recorded).
+    #[serde(default)]
+    pub hes_ml: Option<u32>,
+}
+
+/// A stimulation given to the donor (any agent), for the corticosteroid course limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GivenStimulation {
+    pub agent: String,
+    pub at: DateTime<Utc>,
+    /// The collection it prepared: the doses for one collection are one course.
+    pub collection_id: Option<i64>,
+}
+
+/// The red cells a collection removed, mL: its product's (rounded up to the next mL) plus any
+/// other loss recorded for it (an aborted run's); `None` when neither is known.
+pub fn collection_red_cell_loss(product_ml: Option<f64>, other_ml: Option<u32>) -> Option<u32> {
+    let product = product_ml.filter(|ml| ml.is_finite() && *ml >= 0.0).map(|ml| {
+        // Saturates at u32::MAX; recorded volumes are at most 500 mL.
+        ml.ceil() as u32
+    });
+    match (product, other_ml) {
+        (None, None) => None,
+        (p, o) => Some(p.unwrap_or(0).saturating_add(o.unwrap_or(0))),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -155,12 +195,14 @@ fn same_name(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim())
 }
 
-/// Evaluates every rule for a leukapheresis at `at`; `planned_agents` are the stimulation
-/// agents to be given (matched against `policy.donor.contraindications`).
+/// Evaluates every rule for a leukapheresis at `at`; `stimulations` are those given before
+/// (for other collections or none), `planned_agents` the stimulation agents to be given
+/// (matched against `policy.donor.contraindications`).
 pub fn evaluate(
     donor: &DonorFacts,
     deferrals: &[Deferral],
     history: &[PastProcedure],
+    stimulations: &[GivenStimulation],
     planned_agents: &[String],
     at: DateTime<Utc>,
     policy: &Policy,
@@ -241,15 +283,11 @@ pub fn evaluate(
     let mut blocking: Option<(TimeDelta, &PastProcedure, u32, bool)> = None;
     for &p in &past {
         let equivalent = p.red_cell_loss_ml.is_some_and(|ml| ml >= equivalent_loss_ml);
-        if p.kind != ProcedureKind::WholeBlood && !equivalent {
-            continue;
-        }
-        let not_returned =
-            !p.red_cells_returned && matches!(p.kind, ProcedureKind::WholeBlood | ProcedureKind::RedCells);
-        let required_weeks = if not_returned {
-            d.weeks_after_red_cell_loss_not_returned
-        } else {
-            d.weeks_after_whole_blood
+        let (required_weeks, not_returned) = match p.kind {
+            ProcedureKind::WholeBlood => (d.weeks_after_whole_blood, false),
+            _ if !equivalent => continue,
+            ProcedureKind::RedCells if !p.red_cells_returned => (d.weeks_after_red_cell_loss_not_returned, true),
+            _ => (d.red_cell_loss_weeks(), false),
         };
         let elapsed = ago(p);
         let required = weeks(required_weeks);
@@ -295,12 +333,54 @@ pub fn evaluate(
         );
     }
 
+    let hes_12_months: u64 = past
+        .iter()
+        .filter(|p| within(p, TWELVE_MONTHS))
+        .filter_map(|p| p.hes_ml)
+        .map(u64::from)
+        .sum();
+    if hes_12_months >= u64::from(d.max_hes_ml_per_12_months) {
+        fail(
+            codes::HES_LIMIT_12_MONTHS,
+            format!(
+                "{hes_12_months} mL of hydroxyethyl starch (HES) received in the last 365 days; \
+                 the limit is {} mL in any 12 months",
+                d.max_hes_ml_per_12_months
+            ),
+        );
+    }
+
+    // One course per collection, one per dose given without a collection.
+    let mut courses: Vec<i64> = Vec::new();
+    let mut unlinked = 0usize;
+    for s in stimulations {
+        let elapsed = at.signed_duration_since(s.at);
+        if s.at > at || elapsed >= TWELVE_MONTHS || !is_corticosteroid(&s.agent, policy) {
+            continue;
+        }
+        match s.collection_id {
+            Some(id) if !courses.contains(&id) => courses.push(id),
+            Some(_) => {}
+            None => unlinked += 1,
+        }
+    }
+    let steroid_courses = courses.len() + unlinked;
+    if steroid_courses >= d.max_steroid_courses_per_12_months as usize {
+        fail(
+            codes::STEROID_COURSE_LIMIT_12_MONTHS,
+            format!(
+                "{steroid_courses} corticosteroid courses in the last 365 days; at most {} allowed in any 12 months",
+                d.max_steroid_courses_per_12_months
+            ),
+        );
+    }
+
     for c in &d.contraindications {
-        let planned = planned_agents.iter().any(|a| same_name(a, &c.agent));
+        let planned = planned_agents.iter().any(|a| same_agent(a, &c.agent));
         let flagged = donor
             .flagged_contraindications
             .iter()
-            .any(|f| same_name(&f.agent, &c.agent) && same_name(&f.item, &c.item));
+            .any(|f| same_agent(&f.agent, &c.agent) && same_name(&f.item, &c.item));
         if planned && flagged {
             fail(
                 codes::CONTRAINDICATED_AGENT,
@@ -364,6 +444,7 @@ mod tests {
             at: at() - ago,
             red_cell_loss_ml: None,
             red_cells_returned: true,
+            hes_ml: None,
         }
     }
 
@@ -379,7 +460,7 @@ mod tests {
     type KindAgo = (ProcedureKind, TimeDelta);
 
     fn history_codes(history: &[PastProcedure]) -> Vec<&'static str> {
-        evaluate(&donor(), &[], history, &[], at(), &Policy::default()).codes()
+        evaluate(&donor(), &[], history, &[], &[], at(), &Policy::default()).codes()
     }
 
     fn message(e: &Eligibility, code: &str) -> String {
@@ -392,7 +473,7 @@ mod tests {
 
     #[test]
     fn clean_donor_is_eligible() {
-        let e = evaluate(&donor(), &[], &[], &[], at(), &Policy::default());
+        let e = evaluate(&donor(), &[], &[], &[], &[], at(), &Policy::default());
         assert_eq!(
             e,
             Eligibility {
@@ -408,7 +489,7 @@ mod tests {
             active: false,
             ..donor()
         };
-        let e = evaluate(&facts, &[], &[], &[], at(), &Policy::default());
+        let e = evaluate(&facts, &[], &[], &[], &[], at(), &Policy::default());
         assert!(!e.eligible);
         assert_eq!(e.codes(), vec![DONOR_INACTIVE]);
     }
@@ -456,7 +537,7 @@ mod tests {
                 date_of_birth: dob,
                 ..donor()
             };
-            let e = evaluate(&facts, &[], &[], &[], when, &Policy::default());
+            let e = evaluate(&facts, &[], &[], &[], &[], when, &Policy::default());
             assert_eq!(e.codes(), expected, "born {dob}, at {when}");
         }
     }
@@ -467,13 +548,13 @@ mod tests {
             date_of_birth: date(2007, 6, 16),
             ..donor()
         };
-        let e = evaluate(&young, &[], &[], &[], at(), &Policy::default());
+        let e = evaluate(&young, &[], &[], &[], &[], at(), &Policy::default());
         assert_eq!(message(&e, TOO_YOUNG), "donor is 17 years old; minimum age is 18");
         let old = DonorFacts {
             date_of_birth: date(1949, 6, 15),
             ..donor()
         };
-        let e = evaluate(&old, &[], &[], &[], at(), &Policy::default());
+        let e = evaluate(&old, &[], &[], &[], &[], at(), &Policy::default());
         assert_eq!(message(&e, TOO_OLD), "donor is 76 years old; maximum age is 75");
     }
 
@@ -500,7 +581,15 @@ mod tests {
         ];
         for (d, active) in cases {
             assert_eq!(d.is_active_at(now), active, "{d:?}");
-            let e = evaluate(&donor(), std::slice::from_ref(&d), &[], &[], now, &Policy::default());
+            let e = evaluate(
+                &donor(),
+                std::slice::from_ref(&d),
+                &[],
+                &[],
+                &[],
+                now,
+                &Policy::default(),
+            );
             let expected: &[&str] = if active { &[DEFERRED] } else { &[] };
             assert_eq!(e.codes(), expected, "{d:?}");
         }
@@ -535,7 +624,7 @@ mod tests {
                 until: None,
             },
         ];
-        let e = evaluate(&donor(), &deferrals, &[], &[], now, &Policy::default());
+        let e = evaluate(&donor(), &deferrals, &[], &[], &[], now, &Policy::default());
         let messages: Vec<&str> = e.reasons.iter().map(|r| r.message.as_str()).collect();
         assert_eq!(e.codes(), vec![DEFERRED, DEFERRED, DEFERRED]);
         assert_eq!(
@@ -568,6 +657,7 @@ mod tests {
             &donor(),
             &[],
             &[procedure(Leukapheresis, hm(47, 59))],
+            &[],
             &[],
             at(),
             &Policy::default(),
@@ -604,7 +694,7 @@ mod tests {
         assert_eq!(run(11, Some(days(366))), none);
 
         let history: Vec<_> = (0..12).map(|i| procedure(Leukapheresis, days(3 + 20 * i))).collect();
-        let e = evaluate(&donor(), &[], &history, &[], at(), &Policy::default());
+        let e = evaluate(&donor(), &[], &history, &[], &[], at(), &Policy::default());
         assert_eq!(
             message(&e, LEUKAPHERESIS_LIMIT_12_MONTHS),
             "12 leukapheresis procedures in the last 365 days; at most 12 allowed in any 12 months"
@@ -646,6 +736,7 @@ mod tests {
             &[],
             &[procedure(Platelets, days(6)), procedure(Plasma, days(3))],
             &[],
+            &[],
             at(),
             &Policy::default(),
         );
@@ -664,13 +755,15 @@ mod tests {
             red_cells_returned: returned,
             ..procedure(WholeBlood, ago)
         };
-        let cases: [(PastProcedure, &[&str]); 14] = [
+        let cases: [(PastProcedure, &[&str]); 17] = [
+            // Whole blood takes its own interval (4 weeks), red cells returned or not.
             (wb(four_weeks - minute, true), &[WHOLE_BLOOD_INTERVAL]),
             (wb(four_weeks, true), &[]),
-            (wb(four_weeks, false), &[WHOLE_BLOOD_INTERVAL]),
-            (wb(eight_weeks - minute, false), &[WHOLE_BLOOD_INTERVAL]),
-            (wb(eight_weeks, false), &[]),
-            // Red-cell apheresis without return also takes the 8-week interval.
+            (wb(four_weeks - minute, false), &[WHOLE_BLOOD_INTERVAL]),
+            (wb(four_weeks, false), &[]),
+            (wb(eight_weeks - minute, false), &[]),
+            (with_loss(WholeBlood, four_weeks, 200, false), &[]),
+            // Red-cell apheresis without return takes the 8-week interval.
             (
                 with_loss(RedCells, eight_weeks - minute, 200, false),
                 &[WHOLE_BLOOD_INTERVAL],
@@ -685,12 +778,57 @@ mod tests {
             (with_loss(Platelets, four_weeks, 200, false), &[]),
             (with_loss(Platelets, days(8), 199, false), &[]),
             (with_loss(Leukapheresis, days(20), 200, true), &[WHOLE_BLOOD_INTERVAL]),
+            (
+                with_loss(Leukapheresis, four_weeks - minute, 200, false),
+                &[WHOLE_BLOOD_INTERVAL],
+            ),
+            (with_loss(Leukapheresis, four_weeks, 200, false), &[]),
             (procedure(RedCells, days(8)), &[]),
             (wb(days(400), false), &[]),
         ];
         for (p, expected) in cases {
             assert_eq!(history_codes(std::slice::from_ref(&p)), expected, "{p:?}");
         }
+    }
+
+    #[test]
+    fn whole_blood_and_equivalent_losses_take_their_own_policy_keys() {
+        let minute = TimeDelta::minutes(1);
+        let wb = |ago| with_loss(WholeBlood, ago, 200, false);
+        let platelets = |ago| with_loss(Platelets, ago, 200, true);
+        // (weeks after whole blood, weeks after an equivalent loss, procedure, blocked)
+        let cases: [(u32, Option<u32>, PastProcedure, bool); 12] = [
+            // A US programme: 8 weeks after whole blood, 4 after another equivalent loss.
+            (8, Some(4), wb(days(56) - minute), true),
+            (8, Some(4), wb(days(56)), false),
+            (8, Some(4), platelets(days(28) - minute), true),
+            (8, Some(4), platelets(days(28)), false),
+            // Whole blood shorter than an equivalent loss.
+            (2, Some(6), wb(days(14) - minute), true),
+            (2, Some(6), wb(days(14)), false),
+            (2, Some(6), platelets(days(42) - minute), true),
+            (2, Some(6), platelets(days(42)), false),
+            // Unset, the equivalent loss follows whole blood's interval.
+            (3, None, platelets(days(21) - minute), true),
+            (3, None, platelets(days(21)), false),
+            (6, None, wb(days(42) - minute), true),
+            (6, None, wb(days(42)), false),
+        ];
+        for (wb_weeks, loss_weeks, p, blocked) in cases {
+            let mut policy = Policy::default();
+            policy.donor.weeks_after_whole_blood = wb_weeks;
+            policy.donor.weeks_after_red_cell_loss = loss_weeks;
+            let e = evaluate(&donor(), &[], std::slice::from_ref(&p), &[], &[], at(), &policy);
+            let expected: &[&str] = if blocked { &[WHOLE_BLOOD_INTERVAL] } else { &[] };
+            assert_eq!(e.codes(), expected, "{wb_weeks} / {loss_weeks:?}: {p:?}");
+        }
+        let mut policy = Policy::default();
+        policy.donor.weeks_after_whole_blood = 8;
+        let e = evaluate(&donor(), &[], &[wb(days(30))], &[], &[], at(), &policy);
+        assert_eq!(
+            message(&e, WHOLE_BLOOD_INTERVAL),
+            "whole-blood donation 30 d 0 h 0 min ago; at least 8 weeks required"
+        );
     }
 
     fn five_weeks() -> TimeDelta {
@@ -701,22 +839,26 @@ mod tests {
     fn whole_blood_message_names_the_longest_remaining_interval() {
         let history = [
             procedure(WholeBlood, days(20)),
-            PastProcedure {
-                red_cells_returned: false,
-                ..procedure(WholeBlood, days(30))
-            },
+            with_loss(RedCells, days(30), 400, false),
         ];
-        let e = evaluate(&donor(), &[], &history, &[], at(), &Policy::default());
-        assert_eq!(e.codes(), vec![WHOLE_BLOOD_INTERVAL]);
+        let e = evaluate(&donor(), &[], &history, &[], &[], at(), &Policy::default());
+        assert_eq!(e.codes(), vec![WHOLE_BLOOD_INTERVAL, RED_CELL_LOSS_8_WEEKS]);
         assert_eq!(
             message(&e, WHOLE_BLOOD_INTERVAL),
-            "whole-blood donation 30 d 0 h 0 min ago; at least 8 weeks required (red cells not returned)"
+            "red-cell apheresis with 400 mL red-cell loss (at least 200 mL counts as a whole-blood donation) \
+             30 d 0 h 0 min ago; at least 8 weeks required (red cells not returned)"
+        );
+        let e = evaluate(&donor(), &[], &history[..1], &[], &[], at(), &Policy::default());
+        assert_eq!(
+            message(&e, WHOLE_BLOOD_INTERVAL),
+            "whole-blood donation 20 d 0 h 0 min ago; at least 4 weeks required"
         );
 
         let e = evaluate(
             &donor(),
             &[],
             &[with_loss(Platelets, hm(27 * 24 + 23, 59), 250, false)],
+            &[],
             &[],
             at(),
             &Policy::default(),
@@ -752,6 +894,7 @@ mod tests {
                 with_loss(Plasma, days(30), 101, true),
             ],
             &[],
+            &[],
             at(),
             &Policy::default(),
         );
@@ -759,6 +902,230 @@ mod tests {
             message(&e, RED_CELL_LOSS_8_WEEKS),
             "201 mL red cells removed in the last 8 weeks; at most 200 mL allowed"
         );
+    }
+
+    #[test]
+    fn a_collection_loses_its_product_red_cells_and_any_other_loss() {
+        let cases: [(Option<f64>, Option<u32>, Option<u32>); 9] = [
+            (None, None, None),
+            (Some(20.0), None, Some(20)),
+            (Some(15.2), None, Some(16)),
+            (Some(0.0), None, Some(0)),
+            (None, Some(150), Some(150)),
+            (Some(19.5), Some(100), Some(120)),
+            (Some(f64::NAN), Some(5), Some(5)),
+            (Some(-1.0), None, None),
+            (Some(1e12), Some(u32::MAX), Some(u32::MAX)),
+        ];
+        for (product, other, expected) in cases {
+            assert_eq!(
+                collection_red_cell_loss(product, other),
+                expected,
+                "{product:?} {other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_leukapheresis_red_cell_loss_counts_like_any_other() {
+        let minute = TimeDelta::minutes(1);
+        // (loss of a leukapheresis 10 days ago, loss of a plasma donation 30 days ago)
+        let cases: [(u32, u32, Codes); 6] = [
+            (20, 180, &[]),
+            (21, 180, &[RED_CELL_LOSS_8_WEEKS]),
+            (0, 200, &[]),
+            (199, 0, &[]),
+            (200, 0, &[WHOLE_BLOOD_INTERVAL]),
+            (201, 0, &[WHOLE_BLOOD_INTERVAL, RED_CELL_LOSS_8_WEEKS]),
+        ];
+        for (leuka, plasma, expected) in cases {
+            let history = [
+                with_loss(Leukapheresis, days(10), leuka, true),
+                with_loss(Plasma, days(30), plasma, true),
+            ];
+            assert_eq!(history_codes(&history), expected, "{leuka} + {plasma}");
+        }
+        // The loss leaves the 8-week sum exactly 56 days after the procedure.
+        let at_edge = [
+            with_loss(Leukapheresis, days(56) - minute, 30, true),
+            with_loss(Plasma, days(30), 180, true),
+        ];
+        assert_eq!(history_codes(&at_edge), [RED_CELL_LOSS_8_WEEKS]);
+        let out = [
+            with_loss(Leukapheresis, days(56), 30, true),
+            with_loss(Plasma, days(30), 180, true),
+        ];
+        assert_eq!(history_codes(&out), Vec::<&str>::new());
+    }
+
+    fn with_hes(ago: TimeDelta, ml: u32) -> PastProcedure {
+        PastProcedure {
+            hes_ml: Some(ml),
+            ..procedure(Leukapheresis, ago)
+        }
+    }
+
+    #[test]
+    fn hes_limit_in_rolling_12_months() {
+        let mut policy = Policy::default();
+        policy.donor.max_hes_ml_per_12_months = 1500;
+        let minute = TimeDelta::minutes(1);
+        // HES of leukaphereses 30, 90 and 150 days ago (and an older one at `old`).
+        type Older = Option<(TimeDelta, u32)>;
+        let cases: [(&[u32], Older, Codes); 9] = [
+            (&[500, 500, 499], None, &[]),
+            (&[500, 500, 500], None, &[HES_LIMIT_12_MONTHS]),
+            (&[500, 500, 501], None, &[HES_LIMIT_12_MONTHS]),
+            (&[1499], None, &[]),
+            (&[1500], None, &[HES_LIMIT_12_MONTHS]),
+            (&[0, 0, 0], None, &[]),
+            (&[1000], Some((days(365), 500)), &[]),
+            (&[1000], Some((days(365) - minute, 500)), &[HES_LIMIT_12_MONTHS]),
+            // Given after `at`: not yet.
+            (&[1000], Some((-minute, 500)), &[]),
+        ];
+        for (volumes, old, expected) in cases {
+            let mut history: Vec<_> = volumes
+                .iter()
+                .enumerate()
+                .map(|(i, &ml)| with_hes(days(30 + 60 * i as i64), ml))
+                .collect();
+            history.extend(old.map(|(ago, ml)| with_hes(ago, ml)));
+            let e = evaluate(&donor(), &[], &history, &[], &[], at(), &policy);
+            assert_eq!(e.codes(), expected, "{volumes:?} {old:?}");
+        }
+        let e = evaluate(
+            &donor(),
+            &[],
+            &[with_hes(days(30), 1000), with_hes(days(90), 600)],
+            &[],
+            &[],
+            at(),
+            &policy,
+        );
+        assert_eq!(
+            message(&e, HES_LIMIT_12_MONTHS),
+            "1600 mL of hydroxyethyl starch (HES) received in the last 365 days; the limit is 1500 mL in any 12 months"
+        );
+        // The default limit, 6000 mL: exactly there blocks, just under does not.
+        let history: Vec<_> = (0..12).map(|i| with_hes(days(3 + 25 * i), 500)).collect();
+        let default = Policy::default();
+        let e = evaluate(&donor(), &[], &history, &[], &[], at(), &default);
+        assert!(e.codes().contains(&HES_LIMIT_12_MONTHS), "{:?}", e.codes());
+        let mut under = history.clone();
+        under[11].hes_ml = Some(499);
+        let e = evaluate(&donor(), &[], &under, &[], &[], at(), &default);
+        assert!(!e.codes().contains(&HES_LIMIT_12_MONTHS), "{:?}", e.codes());
+    }
+
+    fn given(agent: &str, ago: TimeDelta, collection_id: Option<i64>) -> GivenStimulation {
+        GivenStimulation {
+            agent: agent.into(),
+            at: at() - ago,
+            collection_id,
+        }
+    }
+
+    #[test]
+    fn steroid_course_limit_in_rolling_12_months() {
+        let mut policy = Policy::default();
+        policy.donor.max_steroid_courses_per_12_months = 3;
+        let minute = TimeDelta::minutes(1);
+        let dex = |ago, c| given("dexamethasone", ago, c);
+        let cases: [(Vec<GivenStimulation>, Codes); 11] = [
+            (vec![dex(days(10), Some(1)), dex(days(40), Some(2))], &[]),
+            (
+                vec![dex(days(10), Some(1)), dex(days(40), Some(2)), dex(days(70), Some(3))],
+                &[STEROID_COURSE_LIMIT_12_MONTHS],
+            ),
+            (
+                vec![
+                    dex(days(10), Some(1)),
+                    dex(days(40), Some(2)),
+                    dex(days(70), Some(3)),
+                    dex(days(100), Some(4)),
+                ],
+                &[STEROID_COURSE_LIMIT_12_MONTHS],
+            ),
+            // Two doses for one collection are one course.
+            (
+                vec![
+                    dex(days(10), Some(1)),
+                    dex(days(10) + hm(12, 0), Some(1)),
+                    dex(days(40), Some(2)),
+                ],
+                &[],
+            ),
+            // A dose without a collection is a course of its own.
+            (
+                vec![dex(days(10), None), dex(days(11), None), dex(days(40), Some(2))],
+                &[STEROID_COURSE_LIMIT_12_MONTHS],
+            ),
+            // Any corticosteroid of the policy counts; G-CSF does not.
+            (
+                vec![
+                    given("prednisone", days(10), Some(1)),
+                    dex(days(40), Some(2)),
+                    given("gcsf", days(70), Some(3)),
+                ],
+                &[],
+            ),
+            (
+                vec![
+                    given("prednisone", days(10), Some(1)),
+                    dex(days(40), Some(2)),
+                    given("Prednisolone", days(70), None),
+                ],
+                &[STEROID_COURSE_LIMIT_12_MONTHS],
+            ),
+            // The 365-day edge, and doses after `at`.
+            (
+                vec![dex(days(10), Some(1)), dex(days(40), Some(2)), dex(days(365), Some(3))],
+                &[],
+            ),
+            (
+                vec![
+                    dex(days(10), Some(1)),
+                    dex(days(40), Some(2)),
+                    dex(days(365) - minute, Some(3)),
+                ],
+                &[STEROID_COURSE_LIMIT_12_MONTHS],
+            ),
+            (
+                vec![dex(days(10), Some(1)), dex(days(40), Some(2)), dex(-minute, Some(3))],
+                &[],
+            ),
+            // A course with one dose inside the window counts.
+            (
+                vec![
+                    dex(days(10), Some(1)),
+                    dex(days(40), Some(2)),
+                    dex(days(365) - minute, Some(3)),
+                    dex(days(366), Some(3)),
+                ],
+                &[STEROID_COURSE_LIMIT_12_MONTHS],
+            ),
+        ];
+        for (stimulations, expected) in cases {
+            let e = evaluate(&donor(), &[], &[], &stimulations, &[], at(), &policy);
+            assert_eq!(e.codes(), expected, "{stimulations:?}");
+        }
+        let stimulations = [dex(days(10), Some(1)), dex(days(40), Some(2)), dex(days(70), None)];
+        let e = evaluate(&donor(), &[], &[], &stimulations, &[], at(), &policy);
+        assert_eq!(
+            message(&e, STEROID_COURSE_LIMIT_12_MONTHS),
+            "3 corticosteroid courses in the last 365 days; at most 3 allowed in any 12 months"
+        );
+        // Which agents are corticosteroids is the policy's.
+        policy.stimulation.corticosteroid_agents = vec!["prednisone".into()];
+        let e = evaluate(&donor(), &[], &[], &stimulations, &[], at(), &policy);
+        assert!(e.eligible);
+        // The default limit: 12 courses.
+        let twelve: Vec<_> = (0..12).map(|i| dex(days(3 + 25 * i), Some(i))).collect();
+        let e = evaluate(&donor(), &[], &[], &twelve, &[], at(), &Policy::default());
+        assert_eq!(e.codes(), [STEROID_COURSE_LIMIT_12_MONTHS]);
+        let e = evaluate(&donor(), &[], &[], &twelve[..11], &[], at(), &Policy::default());
+        assert!(e.eligible);
     }
 
     #[test]
@@ -803,7 +1170,7 @@ mod tests {
                 ..donor()
             };
             let planned: Vec<String> = planned.iter().map(|s| s.to_string()).collect();
-            let e = evaluate(&facts, &[], &[], &planned, at(), &policy);
+            let e = evaluate(&facts, &[], &[], &[], &planned, at(), &policy);
             assert_eq!(e.codes(), vec![CONTRAINDICATED_AGENT; count], "{flags:?} {planned:?}");
         }
 
@@ -811,13 +1178,21 @@ mod tests {
             flagged_contraindications: vec![flag("dexamethasone", "diabetes")],
             ..donor()
         };
-        let e = evaluate(&facts, &[], &[], &["dexamethasone".into()], at(), &policy);
+        let e = evaluate(&facts, &[], &[], &[], &["dexamethasone".into()], at(), &policy);
         assert_eq!(
             message(&e, CONTRAINDICATED_AGENT),
             "donor is flagged on contraindication \"diabetes\" for planned agent dexamethasone"
         );
         // Not in the policy list: the flag alone decides nothing.
-        let e = evaluate(&facts, &[], &[], &["dexamethasone".into()], at(), &Policy::default());
+        let e = evaluate(
+            &facts,
+            &[],
+            &[],
+            &[],
+            &["dexamethasone".into()],
+            at(),
+            &Policy::default(),
+        );
         assert!(e.eligible);
     }
 
@@ -829,7 +1204,7 @@ mod tests {
         assert_eq!(history_codes(&history), Vec::<&str>::new());
         // The same history evaluated later fails.
         let later = at() + days(2);
-        let e = evaluate(&donor(), &[], &history, &[], later, &Policy::default());
+        let e = evaluate(&donor(), &[], &history, &[], &[], later, &Policy::default());
         assert!(!e.eligible);
     }
 
@@ -850,10 +1225,10 @@ mod tests {
             procedure(Plasma, days(4)),
             with_loss(WholeBlood, days(15), 250, true),
         ];
-        let e = evaluate(&facts, &[], &history, &[], at(), &policy);
+        let e = evaluate(&facts, &[], &history, &[], &[], at(), &policy);
         assert_eq!(e.codes(), vec![TOO_YOUNG]);
         assert_eq!(message(&e, TOO_YOUNG), "donor is 20 years old; minimum age is 21");
-        let e = evaluate(&facts, &[], &history, &[], at(), &Policy::default());
+        let e = evaluate(&facts, &[], &history, &[], &[], at(), &Policy::default());
         assert_eq!(
             e.codes(),
             vec![
@@ -879,7 +1254,7 @@ mod tests {
             until: Some(at() + days(5)),
         }];
         let history = [procedure(Leukapheresis, hm(20, 0)), procedure(Platelets, days(5))];
-        let e = evaluate(&facts, &deferrals, &history, &[], at(), &Policy::default());
+        let e = evaluate(&facts, &deferrals, &history, &[], &[], at(), &Policy::default());
         assert!(!e.eligible);
         assert_eq!(
             e.codes(),
@@ -914,9 +1289,21 @@ mod tests {
             starts_at: at() - days(1),
             until: None,
         }];
-        let mut history: Vec<_> = (0..12).map(|i| procedure(Leukapheresis, days(1 + 20 * i))).collect();
+        let mut history: Vec<_> = (0..12).map(|i| with_hes(days(1 + 20 * i), 500)).collect();
         history.push(with_loss(WholeBlood, days(3), 250, false));
-        let e = evaluate(&facts, &deferrals, &history, &["g-csf".into()], at(), &policy);
+        let stimulations: Vec<_> = (0..12)
+            .map(|i| given("dexamethasone", days(2 + 20 * i), Some(i)))
+            .collect();
+        // The checklist says g-csf; the plan says gcsf (the same agent).
+        let e = evaluate(
+            &facts,
+            &deferrals,
+            &history,
+            &stimulations,
+            &["gcsf".into()],
+            at(),
+            &policy,
+        );
         assert_eq!(
             e.codes(),
             vec![
@@ -928,6 +1315,8 @@ mod tests {
                 PROCEDURES_PER_7_DAYS,
                 WHOLE_BLOOD_INTERVAL,
                 RED_CELL_LOSS_8_WEEKS,
+                HES_LIMIT_12_MONTHS,
+                STEROID_COURSE_LIMIT_12_MONTHS,
                 CONTRAINDICATED_AGENT,
             ]
         );
@@ -943,17 +1332,28 @@ mod tests {
         policy.donor.max_red_cell_loss_ml_per_8_weeks = 0;
         policy.donor.max_procedures_per_7_days = 0;
         policy.donor.max_leukapheresis_per_12_months = 0;
+        policy.donor.max_hes_ml_per_12_months = 0;
+        policy.donor.max_steroid_courses_per_12_months = 0;
+        policy.donor.weeks_after_red_cell_loss = Some(u32::MAX);
         let history = [
             with_loss(WholeBlood, days(10_000), u32::MAX, false),
             with_loss(Plasma, days(1), u32::MAX, false),
             procedure(Leukapheresis, days(5000)),
+            with_hes(days(2), u32::MAX),
+            with_hes(days(3), u32::MAX),
         ];
-        let e = evaluate(&donor(), &[], &history, &[], at(), &policy);
+        let e = evaluate(&donor(), &[], &history, &[], &[], at(), &policy);
         assert!(!e.eligible);
-        let e = evaluate(&donor(), &[], &[], &[], DateTime::<Utc>::MIN_UTC, &policy);
+        let e = evaluate(&donor(), &[], &[], &[], &[], DateTime::<Utc>::MIN_UTC, &policy);
         assert_eq!(
             e.codes(),
-            vec![TOO_YOUNG, LEUKAPHERESIS_LIMIT_12_MONTHS, PROCEDURES_PER_7_DAYS]
+            vec![
+                TOO_YOUNG,
+                LEUKAPHERESIS_LIMIT_12_MONTHS,
+                PROCEDURES_PER_7_DAYS,
+                HES_LIMIT_12_MONTHS,
+                STEROID_COURSE_LIMIT_12_MONTHS
+            ]
         );
     }
 
@@ -981,6 +1381,7 @@ mod tests {
                     at: at() - TimeDelta::minutes(minutes_ago),
                     red_cell_loss_ml,
                     red_cells_returned,
+                    hes_ml: (kind == Leukapheresis).then_some(500),
                 },
             )
     }
@@ -1055,7 +1456,7 @@ mod tests {
             history in prop::collection::vec(arb_procedure(), 0..10),
             planned in arb_planned(),
         ) {
-            let e = evaluate(&facts, &deferrals, &history, &planned, at(), &prop_policy());
+            let e = evaluate(&facts, &deferrals, &history, &[], &planned, at(), &prop_policy());
             prop_assert_eq!(e.eligible, e.reasons.is_empty());
         }
 
@@ -1069,10 +1470,10 @@ mod tests {
             planned in arb_planned(),
         ) {
             let policy = prop_policy();
-            let before = evaluate(&facts, &deferrals, &history, &planned, at(), &policy);
+            let before = evaluate(&facts, &deferrals, &history, &[], &planned, at(), &policy);
             let mut more = history.clone();
             more.insert(position.index(history.len() + 1), extra);
-            let after = evaluate(&facts, &deferrals, &more, &planned, at(), &policy);
+            let after = evaluate(&facts, &deferrals, &more, &[], &planned, at(), &policy);
             never_better(&before, &after)?;
         }
     }
@@ -1098,6 +1499,7 @@ mod tests {
         donor: &DonorFacts,
         deferrals: &[Deferral],
         history: &[PastProcedure],
+        stimulations: &[GivenStimulation],
         planned: &[String],
         at: DateTime<Utc>,
         policy: &Policy,
@@ -1135,16 +1537,19 @@ mod tests {
             PROCEDURES_PER_7_DAYS,
         );
         let interval = |p: &PastProcedure| {
-            let counts = p.kind == WholeBlood
-                || p.red_cell_loss_ml
-                    .is_some_and(|ml| ml >= d.max_red_cell_loss_ml_per_8_weeks);
-            let kept = !p.red_cells_returned && matches!(p.kind, WholeBlood | RedCells);
-            let required = if kept {
-                d.weeks_after_red_cell_loss_not_returned
+            let equivalent = p
+                .red_cell_loss_ml
+                .is_some_and(|ml| ml >= d.max_red_cell_loss_ml_per_8_weeks);
+            let required = if p.kind == WholeBlood {
+                Some(d.weeks_after_whole_blood)
+            } else if !equivalent {
+                None
+            } else if p.kind == RedCells && !p.red_cells_returned {
+                Some(d.weeks_after_red_cell_loss_not_returned)
             } else {
-                d.weeks_after_whole_blood
+                Some(d.weeks_after_red_cell_loss.unwrap_or(d.weeks_after_whole_blood))
             };
-            counts && since(p) < weeks(required)
+            required.is_some_and(|w| since(p) < weeks(w))
         };
         rule(past().any(interval), WHOLE_BLOOD_INTERVAL);
         let loss: u32 = past()
@@ -1152,14 +1557,43 @@ mod tests {
             .filter_map(|p| p.red_cell_loss_ml)
             .sum();
         rule(loss > d.max_red_cell_loss_ml_per_8_weeks, RED_CELL_LOSS_8_WEEKS);
+        let hes: u32 = past().filter(|p| since(p) < days(365)).filter_map(|p| p.hes_ml).sum();
+        rule(hes >= d.max_hes_ml_per_12_months, HES_LIMIT_12_MONTHS);
+        let steroid = |s: &&GivenStimulation| {
+            s.at <= at
+                && at - s.at < days(365)
+                && policy
+                    .stimulation
+                    .corticosteroid_agents
+                    .iter()
+                    .any(|a| a.to_lowercase() == s.agent.to_lowercase())
+        };
+        let mut linked: Vec<i64> = stimulations
+            .iter()
+            .filter(steroid)
+            .filter_map(|s| s.collection_id)
+            .collect();
+        linked.sort_unstable();
+        linked.dedup();
+        let alone = stimulations
+            .iter()
+            .filter(steroid)
+            .filter(|s| s.collection_id.is_none())
+            .count();
+        rule(
+            linked.len() + alone >= d.max_steroid_courses_per_12_months as usize,
+            STEROID_COURSE_LIMIT_12_MONTHS,
+        );
         let same = |a: &str, b: &str| a.trim().to_lowercase() == b.trim().to_lowercase();
+        // Agents also match across punctuation (`G-CSF` is `gcsf`).
+        let agent = |a: &str| a.to_lowercase().replace(['-', '_', ' '], "");
         for c in &d.contraindications {
             let flagged = donor
                 .flagged_contraindications
                 .iter()
-                .any(|f| same(&f.agent, &c.agent) && same(&f.item, &c.item));
+                .any(|f| agent(&f.agent) == agent(&c.agent) && same(&f.item, &c.item));
             rule(
-                flagged && planned.iter().any(|a| same(a, &c.agent)),
+                flagged && planned.iter().any(|a| agent(a) == agent(&c.agent)),
                 CONTRAINDICATED_AGENT,
             );
         }
@@ -1179,14 +1613,33 @@ mod tests {
             arb_ago(),
             prop::option::of(prop_oneof![0u32..=500, Just(200)]),
             any::<bool>(),
+            prop::option::of(prop_oneof![0u32..=1500, Just(500), Just(1000)]),
         )
-            .prop_map(|(kind, ago, red_cell_loss_ml, red_cells_returned)| PastProcedure {
-                kind,
-                at: at() - ago,
-                red_cell_loss_ml,
-                red_cells_returned,
-            });
+            .prop_map(
+                |(kind, ago, red_cell_loss_ml, red_cells_returned, hes_ml)| PastProcedure {
+                    kind,
+                    at: at() - ago,
+                    red_cell_loss_ml,
+                    red_cells_returned,
+                    hes_ml,
+                },
+            );
         prop::collection::vec(one, 0..12)
+    }
+
+    /// Stimulations around the 365-day edge, for up to four collections or none.
+    fn arb_stimulations() -> impl Strategy<Value = Vec<GivenStimulation>> {
+        let one = (
+            prop::sample::select(vec!["gcsf", "dexamethasone", "prednisone", "Dexamethasone"]),
+            arb_ago(),
+            prop::option::of(1i64..=4),
+        )
+            .prop_map(|(agent, ago, collection_id)| GivenStimulation {
+                agent: agent.into(),
+                at: at() - ago,
+                collection_id,
+            });
+        prop::collection::vec(one, 0..16)
     }
 
     /// Birthdays near the 18th and 76th, 29 February, or any age to 100.
@@ -1234,20 +1687,30 @@ mod tests {
         (
             (16u32..=30, 60u32..=100, 1u32..=15, 1u32..=96),
             (1u32..=4, 1u32..=8, 0u32..=4, 50u32..=500),
+            (prop::option::of(1u32..=8), 1u32..=8000, 1u32..=8),
         )
-            .prop_map(|((age_min, age_max, per_year, gap), (per_week, wb_weeks, extra, ml))| {
-                let mut policy = prop_policy();
-                let d = &mut policy.donor;
-                d.age_min = age_min;
-                d.age_max = age_max;
-                d.max_leukapheresis_per_12_months = per_year;
-                d.min_hours_between_leukapheresis = gap;
-                d.max_procedures_per_7_days = per_week;
-                d.weeks_after_whole_blood = wb_weeks;
-                d.weeks_after_red_cell_loss_not_returned = wb_weeks + extra;
-                d.max_red_cell_loss_ml_per_8_weeks = ml;
-                policy
-            })
+            .prop_map(
+                |((age_min, age_max, per_year, gap), (per_week, wb_weeks, extra, ml), (loss_weeks, hes, courses))| {
+                    let mut policy = prop_policy();
+                    let d = &mut policy.donor;
+                    d.age_min = age_min;
+                    d.age_max = age_max;
+                    d.max_leukapheresis_per_12_months = per_year;
+                    d.min_hours_between_leukapheresis = gap;
+                    d.max_procedures_per_7_days = per_week;
+                    d.weeks_after_whole_blood = wb_weeks;
+                    d.weeks_after_red_cell_loss_not_returned = wb_weeks + extra;
+                    // Set, the equivalent-loss interval frees whole blood's from the ordering.
+                    if let Some(w) = loss_weeks {
+                        d.weeks_after_red_cell_loss = Some(w.min(wb_weeks + extra));
+                        d.weeks_after_whole_blood = w;
+                    }
+                    d.max_red_cell_loss_ml_per_8_weeks = ml;
+                    d.max_hes_ml_per_12_months = hes;
+                    d.max_steroid_courses_per_12_months = courses;
+                    policy
+                },
+            )
     }
 
     proptest! {
@@ -1258,12 +1721,16 @@ mod tests {
             facts in arb_any_donor(),
             deferrals in arb_any_deferrals(0..3),
             history in arb_history(),
+            stimulations in arb_stimulations(),
             planned in arb_planned(),
             policy in prop_oneof![Just(prop_policy()), arb_donor_policy()],
         ) {
-            prop_assert!(policy.validate().is_ok());
-            let e = evaluate(&facts, &deferrals, &history, &planned, at(), &policy);
-            prop_assert_eq!(e.codes(), expected_codes(&facts, &deferrals, &history, &planned, at(), &policy));
+            prop_assert!(policy.validate().is_ok(), "{:?}", policy.validate());
+            let e = evaluate(&facts, &deferrals, &history, &stimulations, &planned, at(), &policy);
+            prop_assert_eq!(
+                e.codes(),
+                expected_codes(&facts, &deferrals, &history, &stimulations, &planned, at(), &policy)
+            );
             prop_assert_eq!(e.eligible, e.reasons.is_empty());
             prop_assert!(e.reasons.iter().all(|r| !r.message.is_empty()));
         }
@@ -1273,7 +1740,7 @@ mod tests {
             let age = age_on(dob, when.date_naive());
             prop_assert_eq!(age, reference_age(dob, when.date_naive()));
             let facts = DonorFacts { date_of_birth: dob, ..donor() };
-            let codes = evaluate(&facts, &[], &[], &[], when, &Policy::default()).codes();
+            let codes = evaluate(&facts, &[], &[], &[], &[], when, &Policy::default()).codes();
             prop_assert_eq!(codes.is_empty(), (18..=75).contains(&age), "age {}: {:?}", age, codes);
             // One day later the donor is never younger.
             prop_assert!(age_on(dob, when.date_naive() + TimeDelta::days(1)) >= age);
@@ -1292,8 +1759,8 @@ mod tests {
             let mut longer = deferrals.clone();
             let d = &mut longer[which.index(deferrals.len())];
             d.until = d.until.map(|u| u + TimeDelta::hours(extra_hours));
-            let before = evaluate(&facts, &deferrals, &history, &[], when, &policy);
-            let after = evaluate(&facts, &longer, &history, &[], when, &policy);
+            let before = evaluate(&facts, &deferrals, &history, &[], &[], when, &policy);
+            let after = evaluate(&facts, &longer, &history, &[], &[], when, &policy);
             prop_assert!(before.eligible || !after.eligible);
             prop_assert!(after.codes().iter().filter(|c| **c == DEFERRED).count()
                 >= before.codes().iter().filter(|c| **c == DEFERRED).count());
@@ -1313,7 +1780,7 @@ mod tests {
             (agent, item) in (0usize..2, 0usize..2),
         ) {
             let policy = prop_policy();
-            let before = evaluate(&facts, &deferrals, &history, &planned, at(), &policy);
+            let before = evaluate(&facts, &deferrals, &history, &[], &planned, at(), &policy);
             let mut flagged = facts.clone();
             flagged.flagged_contraindications.push(ContraindicationFlag {
                 agent: AGENTS[agent].into(),
@@ -1321,7 +1788,7 @@ mod tests {
             });
             let all_deferrals: Vec<_> = deferrals.iter().chain(&extra_deferrals).cloned().collect();
             let all_planned: Vec<_> = planned.iter().chain(&more_planned).cloned().collect();
-            let after = evaluate(&flagged, &all_deferrals, &history, &all_planned, at(), &policy);
+            let after = evaluate(&flagged, &all_deferrals, &history, &[], &all_planned, at(), &policy);
             never_better(&before, &after)?;
         }
 
@@ -1330,11 +1797,12 @@ mod tests {
             facts in arb_any_donor(),
             deferrals in arb_any_deferrals(0..3),
             history in arb_history(),
+            stimulations in arb_stimulations(),
             planned in arb_planned(),
             policy in arb_donor_policy(),
-            tighten in (0u32..=3, 0u32..=3, 0u32..=24, 0u32..=2, 0u32..=100),
+            tighten in (0u32..=3, 0u32..=3, 0u32..=24, 0u32..=2, 0u32..=100, 0u32..=2000),
         ) {
-            let (age, count, hours, weeks, ml) = tighten;
+            let (age, count, hours, weeks, ml, hes) = tighten;
             let mut strict = policy.clone();
             let d = &mut strict.donor;
             d.age_min += age;
@@ -1342,23 +1810,56 @@ mod tests {
             d.max_leukapheresis_per_12_months = d.max_leukapheresis_per_12_months.saturating_sub(count).max(1);
             d.max_procedures_per_7_days = d.max_procedures_per_7_days.saturating_sub(count).max(1);
             d.min_hours_between_leukapheresis += hours;
+            // Lengthening whole blood's interval also lengthens an equivalent loss's that follows it.
             d.weeks_after_whole_blood += weeks;
+            d.weeks_after_red_cell_loss = d.weeks_after_red_cell_loss.map(|w| w + weeks);
             d.weeks_after_red_cell_loss_not_returned += weeks;
             // A lower ceiling also makes smaller losses count as a whole-blood donation.
             d.max_red_cell_loss_ml_per_8_weeks = d.max_red_cell_loss_ml_per_8_weeks.saturating_sub(ml).max(1);
-            let before = evaluate(&facts, &deferrals, &history, &planned, at(), &policy);
-            let after = evaluate(&facts, &deferrals, &history, &planned, at(), &strict);
+            d.max_hes_ml_per_12_months = d.max_hes_ml_per_12_months.saturating_sub(hes).max(1);
+            d.max_steroid_courses_per_12_months = d.max_steroid_courses_per_12_months.saturating_sub(count).max(1);
+            let before = evaluate(&facts, &deferrals, &history, &stimulations, &planned, at(), &policy);
+            let after = evaluate(&facts, &deferrals, &history, &stimulations, &planned, at(), &strict);
             never_better(&before, &after)?;
+            // More agents counted as corticosteroids never help either.
+            strict.stimulation.corticosteroid_agents.push("gcsf".into());
+            let more = evaluate(&facts, &deferrals, &history, &stimulations, &planned, at(), &strict);
+            never_better(&after, &more)?;
+        }
+
+        #[test]
+        fn more_exposure_never_helps(
+            facts in arb_any_donor(),
+            history in arb_history(),
+            stimulations in arb_stimulations(),
+            extra in arb_stimulations(),
+            which in any::<prop::sample::Index>(),
+            hes in 0u32..=2000,
+            policy in prop_oneof![Just(prop_policy()), arb_donor_policy()],
+        ) {
+            let before = evaluate(&facts, &[], &history, &stimulations, &[], at(), &policy);
+            let all: Vec<_> = stimulations.iter().chain(&extra).cloned().collect();
+            let after = evaluate(&facts, &[], &history, &all, &[], at(), &policy);
+            never_better(&before, &after)?;
+            if !history.is_empty() {
+                let mut more = history.clone();
+                let p = &mut more[which.index(history.len())];
+                p.hes_ml = Some(p.hes_ml.unwrap_or(0).saturating_add(hes));
+                let after = evaluate(&facts, &[], &more, &all, &[], at(), &policy);
+                let before = evaluate(&facts, &[], &history, &all, &[], at(), &policy);
+                never_better(&before, &after)?;
+            }
         }
 
         #[test]
         fn only_the_windows_matter_not_order_or_old_or_future_history(
             facts in arb_any_donor(),
             history in arb_history(),
+            stimulations in arb_stimulations(),
             seed in any::<u64>(),
         ) {
             let policy = prop_policy();
-            let e = evaluate(&facts, &[], &history, &[], at(), &policy);
+            let e = evaluate(&facts, &[], &history, &stimulations, &[], at(), &policy);
             // The longest look-back is 365 days (8 weeks for red cells not returned is shorter).
             let relevant: Vec<_> =
                 history.iter().filter(|p| p.at <= at() && at() - p.at < days(365)).cloned().collect();
@@ -1366,7 +1867,11 @@ mod tests {
             let turn = (seed as usize) % shuffled.len().max(1);
             shuffled.rotate_left(turn);
             shuffled.reverse();
-            prop_assert_eq!(evaluate(&facts, &[], &shuffled, &[], at(), &policy).codes(), e.codes());
+            let mut given: Vec<_> =
+                stimulations.iter().filter(|s| s.at <= at() && at() - s.at < days(365)).cloned().collect();
+            let turn = (seed as usize) % given.len().max(1);
+            given.rotate_left(turn);
+            prop_assert_eq!(evaluate(&facts, &[], &shuffled, &given, &[], at(), &policy).codes(), e.codes());
         }
     }
 }

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 pub struct Policy {
     pub unit: UnitPolicy,
     pub donor: DonorPolicy,
+    /// Added after the first release: a table without it takes the defaults.
+    #[serde(default)]
+    pub stimulation: StimulationPolicy,
     pub collection: CollectionPolicy,
     pub compat: CompatPolicy,
     pub recipient: RecipientPolicy,
@@ -62,12 +65,64 @@ pub struct DonorPolicy {
     pub max_leukapheresis_per_12_months: u32,
     pub min_hours_between_leukapheresis: u32,
     pub max_procedures_per_7_days: u32,
+    /// Weeks after a whole-blood donation (4 in the UK, 8 in the US), whether or not the
+    /// donation record says red cells were returned.
+    #[schema(minimum = 1)]
     pub weeks_after_whole_blood: u32,
+    /// Weeks after an equivalent red-cell loss (at least `max_red_cell_loss_ml_per_8_weeks` mL)
+    /// by any other procedure, a leukapheresis included. `null` (the default, and every table
+    /// saved before this key existed): the same as `weeks_after_whole_blood`.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub weeks_after_red_cell_loss: Option<u32>,
+    /// Weeks after a red-cell apheresis whose red cells were not returned.
     pub weeks_after_red_cell_loss_not_returned: u32,
     pub max_red_cell_loss_ml_per_8_weeks: u32,
+    /// Hydroxyethyl starch a donor may have received in any 12 months (mL); reaching it makes
+    /// the donor ineligible. The sources give no number: the medical director sets it.
+    #[serde(default = "defaults::max_hes_ml_per_12_months")]
+    #[schema(minimum = 1, maximum = 50000)]
+    pub max_hes_ml_per_12_months: u32,
+    /// Corticosteroid courses (see `stimulation.corticosteroid_agents`) a donor may have had in
+    /// any 12 months; reaching it makes the donor ineligible (cataract risk rises with repeated
+    /// courses). The sources give no number: the medical director sets it.
+    #[serde(default = "defaults::max_steroid_courses_per_12_months")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_steroid_courses_per_12_months: u32,
     pub gcsf_window_hours: HoursWindow,
     pub dexamethasone_window_hours: HoursWindow,
     pub contraindications: Vec<Contraindication>,
+}
+
+impl DonorPolicy {
+    /// The interval after another procedure's equivalent red-cell loss, in weeks.
+    pub fn red_cell_loss_weeks(&self) -> u32 {
+        self.weeks_after_red_cell_loss.unwrap_or(self.weeks_after_whole_blood)
+    }
+}
+
+/// The programme's stimulation regimen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StimulationPolicy {
+    /// Agents a donor proposed or booked for a collection is given unless the collection plans
+    /// otherwise; donor candidates and the alert scan check contraindications against them.
+    /// Lower-case agent names as stimulations record them.
+    #[serde(default = "defaults::default_agents")]
+    pub default_agents: Vec<String>,
+    /// Agents that are corticosteroids: each collection stimulated with one of them (or each
+    /// such stimulation given without a collection) is one course.
+    #[serde(default = "defaults::corticosteroid_agents")]
+    pub corticosteroid_agents: Vec<String>,
+}
+
+impl Default for StimulationPolicy {
+    fn default() -> Self {
+        Self {
+            default_agents: defaults::default_agents(),
+            corticosteroid_agents: defaults::corticosteroid_agents(),
+        }
+    }
 }
 
 /// Hours before collection start within which a stimulation must be given.
@@ -147,6 +202,33 @@ mod defaults {
 
     pub fn look_forward_due_hours() -> u32 {
         72
+    }
+
+    /// 12 collections (the default yearly maximum) of about 500 mL of HES each.
+    pub fn max_hes_ml_per_12_months() -> u32 {
+        6000
+    }
+
+    /// One course per collection at the default yearly maximum of collections.
+    pub fn max_steroid_courses_per_12_months() -> u32 {
+        12
+    }
+
+    pub fn default_agents() -> Vec<String> {
+        vec!["gcsf".to_owned(), "dexamethasone".to_owned()]
+    }
+
+    pub fn corticosteroid_agents() -> Vec<String> {
+        [
+            "dexamethasone",
+            "prednisone",
+            "prednisolone",
+            "methylprednisolone",
+            "hydrocortisone",
+            "betamethasone",
+        ]
+        .map(str::to_owned)
+        .to_vec()
     }
 }
 
@@ -282,12 +364,16 @@ impl Default for Policy {
                 min_hours_between_leukapheresis: 48,
                 max_procedures_per_7_days: 2,
                 weeks_after_whole_blood: 4,
+                weeks_after_red_cell_loss: None,
                 weeks_after_red_cell_loss_not_returned: 8,
                 max_red_cell_loss_ml_per_8_weeks: 200,
+                max_hes_ml_per_12_months: defaults::max_hes_ml_per_12_months(),
+                max_steroid_courses_per_12_months: defaults::max_steroid_courses_per_12_months(),
                 gcsf_window_hours: HoursWindow { min: 12, max: 24 },
                 dexamethasone_window_hours: HoursWindow { min: 10, max: 14 },
                 contraindications: Vec::new(),
             },
+            stimulation: StimulationPolicy::default(),
             collection: CollectionPolicy {
                 default_duration_minutes: 180,
             },
@@ -342,6 +428,8 @@ const ALERT_DELAY_HOURS: (u32, u32) = (1, 168);
 const COLLECTION_MINUTES_CEILING: u32 = 24 * 60;
 const OUT_OF_STORAGE_MINUTES: (u32, u32) = (0, 24 * 60);
 const FOLLOW_UP_HOURS: (u32, u32) = (1, 24 * 30);
+const HES_ML_PER_12_MONTHS: (u32, u32) = (1, 50_000);
+const STEROID_COURSES_PER_12_MONTHS: (u32, u32) = (1, 100);
 
 /// Infectious-disease marker names: lower-case identifiers such as `anti_hiv` or `hcv_nat`.
 pub fn is_marker_name(name: &str) -> bool {
@@ -384,6 +472,21 @@ impl Problems {
     fn ordered<T: PartialOrd + std::fmt::Display>(&mut self, min_key: &str, min: T, max_key: &str, max: T) {
         if min > max {
             self.add(min_key, format!("must not exceed {max_key} ({max}), got {min}"));
+        }
+    }
+
+    /// Agent names as stimulations record them (`gcsf`, `dexamethasone`), each listed once.
+    fn agents(&mut self, key: &str, agents: &[String]) {
+        for (i, agent) in agents.iter().enumerate() {
+            let item = format!("{key}[{i}]");
+            if !is_marker_name(agent) {
+                self.add(
+                    &item,
+                    "must be a lower-case agent name of 2–40 of a-z 0-9 _ (e.g. gcsf, dexamethasone)",
+                );
+            } else if agents[..i].contains(agent) {
+                self.add(&item, format!("{agent} is listed twice"));
+            }
         }
     }
 
@@ -496,20 +599,38 @@ impl Policy {
         );
         p.positive("donor.max_procedures_per_7_days", d.max_procedures_per_7_days);
         p.positive("donor.weeks_after_whole_blood", d.weeks_after_whole_blood);
+        if let Some(weeks) = d.weeks_after_red_cell_loss {
+            p.positive("donor.weeks_after_red_cell_loss", weeks);
+        }
         p.positive(
             "donor.weeks_after_red_cell_loss_not_returned",
             d.weeks_after_red_cell_loss_not_returned,
         );
-        // Not returning red cells can only lengthen the interval.
+        // Not returning red cells can only lengthen the interval after an equivalent loss
+        // (whole blood has its own interval). Reported on the key that sets it.
+        let loss_key = match d.weeks_after_red_cell_loss {
+            Some(_) => "donor.weeks_after_red_cell_loss",
+            None => "donor.weeks_after_whole_blood",
+        };
         p.ordered(
-            "donor.weeks_after_whole_blood",
-            d.weeks_after_whole_blood,
+            loss_key,
+            d.red_cell_loss_weeks(),
             "donor.weeks_after_red_cell_loss_not_returned",
             d.weeks_after_red_cell_loss_not_returned,
         );
         p.positive(
             "donor.max_red_cell_loss_ml_per_8_weeks",
             d.max_red_cell_loss_ml_per_8_weeks,
+        );
+        p.int_range(
+            "donor.max_hes_ml_per_12_months",
+            d.max_hes_ml_per_12_months,
+            HES_ML_PER_12_MONTHS,
+        );
+        p.int_range(
+            "donor.max_steroid_courses_per_12_months",
+            d.max_steroid_courses_per_12_months,
+            STEROID_COURSES_PER_12_MONTHS,
         );
         p.window("donor.gcsf_window_hours", d.gcsf_window_hours);
         p.window("donor.dexamethasone_window_hours", d.dexamethasone_window_hours);
@@ -528,6 +649,13 @@ impl Policy {
                 p.add(key, format!("duplicate of an earlier entry ({} / {})", c.agent, c.item));
             }
         }
+
+        let st = &self.stimulation;
+        p.agents("stimulation.default_agents", &st.default_agents);
+        if st.corticosteroid_agents.is_empty() {
+            p.add("stimulation.corticosteroid_agents", "must list at least one agent");
+        }
+        p.agents("stimulation.corticosteroid_agents", &st.corticosteroid_agents);
 
         p.int_range(
             "collection.default_duration_minutes",
@@ -640,8 +768,30 @@ mod tests {
         assert_eq!(p.donor.min_hours_between_leukapheresis, 48);
         assert_eq!(p.donor.max_procedures_per_7_days, 2);
         assert_eq!(p.donor.weeks_after_whole_blood, 4);
+        assert_eq!(
+            p.donor.weeks_after_red_cell_loss, None,
+            "follows weeks_after_whole_blood"
+        );
+        assert_eq!(p.donor.red_cell_loss_weeks(), 4);
         assert_eq!(p.donor.weeks_after_red_cell_loss_not_returned, 8);
         assert_eq!(p.donor.max_red_cell_loss_ml_per_8_weeks, 200);
+        assert_eq!(p.donor.max_hes_ml_per_12_months, 6000);
+        assert_eq!(p.donor.max_steroid_courses_per_12_months, 12);
+        assert_eq!(p.stimulation.default_agents, vec!["gcsf", "dexamethasone"]);
+        assert!(
+            p.stimulation
+                .default_agents
+                .iter()
+                .all(|a| crate::domain::stimulation::window_for(a, &p).is_some()),
+            "the default agents are the ones with a policy window"
+        );
+        assert!(
+            p.stimulation
+                .corticosteroid_agents
+                .contains(&"dexamethasone".to_owned())
+        );
+        assert!(p.stimulation.corticosteroid_agents.contains(&"prednisone".to_owned()));
+        assert!(!p.stimulation.corticosteroid_agents.contains(&"gcsf".to_owned()));
         assert_eq!(p.donor.gcsf_window_hours, HoursWindow { min: 12, max: 24 });
         assert_eq!(p.donor.dexamethasone_window_hours, HoursWindow { min: 10, max: 14 });
         assert!(p.donor.contraindications.is_empty());
@@ -715,7 +865,40 @@ mod tests {
             ("donor.max_procedures_per_7_days", |p| {
                 p.donor.max_procedures_per_7_days = 0
             }),
+            // While weeks_after_red_cell_loss is null, whole blood's interval is also the
+            // equivalent loss's, which must not exceed the not-returned one.
             ("donor.weeks_after_whole_blood", |p| p.donor.weeks_after_whole_blood = 9),
+            ("donor.weeks_after_whole_blood", |p| p.donor.weeks_after_whole_blood = 0),
+            ("donor.weeks_after_red_cell_loss", |p| {
+                p.donor.weeks_after_red_cell_loss = Some(0)
+            }),
+            ("donor.weeks_after_red_cell_loss", |p| {
+                p.donor.weeks_after_red_cell_loss = Some(9)
+            }),
+            ("donor.max_hes_ml_per_12_months", |p| {
+                p.donor.max_hes_ml_per_12_months = 0
+            }),
+            ("donor.max_hes_ml_per_12_months", |p| {
+                p.donor.max_hes_ml_per_12_months = 50_001
+            }),
+            ("donor.max_steroid_courses_per_12_months", |p| {
+                p.donor.max_steroid_courses_per_12_months = 0
+            }),
+            ("donor.max_steroid_courses_per_12_months", |p| {
+                p.donor.max_steroid_courses_per_12_months = 101
+            }),
+            ("stimulation.default_agents[0]", |p| {
+                p.stimulation.default_agents = vec!["G-CSF".into()]
+            }),
+            ("stimulation.default_agents[1]", |p| {
+                p.stimulation.default_agents = vec!["gcsf".into(), "gcsf".into()]
+            }),
+            ("stimulation.corticosteroid_agents", |p| {
+                p.stimulation.corticosteroid_agents = vec![]
+            }),
+            ("stimulation.corticosteroid_agents[0]", |p| {
+                p.stimulation.corticosteroid_agents = vec![" dexamethasone".into()]
+            }),
             ("donor.max_red_cell_loss_ml_per_8_weeks", |p| {
                 p.donor.max_red_cell_loss_ml_per_8_weeks = 0
             }),
@@ -815,11 +998,25 @@ mod tests {
         p.donor.age_min = 16;
         p.donor.age_max = 100;
         p.donor.weeks_after_whole_blood = 8;
+        p.donor.max_hes_ml_per_12_months = 50_000;
+        p.donor.max_steroid_courses_per_12_months = 100;
+        p.stimulation.default_agents = vec![];
         p.donor.gcsf_window_hours = HoursWindow { min: 0, max: 72 };
         p.donor.dexamethasone_window_hours = HoursWindow { min: 12, max: 12 };
         p.collection.default_duration_minutes = 1440;
         p.alerts.expiry_thresholds_hours = vec![72, 1];
         p.records.retention_years = 1;
+        assert_eq!(p.validate(), Ok(()));
+
+        // Whole blood's own interval is free of the red-cell-loss ones once those are set.
+        p.donor.weeks_after_whole_blood = 12;
+        p.donor.weeks_after_red_cell_loss = Some(8);
+        p.donor.max_hes_ml_per_12_months = 1;
+        p.donor.max_steroid_courses_per_12_months = 1;
+        assert_eq!(p.validate(), Ok(()));
+        p.donor.weeks_after_red_cell_loss = None;
+        assert_only(&p, "donor.weeks_after_whole_blood");
+        p.donor.weeks_after_red_cell_loss = Some(1);
         assert_eq!(p.validate(), Ok(()));
 
         p.unit.max_shelf_life_hours = 1;
@@ -893,6 +1090,13 @@ mod tests {
         assert_eq!(json["request"]["approval"], "always");
         assert_eq!(json["alerts"]["expiry_thresholds_hours"], serde_json::json!([8, 4, 2]));
         assert_eq!(json["records"]["retention_years"], 30);
+        assert_eq!(json["donor"]["weeks_after_red_cell_loss"], serde_json::Value::Null);
+        assert_eq!(json["donor"]["max_hes_ml_per_12_months"], 6000);
+        assert_eq!(json["donor"]["max_steroid_courses_per_12_months"], 12);
+        assert_eq!(
+            json["stimulation"]["default_agents"],
+            serde_json::json!(["gcsf", "dexamethasone"])
+        );
         let back: Policy = serde_json::from_value(json).expect("deserialises");
         assert_eq!(back, p);
 
@@ -904,13 +1108,45 @@ mod tests {
     }
 
     #[test]
+    fn tables_without_the_exposure_keys_read_with_their_defaults() {
+        // A table (or a client) from before the stimulation section and the exposure keys.
+        let mut json = serde_json::to_value(Policy::default()).expect("serialises");
+        let root = json.as_object_mut().expect("object");
+        root.remove("stimulation");
+        let donor = root.get_mut("donor").and_then(|d| d.as_object_mut()).expect("donor");
+        for key in [
+            "weeks_after_red_cell_loss",
+            "max_hes_ml_per_12_months",
+            "max_steroid_courses_per_12_months",
+        ] {
+            assert!(donor.remove(key).is_some(), "{key}");
+        }
+        let back: Policy = serde_json::from_value(json.clone()).expect("deserialises");
+        assert_eq!(back, Policy::default());
+        // An older table whose whole-blood interval was changed keeps it for equivalent losses.
+        json["donor"]["weeks_after_whole_blood"] = serde_json::json!(6);
+        let back: Policy = serde_json::from_value(json.clone()).expect("deserialises");
+        assert_eq!(back.donor.red_cell_loss_weeks(), 6);
+        // A stimulation section with one key takes the default of the other.
+        json["stimulation"] = serde_json::json!({"default_agents": ["gcsf"]});
+        let back: Policy = serde_json::from_value(json).expect("deserialises");
+        assert_eq!(back.stimulation.default_agents, vec!["gcsf"]);
+        assert_eq!(
+            back.stimulation.corticosteroid_agents,
+            StimulationPolicy::default().corticosteroid_agents
+        );
+        assert_eq!(back.validate(), Ok(()));
+    }
+
+    #[test]
     fn json_rejects_unknown_fields_at_every_level() {
         let base = serde_json::to_value(Policy::default()).expect("serialises");
-        let paths: [&[&str]; 5] = [
+        let paths: [&[&str]; 6] = [
             &[],
             &["unit"],
             &["donor"],
             &["donor", "gcsf_window_hours"],
+            &["stimulation"],
             &["records"],
         ];
         for path in paths {
@@ -1023,6 +1259,13 @@ mod tests {
                 p.donor.age_max = (age_min + age_span).min(100);
                 p.donor.weeks_after_whole_blood = wb;
                 p.donor.weeks_after_red_cell_loss_not_returned = wb + not_returned;
+                // Whole blood may then be longer than the not-returned interval.
+                if minor {
+                    p.donor.weeks_after_red_cell_loss = Some(wb);
+                    p.donor.weeks_after_whole_blood = wb + not_returned + 1;
+                }
+                p.donor.max_hes_ml_per_12_months = minutes * 30;
+                p.donor.max_steroid_courses_per_12_months = 1 + hours % 100;
                 p.donor.gcsf_window_hours = HoursWindow {
                     min: gcsf.0.min(gcsf.1),
                     max: gcsf.0.max(gcsf.1),

@@ -9,7 +9,9 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::text_enum;
-use crate::domain::eligibility::{self, Deferral, DonorFacts, Eligibility, PastProcedure, ProcedureKind, Reason};
+use crate::domain::eligibility::{
+    self, Deferral, DonorFacts, Eligibility, GivenStimulation, PastProcedure, ProcedureKind, Reason,
+};
 use crate::domain::policy::Policy;
 
 text_enum!(
@@ -56,6 +58,11 @@ pub struct Booking {
     pub scheduled_end: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// Red cells the procedure removed, mL: its product's plus any other loss recorded (an
+    /// aborted run's); `None` while nothing is recorded.
+    pub red_cell_loss_ml: Option<u32>,
+    /// Hydroxyethyl starch the donor received, mL, as recorded at its end.
+    pub hes_ml: Option<u32>,
 }
 
 impl Booking {
@@ -96,8 +103,9 @@ impl Booking {
         self.procedure_time().map(|at| PastProcedure {
             kind: ProcedureKind::Leukapheresis,
             at,
-            red_cell_loss_ml: None,
+            red_cell_loss_ml: self.red_cell_loss_ml,
             red_cells_returned: true,
+            hes_ml: self.hes_ml,
         })
     }
 }
@@ -116,6 +124,8 @@ pub struct DonorRecord {
     pub donations: Vec<PastProcedure>,
     /// The donor's collections.
     pub bookings: Vec<Booking>,
+    /// Every stimulation the donor was given.
+    pub stimulations: Vec<GivenStimulation>,
 }
 
 impl DonorRecord {
@@ -133,7 +143,17 @@ impl DonorRecord {
             .collect()
     }
 
-    /// Eligibility for a leukapheresis at `at`, leaving out the collection `exclude`.
+    /// Stimulations, except those given for the collection `exclude`.
+    pub fn stimulations_given(&self, exclude: Option<i64>) -> Vec<GivenStimulation> {
+        self.stimulations
+            .iter()
+            .filter(|s| exclude.is_none() || s.collection_id != exclude)
+            .cloned()
+            .collect()
+    }
+
+    /// Eligibility for a leukapheresis at `at`, leaving out the collection `exclude` (and the
+    /// stimulations given for it).
     pub fn eligibility_at(
         &self,
         at: DateTime<Utc>,
@@ -145,6 +165,7 @@ impl DonorRecord {
             &self.facts,
             &self.deferrals,
             &self.history(exclude),
+            &self.stimulations_given(exclude),
             planned_agents,
             at,
             policy,
@@ -220,6 +241,8 @@ mod tests {
             scheduled_end: t(day, hour + 3),
             started_at: None,
             ended_at: None,
+            red_cell_loss_ml: None,
+            hes_ml: None,
         }
     }
 
@@ -233,6 +256,7 @@ mod tests {
             deferrals: vec![],
             donations: vec![],
             bookings,
+            stimulations: vec![],
         }
     }
 
@@ -363,6 +387,65 @@ mod tests {
         assert!(e.eligible, "{:?}", e.reasons);
     }
 
+    #[test]
+    fn a_collection_counts_its_red_cells_and_hes() {
+        let mut p = Policy::default();
+        p.donor.max_hes_ml_per_12_months = 1000;
+        let mut done = booking(1, 1, 8);
+        done.status = CollectionStatus::Completed;
+        done.started_at = Some(t(1, 8));
+        done.ended_at = Some(t(1, 10));
+        done.red_cell_loss_ml = Some(150);
+        done.hes_ml = Some(500);
+        let mut aborted = booking(2, 4, 8);
+        aborted.status = CollectionStatus::Aborted;
+        aborted.started_at = Some(t(4, 8));
+        aborted.ended_at = Some(t(4, 9));
+        aborted.red_cell_loss_ml = Some(60);
+        aborted.hes_ml = Some(499);
+        let mut d = donor(vec![done.clone(), aborted]);
+        let history = d.history(None);
+        assert_eq!(history[1].red_cell_loss_ml, Some(60), "an aborted run's loss counts");
+        assert_eq!(
+            d.eligibility_at(t(10, 8), None, &[], &p).codes(),
+            vec![RED_CELL_LOSS_8_WEEKS]
+        );
+        // One more mL of HES reaches the limit.
+        d.bookings[1].hes_ml = Some(500);
+        assert_eq!(
+            d.eligibility_at(t(10, 8), None, &[], &p).codes(),
+            vec![RED_CELL_LOSS_8_WEEKS, HES_LIMIT_12_MONTHS]
+        );
+        // The collection being judged is left out, with its own loss.
+        assert_eq!(d.eligibility_at(t(10, 8), Some(2), &[], &p).codes(), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn the_stimulations_of_the_collection_judged_are_not_a_past_course() {
+        let mut p = Policy::default();
+        p.donor.max_steroid_courses_per_12_months = 2;
+        let dex = |collection_id, day| GivenStimulation {
+            agent: "dexamethasone".into(),
+            at: t(day, 20),
+            collection_id,
+        };
+        let mut d = donor(vec![booking(3, 20, 8)]);
+        d.stimulations = vec![dex(Some(1), 1), dex(Some(3), 19)];
+        // Its own dose the evening before is not a past course: one course, eligible.
+        assert!(d.eligibility_at(t(20, 8), Some(3), &[], &p).eligible);
+        // Judged as another collection, both courses count.
+        assert_eq!(
+            d.eligibility_at(t(25, 8), None, &[], &p).codes(),
+            vec![STEROID_COURSE_LIMIT_12_MONTHS]
+        );
+        // A dose given without a collection counts whatever is judged.
+        d.stimulations.push(dex(None, 2));
+        assert_eq!(
+            d.eligibility_at(t(20, 8), Some(3), &[], &p).codes(),
+            vec![STEROID_COURSE_LIMIT_12_MONTHS]
+        );
+    }
+
     fn minute(m: i64) -> DateTime<Utc> {
         t(1, 0) + TimeDelta::minutes(m)
     }
@@ -397,6 +480,8 @@ mod tests {
                     scheduled_end: minute(start + length),
                     started_at,
                     ended_at,
+                    red_cell_loss_ml: None,
+                    hes_ml: None,
                 }
             })
     }

@@ -36,6 +36,41 @@ pub fn normalize_agent(raw: &str) -> Option<String> {
     ok.then_some(agent)
 }
 
+/// Whether two agent names mean the same agent: letters and digits compared without case, so
+/// a checklist entry written `G-CSF` matches the recorded agent `gcsf`.
+pub fn same_agent(a: &str, b: &str) -> bool {
+    let key = |s: &str| {
+        s.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect::<String>()
+    };
+    let (a, b) = (key(a), key(b));
+    !a.is_empty() && a == b
+}
+
+/// Whether `agent` is a corticosteroid (`stimulation.corticosteroid_agents`).
+pub fn is_corticosteroid(agent: &str, policy: &Policy) -> bool {
+    policy
+        .stimulation
+        .corticosteroid_agents
+        .iter()
+        .any(|s| same_agent(s, agent))
+}
+
+/// The agents a donor will be given for a collection whose plan is `planned` (its planned
+/// agents and the agents already given for it): the programme's default agents
+/// (`stimulation.default_agents`) plus those, each once, defaults first.
+pub fn agents_to_check(planned: &[String], policy: &Policy) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for agent in policy.stimulation.default_agents.iter().chain(planned) {
+        if !out.iter().any(|a| same_agent(a, agent)) {
+            out.push(agent.clone());
+        }
+    }
+    out
+}
+
 /// The policy window for `agent`, in hours before the collection start.
 pub fn window_for(agent: &str, policy: &Policy) -> Option<HoursWindow> {
     match agent {
@@ -92,12 +127,12 @@ pub fn contraindication_warnings(agent: &str, donor: &DonorFacts, policy: &Polic
         .donor
         .contraindications
         .iter()
-        .filter(|c| c.agent.eq_ignore_ascii_case(agent))
+        .filter(|c| same_agent(&c.agent, agent))
         .filter(|c| {
             donor
                 .flagged_contraindications
                 .iter()
-                .any(|f| f.agent.eq_ignore_ascii_case(&c.agent) && f.item.eq_ignore_ascii_case(&c.item))
+                .any(|f| same_agent(&f.agent, &c.agent) && f.item.trim().eq_ignore_ascii_case(c.item.trim()))
         })
         .map(|c| Warning {
             code: codes::CONTRAINDICATED_AGENT,
@@ -203,6 +238,66 @@ mod tests {
         // A flag for an item the policy no longer lists does not warn.
         p.donor.contraindications.remove(0);
         assert_eq!(contraindication_warnings(DEXAMETHASONE, &donor, &p), vec![]);
+    }
+
+    #[test]
+    fn agent_names_match_on_letters_and_digits() {
+        let cases = [
+            ("gcsf", "G-CSF", true),
+            ("gcsf", " g_csf ", true),
+            ("dexamethasone", "Dexamethasone", true),
+            ("gcsf", "gmcsf", false),
+            ("hes_6", "hes6", true),
+            ("hes_6", "hes_60", false),
+            ("", "", false),
+            ("-", "_", false),
+        ];
+        for (a, b, same) in cases {
+            assert_eq!(same_agent(a, b), same, "{a:?} {b:?}");
+            assert_eq!(same_agent(b, a), same, "{b:?} {a:?}");
+        }
+    }
+
+    #[test]
+    fn agents_to_check_are_the_defaults_plus_the_plan() {
+        let mut p = Policy::default();
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(agents_to_check(&[], &p), strings(&[GCSF, DEXAMETHASONE]));
+        assert_eq!(
+            agents_to_check(&strings(&["prednisone", "gcsf"]), &p),
+            strings(&[GCSF, DEXAMETHASONE, "prednisone"])
+        );
+        p.stimulation.default_agents = vec![];
+        assert_eq!(agents_to_check(&[], &p), Vec::<String>::new());
+        assert_eq!(agents_to_check(&strings(&["gcsf"]), &p), strings(&["gcsf"]));
+    }
+
+    #[test]
+    fn corticosteroids_come_from_the_policy() {
+        let mut p = Policy::default();
+        assert!(is_corticosteroid(DEXAMETHASONE, &p));
+        assert!(is_corticosteroid("prednisone", &p));
+        assert!(!is_corticosteroid(GCSF, &p));
+        p.stimulation.corticosteroid_agents = vec!["prednisone".into()];
+        assert!(!is_corticosteroid(DEXAMETHASONE, &p));
+    }
+
+    #[test]
+    fn a_checklist_agent_written_with_punctuation_still_warns() {
+        let mut p = Policy::default();
+        p.donor.contraindications = vec![Contraindication {
+            agent: "G-CSF".into(),
+            item: "sickle cell disease".into(),
+        }];
+        let donor = DonorFacts {
+            date_of_birth: NaiveDate::from_ymd_opt(1980, 1, 1).expect("date"),
+            active: true,
+            flagged_contraindications: vec![ContraindicationFlag {
+                agent: "G-CSF".into(),
+                item: "sickle cell disease".into(),
+            }],
+        };
+        assert_eq!(contraindication_warnings(GCSF, &donor, &p).len(), 1);
     }
 
     proptest! {

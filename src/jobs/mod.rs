@@ -164,7 +164,8 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
         };
         let stims = store::collections::stimulations_for_collection(conn, c.id)?;
         let start = utc(c.scheduled_start);
-        let eligibility = record.eligibility_at(start, Some(c.id), &[], policy);
+        let agents = crate::services::collections::agents_to_check(c, &stims, policy)?;
+        let eligibility = record.eligibility_at(start, Some(c.id), &agents, policy);
         holding.extend(alerts::collection_alerts(
             &CollectionState {
                 id: c.id,

@@ -172,7 +172,8 @@ pub async fn start(
     Ok(HttpResponse::Ok().json(started))
 }
 
-/// Complete the procedure with its data and any donor adverse events.
+/// Complete the procedure with its data (HES volume and red cells lost count in the donor's
+/// exposure; recorded once) and any donor adverse events.
 #[utoipa::path(
     post, path = "/api/v1/collections/{id}/complete", tag = "collections", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = CompleteInput,
@@ -199,7 +200,8 @@ pub async fn complete(
     Ok(HttpResponse::Ok().json(done))
 }
 
-/// Cancel a scheduled collection or stop a running one.
+/// Cancel a scheduled collection or stop a running one; a run that had started may record the
+/// red cells and HES of the aborted run (they count in the donor's exposure).
 #[utoipa::path(
     post, path = "/api/v1/collections/{id}/abort", tag = "collections", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = AbortInput,

@@ -14,6 +14,7 @@ use crate::domain::blood::{Abo, Cmv, Hla, Rhd};
 use crate::domain::compatibility::{self, Context, CrossmatchFacts, CrossmatchKind, Stage, UnitFacts, Verdict};
 use crate::domain::matching::{self, DonorMatchFacts};
 use crate::domain::policy::Policy;
+use crate::domain::stimulation;
 use crate::error::ApiResult;
 use crate::services::{donors, patients, requests};
 use crate::store::units::UnitMatchRow;
@@ -211,6 +212,9 @@ pub fn candidates(
         .into_iter()
         .filter_map(|(id, t)| t.map(|t| (id, utc(t))))
         .collect();
+    // A donor is proposed for the programme's usual stimulation: contraindications are checked
+    // against its default agents.
+    let default_agents = stimulation::agents_to_check(&[], policy);
     let mut judged = Vec::with_capacity(all.len());
     for (d, record) in all.iter().zip(records) {
         let hla: Hla = if d.hla == EMPTY_HLA {
@@ -225,7 +229,7 @@ pub fn candidates(
             hla: (!hla.is_empty()).then_some(hla),
             last_stimulated_at: last_stimulated.get(&d.id).copied(),
         };
-        let eligibility = record.eligibility_at(collection_at, None, &[], policy);
+        let eligibility = record.eligibility_at(collection_at, None, &default_agents, policy);
         let a = matching::assess_donor(&patient, requirements, &facts, &eligibility, collection_at, policy);
         let score = matching::donor_score(&patient, &facts, &a, now);
         judged.push((score, d, facts, a));

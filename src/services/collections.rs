@@ -135,6 +135,17 @@ pub struct CollectionView {
     pub ended_at: Option<DateTime<Utc>>,
     pub volume_processed_ml: Option<i32>,
     pub hes_used: Option<bool>,
+    /// Hydroxyethyl starch the donor received, mL (counted against
+    /// `donor.max_hes_ml_per_12_months`).
+    #[schema(minimum = 0, maximum = 5000)]
+    pub hes_volume_ml: Option<i32>,
+    /// Red cells lost other than in the product (e.g. an aborted run's circuit), mL.
+    #[schema(minimum = 0, maximum = 1000)]
+    pub red_cell_loss_ml: Option<i32>,
+    /// Red cells in the unit made from this collection, mL, recorded when the unit is created.
+    /// With `red_cell_loss_ml` it counts towards the donor's red-cell-loss rules.
+    #[schema(minimum = 0, maximum = 500)]
+    pub product_red_cell_ml: Option<f64>,
     /// Donor's pre-collection WBC, × 10⁹/L.
     #[schema(minimum = 0, maximum = 500)]
     pub pre_count_wbc: Option<f64>,
@@ -238,6 +249,9 @@ pub fn view(conn: &mut DbConn, c: Collection, policy: &Policy) -> ApiResult<Coll
         ended_at: b.ended_at,
         volume_processed_ml: c.volume_processed_ml,
         hes_used: c.hes_used,
+        hes_volume_ml: c.hes_volume_ml,
+        red_cell_loss_ml: c.red_cell_loss_ml,
+        product_red_cell_ml: c.product_red_cell_ml,
         pre_count_wbc: c.pre_count_wbc,
         pre_count_anc: c.pre_count_anc,
         abort_reason: c.abort_reason,
@@ -436,6 +450,8 @@ pub fn schedule(conn: &mut DbConn, actor: &Actor, input: ScheduleInput, policy: 
         scheduled_end: end,
         started_at: None,
         ended_at: None,
+        red_cell_loss_ml: None,
+        hes_ml: None,
     };
     let eligibility = check_booking(&record, &candidate, &planned, policy, now);
     let busy = device_conflicts(conn, input.device_id, &candidate, now)?;
@@ -460,6 +476,9 @@ pub fn schedule(conn: &mut DbConn, actor: &Actor, input: ScheduleInput, policy: 
             abort_reason: None,
             adverse_events: "[]".to_owned(),
             updated_at: at,
+            red_cell_loss_ml: None,
+            product_red_cell_ml: None,
+            hes_volume_ml: None,
         },
         at,
     )?;
@@ -480,6 +499,37 @@ fn transition(c: &Collection, t: Transition) -> ApiResult<CollectionStatus> {
             format!("collection {} is {from}; it cannot {t}", c.id),
         )
     })
+}
+
+/// The agents a booked collection's donor is checked against by the alert scan: the
+/// programme's default agents, the collection's planned agents and those already given for it.
+pub fn agents_to_check(c: &Collection, given: &[Stimulation], policy: &Policy) -> ApiResult<Vec<String>> {
+    let mut planned: Vec<String> = from_stored_json("planned_agents", &c.planned_agents)?;
+    planned.extend(given.iter().map(|s| s.agent.clone()));
+    Ok(stimulation::agents_to_check(&planned, policy))
+}
+
+/// Records the red cells of the unit made from collection `id` (part of the unit's creation
+/// transaction); audited. A volume already recorded is kept, never overwritten.
+pub fn record_product_red_cells(
+    conn: &mut DbConn,
+    actor: &Actor,
+    id: i64,
+    red_cell_volume_ml: Option<f64>,
+    policy: &Policy,
+) -> ApiResult<()> {
+    let Some(ml) = red_cell_volume_ml else {
+        return Ok(());
+    };
+    let c = find(conn, id)?;
+    if c.product_red_cell_ml.is_some() {
+        return Ok(());
+    }
+    let mut data = CollectionData::from(c.clone());
+    data.product_red_cell_ml = Some(ml);
+    data.updated_at = store::now();
+    save(conn, actor, "collection.product_red_cells", c, data, policy)?;
+    Ok(())
 }
 
 /// `planned` plus the agents already given for the collection.
@@ -646,14 +696,23 @@ fn adverse_events(
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"volume_processed_ml": 7500, "hes_used": true, "pre_count_wbc": 28.4, "pre_count_anc": 24.1}))]
+#[schema(example = json!({"volume_processed_ml": 7500, "hes_used": true, "hes_volume_ml": 500, "pre_count_wbc": 28.4, "pre_count_anc": 24.1}))]
 pub struct CompleteInput {
     /// Default: now. Not before the start, not in the future.
     pub ended_at: Option<DateTime<Utc>>,
     /// 1–50 000 mL.
     #[schema(minimum = 1, maximum = 50000)]
     pub volume_processed_ml: Option<u32>,
+    /// Default: true when `hes_volume_ml` is above 0.
     pub hes_used: Option<bool>,
+    /// Hydroxyethyl starch the donor received, 0–5000 mL (0 only without HES); counted against
+    /// `donor.max_hes_ml_per_12_months`. Recorded once.
+    #[schema(minimum = 0, maximum = 5000)]
+    pub hes_volume_ml: Option<u32>,
+    /// Red cells lost other than in the product (not returned from the circuit), 0–1000 mL.
+    /// The product's red cells are recorded when its unit is created. Recorded once.
+    #[schema(minimum = 0, maximum = 1000)]
+    pub red_cell_loss_ml: Option<u32>,
     /// Donor's pre-collection WBC, × 10⁹/L (0–500).
     #[schema(minimum = 0, maximum = 500)]
     pub pre_count_wbc: Option<f64>,
@@ -666,6 +725,52 @@ pub struct CompleteInput {
 
 const MAX_VOLUME_PROCESSED_ML: u32 = 50_000;
 const MAX_COUNT: f64 = 500.0;
+// Plausibility bounds of what a collection records (not eligibility rules: those are policy).
+const MAX_RED_CELL_LOSS_ML: u32 = 1000;
+const MAX_HES_VOLUME_ML: u32 = 5000;
+
+/// Checks the red-cell loss and HES volume of a procedure's end; `started` is whether it ran.
+/// Returns them as stored, and `hes_used` as given or implied by the volume.
+fn exposure(
+    v: &mut Validator,
+    started: bool,
+    red_cell_loss_ml: Option<u32>,
+    hes_volume_ml: Option<u32>,
+    hes_used: Option<bool>,
+) -> (Option<i32>, Option<i32>, Option<bool>) {
+    v.check(
+        red_cell_loss_ml.is_none_or(|ml| ml <= MAX_RED_CELL_LOSS_ML),
+        "red_cell_loss_ml",
+        format!("must be between 0 and {MAX_RED_CELL_LOSS_ML}"),
+    );
+    v.check(
+        hes_volume_ml.is_none_or(|ml| ml <= MAX_HES_VOLUME_ML),
+        "hes_volume_ml",
+        format!("must be between 0 and {MAX_HES_VOLUME_ML}"),
+    );
+    match (hes_used, hes_volume_ml) {
+        (Some(false), Some(ml)) if ml > 0 => v.push("hes_volume_ml", "must be 0 or absent when hes_used is false"),
+        (Some(true), Some(0)) => v.push("hes_volume_ml", "must be above 0 when hes_used is true"),
+        _ => {}
+    }
+    if !started {
+        for (field, given) in [
+            ("red_cell_loss_ml", red_cell_loss_ml.is_some()),
+            ("hes_volume_ml", hes_volume_ml.is_some()),
+        ] {
+            v.check(
+                !given,
+                field,
+                "must be absent: the procedure never started, so the donor lost and received nothing",
+            );
+        }
+    }
+    (
+        red_cell_loss_ml.and_then(|ml| i32::try_from(ml).ok()),
+        hes_volume_ml.and_then(|ml| i32::try_from(ml).ok()),
+        hes_used.or(hes_volume_ml.map(|ml| ml > 0)),
+    )
+}
 
 pub fn complete(
     conn: &mut DbConn,
@@ -703,13 +808,22 @@ pub fn complete(
             format!("must be between 0 and {MAX_COUNT} (× 10⁹/L)"),
         );
     }
+    let (red_cell_loss, hes_volume, hes_used) = exposure(
+        &mut v,
+        true,
+        input.red_cell_loss_ml,
+        input.hes_volume_ml,
+        input.hes_used,
+    );
     let events = adverse_events(&mut v, &c.adverse_events, input.adverse_events, ended_at, now)?;
     v.finish()?;
     let mut data = CollectionData::from(c.clone());
     data.status = status.as_str().to_owned();
     data.ended_at = Some(stored(ended_at));
     data.volume_processed_ml = input.volume_processed_ml.and_then(|ml| i32::try_from(ml).ok());
-    data.hes_used = input.hes_used;
+    data.hes_used = hes_used;
+    data.hes_volume_ml = hes_volume;
+    data.red_cell_loss_ml = red_cell_loss;
     data.pre_count_wbc = input.pre_count_wbc;
     data.pre_count_anc = input.pre_count_anc;
     data.adverse_events = events;
@@ -719,7 +833,7 @@ pub fn complete(
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"reason": "venous access lost", "adverse_events": [{"kind": "venous_access", "severity": "mild"}]}))]
+#[schema(example = json!({"reason": "venous access lost", "red_cell_loss_ml": 120, "adverse_events": [{"kind": "venous_access", "severity": "mild"}]}))]
 pub struct AbortInput {
     /// Why, 1–500 characters.
     #[schema(
@@ -728,6 +842,14 @@ pub struct AbortInput {
     pub reason: String,
     /// Default: now. For a running procedure this is when it ended.
     pub aborted_at: Option<DateTime<Utc>>,
+    /// Red cells the donor lost in the aborted run (not returned from the circuit), 0–1000 mL;
+    /// counts towards the red-cell-loss rules. Only for a procedure that had started.
+    #[schema(minimum = 0, maximum = 1000)]
+    pub red_cell_loss_ml: Option<u32>,
+    /// Hydroxyethyl starch the donor received before the run stopped, 0–5000 mL; counts against
+    /// `donor.max_hes_ml_per_12_months`. Only for a procedure that had started.
+    #[schema(minimum = 0, maximum = 5000)]
+    pub hes_volume_ml: Option<u32>,
     #[serde(default)]
     pub adverse_events: Vec<AdverseEvent>,
 }
@@ -759,12 +881,24 @@ pub fn abort(
         "aborted_at",
         "must not be before started_at",
     );
+    let (red_cell_loss, hes_volume, hes_used) = exposure(
+        &mut v,
+        started_at.is_some(),
+        input.red_cell_loss_ml,
+        input.hes_volume_ml,
+        None,
+    );
     let events = adverse_events(&mut v, &c.adverse_events, input.adverse_events, at, now)?;
     v.finish()?;
     let mut data = CollectionData::from(c.clone());
     data.status = status.as_str().to_owned();
     data.ended_at = started_at.map(|_| stored(at));
     data.abort_reason = Some(reason);
+    data.red_cell_loss_ml = red_cell_loss;
+    data.hes_volume_ml = hes_volume;
+    if hes_used.is_some() {
+        data.hes_used = hes_used;
+    }
     data.adverse_events = events;
     data.updated_at = stored(now);
     save(conn, actor, "collection.abort", c, data, policy)

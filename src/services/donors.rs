@@ -10,10 +10,12 @@ use utoipa::ToSchema;
 use super::{from_stored_json, is_past, stored, stored_enum, to_json, to_value, utc};
 use crate::domain::blood::{Abo, Cmv, DonorType, Hla, Rhd, Sex};
 use crate::domain::eligibility::{
-    ContraindicationFlag, Deferral, DonorFacts, Eligibility, PastProcedure, ProcedureKind,
+    ContraindicationFlag, Deferral, DonorFacts, Eligibility, GivenStimulation, PastProcedure, ProcedureKind,
+    collection_red_cell_loss,
 };
 use crate::domain::policy::Policy;
 use crate::domain::scheduling::{Booking, CollectionStatus, DonorRecord};
+use crate::domain::stimulation::same_agent;
 use crate::error::{ApiError, ApiResult, Validator};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::collections::{self as collection_rows, Collection};
@@ -223,7 +225,7 @@ fn validate(input: DonorInput, today: NaiveDate, policy: &Policy, check_flags: b
             .donor
             .contraindications
             .iter()
-            .find(|c| c.agent.eq_ignore_ascii_case(flag.agent.trim()) && c.item.eq_ignore_ascii_case(flag.item.trim()))
+            .find(|c| same_agent(&c.agent, &flag.agent) && c.item.trim().eq_ignore_ascii_case(flag.item.trim()))
         {
             // Stored with the checklist's spelling.
             Some(c) if !flags.iter().any(|f| f.agent == c.agent && f.item == c.item) => {
@@ -446,6 +448,7 @@ fn donation(r: &DonationRow) -> ApiResult<PastProcedure> {
         at: utc(r.donated_at),
         red_cell_loss_ml: r.red_cell_loss_ml.and_then(|ml| u32::try_from(ml).ok()),
         red_cells_returned: r.red_cells_returned,
+        hes_ml: None,
     })
 }
 
@@ -457,6 +460,11 @@ pub fn booking(c: &Collection) -> ApiResult<Booking> {
         scheduled_end: utc(c.scheduled_end),
         started_at: c.started_at.map(utc),
         ended_at: c.ended_at.map(utc),
+        red_cell_loss_ml: collection_red_cell_loss(
+            c.product_red_cell_ml,
+            c.red_cell_loss_ml.and_then(|ml| u32::try_from(ml).ok()),
+        ),
+        hes_ml: c.hes_volume_ml.and_then(|ml| u32::try_from(ml).ok()),
     })
 }
 
@@ -469,7 +477,7 @@ pub struct DonorKey<'a> {
     pub contraindications: &'a str,
 }
 
-/// The eligibility inputs of each donor, in the order given (three queries for the batch).
+/// The eligibility inputs of each donor, in the order given (four queries for the batch).
 pub fn records(conn: &mut DbConn, donors: &[Donor]) -> ApiResult<Vec<DonorRecord>> {
     let keys: Vec<DonorKey<'_>> = donors
         .iter()
@@ -487,17 +495,19 @@ pub fn records(conn: &mut DbConn, donors: &[Donor]) -> ApiResult<Vec<DonorRecord
 /// instead of long id lists.
 pub fn records_for(conn: &mut DbConn, donors: &[DonorKey<'_>], all_active: bool) -> ApiResult<Vec<DonorRecord>> {
     let ids: Vec<i64> = donors.iter().map(|d| d.id).collect();
-    let (deferral_rows, donation_rows, collection_list) = if all_active {
+    let (deferral_rows, donation_rows, collection_list, given_rows) = if all_active {
         (
             rows::deferrals_of_active(conn)?,
             rows::donations_of_active(conn)?,
             collection_rows::of_active_donors(conn)?,
+            collection_rows::given_to_active_donors(conn)?,
         )
     } else {
         (
             rows::deferrals_of(conn, &ids)?,
             rows::donations_of(conn, &ids)?,
             collection_rows::of_donors(conn, &ids)?,
+            collection_rows::given_to_donors(conn, &ids)?,
         )
     };
     let mut deferrals: HashMap<i64, Vec<Deferral>> = HashMap::new();
@@ -511,6 +521,14 @@ pub fn records_for(conn: &mut DbConn, donors: &[DonorKey<'_>], all_active: bool)
     let mut bookings: HashMap<i64, Vec<Booking>> = HashMap::new();
     for c in collection_list {
         bookings.entry(c.donor_id).or_default().push(booking(&c)?);
+    }
+    let mut given: HashMap<i64, Vec<GivenStimulation>> = HashMap::new();
+    for g in given_rows {
+        given.entry(g.donor_id).or_default().push(GivenStimulation {
+            agent: g.agent,
+            at: utc(g.administered_at),
+            collection_id: g.collection_id,
+        });
     }
     donors
         .iter()
@@ -529,6 +547,7 @@ pub fn records_for(conn: &mut DbConn, donors: &[DonorKey<'_>], all_active: bool)
                 deferrals: deferrals.remove(&d.id).unwrap_or_default(),
                 donations: donations.remove(&d.id).unwrap_or_default(),
                 bookings: bookings.remove(&d.id).unwrap_or_default(),
+                stimulations: given.remove(&d.id).unwrap_or_default(),
             })
         })
         .collect()

@@ -906,6 +906,10 @@ pub fn create(
         actor,
         Change::created("unit.create", "unit", created.id, snapshot(&created)?),
     )?;
+    // The product's red cells were taken from the donor: they count in the donor's exposure.
+    if let Some(id) = collection_id {
+        super::collections::record_product_red_cells(conn, actor, id, input.red_cell_volume_ml, policy)?;
+    }
     Ok(created)
 }
 

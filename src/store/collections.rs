@@ -29,6 +29,12 @@ pub struct Collection {
     pub adverse_events: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Red cells lost other than in the product (an aborted run's), recorded at its end.
+    pub red_cell_loss_ml: Option<i32>,
+    /// The red cells of the unit made from it, recorded when the unit is created.
+    pub product_red_cell_ml: Option<f64>,
+    /// Hydroxyethyl starch the donor received, recorded at its end.
+    pub hes_volume_ml: Option<i32>,
 }
 
 /// Every mutable column; a transition loads the row, changes it and writes it back.
@@ -51,6 +57,9 @@ pub struct CollectionData {
     pub abort_reason: Option<String>,
     pub adverse_events: String,
     pub updated_at: NaiveDateTime,
+    pub red_cell_loss_ml: Option<i32>,
+    pub product_red_cell_ml: Option<f64>,
+    pub hes_volume_ml: Option<i32>,
 }
 
 impl From<Collection> for CollectionData {
@@ -72,6 +81,9 @@ impl From<Collection> for CollectionData {
             abort_reason: c.abort_reason,
             adverse_events: c.adverse_events,
             updated_at: c.updated_at,
+            red_cell_loss_ml: c.red_cell_loss_ml,
+            product_red_cell_ml: c.product_red_cell_ml,
+            hes_volume_ml: c.hes_volume_ml,
         }
     }
 }
@@ -234,5 +246,44 @@ pub fn stimulations_of_donor(conn: &mut DbConn, donor_id: i64) -> QueryResult<Ve
         .filter(stimulations::donor_id.eq(donor_id))
         .order((stimulations::administered_at.asc(), stimulations::id.asc()))
         .select(Stimulation::as_select())
+        .load(conn)
+}
+
+/// One stimulation as the exposure rules read it.
+#[derive(Debug, Clone, Queryable)]
+pub struct GivenRow {
+    pub donor_id: i64,
+    pub collection_id: Option<i64>,
+    pub agent: String,
+    pub administered_at: NaiveDateTime,
+}
+
+/// The stimulations of these donors.
+pub fn given_to_donors(conn: &mut DbConn, donor_ids: &[i64]) -> QueryResult<Vec<GivenRow>> {
+    stimulations::table
+        .filter(stimulations::donor_id.eq_any(donor_ids))
+        .order((stimulations::administered_at.asc(), stimulations::id.asc()))
+        .select((
+            stimulations::donor_id,
+            stimulations::collection_id,
+            stimulations::agent,
+            stimulations::administered_at,
+        ))
+        .load(conn)
+}
+
+/// The stimulations of every active donor (a join, for whole-register matching).
+pub fn given_to_active_donors(conn: &mut DbConn) -> QueryResult<Vec<GivenRow>> {
+    use super::schema::donors;
+    stimulations::table
+        .inner_join(donors::table)
+        .filter(donors::active.eq(true))
+        .order((stimulations::administered_at.asc(), stimulations::id.asc()))
+        .select((
+            stimulations::donor_id,
+            stimulations::collection_id,
+            stimulations::agent,
+            stimulations::administered_at,
+        ))
         .load(conn)
 }

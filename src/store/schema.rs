@@ -177,6 +177,9 @@ diesel::table! {
         adverse_events -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        red_cell_loss_ml -> Nullable<Integer>,
+        product_red_cell_ml -> Nullable<Double>,
+        hes_volume_ml -> Nullable<Integer>,
     }
 }
 

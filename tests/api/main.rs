@@ -12,6 +12,7 @@ mod collections;
 mod crash;
 mod donors;
 mod errors;
+mod exposure;
 mod health;
 mod isbt128;
 mod judgement;

@@ -1,0 +1,4 @@
+DROP TRIGGER collections_exposure_is_recorded_once;
+ALTER TABLE collections DROP COLUMN hes_volume_ml;
+ALTER TABLE collections DROP COLUMN product_red_cell_ml;
+ALTER TABLE collections DROP COLUMN red_cell_loss_ml;
