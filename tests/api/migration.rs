@@ -1,6 +1,7 @@
 //! A database written by an earlier release migrates in place, and its rows still read and
 //! behave safely: an untyped patient falls back to group O units, free-text crossmatch methods
-//! stay readable, an excursion recorded before is held for review.
+//! stay readable, an excursion recorded before is held for review, a director's override is a
+//! signed-off authorisation, and childbearing potential stated by a hospital stays stated.
 
 use std::sync::Arc;
 
@@ -98,6 +99,34 @@ fn migrate_as_earlier_release(backend: Backend, db: &TestDb) {
              SELECT id, 30.5, '{now}', 'Shelf A', FALSE, 'old', '{now}' FROM units WHERE din = 'B123426990001';"
     ))
     .expect("old crossmatches and readings");
+    // A woman the hospital said could bear children, and one it said nothing of (false), and an
+    // RhD-positive unit a medical director gave over the `rhd_mismatch` warning.
+    conn.batch_execute(&format!(
+        "INSERT INTO patients (hospital_id, mrn, given_name, family_name, date_of_birth, sex, weight_kg, abo, rhd, cmv,
+                               childbearing_potential, hla_antibodies, granulocyte_antibodies, created_at, updated_at)
+             SELECT id, mrn, 'Old', 'Woman', '1990-01-01', 'female', 60, 'O', 'negative', 'negative', stated, '[]', FALSE,
+                    '{now}', '{now}' FROM hospitals, (SELECT 'OLD-2' AS mrn, TRUE AS stated UNION ALL
+                                                      SELECT 'OLD-3', FALSE) AS w
+             WHERE code = 'OLD';
+         INSERT INTO units (din, product_code, source, supplier, pooled, abo, rhd, cmv, volume_ml, granulocyte_count,
+                            collected_at, expires_at, status, storage_location, irradiated_at, irradiation_dose_gy,
+                            irradiated_by, release_kind, released_at, released_by, created_at, updated_at)
+             VALUES ('B123426990003', 'E9999V00', 'external', 'Old supplier', FALSE, 'O', 'positive', 'negative', 250,
+                     5e10, '{collected}', '{expires}', 'allocated', NULL, '{now}', 25, 'old', 'tested', '{now}', 'old',
+                     '{now}', '{now}');
+         INSERT INTO requests (hospital_id, patient_id, units_requested, needed_by, priority, anc_per_ul, infection,
+                               refractory_hours, cmv_negative, hla_compatible, within_indication, status, requested_by,
+                               created_at, updated_at)
+             SELECT hospital_id, id, 1, '{expires}', 'asap', 100, 'sepsis', 72, FALSE, FALSE, TRUE, 'open', 'old',
+                    '{now}', '{now}' FROM patients WHERE mrn = 'OLD-2';
+         INSERT INTO allocations (request_id, unit_id, status, warnings, override_reason, overridden_by, anti_d_task,
+                                  allocated_by, allocated_at, created_at, updated_at)
+             SELECT r.id, u.id, 'allocated',
+                    '[{{\"code\":\"rhd_mismatch\",\"severity\":\"warn\",\"message\":\"RhD-positive unit\"}}]',
+                    'no RhD-negative unit in time', 'dr-old', TRUE, 'dr-old', '{now}', '{now}', '{now}'
+             FROM requests r, units u WHERE u.din = 'B123426990003';"
+    ))
+    .expect("old override");
 }
 
 async fn rows_from_an_earlier_release_read_and_behave_safely(backend: Backend) {
@@ -201,4 +230,33 @@ async fn rows_from_an_earlier_release_read_and_behave_safely(backend: Backend) {
         .await
         .problem(409, "no_excursion_pending");
     assert_eq!(reason_codes(&check(&group_a).await), vec!["abo_unconfirmed"]);
+
+    // The director's override: an authorisation they made and signed off, with its finding as
+    // the authorise tier; nothing waits for a sign-off.
+    let report = app.get("/api/v1/reports/exceptions", Some(&tech)).await;
+    let entry = report.ok(200)["items"][0].clone();
+    assert_eq!(entry["warnings"][0]["severity"], "authorise", "{entry}");
+    assert_eq!(entry["authorisations"][0]["by"], "dr-old");
+    assert_eq!(entry["authorisations"][0]["reason"], "no RhD-negative unit in time");
+    assert_eq!(entry["authorisations"][0]["signed_off"], true);
+    assert_eq!(entry["awaiting_sign_off"], false);
+    let waiting = app
+        .get("/api/v1/reports/exceptions?signed_off=false", Some(&tech))
+        .await;
+    assert_eq!(waiting.ok(200)["items"], json!([]));
+    // Stated by the hospital stays stated; the old default `false` is derived from age now.
+    let listed = app.get("/api/v1/patients", Some(&tech)).await;
+    let by_mrn = |mrn: &str| {
+        listed.body["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|p| p["mrn"] == mrn))
+            .cloned()
+            .expect("patient")
+    };
+    listed.ok(200);
+    let stated = by_mrn("OLD-2");
+    assert_eq!(stated["childbearing_potential_stated"], true, "{stated}");
+    let derived = by_mrn("OLD-3");
+    assert_eq!(derived["childbearing_potential_stated"], json!(null), "{derived}");
+    assert_eq!(derived["childbearing_potential"], true);
 }
