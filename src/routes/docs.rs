@@ -38,7 +38,7 @@ use crate::error::{FieldError, Problem, Reason};
         isbt128::decode,
         units::create, units::list, units::get, units::irradiate, units::record_test,
         units::release, units::inspect, units::disposition, units::discard, units::add_reading, units::add_location_reading, units::label, units::trace,
-        alerts::list, alerts::ack, alerts::jobs, alerts::stream,
+        alerts::list, alerts::ack, alerts::events, alerts::jobs, alerts::stream,
         webhooks::create, webhooks::list, webhooks::deliveries,
         patients::create, patients::list, patients::get, patients::update, patients::add_sample, patients::samples,
         patients::type_sample,
@@ -48,7 +48,7 @@ use crate::error::{FieldError, Problem, Reason};
         allocations::crossmatch, allocations::crossmatches, allocations::resolve_crossmatch,
         allocations::compatibility, allocations::exceptions,
     ),
-    components(schemas(Problem, FieldError, Reason)),
+    components(schemas(Problem, FieldError, Reason, alerts::AlertStreamItem)),
     modifiers(&SecurityAndErrors),
     tags(
         (name = "auth", description = "sign-in and tokens"),
