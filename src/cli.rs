@@ -326,8 +326,8 @@ fn alerts_run(global: &GlobalArgs) -> ExitCode {
     match crate::jobs::run_once(&mut conn, &crate::jobs::holder_name(), chrono::Utc::now()) {
         Ok(Some(r)) => {
             println!(
-                "alert scan: {} raised, {} resolved, {} units expired, {} ms",
-                r.raised, r.resolved, r.expired, r.duration_ms
+                "alert scan: {} raised, {} escalated, {} resolved, {} units expired, {} ms",
+                r.raised, r.escalated, r.resolved, r.expired, r.duration_ms
             );
             deliver(&mut conn)
         }

@@ -1,6 +1,13 @@
 //! The alert rules (domain.md §1, §3, §7): which conditions hold for a unit, an allocation, a
-//! request or a collection at `now`. Each condition has a deduplication key; the scan raises the
-//! keys that hold and are new, and resolves open alerts whose key no longer holds.
+//! request or a collection at `now`, and what raising one does to the alert already open for the
+//! same entity (issue 13, alert episodes).
+//!
+//! An alert is an *episode*: at most one is open per (kind, entity). Raising a condition while
+//! its episode is open escalates it when the condition got worse (higher severity, or a tighter
+//! expiry threshold), is recorded on it as a repeat when it is a new event of a kind the scan
+//! does not own, and otherwise does nothing. An episode ends when its condition clears (kinds
+//! the scan owns) or when staff acknowledge it (event kinds, which never clear by themselves);
+//! the next occurrence opens a new episode.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -15,6 +22,17 @@ text_enum!(
         Info => "info",
         Warning => "warning",
         Urgent => "urgent",
+    }
+);
+
+text_enum!(
+    /// A change of an alert, as the stream and the webhooks report it.
+    AlertTransition {
+        Raised => "raised",
+        Escalated => "escalated",
+        Repeated => "repeated",
+        Acknowledged => "acknowledged",
+        Resolved => "resolved",
     }
 );
 
@@ -42,11 +60,26 @@ pub mod kinds {
     ];
 }
 
+impl AlertSeverity {
+    /// Higher is more severe.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Info => 0,
+            Self::Warning => 1,
+            Self::Urgent => 2,
+        }
+    }
+}
+
 /// One condition that holds now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertSpec {
     pub kind: &'static str,
     pub severity: AlertSeverity,
+    /// For `unit.expiring`: the tightest expiry threshold passed, in hours.
+    pub threshold_hours: Option<u32>,
+    /// The condition key (`unit.expiring:<unit>:<h>h`, `request.unallocated:<request>`, …):
+    /// which condition this is, kept on the alert as its latest occurrence.
     pub dedup_key: String,
     pub entity_type: &'static str,
     pub entity_id: i64,
@@ -68,9 +101,56 @@ pub struct UnitState<'a> {
     /// As stored (the scan moves units past expiry to `expired`).
     pub status: UnitStatus,
     pub expires_at: DateTime<Utc>,
+    /// For a unit `allocated` (not yet issued): the `needed_by` of the request it is allocated
+    /// to, when the transfusion is planned.
+    pub transfusion_planned_at: Option<DateTime<Utc>>,
 }
 
-/// `true` in the second value: the unit is past expiry and must be moved to `expired`.
+/// Where a unit stands against the expiry thresholds of the policy (any order; the policy
+/// keeps them strictly decreasing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryStage {
+    /// The tightest threshold passed, in hours.
+    pub threshold_hours: u32,
+    /// The next (lower) threshold the unit will cross, if any: none once the tightest is passed.
+    pub next_threshold_hours: Option<u32>,
+    /// `urgent` at the tightest threshold of the policy, `warning` before.
+    pub severity: AlertSeverity,
+}
+
+/// The expiry stage of a unit with `left` before its expiry; `None` before the first threshold.
+pub fn expiry_stage(left: TimeDelta, thresholds: &[u32]) -> Option<ExpiryStage> {
+    let passed = thresholds.iter().copied().filter(|&h| left <= hours(h)).min()?;
+    let next = thresholds.iter().copied().filter(|&h| h < passed).max();
+    Some(ExpiryStage {
+        threshold_hours: passed,
+        next_threshold_hours: next,
+        severity: if next.is_none() {
+            AlertSeverity::Urgent
+        } else {
+            AlertSeverity::Warning
+        },
+    })
+}
+
+/// A unit allocated to a request is spared a `warning` when its transfusion is still ahead and
+/// comes before the unit would cross the next (lower) threshold: it will be used in time. An
+/// `urgent` stage (the tightest threshold) is never spared, and neither is a unit whose planned
+/// transfusion time has passed (the plan slipped).
+pub fn spared_as_allocated(
+    stage: &ExpiryStage,
+    expires_at: DateTime<Utc>,
+    planned_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    match (stage.severity, stage.next_threshold_hours, planned_at) {
+        (AlertSeverity::Warning, Some(next), Some(planned)) => planned >= now && planned < expires_at - hours(next),
+        _ => false,
+    }
+}
+
+/// `true` in the second value: the unit is past expiry and must be moved to `expired`. At most
+/// one `unit.expiring` condition per unit: the tightest threshold passed.
 pub fn unit_alerts(u: &UnitState<'_>, now: DateTime<Utc>, policy: &Policy) -> (Vec<AlertSpec>, bool) {
     let in_bank = matches!(
         u.status,
@@ -81,6 +161,7 @@ pub fn unit_alerts(u: &UnitState<'_>, now: DateTime<Utc>, policy: &Policy) -> (V
         let spec = AlertSpec {
             kind: kinds::UNIT_EXPIRED,
             severity: AlertSeverity::Urgent,
+            threshold_hours: None,
             dedup_key: format!("{}:{}", kinds::UNIT_EXPIRED, u.id),
             entity_type: "unit",
             entity_id: u.id,
@@ -96,31 +177,29 @@ pub fn unit_alerts(u: &UnitState<'_>, now: DateTime<Utc>, policy: &Policy) -> (V
         return (Vec::new(), false);
     }
     let left = u.expires_at.signed_duration_since(now);
-    let tightest = policy.alerts.expiry_thresholds_hours.iter().min().copied();
-    let specs = policy
-        .alerts
-        .expiry_thresholds_hours
-        .iter()
-        .filter(|&&h| left <= hours(h))
-        .map(|&h| AlertSpec {
-            kind: kinds::UNIT_EXPIRING,
-            severity: if Some(h) == tightest {
-                AlertSeverity::Urgent
-            } else {
-                AlertSeverity::Warning
-            },
-            dedup_key: format!("{}:{}:{h}h", kinds::UNIT_EXPIRING, u.id),
-            entity_type: "unit",
-            entity_id: u.id,
-            message: format!(
-                "unit {} ({}) expires in {} (threshold {h} h)",
-                u.din,
-                u.status,
-                fmt_left(left)
-            ),
-        })
-        .collect();
-    (specs, false)
+    let Some(stage) = expiry_stage(left, &policy.alerts.expiry_thresholds_hours) else {
+        return (Vec::new(), false);
+    };
+    let planned = u.transfusion_planned_at.filter(|_| u.status == UnitStatus::Allocated);
+    if spared_as_allocated(&stage, u.expires_at, planned, now) {
+        return (Vec::new(), false);
+    }
+    let h = stage.threshold_hours;
+    let spec = AlertSpec {
+        kind: kinds::UNIT_EXPIRING,
+        severity: stage.severity,
+        threshold_hours: Some(h),
+        dedup_key: format!("{}:{}:{h}h", kinds::UNIT_EXPIRING, u.id),
+        entity_type: "unit",
+        entity_id: u.id,
+        message: format!(
+            "unit {} ({}) expires in {} (threshold {h} h)",
+            u.din,
+            u.status,
+            fmt_left(left)
+        ),
+    };
+    (vec![spec], false)
 }
 
 pub struct AllocationState {
@@ -144,6 +223,7 @@ pub fn allocation_alerts(a: &AllocationState, now: DateTime<Utc>, policy: &Polic
         out.push(AlertSpec {
             kind: kinds::SAMPLE_EXPIRING,
             severity: AlertSeverity::Warning,
+            threshold_hours: None,
             dedup_key: format!("{}:{}", kinds::SAMPLE_EXPIRING, a.id),
             entity_type: "allocation",
             entity_id: a.id,
@@ -160,6 +240,7 @@ pub fn allocation_alerts(a: &AllocationState, now: DateTime<Utc>, policy: &Polic
         out.push(AlertSpec {
             kind: kinds::TRANSFUSION_OUTCOME_MISSING,
             severity: AlertSeverity::Warning,
+            threshold_hours: None,
             dedup_key: format!("{}:{}", kinds::TRANSFUSION_OUTCOME_MISSING, a.id),
             entity_type: "allocation",
             entity_id: a.id,
@@ -193,6 +274,7 @@ pub fn request_alerts(r: &RequestState, now: DateTime<Utc>, policy: &Policy) -> 
         } else {
             AlertSeverity::Warning
         },
+        threshold_hours: None,
         dedup_key: format!("{}:{}", kinds::REQUEST_UNALLOCATED, r.id),
         entity_type: "request",
         entity_id: r.id,
@@ -226,6 +308,7 @@ pub fn task_alerts(t: &TaskState<'_>, now: DateTime<Utc>) -> Vec<AlertSpec> {
     vec![AlertSpec {
         kind: kinds::TASK_OVERDUE,
         severity: AlertSeverity::Urgent,
+        threshold_hours: None,
         dedup_key: format!("{}:{}", kinds::TASK_OVERDUE, t.id),
         entity_type: "task",
         entity_id: t.id,
@@ -261,6 +344,7 @@ pub fn collection_alerts(c: &CollectionState<'_>, now: DateTime<Utc>, policy: &P
         out.push(AlertSpec {
             kind: kinds::COLLECTION_DONOR_INELIGIBLE,
             severity: AlertSeverity::Urgent,
+            threshold_hours: None,
             dedup_key: format!("{}:{}", kinds::COLLECTION_DONOR_INELIGIBLE, c.id),
             entity_type: "collection",
             entity_id: c.id,
@@ -276,6 +360,7 @@ pub fn collection_alerts(c: &CollectionState<'_>, now: DateTime<Utc>, policy: &P
         out.push(AlertSpec {
             kind: kinds::COLLECTION_UNSTIMULATED,
             severity: AlertSeverity::Warning,
+            threshold_hours: None,
             dedup_key: format!("{}:{}", kinds::COLLECTION_UNSTIMULATED, c.id),
             entity_type: "collection",
             entity_id: c.id,
@@ -293,6 +378,7 @@ pub fn collection_alerts(c: &CollectionState<'_>, now: DateTime<Utc>, policy: &P
             out.push(AlertSpec {
                 kind: kinds::STIMULATION_WINDOW_MISSED,
                 severity: AlertSeverity::Warning,
+                threshold_hours: None,
                 dedup_key: format!("{}:{}", kinds::STIMULATION_WINDOW_MISSED, s.id),
                 entity_type: "collection",
                 entity_id: c.id,
@@ -310,6 +396,115 @@ pub fn collection_alerts(c: &CollectionState<'_>, now: DateTime<Utc>, policy: &P
     out
 }
 
+/// The conditions of one scan, one per episode: when several hold for the same (kind, entity)
+/// (two stimulations of one collection past their window), the most severe is kept (the
+/// tighter threshold at equal severity, the first one at a tie).
+pub fn fold_episodes(specs: Vec<AlertSpec>) -> Vec<AlertSpec> {
+    let mut out: Vec<AlertSpec> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        match out
+            .iter_mut()
+            .find(|s| s.kind == spec.kind && s.entity_type == spec.entity_type && s.entity_id == spec.entity_id)
+        {
+            Some(kept) => {
+                if worse(spec.severity, spec.threshold_hours, kept.severity, kept.threshold_hours) {
+                    *kept = spec;
+                }
+            }
+            None => out.push(spec),
+        }
+    }
+    out
+}
+
+/// What ends an episode of this kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpisodeEnd {
+    /// The scan owns the kind: the episode resolves when the condition no longer holds;
+    /// acknowledging it only says someone is on it.
+    ConditionClears,
+    /// An event (a quarantine, a positive result, an anti-D task, a group discordance) that
+    /// never clears by itself: acknowledging the alert ends the episode.
+    Acknowledged,
+}
+
+pub fn episode_end(kind: &str) -> EpisodeEnd {
+    if kinds::SCANNED.contains(&kind) {
+        EpisodeEnd::ConditionClears
+    } else {
+        EpisodeEnd::Acknowledged
+    }
+}
+
+/// `true` when (severity, threshold) is worse than the other: a higher severity, or the same
+/// severity at a tighter (lower) expiry threshold.
+pub fn worse(
+    severity: AlertSeverity,
+    threshold_hours: Option<u32>,
+    than_severity: AlertSeverity,
+    than_threshold_hours: Option<u32>,
+) -> bool {
+    match severity.rank().cmp(&than_severity.rank()) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => matches!((threshold_hours, than_threshold_hours), (Some(h), Some(was)) if h < was),
+    }
+}
+
+/// The open episode of a (kind, entity), as the decision needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenEpisode<'a> {
+    pub severity: AlertSeverity,
+    pub threshold_hours: Option<u32>,
+    /// The condition key and message of its latest occurrence.
+    pub condition_key: &'a str,
+    pub message: &'a str,
+}
+
+/// A condition being raised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Occurrence<'a> {
+    pub kind: &'a str,
+    pub severity: AlertSeverity,
+    pub threshold_hours: Option<u32>,
+    pub condition_key: &'a str,
+    pub message: &'a str,
+}
+
+/// What raising an occurrence does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaiseDecision {
+    /// No open episode: open one (a new alert; webhooks `raised`).
+    Open,
+    /// Worse than the open episode: raise its severity (and threshold), take the new message,
+    /// re-open it if it was acknowledged (webhooks `escalated`).
+    Escalate,
+    /// An event kind happened again while its episode is open: counted on the open alert and
+    /// recorded (stream and webhooks `repeated`); the alert's text becomes the latest
+    /// occurrence's when that is as severe as the alert, otherwise it keeps the more severe one.
+    Repeat { take_text: bool },
+    /// Nothing new: the scan finding the same condition again, or a lower or equal stage of
+    /// it, or an event that is exactly the occurrence the open alert already shows.
+    Nothing,
+}
+
+pub fn decide(open: Option<&OpenEpisode<'_>>, new: &Occurrence<'_>) -> RaiseDecision {
+    let Some(open) = open else {
+        return RaiseDecision::Open;
+    };
+    if worse(new.severity, new.threshold_hours, open.severity, open.threshold_hours) {
+        return RaiseDecision::Escalate;
+    }
+    let same_occurrence = new.condition_key == open.condition_key && new.message == open.message;
+    match episode_end(new.kind) {
+        EpisodeEnd::ConditionClears => RaiseDecision::Nothing,
+        EpisodeEnd::Acknowledged if same_occurrence => RaiseDecision::Nothing,
+        EpisodeEnd::Acknowledged => RaiseDecision::Repeat {
+            take_text: new.severity == open.severity,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,50 +520,226 @@ mod tests {
         specs.iter().map(|s| s.dedup_key.clone()).collect()
     }
 
-    #[test]
-    fn expiry_thresholds_each_once_and_the_sweep() {
-        let p = Policy::default();
-        let unit = |status, left: TimeDelta| UnitState {
+    fn unit(status: UnitStatus, left: TimeDelta, planned_in: Option<TimeDelta>) -> UnitState<'static> {
+        UnitState {
             id: 7,
             din: "A999926000007",
             status,
             expires_at: now() + left,
-        };
+            transfusion_planned_at: planned_in.map(|d| now() + d),
+        }
+    }
+
+    /// (condition key, severity, threshold) of each spec.
+    fn stages(specs: &[AlertSpec]) -> Vec<(String, AlertSeverity, Option<u32>)> {
+        specs
+            .iter()
+            .map(|s| (s.dedup_key.clone(), s.severity, s.threshold_hours))
+            .collect()
+    }
+
+    #[test]
+    fn one_expiry_condition_per_unit_at_its_tightest_threshold_and_the_sweep() {
+        let p = Policy::default();
         let m = TimeDelta::minutes;
-        let cases: &[(TimeDelta, &[&str])] = &[
-            (m(8 * 60 + 1), &[]),
-            (m(8 * 60), &["unit.expiring:7:8h"]),
-            (m(4 * 60 + 1), &["unit.expiring:7:8h"]),
-            (m(4 * 60), &["unit.expiring:7:8h", "unit.expiring:7:4h"]),
-            (
-                m(119),
-                &["unit.expiring:7:8h", "unit.expiring:7:4h", "unit.expiring:7:2h"],
-            ),
-            (
-                m(1),
-                &["unit.expiring:7:8h", "unit.expiring:7:4h", "unit.expiring:7:2h"],
-            ),
+        let (w, u) = (AlertSeverity::Warning, AlertSeverity::Urgent);
+        type Stage = (&'static str, AlertSeverity, u32);
+        let cases: &[(TimeDelta, Option<Stage>)] = &[
+            (m(8 * 60 + 1), None),
+            (m(8 * 60), Some(("unit.expiring:7:8h", w, 8))),
+            (m(4 * 60 + 1), Some(("unit.expiring:7:8h", w, 8))),
+            (m(4 * 60), Some(("unit.expiring:7:4h", w, 4))),
+            (m(2 * 60 + 1), Some(("unit.expiring:7:4h", w, 4))),
+            (m(2 * 60), Some(("unit.expiring:7:2h", u, 2))),
+            // First seen 1 h 30 min before expiry: one urgent condition, not three.
+            (m(90), Some(("unit.expiring:7:2h", u, 2))),
+            (m(1), Some(("unit.expiring:7:2h", u, 2))),
         ];
         for (left, expected) in cases {
-            let (specs, sweep) = unit_alerts(&unit(UnitStatus::Available, *left), now(), &p);
-            assert_eq!(keys(&specs), *expected, "{left}");
-            assert!(!sweep);
+            for status in [UnitStatus::Available, UnitStatus::Quarantined, UnitStatus::Allocated] {
+                let (specs, sweep) = unit_alerts(&unit(status, *left, None), now(), &p);
+                let expected: Vec<_> = expected
+                    .iter()
+                    .map(|(k, s, h)| ((*k).to_owned(), *s, Some(*h)))
+                    .collect();
+                assert_eq!(stages(&specs), expected, "{left} {status}");
+                assert!(!sweep);
+            }
         }
-        let (specs, _) = unit_alerts(&unit(UnitStatus::Allocated, m(90)), now(), &p);
-        assert_eq!(specs.last().map(|s| s.severity), Some(AlertSeverity::Urgent));
-        assert_eq!(specs.first().map(|s| s.severity), Some(AlertSeverity::Warning));
         // At expiry: swept and alerted; once stored as expired it stays alerted (until discarded).
-        let (specs, sweep) = unit_alerts(&unit(UnitStatus::Available, m(0)), now(), &p);
+        let (specs, sweep) = unit_alerts(&unit(UnitStatus::Available, m(0), None), now(), &p);
         assert_eq!((keys(&specs), sweep), (vec!["unit.expired:7".to_owned()], true));
-        let (specs, sweep) = unit_alerts(&unit(UnitStatus::Expired, m(-60)), now(), &p);
+        let (specs, sweep) = unit_alerts(&unit(UnitStatus::Expired, m(-60), None), now(), &p);
         assert_eq!((keys(&specs), sweep), (vec!["unit.expired:7".to_owned()], false));
         // Out of the bank: nothing.
         for status in [UnitStatus::Issued, UnitStatus::Transfused, UnitStatus::Discarded] {
             assert_eq!(
-                unit_alerts(&unit(status, m(30)), now(), &p),
+                unit_alerts(&unit(status, m(30), None), now(), &p),
                 (vec![], false),
                 "{status}"
             );
+        }
+    }
+
+    #[test]
+    fn expiry_stages_follow_the_policy_thresholds() {
+        let h = TimeDelta::hours;
+        let stage =
+            |left, t: &[u32]| expiry_stage(left, t).map(|s| (s.threshold_hours, s.next_threshold_hours, s.severity));
+        let (w, u) = (AlertSeverity::Warning, AlertSeverity::Urgent);
+        assert_eq!(stage(h(9), &[8, 4, 2]), None);
+        assert_eq!(stage(h(8), &[8, 4, 2]), Some((8, Some(4), w)));
+        assert_eq!(stage(h(3), &[8, 4, 2]), Some((4, Some(2), w)));
+        assert_eq!(stage(h(1), &[8, 4, 2]), Some((2, None, u)));
+        assert_eq!(stage(h(-1), &[8, 4, 2]), Some((2, None, u)));
+        // A single threshold is the tightest: urgent.
+        assert_eq!(stage(h(5), &[6]), Some((6, None, u)));
+        assert_eq!(stage(h(5), &[]), None);
+        // Other thresholds, and in any order.
+        assert_eq!(stage(h(10), &[2, 12, 6]), Some((12, Some(6), w)));
+        assert_eq!(stage(h(6), &[12, 6, 2]), Some((6, Some(2), w)));
+    }
+
+    #[test]
+    fn an_allocated_unit_transfused_before_the_next_threshold_is_spared_the_warning() {
+        let p = Policy::default();
+        let (h, m) = (TimeDelta::hours, TimeDelta::minutes);
+        // 7 h left (8 h threshold passed, warning); the 4 h threshold is crossed in 3 h.
+        let left = h(7);
+        let cases: &[(UnitStatus, Option<TimeDelta>, bool)] = &[
+            (UnitStatus::Allocated, Some(h(2)), true),
+            (UnitStatus::Allocated, Some(h(3) - m(1)), true),
+            // At the crossing itself, or after it: alerted.
+            (UnitStatus::Allocated, Some(h(3)), false),
+            (UnitStatus::Allocated, Some(h(5)), false),
+            // Planned for now: spared; planned in the past (the plan slipped): alerted.
+            (UnitStatus::Allocated, Some(h(0)), true),
+            (UnitStatus::Allocated, Some(-m(1)), false),
+            // Nothing planned, or not allocated: alerted.
+            (UnitStatus::Allocated, None, false),
+            (UnitStatus::Available, Some(h(2)), false),
+            (UnitStatus::Quarantined, Some(h(2)), false),
+        ];
+        for (status, planned, spared) in cases {
+            let (specs, _) = unit_alerts(&unit(*status, left, *planned), now(), &p);
+            assert_eq!(specs.is_empty(), *spared, "{status} {planned:?}");
+            assert!(specs.iter().all(|s| s.severity == AlertSeverity::Warning));
+        }
+        // 3 h left (4 h threshold, warning): the 2 h threshold is crossed in 1 h.
+        let (specs, _) = unit_alerts(&unit(UnitStatus::Allocated, h(3), Some(m(59))), now(), &p);
+        assert!(specs.is_empty());
+        let (specs, _) = unit_alerts(&unit(UnitStatus::Allocated, h(3), Some(h(1))), now(), &p);
+        assert_eq!(
+            stages(&specs),
+            vec![("unit.expiring:7:4h".to_owned(), AlertSeverity::Warning, Some(4))]
+        );
+        // Urgent is never spared, however soon the transfusion.
+        let (specs, _) = unit_alerts(&unit(UnitStatus::Allocated, h(2), Some(m(1))), now(), &p);
+        assert_eq!(
+            stages(&specs),
+            vec![("unit.expiring:7:2h".to_owned(), AlertSeverity::Urgent, Some(2))]
+        );
+    }
+
+    fn spec(kind: &'static str, entity: i64, severity: AlertSeverity, threshold: Option<u32>, key: &str) -> AlertSpec {
+        AlertSpec {
+            kind,
+            severity,
+            threshold_hours: threshold,
+            dedup_key: key.to_owned(),
+            entity_type: "unit",
+            entity_id: entity,
+            message: key.to_owned(),
+        }
+    }
+
+    #[test]
+    fn one_condition_per_episode_the_worst_kept() {
+        let (w, u) = (AlertSeverity::Warning, AlertSeverity::Urgent);
+        let folded = fold_episodes(vec![
+            spec(kinds::STIMULATION_WINDOW_MISSED, 5, w, None, "s:11"),
+            spec(kinds::STIMULATION_WINDOW_MISSED, 5, w, None, "s:12"),
+            spec(kinds::UNIT_EXPIRING, 5, w, Some(8), "e:8"),
+            spec(kinds::UNIT_EXPIRING, 5, w, Some(4), "e:4"),
+            spec(kinds::UNIT_EXPIRING, 6, u, Some(2), "e6:2"),
+            spec(kinds::UNIT_EXPIRING, 6, w, Some(4), "e6:4"),
+            spec(kinds::UNIT_EXPIRED, 5, u, None, "x"),
+        ]);
+        assert_eq!(keys(&folded), vec!["s:11", "e:4", "e6:2", "x"]);
+    }
+
+    #[test]
+    fn raising_against_the_open_episode() {
+        use RaiseDecision::{Escalate, Nothing, Open, Repeat};
+        let (i, w, u) = (AlertSeverity::Info, AlertSeverity::Warning, AlertSeverity::Urgent);
+        let open = |severity, threshold| OpenEpisode {
+            severity,
+            threshold_hours: threshold,
+            condition_key: "k1",
+            message: "m1",
+        };
+        let occ = |kind, severity, threshold, key, message| Occurrence {
+            kind,
+            severity,
+            threshold_hours: threshold,
+            condition_key: key,
+            message,
+        };
+        let scanned = kinds::UNIT_EXPIRING;
+        let event = "unit.quarantined";
+        let cases: &[(Option<OpenEpisode<'_>>, Occurrence<'_>, RaiseDecision)] = &[
+            // No open episode: a new one, whatever the kind.
+            (None, occ(scanned, w, Some(8), "k1", "m1"), Open),
+            (None, occ(event, u, None, "k1", "m1"), Open),
+            // The scan finding the same stage again, or a lower one: nothing.
+            (Some(open(w, Some(8))), occ(scanned, w, Some(8), "k1", "m2"), Nothing),
+            (Some(open(w, Some(4))), occ(scanned, w, Some(8), "k2", "m2"), Nothing),
+            (Some(open(u, Some(2))), occ(scanned, w, Some(4), "k2", "m2"), Nothing),
+            (
+                Some(open(w, None)),
+                occ(kinds::REQUEST_UNALLOCATED, i, None, "k2", "m2"),
+                Nothing,
+            ),
+            // The next threshold, or a higher severity: escalate.
+            (Some(open(w, Some(8))), occ(scanned, w, Some(4), "k2", "m2"), Escalate),
+            (Some(open(w, Some(4))), occ(scanned, u, Some(2), "k2", "m2"), Escalate),
+            (
+                Some(open(w, None)),
+                occ(kinds::REQUEST_UNALLOCATED, u, None, "k1", "m1"),
+                Escalate,
+            ),
+            (Some(open(i, None)), occ(event, w, None, "k1", "m1"), Escalate),
+            // An event kind again while open: recorded, unless it is the very same occurrence.
+            (Some(open(u, None)), occ(event, u, None, "k1", "m1"), Nothing),
+            (
+                Some(open(u, None)),
+                occ(event, u, None, "k2", "m1"),
+                Repeat { take_text: true },
+            ),
+            (
+                Some(open(u, None)),
+                occ(event, u, None, "k1", "m2"),
+                Repeat { take_text: true },
+            ),
+            (
+                Some(open(u, None)),
+                occ(event, w, None, "k2", "m2"),
+                Repeat { take_text: false },
+            ),
+        ];
+        for (open, new, expected) in cases {
+            assert_eq!(decide(open.as_ref(), new), *expected, "{open:?} {new:?}");
+        }
+        for kind in kinds::SCANNED {
+            assert_eq!(episode_end(kind), EpisodeEnd::ConditionClears, "{kind}");
+        }
+        for kind in [
+            "unit.quarantined",
+            "unit.positive_result_after_release",
+            "allocation.anti_d_prophylaxis",
+            "patient.group_discordant",
+        ] {
+            assert_eq!(episode_end(kind), EpisodeEnd::Acknowledged, "{kind}");
         }
     }
 
@@ -481,15 +852,17 @@ mod tests {
 
     proptest! {
         #[test]
-        fn unit_alerts_follow_effective_status_and_each_threshold(
+        fn unit_alerts_follow_effective_status_and_the_tightest_threshold(
             status in prop::sample::select(UnitStatus::ALL),
             left_minutes in arb_minutes(),
+            planned_minutes in prop::option::of(arb_minutes()),
             thresholds in arb_thresholds(),
         ) {
             let mut p = Policy::default();
             p.alerts.expiry_thresholds_hours = thresholds.clone();
             let expires_at = now() + TimeDelta::minutes(left_minutes);
-            let u = UnitState { id: 7, din: "A999926000007", status, expires_at };
+            let planned_at = planned_minutes.map(|m| now() + TimeDelta::minutes(m));
+            let u = UnitState { id: 7, din: "A999926000007", status, expires_at, transfusion_planned_at: planned_at };
             let (specs, sweep) = unit_alerts(&u, now(), &p);
             let effective = crate::domain::units::effective_status(status, expires_at, now());
             let in_bank = matches!(status, UnitStatus::Quarantined | UnitStatus::Available | UnitStatus::Allocated);
@@ -498,19 +871,66 @@ mod tests {
                 vec![("unit.expired:7".to_owned(), AlertSeverity::Urgent)]
             } else if in_bank {
                 let tightest = thresholds.iter().min().copied();
-                thresholds
-                    .iter()
-                    .filter(|&&h| left_minutes <= i64::from(h) * 60)
-                    .map(|&h| {
+                let passed = thresholds.iter().copied().filter(|&h| left_minutes <= i64::from(h) * 60).min();
+                let next = passed.and_then(|t| thresholds.iter().copied().filter(|&h| h < t).max());
+                let spared = status == UnitStatus::Allocated
+                    && next.is_some()
+                    && planned_minutes.is_some_and(|m| m >= 0 && m < left_minutes - next.map_or(0, |n| i64::from(n) * 60));
+                match passed {
+                    Some(h) if !spared => {
                         let severity = if Some(h) == tightest { AlertSeverity::Urgent } else { AlertSeverity::Warning };
-                        (format!("unit.expiring:7:{h}h"), severity)
-                    })
-                    .collect()
+                        vec![(format!("unit.expiring:7:{h}h"), severity)]
+                    }
+                    _ => Vec::new(),
+                }
             } else {
                 Vec::new()
             };
             let got: Vec<(String, AlertSeverity)> = specs.iter().map(|s| (s.dedup_key.clone(), s.severity)).collect();
             prop_assert_eq!(got, expected);
+        }
+
+        /// However the scan sees a unit over time, its episode only ever escalates, one stage
+        /// at a time or more, and never raises a second alert while open.
+        #[test]
+        fn an_expiring_unit_escalates_monotonically(
+            mut lefts in prop::collection::vec(1i64..(10 * 60), 1..12),
+            thresholds in arb_thresholds(),
+        ) {
+            let mut p = Policy::default();
+            p.alerts.expiry_thresholds_hours = thresholds;
+            lefts.sort_unstable_by(|a, b| b.cmp(a));
+            let mut open: Option<(AlertSeverity, Option<u32>)> = None;
+            for left in lefts {
+                let u = UnitState {
+                    id: 7, din: "A999926000007", status: UnitStatus::Available,
+                    expires_at: now() + TimeDelta::minutes(left), transfusion_planned_at: None,
+                };
+                let (specs, _) = unit_alerts(&u, now(), &p);
+                prop_assert!(specs.len() <= 1);
+                for s in &specs {
+                    let episode = open.map(|(severity, threshold_hours)| OpenEpisode {
+                        severity, threshold_hours, condition_key: "k", message: "m",
+                    });
+                    let new = Occurrence {
+                        kind: s.kind, severity: s.severity, threshold_hours: s.threshold_hours,
+                        condition_key: &s.dedup_key, message: &s.message,
+                    };
+                    match decide(episode.as_ref(), &new) {
+                        RaiseDecision::Open => prop_assert!(open.is_none()),
+                        RaiseDecision::Escalate => {
+                            let (was, was_h) = open.unwrap_or((AlertSeverity::Info, None));
+                            prop_assert!(s.severity.rank() >= was.rank());
+                            prop_assert!(s.threshold_hours < was_h);
+                        }
+                        RaiseDecision::Nothing => prop_assert_eq!(open.map(|o| o.1), Some(s.threshold_hours)),
+                        RaiseDecision::Repeat { .. } => prop_assert!(false, "the scan never repeats"),
+                    }
+                    if !matches!(decide(episode.as_ref(), &new), RaiseDecision::Nothing) {
+                        open = Some((s.severity, s.threshold_hours));
+                    }
+                }
+            }
         }
 
         #[test]

@@ -1,7 +1,7 @@
 //! Background jobs: the alert scan (`granulo alerts run` once, or every
 //! `GRANULO_ALERT_INTERVAL_SECS` inside `granulo serve`). Runs take a database lease so they never
-//! overlap, on one instance or several; alerts are deduplicated by their unique key, so even two
-//! scans at once raise each alert once.
+//! overlap, on one instance or several; at most one alert is open per (kind, entity) (a partial
+//! unique index), so even two scans at once raise each episode once.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -11,7 +11,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::alerts::{
-    self, AlertSpec, AllocationState, CollectionState, RequestState, StimulationState, TaskState, UnitState, kinds,
+    self, AlertSeverity, AlertSpec, AlertTransition, AllocationState, CollectionState, Occurrence, OpenEpisode,
+    RaiseDecision, RequestState, StimulationState, TaskState, UnitState, kinds,
 };
 use crate::domain::policy::Policy;
 use crate::domain::units::UnitStatus;
@@ -27,15 +28,18 @@ const LEASE: TimeDelta = TimeDelta::minutes(5);
 
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct ScanReport {
+    /// New episodes opened.
     pub raised: i64,
+    /// Open episodes whose condition got worse (severity or expiry threshold).
+    pub escalated: i64,
     pub resolved: i64,
     pub expired: i64,
     pub duration_ms: i64,
 }
 
-fn raise(conn: &mut DbConn, spec: &AlertSpec, now: DateTime<Utc>) -> ApiResult<bool> {
+fn raise(conn: &mut DbConn, spec: &AlertSpec, now: DateTime<Utc>) -> ApiResult<Option<AlertTransition>> {
     let severity = spec.severity.as_str();
-    let created = crate::services::webhooks::raise(
+    let changed = crate::services::webhooks::raise_at_threshold(
         conn,
         &NewAlert {
             kind: spec.kind,
@@ -48,8 +52,9 @@ fn raise(conn: &mut DbConn, spec: &AlertSpec, now: DateTime<Utc>) -> ApiResult<b
             details: serde_json::json!({ spec.entity_type: spec.entity_id }).to_string(),
             created_at: store::truncate_micros(now.naive_utc()),
         },
+        spec.threshold_hours,
     )?;
-    Ok(created.is_some())
+    Ok(changed.map(|(transition, _)| transition))
 }
 
 /// One pass over everything the alert rules look at, in one transaction.
@@ -59,36 +64,6 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
     let system = Actor::system("alert-scan");
     let mut report = ScanReport::default();
     let mut holding: Vec<AlertSpec> = Vec::new();
-
-    for (id, din, status, expires_at) in store::units::for_alert_scan(conn)? {
-        let status = UnitStatus::parse(&status)
-            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored unit status {status:?}")))?;
-        let (specs, sweep) = alerts::unit_alerts(
-            &UnitState {
-                id,
-                din: &din,
-                status,
-                expires_at: utc(expires_at),
-            },
-            now,
-            policy,
-        );
-        if sweep && store::units::mark_expired(conn, id, at)? {
-            report.expired += 1;
-            audit::append(
-                conn,
-                &system,
-                Change::updated(
-                    "unit.expire",
-                    "unit",
-                    id,
-                    serde_json::json!({"status": status}),
-                    serde_json::json!({"status": "expired"}),
-                ),
-            )?;
-        }
-        holding.extend(specs);
-    }
 
     // Active allocations, their requests, the patients' samples and the units' crossmatches,
     // each in one query.
@@ -110,6 +85,43 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
             crossmatches.entry(x.unit_id).or_default().push(x.sample_id);
         }
     }
+    // When each allocated (not yet issued) unit is to be transfused: its request's need time.
+    let planned: HashMap<i64, DateTime<Utc>> = active
+        .iter()
+        .filter(|(a, _, _)| a.status == "allocated")
+        .map(|(a, _, needed_by)| (a.unit_id, utc(*needed_by)))
+        .collect();
+    for (id, din, status, expires_at) in store::units::for_alert_scan(conn)? {
+        let status = UnitStatus::parse(&status)
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored unit status {status:?}")))?;
+        let (specs, sweep) = alerts::unit_alerts(
+            &UnitState {
+                id,
+                din: &din,
+                status,
+                expires_at: utc(expires_at),
+                transfusion_planned_at: planned.get(&id).copied(),
+            },
+            now,
+            policy,
+        );
+        if sweep && store::units::mark_expired(conn, id, at)? {
+            report.expired += 1;
+            audit::append(
+                conn,
+                &system,
+                Change::updated(
+                    "unit.expire",
+                    "unit",
+                    id,
+                    serde_json::json!({"status": status}),
+                    serde_json::json!({"status": "expired"}),
+                ),
+            )?;
+        }
+        holding.extend(specs);
+    }
+
     let mut covered: HashMap<i64, usize> = HashMap::new();
     for (a, patient_id, needed_by) in active {
         *covered.entry(a.request_id).or_default() += 1;
@@ -196,17 +208,54 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
         ));
     }
 
-    let current: HashSet<&str> = holding.iter().map(|s| s.dedup_key.as_str()).collect();
-    // Raising a known key does nothing: skip those without a statement each.
-    let keys: Vec<&str> = current.iter().copied().collect();
-    let known: HashSet<String> = crate::store::alerts::existing_keys(conn, &keys)?.into_iter().collect();
-    for spec in holding.iter().filter(|s| !known.contains(&s.dedup_key)) {
-        if raise(conn, spec, now)? {
-            report.raised += 1;
+    // One condition per episode; raising one whose episode is open at the same stage does
+    // nothing, so those are skipped without a statement each.
+    let mut holding = alerts::fold_episodes(holding);
+    // In one order for every scan, so that concurrent scans lock alert rows in the same order.
+    holding.sort_by(|a, b| (a.kind, a.entity_type, a.entity_id).cmp(&(b.kind, b.entity_type, b.entity_id)));
+    let episode_of =
+        |kind: &str, entity_type: &str, entity_id: &str| format!("{kind}\u{1f}{entity_type}\u{1f}{entity_id}");
+    let open: HashMap<String, crate::store::alerts::Alert> = crate::store::alerts::open_episodes(conn, kinds::SCANNED)?
+        .into_iter()
+        .map(|a| (episode_of(&a.kind, &a.entity_type, &a.entity_id), a))
+        .collect();
+    for spec in &holding {
+        let key = episode_of(spec.kind, spec.entity_type, &spec.entity_id.to_string());
+        if let Some(a) = open.get(&key)
+            && let Some(severity) = AlertSeverity::parse(&a.severity)
+        {
+            let episode = OpenEpisode {
+                severity,
+                threshold_hours: a.threshold_hours.and_then(|h| u32::try_from(h).ok()),
+                condition_key: &a.dedup_key,
+                message: &a.message,
+            };
+            let occurrence = Occurrence {
+                kind: spec.kind,
+                severity: spec.severity,
+                threshold_hours: spec.threshold_hours,
+                condition_key: &spec.dedup_key,
+                message: &spec.message,
+            };
+            if alerts::decide(Some(&episode), &occurrence) == RaiseDecision::Nothing {
+                continue;
+            }
+        }
+        match raise(conn, spec, now)? {
+            Some(AlertTransition::Raised) => report.raised += 1,
+            Some(AlertTransition::Escalated) => report.escalated += 1,
+            _ => {}
         }
     }
+    // Every alert of a (kind, entity) whose condition no longer holds resolves.
+    let current: HashSet<String> = holding
+        .iter()
+        .map(|s| episode_of(s.kind, s.entity_type, &s.entity_id.to_string()))
+        .collect();
     for alert in crate::store::alerts::unresolved(conn, kinds::SCANNED)? {
-        if !current.contains(alert.dedup_key.as_str()) && crate::store::alerts::resolve(conn, alert.id, at)? {
+        if !current.contains(&episode_of(&alert.kind, &alert.entity_type, &alert.entity_id))
+            && crate::services::webhooks::resolve(conn, &alert, at)?
+        {
             report.resolved += 1;
         }
     }
@@ -241,6 +290,7 @@ pub fn run_once(conn: &mut DbConn, holder: &str, now: DateTime<Utc>) -> ApiResul
                 finished_at: finished,
                 duration_ms: report.duration_ms,
                 raised: report.raised,
+                escalated: report.escalated,
                 resolved: report.resolved,
                 expired: report.expired,
                 error: error.as_deref(),
@@ -296,6 +346,7 @@ pub fn spawn_scheduler(pool: Pool, interval: Duration) {
             match t.scan {
                 Ok(Some(r)) => tracing::info!(
                     raised = r.raised,
+                    escalated = r.escalated,
                     resolved = r.resolved,
                     expired = r.expired,
                     ms = r.duration_ms,

@@ -1,4 +1,4 @@
-//! Alert instances (staff): list and acknowledge.
+//! Alerts (staff): list, acknowledge, the jobs view, and the live stream of alert events.
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
@@ -9,20 +9,24 @@ use super::{decode_cursor, page_limit, paginate, parse_id, utc};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::store::alerts::{self, Alert};
-use crate::store::audit::{self, Change};
+use crate::store::alerts::{self, Alert, AlertEvent};
 
+/// An alert: one episode of a condition of one entity. At most one is open per (kind, entity);
+/// it escalates as the condition gets worse, and a condition that clears and comes back opens
+/// the next episode.
 #[derive(Serialize, ToSchema)]
 pub struct AlertView {
     pub id: i64,
     /// e.g. `unit.quarantined`, `unit.positive_result_after_release`.
     pub kind: String,
-    /// `info`, `warning`, `urgent`.
+    /// `info`, `warning`, `urgent`: the highest stage the episode reached.
     pub severity: String,
-    /// `open`, `acknowledged` or `resolved` (the condition cleared).
+    /// `open`, `acknowledged` or `resolved` (the condition cleared). An escalation re-opens an
+    /// acknowledged alert.
     pub status: String,
     pub entity_type: String,
     pub entity_id: String,
+    /// The latest occurrence's message.
     pub message: String,
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
@@ -30,6 +34,21 @@ pub struct AlertView {
     pub acknowledged_at: Option<DateTime<Utc>>,
     pub acknowledged_by: Option<String>,
     pub resolved_at: Option<DateTime<Utc>>,
+    /// 1 for the first alert of this (kind, entity), 2 for the next one after it ended, …
+    #[schema(minimum = 1)]
+    pub episode: i32,
+    /// For `unit.expiring`: the tightest expiry threshold passed, in hours.
+    pub threshold_hours: Option<i32>,
+    /// How often the episode was raised, escalated or repeated (an event kind happening again
+    /// while its alert was open).
+    #[schema(minimum = 1)]
+    pub occurrences: i32,
+    pub last_occurred_at: DateTime<Utc>,
+    /// The latest escalation, if any.
+    pub escalated_at: Option<DateTime<Utc>>,
+    /// When the episode ended (resolved; or acknowledged, for event kinds the scan does not
+    /// own): a new occurrence then opens a new alert. Null while it is open.
+    pub closed_at: Option<DateTime<Utc>>,
 }
 
 impl From<Alert> for AlertView {
@@ -47,7 +66,68 @@ impl From<Alert> for AlertView {
             acknowledged_at: a.acknowledged_at.map(utc),
             acknowledged_by: a.acknowledged_by,
             resolved_at: a.resolved_at.map(utc),
+            episode: a.episode,
+            threshold_hours: a.threshold_hours,
+            occurrences: a.occurrences,
+            last_occurred_at: utc(a.last_occurred_at),
+            escalated_at: a.escalated_at.map(utc),
+            closed_at: a.closed_at.map(utc),
         }
+    }
+}
+
+/// One change of an alert, as it was when it happened.
+#[derive(Serialize, ToSchema)]
+pub struct AlertChangeView {
+    /// The event number: the stream's `id:`, in commit order.
+    pub seq: i64,
+    /// `raised`, `escalated`, `repeated`, `acknowledged` or `resolved`.
+    pub transition: String,
+    /// The occurrence's severity (the alert's, for an acknowledgement or a resolution).
+    pub severity: String,
+    /// Before an escalation.
+    pub previous_severity: Option<String>,
+    pub message: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    pub at: DateTime<Utc>,
+    /// Who acknowledged; null for the system.
+    pub by: Option<String>,
+}
+
+impl From<AlertEvent> for AlertChangeView {
+    fn from(e: AlertEvent) -> Self {
+        Self {
+            seq: e.seq.unwrap_or_default(),
+            transition: e.transition,
+            severity: e.severity,
+            previous_severity: e.previous_severity,
+            message: e.message,
+            details: serde_json::from_str(&e.details).unwrap_or(serde_json::Value::Null),
+            at: utc(e.occurred_at),
+            by: e.actor,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AlertChangeList {
+    pub items: Vec<AlertChangeView>,
+    pub next_cursor: Option<String>,
+}
+
+/// The data of one stream event: the alert as it is now, and the change.
+#[derive(Serialize, ToSchema)]
+pub struct AlertStreamItem {
+    #[serde(flatten)]
+    pub alert: AlertView,
+    pub change: AlertChangeView,
+}
+
+fn stream_item(e: AlertEvent, a: Alert) -> AlertStreamItem {
+    AlertStreamItem {
+        alert: a.into(),
+        change: e.into(),
     }
 }
 
@@ -73,7 +153,9 @@ pub struct AlertQuery {
     pub cursor: Option<String>,
 }
 
-/// Alerts, oldest first.
+/// Alerts (episodes), oldest first. `next_cursor` pages through this list by alert id; to
+/// follow new alerts and their changes as they happen, use the stream, whose cursor follows
+/// commit order.
 #[utoipa::path(
     get, path = "/api/v1/alerts", tag = "alerts", security(("bearer" = [])), params(AlertQuery),
     responses((status = 200, body = AlertList))
@@ -105,7 +187,10 @@ pub async fn list(
     }))
 }
 
-/// Acknowledge an open alert (409 `already_acknowledged` otherwise).
+/// Acknowledge an open alert (409 `already_acknowledged` otherwise). For the event kinds the
+/// scan does not own (`unit.quarantined`, `unit.positive_result_after_release`,
+/// `allocation.anti_d_prophylaxis`, `patient.group_discordant`) this ends the episode: the next
+/// occurrence opens a new alert. The scan's own kinds stay open until their condition clears.
 #[utoipa::path(
     post, path = "/api/v1/alerts/{id}/ack", tag = "alerts", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)),
@@ -119,30 +204,51 @@ pub async fn ack(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
     let id = parse_id(&id, "alert")?;
     let actor = caller.actor();
     let alert = state
-        .write(move |conn| {
-            alerts::find(conn, id)?.ok_or_else(|| ApiError::not_found("alert"))?;
-            if !alerts::acknowledge(conn, id, crate::store::now(), &actor.name)? {
-                return Err(ApiError::conflict(
-                    "already_acknowledged",
-                    format!("alert {id} is not open"),
-                ));
-            }
-            let alert = alerts::find(conn, id)?.ok_or_else(|| ApiError::not_found("alert"))?;
-            audit::append(
-                conn,
-                &actor,
-                Change::updated(
-                    "alert.acknowledge",
-                    "alert",
-                    id,
-                    serde_json::json!({"status": "open"}),
-                    serde_json::json!({"status": "acknowledged"}),
-                ),
-            )?;
-            Ok(alert)
-        })
+        .write(move |conn| crate::services::webhooks::acknowledge(conn, &actor, id))
         .await?;
     Ok(HttpResponse::Ok().json(AlertView::from(alert)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AlertEventQuery {
+    #[param(minimum = 1, maximum = 500)]
+    #[serde(default, deserialize_with = "super::integral::optional")]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]{1,18}$")]
+    pub cursor: Option<String>,
+}
+
+/// The history of one alert, oldest first: its raise, each escalation and repeat (with that
+/// occurrence's severity, message and details), acknowledgements and its resolution.
+#[utoipa::path(
+    get, path = "/api/v1/alerts/{id}/events", tag = "alerts", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1), AlertEventQuery),
+    responses((status = 200, body = AlertChangeList))
+)]
+pub async fn events(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    query: web::Query<AlertEventQuery>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let id = parse_id(&id, "alert")?;
+    let q = query.into_inner();
+    let limit = page_limit(q.limit)?;
+    let after = decode_cursor(q.cursor.as_deref())?;
+    let rows = state
+        .db(move |conn| {
+            alerts::find(conn, id)?.ok_or_else(|| ApiError::not_found("alert"))?;
+            Ok(alerts::events_of(conn, id, after, limit + 1)?)
+        })
+        .await?;
+    let (rows, next_cursor) = paginate(rows, limit, |e| e.seq.unwrap_or_default());
+    Ok(HttpResponse::Ok().json(AlertChangeList {
+        items: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -155,6 +261,7 @@ pub struct JobView {
     pub last_finished_at: Option<DateTime<Utc>>,
     pub last_duration_ms: Option<i64>,
     pub last_raised: Option<i64>,
+    pub last_escalated: Option<i64>,
     pub last_resolved: Option<i64>,
     pub last_expired: Option<i64>,
     pub last_error: Option<String>,
@@ -186,6 +293,7 @@ pub async fn jobs(state: web::Data<AppState>, caller: AuthUser) -> ApiResult<Htt
                 last_finished_at: j.last_finished_at.map(utc),
                 last_duration_ms: j.last_duration_ms,
                 last_raised: j.last_raised,
+                last_escalated: j.last_escalated,
                 last_resolved: j.last_resolved,
                 last_expired: j.last_expired,
                 last_error: j.last_error,
@@ -194,16 +302,22 @@ pub async fn jobs(state: web::Data<AppState>, caller: AuthUser) -> ApiResult<Htt
     }))
 }
 
-/// Polling interval of the live stream (each connection reads new alerts this often).
+/// Polling interval of the live stream (each connection reads new alert events this often).
 const STREAM_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// A server-sent-events stream of alerts for dashboards: each alert once, as `event: <kind>`,
-/// `id: <alert id>`, `data: <alert JSON>`. Resumes after `Last-Event-ID`; without it, starts
-/// with alerts raised from now on. Comments keep idle connections alive.
+/// A server-sent-events stream of alert events for dashboards: every change of an alert
+/// (`raised`, `escalated`, `repeated`, `acknowledged`, `resolved`) once, in commit order, as
+/// `id: <event number>`, `event: <alert kind>`, `data: <the alert as it is now, with "change":
+/// the change as it happened>`. Event numbers are assigned when the transaction commits, so an
+/// alert whose transaction commits after a later one is never skipped. Resumes after
+/// `Last-Event-ID`; without it, starts with events from now on. Comments keep idle connections
+/// alive.
 #[utoipa::path(
     get, path = "/api/v1/alerts/stream", tag = "alerts", security(("bearer" = [])),
-    params(("Last-Event-ID" = Option<i64>, Header, description = "resume after this alert id")),
-    responses((status = 200, description = "text/event-stream of alerts", content_type = "text/event-stream", body = String))
+    params(("Last-Event-ID" = Option<i64>, Header, minimum = 0,
+            description = "resume after this event number (the `id:` of the last event received)")),
+    responses((status = 200, description = "text/event-stream of alert events; each `data:` is an `AlertStreamItem`",
+               content_type = "text/event-stream", body = String))
 )]
 pub async fn stream(
     state: web::Data<AppState>,
@@ -217,29 +331,32 @@ pub async fn stream(
             v.to_str()
                 .ok()
                 .and_then(|s| s.trim().parse::<i64>().ok())
-                .ok_or_else(|| ApiError::field("Last-Event-ID", "must be an alert id"))?,
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ApiError::field("Last-Event-ID", "must be an event number"))?,
         ),
     };
     let after = match resume {
-        Some(id) => id,
-        None => state.db(|conn| Ok(alerts::list_newest_id(conn)?.unwrap_or(0))).await?,
+        Some(seq) => seq,
+        None => state.db(|conn| Ok(alerts::last_event_seq(conn)?)).await?,
     };
     let body = futures_util::stream::unfold((state, after, true), |(state, after, first)| async move {
         if !first {
             actix_web::rt::time::sleep(STREAM_POLL).await;
         }
         let rows = state
-            .db(move |conn| alerts::list(conn, None, None, Some(after), 100).map_err(Into::into))
+            .db(move |conn| alerts::events_after(conn, after, 100).map_err(Into::into))
             .await;
         let (chunk, next) = match rows {
             Ok(rows) if rows.is_empty() => (": keep-alive\n\n".to_owned(), after),
             Ok(rows) => {
-                let last = rows.last().map_or(after, |a| a.id);
+                let mut last = after;
                 let mut out = String::new();
-                for a in rows {
-                    let (id, kind) = (a.id, a.kind.clone());
-                    let data = serde_json::to_string(&AlertView::from(a)).unwrap_or_default();
-                    out.push_str(&format!("id: {id}\nevent: {kind}\ndata: {data}\n\n"));
+                for (e, a) in rows {
+                    let Some(seq) = e.seq else { continue };
+                    last = last.max(seq);
+                    let kind = a.kind.clone();
+                    let data = serde_json::to_string(&stream_item(e, a)).unwrap_or_default();
+                    out.push_str(&format!("id: {seq}\nevent: {kind}\ndata: {data}\n\n"));
                 }
                 (out, last)
             }

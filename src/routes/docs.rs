@@ -38,7 +38,7 @@ use crate::error::{FieldError, Problem, Reason};
         isbt128::decode,
         units::create, units::list, units::get, units::irradiate, units::record_test,
         units::release, units::inspect, units::disposition, units::discard, units::add_reading, units::add_location_reading, units::label, units::trace,
-        alerts::list, alerts::ack, alerts::jobs, alerts::stream,
+        alerts::list, alerts::ack, alerts::events, alerts::jobs, alerts::stream,
         webhooks::create, webhooks::list, webhooks::deliveries,
         patients::create, patients::list, patients::get, patients::update, patients::add_sample, patients::samples,
         patients::type_sample,
@@ -49,7 +49,7 @@ use crate::error::{FieldError, Problem, Reason};
         allocations::compatibility, allocations::exceptions, allocations::sign_off,
         tasks::list, tasks::complete,
     ),
-    components(schemas(Problem, FieldError, Reason)),
+    components(schemas(Problem, FieldError, Reason, alerts::AlertStreamItem)),
     modifiers(&SecurityAndErrors),
     tags(
         (name = "auth", description = "sign-in and tokens"),

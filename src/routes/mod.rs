@@ -137,6 +137,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/alerts").route(web::get().to(alerts::list)))
                 .service(web::resource("/alerts/stream").route(web::get().to(alerts::stream)))
                 .service(web::resource("/alerts/{id}/ack").route(web::post().to(alerts::ack)))
+                .service(web::resource("/alerts/{id}/events").route(web::get().to(alerts::events)))
                 .service(web::resource("/jobs").route(web::get().to(alerts::jobs)))
                 .service(
                     web::resource("/webhooks")

@@ -1,5 +1,8 @@
-//! Webhooks: subscriptions per event kind, an outbox filled in the transaction that raises an
-//! alert, and delivery with HMAC-SHA256 signatures, retries and exponential backoff.
+//! Raising alerts and webhooks: `raise` is the one entry point every service raises an alert
+//! through. It applies the episode rules (`domain::alerts::decide`: open, escalate, repeat or
+//! nothing), appends the alert event, and queues one webhook delivery per matching subscription
+//! and event (outbox), all in the caller's transaction. Then subscriptions per event kind, and
+//! delivery with HMAC-SHA256 signatures, retries and exponential backoff.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use hmac::{Hmac, Mac};
@@ -8,9 +11,9 @@ use sha2::Sha256;
 use utoipa::ToSchema;
 
 use super::{from_stored_json, to_json, utc};
-use crate::domain::alerts::kinds;
+use crate::domain::alerts::{self as rules, AlertSeverity, AlertTransition, EpisodeEnd, RaiseDecision, kinds};
 use crate::error::{ApiError, ApiResult, Validator};
-use crate::store::alerts::{self, Alert, NewAlert};
+use crate::store::alerts::{self, Alert, NewAlert, NewEvent, Occurred};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::webhooks::{self as rows, Delivery, Subscription};
 use crate::store::{self, DbConn, Pool};
@@ -64,7 +67,12 @@ pub struct SubscriptionView {
 pub struct DeliveryView {
     pub id: i64,
     pub alert_id: i64,
+    /// The alert event delivered.
+    pub alert_event_id: i64,
+    /// The alert kind.
     pub event: String,
+    /// What happened to the alert: `raised`, `escalated` or `repeated`.
+    pub transition: String,
     /// `pending`, `delivered`, or `failed` (gave up).
     pub status: String,
     pub attempts: i32,
@@ -151,10 +159,12 @@ pub fn deliveries(conn: &mut DbConn, id: i64) -> ApiResult<Vec<DeliveryView>> {
     rows::find(conn, id)?.ok_or_else(|| ApiError::not_found("webhook"))?;
     Ok(rows::of_subscription(conn, id)?
         .into_iter()
-        .map(|d| DeliveryView {
+        .map(|(d, transition)| DeliveryView {
             id: d.id,
             alert_id: d.alert_id,
+            alert_event_id: d.alert_event_id,
             event: d.event,
+            transition,
             status: d.status,
             attempts: d.attempts,
             next_attempt_at: utc(d.next_attempt_at),
@@ -196,26 +206,205 @@ fn hospital_of(conn: &mut DbConn, alert: &Alert) -> ApiResult<Option<i64>> {
     }
 }
 
-/// Raises the alert (once per dedup key) and queues it for every matching subscription, in the
-/// caller's transaction. Returns the alert when it is new.
+/// Raises an alert in the caller's transaction, once per episode: a new alert when no episode
+/// of (kind, entity) is open; an escalation of the open one when this is worse; a repeat
+/// recorded on it for an event kind; nothing otherwise (`domain::alerts::decide`). Every change
+/// is appended to the alert's events and queued for every matching webhook subscription.
+/// Returns the alert when it changed.
 pub fn raise(conn: &mut DbConn, new: &NewAlert<'_>) -> ApiResult<Option<Alert>> {
-    let Some(alert) = alerts::raise(conn, new)? else {
-        return Ok(None);
+    Ok(raise_at_threshold(conn, new, None)?.map(|(_, alert)| alert))
+}
+
+fn stored_severity(text: &str) -> ApiResult<AlertSeverity> {
+    AlertSeverity::parse(text).ok_or_else(|| ApiError::internal(anyhow::anyhow!("alert severity {text:?}")))
+}
+
+/// `raise`, for a condition with an expiry threshold (`unit.expiring`): a tighter threshold at
+/// the same severity escalates too. Returns what changed.
+pub fn raise_at_threshold(
+    conn: &mut DbConn,
+    new: &NewAlert<'_>,
+    threshold_hours: Option<u32>,
+) -> ApiResult<Option<(AlertTransition, Alert)>> {
+    let severity = stored_severity(new.severity)?;
+    let threshold = threshold_hours
+        .map(i32::try_from)
+        .transpose()
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("threshold {threshold_hours:?}: {e}")))?;
+    let occurrence = rules::Occurrence {
+        kind: new.kind,
+        severity,
+        threshold_hours,
+        condition_key: new.dedup_key,
+        message: new.message,
     };
+    // A concurrent transaction may open the episode between the look and the insert (the
+    // insert then waits for it and does nothing): look again, once.
+    for _ in 0..2 {
+        let open = alerts::lock_open_episode(conn, new.kind, new.entity_type, new.entity_id)?;
+        let Some(current) = open else {
+            match alerts::open_episode(conn, new, threshold)? {
+                Some(alert) => return changed(conn, AlertTransition::Raised, alert, new, None).map(Some),
+                None => continue,
+            }
+        };
+        let episode = rules::OpenEpisode {
+            severity: stored_severity(&current.severity)?,
+            threshold_hours: current.threshold_hours.and_then(|h| u32::try_from(h).ok()),
+            condition_key: &current.dedup_key,
+            message: &current.message,
+        };
+        let (transition, change) = match rules::decide(Some(&episode), &occurrence) {
+            RaiseDecision::Nothing => return Ok(None),
+            RaiseDecision::Open => {
+                return Err(ApiError::internal(anyhow::anyhow!(
+                    "alert {}: an open episode cannot be opened again",
+                    current.id
+                )));
+            }
+            RaiseDecision::Escalate => (
+                AlertTransition::Escalated,
+                Occurred {
+                    severity: new.severity,
+                    threshold_hours: threshold,
+                    text: Some((new.dedup_key, new.message, &new.details)),
+                    at: new.created_at,
+                    escalation: true,
+                },
+            ),
+            RaiseDecision::Repeat { take_text } => (
+                AlertTransition::Repeated,
+                Occurred {
+                    severity: &current.severity,
+                    threshold_hours: current.threshold_hours,
+                    text: take_text.then_some((new.dedup_key, new.message, new.details.as_str())),
+                    at: new.created_at,
+                    escalation: false,
+                },
+            ),
+        };
+        alerts::occur(conn, current.id, &change)?;
+        let alert = alerts::find(conn, current.id)?.ok_or_else(|| ApiError::not_found("alert"))?;
+        let previous = (transition == AlertTransition::Escalated).then_some(current.severity.as_str());
+        return changed(conn, transition, alert, new, previous).map(Some);
+    }
+    Err(ApiError::internal(anyhow::anyhow!(
+        "{} of {} {}: the open episode kept changing",
+        new.kind,
+        new.entity_type,
+        new.entity_id
+    )))
+}
+
+/// Records the change as an alert event (the occurrence as raised: its severity, condition,
+/// message and details) and queues it for the subscriptions.
+fn changed(
+    conn: &mut DbConn,
+    transition: AlertTransition,
+    alert: Alert,
+    new: &NewAlert<'_>,
+    previous_severity: Option<&str>,
+) -> ApiResult<(AlertTransition, Alert)> {
+    let event_id = alerts::record_event(
+        conn,
+        &NewEvent {
+            alert_id: alert.id,
+            transition: transition.as_str(),
+            severity: new.severity,
+            previous_severity,
+            condition_key: new.dedup_key,
+            message: new.message,
+            details: &new.details,
+            actor: None,
+            occurred_at: new.created_at,
+        },
+    )?;
+    fan_out(conn, &alert, event_id)?;
+    Ok((transition, alert))
+}
+
+/// Queues one delivery of the event for every active subscription that wants the alert's kind
+/// and may see its hospital.
+fn fan_out(conn: &mut DbConn, alert: &Alert, event_id: i64) -> ApiResult<()> {
     let subscriptions = rows::active(conn)?;
     if subscriptions.is_empty() {
-        return Ok(Some(alert));
+        return Ok(());
     }
-    let hospital = hospital_of(conn, &alert)?;
+    let hospital = hospital_of(conn, alert)?;
     for s in subscriptions {
         let events: Vec<String> = from_stored_json("events", &s.events)?;
         let wanted = events.iter().any(|e| e == "*" || *e == alert.kind);
         let allowed = s.hospital_id.is_none_or(|h| Some(h) == hospital);
         if wanted && allowed {
-            rows::enqueue(conn, s.id, alert.id, &alert.kind, store::now())?;
+            rows::enqueue(conn, s.id, alert.id, event_id, &alert.kind, store::now())?;
         }
     }
-    Ok(Some(alert))
+    Ok(())
+}
+
+/// Acknowledges an open alert (409 `already_acknowledged` otherwise), audited. For an event
+/// kind this ends the episode: the next occurrence opens a new alert. For a kind the scan owns
+/// the episode stays open until its condition clears (an escalation re-opens it).
+pub fn acknowledge(conn: &mut DbConn, actor: &Actor, id: i64) -> ApiResult<Alert> {
+    let before = alerts::find(conn, id)?.ok_or_else(|| ApiError::not_found("alert"))?;
+    let ends = rules::episode_end(&before.kind) == EpisodeEnd::Acknowledged;
+    let at = store::now();
+    if !alerts::acknowledge(conn, id, at, &actor.name, ends)? {
+        return Err(ApiError::conflict(
+            "already_acknowledged",
+            format!("alert {id} is not open"),
+        ));
+    }
+    let alert = alerts::find(conn, id)?.ok_or_else(|| ApiError::not_found("alert"))?;
+    alerts::record_event(
+        conn,
+        &NewEvent {
+            alert_id: id,
+            transition: AlertTransition::Acknowledged.as_str(),
+            severity: &alert.severity,
+            previous_severity: None,
+            condition_key: &alert.dedup_key,
+            message: &alert.message,
+            details: &alert.details,
+            actor: Some(&actor.name),
+            occurred_at: at,
+        },
+    )?;
+    audit::append(
+        conn,
+        actor,
+        Change::updated(
+            "alert.acknowledge",
+            "alert",
+            id,
+            serde_json::json!({"status": "open", "severity": before.severity}),
+            serde_json::json!({"status": "acknowledged", "severity": alert.severity, "episode_ended": ends}),
+        ),
+    )?;
+    Ok(alert)
+}
+
+/// Resolves an alert whose condition cleared (the scan), ending its episode; false when it
+/// was already resolved.
+pub fn resolve(conn: &mut DbConn, alert: &Alert, at: chrono::NaiveDateTime) -> ApiResult<bool> {
+    if !alerts::resolve(conn, alert.id, at)? {
+        return Ok(false);
+    }
+    alerts::record_event(
+        conn,
+        &NewEvent {
+            alert_id: alert.id,
+            transition: AlertTransition::Resolved.as_str(),
+            severity: &alert.severity,
+            previous_severity: None,
+            condition_key: &alert.dedup_key,
+            message: &alert.message,
+            details: &alert.details,
+            actor: None,
+            occurred_at: at,
+        },
+    )?;
+    Ok(true)
 }
 
 /// `sha256=` + hex HMAC-SHA256 of `body` with `secret`.
@@ -247,6 +436,7 @@ pub struct DeliveryReport {
 /// A delivery ready to send.
 pub struct Outgoing {
     delivery: Delivery,
+    transition: String,
     url: String,
     secret: String,
     body: Vec<u8>,
@@ -256,7 +446,8 @@ pub struct Outgoing {
 /// The outcome of one attempt: the HTTP status, or the status and error of a failure.
 pub type Attempt = (Delivery, Result<i32, (Option<i32>, String)>);
 
-/// Every due delivery with its body: `{event, sent_at, alert}`.
+/// Every due delivery with its body: `{event, transition, sent_at, alert}`, the alert as the
+/// delivered event left it (its severity and message then, the severity before an escalation).
 pub fn load_due(conn: &mut DbConn, now: DateTime<Utc>) -> ApiResult<Vec<Outgoing>> {
     let mut out = Vec::new();
     for d in rows::due(conn, store::truncate_micros(now.naive_utc()), 100)? {
@@ -266,15 +457,21 @@ pub fn load_due(conn: &mut DbConn, now: DateTime<Utc>) -> ApiResult<Vec<Outgoing
         let Some(a) = alerts::find(conn, d.alert_id)? else {
             continue;
         };
+        let Some(e) = alerts::find_event(conn, d.alert_event_id)? else {
+            continue;
+        };
         let body = serde_json::json!({
             "event": d.event,
+            "transition": e.transition,
             "sent_at": now,
             "alert": {
-                "id": a.id, "kind": a.kind, "severity": a.severity, "entity_type": a.entity_type,
-                "entity_id": a.entity_id, "message": a.message, "created_at": utc(a.created_at),
+                "id": a.id, "kind": a.kind, "severity": e.severity, "previous_severity": e.previous_severity,
+                "entity_type": a.entity_type, "entity_id": a.entity_id, "message": e.message,
+                "created_at": utc(a.created_at), "episode": a.episode, "occurred_at": utc(e.occurred_at),
             },
         });
         out.push(Outgoing {
+            transition: e.transition,
             delivery: d,
             url: s.url,
             secret: s.secret,
@@ -287,7 +484,8 @@ pub fn load_due(conn: &mut DbConn, now: DateTime<Utc>) -> ApiResult<Vec<Outgoing
 
 /// Sends each delivery once. Headers: `X-Granulo-Signature: sha256=<hex HMAC of the body>`,
 /// `X-Granulo-Timestamp` (= the body's `sent_at`, which the signature covers: receivers reject
-/// old ones), `X-Granulo-Event`, `X-Granulo-Delivery`.
+/// old ones), `X-Granulo-Event` (the alert kind), `X-Granulo-Transition` (`raised`, `escalated`
+/// or `repeated`), `X-Granulo-Delivery`.
 pub async fn send_all(client: &reqwest::Client, outgoing: Vec<Outgoing>) -> Vec<Attempt> {
     let mut results = Vec::with_capacity(outgoing.len());
     for o in outgoing {
@@ -297,6 +495,7 @@ pub async fn send_all(client: &reqwest::Client, outgoing: Vec<Outgoing>) -> Vec<
             .header("X-Granulo-Signature", signature(&o.secret, &o.body))
             .header("X-Granulo-Timestamp", o.sent_at.to_rfc3339())
             .header("X-Granulo-Event", &o.delivery.event)
+            .header("X-Granulo-Transition", &o.transition)
             .header("X-Granulo-Delivery", o.delivery.id.to_string())
             .body(o.body)
             .timeout(std::time::Duration::from_secs(10))

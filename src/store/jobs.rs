@@ -21,6 +21,7 @@ pub struct JobLease {
     pub last_resolved: Option<i64>,
     pub last_expired: Option<i64>,
     pub last_error: Option<String>,
+    pub last_escalated: Option<i64>,
 }
 
 /// Takes the lease of `name` until `until` unless another holder has it; true when taken.
@@ -52,6 +53,7 @@ pub struct RunResult<'a> {
     pub finished_at: NaiveDateTime,
     pub duration_ms: i64,
     pub raised: i64,
+    pub escalated: i64,
     pub resolved: i64,
     pub expired: i64,
     pub error: Option<&'a str>,
@@ -67,6 +69,7 @@ pub fn finish(conn: &mut DbConn, name: &str, holder: &str, r: &RunResult<'_>) ->
             job_leases::last_finished_at.eq(r.finished_at),
             job_leases::last_duration_ms.eq(r.duration_ms),
             job_leases::last_raised.eq(r.raised),
+            job_leases::last_escalated.eq(r.escalated),
             job_leases::last_resolved.eq(r.resolved),
             job_leases::last_expired.eq(r.expired),
             job_leases::last_error.eq(r.error),

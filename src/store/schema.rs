@@ -293,6 +293,28 @@ diesel::table! {
         acknowledged_at -> Nullable<Timestamp>,
         acknowledged_by -> Nullable<Text>,
         resolved_at -> Nullable<Timestamp>,
+        episode -> Integer,
+        threshold_hours -> Nullable<Integer>,
+        occurrences -> Integer,
+        last_occurred_at -> Timestamp,
+        escalated_at -> Nullable<Timestamp>,
+        closed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    alert_events (id) {
+        id -> BigInt,
+        seq -> Nullable<BigInt>,
+        alert_id -> BigInt,
+        transition -> Text,
+        severity -> Text,
+        previous_severity -> Nullable<Text>,
+        condition_key -> Text,
+        message -> Text,
+        details -> Text,
+        actor -> Nullable<Text>,
+        occurred_at -> Timestamp,
     }
 }
 
@@ -322,6 +344,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         created_at -> Timestamp,
         delivered_at -> Nullable<Timestamp>,
+        alert_event_id -> BigInt,
     }
 }
 
@@ -338,6 +361,7 @@ diesel::table! {
         last_resolved -> Nullable<BigInt>,
         last_expired -> Nullable<BigInt>,
         last_error -> Nullable<Text>,
+        last_escalated -> Nullable<BigInt>,
     }
 }
 
@@ -604,6 +628,8 @@ diesel::joinable!(crossmatches -> samples (sample_id));
 diesel::joinable!(allocations -> requests (request_id));
 diesel::joinable!(allocations -> units (unit_id));
 diesel::joinable!(webhook_outbox -> webhook_subscriptions (subscription_id));
+diesel::joinable!(webhook_outbox -> alert_events (alert_event_id));
+diesel::joinable!(alert_events -> alerts (alert_id));
 diesel::joinable!(unit_excursions -> units (unit_id));
 diesel::joinable!(unit_excursions -> storage_readings (storage_reading_id));
 diesel::joinable!(excursion_dispositions -> units (unit_id));
@@ -639,6 +665,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     unit_tests,
     storage_readings,
     alerts,
+    alert_events,
     patients,
     samples,
     requests,

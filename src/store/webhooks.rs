@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::DbConn;
-use super::schema::{webhook_outbox, webhook_subscriptions};
+use super::schema::{alert_events, webhook_outbox, webhook_subscriptions};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = webhook_subscriptions)]
@@ -77,12 +77,16 @@ pub struct Delivery {
     pub last_error: Option<String>,
     pub created_at: NaiveDateTime,
     pub delivered_at: Option<NaiveDateTime>,
+    /// The alert event delivered (its raise, an escalation, a repeat).
+    pub alert_event_id: i64,
 }
 
+/// Queues the delivery of one alert event to one subscription.
 pub fn enqueue(
     conn: &mut DbConn,
     subscription_id: i64,
     alert_id: i64,
+    alert_event_id: i64,
     event: &str,
     at: NaiveDateTime,
 ) -> QueryResult<()> {
@@ -90,6 +94,7 @@ pub fn enqueue(
         .values((
             webhook_outbox::subscription_id.eq(subscription_id),
             webhook_outbox::alert_id.eq(alert_id),
+            webhook_outbox::alert_event_id.eq(alert_event_id),
             webhook_outbox::event.eq(event),
             webhook_outbox::status.eq("pending"),
             webhook_outbox::attempts.eq(0),
@@ -133,11 +138,13 @@ pub fn record_attempt(
     Ok(())
 }
 
-pub fn of_subscription(conn: &mut DbConn, subscription_id: i64) -> QueryResult<Vec<Delivery>> {
+/// The latest deliveries of a subscription, each with the transition of its alert event.
+pub fn of_subscription(conn: &mut DbConn, subscription_id: i64) -> QueryResult<Vec<(Delivery, String)>> {
     webhook_outbox::table
+        .inner_join(alert_events::table)
         .filter(webhook_outbox::subscription_id.eq(subscription_id))
         .order(webhook_outbox::id.desc())
         .limit(500)
-        .select(Delivery::as_select())
+        .select((Delivery::as_select(), alert_events::transition))
         .load(conn)
 }

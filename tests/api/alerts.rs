@@ -1,5 +1,6 @@
-//! The alert scan: thresholds with a controlled clock, the expiry sweep, resolution, dedupe
-//! across concurrent scans, the cron command and the jobs view.
+//! The alert scan: thresholds with a controlled clock, the expiry sweep, resolution, one episode
+//! per condition across concurrent scans, the cron command and the jobs view, the commit-ordered
+//! event cursor, and alerts written by the earlier release migrating into episodes.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
@@ -15,6 +16,8 @@ both_backends!(
     webhooks_are_signed_retried_and_scoped,
     dashboards_follow_a_live_stream,
     a_scheduler_tick_survives_a_database_outage,
+    the_event_cursor_follows_commit_order,
+    alerts_of_an_earlier_release_become_episodes,
 );
 
 fn scan_at(app: &TestApp, now: DateTime<Utc>) -> granulo::jobs::ScanReport {
@@ -29,23 +32,6 @@ async fn alerts(app: &TestApp, token: &str, query: &str) -> Vec<Value> {
         .as_array()
         .expect("items")
         .clone()
-}
-
-/// `kind:threshold` of each alert (threshold empty when the kind has none), sorted.
-fn keys(list: &[Value]) -> Vec<String> {
-    let mut k: Vec<String> = list
-        .iter()
-        .map(|a| {
-            let message = a["message"].as_str().unwrap_or("");
-            let threshold = ["8", "4", "2"]
-                .into_iter()
-                .find(|h| message.contains(&format!("threshold {h} h")))
-                .unwrap_or("");
-            format!("{}:{threshold}", a["kind"].as_str().unwrap_or(""))
-        })
-        .collect();
-    k.sort();
-    k
 }
 
 /// A supplier unit released to `available` with every required marker negative.
@@ -91,28 +77,32 @@ async fn expiry_thresholds_sweep_and_resolution(backend: Backend) {
     let unit = supplier_unit(&app, &tech, "C111126000001", collected).await;
     let expires = collected + TimeDelta::hours(24);
 
+    let stages = |r: granulo::jobs::ScanReport| (r.raised, r.escalated);
     assert_eq!(
-        scan_at(&app, expires - TimeDelta::hours(8) - TimeDelta::minutes(1)).raised,
-        0
+        stages(scan_at(&app, expires - TimeDelta::hours(8) - TimeDelta::minutes(1))),
+        (0, 0)
     );
-    assert_eq!(scan_at(&app, expires - TimeDelta::hours(8)).raised, 1);
+    assert_eq!(stages(scan_at(&app, expires - TimeDelta::hours(8))), (1, 0));
     assert_eq!(
-        scan_at(&app, expires - TimeDelta::hours(8)).raised,
-        0,
-        "once per threshold"
+        stages(scan_at(&app, expires - TimeDelta::hours(8))),
+        (0, 0),
+        "once per episode"
     );
-    assert_eq!(scan_at(&app, expires - TimeDelta::hours(3)).raised, 1);
-    assert_eq!(scan_at(&app, expires - TimeDelta::minutes(90)).raised, 1);
+    assert_eq!(stages(scan_at(&app, expires - TimeDelta::hours(3))), (0, 1));
+    assert_eq!(stages(scan_at(&app, expires - TimeDelta::minutes(90))), (0, 1));
+    assert_eq!(stages(scan_at(&app, expires - TimeDelta::minutes(60))), (0, 0));
     let open = alerts(&app, &tech, "status=open&kind=unit.expiring").await;
-    assert_eq!(
-        keys(&open),
-        vec!["unit.expiring:2", "unit.expiring:4", "unit.expiring:8"]
-    );
-    assert!(open.iter().any(|a| a["severity"] == "urgent"));
+    assert_eq!(open.len(), 1, "{open:#?}");
+    assert_eq!(open[0]["severity"], "urgent");
+    assert_eq!(open[0]["threshold_hours"], 2);
+    assert_eq!(open[0]["occurrences"], 3);
+    assert_eq!(open[0]["episode"], 1);
+    assert_eq!(open[0]["escalated_at"], ts(expires - TimeDelta::minutes(90)));
+    assert_eq!(open[0]["closed_at"], Value::Null);
 
     // Expiry: the unit is moved to `expired` (audited), alerted, and the expiring alerts resolve.
     let report = scan_at(&app, expires);
-    assert_eq!((report.expired, report.raised, report.resolved), (1, 1, 3));
+    assert_eq!((report.expired, report.raised, report.resolved), (1, 1, 1));
     let u = app.get(&format!("/api/v1/units/{unit}"), Some(&tech)).await;
     assert_eq!(u.ok(200)["status"], "expired");
     assert_eq!(u.body["status_reason"], "expired on the shelf");
@@ -125,7 +115,9 @@ async fn expiry_thresholds_sweep_and_resolution(backend: Backend) {
         .await;
     assert_eq!(trail.ok(200)["items"][0]["action"], "unit.expire");
     assert_eq!(trail.body["items"][0]["actor"]["kind"], "system");
-    assert_eq!(keys(&alerts(&app, &tech, "status=resolved").await).len(), 3);
+    let resolved = alerts(&app, &tech, "status=resolved").await;
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0]["closed_at"], resolved[0]["resolved_at"]);
     assert_eq!(scan_at(&app, expires + TimeDelta::minutes(5)).expired, 0);
     // Discarded: the expired alert resolves too.
     app.post(
@@ -374,25 +366,37 @@ async fn concurrent_scans_raise_each_alert_once(backend: Backend) {
     for i in 0..10 {
         supplier_unit(&app, &tech, &format!("C1111260001{i:02}"), collected).await;
     }
-    // Four scans at once, without the lease (as if two instances ignored it): the unique
-    // deduplication key alone keeps every alert single.
-    let now = Utc::now();
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
-            let pool = app.state.pool.clone();
-            std::thread::spawn(move || {
-                let mut conn = pool.get().expect("conn");
-                granulo::store::write_tx(&mut conn, |c| {
-                    granulo::jobs::scan(c, now, &granulo::domain::policy::Policy::default())
+    // Four scans at once, without the lease (as if two instances ignored it): the index of open
+    // episodes alone keeps one alert per unit, and each escalates once.
+    let scans = |now: DateTime<Utc>| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let pool = app.state.pool.clone();
+                std::thread::spawn(move || {
+                    let mut conn = pool.get().expect("conn");
+                    granulo::store::write_tx(&mut conn, |c| {
+                        granulo::jobs::scan(c, now, &granulo::domain::policy::Policy::default())
+                    })
+                    .expect("scan")
                 })
-                .expect("scan")
             })
-        })
-        .collect();
-    let raised: i64 = threads.into_iter().map(|t| t.join().expect("thread").raised).sum();
-    // 4 h left of 24: the 8 h and 4 h thresholds for each of the 10 units.
-    assert_eq!(raised, 20);
-    assert_eq!(alerts(&app, &tech, "limit=500").await.len(), 20);
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .fold((0, 0), |(r, e), s| (r + s.raised, e + s.escalated))
+    };
+    // 4 h left of 24: the 4 h threshold passed, one alert per unit.
+    assert_eq!(scans(Utc::now()), (10, 0));
+    assert_eq!(alerts(&app, &tech, "limit=500").await.len(), 10);
+    // 1 h 59 min left: each escalates to the 2 h threshold, once.
+    assert_eq!(scans(Utc::now() + TimeDelta::hours(2) + TimeDelta::minutes(1)), (0, 10));
+    let all = alerts(&app, &tech, "limit=500").await;
+    assert_eq!(all.len(), 10);
+    assert!(
+        all.iter().all(|a| a["severity"] == "urgent" && a["occurrences"] == 2),
+        "{all:#?}"
+    );
     // With the lease, a second runner skips while the first holds it.
     let mut conn = app.state.pool.get().expect("conn");
     let at = granulo::store::now();
@@ -420,12 +424,13 @@ async fn cron_command_and_jobs_view(backend: Backend) {
         .expect("run granulo");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("3 raised"), "{text}");
+    assert!(text.contains("1 raised, 0 escalated"), "one alert for the unit: {text}");
     let jobs = app.get("/api/v1/jobs", Some(&tech)).await;
     let job = jobs.ok(200)["items"][0].clone();
     assert_eq!(job["name"], "alert_scan");
     assert_eq!(job["runs"], 1);
-    assert_eq!(job["last_raised"], 3);
+    assert_eq!(job["last_raised"], 1);
+    assert_eq!(job["last_escalated"], 0);
     assert_eq!(job["holder"], Value::Null);
     assert_eq!(job["last_error"], Value::Null);
     let hospital = app.token_for("hospital").await;
@@ -581,6 +586,9 @@ async fn webhooks_are_signed_retried_and_scoped(backend: Backend) {
     assert_eq!(event, "unit.quarantined");
     let parsed: Value = serde_json::from_str(body).expect("json body");
     assert_eq!(parsed["alert"]["kind"], "unit.quarantined");
+    assert_eq!(parsed["transition"], "raised");
+    assert_eq!(parsed["alert"]["episode"], 1);
+    assert_eq!(log.body["items"][0]["transition"], "raised");
     assert_eq!(
         chrono::DateTime::parse_from_rfc3339(parsed["sent_at"].as_str().expect("sent_at")).expect("time"),
         chrono::DateTime::parse_from_rfc3339(timestamp).expect("header time"),
@@ -677,4 +685,294 @@ async fn a_scheduler_tick_survives_a_database_outage(backend: Backend) {
     let ok = granulo::jobs::tick(&app.state.pool, &client, "test").await;
     assert!(ok.scan.expect("scan").is_some());
     assert_eq!(ok.deliveries.expect("deliveries").delivered, 0);
+}
+
+/// The cursor the stream follows: event numbers are assigned in commit order. Two transactions
+/// raise an alert each; the first (lower alert and event row ids) commits last. On PostgreSQL
+/// the second commits while the first is open and is readable at once; the first then gets the
+/// next number, after it, so a reader resuming after the second still gets it. On SQLite the
+/// second waits for the first (writers are serialised) and the numbers follow that order.
+async fn the_event_cursor_follows_commit_order(backend: Backend) {
+    use granulo::store::alerts::{NewAlert, events_after, last_event_seq};
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let app = spawn(backend).await;
+    let pool = app.state.pool.clone();
+    let raise = |entity: &'static str, opened: mpsc::Sender<()>, commit: Option<mpsc::Receiver<()>>| {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            let mut conn = pool.get().expect("conn");
+            granulo::store::write_tx(&mut conn, |c| {
+                granulo::services::webhooks::raise(
+                    c,
+                    &NewAlert {
+                        kind: "unit.quarantined",
+                        severity: "urgent",
+                        status: "open",
+                        dedup_key: &format!("unit.quarantined:{entity}:cursor"),
+                        entity_type: "unit",
+                        entity_id: entity,
+                        message: "quarantined",
+                        details: "{}".to_owned(),
+                        created_at: granulo::store::now(),
+                    },
+                )?
+                .expect("raised");
+                let _ = opened.send(());
+                if let Some(commit) = &commit {
+                    let _ = commit.recv_timeout(Duration::from_secs(30));
+                }
+                Ok::<_, granulo::error::ApiError>(())
+            })
+            .expect("commits");
+        })
+    };
+    let read = |after: i64| {
+        let mut conn = app.state.pool.get().expect("conn");
+        events_after(&mut conn, after, 100)
+            .expect("events")
+            .into_iter()
+            .map(|(e, a)| (e.seq.expect("numbered"), e.id, a.entity_id))
+            .collect::<Vec<_>>()
+    };
+    let (a_opened, a_opened_rx) = mpsc::channel();
+    let (a_commit, a_commit_rx) = mpsc::channel();
+    let first = raise("8001", a_opened, Some(a_commit_rx));
+    a_opened_rx.recv_timeout(Duration::from_secs(15)).expect("first raised");
+    let (b_done, b_done_rx) = mpsc::channel();
+    let second = raise("8002", b_done, None);
+    if backend == Backend::Postgres {
+        b_done_rx.recv_timeout(Duration::from_secs(15)).expect("second raised");
+        second.join().expect("second commits while the first is open");
+        let seen = read(0);
+        assert_eq!(seen.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(), vec!["8002"]);
+        let cursor = seen[0].0;
+        let mut conn = app.state.pool.get().expect("conn");
+        assert_eq!(last_event_seq(&mut conn).expect("seq"), cursor);
+        drop(conn);
+        a_commit.send(()).expect("commit the first");
+        first.join().expect("first commits");
+        let late = read(cursor);
+        assert_eq!(late.len(), 1, "{late:?}");
+        assert_eq!(late[0].2, "8001", "the late commit comes after the cursor");
+        assert!(late[0].1 < seen[0].1, "although its row was written first");
+    } else {
+        a_commit.send(()).expect("commit the first");
+        first.join().expect("first commits");
+        second.join().expect("second commits");
+        let all = read(0);
+        assert_eq!(
+            all.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(),
+            vec!["8001", "8002"]
+        );
+    }
+    let all = read(0);
+    assert_eq!(all.len(), 2);
+    assert!(all[0].0 < all[1].0);
+    // The events are a record: never changed, never removed.
+    let mut conn = app.state.pool.get().expect("conn");
+    use diesel::RunQueryDsl as _;
+    assert!(
+        diesel::sql_query("UPDATE alert_events SET message = 'edited'")
+            .execute(&mut conn)
+            .is_err()
+    );
+    assert!(
+        diesel::sql_query("DELETE FROM alert_events")
+            .execute(&mut conn)
+            .is_err()
+    );
+    assert_eq!(read(0).len(), 2);
+}
+
+/// Alerts written by the release before episodes: several open per unit (one per expiry
+/// threshold, one per excursion reading), acknowledged and resolved ones. They migrate into
+/// episodes and keep reading; none leaves the open list; resuming the stream with an old alert
+/// id resumes in place; and conditions can fire again.
+async fn alerts_of_an_earlier_release_become_episodes(backend: Backend) {
+    use diesel::connection::SimpleConnection as _;
+    let db = std::sync::Arc::new(TestDb::new(backend));
+    let tree = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(tree);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("migrations")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.as_str() < "2026-11-29-000011")
+        .collect();
+    names.sort();
+    let mut conn = granulo::store::establish(&db.target()).expect("connect");
+    conn.batch_execute(
+        "CREATE TABLE __diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY NOT NULL, \
+         run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+    )
+    .expect("migrations table");
+    for name in names {
+        let sql = std::fs::read_to_string(dir.join(&name).join("up.sql")).expect("up.sql");
+        conn.batch_execute(&sql).expect("earlier migration");
+        let version: String = name
+            .chars()
+            .take_while(|c| *c != '_')
+            .filter(char::is_ascii_digit)
+            .collect();
+        conn.batch_execute(&format!(
+            "INSERT INTO __diesel_schema_migrations (version) VALUES ('{version}')"
+        ))
+        .expect("record migration");
+    }
+    let at = |minutes_ago: i64| {
+        (Utc::now() - TimeDelta::minutes(minutes_ago))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    conn.batch_execute(&format!(
+        "INSERT INTO alerts (kind, severity, status, dedup_key, entity_type, entity_id, message, details, created_at,
+                             acknowledged_at, acknowledged_by, resolved_at) VALUES
+         ('unit.expiring', 'warning', 'open', 'unit.expiring:77:8h', 'unit', '77', 'unit 77 expires in 7 h 0 min (threshold 8 h)', '{{\"unit\": 77}}', '{t6}', NULL, NULL, NULL),
+         ('unit.expiring', 'warning', 'acknowledged', 'unit.expiring:77:4h', 'unit', '77', 'unit 77 expires in 3 h 0 min (threshold 4 h)', '{{\"unit\": 77}}', '{t5}', '{t4}', 'tech', NULL),
+         ('unit.expiring', 'urgent', 'open', 'unit.expiring:77:2h', 'unit', '77', 'unit 77 expires in 1 h 30 min (threshold 2 h)', '{{\"unit\": 77}}', '{t4}', NULL, NULL, NULL),
+         ('request.unallocated', 'warning', 'resolved', 'request.unallocated:5', 'request', '5', 'request 5 is needed in 5 h 0 min and has nothing allocated', '{{\"request\": 5}}', '{t6}', NULL, NULL, '{t5}'),
+         ('unit.quarantined', 'urgent', 'open', 'unit.quarantined:78:reading:1', 'unit', '78', 'unit 78 quarantined: 30 °C', '{{}}', '{t3}', NULL, NULL, NULL),
+         ('unit.quarantined', 'urgent', 'open', 'unit.quarantined:78:reading:2', 'unit', '78', 'unit 78 quarantined: 31 °C', '{{}}', '{t2}', NULL, NULL, NULL),
+         ('patient.group_discordant', 'urgent', 'acknowledged', 'patient.group_discordant:9', 'patient', '9', 'blood group of patient 9 needs review', '{{}}', '{t2}', '{t1}', 'tech', NULL);
+         INSERT INTO webhook_subscriptions (url, events, secret, hospital_id, active, created_by, created_at)
+             VALUES ('http://127.0.0.1:1/hook', '[\"*\"]', 'old-secret-0123456789', NULL, TRUE, 'admin', '{t6}');
+         INSERT INTO webhook_outbox (subscription_id, alert_id, event, status, attempts, next_attempt_at, created_at, delivered_at)
+             VALUES (1, 1, 'unit.expiring', 'delivered', 1, '{t6}', '{t6}', '{t6}');",
+        t1 = at(10),
+        t2 = at(20),
+        t3 = at(30),
+        t4 = at(40),
+        t5 = at(50),
+        t6 = at(60),
+    ))
+    .expect("alerts of the earlier release");
+    drop(conn);
+
+    let mut app = spawn_on(backend, db, |_| {}).await;
+    let tech = app.token_for("technologist").await;
+    let admin = app.admin_token().await;
+    let all = alerts(&app, &tech, "limit=500").await;
+    assert_eq!(all.len(), 7, "every alert still reads: {all:#?}");
+    let field = |name: &str| all.iter().map(|a| a[name].clone()).collect::<Vec<_>>();
+    assert_eq!(
+        field("status"),
+        [
+            "open",
+            "acknowledged",
+            "open",
+            "resolved",
+            "open",
+            "open",
+            "acknowledged"
+        ]
+        .map(Value::from)
+    );
+    assert_eq!(field("episode"), [1, 2, 3, 1, 1, 2, 1].map(Value::from));
+    assert_eq!(
+        field("threshold_hours"),
+        [
+            json!(8),
+            json!(4),
+            json!(2),
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null
+        ]
+    );
+    assert!(
+        all.iter()
+            .all(|a| a["occurrences"] == 1 && a["last_occurred_at"] == a["created_at"])
+    );
+    // One open episode per (kind, entity): the latest; the earlier ones of the unit stay open
+    // or acknowledged, as they were. Resolved, and acknowledged event alerts, ended then.
+    let open_episode: Vec<bool> = all.iter().map(|a| a["closed_at"].is_null()).collect();
+    assert_eq!(open_episode, [false, false, true, false, false, true, false]);
+    assert_eq!(all[3]["closed_at"], all[3]["resolved_at"]);
+    assert_eq!(all[6]["closed_at"], all[6]["acknowledged_at"]);
+    let log = app.get("/api/v1/webhooks/1/deliveries", Some(&admin)).await;
+    assert_eq!(log.ok(200)["items"][0]["transition"], "raised");
+    assert_eq!(log.body["items"][0]["alert_id"], 1);
+
+    // The old stream's ids were alert ids: resuming after alert 5 continues with alert 6.
+    let mut res = app
+        .client
+        .get(app.url("/api/v1/alerts/stream"))
+        .bearer_auth(&tech)
+        .header("Last-Event-ID", "5")
+        .send()
+        .await
+        .expect("stream");
+    let chunk = actix_rt::time::timeout(std::time::Duration::from_secs(10), res.chunk())
+        .await
+        .expect("a chunk in time")
+        .expect("read")
+        .expect("data");
+    let text = String::from_utf8_lossy(&chunk).to_string();
+    assert!(text.starts_with("id: 6\nevent: unit.quarantined\n"), "{text}");
+    assert!(text.contains("\nid: 7\nevent: patient.group_discordant\n"), "{text}");
+    assert!(!text.contains("id: 5\n"), "{text}");
+
+    // Conditions fire again: a new excursion of unit 78 is a repeat on its open alert; the
+    // acknowledged discordance of patient 9 and the resolved request 5 open new episodes.
+    let mut conn = app.state.pool.get().expect("conn");
+    let raise = |conn: &mut granulo::store::DbConn, kind: &str, key: &str, entity_type: &str, entity_id: &str| {
+        granulo::store::write_tx(conn, |c| {
+            granulo::services::webhooks::raise(
+                c,
+                &granulo::store::alerts::NewAlert {
+                    kind,
+                    severity: "urgent",
+                    status: "open",
+                    dedup_key: key,
+                    entity_type,
+                    entity_id,
+                    message: key,
+                    details: "{}".to_owned(),
+                    created_at: granulo::store::now(),
+                },
+            )
+        })
+        .expect("raise")
+        .expect("changed")
+    };
+    let repeat = raise(
+        &mut conn,
+        "unit.quarantined",
+        "unit.quarantined:78:reading:3",
+        "unit",
+        "78",
+    );
+    assert_eq!((repeat.id, repeat.occurrences), (6, 2));
+    let discordant = raise(
+        &mut conn,
+        "patient.group_discordant",
+        "patient.group_discordant:9",
+        "patient",
+        "9",
+    );
+    assert_eq!((discordant.id, discordant.episode), (8, 2));
+    let request = raise(
+        &mut conn,
+        "request.unallocated",
+        "request.unallocated:5",
+        "request",
+        "5",
+    );
+    assert_eq!((request.id, request.episode), (9, 2));
+    drop(conn);
+    // Unit 77 is gone from the bank (no such unit here): its condition cleared, and every
+    // alert of it resolves, the earlier ones with the open episode.
+    let report = scan_at(&app, Utc::now());
+    assert_eq!(
+        report.resolved, 4,
+        "the three of unit 77 and the new request episode: {report:?}"
+    );
+    let unit77: Vec<Value> = alerts(&app, &tech, "limit=500&kind=unit.expiring").await;
+    assert!(unit77.iter().all(|a| a["status"] == "resolved"), "{unit77:#?}");
 }

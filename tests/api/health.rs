@@ -90,6 +90,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/storage-readings"),
     ("get", "/api/v1/alerts"),
     ("post", "/api/v1/alerts/{id}/ack"),
+    ("get", "/api/v1/alerts/{id}/events"),
     ("get", "/api/v1/jobs"),
     ("get", "/api/v1/alerts/stream"),
     ("post", "/api/v1/webhooks"),

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod alert_episodes;
 mod alerts;
 mod audit;
 mod auth;

@@ -247,6 +247,7 @@ fn cases(policy: &Value) -> Vec<Case> {
         ),
         case("get", "/api/v1/alerts", Staff, None),
         case("post", "/api/v1/alerts/{id}/ack", Staff, None),
+        case("get", "/api/v1/alerts/{id}/events", Staff, None),
         case("get", "/api/v1/jobs", Staff, None),
         case("get", "/api/v1/alerts/stream", Staff, None),
         case(
