@@ -416,25 +416,40 @@ pub enum Element {
     },
     ExpirationDate {
         data: String,
+        /// As printed: the wall-clock time of the facility that labelled it.
+        local: NaiveDateTime,
         at: DateTime<Utc>,
     },
     ExpirationDateTime {
         data: String,
+        /// As printed: the wall-clock time of the facility that labelled it.
+        local: NaiveDateTime,
         at: DateTime<Utc>,
     },
     CollectionDate {
         data: String,
+        /// As printed: the wall-clock time of the facility that labelled it.
+        local: NaiveDateTime,
         at: DateTime<Utc>,
     },
     CollectionDateTime {
         data: String,
+        /// As printed: the wall-clock time of the facility that labelled it.
+        local: NaiveDateTime,
         at: DateTime<Utc>,
     },
 }
 
-/// Decodes one or more concatenated structures (`=A99992112345601=%6200…`). The identifier and
-/// the content length are checked before anything is interpreted (ST-001 §2.2).
+/// Decodes one or more concatenated structures (`=A99992112345601=%6200…`), reading dates as UTC.
 pub fn decode(data: &str) -> Result<Vec<Element>, IsbtError> {
+    decode_in(data, chrono_tz::UTC)
+}
+
+/// Decodes one or more concatenated structures, reading their dates and times as wall-clock time
+/// in `tz` (a label's `&>` is local time). The identifier and the content length are checked
+/// before anything is interpreted (ST-001 §2.2).
+pub fn decode_in(data: &str, tz: chrono_tz::Tz) -> Result<Vec<Element>, IsbtError> {
+    let instant = |local: NaiveDateTime| (local, super::wall_clock::earliest_instant(tz, local));
     let data = data.trim();
     if data.is_empty() || !data.is_ascii() {
         return Err(malformed("data", "must be non-empty ASCII"));
@@ -471,22 +486,38 @@ pub fn decode(data: &str) -> Result<Vec<Element>, IsbtError> {
                 data: piece.to_owned(),
                 product: parse_product(content)?,
             },
-            "=>" => Element::ExpirationDate {
-                data: piece.to_owned(),
-                at: parse_date(content, false)?.and_utc(),
-            },
-            "&>" => Element::ExpirationDateTime {
-                data: piece.to_owned(),
-                at: parse_date(content, true)?.and_utc(),
-            },
-            "=*" => Element::CollectionDate {
-                data: piece.to_owned(),
-                at: parse_date(content, false)?.and_utc(),
-            },
-            "&*" => Element::CollectionDateTime {
-                data: piece.to_owned(),
-                at: parse_date(content, true)?.and_utc(),
-            },
+            "=>" => {
+                let (local, at) = instant(parse_date(content, false)?);
+                Element::ExpirationDate {
+                    data: piece.to_owned(),
+                    local,
+                    at,
+                }
+            }
+            "&>" => {
+                let (local, at) = instant(parse_date(content, true)?);
+                Element::ExpirationDateTime {
+                    data: piece.to_owned(),
+                    local,
+                    at,
+                }
+            }
+            "=*" => {
+                let (local, at) = instant(parse_date(content, false)?);
+                Element::CollectionDate {
+                    data: piece.to_owned(),
+                    local,
+                    at,
+                }
+            }
+            "&*" => {
+                let (local, at) = instant(parse_date(content, true)?);
+                Element::CollectionDateTime {
+                    data: piece.to_owned(),
+                    local,
+                    at,
+                }
+            }
             _ => {
                 let body = &piece[1..];
                 let (din_text, ff) = body.split_at(13);
@@ -678,6 +709,26 @@ mod tests {
         assert_eq!(decode("&>02633012").map_err(|e| e.code()), Err("invalid_isbt128"));
     }
 
+    /// A New York label's `&>` is New York time, on either side of a daylight-saving change.
+    #[test]
+    fn label_dates_are_the_facilitys_wall_clock() {
+        let ny = chrono_tz::America::New_York;
+        for (data, utc) in [
+            ("&>0263331104", "2026-11-29 16:04:00 UTC"),
+            ("&>0260670130", "2026-03-08 06:30:00 UTC"),
+            ("&>0260670800", "2026-03-08 12:00:00 UTC"),
+            ("&>0263050130", "2026-11-01 05:30:00 UTC"),
+            ("=>026067", "2026-03-09 03:59:00 UTC"),
+        ] {
+            let e = decode_in(data, ny).expect("valid");
+            let at = match &e[0] {
+                Element::ExpirationDateTime { at, .. } | Element::ExpirationDate { at, .. } => at.to_string(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(at, utc, "{data}");
+        }
+    }
+
     /// ISO/IEC 7064 value of a character, written out independently of `ALPHABET`.
     fn reference_value(c: char) -> Option<u32> {
         match c {
@@ -849,7 +900,7 @@ mod tests {
                 format!("&*{}", encode_date_time(collected)),
                 format!("=*{}", &encode_date_time(collected)[..6]),
             ];
-            let end_of_day = |t: NaiveDateTime| t.date().and_hms_opt(23, 59, 0).expect("time").and_utc();
+            let end_of_day = |t: NaiveDateTime| t.date().and_hms_opt(23, 59, 0).expect("time");
             let flags = match plain_flags {
                 0 => Flags::NotUsed,
                 1..=19 => Flags::Type1 { value: plain_flags },
@@ -880,10 +931,10 @@ mod tests {
                     data: data(2),
                     product: ProductCode { description_code: pdc, collection_type, division },
                 },
-                Element::ExpirationDateTime { data: data(3), at: expiry.and_utc() },
-                Element::ExpirationDate { data: data(4), at: end_of_day(expiry) },
-                Element::CollectionDateTime { data: data(5), at: collected.and_utc() },
-                Element::CollectionDate { data: data(6), at: end_of_day(collected) },
+                Element::ExpirationDateTime { data: data(3), local: expiry, at: expiry.and_utc() },
+                Element::ExpirationDate { data: data(4), local: end_of_day(expiry), at: end_of_day(expiry).and_utc() },
+                Element::CollectionDateTime { data: data(5), local: collected, at: collected.and_utc() },
+                Element::CollectionDate { data: data(6), local: end_of_day(collected), at: end_of_day(collected).and_utc() },
             ];
             prop_assert_eq!(decode(&pieces.concat()), Ok(expected));
             prop_assert_eq!(format_date_time(expiry), encode_date_time(expiry));

@@ -15,6 +15,7 @@ pub mod requests;
 pub mod scheduling;
 pub mod stimulation;
 pub mod units;
+pub mod wall_clock;
 
 /// A closed set of lower-case (or clinical) spellings, with `as_str`, `parse` and serde.
 macro_rules! text_enum_impl {

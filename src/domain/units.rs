@@ -2,7 +2,7 @@
 //! irradiation dose and storage temperature. Expiry is enforced whenever an action happens, not
 //! only by the sweep job: a unit past `expires_at` is treated as expired everywhere.
 
-use chrono::{DateTime, NaiveDateTime, NaiveTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 
 use super::text_enum;
@@ -144,24 +144,9 @@ pub fn expires_at(collection_end: DateTime<Utc>, pooled: bool, tz: Tz, policy: &
     if pooled && policy.unit.pooled_expiry == PooledExpiry::MidnightDayAfterCollection {
         let day_after = collection_end.with_timezone(&tz).date_naive() + TimeDelta::days(1);
         let end_of_day = NaiveTime::from_hms_opt(23, 59, 0).unwrap_or(NaiveTime::MIN);
-        return earliest_instant(tz, day_after.and_time(end_of_day));
+        return super::wall_clock::earliest_instant(tz, day_after.and_time(end_of_day));
     }
     collection_end + TimeDelta::hours(i64::from(policy.unit.max_shelf_life_hours))
-}
-
-/// The earliest instant that shows `local` on the wall clock of `tz`, or, inside a gap, the
-/// last instant before it.
-fn earliest_instant(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
-    use chrono::offset::LocalResult;
-    let mut t = local;
-    // A gap is at most a few hours; step back a minute at a time until the clock shows a time.
-    for _ in 0..(24 * 60) {
-        match tz.from_local_datetime(&t) {
-            LocalResult::Single(x) | LocalResult::Ambiguous(x, _) => return x.with_timezone(&Utc),
-            LocalResult::None => t -= TimeDelta::minutes(1),
-        }
-    }
-    local.and_utc()
 }
 
 /// The earlier of the computed expiry and a supplier's labelled one.

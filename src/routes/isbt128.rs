@@ -22,7 +22,9 @@ pub struct DecodeRequest {
 pub struct DecodeResponse {
     /// One object per structure, tagged by `structure`: `din` (with `check_character` and
     /// `flags`), `blood_group`, `product_code`, `expiration_date`, `expiration_date_time`,
-    /// `collection_date`, `collection_date_time`. Times are UTC.
+    /// `collection_date`, `collection_date_time`. Dates carry `local`, the wall-clock time as
+    /// printed (read in the bank's `GRANULO_TIMEZONE`), and `at`, that instant in UTC (where
+    /// the clock shows a time twice or not at all, the earlier instant).
     #[schema(value_type = Vec<Object>)]
     pub elements: Vec<isbt128::Element>,
 }
@@ -38,7 +40,11 @@ const MAX_DATA: usize = 512;
          body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn decode(caller: AuthUser, body: JsonBody<DecodeRequest>) -> ApiResult<HttpResponse> {
+pub async fn decode(
+    state: actix_web::web::Data<crate::state::AppState>,
+    caller: AuthUser,
+    body: JsonBody<DecodeRequest>,
+) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
     let data = body.into_inner().data;
     if data.len() > MAX_DATA {
@@ -47,7 +53,7 @@ pub async fn decode(caller: AuthUser, body: JsonBody<DecodeRequest>) -> ApiResul
             format!("must be at most {MAX_DATA} characters"),
         ));
     }
-    let elements = isbt128::decode(&data).map_err(|e| {
+    let elements = isbt128::decode_in(&data, state.settings.timezone).map_err(|e| {
         ApiError::refused(
             e.code(),
             "the scanned data is not valid ISBT 128",

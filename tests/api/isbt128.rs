@@ -27,6 +27,7 @@ async fn scanned_data_is_decoded_or_refused(backend: Backend) {
     assert_eq!(elements[2]["description_code"], "E1234");
     assert_eq!(elements[3]["structure"], "expiration_date_time");
     assert_eq!(elements[3]["at"], "2026-11-26T12:00:00Z");
+    assert_eq!(elements[3]["local"], "2026-11-26T12:00:00");
 
     let bad = decode("=G12341765432171").await;
     let body = bad.problem(422, "invalid_check_character");

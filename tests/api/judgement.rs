@@ -440,12 +440,39 @@ async fn labels_and_pooled_expiry_keep_the_banks_local_time(backend: Backend) {
     };
     let (unit, _) = b.supplier_unit("O", "negative", "negative", 1).await;
     // The label reads the expiry on the bank's wall clock, on either side of each change.
-    for (expires, text, isbt) in [
-        ("2026-03-08T06:30:00Z", "08 MAR 2026 01:30 EST", "&>0260670130"),
-        ("2026-03-08T12:00:00Z", "08 MAR 2026 08:00 EDT", "&>0260670800"),
-        ("2026-11-01T05:30:00Z", "01 NOV 2026 01:30 EDT", "&>0263050130"),
-        ("2026-11-01T06:30:00Z", "01 NOV 2026 01:30 EST", "&>0263050130"),
-        ("2026-11-29T16:04:00Z", "29 NOV 2026 11:04 EST", "&>0263331104"),
+    // A scanner reading the label back gets the same instant, except in the hour that happens
+    // twice, where the earlier reading is the safe one.
+    for (expires, text, isbt, scanned) in [
+        (
+            "2026-03-08T06:30:00Z",
+            "08 MAR 2026 01:30 EST",
+            "&>0260670130",
+            "2026-03-08T06:30:00Z",
+        ),
+        (
+            "2026-03-08T12:00:00Z",
+            "08 MAR 2026 08:00 EDT",
+            "&>0260670800",
+            "2026-03-08T12:00:00Z",
+        ),
+        (
+            "2026-11-01T05:30:00Z",
+            "01 NOV 2026 01:30 EDT",
+            "&>0263050130",
+            "2026-11-01T05:30:00Z",
+        ),
+        (
+            "2026-11-01T06:30:00Z",
+            "01 NOV 2026 01:30 EST",
+            "&>0263050130",
+            "2026-11-01T05:30:00Z",
+        ),
+        (
+            "2026-11-29T16:04:00Z",
+            "29 NOV 2026 11:04 EST",
+            "&>0263331104",
+            "2026-11-29T16:04:00Z",
+        ),
     ] {
         b.set_unit_expiry(unit, at(expires));
         let l = label(unit).await;
@@ -453,6 +480,11 @@ async fn labels_and_pooled_expiry_keep_the_banks_local_time(backend: Backend) {
         assert_eq!(l["isbt128"]["expiry"], isbt, "{expires}");
         assert_eq!(l["time_zone"], "America/New_York");
         assert_eq!(l["expires_at"], expires, "the API stays in UTC");
+        let read = b
+            .app
+            .post("/api/v1/isbt128/decode", Some(&b.tech), &json!({"data": isbt}))
+            .await;
+        assert_eq!(read.ok(200)["elements"][0]["at"], scanned, "{isbt}");
     }
 
     // A pool expires at 23:59 New York time on the day after its earliest donation.
