@@ -29,8 +29,8 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::text_enum;
+use crate::domain::agents::{is_corticosteroid, same_agent};
 use crate::domain::policy::Policy;
-use crate::domain::stimulation::{is_corticosteroid, same_agent};
 
 /// Stable reason codes.
 pub mod codes {

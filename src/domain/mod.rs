@@ -2,6 +2,7 @@
 //! from the policy table, never from literals here. (Filled in by the clinical issues:
 //! blood groups and compatibility, ISBT 128, eligibility, stimulation windows, shelf life.)
 
+pub mod agents;
 pub mod alerts;
 pub mod blood;
 pub mod compatibility;

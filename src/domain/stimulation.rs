@@ -5,6 +5,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
+use crate::domain::agents::same_agent;
 use crate::domain::eligibility::DonorFacts;
 use crate::domain::policy::{HoursWindow, Policy};
 
@@ -34,28 +35,6 @@ pub fn normalize_agent(raw: &str) -> Option<String> {
         && bytes.next().is_some_and(|b| b.is_ascii_lowercase())
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     ok.then_some(agent)
-}
-
-/// Whether two agent names mean the same agent: letters and digits compared without case, so
-/// a checklist entry written `G-CSF` matches the recorded agent `gcsf`.
-pub fn same_agent(a: &str, b: &str) -> bool {
-    let key = |s: &str| {
-        s.chars()
-            .filter(char::is_ascii_alphanumeric)
-            .map(|c| c.to_ascii_lowercase())
-            .collect::<String>()
-    };
-    let (a, b) = (key(a), key(b));
-    !a.is_empty() && a == b
-}
-
-/// Whether `agent` is a corticosteroid (`stimulation.corticosteroid_agents`).
-pub fn is_corticosteroid(agent: &str, policy: &Policy) -> bool {
-    policy
-        .stimulation
-        .corticosteroid_agents
-        .iter()
-        .any(|s| same_agent(s, agent))
 }
 
 /// The agents a donor will be given for a collection whose plan is `planned` (its planned
@@ -241,24 +220,6 @@ mod tests {
     }
 
     #[test]
-    fn agent_names_match_on_letters_and_digits() {
-        let cases = [
-            ("gcsf", "G-CSF", true),
-            ("gcsf", " g_csf ", true),
-            ("dexamethasone", "Dexamethasone", true),
-            ("gcsf", "gmcsf", false),
-            ("hes_6", "hes6", true),
-            ("hes_6", "hes_60", false),
-            ("", "", false),
-            ("-", "_", false),
-        ];
-        for (a, b, same) in cases {
-            assert_eq!(same_agent(a, b), same, "{a:?} {b:?}");
-            assert_eq!(same_agent(b, a), same, "{b:?} {a:?}");
-        }
-    }
-
-    #[test]
     fn agents_to_check_are_the_defaults_plus_the_plan() {
         let mut p = Policy::default();
         let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -270,16 +231,6 @@ mod tests {
         p.stimulation.default_agents = vec![];
         assert_eq!(agents_to_check(&[], &p), Vec::<String>::new());
         assert_eq!(agents_to_check(&strings(&["gcsf"]), &p), strings(&["gcsf"]));
-    }
-
-    #[test]
-    fn corticosteroids_come_from_the_policy() {
-        let mut p = Policy::default();
-        assert!(is_corticosteroid(DEXAMETHASONE, &p));
-        assert!(is_corticosteroid("prednisone", &p));
-        assert!(!is_corticosteroid(GCSF, &p));
-        p.stimulation.corticosteroid_agents = vec!["prednisone".into()];
-        assert!(!is_corticosteroid(DEXAMETHASONE, &p));
     }
 
     #[test]

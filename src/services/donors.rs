@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{from_stored_json, is_past, stored, stored_enum, to_json, to_value, utc};
+use crate::domain::agents::same_agent;
 use crate::domain::blood::{Abo, Cmv, DonorType, Hla, Rhd, Sex};
 use crate::domain::eligibility::{
     ContraindicationFlag, Deferral, DonorFacts, Eligibility, GivenStimulation, PastProcedure, ProcedureKind,
@@ -15,7 +16,6 @@ use crate::domain::eligibility::{
 };
 use crate::domain::policy::Policy;
 use crate::domain::scheduling::{Booking, CollectionStatus, DonorRecord};
-use crate::domain::stimulation::same_agent;
 use crate::error::{ApiError, ApiResult, Validator};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::collections::{self as collection_rows, Collection};
