@@ -67,22 +67,7 @@ async fn make_ready(app: &TestApp, tech: &str, unit: i64) {
     )
     .await
     .ok(200);
-    for marker in required_markers(app, tech).await {
-        app.post(
-            &format!("/api/v1/units/{unit}/tests"),
-            Some(tech),
-            &json!({"marker": marker, "result": "negative"}),
-        )
-        .await
-        .ok(200);
-    }
-    app.post(
-        &format!("/api/v1/units/{unit}/release"),
-        Some(tech),
-        &json!({"emergency": false}),
-    )
-    .await
-    .ok(200);
+    release_tested(app, tech, unit).await;
 }
 
 /// An open request of a new O negative patient, needed at `needed_by`; returns its id.

@@ -37,22 +37,7 @@ async fn alerts(app: &TestApp, token: &str, query: &str) -> Vec<Value> {
 /// A supplier unit released to `available` with every required marker negative.
 async fn available_unit(app: &mut TestApp, tech: &str, din: &str) -> i64 {
     let unit = supplier_unit(app, tech, din, now_minute() - TimeDelta::hours(1)).await;
-    for marker in required_markers(app, tech).await {
-        app.post(
-            &format!("/api/v1/units/{unit}/tests"),
-            Some(tech),
-            &json!({"marker": marker, "result": "negative"}),
-        )
-        .await
-        .ok(200);
-    }
-    app.post(
-        &format!("/api/v1/units/{unit}/release"),
-        Some(tech),
-        &json!({"emergency": false}),
-    )
-    .await
-    .ok(200);
+    release_tested(app, tech, unit).await;
     unit
 }
 
@@ -792,38 +777,7 @@ async fn the_event_cursor_follows_commit_order(backend: Backend) {
 async fn alerts_of_an_earlier_release_become_episodes(backend: Backend) {
     use diesel::connection::SimpleConnection as _;
     let db = std::sync::Arc::new(TestDb::new(backend));
-    let tree = match backend {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres => "postgres",
-    };
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(tree);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .expect("migrations")
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .filter(|n| n.as_str() < "2026-11-29-000011")
-        .collect();
-    names.sort();
-    let mut conn = granulo::store::establish(&db.target()).expect("connect");
-    conn.batch_execute(
-        "CREATE TABLE __diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY NOT NULL, \
-         run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)",
-    )
-    .expect("migrations table");
-    for name in names {
-        let sql = std::fs::read_to_string(dir.join(&name).join("up.sql")).expect("up.sql");
-        conn.batch_execute(&sql).expect("earlier migration");
-        let version: String = name
-            .chars()
-            .take_while(|c| *c != '_')
-            .filter(char::is_ascii_digit)
-            .collect();
-        conn.batch_execute(&format!(
-            "INSERT INTO __diesel_schema_migrations (version) VALUES ('{version}')"
-        ))
-        .expect("record migration");
-    }
+    let mut conn = migrated_before(backend, &db, "2026-11-29-000011");
     let at = |minutes_ago: i64| {
         (Utc::now() - TimeDelta::minutes(minutes_ago))
             .format("%Y-%m-%d %H:%M:%S")

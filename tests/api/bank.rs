@@ -43,17 +43,20 @@ impl Bank {
             .expect("request")
     }
 
-    /// A supplier unit collected `hours_ago`, with every marker result recorded as `result`
-    /// (not released).
+    /// A supplier unit collected `hours_ago`, irradiated, no marker recorded (not released).
     pub(crate) async fn supplier_unit(&self, abo: &str, rhd: &str, cmv: &str, hours_ago: i64) -> (i64, String) {
-        let din = next_din();
-        let body = json!({"source": {"type": "external", "supplier": "Regional centre", "din": din, "abo": abo,
+        let body = json!({"source": {"type": "external", "supplier": "Regional centre", "din": next_din(), "abo": abo,
                                      "rhd": rhd, "collected_at": ts(now_minute() - TimeDelta::hours(hours_ago)),
                                      "cmv": cmv},
                           "product_code": PRODUCT, "volume_ml": 250, "granulocyte_count": 5e10});
-        let id = self.app.post("/api/v1/units", Some(&self.tech), &body).await.ok(201)["id"]
-            .as_i64()
-            .expect("unit");
+        self.irradiated(&body).await
+    }
+
+    /// A unit created from `body` and irradiated; returns (id, din).
+    pub(crate) async fn irradiated(&self, body: &Value) -> (i64, String) {
+        let created = self.app.post("/api/v1/units", Some(&self.tech), body).await;
+        let id = created.ok(201)["id"].as_i64().expect("unit");
+        let din = created.body["din"].as_str().unwrap_or_default().to_owned();
         self.app
             .post(
                 &format!("/api/v1/units/{id}/irradiation"),
@@ -192,19 +195,8 @@ impl Bank {
 
     /// A unit created from `body`, irradiated, every marker negative and released.
     pub(crate) async fn ready_from(&self, body: &Value) -> (i64, String) {
-        let created = self.app.post("/api/v1/units", Some(&self.tech), body).await;
-        let id = created.ok(201)["id"].as_i64().expect("unit");
-        let din = created.body["din"].as_str().unwrap_or_default().to_owned();
-        self.app
-            .post(
-                &format!("/api/v1/units/{id}/irradiation"),
-                Some(&self.tech),
-                &json!({"dose_gy": 25}),
-            )
-            .await
-            .ok(200);
-        self.negative_markers(id).await;
-        self.release(id).await;
+        let (id, din) = self.irradiated(body).await;
+        release_tested(&self.app, &self.tech, id).await;
         (id, din)
     }
 

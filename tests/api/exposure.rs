@@ -690,19 +690,6 @@ async fn exposure_policy_keys_are_optional_and_validated(backend: Backend) {
 /// the collection, so they count.
 async fn units_made_before_the_release_count_their_red_cells(backend: Backend) {
     let db = Arc::new(TestDb::new(backend));
-    let tree = match backend {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres => "postgres",
-    };
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(tree);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .expect("migrations")
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .filter(|n| n.as_str() < "2026-11-29-000010")
-        .collect();
-    names.sort();
     let ended = Utc::now() - TimeDelta::hours(2);
     let time = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
     let (now, start, end, expires) = (
@@ -712,25 +699,7 @@ async fn units_made_before_the_release_count_their_red_cells(backend: Backend) {
         time(ended + TimeDelta::hours(24)),
     );
     {
-        let mut conn = granulo::store::establish(&db.target()).expect("connect");
-        conn.batch_execute(
-            "CREATE TABLE __diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY NOT NULL, \
-             run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)",
-        )
-        .expect("migrations table");
-        for name in names {
-            let sql = std::fs::read_to_string(dir.join(&name).join("up.sql")).expect("up.sql");
-            conn.batch_execute(&sql).expect("earlier migration");
-            let version: String = name
-                .chars()
-                .take_while(|c| *c != '_')
-                .filter(char::is_ascii_digit)
-                .collect();
-            conn.batch_execute(&format!(
-                "INSERT INTO __diesel_schema_migrations (version) VALUES ('{version}')"
-            ))
-            .expect("record migration");
-        }
+        let mut conn = migrated_before(backend, &db, "2026-11-29-000010");
         conn.batch_execute(&format!(
             "INSERT INTO donors (donor_number, given_name, family_name, date_of_birth, sex, weight_kg, abo, rhd, cmv, hla,
                                  donor_type, contraindications, active, search_text, created_at, updated_at)

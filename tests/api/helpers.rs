@@ -496,9 +496,15 @@ pub async fn ready_unit(app: &Http, tech: &str, abo: &str, rhd: &str) -> (i64, S
     )
     .await
     .ok(200);
+    release_tested(app, tech, id).await;
+    (id, din)
+}
+
+/// Records every required marker negative and releases the unit (a technologist's release).
+pub async fn release_tested(app: &Http, tech: &str, unit: i64) {
     for marker in required_markers(app, tech).await {
         app.post(
-            &format!("/api/v1/units/{id}/tests"),
+            &format!("/api/v1/units/{unit}/tests"),
             Some(tech),
             &json!({"marker": marker, "result": "negative"}),
         )
@@ -506,13 +512,12 @@ pub async fn ready_unit(app: &Http, tech: &str, abo: &str, rhd: &str) -> (i64, S
         .ok(200);
     }
     app.post(
-        &format!("/api/v1/units/{id}/release"),
+        &format!("/api/v1/units/{unit}/release"),
         Some(tech),
         &json!({"emergency": false}),
     )
     .await
     .ok(200);
-    (id, din)
 }
 
 /// The test markers the policy requires before release.
@@ -605,4 +610,44 @@ pub async fn typed_patient(app: &Http, registrar: &str, staff: &str, body: &Valu
     );
     confirm_group(app, staff, id, &abo, &rhd).await;
     id
+}
+
+/// A database migrated by hand to just before the migration named `before` (its leading
+/// `YYYY-MM-DD-NNNNNN`), recorded as diesel records them so that starting the application
+/// runs only the newer ones: rows can then be written as an earlier release wrote them.
+pub fn migrated_before(backend: Backend, db: &TestDb, before: &str) -> granulo::store::DbConn {
+    use diesel::connection::SimpleConnection as _;
+    let tree = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(tree);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("migrations")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.as_str() < before)
+        .collect();
+    names.sort();
+    let mut conn = granulo::store::establish(&db.target()).expect("connect");
+    conn.batch_execute(
+        "CREATE TABLE __diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY NOT NULL, \
+         run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+    )
+    .expect("migrations table");
+    for name in names {
+        let sql = std::fs::read_to_string(dir.join(&name).join("up.sql")).expect("up.sql");
+        conn.batch_execute(&sql).expect("earlier migration");
+        let version: String = name
+            .chars()
+            .take_while(|c| *c != '_')
+            .filter(char::is_ascii_digit)
+            .collect();
+        conn.batch_execute(&format!(
+            "INSERT INTO __diesel_schema_migrations (version) VALUES ('{version}')"
+        ))
+        .expect("record migration");
+    }
+    conn
 }

@@ -26,39 +26,7 @@ fn at(hours_from_now: i64) -> String {
 /// Applies the earlier migrations by hand and records them as diesel does, so that starting
 /// the application runs only the newer ones.
 fn migrate_as_earlier_release(backend: Backend, db: &TestDb) {
-    let tree = match backend {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres => "postgres",
-    };
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(tree);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .expect("migrations")
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .filter(|n| n.as_str() < EARLIER)
-        .collect();
-    names.sort();
-    assert_eq!(names.len(), 7, "{names:?}");
-    let mut conn = granulo::store::establish(&db.target()).expect("connect");
-    conn.batch_execute(
-        "CREATE TABLE __diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY NOT NULL, \
-         run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)",
-    )
-    .expect("migrations table");
-    for name in names {
-        let sql = std::fs::read_to_string(dir.join(&name).join("up.sql")).expect("up.sql");
-        conn.batch_execute(&sql).expect("earlier migration");
-        let version: String = name
-            .chars()
-            .take_while(|c| *c != '_')
-            .filter(char::is_ascii_digit)
-            .collect();
-        conn.batch_execute(&format!(
-            "INSERT INTO __diesel_schema_migrations (version) VALUES ('{version}')"
-        ))
-        .expect("record migration");
-    }
+    let mut conn = migrated_before(backend, db, EARLIER);
     // Rows as the earlier release wrote them: a patient the hospital declared group A RhD
     // positive and the blood bank never typed, two released units, a crossmatch with a
     // free-text method, and an out-of-range reading of an available unit.
