@@ -43,21 +43,6 @@ async fn alerts_of(app: &TestApp, token: &str, query: &str, unit: i64) -> Vec<Va
         .collect()
 }
 
-/// A supplier unit, O negative, collected at `collected` (it expires 24 h later).
-async fn unit_collected(app: &TestApp, tech: &str, din: &str, collected: DateTime<Utc>) -> i64 {
-    app.post(
-        "/api/v1/units",
-        Some(tech),
-        &json!({"source": {"type": "external", "supplier": "X", "din": din, "abo": "O", "rhd": "negative",
-                           "collected_at": ts(collected), "cmv": "negative"},
-                "product_code": "E9999V00", "volume_ml": 250, "granulocyte_count": 5e10}),
-    )
-    .await
-    .ok(201)["id"]
-        .as_i64()
-        .expect("unit")
-}
-
 /// Irradiated, every required marker negative, and released: ready to allocate.
 async fn make_ready(app: &TestApp, tech: &str, unit: i64) {
     app.post(
@@ -172,7 +157,7 @@ async fn a_unit_first_seen_near_expiry_raises_one_alert_that_escalates(backend: 
     .ok(201);
     let collected = now_minute() - TimeDelta::hours(1);
     let expires = collected + TimeDelta::hours(24);
-    let late = unit_collected(&app, &tech, "C111126000501", collected).await;
+    let late = crate::alerts::supplier_unit(&app, &tech, "C111126000501", collected).await;
 
     // First seen 1 h 30 min before expiry: past the 8, 4 and 2 h thresholds at once.
     let first = expires - TimeDelta::minutes(90);
@@ -192,7 +177,7 @@ async fn a_unit_first_seen_near_expiry_raises_one_alert_that_escalates(backend: 
     assert_eq!(sent[0].1, "urgent");
 
     // A unit watched from 8 h before expiry: one alert, escalated at each threshold passed.
-    let watched = unit_collected(&app, &tech, "C111126000502", collected).await;
+    let watched = crate::alerts::supplier_unit(&app, &tech, "C111126000502", collected).await;
     let mut seen = Vec::new();
     for (at, severity, threshold) in [
         (expires - TimeDelta::hours(8), "warning", "8"),
@@ -247,7 +232,7 @@ async fn a_unit_first_seen_near_expiry_raises_one_alert_that_escalates(backend: 
     );
 
     // Acknowledged, then escalated: the new stage needs a new acknowledgement.
-    let third = unit_collected(&app, &tech, "C111126000503", collected).await;
+    let third = crate::alerts::supplier_unit(&app, &tech, "C111126000503", collected).await;
     scan_at(&app, expires - TimeDelta::hours(5));
     let alert = alerts_of(&app, &tech, "kind=unit.expiring", third).await[0].clone();
     let id = alert["id"].as_i64().expect("id");
@@ -313,7 +298,7 @@ async fn a_condition_that_clears_and_comes_back_opens_a_new_episode(backend: Bac
     assert_eq!(first.len(), 1, "{first:#?}");
 
     // A unit is allocated: the condition clears and the alert resolves.
-    let unit = unit_collected(&app, &tech, "C111126000601", now - TimeDelta::hours(1)).await;
+    let unit = crate::alerts::supplier_unit(&app, &tech, "C111126000601", now - TimeDelta::hours(1)).await;
     make_ready(&app, &tech, unit).await;
     let allocation = app
         .post(
@@ -358,8 +343,8 @@ async fn an_allocated_unit_transfused_before_the_next_threshold_is_not_warned(ba
     // Both units expire 10 h from now: past the 8 h threshold in 2 h, the 4 h one in 6 h.
     let collected = now - TimeDelta::hours(14);
     let expires = collected + TimeDelta::hours(24);
-    let allocated = unit_collected(&app, &tech, "C111126000701", collected).await;
-    let spare = unit_collected(&app, &tech, "C111126000702", collected).await;
+    let allocated = crate::alerts::supplier_unit(&app, &tech, "C111126000701", collected).await;
+    let spare = crate::alerts::supplier_unit(&app, &tech, "C111126000702", collected).await;
     make_ready(&app, &tech, allocated).await;
     make_ready(&app, &tech, spare).await;
     // To be transfused 5 h from now: before the unit crosses the 4 h threshold.
@@ -400,7 +385,7 @@ async fn an_allocated_unit_transfused_before_the_next_threshold_is_not_warned(ba
 async fn an_event_alert_that_happens_again_while_open_is_recorded_on_it(backend: Backend) {
     let mut app = spawn(backend).await;
     let tech = app.token_for("technologist").await;
-    let unit = unit_collected(&app, &tech, "C111126000801", now_minute() - TimeDelta::hours(1)).await;
+    let unit = crate::alerts::supplier_unit(&app, &tech, "C111126000801", now_minute() - TimeDelta::hours(1)).await;
     make_ready(&app, &tech, unit).await;
     let reading = |t: f64| {
         let (app, tech) = (&app, tech.clone());

@@ -41,7 +41,8 @@ async fn available_unit(app: &mut TestApp, tech: &str, din: &str) -> i64 {
     unit
 }
 
-async fn supplier_unit(app: &TestApp, tech: &str, din: &str, collected: DateTime<Utc>) -> i64 {
+/// A supplier unit, O negative, collected at `collected` (it expires 24 h later).
+pub(crate) async fn supplier_unit(app: &TestApp, tech: &str, din: &str, collected: DateTime<Utc>) -> i64 {
     app.post(
         "/api/v1/units",
         Some(tech),
