@@ -1090,6 +1090,78 @@ mod tests {
 
     const GROUPS: [Abo; 4] = [Abo::O, Abo::A, Abo::B, Abo::Ab];
 
+    /// What each tier needs, for every combination of acknowledged codes and an authorisation.
+    #[test]
+    fn tiers_are_met_exactly_by_what_they_need() {
+        use Severity::{Acknowledge, Authorise, Block, Info};
+        let f = |code: &'static str, severity| Finding {
+            code,
+            severity,
+            message: String::new(),
+        };
+        let acked = |codes: &[&str]| codes.iter().map(|c| (*c).to_owned()).collect::<BTreeSet<String>>();
+        let (info, ack, auth, block) = (
+            f(DOSE_BELOW_TARGET, Info),
+            f(RHD_MISMATCH, Acknowledge),
+            f(CMV_MISMATCH, Authorise),
+            f(ABO_INCOMPATIBLE, Block),
+        );
+        // (findings, acknowledged, authorised) → None when met, else (tier, codes missing).
+        type Missing = Option<(Severity, Vec<&'static str>)>;
+        let cases: Vec<(Vec<&Finding>, BTreeSet<String>, bool, Missing)> = vec![
+            (vec![], acked(&[]), false, None),
+            (vec![&info], acked(&[]), false, None),
+            (vec![&ack], acked(&[]), false, Some((Acknowledge, vec![RHD_MISMATCH]))),
+            (vec![&ack], acked(&[RHD_MISMATCH]), false, None),
+            // Acknowledging another code, or authorising, does not acknowledge this one.
+            (
+                vec![&ack],
+                acked(&[CMV_MISMATCH]),
+                true,
+                Some((Acknowledge, vec![RHD_MISMATCH])),
+            ),
+            (vec![&auth], acked(&[]), false, Some((Authorise, vec![CMV_MISMATCH]))),
+            (
+                vec![&auth],
+                acked(&[CMV_MISMATCH]),
+                false,
+                Some((Authorise, vec![CMV_MISMATCH])),
+            ),
+            (vec![&auth], acked(&[]), true, None),
+            (
+                vec![&ack, &auth],
+                acked(&[]),
+                true,
+                Some((Acknowledge, vec![RHD_MISMATCH])),
+            ),
+            (
+                vec![&ack, &auth],
+                acked(&[]),
+                false,
+                Some((Authorise, vec![RHD_MISMATCH, CMV_MISMATCH])),
+            ),
+            (vec![&info, &ack, &auth], acked(&[RHD_MISMATCH]), true, None),
+            (
+                vec![&block],
+                acked(&[ABO_INCOMPATIBLE]),
+                true,
+                Some((Block, vec![ABO_INCOMPATIBLE])),
+            ),
+            (
+                vec![&ack, &block],
+                acked(&[RHD_MISMATCH]),
+                true,
+                Some((Block, vec![ABO_INCOMPATIBLE])),
+            ),
+        ];
+        for (findings, acknowledged, authorised, expected) in cases {
+            let got = tiers_met(findings.iter().copied(), &acknowledged, authorised)
+                .err()
+                .map(|(tier, missing)| (tier, missing.iter().map(|m| m.code).collect::<Vec<_>>()));
+            assert_eq!(got, expected, "{findings:?} {acknowledged:?} {authorised}");
+        }
+    }
+
     #[test]
     fn samples_are_valid_for_the_policy_hours() {
         let mut p = Policy::default();
@@ -2397,10 +2469,12 @@ mod tests {
             let planned_at = now() + TimeDelta::minutes(planned_minutes);
             let a = run(&p, &u, &xms, requirements, planned_at, stage, &policy);
             let blocks = a.reasons.iter().any(|r| r.severity == Severity::Block);
-            let expected = match (blocks, a.reasons.is_empty()) {
+            // Info findings are shown but do not qualify the verdict.
+            let to_handle = a.reasons.iter().any(|r| r.severity != Severity::Info);
+            let expected = match (blocks, to_handle) {
                 (true, _) => Verdict::Incompatible,
-                (false, true) => Verdict::Compatible,
-                (false, false) => Verdict::CompatibleWithWarnings,
+                (false, false) => Verdict::Compatible,
+                (false, true) => Verdict::CompatibleWithWarnings,
             };
             prop_assert_eq!(a.verdict, expected);
             let mut codes = a.codes();

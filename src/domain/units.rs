@@ -222,6 +222,36 @@ pub fn marker_standing(results: &[MarkerResult], marker: &str) -> Option<TestRes
     latest
 }
 
+/// Where the follow-up of an emergency release stands, given the markers pending at the release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowUp<'a> {
+    /// A pending marker has no result yet (or only `pending`).
+    Waiting,
+    /// Every pending marker came back negative: the follow-up is done.
+    AllNegative,
+    /// These pending markers are reactive: the look-forward takes over, whatever is still out.
+    Reactive(Vec<&'a str>),
+}
+
+pub fn emergency_follow_up<'a>(pending: &'a [String], results: &[MarkerResult]) -> FollowUp<'a> {
+    let standing: Vec<(&str, Option<TestResult>)> = pending
+        .iter()
+        .map(|m| (m.as_str(), marker_standing(results, m)))
+        .collect();
+    let reactive: Vec<&str> = standing
+        .iter()
+        .filter(|(_, r)| *r == Some(TestResult::Positive))
+        .map(|(m, _)| *m)
+        .collect();
+    if !reactive.is_empty() {
+        FollowUp::Reactive(reactive)
+    } else if standing.iter().all(|(_, r)| *r == Some(TestResult::Negative)) {
+        FollowUp::AllNegative
+    } else {
+        FollowUp::Waiting
+    }
+}
+
 /// The markers ever reported positive, in first-reported order.
 pub fn reactive_markers(results: &[MarkerResult]) -> Vec<&str> {
     let mut out: Vec<&str> = Vec::new();
@@ -411,6 +441,48 @@ pub fn temperature_ok(celsius: f64, policy: &Policy) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_emergency_follow_up_ends_when_the_last_pending_result_arrives() {
+        let pending = vec!["anti_hiv".to_owned(), "hbsag".to_owned()];
+        let r = |marker: &str, result| MarkerResult {
+            marker: marker.to_owned(),
+            result,
+        };
+        use TestResult::{Negative, Pending, Positive};
+        let cases = [
+            (vec![], FollowUp::Waiting),
+            (vec![r("anti_hiv", Negative)], FollowUp::Waiting),
+            (vec![r("anti_hiv", Negative), r("hbsag", Pending)], FollowUp::Waiting),
+            (
+                vec![r("anti_hiv", Negative), r("hbsag", Negative)],
+                FollowUp::AllNegative,
+            ),
+            // A marker that was not pending at the release does not count either way.
+            (
+                vec![r("anti_hiv", Negative), r("hbsag", Negative), r("syphilis", Positive)],
+                FollowUp::AllNegative,
+            ),
+            (vec![r("hbsag", Positive)], FollowUp::Reactive(vec!["hbsag"])),
+            // Reactive, then negative: still reactive.
+            (
+                vec![r("hbsag", Positive), r("hbsag", Negative), r("anti_hiv", Negative)],
+                FollowUp::Reactive(vec!["hbsag"]),
+            ),
+            (
+                vec![r("hbsag", Positive), r("anti_hiv", Positive)],
+                FollowUp::Reactive(vec!["anti_hiv", "hbsag"]),
+            ),
+        ];
+        for (results, expected) in cases {
+            assert_eq!(emergency_follow_up(&pending, &results), expected, "{results:?}");
+        }
+        assert_eq!(
+            emergency_follow_up(&[], &[]),
+            FollowUp::AllNegative,
+            "nothing was pending"
+        );
+    }
     use UnitStatus::*;
     use chrono::{TimeZone, Timelike};
     use proptest::prelude::*;

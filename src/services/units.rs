@@ -1053,11 +1053,10 @@ pub fn record_test(
     if status_of(&u)? == UnitStatus::Quarantined || data.status == UnitStatus::Quarantined.as_str() {
         data.status_reason = Some(format!("{marker} reactive: the unit can only be discarded"));
     }
-    let after = save(conn, actor, "unit.test", u.clone(), data, now)?;
+    save(conn, actor, "unit.test", u.clone(), data, now)?;
     reactive_result(conn, actor, &u, &marker, facts.emergency.as_ref(), now, policy)?;
     // The donor's deferral and other units changed: show the unit as it now stands.
     let fresh = rows::find(conn, u.id)?.ok_or_else(|| ApiError::not_found("unit"))?;
-    let _ = after;
     view(conn, fresh, now)
 }
 
@@ -1069,31 +1068,19 @@ fn follow_up(conn: &mut DbConn, actor: &Actor, u: &Unit, facts: &UnitRecord) -> 
         return Ok(());
     };
     let pending: Vec<String> = from_stored_json("pending markers", &e.pending_markers)?;
-    let standing: Vec<(String, Option<TestResult>)> = pending
-        .iter()
-        .map(|m| (m.clone(), rules::marker_standing(&facts.results, m)))
-        .collect();
-    let reactive: Vec<&str> = standing
-        .iter()
-        .filter(|(_, r)| *r == Some(TestResult::Positive))
-        .map(|(m, _)| m.as_str())
-        .collect();
-    let all_back = standing
-        .iter()
-        .all(|(_, r)| matches!(r, Some(TestResult::Negative | TestResult::Positive)));
-    let note = if !reactive.is_empty() {
-        format!(
+    let note = match rules::emergency_follow_up(&pending, &facts.results) {
+        rules::FollowUp::Waiting => return Ok(()),
+        rules::FollowUp::AllNegative => {
+            format!(
+                "every result pending at the emergency release of unit {} is negative",
+                u.din
+            )
+        }
+        rules::FollowUp::Reactive(markers) => format!(
             "{} reactive on unit {}: superseded by the look-forward",
-            reactive.join(", "),
+            markers.join(", "),
             u.din
-        )
-    } else if all_back {
-        format!(
-            "every result pending at the emergency release of unit {} is negative",
-            u.din
-        )
-    } else {
-        return Ok(());
+        ),
     };
     super::tasks::complete_about(
         conn,
