@@ -12,7 +12,10 @@ use serde_json::json;
 use crate::both_backends;
 use crate::helpers::*;
 
-both_backends!(rows_from_an_earlier_release_read_and_behave_safely);
+both_backends!(
+    rows_from_an_earlier_release_read_and_behave_safely,
+    this_releases_migrations_revert_and_apply_again,
+);
 
 /// The migrations of the release before the safety work (issue 12).
 const EARLIER: &str = "2026-11-29";
@@ -227,4 +230,40 @@ async fn rows_from_an_earlier_release_read_and_behave_safely(backend: Backend) {
     let derived = by_mrn("OLD-3");
     assert_eq!(derived["childbearing_potential_stated"], json!(null), "{derived}");
     assert_eq!(derived["childbearing_potential"], true);
+}
+
+/// Every migration of this release reverts (newest first) to the earlier release's schema and
+/// applies again, so an upgrade can be rolled back.
+async fn this_releases_migrations_revert_and_apply_again(backend: Backend) {
+    use diesel_migrations::{FileBasedMigrations, MigrationHarness};
+    let db = TestDb::new(backend);
+    let tree = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(tree);
+    let newer = std::fs::read_dir(&dir)
+        .expect("migrations")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.as_str() >= EARLIER)
+        .count();
+    assert!(newer >= 4, "{newer}");
+    let source = || FileBasedMigrations::from_path(&dir).expect("migrations");
+    let mut conn = granulo::store::establish(&db.target()).expect("connect");
+    macro_rules! round_trip {
+        ($c:expr) => {{
+            $c.run_pending_migrations(source()).expect("apply");
+            for _ in 0..newer {
+                $c.revert_last_migration(source()).expect("revert");
+            }
+            let again = $c.run_pending_migrations(source()).expect("apply again");
+            assert_eq!(again.len(), newer);
+        }};
+    }
+    match &mut conn {
+        granulo::store::DbConn::Sqlite(c) => round_trip!(c),
+        granulo::store::DbConn::Postgres(c) => round_trip!(c),
+    }
 }
