@@ -628,6 +628,9 @@ pub struct CreateUnitInput {
 }
 
 const MAX_VOLUME_ML: u32 = 1000;
+/// A sanity bound on when an emergency release's pending results are expected (not a clinical
+/// threshold: the policy's default is a day).
+const RESULTS_EXPECTED_WITHIN: chrono::TimeDelta = chrono::TimeDelta::days(30);
 const MAX_GRANULOCYTES: f64 = 1e12;
 const MAX_RED_CELLS_ML: f64 = 500.0;
 const POOL_SIZE: (usize, usize) = (2, 30);
@@ -1318,7 +1321,7 @@ pub struct ReleaseInput {
     #[schema(minimum = 1)]
     pub request_id: Option<i64>,
     /// Emergency releases: when the pending results are expected (default now +
-    /// `unit.marker_results_expected_hours`); the follow-up task falls due then.
+    /// `unit.marker_results_expected_hours`), within 30 days; the follow-up task falls due then.
     pub results_expected_at: Option<DateTime<Utc>>,
 }
 
@@ -1390,9 +1393,9 @@ pub fn release(
         "is only for an emergency release",
     );
     v.check(
-        results_expected_at > now,
+        results_expected_at > now && results_expected_at <= now + RESULTS_EXPECTED_WITHIN,
         "results_expected_at",
-        "must be in the future",
+        "must be in the future, within 30 days",
     );
     v.finish()?;
     if disposition.is_some() && !director {

@@ -189,6 +189,19 @@ async fn an_emergency_release_serves_its_own_request_and_is_followed_up(backend:
         early.problem(400, "validation_failed")["errors"][0]["field"],
         "physician.acknowledged_at"
     );
+    let far = b
+        .app
+        .post(
+            &format!("/api/v1/units/{unit}/release"),
+            Some(&b.director),
+            &json!({"emergency": true, "request_id": own_request, "results_expected_at": ts(now_minute() + TimeDelta::days(31)),
+                    "physician": {"name": "Dr Night", "acknowledged_at": ts(now_minute())}}),
+        )
+        .await;
+    assert_eq!(
+        far.problem(400, "validation_failed")["errors"][0]["field"],
+        "results_expected_at"
+    );
     let released = emergency(unit, own_request).await;
     let release = released.ok(200)["release"].clone();
     assert_eq!(release["request_id"], own_request);
