@@ -21,7 +21,6 @@ pub mod users;
 pub mod webhooks;
 
 use actix_web::web;
-use serde::{Deserialize, Deserializer};
 
 use crate::domain::policy::Policy;
 use crate::error::{ApiError, ApiResult};
@@ -218,12 +217,6 @@ pub fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
     }
 }
 
-/// A page cursor is the last id of the previous page, in decimal: clients pass back the
-/// `next_cursor` they were given (the documented pattern is `^[0-9]{1,18}$`).
-pub fn encode_cursor(id: i64) -> String {
-    id.to_string()
-}
-
 pub fn decode_cursor(cursor: Option<&str>) -> ApiResult<Option<i64>> {
     let Some(cursor) = cursor else { return Ok(None) };
     let digits = (1..=18).contains(&cursor.len()) && cursor.bytes().all(|b| b.is_ascii_digit());
@@ -232,19 +225,8 @@ pub fn decode_cursor(cursor: Option<&str>) -> ApiResult<Option<i64>> {
         .ok_or_else(|| ApiError::field("cursor", "is not a cursor this server returned"))
 }
 
-/// Trim a `limit + 1` fetch to a page and its next cursor.
-pub fn paginate<T>(mut rows: Vec<T>, limit: i64, id_of: impl Fn(&T) -> i64) -> (Vec<T>, Option<String>) {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    if rows.len() > limit {
-        rows.truncate(limit);
-        let next = rows.last().map(|r| encode_cursor(id_of(r)));
-        (rows, next)
-    } else {
-        (rows, None)
-    }
-}
-
-pub use crate::services::utc;
+// Paging and PATCH helpers live below both layers; services page their own queries.
+pub use crate::services::{double_option, encode_cursor, paginate, utc};
 
 /// Integers in paths and query strings as JSON Schema reads them: `7` and `7.0` are the same.
 pub mod integral {
@@ -281,15 +263,6 @@ pub fn parse_id(raw: &str, what: &str) -> ApiResult<i64> {
     integral::parse(raw)
         .filter(|n| *n > 0)
         .ok_or_else(|| ApiError::bad_request("invalid_path", format!("{raw:?} is not a valid {what} id")))
-}
-
-/// For PATCH bodies: distinguishes an absent field (`None`) from `null` (`Some(None)`).
-pub fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: Deserialize<'de>,
-    D: Deserializer<'de>,
-{
-    Option::<T>::deserialize(de).map(Some)
 }
 
 #[cfg(test)]

@@ -418,7 +418,7 @@ pub fn crossmatches(
     };
     let sample_ids: Option<Vec<i64>> = samples.as_ref().map(|list| list.iter().map(|s| s.id).collect());
     let found = rows::crossmatches_where(conn, unit_id, sample_ids.as_deref(), after_id, limit + 1)?;
-    let (found, next) = crate::routes::paginate(found, limit, |x| x.id);
+    let (found, next) = super::paginate(found, limit, |x| x.id);
     let ids: Vec<i64> = found.iter().map(|x| x.id).collect();
     let mut resolutions: std::collections::HashMap<i64, rows::Resolution> = rows::resolutions_of(conn, &ids)?
         .into_iter()
@@ -1152,7 +1152,7 @@ pub fn exceptions(
     limit: i64,
 ) -> ApiResult<(Vec<ExceptionEntry>, Option<String>)> {
     let ids = rows::authorised(conn, signed_off, after_id, limit + 1)?;
-    let (ids, next) = crate::routes::paginate(ids, limit, |id| *id);
+    let (ids, next) = super::paginate(ids, limit, |id| *id);
     let mut out = Vec::new();
     for id in ids {
         let Some(a) = rows::find(conn, id)? else { continue };
