@@ -12,6 +12,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
+use crate::alerts::{Received, Receiver, receiver};
 use crate::both_backends;
 use crate::helpers::*;
 
@@ -79,43 +80,6 @@ async fn request_needed_by(app: &TestApp, hosp: &str, mrn: &str, needed_by: Date
         .expect("request")
 }
 
-/// (event header, body) of each delivery a local receiver got.
-type Got = std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>;
-
-async fn receiver() -> (String, Got) {
-    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-    let got: Got = Default::default();
-    let g = got.clone();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let server = HttpServer::new(move || {
-        let g = g.clone();
-        App::new().route(
-            "/hook",
-            web::post().to(move |req: HttpRequest, body: web::Bytes| {
-                let g = g.clone();
-                async move {
-                    let event = req
-                        .headers()
-                        .get("x-granulo-event")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned();
-                    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    g.lock().expect("lock").push((event, body));
-                    HttpResponse::NoContent().finish()
-                }
-            }),
-        )
-    })
-    .workers(1)
-    .listen(listener)
-    .expect("listen")
-    .run();
-    actix_rt::spawn(server);
-    (format!("http://127.0.0.1:{port}/hook"), got)
-}
-
 async fn deliver(app: &TestApp, now: DateTime<Utc>) {
     let client = granulo::jobs::webhook_client();
     granulo::services::webhooks::deliver_due(&app.state.pool, &client, now)
@@ -124,13 +88,14 @@ async fn deliver(app: &TestApp, now: DateTime<Utc>) {
 }
 
 /// The deliveries about `unit`: (transition, severity, message) of each, in order.
-fn delivered_for(got: &Got, unit: i64) -> Vec<(String, String, String)> {
+fn delivered_for(got: &Received, unit: i64) -> Vec<(String, String, String)> {
     let unit = unit.to_string();
     got.lock()
         .expect("lock")
         .iter()
-        .filter(|(_, b)| b["alert"]["entity_id"].as_str() == Some(unit.as_str()))
-        .map(|(_, b)| {
+        .map(|(_, _, _, body)| serde_json::from_str::<Value>(body).unwrap_or(Value::Null))
+        .filter(|b| b["alert"]["entity_id"].as_str() == Some(unit.as_str()))
+        .map(|b| {
             (
                 b["transition"].as_str().unwrap_or("(none)").to_owned(),
                 b["alert"]["severity"].as_str().unwrap_or("").to_owned(),
@@ -147,7 +112,7 @@ async fn a_unit_first_seen_near_expiry_raises_one_alert_that_escalates(backend: 
     let mut app = spawn(backend).await;
     let admin = app.admin_token().await;
     let tech = app.token_for("technologist").await;
-    let (url, got) = receiver().await;
+    let Receiver { url, got } = receiver(0).await;
     app.post(
         "/api/v1/webhooks",
         Some(&admin),

@@ -427,15 +427,15 @@ async fn cron_command_and_jobs_view(backend: Backend) {
 }
 
 /// (signature, timestamp, event, body) of each delivery received.
-type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, String)>>>;
+pub(crate) type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, String)>>>;
 
 /// A local webhook receiver: records every delivery; answers 500 to the first `fail_first`.
-struct Receiver {
-    url: String,
-    got: Received,
+pub(crate) struct Receiver {
+    pub url: String,
+    pub got: Received,
 }
 
-async fn receiver(fail_first: usize) -> Receiver {
+pub(crate) async fn receiver(fail_first: usize) -> Receiver {
     use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
     let got: Received = Default::default();
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -218,4 +218,20 @@ impl Bank {
             .cloned()
             .unwrap_or_default()
     }
+
+    /// The audit actions recorded for an entity, oldest first (read by the medical director).
+    pub(crate) async fn audit_actions(&self, entity_type: &str, id: i64) -> Vec<String> {
+        self.app
+            .get(
+                &format!("/api/v1/audit?entity_type={entity_type}&entity_id={id}"),
+                Some(&self.director),
+            )
+            .await
+            .ok(200)["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|e| e["action"].as_str().map(str::to_owned))
+            .collect()
+    }
 }

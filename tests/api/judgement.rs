@@ -413,21 +413,9 @@ async fn follow_up_is_a_task_with_a_due_time_and_a_done(backend: Backend) {
         .get("/api/v1/tasks", Some(&b.hosp))
         .await
         .problem(403, "forbidden");
-    let audit = b
-        .app
-        .get(
-            &format!("/api/v1/audit?entity_type=task&entity_id={id}"),
-            Some(&b.director),
-        )
-        .await;
-    let actions: Vec<String> = audit.ok(200)["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|e| e["action"].as_str().map(str::to_owned))
-        .collect();
-    assert!(actions.contains(&"task.create".to_owned()), "{actions:?}");
-    assert!(actions.contains(&"task.complete".to_owned()), "{actions:?}");
+    let actions = b.audit_actions("task", id).await;
+    assert!(actions.iter().any(|a| a == "task.create"), "{actions:?}");
+    assert!(actions.iter().any(|a| a == "task.complete"), "{actions:?}");
 }
 
 /// Opening bullet 4: labels and pooled expiry were in UTC. New York, across both of 2026's

@@ -199,19 +199,8 @@ async fn a_reactive_result_defers_the_donor_and_looks_forward(backend: Backend) 
             .as_str()
             .is_some_and(|m| m.contains("MRN LF-1"))
     );
-    let trail = app
-        .get(
-            &format!("/api/v1/audit?entity_type=donor&entity_id={donor}"),
-            Some(&b.director),
-        )
-        .await;
-    let actions: Vec<&str> = trail.ok(200)["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|e| e["action"].as_str())
-        .collect();
-    assert!(actions.contains(&"donor.defer"), "{actions:?}");
+    let actions = b.audit_actions("donor", donor).await;
+    assert!(actions.iter().any(|a| a == "donor.defer"), "{actions:?}");
 }
 
 /// Path 2: a later compatible crossmatch superseded an incompatible one for the same unit and
@@ -244,20 +233,8 @@ async fn an_incompatible_crossmatch_stands_until_resolved(backend: Backend) {
     resolve(b.tech.clone()).await.problem(403, "forbidden");
     resolve(b.director.clone()).await.ok(200);
     b.allocate(&b.tech, request, json!({"unit_id": unit})).await.ok(201);
-    let trail = b
-        .app
-        .get(
-            &format!("/api/v1/audit?entity_type=unit&entity_id={unit}"),
-            Some(&b.director),
-        )
-        .await;
-    assert!(
-        trail.ok(200)["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .any(|e| e["action"] == "unit.crossmatch_resolve")
-    );
+    let actions = b.audit_actions("unit", unit).await;
+    assert!(actions.iter().any(|a| a == "unit.crossmatch_resolve"), "{actions:?}");
 
     // Free text is no longer a method; electronic only for a confirmed group without antibodies.
     let (other, _) = b.ready("O", "negative", "negative", 1).await;
@@ -383,20 +360,8 @@ async fn a_returned_unit_is_inspected_before_it_goes_back(backend: Backend) {
     assert_eq!(late.ok(201)["outcome"], "discarded");
     assert_eq!(late.body["reasons"][0]["code"], "out_of_storage_too_long");
     assert_eq!(late.body["minutes_out_of_storage"], 31);
-    let trail = b
-        .app
-        .get(
-            &format!("/api/v1/audit?entity_type=unit&entity_id={third}"),
-            Some(&b.director),
-        )
-        .await;
-    assert!(
-        trail.ok(200)["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .any(|e| e["action"] == "unit.inspection")
-    );
+    let actions = b.audit_actions("unit", third).await;
+    assert!(actions.iter().any(|a| a == "unit.inspection"), "{actions:?}");
 }
 
 /// Path 4: an excursion recorded while a unit was quarantined left no trace; once the markers
