@@ -343,7 +343,6 @@ fn allocation(request_id: i64, unit_id: i64, status: &str, collected: NaiveDateT
         request_id,
         unit_id,
         status: status.into(),
-        warnings: "[]".into(),
         anti_d_task: false,
         allocated_by: "bench".into(),
         allocated_at: at,

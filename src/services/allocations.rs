@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{from_stored_json, is_past, stored, stored_enum, to_json, to_value, utc};
+use super::{from_stored_json, is_past, stored, stored_enum, to_value, utc};
 use crate::domain::blood::Hla;
 use crate::domain::compatibility::{
     self, Assessment, Context, CrossmatchFacts, CrossmatchKind, Requirements, Severity, Stage, UnitFacts, Verdict,
@@ -484,13 +484,13 @@ fn parse_status(a: &Allocation) -> ApiResult<AllocationStatus> {
 pub fn view(conn: &mut DbConn, a: Allocation) -> ApiResult<AllocationView> {
     let din = unit_rows::find(conn, a.unit_id)?.map(|u| u.din).unwrap_or_default();
     let r = crate::store::requests::find(conn, a.request_id)?.ok_or_else(|| ApiError::not_found("request"))?;
-    let acceptances = decisions::of_allocations(conn, &[a.id])?
+    let mut acceptances = decisions::of_allocations(conn, &[a.id])?
         .remove(&a.id)
         .unwrap_or_default();
     Ok(AllocationView {
+        warnings: std::mem::take(&mut acceptances.findings),
         acceptances,
         status: parse_status(&a)?,
-        warnings: from_stored_json("warnings", &a.warnings)?,
         id: a.id,
         request_id: a.request_id,
         unit_id: a.unit_id,
@@ -637,7 +637,6 @@ pub fn allocate(
             request_id,
             unit_id: u.id,
             status: AllocationStatus::Allocated.as_str().to_owned(),
-            warnings: to_json(&findings(&a))?,
             anti_d_task: a.anti_d_prophylaxis,
             allocated_by: actor.name.clone(),
             allocated_at: stored(now),
@@ -828,8 +827,7 @@ pub fn issue(
             refusals,
         ));
     }
-    let mut warnings: Vec<FindingView> = from_stored_json("warnings", &a.warnings)?;
-    let previous = decisions::accepted_tiers(&rows::decisions_of(conn, &[a.id])?, &warnings)?;
+    let previous = decisions::accepted_tiers(&rows::decisions_of(conn, &[a.id])?)?;
     let new: Vec<&compatibility::Finding> = a_now
         .reasons
         .iter()
@@ -853,11 +851,6 @@ pub fn issue(
         now,
     )?;
     let mut data = AllocationData::from(a.clone());
-    if !new.is_empty() {
-        warnings.retain(|w| !new.iter().any(|n| n.code == w.code));
-        warnings.extend(new.iter().map(|f| decisions::finding_view(f)));
-        data.warnings = to_json(&warnings)?;
-    }
     data.anti_d_task |= a_now.anti_d_prophylaxis;
     data.status = to.as_str().to_owned();
     data.issued_at = Some(stored(now));

@@ -226,16 +226,14 @@ pub fn record(
 }
 
 /// The strictest tier at which each code has been accepted so far.
-pub fn accepted_tiers(decisions: &[Decision], legacy_warnings: &[FindingView]) -> ApiResult<BTreeMap<String, u8>> {
+pub fn accepted_tiers(decisions: &[Decision]) -> ApiResult<BTreeMap<String, u8>> {
     let mut out: BTreeMap<String, u8> = BTreeMap::new();
-    let mut note = |f: &FindingView| {
-        let rank = out.entry(f.code.clone()).or_default();
-        *rank = (*rank).max(f.severity.rank());
-    };
-    legacy_warnings.iter().for_each(&mut note);
     for d in decisions {
         let found: Vec<FindingView> = from_stored_json("decision findings", &d.findings)?;
-        found.iter().for_each(&mut note);
+        for f in found {
+            let rank = out.entry(f.code).or_default();
+            *rank = (*rank).max(f.severity.rank());
+        }
     }
     Ok(out)
 }
@@ -275,6 +273,10 @@ pub struct SignOffView {
 /// Everything accepted on one allocation.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct Acceptances {
+    /// Every finding accepted, at allocation or since at issue (the latest reading of each
+    /// code), derived from the decisions; the view shows it as `warnings`.
+    #[serde(skip)]
+    pub findings: Vec<FindingView>,
     pub acknowledgements: Vec<AcknowledgementView>,
     pub authorisations: Vec<AuthorisationView>,
     pub sign_offs: Vec<SignOffView>,
@@ -298,6 +300,13 @@ pub fn of_allocations(conn: &mut DbConn, ids: &[i64]) -> ApiResult<HashMap<i64, 
     for d in rows::decisions_of(conn, ids)? {
         let stage = super::stored_enum("decision stage", &d.stage, Stage::parse)?;
         let entry = out.entry(d.allocation_id).or_default();
+        let found: Vec<FindingView> = from_stored_json("decision findings", &d.findings)?;
+        for f in &found {
+            match entry.findings.iter_mut().find(|e| e.code == f.code) {
+                Some(e) => *e = f.clone(),
+                None => entry.findings.push(f.clone()),
+            }
+        }
         let acknowledged: Vec<String> = from_stored_json("acknowledged", &d.acknowledged)?;
         if !acknowledged.is_empty() {
             entry.acknowledgements.push(AcknowledgementView {
@@ -308,7 +317,7 @@ pub fn of_allocations(conn: &mut DbConn, ids: &[i64]) -> ApiResult<HashMap<i64, 
             });
         }
         if let (Some(by), Some(reason)) = (d.authorised_by, d.authorisation_reason) {
-            let findings: Vec<FindingView> = from_stored_json("decision findings", &d.findings)?;
+            let findings = found;
             let signed_off = signed_through.get(&d.allocation_id).is_some_and(|t| *t >= d.id);
             entry.awaiting_sign_off |= !signed_off;
             entry.authorisations.push(AuthorisationView {

@@ -457,7 +457,6 @@ diesel::table! {
         request_id -> BigInt,
         unit_id -> BigInt,
         status -> Text,
-        warnings -> Text,
         anti_d_task -> Bool,
         allocated_by -> Text,
         allocated_at -> Timestamp,

@@ -32,19 +32,25 @@ CREATE TABLE allocation_sign_offs (
 );
 CREATE INDEX allocation_sign_offs_allocation ON allocation_sign_offs (allocation_id);
 
--- Overrides of earlier releases were made by a medical director in person: they become
--- authorisations, signed off by that director at the time.
+-- The findings accepted at allocation become the allocation's first decision (the decisions
+-- are the one record of them from now on). Overrides of earlier releases were made by a
+-- medical director in person: they become authorisations, signed off by that director at the
+-- time.
 INSERT INTO allocation_decisions (allocation_id, stage, findings, acknowledged, authorised_by, authoriser_role,
                                   authorised_at, authorisation_reason, recorded_by, recorded_at)
-    SELECT id, 'allocation', warnings, '[]', COALESCE(overridden_by, allocated_by), 'medical_director', allocated_at,
+    SELECT id, 'allocation', warnings, '[]',
+           CASE WHEN override_reason IS NULL THEN NULL ELSE COALESCE(overridden_by, allocated_by) END,
+           CASE WHEN override_reason IS NULL THEN NULL ELSE 'medical_director' END,
+           CASE WHEN override_reason IS NULL THEN NULL ELSE allocated_at END,
            override_reason, COALESCE(overridden_by, allocated_by), allocated_at
-    FROM allocations WHERE override_reason IS NOT NULL;
+    FROM allocations WHERE override_reason IS NOT NULL OR warnings <> '[]';
 INSERT INTO allocation_sign_offs (allocation_id, through_decision_id, comment, signed_off_by, signed_off_at)
     SELECT allocation_id, id, 'override by a medical director (before sign-off was recorded separately)',
            authorised_by, authorised_at
-    FROM allocation_decisions;
+    FROM allocation_decisions WHERE authorised_by IS NOT NULL;
 ALTER TABLE allocations DROP COLUMN override_reason;
 ALTER TABLE allocations DROP COLUMN overridden_by;
+ALTER TABLE allocations DROP COLUMN warnings;
 
 -- Follow-up work with a due time and an owner: anti-D prophylaxis, look-forward,
 -- emergency-release follow-up.

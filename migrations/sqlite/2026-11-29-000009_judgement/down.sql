@@ -16,5 +16,18 @@ DROP TABLE emergency_releases;
 DROP TABLE tasks;
 ALTER TABLE allocations ADD COLUMN override_reason TEXT;
 ALTER TABLE allocations ADD COLUMN overridden_by TEXT;
+ALTER TABLE allocations ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]';
+-- Back to the earlier shape: the allocation-stage findings (every tier one that release reads
+-- as a warning) and its authorisation as the override.
+UPDATE allocations SET
+    warnings = COALESCE((SELECT REPLACE(REPLACE(REPLACE(d.findings, '"severity":"authorise"', '"severity":"warn"'),
+                                                '"severity":"acknowledge"', '"severity":"warn"'),
+                                        '"severity":"info"', '"severity":"warn"')
+                         FROM allocation_decisions d
+                         WHERE d.allocation_id = allocations.id AND d.stage = 'allocation'), '[]'),
+    override_reason = (SELECT d.authorisation_reason FROM allocation_decisions d
+                       WHERE d.allocation_id = allocations.id AND d.stage = 'allocation'),
+    overridden_by = (SELECT d.authorised_by FROM allocation_decisions d
+                     WHERE d.allocation_id = allocations.id AND d.stage = 'allocation');
 DROP TABLE allocation_sign_offs;
 DROP TABLE allocation_decisions;
