@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::auth::Role;
-use crate::error::{ApiError, ApiResult, Validator, unique_as};
+use crate::error::{ApiError, ApiResult, ErrorCode, Validator, unique_as};
 use crate::store::api_clients::{self, ApiClient, NewApiClient};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::hospitals::{self, Hospital, NewHospital};
@@ -65,7 +65,11 @@ fn check_role_hospital(conn: &mut DbConn, role: Role, hospital_id: Option<i64>) 
     v.finish()?;
     if let Some(hid) = hospital_id {
         require_active_hospital(conn, hid, || {
-            ApiError::refused("unknown_hospital", format!("there is no hospital {hid}"), Vec::new())
+            ApiError::refused(
+                ErrorCode::UnknownHospital,
+                format!("there is no hospital {hid}"),
+                Vec::new(),
+            )
         })?;
     }
     Ok(())
@@ -76,7 +80,7 @@ fn require_active_hospital(conn: &mut DbConn, id: i64, missing: impl FnOnce() ->
     match hospitals::find(conn, id)? {
         Some(h) if h.active => Ok(()),
         Some(_) => Err(ApiError::refused(
-            "hospital_inactive",
+            ErrorCode::HospitalInactive,
             format!("hospital {id} is not active"),
             Vec::new(),
         )),
@@ -107,7 +111,7 @@ pub fn create_user(conn: &mut DbConn, actor: &Actor, account: &NewAccount) -> Ap
         },
     )
     .map_err(unique_as(
-        "username_taken",
+        ErrorCode::UsernameTaken,
         format!("the username {} is taken", account.username),
     ))?;
     audit::append(
@@ -140,8 +144,8 @@ pub fn update_user(conn: &mut DbConn, actor: &Actor, id: i64, patch: AccountPatc
     check_role_hospital(conn, role, hospital_id)?;
     let loses_admin = old_role == Role::Admin && before.active && (role != Role::Admin || !active);
     if loses_admin && users::count_active_admins(conn)? <= 1 {
-        return Err(ApiError::conflict(
-            "last_admin",
+        return Err(ApiError::new(
+            ErrorCode::LastAdmin,
             "this is the last active admin; create another admin before demoting or deactivating it",
         ));
     }
@@ -206,7 +210,7 @@ pub fn create_hospital(conn: &mut DbConn, actor: &Actor, name: &str, code: &str)
         },
     )
     .map_err(unique_as(
-        "hospital_code_taken",
+        ErrorCode::HospitalCodeTaken,
         format!("a hospital with code {code} exists"),
     ))?;
     let after = json!({"id": hospital.id, "name": hospital.name, "code": hospital.code, "active": hospital.active});
@@ -252,7 +256,7 @@ pub fn revoke_client(conn: &mut DbConn, actor: &Actor, hospital_id: i64, id: i64
         .ok_or_else(|| ApiError::not_found("client"))?;
     let at = now();
     let after = api_clients::revoke(conn, id, at)?
-        .ok_or_else(|| ApiError::conflict("already_revoked", "this client credential is already revoked"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::AlreadyRevoked, "this client credential is already revoked"))?;
     sessions::revoke_all_for_client(conn, id, "client_revoked", at)?;
     let change = Change::updated(
         "api_client.revoke",

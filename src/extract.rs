@@ -10,7 +10,7 @@ use futures_util::StreamExt as _;
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
-use crate::error::{ApiError, ErrorKind, FieldError, PROBLEM_CONTENT_TYPE, problem_response};
+use crate::error::{ApiError, ErrorCode, FieldError, PROBLEM_CONTENT_TYPE, problem_response};
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -49,8 +49,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
         Box::pin(async move {
             if !json {
                 return Err(ApiError::new(
-                    ErrorKind::UnsupportedMediaType,
-                    "unsupported_media_type",
+                    ErrorCode::UnsupportedMediaType,
                     "the request body must be JSON (Content-Type: application/json)",
                 ));
             }
@@ -60,7 +59,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             let mut body = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
                 let chunk = chunk.map_err(|e| {
-                    ApiError::bad_request("invalid_body", format!("the request body could not be read: {e}"))
+                    ApiError::new(
+                        ErrorCode::InvalidBody,
+                        format!("the request body could not be read: {e}"),
+                    )
                 })?;
                 if body.len() + chunk.len() > MAX_BODY_BYTES {
                     return Err(too_large());
@@ -74,8 +76,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
 
 fn too_large() -> ApiError {
     ApiError::new(
-        ErrorKind::PayloadTooLarge,
-        "payload_too_large",
+        ErrorCode::PayloadTooLarge,
         format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
     )
 }
@@ -85,13 +86,23 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let mut value: serde_json::Value = serde::Deserialize::deserialize(&mut de).map_err(|err| {
         if err.classify() == serde_json::error::Category::Eof && body.iter().all(u8::is_ascii_whitespace) {
-            ApiError::bad_request("malformed_json", "the request body is empty; a JSON object is required")
+            ApiError::new(
+                ErrorCode::MalformedJson,
+                "the request body is empty; a JSON object is required",
+            )
         } else {
-            ApiError::bad_request("malformed_json", format!("the request body is not valid JSON: {err}"))
+            ApiError::new(
+                ErrorCode::MalformedJson,
+                format!("the request body is not valid JSON: {err}"),
+            )
         }
     })?;
-    de.end()
-        .map_err(|e| ApiError::bad_request("malformed_json", format!("trailing data after the JSON value: {e}")))?;
+    de.end().map_err(|e| {
+        ApiError::new(
+            ErrorCode::MalformedJson,
+            format!("trailing data after the JSON value: {e}"),
+        )
+    })?;
     if let Some(field) = nul_at(&value, "") {
         return Err(nul_refused(if field.is_empty() { "the body" } else { &field }));
     }
@@ -154,7 +165,7 @@ pub async fn refuse_nul(
 /// Well-formed, but not storable: 422 `nul_character` naming where it was.
 fn nul_refused(place: &str) -> ApiError {
     ApiError::refused(
-        "nul_character",
+        ErrorCode::NulCharacter,
         format!("{place} contains a NUL character, which cannot be stored"),
         Vec::new(),
     )
@@ -183,14 +194,14 @@ fn nul_at(value: &serde_json::Value, path: &str) -> Option<String> {
 /// `web::PathConfig` that answers 400 `invalid_path`.
 pub fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|err, _req| {
-        ApiError::bad_request("invalid_path", format!("the URL path is invalid: {err}")).into()
+        ApiError::new(ErrorCode::InvalidPath, format!("the URL path is invalid: {err}")).into()
     })
 }
 
 /// `web::QueryConfig` that answers 400 `invalid_query`.
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err, _req| {
-        ApiError::bad_request("invalid_query", format!("the query string is invalid: {err}")).into()
+        ApiError::new(ErrorCode::InvalidQuery, format!("the query string is invalid: {err}")).into()
     })
 }
 
@@ -202,13 +213,10 @@ pub fn json_config() -> web::JsonConfig {
             use actix_web::error::JsonPayloadError as J;
             match err {
                 J::OverflowKnownLength { .. } | J::Overflow { .. } => too_large().into(),
-                J::ContentType => ApiError::new(
-                    ErrorKind::UnsupportedMediaType,
-                    "unsupported_media_type",
-                    "the request body must be JSON",
-                )
-                .into(),
-                other => ApiError::bad_request("malformed_json", other.to_string()).into(),
+                J::ContentType => {
+                    ApiError::new(ErrorCode::UnsupportedMediaType, "the request body must be JSON").into()
+                }
+                other => ApiError::new(ErrorCode::MalformedJson, other.to_string()).into(),
             }
         })
 }
@@ -229,24 +237,15 @@ pub fn normalize_error<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHan
     let method = res.request().method().to_string();
     let path = res.request().path().to_owned();
     let error = match status {
-        StatusCode::NOT_FOUND => ApiError::new(ErrorKind::NotFound, "not_found", format!("no resource at {path}")),
+        StatusCode::NOT_FOUND => ApiError::new(ErrorCode::NotFound, format!("no resource at {path}")),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
-            ErrorKind::MethodNotAllowed,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             format!("{method} is not allowed on {path}"),
         ),
         StatusCode::PAYLOAD_TOO_LARGE => too_large(),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
-            ErrorKind::UnsupportedMediaType,
-            "unsupported_media_type",
-            "unsupported media type",
-        ),
-        s if s.is_server_error() => ApiError::new(ErrorKind::Internal, "internal_error", "an internal error occurred"),
-        _ => ApiError::new(
-            ErrorKind::BadRequest,
-            "bad_request",
-            "the request could not be understood",
-        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(ErrorCode::UnsupportedMediaType, "unsupported media type"),
+        s if s.is_server_error() => ApiError::new(ErrorCode::InternalError, "an internal error occurred"),
+        _ => ApiError::new(ErrorCode::BadRequest, "the request could not be understood"),
     };
     let mut problem = error.problem();
     // Keep the framework's status (e.g. 408, 431) even where the kind maps differently.
@@ -291,7 +290,7 @@ mod tests {
     #[test]
     fn reports_the_path_of_a_wrong_type() {
         let err = parse_json::<Outer>(br#"{"name":"x","inner":{"n":"seven"}}"#).expect_err("wrong type");
-        assert_eq!(err.code(), "validation_failed");
+        assert_eq!(err.code(), ErrorCode::ValidationFailed);
         let p = err.problem();
         assert_eq!(p.errors[0].field, "inner.n");
         assert!(!p.errors[0].message.contains("line"));
@@ -300,16 +299,16 @@ mod tests {
     #[test]
     fn rejects_unknown_fields_and_bad_syntax() {
         let err = parse_json::<Outer>(br#"{"name":"x","inner":{"n":1},"extra":1}"#).expect_err("unknown");
-        assert_eq!(err.code(), "validation_failed");
+        assert_eq!(err.code(), ErrorCode::ValidationFailed);
         assert!(err.problem().errors[0].message.contains("unknown field"));
         let err = parse_json::<Outer>(br#"{"name":"#).expect_err("eof");
-        assert_eq!(err.code(), "malformed_json");
+        assert_eq!(err.code(), ErrorCode::MalformedJson);
         let err = parse_json::<Outer>(b"").expect_err("empty");
-        assert_eq!(err.code(), "malformed_json");
+        assert_eq!(err.code(), ErrorCode::MalformedJson);
         let err = parse_json::<Outer>(br#"{"name":"x","inner":{"n":1}} trailing"#).expect_err("trailing");
-        assert_eq!(err.code(), "malformed_json");
+        assert_eq!(err.code(), ErrorCode::MalformedJson);
         let err = parse_json::<Outer>(br#"{"name":"x","inner":{"n":1.5}}"#).expect_err("float");
-        assert_eq!(err.code(), "validation_failed");
+        assert_eq!(err.code(), ErrorCode::ValidationFailed);
         let err = parse_json::<Outer>(br#"{"name":"x","inner":{"n":-1.0}}"#).expect_err("negative");
         assert_eq!(err.problem().errors[0].field, "inner.n");
     }
@@ -319,7 +318,7 @@ mod tests {
         let err = parse_json::<Outer>(br#"{"name":"a\u0000b","inner":{"n":1}}"#).expect_err("nul");
         assert_eq!(
             (err.code(), err.problem().detail.starts_with("name ")),
-            ("nul_character", true)
+            (ErrorCode::NulCharacter, true)
         );
         let err = parse_json::<serde_json::Value>(br#"{"list":["ok","\u0000"]}"#).expect_err("nul");
         assert!(err.problem().detail.starts_with("list[1] "), "{}", err.problem().detail);

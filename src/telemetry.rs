@@ -56,17 +56,20 @@ impl RootSpanBuilder for RequestSpan {
             Err(error) => (error.as_response_error().status_code(), Some(error)),
         };
         span.record("http.status_code", status.as_u16());
-        let code = error
-            .and_then(|e| e.as_error::<ApiError>())
-            .map(|e| e.code().to_owned())
-            .unwrap_or_default();
-        if !code.is_empty() {
+        let code = error.and_then(|e| e.as_error::<ApiError>()).map(ApiError::code);
+        if let Some(code) = code {
             span.record("problem", code.as_str());
         }
         // Granulo's own server errors are logged with their cause where they arise (error.rs).
         if status.is_client_error() {
-            span.in_scope(|| tracing::warn!(status = status.as_u16(), code = %code, "request refused"));
-        } else if status.is_server_error() && code.is_empty() {
+            span.in_scope(|| {
+                tracing::warn!(
+                    status = status.as_u16(),
+                    code = code.map_or("", |c| c.as_str()),
+                    "request refused"
+                )
+            });
+        } else if status.is_server_error() && code.is_none() {
             span.in_scope(|| tracing::error!(status = status.as_u16(), "request failed"));
         }
     }

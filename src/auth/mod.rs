@@ -18,7 +18,7 @@ use futures_util::future::LocalBoxFuture;
 
 pub use role::Role;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::state::AppState;
 use crate::store::audit::{Actor, ActorKind};
 use crate::store::{api_clients, hospitals, sessions};
@@ -118,16 +118,16 @@ fn bearer_token(req: &HttpRequest) -> ApiResult<String> {
     let value = req
         .headers()
         .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing_token", "an Authorization: Bearer token is required"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingToken, "an Authorization: Bearer token is required"))?;
     let value = value
         .to_str()
-        .map_err(|_| ApiError::unauthorized("invalid_token", "the Authorization header is not valid text"))?;
+        .map_err(|_| ApiError::new(ErrorCode::InvalidToken, "the Authorization header is not valid text"))?;
     let (scheme, token) = value
         .split_once(' ')
-        .ok_or_else(|| ApiError::unauthorized("invalid_token", "expected 'Authorization: Bearer <token>'"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "expected 'Authorization: Bearer <token>'"))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::unauthorized(
-            "invalid_token",
+        return Err(ApiError::new(
+            ErrorCode::InvalidToken,
             "expected 'Authorization: Bearer <token>'",
         ));
     }
@@ -149,14 +149,12 @@ impl FromRequest for AuthUser {
                 .verify(&token, chrono::Utc::now().timestamp())
                 .map_err(|e| match e {
                     jwt::TokenError::Expired => {
-                        ApiError::unauthorized("token_expired", "the access token has expired; refresh it")
+                        ApiError::new(ErrorCode::TokenExpired, "the access token has expired; refresh it")
                     }
-                    jwt::TokenError::Invalid => {
-                        ApiError::unauthorized("invalid_token", "the access token is not valid")
-                    }
+                    jwt::TokenError::Invalid => ApiError::new(ErrorCode::InvalidToken, "the access token is not valid"),
                 })?;
             let principal = Principal::parse_subject(&claims.sub)
-                .ok_or_else(|| ApiError::unauthorized("invalid_token", "the access token is not valid"))?;
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the access token is not valid"))?;
             let sid = claims.sid;
             state.db(move |conn| load_principal(conn, principal, &sid)).await
         })
@@ -167,10 +165,10 @@ impl FromRequest for AuthUser {
 pub fn load_principal(conn: &mut crate::store::DbConn, principal: Principal, sid: &str) -> ApiResult<AuthUser> {
     // The session and its user in one query: this runs before every authenticated request.
     let (session, session_user) = sessions::find_with_user(conn, sid)?
-        .ok_or_else(|| ApiError::unauthorized("invalid_token", "the access token is not valid"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the access token is not valid"))?;
     if session.revoked_at.is_some() {
-        return Err(ApiError::unauthorized(
-            "session_revoked",
+        return Err(ApiError::new(
+            ErrorCode::SessionRevoked,
             "this session has ended; sign in again",
         ));
     }
@@ -179,13 +177,13 @@ pub fn load_principal(conn: &mut crate::store::DbConn, principal: Principal, sid
         Principal::Client(id) => session.api_client_id == Some(id),
     };
     if !matches {
-        return Err(ApiError::unauthorized("invalid_token", "the access token is not valid"));
+        return Err(ApiError::new(ErrorCode::InvalidToken, "the access token is not valid"));
     }
     match principal {
         Principal::User(_) => {
             // The session's user, which is the token's (checked above).
             let user =
-                session_user.ok_or_else(|| ApiError::unauthorized("invalid_token", "the access token is not valid"))?;
+                session_user.ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the access token is not valid"))?;
             if let Some(refusal) = session::user_refusal(conn, &user)? {
                 return Err(refusal);
             }
@@ -200,10 +198,10 @@ pub fn load_principal(conn: &mut crate::store::DbConn, principal: Principal, sid
         }
         Principal::Client(id) => {
             let client = api_clients::find(conn, id)?
-                .ok_or_else(|| ApiError::unauthorized("invalid_token", "the access token is not valid"))?;
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the access token is not valid"))?;
             if !client.active {
-                return Err(ApiError::unauthorized(
-                    "account_inactive",
+                return Err(ApiError::new(
+                    ErrorCode::AccountInactive,
                     "this client credential has been revoked",
                 ));
             }

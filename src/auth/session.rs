@@ -6,7 +6,7 @@ use chrono::{Duration, NaiveDateTime};
 use super::jwt::{AUDIENCE, Claims, ISSUER, JwtKeys};
 use super::{Principal, Role, tokens};
 use crate::config::Settings;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::{self, DbConn, api_clients, hospitals, sessions, throttle, users};
 
 /// Tokens handed to a client after sign-in.
@@ -242,8 +242,8 @@ pub fn client_sign_in(
             }
             _ => {
                 attempt.failed(conn, settings, at)?;
-                Ok(Err(ApiError::unauthorized(
-                    "invalid_client",
+                Ok(Err(ApiError::new(
+                    ErrorCode::InvalidClient,
                     "the client id or secret is wrong, or the client was revoked",
                 )))
             }
@@ -262,8 +262,8 @@ pub fn throttled_error(secs: u64) -> ApiError {
 /// account whose hospital is inactive. Checked at sign-in, refresh and on every request.
 pub fn user_refusal(conn: &mut DbConn, user: &users::User) -> ApiResult<Option<ApiError>> {
     if !user.active {
-        return Ok(Some(ApiError::unauthorized(
-            "account_inactive",
+        return Ok(Some(ApiError::new(
+            ErrorCode::AccountInactive,
             "this account has been deactivated",
         )));
     }
@@ -297,8 +297,8 @@ pub fn finish_password_sign_in(
         }
         _ => {
             attempt.failed(conn, settings, at)?;
-            Ok(Err(ApiError::unauthorized(
-                "invalid_credentials",
+            Ok(Err(ApiError::new(
+                ErrorCode::InvalidCredentials,
                 "the username or password is wrong",
             )))
         }
@@ -306,7 +306,7 @@ pub fn finish_password_sign_in(
 }
 
 pub fn hospital_inactive() -> ApiError {
-    ApiError::unauthorized("account_inactive", "this hospital is not active")
+    ApiError::new(ErrorCode::AccountInactive, "this hospital is not active")
 }
 
 /// What a refresh attempt came to. `Reused` is not an `Err` so that the family revocation it
@@ -323,12 +323,12 @@ pub fn refresh(
     presented: &str,
     at: NaiveDateTime,
 ) -> ApiResult<RefreshOutcome> {
-    let invalid = || ApiError::unauthorized("invalid_refresh_token", "the refresh token is not valid");
+    let invalid = || ApiError::new(ErrorCode::InvalidRefreshToken, "the refresh token is not valid");
     let token = sessions::find_refresh_token(conn, &tokens::sha256_hex(presented))?.ok_or_else(invalid)?;
     let session = sessions::find(conn, &token.session_id)?.ok_or_else(invalid)?;
     if session.revoked_at.is_some() {
-        return Err(ApiError::unauthorized(
-            "session_revoked",
+        return Err(ApiError::new(
+            ErrorCode::SessionRevoked,
             "this session has ended; sign in again",
         ));
     }
@@ -338,8 +338,8 @@ pub fn refresh(
         return Ok(RefreshOutcome::Reused);
     }
     if token.expires_at <= at {
-        return Err(ApiError::unauthorized(
-            "refresh_token_expired",
+        return Err(ApiError::new(
+            ErrorCode::RefreshTokenExpired,
             "the refresh token has expired; sign in again",
         ));
     }

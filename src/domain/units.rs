@@ -61,7 +61,6 @@ text_enum!(
 
 pub mod codes {
     pub const UNIT_EXPIRED: &str = "unit_expired";
-    pub const INVALID_TRANSITION: &str = "invalid_transition";
     pub const MARKER_MISSING: &str = "marker_missing";
     pub const MARKER_PENDING: &str = "marker_pending";
     pub const MARKER_POSITIVE: &str = "marker_positive";
@@ -114,15 +113,24 @@ pub fn effective_status(stored: UnitStatus, expires_at: DateTime<Utc>, now: Date
     }
 }
 
-/// Checks `action` on a unit at `now`; `Err` carries the refusal code (`unit_expired` when
-/// expiry is what forbids it, `invalid_transition` otherwise). A unit that comes back into the
+/// Why the unit state machine refuses an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The unit has expired (or expires at this moment).
+    Expired,
+    /// The action is not possible from the unit's status.
+    InvalidTransition,
+}
+
+/// Checks `action` on a unit at `now`; `Err` says why it is refused ([`Refusal::Expired`] when
+/// expiry is what forbids it). A unit that comes back into the
 /// bank at or past its expiry (a return) comes back expired.
 pub fn transition(
     stored: UnitStatus,
     action: UnitAction,
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<UnitStatus, &'static str> {
+) -> Result<UnitStatus, Refusal> {
     let from = if action == UnitAction::Expire {
         stored
     } else {
@@ -130,8 +138,8 @@ pub fn transition(
     };
     match next_status(from, action) {
         Some(to) => Ok(effective_status(to, expires_at, now)),
-        None if from == UnitStatus::Expired => Err(codes::UNIT_EXPIRED),
-        None => Err(codes::INVALID_TRANSITION),
+        None if from == UnitStatus::Expired => Err(Refusal::Expired),
+        None => Err(Refusal::InvalidTransition),
     }
 }
 
@@ -542,26 +550,20 @@ mod tests {
         assert_eq!(transition(Quarantined, A::Release, expires, before), Ok(Available));
         assert_eq!(
             transition(Quarantined, A::Release, expires, expires),
-            Err(codes::UNIT_EXPIRED)
+            Err(Refusal::Expired)
         );
         assert_eq!(
             transition(Available, A::Allocate, expires, expires),
-            Err(codes::UNIT_EXPIRED)
+            Err(Refusal::Expired)
         );
-        assert_eq!(
-            transition(Allocated, A::Issue, expires, expires),
-            Err(codes::UNIT_EXPIRED)
-        );
+        assert_eq!(transition(Allocated, A::Issue, expires, expires), Err(Refusal::Expired));
         assert_eq!(
             transition(Available, A::Irradiate, expires, expires),
-            Err(codes::UNIT_EXPIRED)
+            Err(Refusal::Expired)
         );
         assert_eq!(transition(Available, A::Discard, expires, expires), Ok(Discarded));
         assert_eq!(transition(Available, A::Expire, expires, expires), Ok(Expired));
-        assert_eq!(
-            transition(Expired, A::Release, expires, expires),
-            Err(codes::UNIT_EXPIRED)
-        );
+        assert_eq!(transition(Expired, A::Release, expires, expires), Err(Refusal::Expired));
         // Issued units have left the bank: they do not turn into expired.
         assert_eq!(effective_status(Issued, expires, expires), Issued);
         assert_eq!(transition(Issued, A::Transfuse, expires, expires), Ok(Transfused));
@@ -571,15 +573,15 @@ mod tests {
         assert_eq!(transition(Quarantined, A::Inspect, expires, before), Ok(Available));
         assert_eq!(
             transition(Quarantined, A::Inspect, expires, expires),
-            Err(codes::UNIT_EXPIRED)
+            Err(Refusal::Expired)
         );
         assert_eq!(
             transition(Discarded, A::Release, expires, before),
-            Err(codes::INVALID_TRANSITION)
+            Err(Refusal::InvalidTransition)
         );
         assert_eq!(
             transition(Available, A::Release, expires, before),
-            Err(codes::INVALID_TRANSITION)
+            Err(Refusal::InvalidTransition)
         );
     }
 
@@ -945,7 +947,7 @@ mod tests {
                     }
                     Err(code) => {
                         prop_assert_eq!(allowed(from, action), None, "{} --{}--> refused", from, action);
-                        let expected = if from == Expired { codes::UNIT_EXPIRED } else { codes::INVALID_TRANSITION };
+                        let expected = if from == Expired { Refusal::Expired } else { Refusal::InvalidTransition };
                         prop_assert_eq!(code, expected);
                     }
                 }

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use crate::auth::session::{self, Issued, RefreshOutcome};
 use crate::auth::{AuthUser, Principal, Role, password};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::JsonBody;
 use crate::state::{AppState, cpu};
 use crate::store::{now, users};
@@ -237,8 +237,8 @@ pub async fn refresh(state: web::Data<AppState>, body: JsonBody<RefreshRequest>)
         RefreshOutcome::Rotated(issued, user) => Ok(HttpResponse::Ok()
             .insert_header(("Cache-Control", "no-store"))
             .json(token_response(issued, &user)?)),
-        RefreshOutcome::Reused => Err(ApiError::unauthorized(
-            "refresh_token_reused",
+        RefreshOutcome::Reused => Err(ApiError::new(
+            ErrorCode::RefreshTokenReused,
             "this refresh token was already used; the session has been ended, sign in again",
         )),
     }

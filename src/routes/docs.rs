@@ -12,7 +12,7 @@ use super::{
     alerts, allocations, audit, auth, collections, devices, donors, health, hospitals, isbt128, patients, policy,
     requests, tasks, units, users, webhooks,
 };
-use crate::error::{FieldError, Problem, Reason};
+use crate::error::{ErrorCode, FieldError, Problem, Reason};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -115,31 +115,34 @@ impl Modify for SecurityAndErrors {
                             .into()
                     });
                 };
-                add(
-                    "400",
-                    "malformed input: `malformed_json`, `validation_failed`, `invalid_path`, `invalid_query`",
-                );
+                add("400", &listed(400, "malformed input"));
                 if secured {
-                    add(
-                        "401",
-                        "`missing_token`, `invalid_token`, `token_expired`, `session_revoked`, `account_inactive`",
-                    );
-                    add("403", "`forbidden`: the caller's role may not do this");
-                    add("404", "`not_found`");
+                    add("401", &listed(401, "not signed in"));
+                    add("403", &listed(403, "the caller's role or hospital may not do this"));
+                    add("404", &listed(404, "no such resource"));
                 }
                 if has_body {
-                    add("413", "`payload_too_large`");
-                    add("415", "`unsupported_media_type`");
+                    add("413", &listed(413, "the body is too large"));
+                    add("415", &listed(415, "the body is not JSON"));
                 }
                 add(
                     "422",
                     "`nul_character`: a NUL in the path, query or body (it cannot be stored); other codes per operation",
                 );
-                add("500", "`internal_error` (generic body; details are logged)");
-                add("503", "`database_unavailable`");
+                add(
+                    "500",
+                    &listed(500, "unexpected failure (generic body; details are logged)"),
+                );
+                add("503", &listed(503, "the database is unreachable"));
             }
         }
     }
+}
+
+/// `summary`, then every code answered with `status` (from [`ErrorCode`]).
+fn listed(status: u16, summary: &str) -> String {
+    let codes: Vec<String> = ErrorCode::with_status(status).map(|c| format!("`{c}`")).collect();
+    format!("{summary}: {}", codes.join(", "))
 }
 
 /// What `services::units::find` accepts: a numeric id, a DIN (13 characters, FIN first), the
@@ -193,4 +196,76 @@ pub async fn docs_redirect() -> HttpResponse {
 
 pub fn register_docs_redirect(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/docs").route(web::get().to(docs_redirect)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The string literals of `src/domain/`, where the reason codes of refusals are defined.
+    fn domain_literals() -> String {
+        fn walk(dir: &std::path::Path, out: &mut String) {
+            for entry in std::fs::read_dir(dir).expect("src/domain").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push_str(&std::fs::read_to_string(&path).expect("source"));
+                }
+            }
+        }
+        let mut out = String::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/domain"),
+            &mut out,
+        );
+        out
+    }
+
+    /// Every code an error answer's description names is an [`ErrorCode`] of that status, or a
+    /// reason code the domain defines (listed in `reasons`).
+    #[test]
+    fn error_descriptions_name_real_codes_with_their_status() {
+        let doc = ApiDoc::openapi();
+        let domain = domain_literals();
+        let mut checked = 0;
+        let mut wrong = Vec::new();
+        for (path, item) in &doc.paths.paths {
+            let ops = [&item.get, &item.post, &item.put, &item.patch, &item.delete];
+            for op in ops.into_iter().flatten() {
+                for (status, response) in &op.responses.responses {
+                    let Ok(status) = status.parse::<u16>() else { continue };
+                    let utoipa::openapi::RefOr::T(response) = response else {
+                        continue;
+                    };
+                    if status < 400 {
+                        continue;
+                    }
+                    for token in response.description.split('`').skip(1).step_by(2) {
+                        if !token
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                        {
+                            continue;
+                        }
+                        let top_level = ErrorCode::ALL.iter().filter(|c| c.as_str() == token);
+                        let known = match top_level.map(|c| c.status().as_u16()).collect::<Vec<_>>() {
+                            statuses if statuses.is_empty() => domain.contains(&format!("\"{token}\"")),
+                            statuses => statuses.contains(&status),
+                        };
+                        if !known {
+                            wrong.push(format!("{path} {status}: `{token}`"));
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "not an ErrorCode of that status:\n{}",
+            wrong.join("\n")
+        );
+        assert!(checked > 100, "only {checked} codes named");
+    }
 }

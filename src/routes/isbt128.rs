@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::domain::isbt128;
-use crate::error::{ApiError, ApiResult, Reason};
+use crate::error::{ApiError, ApiResult, ErrorCode, Reason};
 use crate::extract::JsonBody;
 
 #[derive(Deserialize, ToSchema)]
@@ -55,7 +55,7 @@ pub async fn decode(
     }
     let elements = isbt128::decode_in(&data, state.settings.timezone).map_err(|e| {
         ApiError::refused(
-            e.code(),
+            ErrorCode::from(&e),
             "the scanned data is not valid ISBT 128",
             vec![Reason {
                 code: e.code().to_owned(),

@@ -23,7 +23,7 @@ pub mod webhooks;
 use actix_web::web;
 
 use crate::domain::policy::Policy;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::DbConn;
 
 /// Register every route. Resources are declared with `web::resource` so that a wrong method
@@ -262,7 +262,7 @@ pub mod integral {
 pub fn parse_id(raw: &str, what: &str) -> ApiResult<i64> {
     integral::parse(raw)
         .filter(|n| *n > 0)
-        .ok_or_else(|| ApiError::bad_request("invalid_path", format!("{raw:?} is not a valid {what} id")))
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidPath, format!("{raw:?} is not a valid {what} id")))
 }
 
 #[cfg(test)]

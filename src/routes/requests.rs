@@ -118,22 +118,19 @@ pub async fn create(
             work::create_idempotent(conn, &actor, &a, k.as_deref(), &h, input, scope, policy)
         }))
         .await;
-    let outcome = match (outcome, key) {
+    let outcome = match (outcome?, key) {
         // A concurrent retry committed first: answer from its stored response.
-        (Err(e), Some(key)) if e.code() == "idempotency_race" => {
+        (Outcome::LostRace, Some(key)) => {
             state
-                .db(move |conn| {
-                    let stored = crate::store::requests::find_key(conn, &account, &key)?
-                        .ok_or_else(|| ApiError::conflict("idempotency_race", "retry the request"))?;
-                    work::replay(stored, &hash)
-                })
+                .db(move |conn| work::replay_winner(conn, &account, &key, &hash))
                 .await?
         }
-        (other, _) => other?,
+        (other, _) => other,
     };
     Ok(match outcome {
         Outcome::Created(view) => HttpResponse::Created().json(view),
         Outcome::Replayed { status, body } => replayed(status, body),
+        Outcome::LostRace => return Err(ApiError::internal(anyhow::anyhow!("lost a race without a key"))),
     })
 }
 

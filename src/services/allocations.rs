@@ -14,7 +14,7 @@ use crate::domain::policy::Policy;
 use crate::domain::requests::{self as request_rules, AllocationAction, AllocationStatus, RequestAction};
 use crate::domain::text_enum;
 use crate::domain::units::{self as unit_rules, UnitAction, UnitStatus};
-use crate::error::{ApiError, ApiResult, Reason};
+use crate::error::{ApiError, ApiResult, ErrorCode, Reason};
 use crate::services::{decisions, patients, requests, tasks, units};
 use crate::store::alerts::NewAlert;
 use crate::store::allocations::{self as rows, Allocation, AllocationData};
@@ -174,7 +174,7 @@ pub fn compatibility(
             let r = requests::find(conn, id, None)?;
             if r.patient_id != patient_id {
                 return Err(ApiError::refused(
-                    "request_of_another_patient",
+                    ErrorCode::RequestOfAnotherPatient,
                     format!("request {id} is for another patient"),
                     vec![],
                 ));
@@ -332,7 +332,7 @@ pub fn record_crossmatch(
             crate::domain::group::electronic_crossmatch_blockers(&patient.group_of_record.group(), antibodies);
         if !blockers.is_empty() {
             return Err(ApiError::refused(
-                "electronic_crossmatch_not_allowed",
+                ErrorCode::ElectronicCrossmatchNotAllowed,
                 "an electronic crossmatch is not allowed for this patient; crossmatch serologically",
                 super::reasons(blockers),
             ));
@@ -373,21 +373,23 @@ pub fn resolve_crossmatch(conn: &mut DbConn, actor: &Actor, id: i64, reason: &st
     let x = rows::find_crossmatch(conn, id)?.ok_or_else(|| ApiError::not_found("crossmatch"))?;
     rows::lock_crossmatch(conn, id)?;
     if x.result != CrossmatchResult::Incompatible.as_str() {
-        return Err(ApiError::conflict(
-            "crossmatch_not_incompatible",
+        return Err(ApiError::new(
+            ErrorCode::CrossmatchNotIncompatible,
             format!("crossmatch {id} is compatible; only an incompatible result is resolved"),
         ));
     }
     if !rows::resolutions_of(conn, &[id])?.is_empty() {
-        return Err(ApiError::conflict(
-            "already_resolved",
+        return Err(ApiError::new(
+            ErrorCode::AlreadyResolved,
             format!("crossmatch {id} is already resolved"),
         ));
     }
     let sample = patient_rows::find_sample(conn, x.sample_id)?.ok_or_else(|| ApiError::not_found("sample"))?;
-    let resolution = rows::insert_resolution(conn, id, &reason, &actor.name, store::now()).map_err(
-        crate::error::unique_as("already_resolved", format!("crossmatch {id} is already resolved")),
-    )?;
+    let resolution =
+        rows::insert_resolution(conn, id, &reason, &actor.name, store::now()).map_err(crate::error::unique_as(
+            ErrorCode::AlreadyResolved,
+            format!("crossmatch {id} is already resolved"),
+        ))?;
     let unit_id = x.unit_id;
     let resolved = crossmatch_view(x, &sample, Some(resolution))?;
     audit::append(
@@ -529,7 +531,10 @@ pub fn get(conn: &mut DbConn, id: i64, scope: Option<i64>) -> ApiResult<Allocati
 }
 
 fn unit_not_available(din: &str, why: &str) -> ApiError {
-    ApiError::conflict("unit_not_available", format!("unit {din} is not available: {why}"))
+    ApiError::new(
+        ErrorCode::UnitNotAvailable,
+        format!("unit {din} is not available: {why}"),
+    )
 }
 
 /// Claims the unit for an allocation: on PostgreSQL a contended unit is skipped at once
@@ -590,14 +595,19 @@ pub fn allocate(
     crate::store::requests::lock(conn, request_id)?;
     let status = requests::status_of(&r)?;
     if request_rules::next_request_status(status, RequestAction::Allocate).is_none() {
-        return Err(ApiError::conflict(
-            "request_not_open",
+        return Err(ApiError::new(
+            ErrorCode::RequestNotOpen,
             format!("request {request_id} is {status}; only open requests take allocations"),
         ));
     }
     // A missing unit named in the body is refused (422): 404 is for the URL's request.
-    let u = unit_rows::find(conn, input.unit_id)?
-        .ok_or_else(|| ApiError::refused("unknown_unit", format!("there is no unit {}", input.unit_id), vec![]))?;
+    let u = unit_rows::find(conn, input.unit_id)?.ok_or_else(|| {
+        ApiError::refused(
+            ErrorCode::UnknownUnit,
+            format!("there is no unit {}", input.unit_id),
+            vec![],
+        )
+    })?;
     let unit_status = unit_rules::effective_status(units::status_of_unit(&u)?, utc(u.expires_at), now);
     if unit_status != UnitStatus::Available {
         return Err(unit_not_available(&u.din, &format!("it is {unit_status}")));
@@ -613,9 +623,9 @@ pub fn allocate(
             .iter()
             .all(|f| f.code == compatibility::codes::RESERVED_FOR_REQUEST)
         {
-            compatibility::codes::RESERVED_FOR_REQUEST
+            ErrorCode::ReservedForRequest
         } else {
-            "incompatible"
+            ErrorCode::Incompatible
         };
         return Err(ApiError::refused(
             code,
@@ -714,8 +724,8 @@ fn begin(
     unit_rows::lock(conn, a.unit_id)?;
     let from = parse_status(&a)?;
     let to = request_rules::next_allocation_status(from, action).ok_or_else(|| {
-        ApiError::conflict(
-            "invalid_transition",
+        ApiError::new(
+            ErrorCode::InvalidTransition,
             format!("allocation {id} is {from}; it cannot {action}"),
         )
     })?;
@@ -732,7 +742,7 @@ fn move_unit(
     now: DateTime<Utc>,
 ) -> ApiResult<UnitStatus> {
     let to = unit_rules::transition(units::status_of_unit(u)?, action, utc(u.expires_at), now)
-        .map_err(|code| ApiError::conflict(code, format!("unit {} cannot {action}", u.din)))?;
+        .map_err(|r| ApiError::new(r.into(), format!("unit {} cannot {action}", u.din)))?;
     let mut data = UnitData::from(u.clone());
     data.status = to.as_str().to_owned();
     if reason.is_some() {
@@ -800,7 +810,7 @@ pub fn issue(
             message: format!("scanned {} but the allocation is for {}", din.as_text(), u.din),
         }),
         Err(e) => refusals.push(Reason {
-            code: e.code().to_owned(),
+            code: e.code().as_str().to_owned(),
             message: format!("the scan is not a valid DIN: {}", e.problem().detail),
         }),
     }
@@ -822,7 +832,7 @@ pub fn issue(
     refusals.extend(a_now.of_tier(Severity::Block).into_iter().map(as_reason));
     if !refusals.is_empty() {
         return Err(ApiError::refused(
-            "issue_refused",
+            ErrorCode::IssueRefused,
             format!("unit {} cannot be issued", u.din),
             refusals,
         ));

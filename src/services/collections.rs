@@ -10,7 +10,7 @@ use crate::domain::policy::Policy;
 use crate::domain::scheduling::{Booking, CollectionStatus, Transition, check_booking, next_status, overlaps};
 use crate::domain::stimulation::{self, normalize_agent};
 use crate::domain::text_enum;
-use crate::error::{ApiError, ApiResult, Reason, Validator, unique_as};
+use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator, unique_as};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::collections::{self as rows, Collection, CollectionData, Stimulation};
 use crate::store::devices::{self, Device};
@@ -45,7 +45,7 @@ impl From<Device> for DeviceView {
 pub fn create_device(conn: &mut DbConn, actor: &Actor, name: &str) -> ApiResult<DeviceView> {
     let device: DeviceView = devices::insert(conn, name, store::now())
         .map_err(unique_as(
-            "device_name_taken",
+            ErrorCode::DeviceNameTaken,
             format!("a device named {name:?} exists"),
         ))?
         .into();
@@ -365,14 +365,14 @@ fn refuse_unless_clear(eligibility: crate::domain::eligibility::Eligibility, bus
         let mut all = reasons(eligibility.reasons);
         all.extend(busy);
         return Err(ApiError::refused(
-            "donor_ineligible",
+            ErrorCode::DonorIneligible,
             "the donor is not eligible for a collection at that time",
             all,
         ));
     }
     if !busy.is_empty() {
         return Err(ApiError::refused(
-            "device_busy",
+            ErrorCode::DeviceBusy,
             "the device is booked at that time",
             busy,
         ));
@@ -387,7 +387,7 @@ fn active_device(conn: &mut DbConn, device_id: i64) -> ApiResult<Device> {
     let device = devices::find(conn, device_id)?.ok_or_else(|| ApiError::not_found("device"))?;
     if !device.active {
         return Err(ApiError::refused(
-            "device_inactive",
+            ErrorCode::DeviceInactive,
             format!("device {} is out of service", device.name),
             vec![],
         ));
@@ -494,8 +494,8 @@ pub fn schedule(conn: &mut DbConn, actor: &Actor, input: ScheduleInput, policy: 
 fn transition(c: &Collection, t: Transition) -> ApiResult<CollectionStatus> {
     let from = booking(c)?.status;
     next_status(from, t).ok_or_else(|| {
-        ApiError::conflict(
-            "invalid_transition",
+        ApiError::new(
+            ErrorCode::InvalidTransition,
             format!("collection {} is {from}; it cannot {t}", c.id),
         )
     })
@@ -983,11 +983,15 @@ pub fn record_stimulation(
         Some(cid) => {
             // A body that names a missing collection is refused (422): 404 is for the URL's donor.
             let c = rows::find(conn, cid)?.ok_or_else(|| {
-                ApiError::refused("unknown_collection", format!("there is no collection {cid}"), vec![])
+                ApiError::refused(
+                    ErrorCode::UnknownCollection,
+                    format!("there is no collection {cid}"),
+                    vec![],
+                )
             })?;
             if c.donor_id != donor_id {
                 return Err(ApiError::refused(
-                    "collection_of_other_donor",
+                    ErrorCode::CollectionOfOtherDonor,
                     format!("collection {cid} is for another donor"),
                     vec![],
                 ));

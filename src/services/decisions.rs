@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::{from_stored_json, is_past, stored, to_json, utc};
 use crate::domain::compatibility::{self, Finding, Severity, Stage};
-use crate::error::{ApiError, ApiResult, Reason, Validator};
+use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
 use crate::store::allocations::{self as rows, Decision, NewDecision};
 use crate::store::audit::Actor;
 use crate::store::{self, DbConn};
@@ -166,14 +166,14 @@ pub fn check<'a>(
                 .collect();
             let (code, detail) = if tier == Severity::Authorise {
                 (
-                    "authorisation_required",
+                    ErrorCode::AuthorisationRequired,
                     format!(
                         "{what}: record who authorised it in `authorisation` (and acknowledge the codes of the acknowledge tier)"
                     ),
                 )
             } else {
                 (
-                    "acknowledgement_required",
+                    ErrorCode::AcknowledgementRequired,
                     format!("{what}: list the codes you acknowledge in `acknowledge`"),
                 )
             };
@@ -359,8 +359,8 @@ pub fn sign_off(conn: &mut DbConn, actor: &Actor, allocation_id: i64, comment: &
         .max()
         .filter(|last| *last > signed)
     else {
-        return Err(ApiError::conflict(
-            "nothing_to_sign_off",
+        return Err(ApiError::new(
+            ErrorCode::NothingToSignOff,
             format!("allocation {allocation_id} has no authorisation waiting for a sign-off"),
         ));
     };

@@ -10,7 +10,7 @@ use crate::domain::blood::{Abo, Cmv, Rhd, Sex};
 use crate::domain::compatibility::PatientFacts;
 use crate::domain::group::{self, GroupOfRecord, GroupStatus, Typed, Typing};
 use crate::domain::policy::Policy;
-use crate::error::{ApiError, ApiResult, Validator, unique_as};
+use crate::error::{ApiError, ApiResult, ErrorCode, Validator, unique_as};
 use crate::store::alerts::NewAlert;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::patients::{self as rows, Patient, PatientData, Sample, TypingRow};
@@ -413,13 +413,13 @@ pub fn create(
     let data = validate(&input, hospital_id, utc(store::now()).date_naive())?;
     if !hospitals::is_active(conn, hospital_id)? {
         return Err(ApiError::refused(
-            "unknown_hospital",
+            ErrorCode::UnknownHospital,
             format!("hospital {hospital_id} does not exist or is inactive"),
             vec![],
         ));
     }
     let row = rows::insert(conn, &data, store::now()).map_err(unique_as(
-        "mrn_taken",
+        ErrorCode::MrnTaken,
         format!("hospital {hospital_id} already has a patient with MRN {}", data.mrn),
     ))?;
     let created = view(conn, row, policy)?;
@@ -460,7 +460,7 @@ pub fn update(
     };
     let data = validate(&merged, before.hospital_id, utc(store::now()).date_naive())?;
     let row = rows::update(conn, id, &data).map_err(unique_as(
-        "mrn_taken",
+        ErrorCode::MrnTaken,
         format!("the hospital already has a patient with MRN {}", data.mrn),
     ))?;
     let after = view(conn, row, policy)?;

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{from_stored_json, to_json, to_value, utc};
 use crate::domain::policy::Policy;
-use crate::error::{ApiError, ApiResult, FieldError};
+use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::{self, DbConn, policy as rows};
 
@@ -106,8 +106,8 @@ pub fn replace(
 }
 
 fn policy_changed(version: i64) -> ApiError {
-    ApiError::conflict(
-        "policy_changed",
+    ApiError::new(
+        ErrorCode::PolicyChanged,
         format!("the policy was changed meanwhile (now version {version}); read it again and reapply"),
     )
 }

@@ -1,13 +1,14 @@
 //! Hospital requests: creation (idempotent), the approval gate, cancel, and the course so far.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use diesel::Connection as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{reasons, stored, stored_enum, to_value, utc};
 use crate::domain::policy::Policy;
 use crate::domain::requests::{self as rules, Indication, Priority, RequestAction, RequestStatus};
-use crate::error::{ApiError, ApiResult, Reason, Validator};
+use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
 use crate::services::patients;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::requests::{self as rows, Request, RequestData};
@@ -276,7 +277,12 @@ pub fn create(
 /// A POST's answer as first sent, for replay.
 pub enum Outcome {
     Created(Box<RequestView>),
-    Replayed { status: u16, body: String },
+    Replayed {
+        status: u16,
+        body: String,
+    },
+    /// Another request with the same key was created at the same moment; nothing was written.
+    LostRace,
 }
 
 /// Creates the request, or replays the first answer for the same account and
@@ -298,27 +304,57 @@ pub fn create_idempotent(
     {
         return replay(stored_response, body_hash);
     }
-    let created = create(conn, actor, input, scope, policy)?;
-    if let Some(key) = key {
-        let body = serde_json::to_string(&created).map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
-        rows::insert_key(conn, account, key, body_hash, 201, &body, store::now()).map_err(|e| {
-            if store::is_unique_violation(&e) {
-                ApiError::conflict(
-                    "idempotency_race",
-                    "a request with this key was being created at the same time",
-                )
-            } else {
-                e.into()
-            }
-        })?;
+    // A savepoint, so that losing the race on the key leaves nothing of this attempt behind
+    // while the surrounding transaction still ends normally.
+    let attempt = conn.transaction::<_, Attempt, _>(|conn| {
+        let created = create(conn, actor, input, scope, policy).map_err(Attempt::Failed)?;
+        if let Some(key) = key {
+            let body = serde_json::to_string(&created)
+                .map_err(|e| Attempt::Failed(ApiError::internal(anyhow::anyhow!("{e}"))))?;
+            rows::insert_key(conn, account, key, body_hash, 201, &body, store::now()).map_err(|e| {
+                if store::is_unique_violation(&e) {
+                    Attempt::LostRace
+                } else {
+                    Attempt::Failed(e.into())
+                }
+            })?;
+        }
+        Ok(created)
+    });
+    match attempt {
+        Ok(created) => Ok(Outcome::Created(Box::new(created))),
+        Err(Attempt::LostRace) => Ok(Outcome::LostRace),
+        Err(Attempt::Failed(e)) => Err(e),
     }
-    Ok(Outcome::Created(Box::new(created)))
+}
+
+enum Attempt {
+    Failed(ApiError),
+    /// A concurrent request with the same key committed first.
+    LostRace,
+}
+
+impl From<diesel::result::Error> for Attempt {
+    fn from(e: diesel::result::Error) -> Self {
+        Attempt::Failed(e.into())
+    }
+}
+
+/// The answer for a request that lost the race on its key: the winner's, when the bodies match.
+pub fn replay_winner(conn: &mut DbConn, account: &str, key: &str, body_hash: &str) -> ApiResult<Outcome> {
+    let stored = rows::find_key(conn, account, key)?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::ConcurrentUpdate,
+            "a request with this key was being created at the same time; retry",
+        )
+    })?;
+    replay(stored, body_hash)
 }
 
 pub fn replay(stored_response: rows::StoredResponse, body_hash: &str) -> ApiResult<Outcome> {
     if stored_response.request_hash != body_hash {
         return Err(ApiError::refused(
-            "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was used with a different body",
             vec![],
         ));
@@ -342,8 +378,8 @@ fn change(
     rows::lock(conn, id)?;
     let from = status_of(&r)?;
     let to = rules::next_request_status(from, action).ok_or_else(|| {
-        ApiError::conflict(
-            "invalid_transition",
+        ApiError::new(
+            ErrorCode::InvalidTransition,
             format!("request {id} is {from}; it cannot {action}"),
         )
     })?;

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::{from_stored_json, stored, stored_enum, to_json, to_value, utc};
 use crate::domain::text_enum;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::tasks::{self as rows, NewTask, Task, TaskFilter};
 use crate::store::{self, DbConn};
@@ -140,8 +140,8 @@ fn finish(conn: &mut DbConn, actor: &Actor, t: Task, note: &str) -> ApiResult<Ta
     let id = t.id;
     let before = view(t, now)?;
     if !rows::complete(conn, id, &actor.name, stored(now), Some(note))? {
-        return Err(ApiError::conflict(
-            "task_not_open",
+        return Err(ApiError::new(
+            ErrorCode::TaskNotOpen,
             format!("task {id} is {}; only an open task is completed", before.status),
         ));
     }

@@ -19,7 +19,7 @@ use crate::domain::units::{
     self as rules, Holds, InspectionOutcome, MarkerResult, QuarantineReason, ReleaseRequest, TestResult, UnitAction,
     UnitStatus,
 };
-use crate::error::{ApiError, ApiResult, Reason, Validator};
+use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
 use crate::store::alerts::NewAlert;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::units::{self as rows, Unit, UnitData, UnitFilter};
@@ -513,7 +513,7 @@ pub fn find(conn: &mut DbConn, key: &str) -> ApiResult<Unit> {
 
 fn isbt_refusal(e: isbt128::IsbtError) -> ApiError {
     ApiError::refused(
-        e.code(),
+        ErrorCode::from(&e),
         "the DIN is not valid ISBT 128",
         vec![Reason {
             code: e.code().to_owned(),
@@ -643,8 +643,8 @@ fn assign_din(conn: &mut DbConn, fin: &str, now: DateTime<Utc>) -> ApiResult<Din
         let sequence = rows::next_din_sequence(conn, fin, year)?;
         let sequence = u32::try_from(sequence).unwrap_or(u32::MAX);
         if sequence > Din::MAX_SEQUENCE {
-            return Err(ApiError::conflict(
-                "din_sequence_exhausted",
+            return Err(ApiError::new(
+                ErrorCode::DinSequenceExhausted,
                 format!("all DIN sequence numbers of {fin} for 20{year:02} are used"),
             ));
         }
@@ -779,7 +779,7 @@ pub fn create(
             let inconsistent = rules::pool_inconsistencies(abo, rhd_labelled, &members);
             if !inconsistent.is_empty() {
                 return Err(ApiError::refused(
-                    "pool_group_inconsistent",
+                    ErrorCode::PoolGroupInconsistent,
                     "the pool's donations do not match its labelled group",
                     super::reasons(inconsistent),
                 ));
@@ -801,8 +801,8 @@ pub fn create(
             let c = collection_rows::find(conn, collection_id)?.ok_or_else(|| ApiError::not_found("collection"))?;
             let status = stored_enum("collection status", &c.status, CollectionStatus::parse)?;
             let Some(ended_at) = c.ended_at.filter(|_| status == CollectionStatus::Completed) else {
-                return Err(ApiError::conflict(
-                    "collection_not_completed",
+                return Err(ApiError::new(
+                    ErrorCode::CollectionNotCompleted,
                     format!("collection {collection_id} is {status}; units come from completed collections"),
                 ));
             };
@@ -835,7 +835,7 @@ pub fn create(
     );
     if expires_at <= now {
         return Err(ApiError::refused(
-            "unit_expired",
+            ErrorCode::UnitExpired,
             format!("a unit collected at {collected_at} expired at {expires_at}"),
             vec![Reason {
                 code: "unit_expired".to_owned(),
@@ -885,8 +885,8 @@ pub fn create(
             return ApiError::from(e);
         }
         match collection_id {
-            Some(c) => ApiError::conflict("unit_exists", format!("collection {c} already has a unit")),
-            None => ApiError::conflict("din_exists", format!("a unit with DIN {din_text} exists")),
+            Some(c) => ApiError::new(ErrorCode::UnitExists, format!("collection {c} already has a unit")),
+            None => ApiError::new(ErrorCode::DinExists, format!("a unit with DIN {din_text} exists")),
         }
     })?;
     for m in &mut pool {
@@ -925,7 +925,7 @@ fn begin(conn: &mut DbConn, key: &str, action: UnitAction, now: DateTime<Utc>) -
     rows::lock(conn, u.id)?;
     let to = rules::transition(status_of(&u)?, action, utc(u.expires_at), now).map_err(|code| {
         let status = rules::effective_status(status_of(&u).unwrap_or(UnitStatus::Discarded), utc(u.expires_at), now);
-        ApiError::conflict(code, format!("unit {} is {status}; it cannot {action}", u.din))
+        ApiError::new(code.into(), format!("unit {} is {status}; it cannot {action}", u.din))
     })?;
     Ok((u, to))
 }
@@ -986,8 +986,8 @@ pub fn irradiate(
     v.finish()?;
     let (u, _) = begin(conn, key, UnitAction::Irradiate, now)?;
     if u.irradiated_at.is_some() {
-        return Err(ApiError::conflict(
-            "already_irradiated",
+        return Err(ApiError::new(
+            ErrorCode::AlreadyIrradiated,
             format!("unit {} is already irradiated", u.din),
         ));
     }
@@ -996,7 +996,7 @@ pub fn irradiate(
     }
     if let Some(problem) = rules::irradiation_dose_problem(input.dose_gy, policy) {
         return Err(ApiError::refused(
-            problem.code,
+            ErrorCode::IrradiationDoseOutOfRange,
             "the irradiation dose is outside the policy range",
             super::reasons(vec![problem]),
         ));
@@ -1416,11 +1416,12 @@ pub fn release(
     let bound = match input.request_id.filter(|_| input.emergency) {
         Some(id) => {
             // A request named in the body that does not exist is a refusal (422), not a 404.
-            let r = crate::store::requests::find(conn, id)?
-                .ok_or_else(|| ApiError::refused("unknown_request", format!("there is no request {id}"), vec![]))?;
+            let r = crate::store::requests::find(conn, id)?.ok_or_else(|| {
+                ApiError::refused(ErrorCode::UnknownRequest, format!("there is no request {id}"), vec![])
+            })?;
             if r.status != "open" {
-                return Err(ApiError::conflict(
-                    "request_not_open",
+                return Err(ApiError::new(
+                    ErrorCode::RequestNotOpen,
                     format!(
                         "request {id} is {}; an emergency release is for an open request",
                         r.status
@@ -1446,9 +1447,9 @@ pub fn release(
     if !blockers.is_empty() {
         // A technologist meets an excursion: say plainly that it needs a medical director.
         let code = if !director && blockers.iter().any(|b| b.code == rules::codes::EXCURSION_REVIEW) {
-            rules::codes::EXCURSION_REVIEW
+            ErrorCode::ExcursionReview
         } else {
-            "release_blocked"
+            ErrorCode::ReleaseBlocked
         };
         return Err(ApiError::refused(
             code,
@@ -1557,8 +1558,8 @@ pub fn disposition_excursions(conn: &mut DbConn, actor: &Actor, key: &str, reaso
     rows::lock(conn, u.id)?;
     let facts = record(conn, &u)?;
     let (true, Some(through)) = (facts.holds.excursion_pending, facts.last_excursion_id) else {
-        return Err(ApiError::conflict(
-            "no_excursion_pending",
+        return Err(ApiError::new(
+            ErrorCode::NoExcursionPending,
             format!("unit {} has no storage excursion waiting for a disposition", u.din),
         ));
     };
@@ -1642,8 +1643,8 @@ pub fn inspect(
         .clone()
         .filter(|_| facts.holds.inspection_pending)
     else {
-        return Err(ApiError::conflict(
-            "no_inspection_due",
+        return Err(ApiError::new(
+            ErrorCode::NoInspectionDue,
             format!("unit {} is not waiting for an inspection after a return", u.din),
         ));
     };
@@ -1683,7 +1684,7 @@ pub fn inspect(
     data.updated_at = stored(now);
     if let Some(action) = action {
         let to = rules::transition(status_of(&u)?, action, utc(u.expires_at), now)
-            .map_err(|code| ApiError::conflict(code, format!("unit {} cannot {action}", u.din)))?;
+            .map_err(|r| ApiError::new(r.into(), format!("unit {} cannot {action}", u.din)))?;
         data.status = to.as_str().to_owned();
         data.status_reason = why;
         if action == UnitAction::Discard {

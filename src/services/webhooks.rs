@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::{from_stored_json, to_json, utc};
 use crate::domain::alerts::{self as rules, AlertSeverity, AlertTransition, EpisodeEnd, RaiseDecision, kinds};
-use crate::error::{ApiError, ApiResult, Validator};
+use crate::error::{ApiError, ApiResult, ErrorCode, Validator};
 use crate::store::alerts::{self, Alert, NewAlert, NewEvent, Occurred};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::webhooks::{self as rows, Delivery, Subscription};
@@ -350,8 +350,8 @@ pub fn acknowledge(conn: &mut DbConn, actor: &Actor, id: i64) -> ApiResult<Alert
     let ends = rules::episode_end(&before.kind) == EpisodeEnd::Acknowledged;
     let at = store::now();
     if !alerts::acknowledge(conn, id, at, &actor.name, ends)? {
-        return Err(ApiError::conflict(
-            "already_acknowledged",
+        return Err(ApiError::new(
+            ErrorCode::AlreadyAcknowledged,
             format!("alert {id} is not open"),
         ));
     }

@@ -2,11 +2,10 @@
 //! `type`, `title`, `status`, `detail`, a stable snake_case `code`, and either
 //! `errors: [{field, message}]` (bad input) or `reasons: [{code, message}]` (rule refusals).
 //!
-//! Statuses come from an exhaustive match on [`ErrorKind`]. Anything unexpected becomes a
+//! Every code and its status is an [`ErrorCode`] variant. Anything unexpected becomes a
 //! generic 500 whose cause goes to the log only; database and pool failures are mapped
 //! deliberately (not found → 404, uniqueness → 409, no connection → 503).
 
-use std::borrow::Cow;
 use std::fmt;
 
 use actix_web::http::{StatusCode, header};
@@ -15,6 +14,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::store::StoreError;
+
+mod code;
+pub use code::ErrorCode;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
@@ -56,48 +58,12 @@ pub struct Problem {
     pub reasons: Vec<Reason>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    BadRequest,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-    Conflict,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    Unprocessable,
-    TooManyRequests,
-    ServiceUnavailable,
-    Internal,
-}
-
-impl ErrorKind {
-    pub fn status(self) -> StatusCode {
-        match self {
-            Self::BadRequest => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict => StatusCode::CONFLICT,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
 /// An error on its way to becoming a problem+json response (boxed: it travels through
 /// every `Result` of the request path).
 pub struct ApiError(Box<Inner>);
 
 struct Inner {
-    kind: ErrorKind,
-    code: Cow<'static, str>,
+    code: ErrorCode,
     detail: String,
     errors: Vec<FieldError>,
     reasons: Vec<Reason>,
@@ -108,20 +74,17 @@ struct Inner {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(kind: ErrorKind, code: impl Into<Cow<'static, str>>, detail: impl Into<String>) -> Self {
+    /// An error answered with `code`'s status; a 503 asks the client to retry in a second.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        let retry_after_secs = (code.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
         Self(Box::new(Inner {
-            kind,
-            code: code.into(),
+            code,
             detail: detail.into(),
             errors: Vec::new(),
             reasons: Vec::new(),
-            retry_after_secs: None,
+            retry_after_secs,
             source: None,
         }))
-    }
-
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(ErrorKind::BadRequest, code, detail)
     }
 
     /// 400 `validation_failed` listing every bad field.
@@ -130,7 +93,7 @@ impl ApiError {
             [one] => format!("{}: {}", one.field, one.message),
             _ => format!("{} fields are invalid", errors.len()),
         };
-        let mut e = Self::new(ErrorKind::BadRequest, "validation_failed", detail);
+        let mut e = Self::new(ErrorCode::ValidationFailed, detail);
         e.0.errors = errors;
         e
     }
@@ -142,45 +105,30 @@ impl ApiError {
         }])
     }
 
-    pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Unauthorized, code, detail)
-    }
-
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Forbidden, "forbidden", detail)
+        Self::new(ErrorCode::Forbidden, detail)
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(ErrorKind::NotFound, "not_found", format!("{what} not found"))
-    }
-
-    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Conflict, code, detail)
+        Self::new(ErrorCode::NotFound, format!("{what} not found"))
     }
 
     /// 422: a rule refused the request; `reasons` name every failing rule.
-    pub fn refused(code: &'static str, detail: impl Into<String>, reasons: Vec<Reason>) -> Self {
-        let mut e = Self::new(ErrorKind::Unprocessable, code, detail);
+    pub fn refused(code: ErrorCode, detail: impl Into<String>, reasons: Vec<Reason>) -> Self {
+        let mut e = Self::new(code, detail);
         e.0.reasons = reasons;
         e
     }
 
     pub fn too_many_requests(detail: impl Into<String>, retry_after_secs: u64) -> Self {
-        let mut e = Self::new(ErrorKind::TooManyRequests, "too_many_requests", detail);
+        let mut e = Self::new(ErrorCode::TooManyRequests, detail);
         e.0.retry_after_secs = Some(retry_after_secs.max(1));
-        e
-    }
-
-    pub fn unavailable(code: &'static str, detail: impl Into<String>) -> Self {
-        let mut e = Self::new(ErrorKind::ServiceUnavailable, code, detail);
-        e.0.retry_after_secs = Some(1);
         e
     }
 
     pub fn internal(source: impl Into<anyhow::Error>) -> Self {
         let mut e = Self::new(
-            ErrorKind::Internal,
-            "internal_error",
+            ErrorCode::InternalError,
             "an internal error occurred; it has been logged",
         );
         e.0.source = Some(source.into());
@@ -192,23 +140,19 @@ impl ApiError {
         self
     }
 
-    pub fn kind(&self) -> ErrorKind {
-        self.0.kind
-    }
-
-    pub fn code(&self) -> &str {
-        &self.0.code
+    pub fn code(&self) -> ErrorCode {
+        self.0.code
     }
 
     pub fn problem(&self) -> Problem {
         let e = &self.0;
-        let status = e.kind.status();
+        let status = e.code.status();
         Problem {
             type_uri: format!("urn:granulo:problem:{}", e.code),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: e.detail.clone(),
-            code: e.code.to_string(),
+            code: e.code.as_str().to_owned(),
             errors: e.errors.clone(),
             reasons: e.reasons.clone(),
         }
@@ -218,7 +162,6 @@ impl ApiError {
 impl fmt::Debug for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiError")
-            .field("kind", &self.0.kind)
             .field("code", &self.0.code)
             .field("detail", &self.0.detail)
             .field("source", &self.0.source)
@@ -238,14 +181,14 @@ impl fmt::Display for ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.0.kind.status()
+        self.0.code.status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        if matches!(self.0.kind, ErrorKind::Internal | ErrorKind::ServiceUnavailable) {
+        if self.0.code.status().is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        problem_response(self.0.kind.status(), &self.problem(), self.0.retry_after_secs)
+        problem_response(self.0.code.status(), &self.problem(), self.0.retry_after_secs)
     }
 }
 
@@ -270,14 +213,17 @@ impl From<StoreError> for ApiError {
             StoreError::Query(e) => e.into(),
             StoreError::Pool(e) => {
                 tracing::warn!(error = %e, "database pool exhausted or unreachable");
-                Self::unavailable(
-                    "database_unavailable",
+                Self::new(
+                    ErrorCode::DatabaseUnavailable,
                     "the database is busy or unreachable; retry shortly",
                 )
             }
             StoreError::Connect(e) => {
                 tracing::error!(error = %e, "database connection failed");
-                Self::unavailable("database_unavailable", "the database is unreachable; retry shortly")
+                Self::new(
+                    ErrorCode::DatabaseUnavailable,
+                    "the database is unreachable; retry shortly",
+                )
             }
             StoreError::Migration(m) => Self::internal(anyhow::anyhow!("migration: {m}")),
         }
@@ -289,19 +235,21 @@ impl From<diesel::result::Error> for ApiError {
         use diesel::result::{DatabaseErrorKind as K, Error as E};
         match &err {
             E::NotFound => Self::not_found("resource"),
-            E::DatabaseError(K::UniqueViolation, _) => {
-                Self::conflict("already_exists", "a record with the same unique value already exists")
-            }
+            E::DatabaseError(K::UniqueViolation, _) => Self::new(
+                ErrorCode::AlreadyExists,
+                "a record with the same unique value already exists",
+            ),
             E::DatabaseError(K::ForeignKeyViolation, _) => Self::refused(
-                "reference_not_found",
+                ErrorCode::ReferenceNotFound,
                 "the request refers to a record that does not exist",
                 Vec::new(),
             ),
-            E::DatabaseError(K::SerializationFailure, _) => {
-                Self::conflict("concurrent_update", "a concurrent change interfered; retry the request")
-            }
-            E::DatabaseError(K::ClosedConnection, _) => Self::unavailable(
-                "database_unavailable",
+            E::DatabaseError(K::SerializationFailure, _) => Self::new(
+                ErrorCode::ConcurrentUpdate,
+                "a concurrent change interfered; retry the request",
+            ),
+            E::DatabaseError(K::ClosedConnection, _) => Self::new(
+                ErrorCode::DatabaseUnavailable,
                 "the database connection was lost; retry shortly",
             ),
             _ => Self::internal(err),
@@ -310,10 +258,10 @@ impl From<diesel::result::Error> for ApiError {
 }
 
 /// Map a unique-constraint violation to a 409 with a specific code; other errors as usual.
-pub fn unique_as(code: &'static str, detail: String) -> impl FnOnce(diesel::result::Error) -> ApiError {
+pub fn unique_as(code: ErrorCode, detail: String) -> impl FnOnce(diesel::result::Error) -> ApiError {
     move |e| {
         if crate::store::is_unique_violation(&e) {
-            ApiError::conflict(code, detail)
+            ApiError::new(code, detail)
         } else {
             e.into()
         }
@@ -368,23 +316,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_kind_maps_to_its_status() {
-        let table = [
-            (ErrorKind::BadRequest, 400),
-            (ErrorKind::Unauthorized, 401),
-            (ErrorKind::Forbidden, 403),
-            (ErrorKind::NotFound, 404),
-            (ErrorKind::MethodNotAllowed, 405),
-            (ErrorKind::Conflict, 409),
-            (ErrorKind::PayloadTooLarge, 413),
-            (ErrorKind::UnsupportedMediaType, 415),
-            (ErrorKind::Unprocessable, 422),
-            (ErrorKind::TooManyRequests, 429),
-            (ErrorKind::ServiceUnavailable, 503),
-            (ErrorKind::Internal, 500),
-        ];
-        for (kind, status) in table {
-            assert_eq!(kind.status().as_u16(), status, "{kind:?}");
+    fn every_code_answers_with_its_status() {
+        for code in ErrorCode::ALL {
+            let p = ApiError::new(*code, "x").problem();
+            assert_eq!(p.status, code.status().as_u16(), "{code}");
+            assert_eq!(p.code, code.as_str());
+            assert_eq!(p.type_uri, format!("urn:granulo:problem:{code}"));
         }
     }
 
@@ -402,15 +339,15 @@ mod tests {
         use diesel::result::{DatabaseErrorKind as K, Error as E};
         let unique = E::DatabaseError(K::UniqueViolation, Box::new("users_username_key on (alice)".to_owned()));
         let e: ApiError = unique.into();
-        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert_eq!(e.code(), ErrorCode::AlreadyExists);
         assert!(!e.problem().detail.contains("alice"));
         let e: ApiError = E::NotFound.into();
-        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert_eq!(e.code(), ErrorCode::NotFound);
         let closed = E::DatabaseError(K::ClosedConnection, Box::new("gone".to_owned()));
         let e: ApiError = closed.into();
-        assert_eq!(e.kind(), ErrorKind::ServiceUnavailable);
+        assert_eq!(e.code(), ErrorCode::DatabaseUnavailable);
         let e: ApiError = E::RollbackTransaction.into();
-        assert_eq!(e.kind(), ErrorKind::Internal);
+        assert_eq!(e.code(), ErrorCode::InternalError);
     }
 
     #[test]
