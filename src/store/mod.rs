@@ -17,6 +17,7 @@ pub mod patients;
 pub mod policy;
 pub mod requests;
 pub mod schema;
+mod stored;
 pub mod sessions;
 pub mod tasks;
 pub mod throttle;
