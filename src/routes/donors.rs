@@ -11,11 +11,11 @@ use crate::domain::blood::{Abo, Cmv, Rhd};
 use crate::domain::stimulation::normalize_agent;
 use crate::error::{ApiError, ApiResult, Reason};
 use crate::extract::JsonBody;
-use crate::services::collections::{self as collection_work, StimulationInput, StimulationView};
 use crate::services::donors::{
     self as work, DeferralInput, DeferralView, DonationInput, DonationView, DonorInput, DonorPatch, DonorView,
     ListRequest,
 };
+use crate::services::stimulations::{self as stimulation_work, StimulationInput, StimulationView};
 use crate::state::AppState;
 use crate::store::donors::DonorFilter;
 
@@ -309,7 +309,7 @@ pub async fn add_stimulation(
     let input = body.into_inner();
     let created = state
         .write(with_policy(move |conn, policy| {
-            collection_work::record_stimulation(conn, &actor, id, input, policy)
+            stimulation_work::record_stimulation(conn, &actor, id, input, policy)
         }))
         .await?;
     Ok(HttpResponse::Created().json(created))
@@ -329,7 +329,7 @@ pub async fn stimulations(
     let id = parse_id(&id, "donor")?;
     let items = state
         .db(with_policy(move |conn, policy| {
-            collection_work::stimulations_of(conn, id, policy)
+            stimulation_work::stimulations_of(conn, id, policy)
         }))
         .await?;
     Ok(HttpResponse::Ok().json(StimulationList {
