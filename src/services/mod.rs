@@ -2,6 +2,7 @@
 //! rules need, asks `domain/`, writes, and appends its audit rows. Also the resource shapes
 //! (views) the routes return, since the audit trail records the same shapes.
 
+pub mod alerts;
 pub mod allocations;
 pub mod candidates;
 pub mod collections;
