@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::auth::Role;
+use crate::credentials::Role;
 use crate::error::{ApiError, ApiResult, Validator, unique_as};
 use crate::services::paginate;
 use crate::store::api_clients::{self, ApiClient, NewApiClient};
