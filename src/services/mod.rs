@@ -8,6 +8,7 @@ pub mod candidates;
 pub mod collections;
 pub mod decisions;
 pub mod devices;
+pub mod donations;
 pub mod donors;
 pub mod patients;
 pub mod policy;
