@@ -3,8 +3,9 @@
 
 use serde_json::json;
 
-use crate::auth::Role;
+use crate::credentials::Role;
 use crate::error::{ApiError, ApiResult, ErrorCode, Validator, unique_as};
+use crate::services::paginate;
 use crate::store::api_clients::{self, ApiClient, NewApiClient};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::hospitals::{self, Hospital, NewHospital};
@@ -93,6 +94,16 @@ pub struct NewAccount {
     pub password_hash: String,
     pub role: Role,
     pub hospital_id: Option<i64>,
+}
+
+/// A page of accounts by id, with the next page's cursor.
+pub fn list_users(conn: &mut DbConn, after: Option<i64>, limit: i64) -> ApiResult<(Vec<User>, Option<String>)> {
+    let found = users::list(conn, after, limit + 1)?;
+    Ok(paginate(found, limit, |u| u.id))
+}
+
+pub fn user(conn: &mut DbConn, id: i64) -> ApiResult<User> {
+    users::find(conn, id)?.ok_or_else(|| ApiError::not_found("user"))
 }
 
 pub fn create_user(conn: &mut DbConn, actor: &Actor, account: &NewAccount) -> ApiResult<User> {
@@ -197,6 +208,22 @@ pub fn bootstrap_admin(conn: &mut DbConn, username: &str, password_hash: &str) -
     create_user(conn, &Actor::system("bootstrap"), &account).map(Some)
 }
 
+/// A page of hospitals by id, with the next page's cursor.
+pub fn list_hospitals(conn: &mut DbConn, after: Option<i64>, limit: i64) -> ApiResult<(Vec<Hospital>, Option<String>)> {
+    let found = hospitals::list(conn, after, limit + 1)?;
+    Ok(paginate(found, limit, |h| h.id))
+}
+
+pub fn hospital(conn: &mut DbConn, id: i64) -> ApiResult<Hospital> {
+    hospitals::find(conn, id)?.ok_or_else(|| ApiError::not_found("hospital"))
+}
+
+/// A hospital's client credentials (404 for an unknown hospital).
+pub fn clients_of(conn: &mut DbConn, hospital_id: i64) -> ApiResult<Vec<ApiClient>> {
+    hospital(conn, hospital_id)?;
+    Ok(api_clients::list_for_hospital(conn, hospital_id)?)
+}
+
 pub fn create_hospital(conn: &mut DbConn, actor: &Actor, name: &str, code: &str) -> ApiResult<Hospital> {
     let at = now();
     let hospital = hospitals::insert(
@@ -250,7 +277,19 @@ pub fn create_client(
     Ok(client)
 }
 
-pub fn revoke_client(conn: &mut DbConn, actor: &Actor, hospital_id: i64, id: i64) -> ApiResult<ApiClient> {
+/// A client credential as an admin names it: its numeric id or its public `gc_…` id.
+pub enum ClientRef {
+    Id(i64),
+    ClientId(String),
+}
+
+pub fn revoke_client(conn: &mut DbConn, actor: &Actor, hospital_id: i64, client: ClientRef) -> ApiResult<ApiClient> {
+    let id = match client {
+        ClientRef::Id(id) => id,
+        ClientRef::ClientId(cid) => api_clients::find_by_client_id(conn, &cid)?
+            .map(|c| c.id)
+            .ok_or_else(|| ApiError::not_found("client"))?,
+    };
     let before = api_clients::find(conn, id)?
         .filter(|c| c.hospital_id == hospital_id)
         .ok_or_else(|| ApiError::not_found("client"))?;

@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 
 use actix_web::web;
 
-use crate::auth::jwt::JwtKeys;
 use crate::config::Settings;
+use crate::credentials::jwt::JwtKeys;
 use crate::error::{ApiError, ApiResult};
 use crate::store::{DbConn, Pool, StoreError};
 

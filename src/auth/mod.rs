@@ -5,11 +5,9 @@
 //! role changes take effect at once), and its `require_*` methods are the explicit role checks
 //! on the handler's first lines. Hospital accounts carry their hospital for scoping.
 
-pub mod jwt;
-pub mod password;
-pub mod role;
 pub mod session;
-pub mod tokens;
+
+pub use crate::credentials::{jwt, password, role, tokens};
 
 use actix_web::dev::Payload;
 use actix_web::http::header;

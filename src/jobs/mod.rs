@@ -254,7 +254,7 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
         .collect();
     for alert in crate::store::alerts::unresolved(conn, kinds::SCANNED)? {
         if !current.contains(&episode_of(&alert.kind, &alert.entity_type, &alert.entity_id))
-            && crate::services::webhooks::resolve(conn, &alert, at)?
+            && crate::services::alerts::resolve(conn, &alert, at)?
         {
             report.resolved += 1;
         }

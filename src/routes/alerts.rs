@@ -5,11 +5,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{decode_cursor, page_limit, paginate, parse_id, utc};
+use super::{decode_cursor, page_limit, parse_id, utc};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
+use crate::services::alerts as work;
 use crate::state::AppState;
-use crate::store::alerts::{self, Alert, AlertEvent};
+use crate::store::alerts::{Alert, AlertEvent};
 
 /// An alert: one episode of a condition of one entity. At most one is open per (kind, entity);
 /// it escalates as the condition gets worse, and a condition that clears and comes back opens
@@ -177,10 +178,9 @@ pub async fn list(
     let after = decode_cursor(q.cursor.as_deref())?;
     let status = q.status;
     let kind = q.kind;
-    let rows = state
-        .db(move |conn| alerts::list(conn, status.as_deref(), kind.as_deref(), after, limit + 1).map_err(Into::into))
+    let (rows, next_cursor) = state
+        .db(move |conn| work::list(conn, status.as_deref(), kind.as_deref(), after, limit))
         .await?;
-    let (rows, next_cursor) = paginate(rows, limit, |a| a.id);
     Ok(HttpResponse::Ok().json(AlertList {
         items: rows.into_iter().map(Into::into).collect(),
         next_cursor,
@@ -203,9 +203,7 @@ pub async fn ack(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
     caller.require_staff()?;
     let id = parse_id(&id, "alert")?;
     let actor = caller.actor();
-    let alert = state
-        .write(move |conn| crate::services::webhooks::acknowledge(conn, &actor, id))
-        .await?;
+    let alert = state.write(move |conn| work::acknowledge(conn, &actor, id)).await?;
     Ok(HttpResponse::Ok().json(AlertView::from(alert)))
 }
 
@@ -238,13 +236,7 @@ pub async fn events(
     let q = query.into_inner();
     let limit = page_limit(q.limit)?;
     let after = decode_cursor(q.cursor.as_deref())?;
-    let rows = state
-        .db(move |conn| {
-            alerts::find(conn, id)?.ok_or_else(|| ApiError::not_found("alert"))?;
-            Ok(alerts::events_of(conn, id, after, limit + 1)?)
-        })
-        .await?;
-    let (rows, next_cursor) = paginate(rows, limit, |e| e.seq.unwrap_or_default());
+    let (rows, next_cursor) = state.db(move |conn| work::events(conn, id, after, limit)).await?;
     Ok(HttpResponse::Ok().json(AlertChangeList {
         items: rows.into_iter().map(Into::into).collect(),
         next_cursor,
@@ -279,9 +271,7 @@ pub struct JobList {
 )]
 pub async fn jobs(state: web::Data<AppState>, caller: AuthUser) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
-    let rows = state
-        .db(|conn| crate::store::jobs::all(conn).map_err(Into::into))
-        .await?;
+    let rows = state.db(work::jobs).await?;
     Ok(HttpResponse::Ok().json(JobList {
         items: rows
             .into_iter()
@@ -337,15 +327,13 @@ pub async fn stream(
     };
     let after = match resume {
         Some(seq) => seq,
-        None => state.db(|conn| Ok(alerts::last_event_seq(conn)?)).await?,
+        None => state.db(work::last_event_seq).await?,
     };
     let body = futures_util::stream::unfold((state, after, true), |(state, after, first)| async move {
         if !first {
             actix_web::rt::time::sleep(STREAM_POLL).await;
         }
-        let rows = state
-            .db(move |conn| alerts::events_after(conn, after, 100).map_err(Into::into))
-            .await;
+        let rows = state.db(move |conn| work::events_after(conn, after, 100)).await;
         let (chunk, next) = match rows {
             Ok(rows) if rows.is_empty() => (": keep-alive\n\n".to_owned(), after),
             Ok(rows) => {

@@ -9,7 +9,7 @@ use super::{decode_cursor, page_limit, paginate, parse_id};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
-use crate::services::collections::{self as work, DeviceView};
+use crate::services::devices::{self as work, DeviceView};
 use crate::state::AppState;
 use crate::store::devices;
 

@@ -11,11 +11,11 @@ use crate::domain::blood::{Abo, Cmv, Rhd};
 use crate::domain::stimulation::normalize_agent;
 use crate::error::{ApiError, ApiResult, Reason};
 use crate::extract::JsonBody;
-use crate::services::collections::{self as collection_work, StimulationInput, StimulationView};
+use crate::services::donations::{self as donation_work, DonationInput, DonationView};
 use crate::services::donors::{
-    self as work, DeferralInput, DeferralView, DonationInput, DonationView, DonorInput, DonorPatch, DonorView,
-    ListRequest,
+    self as work, DeferralInput, DeferralView, DonorInput, DonorPatch, DonorView, ListRequest,
 };
+use crate::services::stimulations::{self as stimulation_work, StimulationInput, StimulationView};
 use crate::state::AppState;
 use crate::store::donors::DonorFilter;
 
@@ -227,7 +227,7 @@ pub async fn add_donation(
     let actor = caller.actor();
     let input = body.into_inner();
     let created = state
-        .write(move |conn| work::record_donation(conn, &actor, id, input))
+        .write(move |conn| donation_work::record_donation(conn, &actor, id, input))
         .await?;
     Ok(HttpResponse::Created().json(created))
 }
@@ -240,7 +240,7 @@ pub async fn add_donation(
 pub async fn donations(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
     let id = parse_id(&id, "donor")?;
-    let items = state.db(move |conn| work::donations(conn, id)).await?;
+    let items = state.db(move |conn| donation_work::donations(conn, id)).await?;
     Ok(HttpResponse::Ok().json(DonationList {
         items,
         next_cursor: None,
@@ -309,7 +309,7 @@ pub async fn add_stimulation(
     let input = body.into_inner();
     let created = state
         .write(with_policy(move |conn, policy| {
-            collection_work::record_stimulation(conn, &actor, id, input, policy)
+            stimulation_work::record_stimulation(conn, &actor, id, input, policy)
         }))
         .await?;
     Ok(HttpResponse::Created().json(created))
@@ -329,7 +329,7 @@ pub async fn stimulations(
     let id = parse_id(&id, "donor")?;
     let items = state
         .db(with_policy(move |conn, policy| {
-            collection_work::stimulations_of(conn, id, policy)
+            stimulation_work::stimulations_of(conn, id, policy)
         }))
         .await?;
     Ok(HttpResponse::Ok().json(StimulationList {

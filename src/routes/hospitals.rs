@@ -6,14 +6,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::users::ListQuery;
-use super::{decode_cursor, page_limit, paginate, parse_id, utc};
-use crate::accounts;
+use super::{decode_cursor, page_limit, parse_id, utc};
+use crate::accounts::{self, ClientRef};
 use crate::auth::{AuthUser, tokens};
 use crate::error::{ApiError, ApiResult, Validator};
 use crate::extract::JsonBody;
 use crate::state::AppState;
-use crate::store::api_clients::{self, ApiClient};
-use crate::store::hospitals::{self, Hospital};
+use crate::store::api_clients::ApiClient;
+use crate::store::hospitals::Hospital;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -165,10 +165,9 @@ pub async fn list(
     caller.require_admin()?;
     let limit = page_limit(query.limit)?;
     let after = decode_cursor(query.cursor.as_deref())?;
-    let rows = state
-        .db(move |conn| hospitals::list(conn, after, limit + 1).map_err(Into::into))
+    let (rows, next_cursor) = state
+        .db(move |conn| accounts::list_hospitals(conn, after, limit))
         .await?;
-    let (rows, next_cursor) = paginate(rows, limit, |h| h.id);
     Ok(HttpResponse::Ok().json(HospitalList {
         items: rows.into_iter().map(Into::into).collect(),
         next_cursor,
@@ -185,9 +184,7 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
     if !caller.may_access_hospital(id) {
         return Err(ApiError::not_found("hospital"));
     }
-    let hospital = state
-        .db(move |conn| hospitals::find(conn, id)?.ok_or_else(|| ApiError::not_found("hospital")))
-        .await?;
+    let hospital = state.db(move |conn| accounts::hospital(conn, id)).await?;
     Ok(HttpResponse::Ok().json(HospitalResponse::from(hospital)))
 }
 
@@ -247,12 +244,7 @@ pub async fn list_clients(
 ) -> ApiResult<HttpResponse> {
     caller.require_admin()?;
     let hospital_id = parse_id(&id, "hospital")?;
-    let rows = state
-        .db(move |conn| {
-            hospitals::find(conn, hospital_id)?.ok_or_else(|| ApiError::not_found("hospital"))?;
-            api_clients::list_for_hospital(conn, hospital_id).map_err(Into::into)
-        })
-        .await?;
+    let rows = state.db(move |conn| accounts::clients_of(conn, hospital_id)).await?;
     Ok(HttpResponse::Ok().json(ClientList {
         items: rows.into_iter().map(Into::into).collect(),
         next_cursor: None,
@@ -277,22 +269,14 @@ pub async fn revoke_client(
     let (hid, cid) = path.into_inner();
     let hospital_id = parse_id(&hid, "hospital")?;
     // The admin sees the public `gc_…` id; the numeric one works too.
-    let numeric = if cid.starts_with("gc_") {
-        None
+    let client = if cid.starts_with("gc_") {
+        ClientRef::ClientId(cid)
     } else {
-        Some(parse_id(&cid, "client")?)
+        ClientRef::Id(parse_id(&cid, "client")?)
     };
     let actor = caller.actor();
     let client = state
-        .write(move |conn| {
-            let id = match numeric {
-                Some(id) => id,
-                None => crate::store::api_clients::find_by_client_id(conn, &cid)?
-                    .map(|c| c.id)
-                    .ok_or_else(|| ApiError::not_found("client"))?,
-            };
-            accounts::revoke_client(conn, &actor, hospital_id, id)
-        })
+        .write(move |conn| accounts::revoke_client(conn, &actor, hospital_id, client))
         .await?;
     Ok(HttpResponse::Ok().json(ClientResponse::from(client)))
 }

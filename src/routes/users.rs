@@ -5,13 +5,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{decode_cursor, double_option, page_limit, paginate, parse_id, utc};
+use super::{decode_cursor, double_option, page_limit, parse_id, utc};
 use crate::accounts::{self, AccountPatch, NewAccount};
 use crate::auth::{AuthUser, Role, password};
 use crate::error::{ApiError, ApiResult, Validator};
 use crate::extract::JsonBody;
 use crate::state::{AppState, cpu};
-use crate::store::users::{self, User};
+use crate::store::users::User;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -149,10 +149,7 @@ pub async fn list(
     caller.require_admin()?;
     let limit = page_limit(query.limit)?;
     let after = decode_cursor(query.cursor.as_deref())?;
-    let rows = state
-        .db(move |conn| users::list(conn, after, limit + 1).map_err(Into::into))
-        .await?;
-    let (rows, next_cursor) = paginate(rows, limit, |u| u.id);
+    let (rows, next_cursor) = state.db(move |conn| accounts::list_users(conn, after, limit)).await?;
     let items = rows.into_iter().map(UserResponse::try_from).collect::<ApiResult<_>>()?;
     Ok(HttpResponse::Ok().json(UserList { items, next_cursor }))
 }
@@ -165,9 +162,7 @@ pub async fn list(
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_admin()?;
     let id = parse_id(&id, "user")?;
-    let user = state
-        .db(move |conn| users::find(conn, id)?.ok_or_else(|| ApiError::not_found("user")))
-        .await?;
+    let user = state.db(move |conn| accounts::user(conn, id)).await?;
     Ok(HttpResponse::Ok().json(UserResponse::try_from(user)?))
 }
 
@@ -192,10 +187,7 @@ pub async fn update(
     let req = body.into_inner();
     let password_hash = match req.password {
         Some(pw) => {
-            let name = state
-                .db(move |conn| users::find(conn, id)?.ok_or_else(|| ApiError::not_found("user")))
-                .await?
-                .username;
+            let name = state.db(move |conn| accounts::user(conn, id)).await?.username;
             if let Some(m) = password::policy_violation(&pw, &name) {
                 return Err(ApiError::field("password", m));
             }

@@ -1,77 +1,22 @@
-//! Devices, collections (booking, moving, start, completion, abort) and stimulations.
+//! Collections: booking, moving, start, completion and abort.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::donors::{self, booking};
+use super::stimulations::{StimulationView, stimulation_view};
 use super::{from_stored_json, is_past, not_future, reasons, stored, to_json, to_value, utc};
 use crate::domain::policy::Policy;
 use crate::domain::scheduling::{Booking, CollectionStatus, Transition, check_booking, next_status, overlaps};
 use crate::domain::stimulation::{self, normalize_agent};
 use crate::domain::text_enum;
-use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator, unique_as};
+use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::collections::{self as rows, Collection, CollectionData, Stimulation};
 use crate::store::devices::{self, Device};
 use crate::store::donors as donor_rows;
 use crate::store::{self, DbConn};
-
-// ---------------------------------------------------------------------------------------------
-// Devices
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct DeviceView {
-    pub id: i64,
-    pub name: String,
-    /// Inactive devices take no new bookings.
-    pub active: bool,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<Device> for DeviceView {
-    fn from(d: Device) -> Self {
-        Self {
-            id: d.id,
-            name: d.name,
-            active: d.active,
-            created_at: utc(d.created_at),
-            updated_at: utc(d.updated_at),
-        }
-    }
-}
-
-pub fn create_device(conn: &mut DbConn, actor: &Actor, name: &str) -> ApiResult<DeviceView> {
-    let device: DeviceView = devices::insert(conn, name, store::now())
-        .map_err(unique_as(
-            ErrorCode::DeviceNameTaken,
-            format!("a device named {name:?} exists"),
-        ))?
-        .into();
-    audit::append(
-        conn,
-        actor,
-        Change::created("device.create", "device", device.id, to_value(&device)?),
-    )?;
-    Ok(device)
-}
-
-pub fn set_device_active(conn: &mut DbConn, actor: &Actor, id: i64, active: bool) -> ApiResult<DeviceView> {
-    let before: DeviceView = devices::find(conn, id)?
-        .ok_or_else(|| ApiError::not_found("device"))?
-        .into();
-    let after: DeviceView = devices::set_active(conn, id, active, store::now())?.into();
-    audit::append(
-        conn,
-        actor,
-        Change::updated("device.update", "device", id, to_value(&before)?, to_value(&after)?),
-    )?;
-    Ok(after)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Collections
 
 text_enum!(
     /// Donor adverse events during apheresis.
@@ -91,15 +36,6 @@ text_enum!(
         Mild => "mild",
         Moderate => "moderate",
         Severe => "severe",
-    }
-);
-
-text_enum!(
-    /// `ug` (fixed dose), `ug_per_kg`, or `mg`.
-    DoseUnit {
-        Ug => "ug",
-        UgPerKg => "ug_per_kg",
-        Mg => "mg",
     }
 );
 
@@ -160,65 +96,6 @@ pub struct CollectionView {
     pub warnings: Vec<Reason>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct StimulationView {
-    pub id: i64,
-    #[schema(minimum = 1)]
-    pub donor_id: i64,
-    #[schema(minimum = 1)]
-    pub collection_id: Option<i64>,
-    #[schema(pattern = r"^[^\S\x1c-\x1f]*[A-Za-z][A-Za-z0-9_]{1,39}[^\S\x1c-\x1f]*$")]
-    pub agent: String,
-    pub dose: f64,
-    pub dose_unit: DoseUnit,
-    pub administered_at: DateTime<Utc>,
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,998}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub adverse_effects: Option<String>,
-    pub recorded_by: String,
-    pub created_at: DateTime<Utc>,
-    /// Hours from administration to the linked collection's start (negative: after it).
-    pub hours_before_collection_start: Option<f64>,
-    /// `stimulation_too_early`, `stimulation_too_late`, `contraindicated_agent`.
-    pub warnings: Vec<Reason>,
-}
-
-fn warning(w: stimulation::Warning) -> Reason {
-    Reason {
-        code: w.code.to_owned(),
-        message: w.message,
-    }
-}
-
-fn stimulation_view(
-    s: Stimulation,
-    collection_start: Option<DateTime<Utc>>,
-    policy: &Policy,
-) -> ApiResult<StimulationView> {
-    let given = utc(s.administered_at);
-    let warnings = collection_start
-        .and_then(|start| stimulation::window_warning(&s.agent, given, start, policy))
-        .map(warning)
-        .into_iter()
-        .collect();
-    let hours = collection_start.map(|start| start.signed_duration_since(given).num_minutes() as f64 / 60.0);
-    Ok(StimulationView {
-        id: s.id,
-        donor_id: s.donor_id,
-        collection_id: s.collection_id,
-        dose_unit: super::stored_enum("dose unit", &s.dose_unit, DoseUnit::parse)?,
-        agent: s.agent,
-        dose: s.dose,
-        administered_at: given,
-        adverse_effects: s.adverse_effects,
-        recorded_by: s.recorded_by,
-        created_at: utc(s.created_at),
-        hours_before_collection_start: hours,
-        warnings,
-    })
 }
 
 pub fn view(conn: &mut DbConn, c: Collection, policy: &Policy) -> ApiResult<CollectionView> {
@@ -917,135 +794,4 @@ pub fn list(
         .map(|c| view(conn, c, policy))
         .collect::<ApiResult<Vec<_>>>()?;
     Ok((views, next))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Stimulations
-
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"agent": "gcsf", "dose": 480, "dose_unit": "ug", "administered_at": "2026-11-25T20:00:00Z", "collection_id": 42}))]
-pub struct StimulationInput {
-    /// `gcsf`, `dexamethasone`, `prednisone`, … (lower-case identifier).
-    #[schema(pattern = r"^[^\S\x1c-\x1f]*[A-Za-z][A-Za-z0-9_]{1,39}[^\S\x1c-\x1f]*$")]
-    pub agent: String,
-    pub dose: f64,
-    pub dose_unit: DoseUnit,
-    /// When it was given; not in the future.
-    pub administered_at: DateTime<Utc>,
-    /// The collection it prepares; its start is what the window is measured against.
-    #[schema(minimum = 1)]
-    pub collection_id: Option<i64>,
-    /// Side effects reported by the donor, up to 1000 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,998}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub adverse_effects: Option<String>,
-}
-
-const MAX_DOSE: f64 = 100_000.0;
-
-pub fn record_stimulation(
-    conn: &mut DbConn,
-    actor: &Actor,
-    donor_id: i64,
-    input: StimulationInput,
-    policy: &Policy,
-) -> ApiResult<StimulationView> {
-    let now = utc(store::now());
-    let mut v = Validator::new();
-    let agent = normalize_agent(&input.agent).unwrap_or_else(|| {
-        v.push("agent", "must be an agent name such as gcsf or dexamethasone");
-        String::new()
-    });
-    v.check(
-        input.dose.is_finite() && input.dose > 0.0 && input.dose <= MAX_DOSE,
-        "dose",
-        format!("must be greater than 0 and at most {MAX_DOSE}"),
-    );
-    let given = utc(stored(input.administered_at));
-    v.check(is_past(given, now), "administered_at", "must not be in the future");
-    let effects = input
-        .adverse_effects
-        .map(|e| e.trim().to_owned())
-        .filter(|e| !e.is_empty());
-    v.check(
-        effects
-            .as_ref()
-            .is_none_or(|e| e.chars().count() <= 1000 && super::printable(e)),
-        "adverse_effects",
-        "must be at most 1000 characters without control characters",
-    );
-    v.finish()?;
-    let donor = donors::find(conn, donor_id)?;
-    let collection_start = match input.collection_id {
-        None => None,
-        Some(cid) => {
-            // A body that names a missing collection is refused (422): 404 is for the URL's donor.
-            let c = rows::find(conn, cid)?.ok_or_else(|| {
-                ApiError::refused(
-                    ErrorCode::UnknownCollection,
-                    format!("there is no collection {cid}"),
-                    vec![],
-                )
-            })?;
-            if c.donor_id != donor_id {
-                return Err(ApiError::refused(
-                    ErrorCode::CollectionOfOtherDonor,
-                    format!("collection {cid} is for another donor"),
-                    vec![],
-                ));
-            }
-            Some(booking(&c)?.start())
-        }
-    };
-    let row = rows::insert_stimulation(
-        conn,
-        &rows::NewStimulation {
-            donor_id,
-            collection_id: input.collection_id,
-            agent: &agent,
-            dose: input.dose,
-            dose_unit: input.dose_unit.as_str(),
-            administered_at: stored(given),
-            adverse_effects: effects.as_deref(),
-            recorded_by: &actor.name,
-            created_at: stored(now),
-        },
-    )?;
-    let mut created = stimulation_view(row, collection_start, policy)?;
-    let facts = donors::records(conn, std::slice::from_ref(&donor))?
-        .pop()
-        .map(|r| r.facts)
-        .ok_or_else(|| ApiError::not_found("donor"))?;
-    created.warnings.extend(
-        stimulation::contraindication_warnings(&agent, &facts, policy)
-            .into_iter()
-            .map(warning),
-    );
-    let mut snapshot = to_value(&created)?;
-    if let Some(obj) = snapshot.as_object_mut() {
-        obj.remove("warnings");
-        obj.remove("hours_before_collection_start");
-    }
-    audit::append(
-        conn,
-        actor,
-        Change::created("donor.stimulation", "donor", donor_id, snapshot),
-    )?;
-    Ok(created)
-}
-
-pub fn stimulations_of(conn: &mut DbConn, donor_id: i64, policy: &Policy) -> ApiResult<Vec<StimulationView>> {
-    donors::find(conn, donor_id)?;
-    let list = rows::stimulations_of_donor(conn, donor_id)?;
-    let mut out = Vec::with_capacity(list.len());
-    for s in list {
-        let start = match s.collection_id {
-            Some(cid) => Some(booking(&find(conn, cid)?)?.start()),
-            None => None,
-        };
-        out.push(stimulation_view(s, start, policy)?);
-    }
-    Ok(out)
 }

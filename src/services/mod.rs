@@ -2,14 +2,18 @@
 //! rules need, asks `domain/`, writes, and appends its audit rows. Also the resource shapes
 //! (views) the routes return, since the audit trail records the same shapes.
 
+pub mod alerts;
 pub mod allocations;
 pub mod candidates;
 pub mod collections;
 pub mod decisions;
+pub mod devices;
+pub mod donations;
 pub mod donors;
 pub mod patients;
 pub mod policy;
 pub mod requests;
+pub mod stimulations;
 pub mod tasks;
 pub mod trace;
 pub mod units;

@@ -6,7 +6,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::allocations::{AllocationView, CrossmatchView};
-use super::collections::{CollectionView, StimulationView};
+use super::collections::CollectionView;
+use super::stimulations::StimulationView;
 use super::units::UnitView;
 use super::{stored, utc};
 use crate::domain::policy::Policy;
