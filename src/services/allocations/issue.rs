@@ -1,4 +1,4 @@
-//! Issue of an allocated unit (the final checks at the bedside scan) and its return.
+//! Issue of an allocated unit (the final checks when the bag is scanned) and its return.
 
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -6,9 +6,10 @@ use utoipa::ToSchema;
 use super::assess::{ForRequest, assess};
 use super::{AllocationView, as_reason, begin, clean_reason, move_unit, save, view};
 use crate::domain::compatibility::{self, Severity, Stage};
+use crate::domain::issue::{IssuedUnit, issue_gate};
 use crate::domain::policy::Policy;
 use crate::domain::requests::AllocationAction;
-use crate::domain::units::{self as unit_rules, UnitAction, UnitStatus};
+use crate::domain::units::{UnitAction, UnitStatus};
 use crate::error::{ApiError, ApiResult, Reason};
 use crate::services::{decisions, requests, units};
 use crate::services::{stored, utc};
@@ -46,31 +47,21 @@ pub fn issue(
     let scanned = input.scanned_din.as_str();
     let (a, to, u) = begin(conn, id, AllocationAction::Issue, None)?;
     let r = requests::find(conn, a.request_id, None)?;
-    let mut refusals: Vec<Reason> = Vec::new();
-    match units::parse_din_reference(scanned) {
-        Ok(din) if din.as_text() == u.din => {}
-        Ok(din) => refusals.push(Reason {
-            code: "din_mismatch".to_owned(),
-            message: format!("scanned {} but the allocation is for {}", din.as_text(), u.din),
-        }),
-        Err(e) => refusals.push(Reason {
-            code: e.code().to_owned(),
-            message: format!("the scan is not a valid DIN: {}", e.problem().detail),
-        }),
-    }
-    // The unit must still be held for this allocation: a storage excursion or a positive result
-    // since allocation quarantines it (expiry is reported by the assessment below).
-    let unit_status = unit_rules::effective_status(units::status_of_unit(&u)?, utc(u.expires_at), now);
-    if !matches!(unit_status, UnitStatus::Allocated | UnitStatus::Expired) {
-        refusals.push(Reason {
-            code: format!("unit_{unit_status}"),
-            message: format!(
-                "unit {} is {unit_status}{}",
-                u.din,
-                u.status_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
-            ),
-        });
-    }
+    // The scan must name the allocated unit, still held for this allocation (a storage
+    // excursion or a positive result since allocation quarantines it).
+    let unit = IssuedUnit {
+        din: &u.din,
+        status: units::status_of_unit(&u)?,
+        status_reason: u.status_reason.as_deref(),
+        expires_at: utc(u.expires_at),
+    };
+    let mut refusals: Vec<Reason> = issue_gate(scanned, unit, now)
+        .iter()
+        .map(|r| Reason {
+            code: r.code().to_owned(),
+            message: r.message(),
+        })
+        .collect();
     let request = ForRequest::of(conn, &r, u.id)?;
     let a_now = assess(conn, &u, r.patient_id, &request, now, Stage::Issue, policy)?;
     refusals.extend(a_now.of_tier(Severity::Block).into_iter().map(as_reason));

@@ -92,17 +92,7 @@ fn isbt_refusal(e: isbt128::IsbtError) -> ApiError {
 /// A DIN as people and scanners give it: 13 characters, 14 with the check character, or the
 /// scanned `=` data structure with flags.
 pub fn parse_din_reference(raw: &str) -> ApiResult<Din> {
-    let text = raw.trim().to_ascii_uppercase();
-    let parsed = match text.len() {
-        13 => Din::parse(&text),
-        14 => Din::parse_keyed(&text),
-        16 if text.starts_with('=') => isbt128::decode(&text).and_then(|elements| match elements.first() {
-            Some(isbt128::Element::Din { din, .. }) => Din::parse(din),
-            _ => Din::parse(""),
-        }),
-        _ => Din::parse(&text),
-    };
-    parsed.map_err(isbt_refusal)
+    Din::parse_reference(raw).map_err(isbt_refusal)
 }
 
 /// The unit; a hospital account (`scope`) sees only units issued to one of its requests.
