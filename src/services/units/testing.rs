@@ -8,10 +8,16 @@ use utoipa::ToSchema;
 use super::view::{Physician, UnitRecord, UnitView, record, view};
 use super::{ReleaseKind, begin, find, raise, save, status_of};
 use crate::domain::policy::{Policy, is_marker_name};
-use crate::domain::units::{self as rules, ReleaseRequest, TestResult, UnitAction, UnitStatus};
+use crate::domain::requests::AllocationStatus;
+use crate::domain::units::{
+    self as rules, ReactiveAlert, ReactiveDecision, ReactiveResultFacts, ReleaseRequest, TestResult, UnitAction,
+    UnitStatus,
+};
 use crate::error::{ApiError, ApiResult, Validator};
-use crate::services::{from_stored_json, is_past, stored, to_value, utc};
+use crate::services::{from_stored_json, is_past, stored, stored_enum, to_value, utc};
+use crate::store::allocations::Allocation;
 use crate::store::audit::{self, Actor, Change};
+use crate::store::patients::Patient;
 use crate::store::units::{self as rows, Unit, UnitData};
 use crate::store::{self, DbConn};
 
@@ -59,14 +65,36 @@ pub fn record_test(
     if input.result != TestResult::Positive {
         return save(conn, actor, "unit.test", u, data, now);
     }
-    if let Ok(to) = rules::transition(status_of(&u)?, UnitAction::Quarantine, utc(u.expires_at), now) {
+    let reached = reached(conn, &u)?;
+    let decision = rules::reactive_result(
+        ReactiveResultFacts {
+            status: status_of(&u)?,
+            expires_at: utc(u.expires_at),
+            released: u.release_kind.is_some(),
+            emergency: facts.emergency.is_some(),
+            patient_reached: reached.iter().any(|r| r.patient.is_some()),
+            unit_reached: reached.iter().any(|r| r.allocation.unit_id == u.id),
+        },
+        now,
+    );
+    if let Some(to) = decision.status {
         data.status = to.as_str().to_owned();
     }
-    if status_of(&u)? == UnitStatus::Quarantined || data.status == UnitStatus::Quarantined.as_str() {
+    if decision.discard_only {
         data.status_reason = Some(format!("{marker} reactive: the unit can only be discarded"));
     }
     save(conn, actor, "unit.test", u.clone(), data, now)?;
-    reactive_result(conn, actor, &u, &marker, facts.emergency.as_ref(), now, policy)?;
+    reactive_result(
+        conn,
+        actor,
+        &u,
+        &marker,
+        facts.emergency.as_ref(),
+        &reached,
+        decision,
+        now,
+        policy,
+    )?;
     // The donor's deferral and other units changed: show the unit as it now stands.
     let fresh = rows::find(conn, u.id)?.ok_or_else(|| ApiError::not_found("unit"))?;
     view(conn, fresh, now)
@@ -105,17 +133,59 @@ fn follow_up(conn: &mut DbConn, actor: &Actor, u: &Unit, facts: &UnitRecord) -> 
     Ok(())
 }
 
-/// Everything a reactive result on `u` sets off beyond the unit itself (see [`record_test`]).
+/// An allocation of one of the donor's units (or of this unit, without a donor) that reached a
+/// patient, with the unit's DIN and the patient when their record is found.
+struct Reached {
+    allocation: Allocation,
+    din: String,
+    patient: Option<Patient>,
+}
+
+/// Look-forward: every allocation of the donor's units that reached a patient.
+fn reached(conn: &mut DbConn, u: &Unit) -> ApiResult<Vec<Reached>> {
+    let units = match u.donor_id {
+        Some(donor_id) => rows::of_donor(conn, donor_id)?,
+        None => vec![u.clone()],
+    };
+    let ids: Vec<i64> = units.iter().map(|x| x.id).collect();
+    let mut out = Vec::new();
+    for a in crate::store::allocations::of_units(conn, &ids)? {
+        let status = stored_enum("allocation status", &a.status, AllocationStatus::parse)?;
+        if !rules::reached_patient(status, a.issued_at.is_some()) {
+            continue;
+        }
+        let din = units
+            .iter()
+            .find(|x| x.id == a.unit_id)
+            .map(|x| x.din.clone())
+            .unwrap_or_default();
+        let patient = match crate::store::requests::find(conn, a.request_id)? {
+            Some(r) => crate::store::patients::find(conn, r.patient_id)?,
+            None => None,
+        };
+        out.push(Reached {
+            allocation: a,
+            din,
+            patient,
+        });
+    }
+    Ok(out)
+}
+
+/// Everything a reactive result on `u` sets off beyond the unit itself (see [`record_test`]),
+/// as `decision` says.
+#[expect(clippy::too_many_arguments)]
 fn reactive_result(
     conn: &mut DbConn,
     actor: &Actor,
     u: &Unit,
     marker: &str,
     emergency: Option<&rows::EmergencyRelease>,
+    reached: &[Reached],
+    decision: ReactiveDecision,
     now: DateTime<Utc>,
     policy: &Policy,
 ) -> ApiResult<()> {
-    let mut affected_units: Vec<Unit> = vec![u.clone()];
     let mut quarantined_units: Vec<String> = Vec::new();
     if let Some(donor_id) = u.donor_id {
         crate::services::donors::defer_for_reactive_result(
@@ -141,27 +211,12 @@ fn reactive_result(
                 quarantined_units.push(other.din.clone());
             }
         }
-        affected_units = rows::of_donor(conn, donor_id)?;
     }
-    // Look-forward: every allocation of these units that reached a patient.
-    let ids: Vec<i64> = affected_units.iter().map(|x| x.id).collect();
     let mut recipients = Vec::new();
     let mut names = Vec::new();
-    for a in crate::store::allocations::of_units(conn, &ids)? {
-        if a.issued_at.is_none() || !matches!(a.status.as_str(), "issued" | "transfused" | "returned") {
-            continue;
-        }
-        let din = affected_units
-            .iter()
-            .find(|x| x.id == a.unit_id)
-            .map(|x| x.din.clone())
-            .unwrap_or_default();
-        let r = crate::store::requests::find(conn, a.request_id)?;
-        let p = match &r {
-            Some(r) => crate::store::patients::find(conn, r.patient_id)?,
-            None => None,
-        };
-        if let Some(p) = &p {
+    for r in reached {
+        let (a, din, p) = (&r.allocation, &r.din, &r.patient);
+        if let Some(p) = p {
             names.push(format!(
                 "allocation {} ({}, unit {din}) for patient {} (MRN {}) of hospital {}",
                 a.id, a.status, p.id, p.mrn, p.hospital_id
@@ -195,9 +250,7 @@ fn reactive_result(
     }
     // An emergency release whose unit has not reached anyone still needs following: the unit is
     // bound to its request, which must not receive it.
-    if let Some(e) = emergency
-        && !recipients.iter().any(|r| r["unit_id"] == u.id)
-    {
+    if let Some(e) = emergency.filter(|_| decision.unreached_emergency_look_forward) {
         crate::services::tasks::create(
             conn,
             actor,
@@ -216,7 +269,6 @@ fn reactive_result(
             },
         )?;
     }
-    let released = u.release_kind.is_some();
     // This unit's own latest allocation and recipient, first: who to call.
     let own = recipients
         .iter()
@@ -242,7 +294,7 @@ fn reactive_result(
         ),
         None => String::new(),
     };
-    if released || !names.is_empty() {
+    if decision.alert == ReactiveAlert::PositiveAfterRelease {
         let whom = if names.is_empty() {
             "; no allocation of the donor's units reached a patient".to_owned()
         } else {
