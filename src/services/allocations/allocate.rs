@@ -22,21 +22,8 @@ use crate::store::{self, DbConn, units as unit_rows};
 /// (`FOR UPDATE SKIP LOCKED`) instead of waited for; on both, the status change is guarded
 /// (`WHERE status = 'available'`), so exactly one claimant wins.
 fn claim(conn: &mut DbConn, u: &Unit, now: DateTime<Utc>) -> ApiResult<()> {
-    if let DbConn::Postgres(pg) = conn {
-        use diesel::RunQueryDsl as _;
-        #[derive(diesel::QueryableByName)]
-        struct Locked {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            #[expect(dead_code)]
-            id: i64,
-        }
-        let locked: Vec<Locked> =
-            diesel::sql_query("SELECT id FROM units WHERE id = $1 AND status = 'available' FOR UPDATE SKIP LOCKED")
-                .bind::<diesel::sql_types::BigInt, _>(u.id)
-                .load(pg)?;
-        if locked.is_empty() {
-            return Err(unit_not_available(&u.din, "another allocation holds or is taking it"));
-        }
+    if !unit_rows::lock_available_unless_contended(conn, u.id)? {
+        return Err(unit_not_available(&u.din, "another allocation holds or is taking it"));
     }
     if !unit_rows::claim_available(conn, u.id, stored(now))? {
         return Err(unit_not_available(&u.din, "it is no longer available"));
