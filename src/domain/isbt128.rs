@@ -125,6 +125,20 @@ impl Din {
         Ok(parsed)
     }
 
+    /// A DIN as people and scanners give it: 13 characters, 14 with the check character, or
+    /// the scanned `=` data structure with flags.
+    pub fn parse_reference(raw: &str) -> Result<Self, IsbtError> {
+        let text = raw.trim().to_ascii_uppercase();
+        match text.len() {
+            14 => Self::parse_keyed(&text),
+            16 if text.starts_with('=') => decode(&text).and_then(|elements| match elements.first() {
+                Some(Element::Din { din, .. }) => Self::parse(din),
+                _ => Self::parse(""),
+            }),
+            _ => Self::parse(&text),
+        }
+    }
+
     pub fn as_text(&self) -> String {
         format!("{}{:02}{:06}", self.fin, self.year, self.sequence)
     }

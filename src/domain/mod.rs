@@ -9,6 +9,7 @@ pub mod compatibility;
 pub mod eligibility;
 pub mod group;
 pub mod isbt128;
+pub mod issue;
 pub mod matching;
 pub mod policy;
 pub mod recipient;

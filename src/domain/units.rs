@@ -9,6 +9,7 @@ use super::text_enum;
 use crate::domain::blood::{Abo, Rhd, UnitRhd};
 use crate::domain::eligibility::Reason;
 use crate::domain::policy::{Policy, PooledExpiry};
+use crate::domain::requests::AllocationStatus;
 
 text_enum!(
     UnitStatus {
@@ -444,6 +445,73 @@ pub fn irradiation_dose_problem(dose_gy: f64, policy: &Policy) -> Option<Reason>
 /// True when a storage reading is inside the policy range (both ends inclusive).
 pub fn temperature_ok(celsius: f64, policy: &Policy) -> bool {
     celsius.is_finite() && celsius >= policy.unit.storage_temp_min_c && celsius <= policy.unit.storage_temp_max_c
+}
+
+/// An allocation reached a patient: it was issued and not cancelled (a returned unit went out).
+pub fn reached_patient(status: AllocationStatus, issued: bool) -> bool {
+    issued
+        && match status {
+            AllocationStatus::Issued | AllocationStatus::Transfused | AllocationStatus::Returned => true,
+            AllocationStatus::Allocated | AllocationStatus::Cancelled => false,
+        }
+}
+
+/// What is known when a reactive (positive) result is recorded on a unit.
+#[derive(Debug, Clone, Copy)]
+pub struct ReactiveResultFacts {
+    /// As stored.
+    pub status: UnitStatus,
+    pub expires_at: DateTime<Utc>,
+    /// It was released, tested or in an emergency.
+    pub released: bool,
+    /// An emergency release binds it to a request.
+    pub emergency: bool,
+    /// An allocation of one of the donor's units (this one included) reached a patient whose
+    /// record is found: the look-forward names them.
+    pub patient_reached: bool,
+    /// An allocation of this unit itself reached a patient.
+    pub unit_reached: bool,
+}
+
+/// The alert a reactive result raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReactiveAlert {
+    /// `unit.positive_result_after_release`: the unit was released, or one of its donor's units
+    /// reached a patient.
+    PositiveAfterRelease,
+    /// `unit.quarantined`: the unit never left quarantine and nothing of its donor's reached
+    /// anyone.
+    Quarantined,
+}
+
+/// What a reactive result does beyond being recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReactiveDecision {
+    /// The unit's new status, when the result moves it (into quarantine).
+    pub status: Option<UnitStatus>,
+    /// The unit is held in quarantine for good: only a discard remains.
+    pub discard_only: bool,
+    /// An emergency-released unit that reached no one: a look-forward task makes sure it is not
+    /// given.
+    pub unreached_emergency_look_forward: bool,
+    pub alert: ReactiveAlert,
+}
+
+/// The decision on a reactive result (the donor's deferral and their other units follow in any
+/// case). A unit in the bank is quarantined; one already issued or transfused keeps its status,
+/// and the alert asks to look forward.
+pub fn reactive_result(facts: ReactiveResultFacts, now: DateTime<Utc>) -> ReactiveDecision {
+    let status = transition(facts.status, UnitAction::Quarantine, facts.expires_at, now).ok();
+    ReactiveDecision {
+        status,
+        discard_only: facts.status == UnitStatus::Quarantined || status == Some(UnitStatus::Quarantined),
+        unreached_emergency_look_forward: facts.emergency && !facts.unit_reached,
+        alert: if facts.released || facts.patient_reached {
+            ReactiveAlert::PositiveAfterRelease
+        } else {
+            ReactiveAlert::Quarantined
+        },
+    }
 }
 
 #[cfg(test)]
@@ -1114,6 +1182,177 @@ mod tests {
             prop_assert_eq!(irradiation_dose_problem(x, &p).is_none(), x.is_finite() && lo <= x && x <= hi);
             let (lo, hi) = (p.unit.storage_temp_min_c, p.unit.storage_temp_max_c);
             prop_assert_eq!(temperature_ok(x, &p), x.is_finite() && lo <= x && x <= hi);
+        }
+    }
+
+    #[test]
+    fn an_allocation_reached_a_patient_once_issued_and_not_cancelled() {
+        use AllocationStatus::*;
+        let cases = [
+            (Allocated, false, false),
+            (Cancelled, false, false),
+            (Issued, true, true),
+            (Transfused, true, true),
+            (Returned, true, true),
+            // An issue time is what says it left the bank.
+            (Issued, false, false),
+            (Returned, false, false),
+            (Cancelled, true, false),
+            (Allocated, true, false),
+        ];
+        for (status, issued, expected) in cases {
+            assert_eq!(reached_patient(status, issued), expected, "{status} issued={issued}");
+        }
+    }
+
+    #[test]
+    fn a_reactive_result_holds_a_unit_in_the_bank_and_looks_forward_after_release() {
+        let now = DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let facts = |status, expires_in: i64, released, emergency, patient_reached, unit_reached| ReactiveResultFacts {
+            status,
+            expires_at: now + TimeDelta::hours(expires_in),
+            released,
+            emergency,
+            patient_reached,
+            unit_reached,
+        };
+        use ReactiveAlert::{PositiveAfterRelease as AfterRelease, Quarantined as Held};
+        use UnitStatus::*;
+        // (facts, new status, discard only, emergency look-forward, alert)
+        let cases = [
+            // Never released: held where it is, quarantined alert.
+            (
+                facts(Quarantined, 4, false, false, false, false),
+                None,
+                true,
+                false,
+                Held,
+            ),
+            (
+                facts(Quarantined, -1, false, false, false, false),
+                None,
+                true,
+                false,
+                Held,
+            ),
+            // Another unit of the donor reached a patient: look forward even so.
+            (
+                facts(Quarantined, 4, false, false, true, false),
+                None,
+                true,
+                false,
+                AfterRelease,
+            ),
+            // Released, in stock or allocated: back into quarantine for good.
+            (
+                facts(Available, 4, true, false, false, false),
+                Some(Quarantined),
+                true,
+                false,
+                AfterRelease,
+            ),
+            (
+                facts(Allocated, 4, true, false, false, false),
+                Some(Quarantined),
+                true,
+                false,
+                AfterRelease,
+            ),
+            (
+                facts(Allocated, 4, true, true, false, false),
+                Some(Quarantined),
+                true,
+                true,
+                AfterRelease,
+            ),
+            // Past its expiry it stays as stored (the sweep expires it).
+            (
+                facts(Available, -1, true, false, false, false),
+                None,
+                false,
+                false,
+                AfterRelease,
+            ),
+            (
+                facts(Allocated, -1, true, true, false, false),
+                None,
+                false,
+                true,
+                AfterRelease,
+            ),
+            // Gone out: nothing to hold; the alert names who received it.
+            (
+                facts(Issued, 4, true, false, true, true),
+                None,
+                false,
+                false,
+                AfterRelease,
+            ),
+            (
+                facts(Issued, 4, true, true, true, true),
+                None,
+                false,
+                false,
+                AfterRelease,
+            ),
+            // Issued in an emergency, the patient's record not found: still reached.
+            (
+                facts(Issued, 4, true, true, false, true),
+                None,
+                false,
+                false,
+                AfterRelease,
+            ),
+            (
+                facts(Transfused, 4, true, false, true, true),
+                None,
+                false,
+                false,
+                AfterRelease,
+            ),
+            // Returned and awaiting inspection: already held.
+            (
+                facts(Quarantined, 4, true, false, true, true),
+                None,
+                true,
+                false,
+                AfterRelease,
+            ),
+            (
+                facts(Expired, -1, true, false, false, false),
+                None,
+                false,
+                false,
+                AfterRelease,
+            ),
+            (
+                facts(Discarded, 4, true, false, false, false),
+                None,
+                false,
+                false,
+                AfterRelease,
+            ),
+            (
+                facts(Discarded, 4, false, false, false, false),
+                None,
+                false,
+                false,
+                Held,
+            ),
+        ];
+        for (facts, status, discard_only, look_forward, alert) in cases {
+            assert_eq!(
+                reactive_result(facts, now),
+                ReactiveDecision {
+                    status,
+                    discard_only,
+                    unreached_emergency_look_forward: look_forward,
+                    alert,
+                },
+                "{facts:?}"
+            );
         }
     }
 }

@@ -160,6 +160,27 @@ pub fn lock(conn: &mut DbConn, id: i64) -> QueryResult<bool> {
     Ok(n == 1)
 }
 
+/// Locks an available unit for a claim without waiting for another claimant: false when the
+/// unit is not available or another transaction holds it. PostgreSQL uses `FOR UPDATE SKIP
+/// LOCKED`; SQLite has no row locks (`write_tx` takes the writer lock up front), so there it is
+/// always true and [`claim_available`] decides.
+pub fn lock_available_unless_contended(conn: &mut DbConn, id: i64) -> QueryResult<bool> {
+    let DbConn::Postgres(pg) = conn else {
+        return Ok(true);
+    };
+    #[derive(QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        #[expect(dead_code)]
+        id: i64,
+    }
+    let locked: Vec<Locked> =
+        diesel::sql_query("SELECT id FROM units WHERE id = $1 AND status = 'available' FOR UPDATE SKIP LOCKED")
+            .bind::<diesel::sql_types::BigInt, _>(id)
+            .load(pg)?;
+    Ok(!locked.is_empty())
+}
+
 /// The guarded claim: `available` and unexpired → `allocated`, or nothing (false).
 pub fn claim_available(conn: &mut DbConn, id: i64, now: NaiveDateTime) -> QueryResult<bool> {
     let n = diesel::update(
