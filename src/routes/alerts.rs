@@ -158,8 +158,8 @@ pub struct AlertQuery {
 /// follow new alerts and their changes as they happen, use the stream, whose cursor follows
 /// commit order.
 #[utoipa::path(
-    get, path = "/api/v1/alerts", tag = "alerts", security(("bearer" = [])), params(AlertQuery),
-    responses((status = 200, body = AlertList))
+    get, path = "/api/v1/alerts", operation_id = "list_alerts", tag = "alerts", security(("bearer" = [])), params(AlertQuery),
+    responses((status = 200, description = "a page of alerts", body = AlertList))
 )]
 pub async fn list(
     state: web::Data<AppState>,
@@ -195,7 +195,7 @@ pub async fn list(
     post, path = "/api/v1/alerts/{id}/ack", tag = "alerts", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)),
     responses(
-        (status = 200, body = AlertView),
+        (status = 200, description = "the alert, acknowledged", body = AlertView),
         (status = 409, description = "`already_acknowledged`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -223,7 +223,7 @@ pub struct AlertEventQuery {
 #[utoipa::path(
     get, path = "/api/v1/alerts/{id}/events", tag = "alerts", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1), AlertEventQuery),
-    responses((status = 200, body = AlertChangeList))
+    responses((status = 200, description = "the alert's changes, oldest first", body = AlertChangeList))
 )]
 pub async fn events(
     state: web::Data<AppState>,
@@ -267,7 +267,7 @@ pub struct JobList {
 /// Background jobs and how they last ran.
 #[utoipa::path(
     get, path = "/api/v1/jobs", tag = "alerts", security(("bearer" = [])),
-    responses((status = 200, body = JobList))
+    responses((status = 200, description = "the background jobs and their last runs", body = JobList))
 )]
 pub async fn jobs(state: web::Data<AppState>, caller: AuthUser) -> ApiResult<HttpResponse> {
     caller.require_staff()?;

@@ -51,8 +51,8 @@ const TRANSITION: &str = "`invalid_transition`, `unit_expired`";
 
 /// One allocation (hospital accounts: their own).
 #[utoipa::path(
-    get, path = "/api/v1/allocations/{id}", tag = "allocations", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = AllocationView))
+    get, path = "/api/v1/allocations/{id}", operation_id = "get_allocation", tag = "allocations", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, description = "the allocation", body = AllocationView))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
@@ -67,7 +67,7 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
     post, path = "/api/v1/allocations/{id}/issue", tag = "allocations", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = IssueInput,
     responses(
-        (status = 200, body = AllocationView),
+        (status = 200, description = "the allocation, issued", body = AllocationView),
         (status = 409, description = TRANSITION, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "`issue_refused` with a reason per failing check (every rule of allocation is applied again); `acknowledgement_required` / `authorisation_required` for findings that appeared since allocation", body = crate::error::Problem, content_type = "application/problem+json"),
     )
@@ -95,7 +95,7 @@ pub async fn issue(
     post, path = "/api/v1/allocations/{id}/return", tag = "allocations", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = EndRequest,
     responses(
-        (status = 200, body = AllocationView),
+        (status = 200, description = "the allocation, returned", body = AllocationView),
         (status = 409, description = TRANSITION, body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -118,10 +118,10 @@ pub async fn return_unit(
 
 /// Cancel an allocation not yet issued; the unit goes back to the bank.
 #[utoipa::path(
-    post, path = "/api/v1/allocations/{id}/cancel", tag = "allocations", security(("bearer" = [])),
+    post, path = "/api/v1/allocations/{id}/cancel", operation_id = "cancel_allocation", tag = "allocations", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = EndRequest,
     responses(
-        (status = 200, body = AllocationView),
+        (status = 200, description = "the allocation, cancelled", body = AllocationView),
         (status = 409, description = TRANSITION, body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -144,7 +144,7 @@ pub async fn cancel(
     post, path = "/api/v1/allocations/{id}/transfusion", tag = "allocations", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = TransfusionInput,
     responses(
-        (status = 200, body = AllocationView),
+        (status = 200, description = "the allocation with its transfusion outcome", body = AllocationView),
         (status = 409, description = TRANSITION, body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -170,7 +170,7 @@ pub async fn transfusion(
 #[utoipa::path(
     post, path = "/api/v1/crossmatches", tag = "allocations", security(("bearer" = [])), request_body = CrossmatchInput,
     responses(
-        (status = 201, body = CrossmatchView),
+        (status = 201, description = "the crossmatch recorded", body = CrossmatchView),
         (status = 422, description = "`electronic_crossmatch_not_allowed` with reasons `group_unconfirmed`, `antibodies_recorded`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -193,7 +193,7 @@ pub async fn crossmatch(
 #[utoipa::path(
     get, path = "/api/v1/compatibility", tag = "allocations", security(("bearer" = [])), params(CompatibilityQuery),
     responses(
-        (status = 200, body = CompatibilityView),
+        (status = 200, description = "the verdict with every finding", body = CompatibilityView),
         (status = 422, description = "`request_of_another_patient`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -231,7 +231,7 @@ pub struct ExceptionQuery {
 /// authorised them by phone, and their medical director's sign-off.
 #[utoipa::path(
     get, path = "/api/v1/reports/exceptions", tag = "allocations", security(("bearer" = [])), params(ExceptionQuery),
-    responses((status = 200, body = ExceptionList))
+    responses((status = 200, description = "the allocations accepted over authorise-tier findings", body = ExceptionList))
 )]
 pub async fn exceptions(
     state: web::Data<AppState>,
@@ -264,7 +264,7 @@ pub struct SignOffRequest {
     post, path = "/api/v1/allocations/{id}/sign-off", tag = "allocations", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = SignOffRequest,
     responses(
-        (status = 200, body = AllocationView),
+        (status = 200, description = "the allocation, signed off", body = AllocationView),
         (status = 409, description = "`nothing_to_sign_off`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -300,7 +300,7 @@ pub struct ResolveRequest {
     post, path = "/api/v1/crossmatches/{id}/resolve", tag = "allocations", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = ResolveRequest,
     responses(
-        (status = 200, body = CrossmatchView),
+        (status = 200, description = "the crossmatch, resolved", body = CrossmatchView),
         (status = 409, description = "`crossmatch_not_incompatible`, `already_resolved`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -346,7 +346,7 @@ pub struct CrossmatchList {
 /// Crossmatches of a unit and/or of a patient's samples, oldest first, with their resolutions.
 #[utoipa::path(
     get, path = "/api/v1/crossmatches", tag = "allocations", security(("bearer" = [])), params(CrossmatchQuery),
-    responses((status = 200, body = CrossmatchList))
+    responses((status = 200, description = "the matching crossmatches, oldest first", body = CrossmatchList))
 )]
 pub async fn crossmatches(
     state: web::Data<AppState>,

@@ -84,8 +84,8 @@ impl From<AuditRow> for AuditEntry {
 
 /// Read the audit trail, optionally for one entity.
 #[utoipa::path(
-    get, path = "/api/v1/audit", tag = "audit", security(("bearer" = [])), params(AuditQuery),
-    responses((status = 200, body = AuditList))
+    get, path = "/api/v1/audit", operation_id = "list_audit", tag = "audit", security(("bearer" = [])), params(AuditQuery),
+    responses((status = 200, description = "a page of audit entries", body = AuditList))
 )]
 pub async fn list(
     state: web::Data<AppState>,

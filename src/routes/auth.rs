@@ -124,7 +124,7 @@ fn token_response(issued: Issued, user: &users::User) -> ApiResult<TokenResponse
 #[utoipa::path(
     post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
-        (status = 200, body = TokenResponse),
+        (status = 200, description = "signed in: an access and a refresh token", body = TokenResponse),
         (status = 401, description = "`invalid_credentials`, `account_inactive`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "too many failures for this username or address", body = crate::error::Problem, content_type = "application/problem+json"),
     )
@@ -175,7 +175,7 @@ pub async fn login(
 #[utoipa::path(
     post, path = "/api/v1/auth/token", tag = "auth", request_body = ClientTokenRequest,
     responses(
-        (status = 200, body = ClientTokenResponse),
+        (status = 200, description = "an access token scoped to the client's hospital", body = ClientTokenResponse),
         (status = 401, description = "`invalid_client`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "too many failures for this client or address", body = crate::error::Problem, content_type = "application/problem+json"),
     )
@@ -222,7 +222,7 @@ pub async fn client_token(
 #[utoipa::path(
     post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses(
-        (status = 200, body = TokenResponse),
+        (status = 200, description = "a new access and refresh token pair", body = TokenResponse),
         (status = 401, description = "`invalid_refresh_token`, `refresh_token_reused`, `refresh_token_expired`, `session_revoked`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -258,7 +258,7 @@ pub async fn logout(state: web::Data<AppState>, user: AuthUser) -> ApiResult<Htt
 }
 
 /// The caller's account.
-#[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("bearer" = [])), responses((status = 200, body = MeResponse)))]
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("bearer" = [])), responses((status = 200, description = "the caller's account", body = MeResponse)))]
 pub async fn me(user: AuthUser) -> HttpResponse {
     let (kind, id) = match user.principal {
         Principal::User(id) => ("user", id),

@@ -50,9 +50,9 @@ const REFUSALS: &str = "`donor_ineligible` (reasons: every failing eligibility r
 /// Book a collection for a donor on a device. The donor is checked at the scheduled start
 /// (which may be in the past, for procedures recorded afterwards).
 #[utoipa::path(
-    post, path = "/api/v1/collections", tag = "collections", security(("bearer" = [])), request_body = ScheduleInput,
+    post, path = "/api/v1/collections", operation_id = "create_collection", tag = "collections", security(("bearer" = [])), request_body = ScheduleInput,
     responses(
-        (status = 201, body = CollectionView),
+        (status = 201, description = "the collection booked", body = CollectionView),
         (status = 422, description = REFUSALS, body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -74,8 +74,8 @@ pub async fn create(
 
 /// List collections, oldest booking first.
 #[utoipa::path(
-    get, path = "/api/v1/collections", tag = "collections", security(("bearer" = [])), params(CollectionQuery),
-    responses((status = 200, body = CollectionList))
+    get, path = "/api/v1/collections", operation_id = "list_collections", tag = "collections", security(("bearer" = [])), params(CollectionQuery),
+    responses((status = 200, description = "a page of collections", body = CollectionList))
 )]
 pub async fn list(
     state: web::Data<AppState>,
@@ -103,8 +103,8 @@ pub async fn list(
 
 /// One collection with its stimulations and their window warnings.
 #[utoipa::path(
-    get, path = "/api/v1/collections/{id}", tag = "collections", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = CollectionView))
+    get, path = "/api/v1/collections/{id}", operation_id = "get_collection", tag = "collections", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, description = "the collection", body = CollectionView))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
@@ -118,10 +118,10 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
 /// Move a scheduled collection (time, device, length); the donor and device are checked again
 /// and the stimulations' windows re-evaluated (`warnings`).
 #[utoipa::path(
-    patch, path = "/api/v1/collections/{id}", tag = "collections", security(("bearer" = [])),
+    patch, path = "/api/v1/collections/{id}", operation_id = "update_collection", tag = "collections", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = RescheduleInput,
     responses(
-        (status = 200, body = CollectionView),
+        (status = 200, description = "the collection, moved", body = CollectionView),
         (status = 409, description = "`invalid_transition`: not scheduled any more", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = REFUSALS, body = crate::error::Problem, content_type = "application/problem+json"),
     )
@@ -149,7 +149,7 @@ pub async fn update(
     post, path = "/api/v1/collections/{id}/start", tag = "collections", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = StartInput,
     responses(
-        (status = 200, body = CollectionView),
+        (status = 200, description = "the collection, started", body = CollectionView),
         (status = 409, description = "`invalid_transition`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = REFUSALS, body = crate::error::Problem, content_type = "application/problem+json"),
     )
@@ -175,10 +175,10 @@ pub async fn start(
 /// Complete the procedure with its data (HES volume and red cells lost count in the donor's
 /// exposure; recorded once) and any donor adverse events.
 #[utoipa::path(
-    post, path = "/api/v1/collections/{id}/complete", tag = "collections", security(("bearer" = [])),
+    post, path = "/api/v1/collections/{id}/complete", operation_id = "complete_collection", tag = "collections", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = CompleteInput,
     responses(
-        (status = 200, body = CollectionView),
+        (status = 200, description = "the collection, completed", body = CollectionView),
         (status = 409, description = "`invalid_transition`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -206,7 +206,7 @@ pub async fn complete(
     post, path = "/api/v1/collections/{id}/abort", tag = "collections", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = AbortInput,
     responses(
-        (status = 200, body = CollectionView),
+        (status = 200, description = "the collection, cancelled or stopped", body = CollectionView),
         (status = 409, description = "`invalid_transition`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]

@@ -40,9 +40,9 @@ pub struct DeviceList {
 
 /// Register an apheresis device.
 #[utoipa::path(
-    post, path = "/api/v1/devices", tag = "collections", security(("bearer" = [])), request_body = CreateDeviceRequest,
+    post, path = "/api/v1/devices", operation_id = "create_device", tag = "collections", security(("bearer" = [])), request_body = CreateDeviceRequest,
     responses(
-        (status = 201, body = DeviceView),
+        (status = 201, description = "the device registered", body = DeviceView),
         (status = 409, description = "`device_name_taken`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -65,8 +65,8 @@ pub async fn create(
 
 /// List devices.
 #[utoipa::path(
-    get, path = "/api/v1/devices", tag = "collections", security(("bearer" = [])), params(ListQuery),
-    responses((status = 200, body = DeviceList))
+    get, path = "/api/v1/devices", operation_id = "list_devices", tag = "collections", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, description = "the devices", body = DeviceList))
 )]
 pub async fn list(
     state: web::Data<AppState>,
@@ -88,8 +88,8 @@ pub async fn list(
 
 /// Take a device out of service or back.
 #[utoipa::path(
-    patch, path = "/api/v1/devices/{id}", tag = "collections", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), request_body = UpdateDeviceRequest, responses((status = 200, body = DeviceView))
+    patch, path = "/api/v1/devices/{id}", operation_id = "update_device", tag = "collections", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), request_body = UpdateDeviceRequest, responses((status = 200, description = "the device, changed", body = DeviceView))
 )]
 pub async fn update(
     state: web::Data<AppState>,

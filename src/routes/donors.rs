@@ -87,8 +87,8 @@ pub struct EligibilityResponse {
 
 /// Register a donor; the server assigns the donor number.
 #[utoipa::path(
-    post, path = "/api/v1/donors", tag = "donors", security(("bearer" = [])), request_body = DonorInput,
-    responses((status = 201, body = DonorView))
+    post, path = "/api/v1/donors", operation_id = "create_donor", tag = "donors", security(("bearer" = [])), request_body = DonorInput,
+    responses((status = 201, description = "the donor registered, with the donor number", body = DonorView))
 )]
 pub async fn create(
     state: web::Data<AppState>,
@@ -108,8 +108,8 @@ pub async fn create(
 
 /// List donors, with filters.
 #[utoipa::path(
-    get, path = "/api/v1/donors", tag = "donors", security(("bearer" = [])), params(DonorQuery),
-    responses((status = 200, body = DonorList))
+    get, path = "/api/v1/donors", operation_id = "list_donors", tag = "donors", security(("bearer" = [])), params(DonorQuery),
+    responses((status = 200, description = "a page of donors", body = DonorList))
 )]
 pub async fn list(
     state: web::Data<AppState>,
@@ -144,8 +144,8 @@ pub async fn list(
 
 /// One donor.
 #[utoipa::path(
-    get, path = "/api/v1/donors/{id}", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = DonorView))
+    get, path = "/api/v1/donors/{id}", operation_id = "get_donor", tag = "donors", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, description = "the donor", body = DonorView))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
@@ -156,8 +156,8 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
 
 /// Change a donor; `{"active": false}` deactivates.
 #[utoipa::path(
-    patch, path = "/api/v1/donors/{id}", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), request_body = DonorPatch, responses((status = 200, body = DonorView))
+    patch, path = "/api/v1/donors/{id}", operation_id = "update_donor", tag = "donors", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), request_body = DonorPatch, responses((status = 200, description = "the donor, changed", body = DonorView))
 )]
 pub async fn update(
     state: web::Data<AppState>,
@@ -180,7 +180,7 @@ pub async fn update(
 /// Defer a donor, temporarily (`until`) or permanently.
 #[utoipa::path(
     post, path = "/api/v1/donors/{id}/deferrals", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), request_body = DeferralInput, responses((status = 201, body = DeferralView))
+    params(("id" = i64, Path, minimum = 1)), request_body = DeferralInput, responses((status = 201, description = "the deferral recorded", body = DeferralView))
 )]
 pub async fn defer(
     state: web::Data<AppState>,
@@ -199,7 +199,7 @@ pub async fn defer(
 /// The donor's deferrals, oldest first.
 #[utoipa::path(
     get, path = "/api/v1/donors/{id}/deferrals", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = DeferralList))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, description = "the donor's deferrals", body = DeferralList))
 )]
 pub async fn deferrals(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
@@ -214,7 +214,7 @@ pub async fn deferrals(state: web::Data<AppState>, caller: AuthUser, id: web::Pa
 /// Record a donation from another programme (feeds the interval rules).
 #[utoipa::path(
     post, path = "/api/v1/donors/{id}/donations", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), request_body = DonationInput, responses((status = 201, body = DonationView))
+    params(("id" = i64, Path, minimum = 1)), request_body = DonationInput, responses((status = 201, description = "the donation recorded", body = DonationView))
 )]
 pub async fn add_donation(
     state: web::Data<AppState>,
@@ -235,7 +235,7 @@ pub async fn add_donation(
 /// The donor's donations from other programmes, oldest first.
 #[utoipa::path(
     get, path = "/api/v1/donors/{id}/donations", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = DonationList))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, description = "the donor's donations", body = DonationList))
 )]
 pub async fn donations(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
@@ -250,7 +250,7 @@ pub async fn donations(state: web::Data<AppState>, caller: AuthUser, id: web::Pa
 /// Is the donor eligible for a collection at `at`? Lists every failing rule.
 #[utoipa::path(
     get, path = "/api/v1/donors/{id}/eligibility", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1), EligibilityQuery), responses((status = 200, body = EligibilityResponse))
+    params(("id" = i64, Path, minimum = 1), EligibilityQuery), responses((status = 200, description = "the eligibility verdict with every failing rule", body = EligibilityResponse))
 )]
 pub async fn eligibility(
     state: web::Data<AppState>,
@@ -293,7 +293,7 @@ pub async fn eligibility(
     post, path = "/api/v1/donors/{id}/stimulations", tag = "donors", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = StimulationInput,
     responses(
-        (status = 201, body = StimulationView),
+        (status = 201, description = "the stimulation recorded, with any window warnings", body = StimulationView),
         (status = 422, description = "`collection_of_other_donor`, `unknown_collection`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -318,7 +318,7 @@ pub async fn add_stimulation(
 /// The donor's stimulations, oldest first.
 #[utoipa::path(
     get, path = "/api/v1/donors/{id}/stimulations", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = StimulationList))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, description = "the donor's stimulations", body = StimulationList))
 )]
 pub async fn stimulations(
     state: web::Data<AppState>,
@@ -349,7 +349,7 @@ pub struct LookbackQuery {
 /// recipient.
 #[utoipa::path(
     get, path = "/api/v1/donors/{id}/lookback", tag = "donors", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1), LookbackQuery), responses((status = 200, body = crate::services::trace::Lookback))
+    params(("id" = i64, Path, minimum = 1), LookbackQuery), responses((status = 200, description = "the donor's units since the date, with consignees and recipients", body = crate::services::trace::Lookback))
 )]
 pub async fn lookback(
     state: web::Data<AppState>,

@@ -18,7 +18,7 @@ pub struct HealthResponse {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = HealthResponse)))]
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "the process is up", body = HealthResponse)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(HealthResponse {
         status: "ok",
@@ -27,7 +27,7 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// The database answers.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = HealthResponse)))]
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "the database answers", body = HealthResponse)))]
 pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let backend = state.settings.database.backend_name();
     state

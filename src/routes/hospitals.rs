@@ -120,9 +120,9 @@ impl From<ApiClient> for ClientResponse {
 
 /// Register a hospital.
 #[utoipa::path(
-    post, path = "/api/v1/hospitals", tag = "hospitals", security(("bearer" = [])), request_body = CreateHospitalRequest,
+    post, path = "/api/v1/hospitals", operation_id = "create_hospital", tag = "hospitals", security(("bearer" = [])), request_body = CreateHospitalRequest,
     responses(
-        (status = 201, body = HospitalResponse),
+        (status = 201, description = "the hospital registered", body = HospitalResponse),
         (status = 409, description = "`hospital_code_taken`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -154,8 +154,8 @@ pub async fn create(
 
 /// List hospitals.
 #[utoipa::path(
-    get, path = "/api/v1/hospitals", tag = "hospitals", security(("bearer" = [])), params(ListQuery),
-    responses((status = 200, body = HospitalList))
+    get, path = "/api/v1/hospitals", operation_id = "list_hospitals", tag = "hospitals", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, description = "a page of hospitals", body = HospitalList))
 )]
 pub async fn list(
     state: web::Data<AppState>,
@@ -176,8 +176,8 @@ pub async fn list(
 
 /// One hospital: staff see any, a hospital account only its own (others answer 404).
 #[utoipa::path(
-    get, path = "/api/v1/hospitals/{id}", tag = "hospitals", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = HospitalResponse))
+    get, path = "/api/v1/hospitals/{id}", operation_id = "get_hospital", tag = "hospitals", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, description = "the hospital", body = HospitalResponse))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let id = parse_id(&id, "hospital")?;
@@ -192,7 +192,7 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
 #[utoipa::path(
     post, path = "/api/v1/hospitals/{id}/clients", tag = "hospitals", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = CreateClientRequest,
-    responses((status = 201, body = CreatedClientResponse))
+    responses((status = 201, description = "the client credential, with its secret (shown only this once)", body = CreatedClientResponse))
 )]
 pub async fn create_client(
     state: web::Data<AppState>,
@@ -235,7 +235,7 @@ pub async fn create_client(
 /// A hospital's client credentials (without secrets).
 #[utoipa::path(
     get, path = "/api/v1/hospitals/{id}/clients", tag = "hospitals", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = ClientList))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, description = "the hospital's client credentials, without secrets", body = ClientList))
 )]
 pub async fn list_clients(
     state: web::Data<AppState>,
@@ -256,7 +256,7 @@ pub async fn list_clients(
     post, path = "/api/v1/hospitals/{id}/clients/{client_id}/revoke", tag = "hospitals", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1), ("client_id" = String, Path, pattern = r"^([1-9][0-9]{0,17}|gc_[0-9a-f]{1,64})$", description = "the credential's numeric id, or its `client_id` (`gc_…`)")),
     responses(
-        (status = 200, body = ClientResponse),
+        (status = 200, description = "the client credential, revoked", body = ClientResponse),
         (status = 409, description = "`already_revoked`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]

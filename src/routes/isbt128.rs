@@ -35,7 +35,7 @@ const MAX_DATA: usize = 512;
 #[utoipa::path(
     post, path = "/api/v1/isbt128/decode", tag = "units", security(("bearer" = [])), request_body = DecodeRequest,
     responses(
-        (status = 200, body = DecodeResponse),
+        (status = 200, description = "the decoded data elements", body = DecodeResponse),
         (status = 422, description = "`invalid_check_character`, `invalid_isbt128`, `unsupported_data_structure`",
          body = crate::error::Problem, content_type = "application/problem+json"),
     )

@@ -28,9 +28,9 @@ pub struct SampleList {
 
 /// Register a patient (MRN unique per hospital; 409 `mrn_taken`).
 #[utoipa::path(
-    post, path = "/api/v1/patients", tag = "patients", security(("bearer" = [])), request_body = PatientInput,
+    post, path = "/api/v1/patients", operation_id = "create_patient", tag = "patients", security(("bearer" = [])), request_body = PatientInput,
     responses(
-        (status = 201, body = PatientView),
+        (status = 201, description = "the patient registered", body = PatientView),
         (status = 409, description = "`mrn_taken`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "`unknown_hospital`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
@@ -52,8 +52,8 @@ pub async fn create(
 
 /// Patients the caller may see.
 #[utoipa::path(
-    get, path = "/api/v1/patients", tag = "patients", security(("bearer" = [])), params(ListQuery),
-    responses((status = 200, body = PatientList))
+    get, path = "/api/v1/patients", operation_id = "list_patients", tag = "patients", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, description = "a page of patients", body = PatientList))
 )]
 pub async fn list(
     state: web::Data<AppState>,
@@ -73,8 +73,8 @@ pub async fn list(
 
 /// One patient (another hospital's answers 404).
 #[utoipa::path(
-    get, path = "/api/v1/patients/{id}", tag = "patients", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = PatientView))
+    get, path = "/api/v1/patients/{id}", operation_id = "get_patient", tag = "patients", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, description = "the patient", body = PatientView))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
@@ -87,10 +87,10 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
 
 /// Change a patient.
 #[utoipa::path(
-    patch, path = "/api/v1/patients/{id}", tag = "patients", security(("bearer" = [])),
+    patch, path = "/api/v1/patients/{id}", operation_id = "update_patient", tag = "patients", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = PatientPatch,
     responses(
-        (status = 200, body = PatientView),
+        (status = 200, description = "the patient, changed", body = PatientView),
         (status = 409, description = "`mrn_taken`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -114,7 +114,7 @@ pub async fn update(
 /// Record a crossmatch sample; `valid_until` comes from the policy.
 #[utoipa::path(
     post, path = "/api/v1/patients/{id}/samples", tag = "patients", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), request_body = SampleInput, responses((status = 201, body = SampleView))
+    params(("id" = i64, Path, minimum = 1)), request_body = SampleInput, responses((status = 201, description = "the sample recorded, with `valid_until`", body = SampleView))
 )]
 pub async fn add_sample(
     state: web::Data<AppState>,
@@ -136,7 +136,7 @@ pub async fn add_sample(
 /// The patient's samples.
 #[utoipa::path(
     get, path = "/api/v1/patients/{id}/samples", tag = "patients", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = SampleList))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, description = "the patient's samples", body = SampleList))
 )]
 pub async fn samples(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
@@ -154,7 +154,7 @@ pub async fn samples(state: web::Data<AppState>, caller: AuthUser, id: web::Path
 #[utoipa::path(
     post, path = "/api/v1/samples/{id}/typing", tag = "patients", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = TypingInput,
-    responses((status = 201, body = TypingResult))
+    responses((status = 201, description = "the typing recorded, with the patient's group of record", body = TypingResult))
 )]
 pub async fn type_sample(
     state: web::Data<AppState>,

@@ -22,8 +22,8 @@ fn respond(current: CurrentPolicy) -> HttpResponse {
 
 /// The rule table in force. `ETag` carries its version (0 while the documented defaults apply).
 #[utoipa::path(
-    get, path = "/api/v1/policy", tag = "policy", security(("bearer" = [])),
-    responses((status = 200, body = Policy, headers(("ETag" = String, description = "the table's version, quoted"))))
+    get, path = "/api/v1/policy", operation_id = "get_policy", tag = "policy", security(("bearer" = [])),
+    responses((status = 200, description = "the rule table in force", body = Policy, headers(("ETag" = String, description = "the table's version, quoted"))))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
@@ -47,10 +47,10 @@ fn expected_version(req: &HttpRequest) -> ApiResult<Option<i64>> {
 
 /// Replace the whole table (every key required; unknown keys refused). Validated and audited.
 #[utoipa::path(
-    put, path = "/api/v1/policy", tag = "policy", security(("bearer" = [])), request_body = Policy,
+    put, path = "/api/v1/policy", operation_id = "put_policy", tag = "policy", security(("bearer" = [])), request_body = Policy,
     params(("If-Match" = Option<String>, Header, pattern = r#"^(W/)?"?[0-9]{1,18}"?$"#, description = "the ETag last read; refuses the change if the table changed since")),
     responses(
-        (status = 200, body = Policy),
+        (status = 200, description = "the new rule table, in force", body = Policy),
         (status = 409, description = "`policy_changed`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]

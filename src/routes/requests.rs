@@ -93,10 +93,10 @@ fn replayed(status: u16, body: String) -> HttpResponse {
 /// (also from another instance); the same key with another body is 422 `idempotency_key_reused`.
 /// Starts `open`, or `pending_approval` when the policy's indication gate asks for it.
 #[utoipa::path(
-    post, path = "/api/v1/requests", tag = "requests", security(("bearer" = [])), request_body = RequestInput,
+    post, path = "/api/v1/requests", operation_id = "create_request", tag = "requests", security(("bearer" = [])), request_body = RequestInput,
     params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[\x21-\x7e]{1,255}$", description = "makes retries safe")),
     responses(
-        (status = 201, body = RequestView),
+        (status = 201, description = "the request created (or, for a repeated `Idempotency-Key`, the first answer)", body = RequestView),
         (status = 422, description = "`idempotency_key_reused`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -136,8 +136,8 @@ pub async fn create(
 
 /// Requests the caller may see, oldest first.
 #[utoipa::path(
-    get, path = "/api/v1/requests", tag = "requests", security(("bearer" = [])), params(RequestQuery),
-    responses((status = 200, body = RequestList))
+    get, path = "/api/v1/requests", operation_id = "list_requests", tag = "requests", security(("bearer" = [])), params(RequestQuery),
+    responses((status = 200, description = "a page of requests", body = RequestList))
 )]
 pub async fn list(
     state: web::Data<AppState>,
@@ -159,8 +159,8 @@ pub async fn list(
 
 /// One request with its course so far.
 #[utoipa::path(
-    get, path = "/api/v1/requests/{id}", tag = "requests", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = RequestView))
+    get, path = "/api/v1/requests/{id}", operation_id = "get_request", tag = "requests", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, description = "the request with its course", body = RequestView))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
@@ -194,7 +194,7 @@ async fn decide(
     post, path = "/api/v1/requests/{id}/approve", tag = "requests", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = ReasonBody,
     responses(
-        (status = 200, body = RequestView),
+        (status = 200, description = "the request, approved (open)", body = RequestView),
         (status = 409, description = "`invalid_transition`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -212,7 +212,7 @@ pub async fn approve(
     post, path = "/api/v1/requests/{id}/decline", tag = "requests", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = ReasonBody,
     responses(
-        (status = 200, body = RequestView),
+        (status = 200, description = "the request, declined", body = RequestView),
         (status = 409, description = "`invalid_transition`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -227,10 +227,10 @@ pub async fn decline(
 
 /// Cancel a request (the requesting hospital or staff); units only allocated go back.
 #[utoipa::path(
-    post, path = "/api/v1/requests/{id}/cancel", tag = "requests", security(("bearer" = [])),
+    post, path = "/api/v1/requests/{id}/cancel", operation_id = "cancel_request", tag = "requests", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = ReasonBody,
     responses(
-        (status = 200, body = RequestView),
+        (status = 200, description = "the request, cancelled", body = RequestView),
         (status = 409, description = "`invalid_transition`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -262,7 +262,7 @@ pub async fn cancel(
     post, path = "/api/v1/requests/{id}/allocations", tag = "requests", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = AllocateInput,
     responses(
-        (status = 201, body = AllocationView),
+        (status = 201, description = "the allocation, with any warnings accepted", body = AllocationView),
         (status = 409, description = "`unit_not_available`, `request_not_open`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "`incompatible`, `reserved_for_request`, `acknowledgement_required`, `authorisation_required` (with reasons), `unknown_unit`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
@@ -289,7 +289,7 @@ pub async fn allocate(
 /// ABO/RhD/CMV/HLA-suitable, least recently stimulated first), each with verdict and reasons.
 #[utoipa::path(
     get, path = "/api/v1/requests/{id}/candidates", tag = "requests", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1), CandidateQuery), responses((status = 200, body = Candidates))
+    params(("id" = i64, Path, minimum = 1), CandidateQuery), responses((status = 200, description = "ranked candidate units and donors, with reasons", body = Candidates))
 )]
 pub async fn candidates(
     state: web::Data<AppState>,

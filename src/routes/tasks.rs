@@ -33,8 +33,8 @@ pub struct TaskList {
 
 /// Follow-up tasks (anti-D prophylaxis, look-forward, emergency-release follow-up), oldest first.
 #[utoipa::path(
-    get, path = "/api/v1/tasks", tag = "tasks", security(("bearer" = [])), params(TaskQuery),
-    responses((status = 200, body = TaskList))
+    get, path = "/api/v1/tasks", operation_id = "list_tasks", tag = "tasks", security(("bearer" = [])), params(TaskQuery),
+    responses((status = 200, description = "a page of tasks", body = TaskList))
 )]
 pub async fn list(
     state: web::Data<AppState>,
@@ -55,10 +55,10 @@ pub async fn list(
 
 /// Complete a task with a note (a medical director's task only by a medical director).
 #[utoipa::path(
-    post, path = "/api/v1/tasks/{id}/complete", tag = "tasks", security(("bearer" = [])),
+    post, path = "/api/v1/tasks/{id}/complete", operation_id = "complete_task", tag = "tasks", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = CompleteInput,
     responses(
-        (status = 200, body = TaskView),
+        (status = 200, description = "the task, completed", body = TaskView),
         (status = 409, description = "`task_not_open`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]

@@ -82,9 +82,9 @@ const CHANGE_REFUSALS: &str = "409 `invalid_transition` or `unit_expired` (check
 /// Create a unit. The server assigns (or validates) the DIN, derives `expires_at` from the
 /// policy, and starts the unit in `quarantined`.
 #[utoipa::path(
-    post, path = "/api/v1/units", tag = "units", security(("bearer" = [])), request_body = CreateUnitInput,
+    post, path = "/api/v1/units", operation_id = "create_unit", tag = "units", security(("bearer" = [])), request_body = CreateUnitInput,
     responses(
-        (status = 201, body = UnitView),
+        (status = 201, description = "the unit created, quarantined until tested", body = UnitView),
         (status = 409, description = "`din_exists`, `unit_exists`, `collection_not_completed`, `din_sequence_exhausted`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid_check_character`, `invalid_isbt128`, `unit_expired`, `pool_group_inconsistent` (with reasons `pool_abo_inconsistent`, `pool_rhd_inconsistent`)", body = crate::error::Problem, content_type = "application/problem+json"),
     )
@@ -109,8 +109,8 @@ pub async fn create(
 
 /// The inventory, first-expiring first, with hours remaining.
 #[utoipa::path(
-    get, path = "/api/v1/units", tag = "units", security(("bearer" = [])), params(UnitQuery),
-    responses((status = 200, body = UnitList))
+    get, path = "/api/v1/units", operation_id = "list_units", tag = "units", security(("bearer" = [])), params(UnitQuery),
+    responses((status = 200, description = "a page of the inventory", body = UnitList))
 )]
 pub async fn list(
     state: web::Data<AppState>,
@@ -139,9 +139,9 @@ pub async fn list(
 
 /// One unit, by id or DIN. Hospital accounts see the units issued to their hospital.
 #[utoipa::path(
-    get, path = "/api/v1/units/{id_or_din}", tag = "units", security(("bearer" = [])),
+    get, path = "/api/v1/units/{id_or_din}", operation_id = "get_unit", tag = "units", security(("bearer" = [])),
     params(("id_or_din" = String, Path, description = "numeric id, 13-character DIN, or DIN and check character")),
-    responses((status = 200, body = UnitView))
+    responses((status = 200, description = "the unit", body = UnitView))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, key: web::Path<String>) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
@@ -155,7 +155,7 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, key: web::Path<St
     post, path = "/api/v1/units/{id}/irradiation", tag = "units", security(("bearer" = [])),
     params(("id" = String, Path, description = "id or DIN")), request_body = IrradiationInput,
     responses(
-        (status = 200, body = UnitView),
+        (status = 200, description = "the unit, irradiated", body = UnitView),
         (status = 409, description = CHANGE_REFUSALS, body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -180,7 +180,7 @@ pub async fn irradiate(
 #[utoipa::path(
     post, path = "/api/v1/units/{id}/tests", tag = "units", security(("bearer" = [])),
     params(("id" = String, Path, description = "id or DIN")), request_body = TestInput,
-    responses((status = 200, body = UnitView))
+    responses((status = 200, description = "the unit with the result recorded", body = UnitView))
 )]
 pub async fn record_test(
     state: web::Data<AppState>,
@@ -207,7 +207,7 @@ pub async fn record_test(
     post, path = "/api/v1/units/{id}/release", tag = "units", security(("bearer" = [])),
     params(("id" = String, Path, description = "id or DIN")), request_body = ReleaseInput,
     responses(
-        (status = 200, body = UnitView),
+        (status = 200, description = "the unit, released (available)", body = UnitView),
         (status = 409, description = "`invalid_transition`, `unit_expired`, `request_not_open`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "`unknown_request`; `release_blocked` with reasons `marker_missing`, `marker_pending`, `marker_positive`, `donor_reactive_marker`, `inspection_required`, `excursion_review`, `not_irradiated`; `excursion_review` when a technologist releases a unit with an excursion", body = crate::error::Problem, content_type = "application/problem+json"),
     )
@@ -240,7 +240,7 @@ pub async fn release(
     post, path = "/api/v1/units/{id}/excursion-disposition", tag = "units", security(("bearer" = [])),
     params(("id" = String, Path, description = "id or DIN")), request_body = DiscardRequest,
     responses(
-        (status = 200, body = UnitView),
+        (status = 200, description = "the unit with the disposition recorded", body = UnitView),
         (status = 409, description = "`no_excursion_pending`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -265,7 +265,7 @@ pub async fn disposition(
     post, path = "/api/v1/units/{id}/inspection", tag = "units", security(("bearer" = [])),
     params(("id" = String, Path, description = "id or DIN")), request_body = InspectionInput,
     responses(
-        (status = 201, body = InspectionView),
+        (status = 201, description = "the inspection recorded, with its outcome and the unit", body = InspectionView),
         (status = 409, description = "`no_inspection_due`, `invalid_transition`, `unit_expired`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -290,7 +290,7 @@ pub async fn inspect(
     post, path = "/api/v1/units/{id}/discard", tag = "units", security(("bearer" = [])),
     params(("id" = String, Path, description = "id or DIN")), request_body = DiscardRequest,
     responses(
-        (status = 200, body = UnitView),
+        (status = 200, description = "the unit, discarded", body = UnitView),
         (status = 409, description = CHANGE_REFUSALS, body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -313,7 +313,7 @@ pub async fn discard(
 #[utoipa::path(
     post, path = "/api/v1/units/{id}/storage-readings", tag = "units", security(("bearer" = [])),
     params(("id" = String, Path, description = "id or DIN")), request_body = ReadingInput,
-    responses((status = 201, body = ReadingView))
+    responses((status = 201, description = "the reading recorded", body = ReadingView))
 )]
 pub async fn add_reading(
     state: web::Data<AppState>,
@@ -335,7 +335,7 @@ pub async fn add_reading(
 /// allocated unit kept there is quarantined (each with a `unit.quarantined` alert).
 #[utoipa::path(
     post, path = "/api/v1/storage-readings", tag = "units", security(("bearer" = [])), request_body = LocationReadingInput,
-    responses((status = 201, body = ReadingView))
+    responses((status = 201, description = "the reading recorded, with the units it quarantined", body = ReadingView))
 )]
 pub async fn add_location_reading(
     state: web::Data<AppState>,
@@ -355,7 +355,7 @@ pub async fn add_location_reading(
 /// Label content and ISBT 128 data strings.
 #[utoipa::path(
     get, path = "/api/v1/units/{id}/label", tag = "units", security(("bearer" = [])),
-    params(("id" = String, Path, description = "id or DIN")), responses((status = 200, body = Label))
+    params(("id" = String, Path, description = "id or DIN")), responses((status = 200, description = "the label content and its ISBT 128 data strings", body = Label))
 )]
 pub async fn label(state: web::Data<AppState>, caller: AuthUser, key: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
@@ -376,7 +376,7 @@ pub async fn label(state: web::Data<AppState>, caller: AuthUser, key: web::Path<
 #[utoipa::path(
     get, path = "/api/v1/units/{id}/trace", tag = "units", security(("bearer" = [])),
     params(("id" = String, Path, description = "id, DIN, or the DIN of a donation in a pool")),
-    responses((status = 200, body = crate::services::trace::Trace))
+    responses((status = 200, description = "the unit's trace, from donor to recipient", body = crate::services::trace::Trace))
 )]
 pub async fn trace(state: web::Data<AppState>, caller: AuthUser, key: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_staff()?;

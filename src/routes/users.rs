@@ -94,9 +94,9 @@ impl TryFrom<User> for UserResponse {
 
 /// Create an account.
 #[utoipa::path(
-    post, path = "/api/v1/users", tag = "users", security(("bearer" = [])), request_body = CreateUserRequest,
+    post, path = "/api/v1/users", operation_id = "create_user", tag = "users", security(("bearer" = [])), request_body = CreateUserRequest,
     responses(
-        (status = 201, body = UserResponse),
+        (status = 201, description = "the account created", body = UserResponse),
         (status = 409, description = "`username_taken`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "`unknown_hospital`, `hospital_inactive`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
@@ -138,8 +138,8 @@ pub async fn create(
 
 /// List accounts.
 #[utoipa::path(
-    get, path = "/api/v1/users", tag = "users", security(("bearer" = [])), params(ListQuery),
-    responses((status = 200, body = UserList))
+    get, path = "/api/v1/users", operation_id = "list_users", tag = "users", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, description = "a page of accounts", body = UserList))
 )]
 pub async fn list(
     state: web::Data<AppState>,
@@ -156,8 +156,8 @@ pub async fn list(
 
 /// One account.
 #[utoipa::path(
-    get, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = UserResponse))
+    get, path = "/api/v1/users/{id}", operation_id = "get_user", tag = "users", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, description = "the account", body = UserResponse))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_admin()?;
@@ -168,10 +168,10 @@ pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
 
 /// Change role, hospital, password or active flag.
 #[utoipa::path(
-    patch, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
+    patch, path = "/api/v1/users/{id}", operation_id = "update_user", tag = "users", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)), request_body = UpdateUserRequest,
     responses(
-        (status = 200, body = UserResponse),
+        (status = 200, description = "the account, changed", body = UserResponse),
         (status = 409, description = "`last_admin`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "`unknown_hospital`, `hospital_inactive`", body = crate::error::Problem, content_type = "application/problem+json"),
     )

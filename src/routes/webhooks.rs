@@ -28,8 +28,8 @@ pub struct DeliveryList {
 /// retried with exponential backoff. A subscription with `hospital_id` receives only events about
 /// that hospital's patients and units.
 #[utoipa::path(
-    post, path = "/api/v1/webhooks", tag = "alerts", security(("bearer" = [])), request_body = SubscriptionInput,
-    responses((status = 201, body = SubscriptionView))
+    post, path = "/api/v1/webhooks", operation_id = "create_webhook", tag = "alerts", security(("bearer" = [])), request_body = SubscriptionInput,
+    responses((status = 201, description = "the subscription created (its secret is never shown)", body = SubscriptionView))
 )]
 pub async fn create(
     state: web::Data<AppState>,
@@ -44,8 +44,8 @@ pub async fn create(
 
 /// Subscriptions (secrets are never shown).
 #[utoipa::path(
-    get, path = "/api/v1/webhooks", tag = "alerts", security(("bearer" = [])),
-    responses((status = 200, body = SubscriptionList))
+    get, path = "/api/v1/webhooks", operation_id = "list_webhooks", tag = "alerts", security(("bearer" = [])),
+    responses((status = 200, description = "the subscriptions, without secrets", body = SubscriptionList))
 )]
 pub async fn list(state: web::Data<AppState>, caller: AuthUser) -> ApiResult<HttpResponse> {
     caller.require_admin()?;
@@ -59,7 +59,7 @@ pub async fn list(state: web::Data<AppState>, caller: AuthUser) -> ApiResult<Htt
 /// The delivery log of a subscription, newest first.
 #[utoipa::path(
     get, path = "/api/v1/webhooks/{id}/deliveries", tag = "alerts", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1)), responses((status = 200, body = DeliveryList))
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, description = "the subscription's deliveries, newest first", body = DeliveryList))
 )]
 pub async fn deliveries(
     state: web::Data<AppState>,

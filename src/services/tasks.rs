@@ -126,7 +126,9 @@ pub fn create(conn: &mut DbConn, actor: &Actor, spec: NewTaskSpec<'_>) -> ApiRes
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"note": "500 IU anti-D given on ward 4B at 14:20"}))]
+// Named apart from the collection's `CompleteInput`, which would otherwise replace it in the
+// OpenAPI components.
+#[schema(as = TaskCompleteInput, example = json!({"note": "500 IU anti-D given on ward 4B at 14:20"}))]
 pub struct CompleteInput {
     /// What was done, 1–500 characters.
     #[schema(

@@ -11,6 +11,8 @@ pub(crate) struct Bank {
     pub tech: String,
     pub director: String,
     pub hosp: String,
+    /// The hospital of `hosp`.
+    pub hospital: i64,
 }
 
 pub(crate) async fn bank(backend: Backend) -> Bank {
@@ -21,12 +23,13 @@ pub(crate) async fn bank_with(backend: Backend, tweak: impl FnOnce(&mut granulo:
     let mut app = spawn_with(backend, tweak).await;
     let tech = app.token_for("technologist").await;
     let director = app.token_for("medical_director").await;
-    let (_, hosp) = hospital(&mut app).await;
+    let (hospital, hosp) = hospital(&mut app).await;
     Bank {
         app,
         tech,
         director,
         hosp,
+        hospital,
     }
 }
 
@@ -37,10 +40,39 @@ impl Bank {
             .expect("patient")
     }
 
+    /// A patient registered by the hospital whose group the blood bank has confirmed as the one
+    /// declared in `body`.
+    pub(crate) async fn typed_patient(&self, body: &Value) -> i64 {
+        typed_patient(&self.app, &self.hosp, &self.tech, body).await
+    }
+
     pub(crate) async fn request(&self, body: &Value) -> i64 {
         self.app.post("/api/v1/requests", Some(&self.hosp), body).await.ok(201)["id"]
             .as_i64()
             .expect("request")
+    }
+
+    /// The hospital's request for `units` units for `patient` (`request_body`: open when the
+    /// patient is within the indication).
+    pub(crate) async fn request_for(&self, patient: i64, units: u32) -> i64 {
+        self.request(&request_body(patient, units)).await
+    }
+
+    /// The technologist allocates `unit` to `request`; returns the allocation.
+    pub(crate) async fn allocated(&self, request: i64, unit: i64) -> i64 {
+        self.allocate(&self.tech, request, json!({"unit_id": unit}))
+            .await
+            .ok(201)["id"]
+            .as_i64()
+            .expect("allocation")
+    }
+
+    /// The technologist issues the allocation, scanning `din`; returns the allocation.
+    pub(crate) async fn issued(&self, allocation: i64, din: impl Into<Value>) -> Value {
+        self.issue(&self.tech, allocation, json!({"scanned_din": din.into()}))
+            .await
+            .ok(200)
+            .clone()
     }
 
     /// A supplier unit collected `hours_ago`, irradiated, no marker recorded (not released).

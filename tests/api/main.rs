@@ -18,6 +18,7 @@ mod health;
 mod isbt128;
 mod judgement;
 mod migration;
+mod openapi;
 mod policy;
 mod requests;
 mod safety;

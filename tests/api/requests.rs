@@ -3,6 +3,7 @@
 use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
 
+use crate::bank::bank;
 use crate::both_backends;
 use crate::helpers::*;
 
@@ -41,9 +42,9 @@ pub(crate) async fn crossmatch(app: &TestApp, tech: &str, unit: i64, sample: i64
 }
 
 async fn walk_from_request_to_transfusion_outcome(backend: Backend) {
-    let mut app = spawn(backend).await;
-    let tech = app.token_for("technologist").await;
-    let (hospital_id, hosp) = hospital(&mut app).await;
+    let mut b = bank(backend).await;
+    let admin = b.app.admin_token().await;
+    let (app, tech, hosp, hospital_id) = (&b.app, b.tech.clone(), b.hosp.clone(), b.hospital);
     let p = app
         .post(
             "/api/v1/patients",
@@ -54,8 +55,8 @@ async fn walk_from_request_to_transfusion_outcome(backend: Backend) {
     let patient = p.ok(201)["id"].as_i64().expect("patient");
     assert_eq!(p.body["hospital_id"], hospital_id);
     assert_eq!(p.body["group_of_record"]["status"], "untyped");
-    confirm_group(&app, &tech, patient, "A", "positive").await;
-    let s = sample(&app, &hosp, patient).await;
+    confirm_group(app, &tech, patient, "A", "positive").await;
+    let s = sample(app, &hosp, patient).await;
     let samples = app
         .get(&format!("/api/v1/patients/{patient}/samples"), Some(&hosp))
         .await;
@@ -78,7 +79,7 @@ async fn walk_from_request_to_transfusion_outcome(backend: Backend) {
     assert_eq!(req.body["status"], "open");
     assert_eq!(req.body["within_indication"], true);
 
-    let (unit, din) = ready_unit(&app, &tech, "O", "positive").await;
+    let (unit, din) = b.ready("O", "positive", "negative", 1).await;
     let compat = app
         .get(
             &format!("/api/v1/compatibility?unit_id={unit}&patient_id={patient}"),
@@ -86,7 +87,7 @@ async fn walk_from_request_to_transfusion_outcome(backend: Backend) {
         )
         .await;
     assert_eq!(compat.ok(200)["verdict"], "compatible", "{}", compat.text);
-    crossmatch(&app, &tech, unit, s, "compatible").await;
+    crossmatch(app, &tech, unit, s, "compatible").await;
     let alloc = app
         .post(
             &format!("/api/v1/requests/{request}/allocations"),
@@ -140,7 +141,6 @@ async fn walk_from_request_to_transfusion_outcome(backend: Backend) {
     .await
     .problem(409, "invalid_transition");
 
-    let admin = app.admin_token().await;
     let trail = app
         .get(
             &format!("/api/v1/audit?entity_type=allocation&entity_id={allocation}"),
@@ -160,18 +160,9 @@ async fn walk_from_request_to_transfusion_outcome(backend: Backend) {
 }
 
 async fn idempotent_requests(backend: Backend) {
-    let mut app = spawn(backend).await;
-    let (_, hosp) = hospital(&mut app).await;
-    let patient = app
-        .post(
-            "/api/v1/patients",
-            Some(&hosp),
-            &patient_body("MRN-2", "O", "positive", "male"),
-        )
-        .await
-        .ok(201)["id"]
-        .as_i64()
-        .expect("patient");
+    let b = bank(backend).await;
+    let (app, hosp) = (&b.app, b.hosp.clone());
+    let patient = b.patient(&patient_body("MRN-2", "O", "positive", "male")).await;
     let body = request_body(patient, 3);
     let send = |key: &'static str, body: Value| {
         let req = app
@@ -209,11 +200,10 @@ async fn idempotent_requests(backend: Backend) {
     let list = app.get("/api/v1/requests", Some(&hosp)).await;
     assert_eq!(list.ok(200)["items"].as_array().map(Vec::len), Some(2));
     // Another account's identical key is its own.
-    let tech = app.token_for("technologist").await;
     let staff = app
         .client
         .post(app.url("/api/v1/requests"))
-        .bearer_auth(&tech)
+        .bearer_auth(&b.tech)
         .header("Idempotency-Key", "order-42")
         .json(&body);
     assert_ne!(app.send(staff).await.ok(201)["id"], id);
@@ -227,32 +217,23 @@ async fn idempotent_requests(backend: Backend) {
 }
 
 async fn allocation_refusals_and_overrides(backend: Backend) {
-    let mut app = spawn(backend).await;
-    let tech = app.token_for("technologist").await;
-    let director = app.token_for("medical_director").await;
-    let (_, hosp) = hospital(&mut app).await;
+    let b = bank(backend).await;
+    let (app, tech, director, hosp) = (&b.app, b.tech.clone(), b.director.clone(), b.hosp.clone());
     // RhD-negative woman of childbearing potential, group O.
     let mut body = patient_body("MRN-3", "O", "negative", "female");
     body["childbearing_potential"] = json!(true);
-    let patient = typed_patient(&app, &hosp, &tech, &body).await;
-    let request = app
-        .post("/api/v1/requests", Some(&hosp), &request_body(patient, 2))
-        .await
-        .ok(201)["id"]
-        .as_i64()
-        .expect("request");
+    let patient = b.typed_patient(&body).await;
+    let request = b.request_for(patient, 2).await;
     let allocate = |token: &str, unit: i64, extra: Value| {
-        let (app, token) = (&app, token.to_owned());
+        let token = token.to_owned();
         let mut body = json!({"unit_id": unit});
-        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-            b.extend(e.clone());
+        if let (Some(o), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
         }
-        async move {
-            app.post(&format!("/api/v1/requests/{request}/allocations"), Some(&token), &body)
-                .await
-        }
+        let b = &b;
+        async move { b.allocate(&token, request, body).await }
     };
-    let (group_a, _) = ready_unit(&app, &tech, "A", "negative").await;
+    let (group_a, _) = b.ready("A", "negative", "negative", 1).await;
     let refused = allocate(&tech, group_a, json!({})).await;
     assert_eq!(
         reason_codes(refused.problem(422, "incompatible")),
@@ -261,7 +242,7 @@ async fn allocation_refusals_and_overrides(backend: Backend) {
 
     // RhD-positive unit for an RhD-negative woman of childbearing potential: authorise tier.
     // The night technologist records who authorised it by phone; no director login needed.
-    let (rh_pos, _) = ready_unit(&app, &tech, "O", "positive").await;
+    let (rh_pos, _) = b.ready("O", "positive", "negative", 1).await;
     let refused = allocate(&tech, rh_pos, json!({})).await;
     assert_eq!(
         reason_codes(refused.problem(422, "authorisation_required")),
@@ -304,7 +285,7 @@ async fn allocation_refusals_and_overrides(backend: Backend) {
     assert_eq!(alerts.ok(200)["items"].as_array().map(Vec::len), Some(0));
     // The exceptions report lists it until a medical director signs it off.
     let waiting = |signed: &'static str| {
-        let (app, tech) = (&app, &tech);
+        let tech = &tech;
         async move {
             app.get(&format!("/api/v1/reports/exceptions?signed_off={signed}"), Some(tech))
                 .await
@@ -323,7 +304,7 @@ async fn allocation_refusals_and_overrides(backend: Backend) {
         "no RhD-negative unit in time"
     );
     let sign_off = |token: &str| {
-        let (app, token) = (&app, token.to_owned());
+        let token = token.to_owned();
         async move {
             app.post(
                 &format!("/api/v1/allocations/{allocation}/sign-off"),
@@ -368,17 +349,11 @@ async fn allocation_refusals_and_overrides(backend: Backend) {
 }
 
 async fn issue_checks_every_gate(backend: Backend) {
-    let mut app = spawn(backend).await;
-    let tech = app.token_for("technologist").await;
-    let (_, hosp) = hospital(&mut app).await;
-    let patient = typed_patient(&app, &hosp, &tech, &patient_body("MRN-4", "AB", "positive", "male")).await;
-    let s = sample(&app, &hosp, patient).await;
-    let request = app
-        .post("/api/v1/requests", Some(&hosp), &request_body(patient, 2))
-        .await
-        .ok(201)["id"]
-        .as_i64()
-        .expect("request");
+    let b = bank(backend).await;
+    let (app, tech, director) = (&b.app, b.tech.clone(), b.director.clone());
+    let patient = b.typed_patient(&patient_body("MRN-4", "AB", "positive", "male")).await;
+    let s = sample(app, &b.hosp, patient).await;
+    let request = b.request_for(patient, 2).await;
     // A released but not irradiated unit, never crossmatched.
     let din = next_din();
     let id = app
@@ -393,7 +368,6 @@ async fn issue_checks_every_gate(backend: Backend) {
         .ok(201)["id"]
         .as_i64()
         .expect("unit");
-    let director = app.token_for("medical_director").await;
     app.post(
         &format!("/api/v1/units/{id}/release"),
         Some(&director),
@@ -401,16 +375,9 @@ async fn issue_checks_every_gate(backend: Backend) {
     )
     .await
     .ok(200);
-    let alloc = app
-        .post(
-            &format!("/api/v1/requests/{request}/allocations"),
-            Some(&tech),
-            &json!({"unit_id": id}),
-        )
-        .await;
-    let allocation = alloc.ok(201)["id"].as_i64().expect("allocation");
+    let allocation = b.allocated(request, id).await;
     let issue = |scan: String| {
-        let (app, tech) = (&app, &tech);
+        let tech = &tech;
         async move {
             app.post(
                 &format!("/api/v1/allocations/{allocation}/issue"),
@@ -430,7 +397,7 @@ async fn issue_checks_every_gate(backend: Backend) {
     );
     let bad_k = issue(format!("{din}*")).await;
     assert!(reason_codes(bad_k.problem(422, "issue_refused")).contains(&"invalid_check_character".to_owned()));
-    crossmatch(&app, &tech, id, s, "incompatible").await;
+    crossmatch(app, &tech, id, s, "incompatible").await;
     let refused = issue(din.clone()).await;
     assert_eq!(
         reason_codes(refused.problem(422, "issue_refused")),
@@ -438,7 +405,7 @@ async fn issue_checks_every_gate(backend: Backend) {
     );
     // A later compatible result does not supersede the incompatible one: it stands until a
     // medical director resolves it.
-    crossmatch(&app, &tech, id, s, "compatible").await;
+    crossmatch(app, &tech, id, s, "compatible").await;
     app.post(
         &format!("/api/v1/units/{id}/irradiation"),
         Some(&tech),
@@ -460,7 +427,7 @@ async fn issue_checks_every_gate(backend: Backend) {
     assert_eq!(items[0]["result"], "incompatible");
     assert_eq!(items[0]["resolution"], Value::Null);
     let resolve = |token: &str| {
-        let (app, token) = (&app, token.to_owned());
+        let token = token.to_owned();
         async move {
             app.post(
                 &format!("/api/v1/crossmatches/{bad}/resolve"),
@@ -511,14 +478,7 @@ async fn issue_checks_every_gate(backend: Backend) {
         "available"
     );
     // Allocate again and cancel: the unit is released back.
-    let again = app
-        .post(
-            &format!("/api/v1/requests/{request}/allocations"),
-            Some(&tech),
-            &json!({"unit_id": id}),
-        )
-        .await;
-    let second = again.ok(201)["id"].as_i64().expect("allocation");
+    let second = b.allocated(request, id).await;
     app.post(
         &format!("/api/v1/allocations/{second}/cancel"),
         Some(&tech),
@@ -545,31 +505,9 @@ async fn issue_checks_every_gate(backend: Backend) {
     .await
     .problem(409, "invalid_transition");
     // Issued again and kept at the ward past its expiry: it comes back discarded, not available.
-    let third = app
-        .post(
-            &format!("/api/v1/requests/{request}/allocations"),
-            Some(&tech),
-            &json!({"unit_id": id}),
-        )
-        .await
-        .ok(201)["id"]
-        .as_i64()
-        .expect("allocation");
-    app.post(
-        &format!("/api/v1/allocations/{third}/issue"),
-        Some(&tech),
-        &json!({"scanned_din": din}),
-    )
-    .await
-    .ok(200);
-    {
-        use granulo::store::units;
-        let mut conn = app.state.pool.get().expect("conn");
-        let unit = units::find(&mut conn, id).expect("query").expect("unit");
-        let mut data = units::UnitData::from(unit);
-        data.expires_at = (Utc::now() - TimeDelta::minutes(1)).naive_utc();
-        units::update(&mut conn, id, &data).expect("update");
-    }
+    let third = b.allocated(request, id).await;
+    b.issued(third, din.as_str()).await;
+    b.set_unit_expiry(id, Utc::now() - TimeDelta::minutes(1));
     let back = app
         .post(
             &format!("/api/v1/allocations/{third}/return"),
@@ -584,11 +522,12 @@ async fn issue_checks_every_gate(backend: Backend) {
 }
 
 async fn hospitals_see_only_their_own(backend: Backend) {
-    let mut app = spawn(backend).await;
-    let tech = app.token_for("technologist").await;
-    let (a_id, a) = hospital(&mut app).await;
-    let (_, b) = hospital(&mut app).await;
-    let patient = typed_patient(&app, &a, &tech, &patient_body("MRN-5", "O", "positive", "male")).await;
+    let mut bank = bank(backend).await;
+    let (_, b) = hospital(&mut bank.app).await;
+    let (app, tech, a, a_id) = (&bank.app, bank.tech.clone(), bank.hosp.clone(), bank.hospital);
+    let patient = bank
+        .typed_patient(&patient_body("MRN-5", "O", "positive", "male"))
+        .await;
     let mut foreign = patient_body("MRN-6", "O", "positive", "male");
     foreign["hospital_id"] = json!(a_id);
     app.post("/api/v1/patients", Some(&b), &foreign)
@@ -609,37 +548,17 @@ async fn hospitals_see_only_their_own(backend: Backend) {
     )
     .await
     .problem(409, "mrn_taken");
-    let request = app
-        .post("/api/v1/requests", Some(&a), &request_body(patient, 1))
-        .await
-        .ok(201)["id"]
-        .as_i64()
-        .expect("request");
-    let (unit, _) = ready_unit(&app, &tech, "O", "positive").await;
-    let allocation = app
-        .post(
-            &format!("/api/v1/requests/{request}/allocations"),
-            Some(&tech),
-            &json!({"unit_id": unit}),
-        )
-        .await
-        .ok(201)["id"]
-        .as_i64()
-        .expect("allocation");
+    let request = bank.request_for(patient, 1).await;
+    let (unit, _) = bank.ready("O", "positive", "negative", 1).await;
+    let allocation = bank.allocated(request, unit).await;
     // Units: a hospital sees only those issued to it.
     app.get(&format!("/api/v1/units/{unit}"), Some(&a))
         .await
         .problem(404, "not_found");
-    let s = sample(&app, &a, patient).await;
-    crossmatch(&app, &tech, unit, s, "compatible").await;
+    let s = sample(app, &a, patient).await;
+    crossmatch(app, &tech, unit, s, "compatible").await;
     let din = app.get(&format!("/api/v1/units/{unit}"), Some(&tech)).await.ok(200)["din"].clone();
-    app.post(
-        &format!("/api/v1/allocations/{allocation}/issue"),
-        Some(&tech),
-        &json!({"scanned_din": din}),
-    )
-    .await
-    .ok(200);
+    bank.issued(allocation, din).await;
     assert_eq!(
         app.get(&format!("/api/v1/units/{unit}"), Some(&a)).await.ok(200)["id"],
         unit
@@ -704,11 +623,9 @@ async fn hospitals_see_only_their_own(backend: Backend) {
 }
 
 async fn approval_gate_and_cancellation(backend: Backend) {
-    let mut app = spawn(backend).await;
-    let tech = app.token_for("technologist").await;
-    let director = app.token_for("medical_director").await;
-    let (_, hosp) = hospital(&mut app).await;
-    let patient = typed_patient(&app, &hosp, &tech, &patient_body("MRN-8", "O", "positive", "male")).await;
+    let b = bank(backend).await;
+    let (app, tech, director, hosp) = (&b.app, b.tech.clone(), b.director.clone(), b.hosp.clone());
+    let patient = b.typed_patient(&patient_body("MRN-8", "O", "positive", "male")).await;
     let mut outside = request_body(patient, 2);
     outside["indication"]["anc_per_ul"] = json!(800);
     let r = app.post("/api/v1/requests", Some(&hosp), &outside).await;
@@ -718,7 +635,7 @@ async fn approval_gate_and_cancellation(backend: Backend) {
         reason_codes(&json!({"reasons": r.body["approval_reasons"]})),
         vec!["anc_above_threshold"]
     );
-    let (unit, _) = ready_unit(&app, &tech, "O", "positive").await;
+    let (unit, _) = b.ready("O", "positive", "negative", 1).await;
     app.post(
         &format!("/api/v1/requests/{request}/allocations"),
         Some(&tech),
@@ -751,13 +668,7 @@ async fn approval_gate_and_cancellation(backend: Backend) {
     )
     .await
     .problem(409, "invalid_transition");
-    app.post(
-        &format!("/api/v1/requests/{request}/allocations"),
-        Some(&tech),
-        &json!({"unit_id": unit}),
-    )
-    .await
-    .ok(201);
+    b.allocated(request, unit).await;
     // Cancelling the request hands the allocated unit back.
     let cancelled = app
         .post(
@@ -776,9 +687,7 @@ async fn approval_gate_and_cancellation(backend: Backend) {
         .await
         .problem(409, "invalid_transition");
 
-    let declined = app.post("/api/v1/requests", Some(&hosp), &outside).await.ok(201)["id"]
-        .as_i64()
-        .expect("id");
+    let declined = b.request(&outside).await;
     let d = app
         .post(
             &format!("/api/v1/requests/{declined}/decline"),
@@ -807,36 +716,25 @@ async fn approval_gate_and_cancellation(backend: Backend) {
 /// Many allocators race for a few units on many requests; on PostgreSQL through two app
 /// instances on one database. Exactly one winner per unit, every loser a 409, no 5xx.
 async fn racing_allocations_have_one_winner_per_unit(backend: Backend) {
-    let mut app = spawn(backend).await;
-    let other = spawn_on(backend, app.db.clone(), |_| {}).await;
-    let tech = app.token_for("technologist").await;
-    let (_, hosp) = hospital(&mut app).await;
+    let b = bank(backend).await;
+    let other = spawn_on(backend, b.app.db.clone(), |_| {}).await;
+    let (app, tech) = (&b.app, b.tech.clone());
     let mut requests = Vec::new();
     for i in 0..6 {
-        let patient = app
-            .post(
-                "/api/v1/patients",
-                Some(&hosp),
-                &patient_body(&format!("RACE-{i}"), "AB", "positive", "male"),
-            )
-            .await
-            .ok(201)["id"]
-            .as_i64()
-            .expect("patient");
-        let r = app
-            .post("/api/v1/requests", Some(&hosp), &request_body(patient, 3))
+        let patient = b
+            .patient(&patient_body(&format!("RACE-{i}"), "AB", "positive", "male"))
             .await;
-        requests.push(r.ok(201)["id"].as_i64().expect("request"));
+        requests.push(b.request_for(patient, 3).await);
     }
     // Group O RhD-negative units fit patients whose group the blood bank has not typed yet.
     let mut units = Vec::new();
     for _ in 0..3 {
-        units.push(ready_unit(&app, &tech, "O", "negative").await.0);
+        units.push(b.ready("O", "negative", "negative", 1).await.0);
     }
     let mut attempts = Vec::new();
     for (i, request) in requests.iter().enumerate() {
         for unit in &units {
-            let instance = if i % 2 == 0 { &app } else { &other };
+            let instance = if i % 2 == 0 { app } else { &other };
             let path = format!("/api/v1/requests/{request}/allocations");
             let body = json!({"unit_id": unit});
             let tech = tech.clone();
@@ -857,19 +755,13 @@ async fn racing_allocations_have_one_winner_per_unit(backend: Backend) {
 }
 
 async fn candidates_are_ranked_with_reasons(backend: Backend) {
-    let mut app = spawn(backend).await;
-    let tech = app.token_for("technologist").await;
-    let (_, hosp) = hospital(&mut app).await;
-    let patient = typed_patient(&app, &hosp, &tech, &patient_body("MRN-9", "A", "positive", "male")).await;
-    let request = app
-        .post("/api/v1/requests", Some(&hosp), &request_body(patient, 2))
-        .await
-        .ok(201)["id"]
-        .as_i64()
-        .expect("request");
-    let (group_o, _) = ready_unit(&app, &tech, "O", "positive").await;
-    let (identical, _) = ready_unit(&app, &tech, "A", "positive").await;
-    let (wrong, _) = ready_unit(&app, &tech, "B", "positive").await;
+    let b = bank(backend).await;
+    let (app, tech, hosp) = (&b.app, b.tech.clone(), b.hosp.clone());
+    let patient = b.typed_patient(&patient_body("MRN-9", "A", "positive", "male")).await;
+    let request = b.request_for(patient, 2).await;
+    let (group_o, _) = b.ready("O", "positive", "negative", 1).await;
+    let (identical, _) = b.ready("A", "positive", "negative", 1).await;
+    let (wrong, _) = b.ready("B", "positive", "negative", 1).await;
     let donor_a = app.register_donor(&tech, &donor_body("Ida", "A", "positive")).await;
     let donor_o = app.register_donor(&tech, &donor_body("Otto", "O", "positive")).await;
     let donor_b = app.register_donor(&tech, &donor_body("Bea", "B", "positive")).await;
@@ -928,9 +820,8 @@ async fn candidates_are_ranked_with_reasons(backend: Backend) {
 }
 
 async fn trace_and_lookback_follow_a_unit_both_ways(backend: Backend) {
-    let mut app = spawn(backend).await;
-    let tech = app.token_for("technologist").await;
-    let (hospital_id, hosp) = hospital(&mut app).await;
+    let b = bank(backend).await;
+    let (app, tech, hosp, hospital_id) = (&b.app, b.tech.clone(), b.hosp.clone(), b.hospital);
     let donor = app.register_donor(&tech, &donor_body("Trace", "O", "negative")).await;
     let device = app.create_device(&tech, "Optia T").await;
     let start = now_minute() - TimeDelta::hours(3);
@@ -958,66 +849,20 @@ async fn trace_and_lookback_follow_a_unit_both_ways(backend: Backend) {
     )
     .await
     .ok(200);
-    let unit = app
-        .post(
-            "/api/v1/units",
-            Some(&tech),
+    let (unit_id, din) = b
+        .irradiated(
             &json!({"source": {"type": "collection", "collection_id": collection}, "product_code": "E9999V00",
                     "volume_ml": 300, "granulocyte_count": 6e10}),
         )
         .await;
-    let unit_id = unit.ok(201)["id"].as_i64().expect("unit");
-    let din = unit.body["din"].as_str().expect("din").to_owned();
-    app.post(
-        &format!("/api/v1/units/{unit_id}/irradiation"),
-        Some(&tech),
-        &json!({"dose_gy": 25}),
-    )
-    .await
-    .ok(200);
-    let policy = app.get("/api/v1/policy", Some(&tech)).await.ok(200).clone();
-    for marker in policy["unit"]["required_markers"].as_array().expect("markers") {
-        app.post(
-            &format!("/api/v1/units/{unit_id}/tests"),
-            Some(&tech),
-            &json!({"marker": marker, "result": "negative"}),
-        )
-        .await
-        .ok(200);
-    }
-    app.post(
-        &format!("/api/v1/units/{unit_id}/release"),
-        Some(&tech),
-        &json!({"emergency": false}),
-    )
-    .await
-    .ok(200);
-    let patient = typed_patient(&app, &hosp, &tech, &patient_body("MRN-T", "A", "negative", "male")).await;
-    let s = sample(&app, &hosp, patient).await;
-    let request = app
-        .post("/api/v1/requests", Some(&hosp), &request_body(patient, 1))
-        .await
-        .ok(201)["id"]
-        .as_i64()
-        .expect("request");
-    crossmatch(&app, &tech, unit_id, s, "compatible").await;
-    let allocation = app
-        .post(
-            &format!("/api/v1/requests/{request}/allocations"),
-            Some(&tech),
-            &json!({"unit_id": unit_id}),
-        )
-        .await
-        .ok(201)["id"]
-        .as_i64()
-        .expect("allocation");
-    app.post(
-        &format!("/api/v1/allocations/{allocation}/issue"),
-        Some(&tech),
-        &json!({"scanned_din": din}),
-    )
-    .await
-    .ok(200);
+    assert!(!din.is_empty(), "din");
+    release_tested(app, &tech, unit_id).await;
+    let patient = b.typed_patient(&patient_body("MRN-T", "A", "negative", "male")).await;
+    let s = sample(app, &hosp, patient).await;
+    let request = b.request_for(patient, 1).await;
+    crossmatch(app, &tech, unit_id, s, "compatible").await;
+    let allocation = b.allocated(request, unit_id).await;
+    b.issued(allocation, din.as_str()).await;
 
     let trace = app.get(&format!("/api/v1/units/{din}/trace"), Some(&tech)).await;
     let t = trace.ok(200).clone();
@@ -1055,33 +900,13 @@ async fn trace_and_lookback_follow_a_unit_both_ways(backend: Backend) {
 }
 
 async fn cancelling_leaves_a_unit_that_left_allocated_alone(backend: Backend) {
-    let mut app = spawn(backend).await;
-    let tech = app.token_for("technologist").await;
-    let (_, hosp) = hospital(&mut app).await;
-    let patient = typed_patient(&app, &hosp, &tech, &patient_body("MRN-C", "O", "positive", "male")).await;
-    let request = app
-        .post("/api/v1/requests", Some(&hosp), &request_body(patient, 2))
-        .await
-        .ok(201)["id"]
-        .as_i64()
-        .expect("request");
-    let allocate = |unit: i64| {
-        let (app, tech) = (&app, &tech);
-        async move {
-            app.post(
-                &format!("/api/v1/requests/{request}/allocations"),
-                Some(tech),
-                &json!({"unit_id": unit}),
-            )
-            .await
-            .ok(201)["id"]
-                .as_i64()
-                .expect("allocation")
-        }
-    };
+    let b = bank(backend).await;
+    let (app, tech) = (&b.app, b.tech.clone());
+    let patient = b.typed_patient(&patient_body("MRN-C", "O", "positive", "male")).await;
+    let request = b.request_for(patient, 2).await;
     // Quarantined by a storage excursion while allocated: cancelling keeps it quarantined.
-    let (hot, _) = ready_unit(&app, &tech, "O", "positive").await;
-    let first = allocate(hot).await;
+    let (hot, _) = b.ready("O", "positive", "negative", 1).await;
+    let first = b.allocated(request, hot).await;
     app.post(
         &format!("/api/v1/units/{hot}/storage-readings"),
         Some(&tech),
@@ -1113,16 +938,13 @@ async fn cancelling_leaves_a_unit_that_left_allocated_alone(backend: Backend) {
         "quarantined"
     );
     // Swept to expired while allocated: cancelling still works.
-    let (old, _) = ready_unit(&app, &tech, "O", "positive").await;
-    let second = allocate(old).await;
+    let (old, _) = b.ready("O", "positive", "negative", 1).await;
+    let second = b.allocated(request, old).await;
     let expires = app.get(&format!("/api/v1/units/{old}"), Some(&tech)).await.ok(200)["expires_at"].clone();
     let expires = chrono::DateTime::parse_from_rfc3339(expires.as_str().expect("time"))
         .expect("time")
         .with_timezone(&Utc);
-    {
-        let mut conn = app.state.pool.get().expect("conn");
-        granulo::jobs::run_once(&mut conn, "test", expires + TimeDelta::minutes(1)).expect("scan");
-    }
+    b.scan_at(expires + TimeDelta::minutes(1));
     app.post(
         &format!("/api/v1/allocations/{second}/cancel"),
         Some(&tech),

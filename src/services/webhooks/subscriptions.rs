@@ -30,7 +30,7 @@ pub const EVENTS: &[&str] = &[
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"url": "https://interface.example-hospital.org/granulo", "events": ["unit.expiring", "allocation.issued"], "secret": "a long random shared secret", "hospital_id": 3}))]
+#[schema(example = json!({"url": "https://interface.example-hospital.org/granulo", "events": ["unit.expiring", "unit.quarantined"], "secret": "a long random shared secret", "hospital_id": 3}))]
 pub struct SubscriptionInput {
     /// `https://…` (or `http://` for a receiver on a private network).
     pub url: String,
