@@ -2518,11 +2518,11 @@ mod tests {
             let a = run(&p, &u, &xms, requirements, planned_at, stage, &policy);
             let expected = expected_findings(&p, &u, &xms, requirements, planned_at, stage, &policy);
             prop_assert_eq!(severities(&a), expected.clone());
-            let blocks = expected.iter().filter(|(_, s)| *s == Severity::Block).count();
-            let verdict = match (blocks, expected.len()) {
-                (0, 0) => Verdict::Compatible,
-                (0, _) => Verdict::CompatibleWithWarnings,
-                _ => Verdict::Incompatible,
+            // Info findings never stand in the way: they leave the unit `compatible`.
+            let verdict = match expected.iter().map(|(_, s)| *s).max_by_key(|s| s.rank()) {
+                Some(Severity::Block) => Verdict::Incompatible,
+                Some(Severity::Acknowledge | Severity::Authorise) => Verdict::CompatibleWithWarnings,
+                Some(Severity::Info) | None => Verdict::Compatible,
             };
             prop_assert_eq!(a.verdict, verdict);
             let anti_d = p.rhd != Typed::Confirmed(Rhd::Positive)
