@@ -28,7 +28,10 @@ use common::{env_usize, percentile};
 use diesel::prelude::*;
 use granulo::auth::password;
 use granulo::config::DatabaseTarget;
+use granulo::domain::blood::{Abo, Cmv, Rhd, Sex};
 use granulo::domain::policy::Policy;
+use granulo::domain::requests::{AllocationStatus, Priority, RequestStatus};
+use granulo::domain::units::UnitStatus;
 use granulo::store::allocations::{self as allocation_rows, AllocationData, NewCrossmatch};
 use granulo::store::patients::{self as patient_rows, NewSample, PatientData};
 use granulo::store::requests::{self as request_rows, RequestData};
@@ -144,11 +147,11 @@ fn seed(conn: &mut DbConn) -> anyhow::Result<Seeded> {
                     family_name: "Bench".into(),
                     date_of_birth: NaiveDate::from_ymd_opt(1950 + (i % 60) as i32, 1 + (i % 12) as u32, 1)
                         .unwrap_or_default(),
-                    sex: if female { "female" } else { "male" }.into(),
+                    sex: if female { Sex::Female } else { Sex::Male },
                     weight_kg: 20.0 + (i % 70) as f64,
-                    abo: abo.into(),
-                    rhd: if i % 6 == 0 { "negative" } else { "positive" }.into(),
-                    cmv: if i % 4 == 0 { "negative" } else { "positive" }.into(),
+                    abo: Abo::parse(abo).expect("abo"),
+                    rhd: if i % 6 == 0 { Rhd::Negative } else { Rhd::Positive },
+                    cmv: if i % 4 == 0 { Cmv::Negative } else { Cmv::Positive },
                     childbearing_potential_stated: None,
                     hla_antibodies: if i % 10 == 0 { r#"["A2"]"# } else { "[]" }.into(),
                     granulocyte_antibodies: false,
@@ -205,14 +208,14 @@ fn insert_request(
             patient_id,
             units_requested: 4,
             needed_by,
-            priority: "asap".into(),
+            priority: Priority::Asap,
             anc_per_ul: 100,
             infection: "invasive aspergillosis".into(),
             refractory_hours: 72,
             cmv_negative: false,
             hla_compatible: false,
             within_indication: true,
-            status: status.into(),
+            status: RequestStatus::parse(status).expect("request status"),
             decided_by: Some("bench".into()),
             decided_at: Some(needed_by - TimeDelta::hours(3)),
             decision_reason: None,
@@ -261,7 +264,7 @@ fn seed_units(conn: &mut DbConn, n: usize, now: NaiveDateTime, people: &mut Peop
             18 => "discarded",
             _ => "issued",
         };
-        data.status = status.into();
+        data.status = UnitStatus::parse(status).expect("unit status");
         match status {
             "quarantined" => {
                 data.release_kind = None;
@@ -342,7 +345,7 @@ fn allocation(request_id: i64, unit_id: i64, status: &str, collected: NaiveDateT
     AllocationData {
         request_id,
         unit_id,
-        status: status.into(),
+        status: AllocationStatus::parse(status).expect("allocation status"),
         anti_d_task: false,
         allocated_by: "bench".into(),
         allocated_at: at,

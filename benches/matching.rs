@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDate, TimeDelta};
 use common::{env_usize, percentile};
 use granulo::config::DatabaseTarget;
+use granulo::domain::blood::{Abo, Cmv, Rhd, Sex};
 use granulo::domain::policy::Policy;
+use granulo::domain::requests::{Priority, RequestStatus};
 use granulo::services::allocations::{self, AllocateInput};
 use granulo::services::candidates;
 use granulo::store::audit::Actor;
@@ -39,11 +41,11 @@ fn seed(conn: &mut DbConn, n_units: usize, n_donors: usize) -> anyhow::Result<i6
                 given_name: "Bench".into(),
                 family_name: "Patient".into(),
                 date_of_birth: NaiveDate::from_ymd_opt(1980, 1, 1).unwrap_or_default(),
-                sex: "male".into(),
+                sex: Sex::Male,
                 weight_kg: 70.0,
-                abo: "AB".into(),
-                rhd: "positive".into(),
-                cmv: "negative".into(),
+                abo: Abo::Ab,
+                rhd: Rhd::Positive,
+                cmv: Cmv::Negative,
                 childbearing_potential_stated: None,
                 hla_antibodies: r#"["A2"]"#.into(),
                 granulocyte_antibodies: false,
@@ -58,14 +60,14 @@ fn seed(conn: &mut DbConn, n_units: usize, n_donors: usize) -> anyhow::Result<i6
                 patient_id: patient.id,
                 units_requested: 30,
                 needed_by: now + TimeDelta::hours(2),
-                priority: "asap".into(),
+                priority: Priority::Asap,
                 anc_per_ul: 100,
                 infection: "bench".into(),
                 refractory_hours: 72,
                 cmv_negative: false,
                 hla_compatible: false,
                 within_indication: true,
-                status: "open".into(),
+                status: RequestStatus::Open,
                 decided_by: None,
                 decided_at: None,
                 decision_reason: None,

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 use diesel::{Connection as _, RunQueryDsl as _};
+use granulo::domain::blood::{Abo, Cmv, DonorType, Rhd, Sex};
+use granulo::domain::units::UnitStatus;
 use granulo::store::{DbConn, donors, hospitals, units};
 
 pub const ABO: [&str; 4] = ["O", "A", "B", "AB"];
@@ -73,13 +75,13 @@ pub fn seed_donors(conn: &mut DbConn, n: usize, now: NaiveDateTime) -> anyhow::R
                 family_name: "Bench".into(),
                 date_of_birth: NaiveDate::from_ymd_opt(1970 + (i % 40) as i32, 1 + (i % 12) as u32, 1)
                     .unwrap_or_default(),
-                sex: "female".into(),
+                sex: Sex::Female,
                 weight_kg: 70.0,
-                abo: ABO[i % 4].into(),
-                rhd: RHD[i % 2].into(),
-                cmv: CMV[i % 3].into(),
+                abo: Abo::parse(ABO[i % 4]).expect("abo"),
+                rhd: Rhd::parse(RHD[i % 2]).expect("rhd"),
+                cmv: Cmv::parse(CMV[i % 3]).expect("cmv"),
                 hla: hla.into(),
-                donor_type: "community".into(),
+                donor_type: DonorType::Community,
                 phone: None,
                 email: None,
                 contraindications: "[]".into(),
@@ -134,15 +136,15 @@ pub fn supplier_unit(i: usize, collected_at: NaiveDateTime, now: NaiveDateTime) 
         donor_id: None,
         supplier: Some("bench".into()),
         pooled: false,
-        abo: ABO[i % 4].into(),
-        rhd: RHD[(i / 4) % 2].into(),
-        cmv: CMV[i % 3].into(),
+        abo: Abo::parse(ABO[i % 4]).expect("abo"),
+        rhd: Rhd::parse(RHD[(i / 4) % 2]).expect("rhd"),
+        cmv: Cmv::parse(CMV[i % 3]).expect("cmv"),
         volume_ml: 250,
         granulocyte_count: 2e10 + (i % 50) as f64 * 1e9,
         red_cell_volume_ml: Some(20.0),
         collected_at,
         expires_at: collected_at + TimeDelta::hours(24),
-        status: "available".into(),
+        status: UnitStatus::Available,
         status_reason: None,
         storage_location: None,
         irradiated_at: Some(collected_at + TimeDelta::minutes(30)),

@@ -15,6 +15,7 @@ use crate::domain::alerts::{
     RaiseDecision, RequestState, StimulationState, TaskState, UnitState, kinds,
 };
 use crate::domain::policy::Policy;
+use crate::domain::requests::AllocationStatus;
 use crate::domain::units::UnitStatus;
 use crate::error::{ApiError, ApiResult};
 use crate::services::utc;
@@ -88,7 +89,7 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
     // When each allocated (not yet issued) unit is to be transfused: its request's need time.
     let planned: HashMap<i64, DateTime<Utc>> = active
         .iter()
-        .filter(|(a, _, _)| a.status == "allocated")
+        .filter(|(a, _, _)| a.status == AllocationStatus::Allocated)
         .map(|(a, _, needed_by)| (a.unit_id, utc(*needed_by)))
         .collect();
     for (id, din, status, expires_at) in store::units::for_alert_scan(conn)? {
@@ -136,8 +137,8 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
         holding.extend(alerts::allocation_alerts(
             &AllocationState {
                 id: a.id,
-                allocated: a.status == "allocated",
-                issued_at: a.issued_at.filter(|_| a.status == "issued").map(utc),
+                allocated: a.status == AllocationStatus::Allocated,
+                issued_at: a.issued_at.filter(|_| a.status == AllocationStatus::Issued).map(utc),
                 planned_at: utc(needed_by),
                 sample_valid_until: valid_until,
             },

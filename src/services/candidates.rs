@@ -80,9 +80,9 @@ fn unit_facts(
     reserved_for: Option<i64>,
 ) -> ApiResult<UnitFacts> {
     Ok(UnitFacts {
-        abo: stored_enum("abo", &u.abo, Abo::parse)?,
-        rhd: stored_enum("rhd", &u.rhd, Rhd::parse)?,
-        cmv: stored_enum("cmv", &u.cmv, Cmv::parse)?,
+        abo: u.abo,
+        rhd: u.rhd,
+        cmv: u.cmv,
         donor_hla: hla.filter(|h| !h.is_empty()).cloned(),
         irradiated: u.irradiated,
         released: u.released,
@@ -223,9 +223,9 @@ pub fn candidates(
             from_stored_json("hla", &d.hla)?
         };
         let facts = DonorMatchFacts {
-            abo: stored_enum("abo", &d.abo, Abo::parse)?,
-            rhd: stored_enum("rhd", &d.rhd, Rhd::parse)?,
-            cmv: stored_enum("cmv", &d.cmv, Cmv::parse)?,
+            abo: d.abo,
+            rhd: d.rhd,
+            cmv: d.cmv,
             hla: (!hla.is_empty()).then_some(hla),
             last_stimulated_at: last_stimulated.get(&d.id).copied(),
         };

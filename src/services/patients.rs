@@ -5,7 +5,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{from_stored_json, is_past, stored, stored_enum, to_json, to_value, utc};
+use super::{from_stored_json, is_past, stored, to_json, to_value, utc};
 use crate::domain::blood::{Abo, Cmv, Rhd, Sex};
 use crate::domain::compatibility::PatientFacts;
 use crate::domain::group::{self, GroupOfRecord, GroupStatus, Typed, Typing};
@@ -135,8 +135,8 @@ fn typing_view(row: TypingRow, drawn_at: chrono::NaiveDateTime) -> ApiResult<Typ
         sample_id: row.sample_id,
         patient_id: row.patient_id,
         drawn_at: utc(drawn_at),
-        abo: stored_enum("abo", &row.abo, Abo::parse)?,
-        rhd: stored_enum("rhd", &row.rhd, Rhd::parse)?,
+        abo: row.abo,
+        rhd: row.rhd,
         typed_by: row.typed_by,
         typed_at: utc(row.typed_at),
     })
@@ -267,11 +267,11 @@ fn validate(input: &PatientInput, hospital_id: i64, today: NaiveDate) -> ApiResu
         given_name,
         family_name,
         date_of_birth: input.date_of_birth,
-        sex: input.sex.as_str().to_owned(),
+        sex: input.sex,
         weight_kg: input.weight_kg,
-        abo: input.abo.as_str().to_owned(),
-        rhd: input.rhd.as_str().to_owned(),
-        cmv: input.cmv.as_str().to_owned(),
+        abo: input.abo,
+        rhd: input.rhd,
+        cmv: input.cmv,
         childbearing_potential_stated: input.childbearing_potential,
         hla_antibodies: to_json(&hla)?,
         granulocyte_antibodies: input.granulocyte_antibodies.unwrap_or(false),
@@ -304,7 +304,7 @@ pub fn view(conn: &mut DbConn, p: Patient, policy: &Policy) -> ApiResult<Patient
 }
 
 fn view_of(p: Patient, group_of_record: GroupOfRecordView, policy: &Policy) -> ApiResult<PatientView> {
-    let sex = stored_enum("sex", &p.sex, Sex::parse)?;
+    let sex = p.sex;
     let today = utc(store::now()).date_naive();
     Ok(PatientView {
         childbearing_potential: crate::domain::recipient::childbearing_potential(
@@ -316,9 +316,9 @@ fn view_of(p: Patient, group_of_record: GroupOfRecordView, policy: &Policy) -> A
         ),
         childbearing_potential_stated: p.childbearing_potential_stated,
         sex,
-        abo: stored_enum("abo", &p.abo, Abo::parse)?,
-        rhd: stored_enum("rhd", &p.rhd, Rhd::parse)?,
-        cmv: stored_enum("cmv", &p.cmv, Cmv::parse)?,
+        abo: p.abo,
+        rhd: p.rhd,
+        cmv: p.cmv,
         hla_antibodies: from_stored_json("hla_antibodies", &p.hla_antibodies)?,
         id: p.id,
         hospital_id: p.hospital_id,

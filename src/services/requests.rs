@@ -5,7 +5,7 @@ use diesel::Connection as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{reasons, stored, stored_enum, to_value, utc};
+use super::{reasons, stored, to_value, utc};
 use crate::domain::policy::Policy;
 use crate::domain::requests::{self as rules, Indication, Priority, RequestAction, RequestStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
@@ -106,10 +106,6 @@ pub struct RequestView {
     pub updated_at: DateTime<Utc>,
 }
 
-pub fn status_of(r: &Request) -> ApiResult<RequestStatus> {
-    stored_enum("request status", &r.status, RequestStatus::parse)
-}
-
 pub fn indication_of(r: &Request) -> Indication {
     Indication {
         anc_per_ul: u32::try_from(r.anc_per_ul).unwrap_or(0),
@@ -129,7 +125,7 @@ pub fn view(conn: &mut DbConn, r: Request, policy: &Policy) -> ApiResult<Request
             allocation_id: a.id,
             unit_id: a.unit_id,
             din,
-            status: a.status,
+            status: a.status.as_str().to_owned(),
             issued_at: a.issued_at.map(utc),
             transfusion_started_at: a.transfusion_started_at.map(utc),
             anc_increment_per_ul: a.anc_increment_per_ul,
@@ -137,8 +133,8 @@ pub fn view(conn: &mut DbConn, r: Request, policy: &Policy) -> ApiResult<Request
         });
     }
     Ok(RequestView {
-        status: status_of(&r)?,
-        priority: stored_enum("priority", &r.priority, Priority::parse)?,
+        status: r.status,
+        priority: r.priority,
         approval_reasons: reasons(rules::outside_indication(indication_of(&r), policy)),
         id: r.id,
         hospital_id: r.hospital_id,
@@ -242,14 +238,14 @@ pub fn create(
             patient_id: patient.id,
             units_requested: i32::try_from(input.units_requested).unwrap_or(1),
             needed_by: stored(input.needed_by),
-            priority: input.priority.as_str().to_owned(),
+            priority: input.priority,
             anc_per_ul: i32::try_from(indication.anc_per_ul).unwrap_or(i32::MAX),
             infection,
             refractory_hours: i32::try_from(indication.refractory_hours).unwrap_or(i32::MAX),
             cmv_negative: requirements.cmv_negative.unwrap_or(false),
             hla_compatible: requirements.hla_compatible.unwrap_or(false),
             within_indication: within,
-            status: status.as_str().to_owned(),
+            status,
             decided_by: None,
             decided_at: None,
             decision_reason: None,
@@ -376,7 +372,7 @@ fn change(
 ) -> ApiResult<RequestView> {
     let r = find(conn, id, scope)?;
     rows::lock(conn, id)?;
-    let from = status_of(&r)?;
+    let from = r.status;
     let to = rules::next_request_status(from, action).ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidTransition,
@@ -385,7 +381,7 @@ fn change(
     })?;
     let before = view(conn, r.clone(), policy)?;
     let mut data = RequestData::from(r);
-    data.status = to.as_str().to_owned();
+    data.status = to;
     data.updated_at = store::now();
     edit(&mut data);
     let row = rows::update(conn, id, &data)?;
@@ -486,7 +482,7 @@ pub fn settle(conn: &mut DbConn, actor: &Actor, id: i64, policy: &Policy) -> Api
         .filter(|a| matches!(a.status.as_str(), "issued" | "transfused"))
         .count();
     let enough = issued >= usize::try_from(r.units_requested).unwrap_or(usize::MAX);
-    match (status_of(&r)?, enough) {
+    match (r.status, enough) {
         (RequestStatus::Open, true) => {
             change(conn, actor, id, RequestAction::Fulfil, |_| {}, None, policy)?;
         }

@@ -7,6 +7,7 @@ use super::DbConn;
 use super::schema::{
     allocation_decisions, allocation_sign_offs, allocations, crossmatch_resolutions, crossmatches, requests,
 };
+use crate::domain::requests::AllocationStatus;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = allocations)]
@@ -14,7 +15,7 @@ pub struct Allocation {
     pub id: i64,
     pub request_id: i64,
     pub unit_id: i64,
-    pub status: String,
+    pub status: AllocationStatus,
     pub anti_d_task: bool,
     pub allocated_by: String,
     pub allocated_at: NaiveDateTime,
@@ -39,7 +40,7 @@ pub struct Allocation {
 pub struct AllocationData {
     pub request_id: i64,
     pub unit_id: i64,
-    pub status: String,
+    pub status: AllocationStatus,
     pub anti_d_task: bool,
     pub allocated_by: String,
     pub allocated_at: NaiveDateTime,

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 
 use super::DbConn;
 use super::schema::{deferrals, donations, donors, stimulations};
+use crate::domain::blood::{Abo, Cmv, DonorType, Rhd, Sex};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = donors)]
@@ -14,14 +15,14 @@ pub struct Donor {
     pub given_name: String,
     pub family_name: String,
     pub date_of_birth: NaiveDate,
-    pub sex: String,
+    pub sex: Sex,
     pub weight_kg: f64,
-    pub abo: String,
-    pub rhd: String,
-    pub cmv: String,
+    pub abo: Abo,
+    pub rhd: Rhd,
+    pub cmv: Cmv,
     /// JSON `{a, b, c, drb1}`.
     pub hla: String,
-    pub donor_type: String,
+    pub donor_type: DonorType,
     pub phone: Option<String>,
     pub email: Option<String>,
     /// JSON `[{agent, item}]`: the policy checklist items the donor is flagged on.
@@ -39,13 +40,13 @@ pub struct DonorData {
     pub given_name: String,
     pub family_name: String,
     pub date_of_birth: NaiveDate,
-    pub sex: String,
+    pub sex: Sex,
     pub weight_kg: f64,
-    pub abo: String,
-    pub rhd: String,
-    pub cmv: String,
+    pub abo: Abo,
+    pub rhd: Rhd,
+    pub cmv: Cmv,
     pub hla: String,
-    pub donor_type: String,
+    pub donor_type: DonorType,
     pub phone: Option<String>,
     pub email: Option<String>,
     pub contraindications: String,
@@ -85,9 +86,9 @@ pub struct DonorMatchRow {
     pub donor_number: String,
     pub date_of_birth: NaiveDate,
     pub active: bool,
-    pub abo: String,
-    pub rhd: String,
-    pub cmv: String,
+    pub abo: Abo,
+    pub rhd: Rhd,
+    pub cmv: Cmv,
     pub hla: String,
     pub contraindications: String,
 }

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 
 use super::DbConn;
 use super::schema::{patients, sample_typings, samples};
+use crate::domain::blood::{Abo, Cmv, Rhd, Sex};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = patients)]
@@ -15,11 +16,11 @@ pub struct Patient {
     pub given_name: String,
     pub family_name: String,
     pub date_of_birth: NaiveDate,
-    pub sex: String,
+    pub sex: Sex,
     pub weight_kg: f64,
-    pub abo: String,
-    pub rhd: String,
-    pub cmv: String,
+    pub abo: Abo,
+    pub rhd: Rhd,
+    pub cmv: Cmv,
     /// JSON array of antibody specificities.
     pub hla_antibodies: String,
     pub granulocyte_antibodies: bool,
@@ -37,11 +38,11 @@ pub struct PatientData {
     pub given_name: String,
     pub family_name: String,
     pub date_of_birth: NaiveDate,
-    pub sex: String,
+    pub sex: Sex,
     pub weight_kg: f64,
-    pub abo: String,
-    pub rhd: String,
-    pub cmv: String,
+    pub abo: Abo,
+    pub rhd: Rhd,
+    pub cmv: Cmv,
     pub childbearing_potential_stated: Option<bool>,
     pub hla_antibodies: String,
     pub granulocyte_antibodies: bool,
@@ -151,8 +152,8 @@ pub struct TypingRow {
     pub id: i64,
     pub sample_id: i64,
     pub patient_id: i64,
-    pub abo: String,
-    pub rhd: String,
+    pub abo: Abo,
+    pub rhd: Rhd,
     pub typed_by: String,
     pub typed_at: NaiveDateTime,
     pub created_at: NaiveDateTime,

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 
 use super::DbConn;
 use super::schema::{idempotency_keys, requests};
+use crate::domain::requests::{Priority, RequestStatus};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = requests)]
@@ -14,14 +15,14 @@ pub struct Request {
     pub patient_id: i64,
     pub units_requested: i32,
     pub needed_by: NaiveDateTime,
-    pub priority: String,
+    pub priority: Priority,
     pub anc_per_ul: i32,
     pub infection: String,
     pub refractory_hours: i32,
     pub cmv_negative: bool,
     pub hla_compatible: bool,
     pub within_indication: bool,
-    pub status: String,
+    pub status: RequestStatus,
     pub decided_by: Option<String>,
     pub decided_at: Option<NaiveDateTime>,
     pub decision_reason: Option<String>,
@@ -40,14 +41,14 @@ pub struct RequestData {
     pub patient_id: i64,
     pub units_requested: i32,
     pub needed_by: NaiveDateTime,
-    pub priority: String,
+    pub priority: Priority,
     pub anc_per_ul: i32,
     pub infection: String,
     pub refractory_hours: i32,
     pub cmv_negative: bool,
     pub hla_compatible: bool,
     pub within_indication: bool,
-    pub status: String,
+    pub status: RequestStatus,
     pub decided_by: Option<String>,
     pub decided_at: Option<NaiveDateTime>,
     pub decision_reason: Option<String>,

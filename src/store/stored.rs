@@ -125,6 +125,20 @@ fn parse_stored<T>(text: &str, what: &str, parse: fn(&str) -> Option<T>) -> dese
 }
 
 use crate::domain::alerts::AlertSeverity;
+use crate::domain::blood::{Abo, Cmv, DonorType, Rhd, Sex, UnitRhd};
+use crate::domain::requests::{AllocationStatus, Priority, RequestStatus};
 use crate::domain::units::UnitStatus;
 
-stored_text!(AlertSeverity, UnitStatus);
+stored_text!(
+    AlertSeverity,
+    Abo,
+    Cmv,
+    DonorType,
+    Rhd,
+    Sex,
+    UnitRhd,
+    AllocationStatus,
+    Priority,
+    RequestStatus,
+    UnitStatus,
+);

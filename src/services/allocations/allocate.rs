@@ -5,13 +5,13 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::assess::{ForRequest, assess};
-use super::{AllocationView, as_reason, begin, clean_reason, move_unit, parse_status, save, unit_not_available, view};
+use super::{AllocationView, as_reason, begin, clean_reason, move_unit, save, unit_not_available, view};
 use crate::domain::compatibility::{self, Severity, Stage};
 use crate::domain::policy::Policy;
 use crate::domain::requests::{self as request_rules, AllocationAction, AllocationStatus, RequestAction};
 use crate::domain::units::{self as unit_rules, UnitAction, UnitStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::services::{decisions, requests, units};
+use crate::services::{decisions, requests};
 use crate::services::{stored, to_value, utc};
 use crate::store::allocations::{self as rows, AllocationData};
 use crate::store::audit::{self, Actor, Change};
@@ -61,7 +61,7 @@ pub fn allocate(
     let (acknowledged, authorisation) = decisions::clean(input.acknowledge, input.authorisation, now)?;
     let r = requests::find(conn, request_id, None)?;
     crate::store::requests::lock(conn, request_id)?;
-    let status = requests::status_of(&r)?;
+    let status = r.status;
     if request_rules::next_request_status(status, RequestAction::Allocate).is_none() {
         return Err(ApiError::new(
             ErrorCode::RequestNotOpen,
@@ -76,7 +76,7 @@ pub fn allocate(
             vec![],
         )
     })?;
-    let unit_status = unit_rules::effective_status(units::status_of_unit(&u)?, utc(u.expires_at), now);
+    let unit_status = unit_rules::effective_status(u.status, utc(u.expires_at), now);
     if unit_status != UnitStatus::Available {
         return Err(unit_not_available(&u.din, &format!("it is {unit_status}")));
     }
@@ -114,7 +114,7 @@ pub fn allocate(
         &AllocationData {
             request_id,
             unit_id: u.id,
-            status: AllocationStatus::Allocated.as_str().to_owned(),
+            status: AllocationStatus::Allocated,
             anti_d_task: a.anti_d_prophylaxis,
             allocated_by: actor.name.clone(),
             allocated_at: stored(now),
@@ -178,7 +178,7 @@ pub fn cancel(conn: &mut DbConn, actor: &Actor, id: i64, reason: &str) -> ApiRes
     let (a, to, u) = begin(conn, id, AllocationAction::Cancel, None)?;
     cancel_holding(conn, &u, now)?;
     let mut data = AllocationData::from(a.clone());
-    data.status = to.as_str().to_owned();
+    data.status = to;
     data.ended_at = Some(stored(now));
     data.end_reason = Some(reason);
     data.updated_at = stored(now);
@@ -189,7 +189,7 @@ pub fn cancel(conn: &mut DbConn, actor: &Actor, id: i64, reason: &str) -> ApiRes
 /// unit that left `allocated` meanwhile (quarantined by a reading or a result, swept to
 /// `expired`, discarded) stays as it is.
 fn cancel_holding(conn: &mut DbConn, u: &Unit, now: DateTime<Utc>) -> ApiResult<()> {
-    let stored_status = units::status_of_unit(u)?;
+    let stored_status = u.status;
     if stored_status != UnitStatus::Allocated {
         return Ok(());
     }
@@ -202,7 +202,7 @@ fn cancel_holding(conn: &mut DbConn, u: &Unit, now: DateTime<Utc>) -> ApiResult<
 /// Cancels every allocation of a request that still only holds its unit.
 pub fn cancel_for_request(conn: &mut DbConn, actor: &Actor, request_id: i64) -> ApiResult<()> {
     for a in rows::of_request(conn, request_id)? {
-        if parse_status(&a)? == AllocationStatus::Allocated {
+        if a.status == AllocationStatus::Allocated {
             cancel(conn, actor, a.id, "request cancelled")?;
         }
     }

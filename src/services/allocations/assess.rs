@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{CrossmatchResult, FindingView, parse_status};
+use super::{CrossmatchResult, FindingView};
 use crate::domain::blood::Hla;
 use crate::domain::compatibility::{
     self, Assessment, Context, CrossmatchFacts, CrossmatchKind, Requirements, Stage, UnitFacts, Verdict,
@@ -115,7 +115,7 @@ impl ForRequest {
     pub(super) fn of(conn: &mut DbConn, r: &crate::store::requests::Request, unit_id: i64) -> ApiResult<Self> {
         let mut day_granulocytes = 0.0;
         for a in rows::of_request(conn, r.id)? {
-            if a.unit_id != unit_id && request_rules::is_active(parse_status(&a)?) {
+            if a.unit_id != unit_id && request_rules::is_active(a.status) {
                 day_granulocytes += unit_rows::find(conn, a.unit_id)?.map_or(0.0, |u| u.granulocyte_count);
             }
         }

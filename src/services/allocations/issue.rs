@@ -11,7 +11,7 @@ use crate::domain::policy::Policy;
 use crate::domain::requests::AllocationAction;
 use crate::domain::units::{UnitAction, UnitStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason};
-use crate::services::{decisions, requests, units};
+use crate::services::{decisions, requests};
 use crate::services::{stored, utc};
 use crate::store::allocations::{self as rows, AllocationData};
 use crate::store::audit::{self, Actor, Change};
@@ -51,7 +51,7 @@ pub fn issue(
     // excursion or a positive result since allocation quarantines it).
     let unit = IssuedUnit {
         din: &u.din,
-        status: units::status_of_unit(&u)?,
+        status: u.status,
         status_reason: u.status_reason.as_deref(),
         expires_at: utc(u.expires_at),
     };
@@ -97,7 +97,7 @@ pub fn issue(
     )?;
     let mut data = AllocationData::from(a.clone());
     data.anti_d_task |= a_now.anti_d_prophylaxis;
-    data.status = to.as_str().to_owned();
+    data.status = to;
     data.issued_at = Some(stored(now));
     data.issued_by = Some(actor.name.clone());
     data.scanned_din = Some(scanned.trim().to_owned());
@@ -144,7 +144,7 @@ pub fn return_unit(
         ),
     )?;
     let mut data = AllocationData::from(a.clone());
-    data.status = to.as_str().to_owned();
+    data.status = to;
     data.ended_at = Some(stored(now));
     data.end_reason = Some(reason);
     data.updated_at = stored(now);

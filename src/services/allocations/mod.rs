@@ -29,7 +29,7 @@ use crate::domain::compatibility::{self};
 use crate::domain::requests::{self as request_rules, AllocationAction, AllocationStatus};
 use crate::domain::units::{self as unit_rules, UnitAction, UnitStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason};
-use crate::services::{decisions, requests, units};
+use crate::services::{decisions, requests};
 use crate::store::allocations::{self as rows, Allocation, AllocationData};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::units::{Unit, UnitData};
@@ -78,10 +78,6 @@ pub struct AllocationView {
     pub updated_at: DateTime<Utc>,
 }
 
-fn parse_status(a: &Allocation) -> ApiResult<AllocationStatus> {
-    super::stored_enum("allocation status", &a.status, AllocationStatus::parse)
-}
-
 pub fn view(conn: &mut DbConn, a: Allocation) -> ApiResult<AllocationView> {
     let din = unit_rows::find(conn, a.unit_id)?.map(|u| u.din).unwrap_or_default();
     let r = crate::store::requests::find(conn, a.request_id)?.ok_or_else(|| ApiError::not_found("request"))?;
@@ -91,7 +87,7 @@ pub fn view(conn: &mut DbConn, a: Allocation) -> ApiResult<AllocationView> {
     Ok(AllocationView {
         warnings: std::mem::take(&mut acceptances.findings),
         acceptances,
-        status: parse_status(&a)?,
+        status: a.status,
         id: a.id,
         request_id: a.request_id,
         unit_id: a.unit_id,
@@ -155,7 +151,7 @@ fn begin(
     crate::store::requests::lock(conn, a.request_id)?;
     rows::lock(conn, id)?;
     unit_rows::lock(conn, a.unit_id)?;
-    let from = parse_status(&a)?;
+    let from = a.status;
     let to = request_rules::next_allocation_status(from, action).ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidTransition,
@@ -174,10 +170,10 @@ fn move_unit(
     reason: Option<String>,
     now: DateTime<Utc>,
 ) -> ApiResult<UnitStatus> {
-    let to = unit_rules::transition(units::status_of_unit(u)?, action, utc(u.expires_at), now)
+    let to = unit_rules::transition(u.status, action, utc(u.expires_at), now)
         .map_err(|r| ApiError::new(r.into(), format!("unit {} cannot {action}", u.din)))?;
     let mut data = UnitData::from(u.clone());
-    data.status = to.as_str().to_owned();
+    data.status = to;
     if reason.is_some() {
         data.status_reason = reason;
     }

@@ -83,7 +83,7 @@ pub fn transfusion(
     let pre = input.pre_anc_per_ul.and_then(|x| i32::try_from(x).ok());
     let post = input.post_anc_per_ul.and_then(|x| i32::try_from(x).ok());
     let mut data = AllocationData::from(a.clone());
-    data.status = to.as_str().to_owned();
+    data.status = to;
     data.transfusion_started_at = Some(stored(input.started_at));
     data.transfusion_ended_at = input.ended_at.map(stored);
     data.reaction = reaction;

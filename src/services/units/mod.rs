@@ -28,7 +28,7 @@ pub use view::{
 
 use chrono::{DateTime, Utc};
 
-use super::{stored, stored_enum, utc};
+use super::{stored, utc};
 use crate::domain::blood::{Abo, Rhd};
 use crate::domain::isbt128::{self, Din};
 use crate::domain::text_enum;
@@ -52,14 +52,6 @@ text_enum!(
         Emergency => "emergency",
     }
 );
-
-pub fn status_of_unit(u: &Unit) -> ApiResult<UnitStatus> {
-    status_of(u)
-}
-
-fn status_of(u: &Unit) -> ApiResult<UnitStatus> {
-    stored_enum("unit status", &u.status, UnitStatus::parse)
-}
 
 /// Finds a unit by numeric id, DIN, or DIN followed by its check character.
 pub fn find(conn: &mut DbConn, key: &str) -> ApiResult<Unit> {
@@ -122,8 +114,8 @@ pub fn get(conn: &mut DbConn, key: &str, scope: Option<i64>) -> ApiResult<UnitVi
 fn begin(conn: &mut DbConn, key: &str, action: UnitAction, now: DateTime<Utc>) -> ApiResult<(Unit, UnitStatus)> {
     let u = find(conn, key)?;
     rows::lock(conn, u.id)?;
-    let to = rules::transition(status_of(&u)?, action, utc(u.expires_at), now).map_err(|code| {
-        let status = rules::effective_status(status_of(&u).unwrap_or(UnitStatus::Discarded), utc(u.expires_at), now);
+    let to = rules::transition(u.status, action, utc(u.expires_at), now).map_err(|code| {
+        let status = rules::effective_status(u.status, utc(u.expires_at), now);
         ApiError::new(code.into(), format!("unit {} is {status}; it cannot {action}", u.din))
     })?;
     Ok((u, to))

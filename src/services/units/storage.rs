@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::view::{UnitView, record, view};
-use super::{begin, find, raise, save, status_of};
+use super::{begin, find, raise, save};
 use crate::domain::policy::Policy;
 use crate::domain::text_enum;
 use crate::domain::units::{self as rules, InspectionOutcome, UnitAction, UnitStatus};
@@ -154,9 +154,9 @@ pub fn inspect(
     let mut data = UnitData::from(u.clone());
     data.updated_at = stored(now);
     if let Some(action) = action {
-        let to = rules::transition(status_of(&u)?, action, utc(u.expires_at), now)
+        let to = rules::transition(u.status, action, utc(u.expires_at), now)
             .map_err(|r| ApiError::new(r.into(), format!("unit {} cannot {action}", u.din)))?;
-        data.status = to.as_str().to_owned();
+        data.status = to;
         data.status_reason = why;
         if action == UnitAction::Discard {
             data.discarded_at = Some(stored(now));
@@ -202,7 +202,7 @@ pub fn discard(conn: &mut DbConn, actor: &Actor, key: &str, reason: &str) -> Api
     }
     let (u, to) = begin(conn, key, UnitAction::Discard, now)?;
     let mut data = UnitData::from(u.clone());
-    data.status = to.as_str().to_owned();
+    data.status = to;
     data.status_reason = Some(reason.to_owned());
     data.discarded_at = Some(stored(now));
     data.discarded_by = Some(actor.name.clone());
@@ -313,7 +313,7 @@ fn excursion(
     }
     rows::insert_excursion(conn, u.id, reading, stored(now))?;
     let in_bank = matches!(
-        status_of(u)?,
+        u.status,
         UnitStatus::Quarantined | UnitStatus::Available | UnitStatus::Allocated
     );
     if !in_bank {
@@ -331,9 +331,9 @@ fn excursion(
         policy.unit.storage_temp_max_c,
         utc(reading.measured_at).format("%Y-%m-%d %H:%M UTC")
     );
-    let effect = match rules::transition(status_of(u)?, UnitAction::Quarantine, utc(u.expires_at), now) {
+    let effect = match rules::transition(u.status, UnitAction::Quarantine, utc(u.expires_at), now) {
         Ok(to) => {
-            data.status = to.as_str().to_owned();
+            data.status = to;
             data.status_reason = Some(why.clone());
             ReadingEffect::Quarantined
         }

@@ -6,15 +6,15 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::view::{Physician, UnitRecord, UnitView, record, view};
-use super::{ReleaseKind, begin, find, raise, save, status_of};
+use super::{ReleaseKind, begin, find, raise, save};
 use crate::domain::policy::{Policy, is_marker_name};
-use crate::domain::requests::AllocationStatus;
+use crate::domain::requests::RequestStatus;
 use crate::domain::units::{
     self as rules, ReactiveAlert, ReactiveDecision, ReactiveResultFacts, ReleaseRequest, TestResult, UnitAction,
     UnitStatus,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode, Validator};
-use crate::services::{from_stored_json, is_past, stored, stored_enum, to_value, utc};
+use crate::services::{from_stored_json, is_past, stored, to_value, utc};
 use crate::store::allocations::Allocation;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::patients::Patient;
@@ -68,7 +68,7 @@ pub fn record_test(
     let reached = reached(conn, &u)?;
     let decision = rules::reactive_result(
         ReactiveResultFacts {
-            status: status_of(&u)?,
+            status: u.status,
             expires_at: utc(u.expires_at),
             released: u.release_kind.is_some(),
             emergency: facts.emergency.is_some(),
@@ -78,7 +78,7 @@ pub fn record_test(
         now,
     );
     if let Some(to) = decision.status {
-        data.status = to.as_str().to_owned();
+        data.status = to;
     }
     if decision.discard_only {
         data.status_reason = Some(format!("{marker} reactive: the unit can only be discarded"));
@@ -150,8 +150,7 @@ fn reached(conn: &mut DbConn, u: &Unit) -> ApiResult<Vec<Reached>> {
     let ids: Vec<i64> = units.iter().map(|x| x.id).collect();
     let mut out = Vec::new();
     for a in crate::store::allocations::of_units(conn, &ids)? {
-        let status = stored_enum("allocation status", &a.status, AllocationStatus::parse)?;
-        if !rules::reached_patient(status, a.issued_at.is_some()) {
+        if !rules::reached_patient(a.status, a.issued_at.is_some()) {
             continue;
         }
         let din = units
@@ -198,10 +197,10 @@ fn reactive_result(
         for other in rows::in_bank_of_donor(conn, donor_id, u.id)? {
             rows::lock(conn, other.id)?;
             let mut data = UnitData::from(other.clone());
-            if let Ok(to) = rules::transition(status_of(&other)?, UnitAction::Quarantine, utc(other.expires_at), now) {
-                data.status = to.as_str().to_owned();
+            if let Ok(to) = rules::transition(other.status, UnitAction::Quarantine, utc(other.expires_at), now) {
+                data.status = to;
             }
-            if data.status == UnitStatus::Quarantined.as_str() {
+            if data.status == UnitStatus::Quarantined {
                 data.status_reason = Some(format!(
                     "donor deferred: {marker} reactive on unit {} (pending confirmatory testing)",
                     u.din
@@ -448,7 +447,7 @@ pub fn release(
             let r = crate::store::requests::find(conn, id)?.ok_or_else(|| {
                 ApiError::refused(ErrorCode::UnknownRequest, format!("there is no request {id}"), vec![])
             })?;
-            if r.status != "open" {
+            if r.status != RequestStatus::Open {
                 return Err(ApiError::new(
                     ErrorCode::RequestNotOpen,
                     format!(
@@ -495,7 +494,7 @@ pub fn release(
         ReleaseKind::Tested
     };
     let mut data = UnitData::from(u.clone());
-    data.status = to.as_str().to_owned();
+    data.status = to;
     data.status_reason = None;
     data.release_kind = Some(kind.as_str().to_owned());
     data.released_at = Some(stored(now));

@@ -7,9 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ReleaseKind, UnitSource, status_of};
+use super::{ReleaseKind, UnitSource};
 use crate::domain::blood::{Abo, Cmv, Rhd};
 use crate::domain::isbt128::{self};
+use crate::domain::requests::AllocationStatus;
 use crate::domain::units::{self as rules, Holds, MarkerResult, QuarantineReason, TestResult, UnitStatus};
 use crate::error::{ApiError, ApiResult};
 use crate::services::{from_stored_json, stored_enum, to_value, utc};
@@ -273,7 +274,7 @@ pub fn records(conn: &mut DbConn, list: &[Unit]) -> ApiResult<HashMap<i64, UnitR
     // A unit held in quarantine whose latest allocation came back is waiting for its inspection.
     let quarantined: Vec<i64> = list
         .iter()
-        .filter(|u| u.status == UnitStatus::Quarantined.as_str())
+        .filter(|u| u.status == UnitStatus::Quarantined)
         .map(|u| u.id)
         .collect();
     if !quarantined.is_empty() {
@@ -286,7 +287,7 @@ pub fn records(conn: &mut DbConn, list: &[Unit]) -> ApiResult<HashMap<i64, UnitR
             latest.insert(a.unit_id, a);
         }
         for (unit_id, a) in latest {
-            if a.status == "returned"
+            if a.status == AllocationStatus::Returned
                 && !inspected.contains(&a.id)
                 && let Some(r) = out.get_mut(&unit_id)
             {
@@ -374,7 +375,7 @@ fn member_view(m: &rows::PoolMember) -> ApiResult<PoolMemberView> {
 
 fn view_of(u: Unit, record: UnitRecord, now: DateTime<Utc>) -> ApiResult<UnitView> {
     let expires_at = utc(u.expires_at);
-    let status = rules::effective_status(status_of(&u)?, expires_at, now);
+    let status = rules::effective_status(u.status, expires_at, now);
     let remaining = expires_at.signed_duration_since(now).num_seconds().max(0) as f64 / 3600.0;
     let irradiation = match (u.irradiated_at, u.irradiation_dose_gy) {
         (Some(at), Some(dose)) => Some(Irradiation {
@@ -425,9 +426,9 @@ fn view_of(u: Unit, record: UnitRecord, now: DateTime<Utc>) -> ApiResult<UnitVie
         holds,
         excursions: record.excursions,
         source: stored_enum("unit source", &u.source, UnitSource::parse)?,
-        abo: stored_enum("abo", &u.abo, Abo::parse)?,
-        rhd: stored_enum("rhd", &u.rhd, Rhd::parse)?,
-        cmv: stored_enum("cmv", &u.cmv, Cmv::parse)?,
+        abo: u.abo,
+        rhd: u.rhd,
+        cmv: u.cmv,
         id: u.id,
         din: u.din,
         product_code: u.product_code,
