@@ -14,6 +14,7 @@ use crate::domain::blood::{Abo, Cmv, Hla, Rhd};
 use crate::domain::compatibility::{self, Context, CrossmatchFacts, CrossmatchKind, Stage, UnitFacts, Verdict};
 use crate::domain::matching::{self, DonorMatchFacts};
 use crate::domain::policy::Policy;
+use crate::domain::requests::AllocationStatus;
 use crate::domain::stimulation;
 use crate::error::ApiResult;
 use crate::services::{donors, patients, requests};
@@ -153,7 +154,7 @@ pub fn candidates(
     // The request's units already due (allocated or issued), for the day's dose.
     let mut day_granulocytes = 0.0;
     for a in allocation_rows::of_request(conn, request_id)? {
-        if matches!(a.status.as_str(), "allocated" | "issued") {
+        if matches!(a.status, AllocationStatus::Allocated | AllocationStatus::Issued) {
             day_granulocytes += unit_rows::find(conn, a.unit_id)?.map_or(0.0, |u| u.granulocyte_count);
         }
     }

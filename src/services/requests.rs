@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 use super::{reasons, stored, to_value, utc};
 use crate::domain::policy::Policy;
+use crate::domain::requests::AllocationStatus;
 use crate::domain::requests::{self as rules, Indication, Priority, RequestAction, RequestStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
 use crate::services::patients;
@@ -117,7 +118,7 @@ pub fn view(conn: &mut DbConn, r: Request, policy: &Policy) -> ApiResult<Request
     let mut course = Vec::new();
     let mut issued = 0;
     for a in allocation_rows::of_request(conn, r.id)? {
-        if a.issued_at.is_some() && matches!(a.status.as_str(), "issued" | "transfused") {
+        if a.issued_at.is_some() && matches!(a.status, AllocationStatus::Issued | AllocationStatus::Transfused) {
             issued += 1;
         }
         let din = unit_rows::find(conn, a.unit_id)?.map(|u| u.din).unwrap_or_default();
@@ -479,7 +480,7 @@ pub fn settle(conn: &mut DbConn, actor: &Actor, id: i64, policy: &Policy) -> Api
     let r = rows::find(conn, id)?.ok_or_else(|| ApiError::not_found("request"))?;
     let issued = allocation_rows::of_request(conn, id)?
         .iter()
-        .filter(|a| matches!(a.status.as_str(), "issued" | "transfused"))
+        .filter(|a| matches!(a.status, AllocationStatus::Issued | AllocationStatus::Transfused))
         .count();
     let enough = issued >= usize::try_from(r.units_requested).unwrap_or(usize::MAX);
     match (r.status, enough) {

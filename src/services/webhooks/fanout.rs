@@ -3,6 +3,7 @@
 //! in the caller's transaction.
 
 use crate::domain::alerts::{self as rules, AlertSeverity, AlertTransition, RaiseDecision};
+use crate::domain::requests::AllocationStatus;
 use crate::error::{ApiError, ApiResult};
 use crate::services::from_stored_json;
 use crate::store::alerts::{self, Alert, NewAlert, NewEvent, Occurred};
@@ -27,10 +28,12 @@ fn hospital_of(conn: &mut DbConn, alert: &Alert) -> ApiResult<Option<i64>> {
             None => Ok(None),
         },
         "unit" => {
-            let held = store::allocations::of_unit(conn, id)?
-                .into_iter()
-                .rev()
-                .find(|a| matches!(a.status.as_str(), "allocated" | "issued" | "transfused"));
+            let held = store::allocations::of_unit(conn, id)?.into_iter().rev().find(|a| {
+                matches!(
+                    a.status,
+                    AllocationStatus::Allocated | AllocationStatus::Issued | AllocationStatus::Transfused
+                )
+            });
             match held {
                 Some(a) => request_hospital(conn, a.request_id),
                 None => Ok(None),
