@@ -19,6 +19,7 @@ mod isbt128;
 mod judgement;
 mod migration;
 mod policy;
+mod references;
 mod requests;
 mod safety;
 mod security;
