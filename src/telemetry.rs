@@ -65,7 +65,7 @@ impl RootSpanBuilder for RequestSpan {
             span.in_scope(|| {
                 tracing::warn!(
                     status = status.as_u16(),
-                    code = code.map_or("", |c| c.as_str()),
+                    code = %code.map_or("", |c| c.as_str()),
                     "request refused"
                 )
             });

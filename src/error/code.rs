@@ -105,9 +105,13 @@ error_codes! {
     IssueRefused = 422, "issue_refused", "the unit cannot be issued now; `reasons` lists why";
     ElectronicCrossmatchNotAllowed = 422, "electronic_crossmatch_not_allowed", "the patient does not qualify for an electronic crossmatch";
     RequestOfAnotherPatient = 422, "request_of_another_patient", "the request is for another patient";
-    UnknownRequest = 422, "unknown_request", "the body names a request that does not exist";
-    UnknownUnit = 422, "unknown_unit", "the body names a unit that does not exist";
+    UnknownRequest = 422, "unknown_request", "the body or query names a request that does not exist";
+    UnknownUnit = 422, "unknown_unit", "the body or query names a unit that does not exist";
     UnknownCollection = 422, "unknown_collection", "the body names a collection that does not exist";
+    UnknownPatient = 422, "unknown_patient", "the body or query names a patient that does not exist or is not visible to the caller";
+    UnknownSample = 422, "unknown_sample", "the body names a sample that does not exist";
+    UnknownDonor = 422, "unknown_donor", "the body names a donor that does not exist";
+    UnknownDevice = 422, "unknown_device", "the body names a device that does not exist";
     PoolGroupInconsistent = 422, "pool_group_inconsistent", "the pool's donations do not match its labelled group";
     IdempotencyKeyReused = 422, "idempotency_key_reused", "the `Idempotency-Key` was used with a different body";
     NulCharacter = 422, "nul_character", "a NUL character in the path, query or body (it cannot be stored)";

@@ -120,6 +120,21 @@ impl ApiError {
         e
     }
 
+    /// An id named in the body (or in a query that refers to a record), not in the path, that
+    /// has no record or none the caller may see: 422 `code`, since 404 is for the URL.
+    pub fn unknown(code: ErrorCode, what: &str, id: i64) -> Self {
+        Self::refused(code, format!("there is no {what} {id}"), Vec::new())
+    }
+
+    /// [`ApiError::unknown`] in place of the 404 of a lookup by an id named in the body.
+    pub fn or_unknown(self, code: ErrorCode, what: &str, id: i64) -> Self {
+        if self.0.code == ErrorCode::NotFound {
+            Self::unknown(code, what, id)
+        } else {
+            self
+        }
+    }
+
     pub fn too_many_requests(detail: impl Into<String>, retry_after_secs: u64) -> Self {
         let mut e = Self::new(ErrorCode::TooManyRequests, detail);
         e.0.retry_after_secs = Some(retry_after_secs.max(1));

@@ -171,7 +171,7 @@ pub async fn transfusion(
     post, path = "/api/v1/crossmatches", tag = "allocations", security(("bearer" = [])), request_body = CrossmatchInput,
     responses(
         (status = 201, description = "the crossmatch recorded", body = CrossmatchView),
-        (status = 422, description = "`electronic_crossmatch_not_allowed` with reasons `group_unconfirmed`, `antibodies_recorded`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_unit`, `unknown_sample`; `electronic_crossmatch_not_allowed` with reasons `group_unconfirmed`, `antibodies_recorded`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn crossmatch(
@@ -194,7 +194,7 @@ pub async fn crossmatch(
     get, path = "/api/v1/compatibility", tag = "allocations", security(("bearer" = [])), params(CompatibilityQuery),
     responses(
         (status = 200, description = "the verdict with every finding", body = CompatibilityView),
-        (status = 422, description = "`request_of_another_patient`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_unit`, `unknown_patient`, `unknown_request`, `request_of_another_patient`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn compatibility(

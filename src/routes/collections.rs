@@ -45,7 +45,9 @@ pub struct CollectionQuery {
 }
 
 const REFUSALS: &str = "`donor_ineligible` (reasons: every failing eligibility rule, `donor_already_booked`), \
-    `device_busy`, `device_inactive`";
+    `device_busy`, `device_inactive`, `unknown_device`";
+const SCHEDULE_REFUSALS: &str = "`donor_ineligible` (reasons: every failing eligibility rule, \
+    `donor_already_booked`), `device_busy`, `device_inactive`, `unknown_donor`, `unknown_device`, `unknown_request`";
 
 /// Book a collection for a donor on a device. The donor is checked at the scheduled start
 /// (which may be in the past, for procedures recorded afterwards).
@@ -53,7 +55,7 @@ const REFUSALS: &str = "`donor_ineligible` (reasons: every failing eligibility r
     post, path = "/api/v1/collections", operation_id = "create_collection", tag = "collections", security(("bearer" = [])), request_body = ScheduleInput,
     responses(
         (status = 201, description = "the collection booked", body = CollectionView),
-        (status = 422, description = REFUSALS, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = SCHEDULE_REFUSALS, body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(

@@ -97,7 +97,7 @@ fn replayed(status: u16, body: String) -> HttpResponse {
     params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[\x21-\x7e]{1,255}$", description = "makes retries safe")),
     responses(
         (status = 201, description = "the request created (or, for a repeated `Idempotency-Key`, the first answer)", body = RequestView),
-        (status = 422, description = "`idempotency_key_reused`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_patient` (also for another hospital's patient), `idempotency_key_reused`", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(

@@ -86,7 +86,7 @@ const CHANGE_REFUSALS: &str = "409 `invalid_transition` or `unit_expired` (check
     responses(
         (status = 201, description = "the unit created, quarantined until tested", body = UnitView),
         (status = 409, description = "`din_exists`, `unit_exists`, `collection_not_completed`, `din_sequence_exhausted`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_check_character`, `invalid_isbt128`, `unit_expired`, `pool_group_inconsistent` (with reasons `pool_abo_inconsistent`, `pool_rhd_inconsistent`)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_collection`, `invalid_check_character`, `invalid_isbt128`, `unit_expired`, `pool_group_inconsistent` (with reasons `pool_abo_inconsistent`, `pool_rhd_inconsistent`)", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(

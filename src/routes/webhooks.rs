@@ -29,7 +29,10 @@ pub struct DeliveryList {
 /// that hospital's patients and units.
 #[utoipa::path(
     post, path = "/api/v1/webhooks", operation_id = "create_webhook", tag = "alerts", security(("bearer" = [])), request_body = SubscriptionInput,
-    responses((status = 201, description = "the subscription created (its secret is never shown)", body = SubscriptionView))
+    responses(
+        (status = 201, description = "the subscription created (its secret is never shown)", body = SubscriptionView),
+        (status = 422, description = "`unknown_hospital`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn create(
     state: web::Data<AppState>,

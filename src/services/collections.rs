@@ -257,11 +257,13 @@ fn refuse_unless_clear(eligibility: crate::domain::eligibility::Eligibility, bus
     Ok(())
 }
 
+/// The device named in the body, locked; a missing one is `unknown_device`.
 fn active_device(conn: &mut DbConn, device_id: i64) -> ApiResult<Device> {
+    let unknown = || ApiError::unknown(ErrorCode::UnknownDevice, "device", device_id);
     if !devices::lock(conn, device_id)? {
-        return Err(ApiError::not_found("device"));
+        return Err(unknown());
     }
-    let device = devices::find(conn, device_id)?.ok_or_else(|| ApiError::not_found("device"))?;
+    let device = devices::find(conn, device_id)?.ok_or_else(unknown)?;
     if !device.active {
         return Err(ApiError::refused(
             ErrorCode::DeviceInactive,
@@ -314,10 +316,11 @@ pub fn schedule(conn: &mut DbConn, actor: &Actor, input: ScheduleInput, policy: 
     if let Some(request_id) = input.request_id
         && crate::store::requests::find(conn, request_id)?.is_none()
     {
-        return Err(ApiError::not_found("request"));
+        return Err(ApiError::unknown(ErrorCode::UnknownRequest, "request", request_id));
     }
     // Donor before device, everywhere, so concurrent units of work cannot deadlock.
-    let donor = locked_donor(conn, input.donor_id)?;
+    let donor = locked_donor(conn, input.donor_id)
+        .map_err(|e| e.or_unknown(ErrorCode::UnknownDonor, "donor", input.donor_id))?;
     active_device(conn, input.device_id)?;
     let record = donors::record(conn, &donor)?;
     let candidate = Booking {

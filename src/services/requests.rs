@@ -223,7 +223,9 @@ pub fn create(
         "must be true: every granulocyte unit is irradiated before issue",
     );
     v.finish()?;
-    let patient = patients::find(conn, input.patient_id, scope)?;
+    // Another hospital's patient is answered as one that does not exist.
+    let patient = patients::find(conn, input.patient_id, scope)
+        .map_err(|e| e.or_unknown(ErrorCode::UnknownPatient, "patient", input.patient_id))?;
     let indication = Indication {
         anc_per_ul: input.indication.anc_per_ul,
         refractory_hours: input.indication.refractory_hours,

@@ -180,20 +180,20 @@ async fn bookings_refuse_ineligible_donors_and_busy_devices(backend: Backend) {
     let codes = reason_codes(deferred.problem(422, "donor_ineligible"));
     assert_eq!(codes, vec!["deferred", "device_busy"]);
 
-    // Unknown donor or device: 404, nothing written.
+    // Unknown donor, request or device named in the body: 422, nothing written.
     app.book(&tech, 999_999, device, tomorrow + TimeDelta::days(5))
         .await
-        .problem(404, "not_found");
+        .problem(422, "unknown_donor");
     app.post(
         "/api/v1/collections",
         Some(&tech),
         &json!({"donor_id": ben, "device_id": device, "scheduled_start": ts(tomorrow + TimeDelta::days(5)), "request_id": 999_999}),
     )
     .await
-    .problem(404, "not_found");
+    .problem(422, "unknown_request");
     app.book(&tech, ben, 999_999, tomorrow + TimeDelta::days(5))
         .await
-        .problem(404, "not_found");
+        .problem(422, "unknown_device");
     let all = app.get("/api/v1/collections", Some(&tech)).await;
     assert_eq!(all.ok(200)["items"].as_array().map(Vec::len), Some(2));
     let mine = app

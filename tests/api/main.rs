@@ -20,6 +20,7 @@ mod judgement;
 mod migration;
 mod openapi;
 mod policy;
+mod references;
 mod requests;
 mod safety;
 mod security;

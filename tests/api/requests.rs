@@ -576,9 +576,10 @@ async fn hospitals_see_only_their_own(backend: Backend) {
         app.get(&path, Some(&a)).await.ok(200);
         app.get(&path, Some(&tech)).await.ok(200);
     }
+    // Another hospital's patient named in the body is answered as one that does not exist.
     app.post("/api/v1/requests", Some(&b), &request_body(patient, 1))
         .await
-        .problem(404, "not_found");
+        .problem(422, "unknown_patient");
     app.patch(
         &format!("/api/v1/patients/{patient}"),
         Some(&b),

@@ -488,7 +488,8 @@ async fn roles_are_enforced_on_every_route(backend: Backend) {
 }
 
 /// API1: everything a hospital may reach by id, tried by another hospital's user and system.
-/// Each answer is 404 (existence is not confirmed) and nothing is written.
+/// Each answer is 404 (existence is not confirmed; 422 `unknown_patient` for a patient named in a
+/// body, as for one that does not exist) and nothing is written.
 async fn another_hospitals_objects_are_out_of_reach(backend: Backend) {
     let mut app = spawn(backend).await;
     let tech = app.token_for("technologist").await;
@@ -627,7 +628,7 @@ async fn another_hospitals_objects_are_out_of_reach(backend: Backend) {
                     .json(&order),
             )
             .await;
-        replay.problem(404, "not_found");
+        replay.problem(422, "unknown_patient");
         let mut foreign = patient_body("MRN-B", "O", "positive", "male");
         foreign["hospital_id"] = json!(a_id);
         app.post("/api/v1/patients", Some(token), &foreign)

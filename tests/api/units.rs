@@ -309,7 +309,7 @@ async fn external_and_pooled_units_are_validated(backend: Backend) {
                 "volume_ml": 250, "granulocyte_count": 3e10}),
     )
     .await
-    .problem(404, "not_found");
+    .problem(422, "unknown_collection");
     // A collection that has not been completed yields no unit.
     let donor = app.register_donor(&tech, &donor_body("Nina", "O", "positive")).await;
     let device = app.create_device(&tech, "Optia").await;

@@ -162,12 +162,15 @@ pub fn compatibility(
     planned_at: Option<DateTime<Utc>>,
     policy: &Policy,
 ) -> ApiResult<CompatibilityView> {
-    let u = unit_rows::find(conn, unit_id)?.ok_or_else(|| ApiError::not_found("unit"))?;
-    patients::find(conn, patient_id, None)?;
+    let u =
+        unit_rows::find(conn, unit_id)?.ok_or_else(|| ApiError::unknown(ErrorCode::UnknownUnit, "unit", unit_id))?;
+    patients::find(conn, patient_id, None)
+        .map_err(|e| e.or_unknown(ErrorCode::UnknownPatient, "patient", patient_id))?;
     let now = utc(store::now());
     let (request, needed_by) = match request_id {
         Some(id) => {
-            let r = requests::find(conn, id, None)?;
+            let r =
+                requests::find(conn, id, None).map_err(|e| e.or_unknown(ErrorCode::UnknownRequest, "request", id))?;
             if r.patient_id != patient_id {
                 return Err(ApiError::refused(
                     ErrorCode::RequestOfAnotherPatient,

@@ -138,8 +138,10 @@ pub fn record_crossmatch(
         ),
     );
     v.finish()?;
-    let u = unit_rows::find(conn, input.unit_id)?.ok_or_else(|| ApiError::not_found("unit"))?;
-    let sample = patient_rows::find_sample(conn, input.sample_id)?.ok_or_else(|| ApiError::not_found("sample"))?;
+    let u = unit_rows::find(conn, input.unit_id)?
+        .ok_or_else(|| ApiError::unknown(ErrorCode::UnknownUnit, "unit", input.unit_id))?;
+    let sample = patient_rows::find_sample(conn, input.sample_id)?
+        .ok_or_else(|| ApiError::unknown(ErrorCode::UnknownSample, "sample", input.sample_id))?;
     if input.method == CrossmatchMethod::Electronic {
         let found = patient_rows::find(conn, sample.patient_id)?.ok_or_else(|| ApiError::not_found("patient"))?;
         let patient = patients::view(conn, found, policy)?;

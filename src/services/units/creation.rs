@@ -254,7 +254,8 @@ pub fn create(
         }
         SourceInput::Collection { collection_id } => {
             v.finish()?;
-            let c = collection_rows::find(conn, collection_id)?.ok_or_else(|| ApiError::not_found("collection"))?;
+            let c = collection_rows::find(conn, collection_id)?
+                .ok_or_else(|| ApiError::unknown(ErrorCode::UnknownCollection, "collection", collection_id))?;
             let status = stored_enum("collection status", &c.status, CollectionStatus::parse)?;
             let Some(ended_at) = c.ended_at.filter(|_| status == CollectionStatus::Completed) else {
                 return Err(ApiError::new(

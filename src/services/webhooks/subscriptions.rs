@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::alerts::kinds;
-use crate::error::{ApiError, ApiResult, Validator};
+use crate::error::{ApiError, ApiResult, ErrorCode, Validator};
 use crate::services::{from_stored_json, to_json, to_value, utc};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::webhooks::{self as rows, Subscription};
@@ -121,7 +121,7 @@ pub fn create(conn: &mut DbConn, actor: &Actor, input: SubscriptionInput) -> Api
     if let Some(h) = input.hospital_id
         && store::hospitals::find(conn, h)?.is_none()
     {
-        return Err(ApiError::not_found("hospital"));
+        return Err(ApiError::unknown(ErrorCode::UnknownHospital, "hospital", h));
     }
     let row = rows::insert(
         conn,
