@@ -29,6 +29,7 @@ use diesel::prelude::*;
 use granulo::auth::password;
 use granulo::config::DatabaseTarget;
 use granulo::domain::blood::{Abo, Cmv, Rhd, Sex};
+use granulo::domain::compatibility::{CrossmatchKind, CrossmatchResult};
 use granulo::domain::policy::Policy;
 use granulo::domain::requests::{AllocationStatus, Priority, RequestStatus};
 use granulo::domain::units::UnitStatus;
@@ -318,12 +319,12 @@ fn seed_units(conn: &mut DbConn, n: usize, now: NaiveDateTime, people: &mut Peop
                     &NewCrossmatch {
                         unit_id: unit.id,
                         sample_id: *sample_id,
-                        result: "compatible",
+                        result: CrossmatchResult::Compatible,
                         method: "iat",
                         performed_by: "bench",
                         performed_at: now - TimeDelta::minutes(30),
                         created_at: now - TimeDelta::minutes(30),
-                        kind: "red_cell",
+                        kind: CrossmatchKind::RedCell,
                     },
                 )?;
             }

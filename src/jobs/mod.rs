@@ -14,6 +14,7 @@ use crate::domain::alerts::{
     self, AlertSeverity, AlertSpec, AlertTransition, AllocationState, CollectionState, Occurrence, OpenEpisode,
     RaiseDecision, RequestState, StimulationState, TaskState, UnitState, kinds,
 };
+use crate::domain::compatibility::{CrossmatchKind, CrossmatchResult};
 use crate::domain::policy::Policy;
 use crate::domain::requests::AllocationStatus;
 use crate::domain::units::UnitStatus;
@@ -82,7 +83,7 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
     // the transfusion will rely on.
     let mut crossmatches: HashMap<i64, Vec<i64>> = HashMap::new();
     for x in store::allocations::crossmatches_of_units(conn, &unit_ids)? {
-        if x.result == "compatible" && x.kind == "red_cell" {
+        if x.result == CrossmatchResult::Compatible && x.kind == CrossmatchKind::RedCell {
             crossmatches.entry(x.unit_id).or_default().push(x.sample_id);
         }
     }

@@ -9,9 +9,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::allocations::{FindingView, findings};
-use super::{from_stored_json, stored, stored_enum, utc};
+use super::{from_stored_json, stored, utc};
 use crate::domain::blood::{Abo, Cmv, Hla, Rhd};
-use crate::domain::compatibility::{self, Context, CrossmatchFacts, CrossmatchKind, Stage, UnitFacts, Verdict};
+use crate::domain::compatibility::CrossmatchResult;
+use crate::domain::compatibility::{self, Context, CrossmatchFacts, Stage, UnitFacts, Verdict};
 use crate::domain::matching::{self, DonorMatchFacts};
 use crate::domain::policy::Policy;
 use crate::domain::requests::AllocationStatus;
@@ -128,8 +129,8 @@ pub fn candidates(
     for x in found {
         crossmatched.entry(x.unit_id).or_default().push(CrossmatchFacts {
             id: x.id,
-            kind: stored_enum("crossmatch kind", &x.kind, CrossmatchKind::parse)?,
-            compatible: x.result == "compatible",
+            kind: x.kind,
+            compatible: x.result == CrossmatchResult::Compatible,
             resolved: resolved.contains(&x.id),
             sample_valid_until: valid_until.get(&x.sample_id).copied().unwrap_or(now),
         });

@@ -7,6 +7,7 @@ use super::DbConn;
 use super::schema::{
     allocation_decisions, allocation_sign_offs, allocations, crossmatch_resolutions, crossmatches, requests,
 };
+use crate::domain::compatibility::{CrossmatchKind, CrossmatchResult};
 use crate::domain::requests::AllocationStatus;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -165,12 +166,12 @@ pub struct Crossmatch {
     pub id: i64,
     pub unit_id: i64,
     pub sample_id: i64,
-    pub result: String,
+    pub result: CrossmatchResult,
     pub method: String,
     pub performed_by: String,
     pub performed_at: NaiveDateTime,
     pub created_at: NaiveDateTime,
-    pub kind: String,
+    pub kind: CrossmatchKind,
 }
 
 #[derive(Debug, Insertable)]
@@ -178,12 +179,12 @@ pub struct Crossmatch {
 pub struct NewCrossmatch<'a> {
     pub unit_id: i64,
     pub sample_id: i64,
-    pub result: &'a str,
+    pub result: CrossmatchResult,
     pub method: &'a str,
     pub performed_by: &'a str,
     pub performed_at: NaiveDateTime,
     pub created_at: NaiveDateTime,
-    pub kind: &'a str,
+    pub kind: CrossmatchKind,
 }
 
 pub fn insert_crossmatch(conn: &mut DbConn, new: &NewCrossmatch<'_>) -> QueryResult<Crossmatch> {

@@ -126,6 +126,7 @@ fn parse_stored<T>(text: &str, what: &str, parse: fn(&str) -> Option<T>) -> dese
 
 use crate::domain::alerts::AlertSeverity;
 use crate::domain::blood::{Abo, Cmv, DonorType, Rhd, Sex, UnitRhd};
+use crate::domain::compatibility::{CrossmatchKind, CrossmatchMethod, CrossmatchResult};
 use crate::domain::requests::{AllocationStatus, Priority, RequestStatus};
 use crate::domain::units::UnitStatus;
 
@@ -137,6 +138,9 @@ stored_text!(
     Rhd,
     Sex,
     UnitRhd,
+    CrossmatchKind,
+    CrossmatchMethod,
+    CrossmatchResult,
     AllocationStatus,
     Priority,
     RequestStatus,

@@ -127,6 +127,36 @@ text_enum!(
     CrossmatchKind { RedCell => "red_cell", Leukocyte => "leukocyte" }
 );
 
+text_enum!(
+    CrossmatchResult {
+        Compatible => "compatible",
+        Incompatible => "incompatible",
+    }
+);
+
+text_enum!(
+    /// Red-cell crossmatches: indirect antiglobulin test, immediate spin, or electronic
+    /// (computer) issue. Leukocyte crossmatches: granulocyte immunofluorescence or
+    /// agglutination, or flow cytometry.
+    CrossmatchMethod {
+        Iat => "iat",
+        ImmediateSpin => "immediate_spin",
+        Electronic => "electronic",
+        Gift => "granulocyte_immunofluorescence",
+        Gat => "granulocyte_agglutination",
+        FlowCytometry => "flow_cytometry",
+    }
+);
+
+impl CrossmatchMethod {
+    pub fn kind(self) -> CrossmatchKind {
+        match self {
+            Self::Iat | Self::ImmediateSpin | Self::Electronic => CrossmatchKind::RedCell,
+            Self::Gift | Self::Gat | Self::FlowCytometry => CrossmatchKind::Leukocyte,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub code: &'static str,

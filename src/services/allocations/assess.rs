@@ -8,14 +8,14 @@ use utoipa::ToSchema;
 use super::{CrossmatchResult, FindingView};
 use crate::domain::blood::Hla;
 use crate::domain::compatibility::{
-    self, Assessment, Context, CrossmatchFacts, CrossmatchKind, Requirements, Stage, UnitFacts, Verdict,
+    self, Assessment, Context, CrossmatchFacts, Requirements, Stage, UnitFacts, Verdict,
 };
 use crate::domain::policy::Policy;
 use crate::domain::requests::{self as request_rules};
 use crate::domain::units::{self as unit_rules};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::services::{decisions, patients, requests, units};
-use crate::services::{from_stored_json, stored_enum, utc};
+use crate::services::{from_stored_json, utc};
 use crate::store::allocations::{self as rows};
 use crate::store::units::Unit;
 use crate::store::{self, DbConn, donors as donor_rows, patients as patient_rows, units as unit_rows};
@@ -86,8 +86,8 @@ pub fn crossmatch_facts(conn: &mut DbConn, unit_id: i64, patient_id: i64) -> Api
                 .unwrap_or_else(|| utc(store::now()));
             Ok(CrossmatchFacts {
                 id: x.id,
-                kind: stored_enum("crossmatch kind", &x.kind, CrossmatchKind::parse)?,
-                compatible: x.result == CrossmatchResult::Compatible.as_str(),
+                kind: x.kind,
+                compatible: x.result == CrossmatchResult::Compatible,
                 resolved: resolved.contains(&x.id),
                 sample_valid_until: valid_until,
             })

@@ -7,43 +7,14 @@ use utoipa::ToSchema;
 use super::clean_reason;
 use crate::domain::compatibility::{self, CrossmatchKind};
 use crate::domain::policy::Policy;
-use crate::domain::text_enum;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::services::patients;
-use crate::services::{is_past, stored, stored_enum, to_value, utc};
+use crate::services::{is_past, stored, to_value, utc};
 use crate::store::allocations::{self as rows};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::{self, DbConn, patients as patient_rows, units as unit_rows};
 
-text_enum!(
-    CrossmatchResult {
-        Compatible => "compatible",
-        Incompatible => "incompatible",
-    }
-);
-
-text_enum!(
-    /// Red-cell crossmatches: indirect antiglobulin test, immediate spin, or electronic
-    /// (computer) issue. Leukocyte crossmatches: granulocyte immunofluorescence or
-    /// agglutination, or flow cytometry.
-    CrossmatchMethod {
-        Iat => "iat",
-        ImmediateSpin => "immediate_spin",
-        Electronic => "electronic",
-        Gift => "granulocyte_immunofluorescence",
-        Gat => "granulocyte_agglutination",
-        FlowCytometry => "flow_cytometry",
-    }
-);
-
-impl CrossmatchMethod {
-    pub fn kind(self) -> CrossmatchKind {
-        match self {
-            Self::Iat | Self::ImmediateSpin | Self::Electronic => CrossmatchKind::RedCell,
-            Self::Gift | Self::Gat | Self::FlowCytometry => CrossmatchKind::Leukocyte,
-        }
-    }
-}
+pub use crate::domain::compatibility::{CrossmatchMethod, CrossmatchResult};
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -103,8 +74,8 @@ fn crossmatch_view(
         unit_id: x.unit_id,
         sample_id: x.sample_id,
         patient_id: sample.patient_id,
-        kind: stored_enum("crossmatch kind", &x.kind, CrossmatchKind::parse)?,
-        result: stored_enum("crossmatch result", &x.result, CrossmatchResult::parse)?,
+        kind: x.kind,
+        result: x.result,
         method: x.method,
         performed_by: x.performed_by,
         performed_at: utc(x.performed_at),
@@ -167,12 +138,12 @@ pub fn record_crossmatch(
         &rows::NewCrossmatch {
             unit_id: u.id,
             sample_id: sample.id,
-            result: input.result.as_str(),
+            result: input.result,
             method: input.method.as_str(),
             performed_by: &actor.name,
             performed_at: stored(at),
             created_at: stored(now),
-            kind: kind.as_str(),
+            kind,
         },
     )?;
     let created = crossmatch_view(row, &sample, None)?;
@@ -190,7 +161,7 @@ pub fn resolve_crossmatch(conn: &mut DbConn, actor: &Actor, id: i64, reason: &st
     let reason = clean_reason(reason)?;
     let x = rows::find_crossmatch(conn, id)?.ok_or_else(|| ApiError::not_found("crossmatch"))?;
     rows::lock_crossmatch(conn, id)?;
-    if x.result != CrossmatchResult::Incompatible.as_str() {
+    if x.result != CrossmatchResult::Incompatible {
         return Err(ApiError::new(
             ErrorCode::CrossmatchNotIncompatible,
             format!("crossmatch {id} is compatible; only an incompatible result is resolved"),
