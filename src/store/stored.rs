@@ -124,7 +124,14 @@ fn parse_stored<T>(text: &str, what: &str, parse: fn(&str) -> Option<T>) -> dese
     parse(text).ok_or_else(|| format!("{text:?} is not a stored {what}").into())
 }
 
-use crate::domain::alerts::AlertSeverity;
+use crate::domain::alerts::{AlertEntity, AlertKind, AlertSeverity, AlertStatus, AlertTransition};
 use crate::domain::units::UnitStatus;
 
-stored_text!(AlertSeverity, UnitStatus);
+stored_text!(
+    AlertSeverity,
+    UnitStatus,
+    AlertKind,
+    AlertStatus,
+    AlertEntity,
+    AlertTransition
+);
