@@ -189,18 +189,17 @@ fn webhooks(label: &str, pool: &store::Pool) -> anyhow::Result<()> {
                 },
             )?;
             for i in 0..ALERTS {
-                granulo::services::webhooks::raise(
+                granulo::services::alerts::raise(
                     c,
-                    &granulo::store::alerts::NewAlert {
-                        kind: "unit.expiring",
-                        severity: "warning",
-                        status: "open",
-                        dedup_key: &format!("bench:{i}"),
-                        entity_type: "unit",
-                        entity_id: "0",
-                        message: "bench",
-                        details: "{}".to_owned(),
-                        created_at: now,
+                    granulo::services::alerts::Raise {
+                        kind: granulo::domain::alerts::AlertKind::UnitExpiring,
+                        severity: granulo::domain::alerts::AlertSeverity::Warning,
+                        entity_id: 0,
+                        condition_key: format!("bench:{i}"),
+                        message: "bench".to_owned(),
+                        details: serde_json::json!({}),
+                        threshold_hours: None,
+                        at: now.and_utc(),
                     },
                 )
                 .map_err(|e| anyhow::anyhow!("{e}"))?;

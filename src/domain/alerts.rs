@@ -36,28 +36,165 @@ text_enum!(
     }
 );
 
-pub mod kinds {
-    pub const UNIT_EXPIRING: &str = "unit.expiring";
-    pub const UNIT_EXPIRED: &str = "unit.expired";
-    pub const SAMPLE_EXPIRING: &str = "sample.expiring";
-    pub const STIMULATION_WINDOW_MISSED: &str = "stimulation.window_missed";
-    pub const COLLECTION_DONOR_INELIGIBLE: &str = "collection.donor_ineligible";
-    pub const COLLECTION_UNSTIMULATED: &str = "collection.unstimulated";
-    pub const REQUEST_UNALLOCATED: &str = "request.unallocated";
-    pub const TRANSFUSION_OUTCOME_MISSING: &str = "transfusion.outcome_missing";
-    pub const TASK_OVERDUE: &str = "task.overdue";
-    /// Kinds the scan owns: they resolve when their condition no longer holds.
-    pub const SCANNED: &[&str] = &[
-        UNIT_EXPIRING,
-        UNIT_EXPIRED,
-        SAMPLE_EXPIRING,
-        STIMULATION_WINDOW_MISSED,
-        COLLECTION_DONOR_INELIGIBLE,
-        COLLECTION_UNSTIMULATED,
-        REQUEST_UNALLOCATED,
-        TRANSFUSION_OUTCOME_MISSING,
-        TASK_OVERDUE,
-    ];
+text_enum!(
+    /// Where an alert stands: `resolved` once its condition cleared.
+    AlertStatus {
+        Open => "open",
+        Acknowledged => "acknowledged",
+        Resolved => "resolved",
+    }
+);
+
+text_enum!(
+    /// What an alert is about.
+    AlertEntity {
+        Unit => "unit",
+        Allocation => "allocation",
+        Request => "request",
+        Task => "task",
+        Collection => "collection",
+        Patient => "patient",
+    }
+);
+
+text_enum!(
+    /// An alert kind, which is also its webhook event name.
+    AlertKind {
+        UnitExpiring => "unit.expiring",
+        UnitExpired => "unit.expired",
+        UnitQuarantined => "unit.quarantined",
+        UnitPositiveResultAfterRelease => "unit.positive_result_after_release",
+        SampleExpiring => "sample.expiring",
+        StimulationWindowMissed => "stimulation.window_missed",
+        CollectionDonorIneligible => "collection.donor_ineligible",
+        CollectionUnstimulated => "collection.unstimulated",
+        RequestUnallocated => "request.unallocated",
+        TransfusionOutcomeMissing => "transfusion.outcome_missing",
+        AllocationAntiDProphylaxis => "allocation.anti_d_prophylaxis",
+        PatientGroupDiscordant => "patient.group_discordant",
+        TaskOverdue => "task.overdue",
+    }
+);
+
+impl AlertKind {
+    /// The entity an alert of this kind is about.
+    pub fn entity(self) -> AlertEntity {
+        use AlertKind::*;
+        match self {
+            UnitExpiring | UnitExpired | UnitQuarantined | UnitPositiveResultAfterRelease => AlertEntity::Unit,
+            SampleExpiring | TransfusionOutcomeMissing | AllocationAntiDProphylaxis => AlertEntity::Allocation,
+            StimulationWindowMissed | CollectionDonorIneligible | CollectionUnstimulated => AlertEntity::Collection,
+            RequestUnallocated => AlertEntity::Request,
+            PatientGroupDiscordant => AlertEntity::Patient,
+            TaskOverdue => AlertEntity::Task,
+        }
+    }
+
+    /// The severities an alert of this kind may take, least severe first.
+    pub fn ladder(self) -> &'static [AlertSeverity] {
+        use AlertKind::*;
+        use AlertSeverity::{Urgent, Warning};
+        match self {
+            UnitExpiring | RequestUnallocated => &[Warning, Urgent],
+            SampleExpiring
+            | StimulationWindowMissed
+            | CollectionUnstimulated
+            | TransfusionOutcomeMissing
+            | AllocationAntiDProphylaxis => &[Warning],
+            UnitExpired
+            | UnitQuarantined
+            | UnitPositiveResultAfterRelease
+            | CollectionDonorIneligible
+            | PatientGroupDiscordant
+            | TaskOverdue => &[Urgent],
+        }
+    }
+
+    /// What ends an episode: the scan owns the kinds whose condition it checks; the others are
+    /// events raised by the services.
+    pub fn episode_end(self) -> EpisodeEnd {
+        use AlertKind::*;
+        match self {
+            UnitExpiring
+            | UnitExpired
+            | SampleExpiring
+            | StimulationWindowMissed
+            | CollectionDonorIneligible
+            | CollectionUnstimulated
+            | RequestUnallocated
+            | TransfusionOutcomeMissing
+            | TaskOverdue => EpisodeEnd::ConditionClears,
+            UnitQuarantined | UnitPositiveResultAfterRelease | AllocationAntiDProphylaxis | PatientGroupDiscordant => {
+                EpisodeEnd::Acknowledged
+            }
+        }
+    }
+
+    /// When it is raised, for the README's table (policy keys in backquotes).
+    pub fn meaning(self) -> &'static str {
+        use AlertKind::*;
+        match self {
+            UnitExpiring => {
+                "a unit in the bank passed an expiry threshold (`alerts.expiry_thresholds_hours`, 8/4/2 h; urgent at the tightest)"
+            }
+            UnitExpired => "a unit is past expiry (the scan also moves it to `expired`)",
+            UnitQuarantined => "a unit was quarantined (a reactive marker, a storage excursion)",
+            UnitPositiveResultAfterRelease => "a marker came back reactive after the unit was released",
+            SampleExpiring => "the crossmatch sample of an allocation expires before the planned transfusion",
+            StimulationWindowMissed => {
+                "a stimulation's window passed without the collection starting (`donor.gcsf_window_hours` / `dexamethasone_window_hours`)"
+            }
+            CollectionDonorIneligible => {
+                "the donor of a scheduled collection is not eligible at its start (every eligibility rule, contraindications checked against `stimulation.default_agents` and the collection's agents)"
+            }
+            CollectionUnstimulated => "a collection is about to start and no stimulation is recorded for it",
+            RequestUnallocated => {
+                "an open request is due (`alerts.request_unallocated_hours`, 6 h) with nothing allocated; urgent once past due"
+            }
+            TransfusionOutcomeMissing => {
+                "an issued allocation has no transfusion outcome (`alerts.outcome_missing_hours`, 24 h)"
+            }
+            AllocationAntiDProphylaxis => {
+                "an RhD-positive unit was transfused to an RhD-negative patient of childbearing potential"
+            }
+            PatientGroupDiscordant => {
+                "the blood bank's typings of a patient disagree, or the declared group differs from them"
+            }
+            TaskOverdue => "an open task is past its due time",
+        }
+    }
+
+    /// The kinds the scan owns: they resolve when their condition no longer holds.
+    pub fn scanned() -> impl Iterator<Item = AlertKind> {
+        Self::ALL
+            .iter()
+            .copied()
+            .filter(|k| k.episode_end() == EpisodeEnd::ConditionClears)
+    }
+
+    /// A condition key of this kind: `<kind>:<rest>`.
+    pub fn condition_key(self, rest: impl std::fmt::Display) -> String {
+        format!("{self}:{rest}")
+    }
+
+    /// The README's table of alert kinds.
+    pub fn markdown_table() -> String {
+        let mut out = String::from("| kind | about | severity | ends when | raised when |\n|---|---|---|---|---|\n");
+        for k in Self::ALL {
+            let ladder: Vec<String> = k.ladder().iter().map(|s| format!("`{s}`")).collect();
+            let ends = match k.episode_end() {
+                EpisodeEnd::ConditionClears => "it clears (the scan)",
+                EpisodeEnd::Acknowledged => "acknowledged",
+            };
+            out.push_str(&format!(
+                "| `{k}` | {} | {} | {ends} | {} |\n",
+                k.entity(),
+                ladder.join(" → "),
+                k.meaning()
+            ));
+        }
+        out
+    }
 }
 
 impl AlertSeverity {
@@ -74,14 +211,14 @@ impl AlertSeverity {
 /// One condition that holds now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertSpec {
-    pub kind: &'static str,
+    /// Its entity type is the kind's.
+    pub kind: AlertKind,
     pub severity: AlertSeverity,
     /// For `unit.expiring`: the tightest expiry threshold passed, in hours.
     pub threshold_hours: Option<u32>,
     /// The condition key (`unit.expiring:<unit>:<h>h`, `request.unallocated:<request>`, …):
     /// which condition this is, kept on the alert as its latest occurrence.
     pub dedup_key: String,
-    pub entity_type: &'static str,
     pub entity_id: i64,
     pub message: String,
 }
@@ -159,11 +296,10 @@ pub fn unit_alerts(u: &UnitState<'_>, now: DateTime<Utc>, policy: &Policy) -> (V
     let expired = u.status == UnitStatus::Expired || (in_bank && now >= u.expires_at);
     if expired {
         let spec = AlertSpec {
-            kind: kinds::UNIT_EXPIRED,
+            kind: AlertKind::UnitExpired,
             severity: AlertSeverity::Urgent,
             threshold_hours: None,
-            dedup_key: format!("{}:{}", kinds::UNIT_EXPIRED, u.id),
-            entity_type: "unit",
+            dedup_key: AlertKind::UnitExpired.condition_key(u.id),
             entity_id: u.id,
             message: format!(
                 "unit {} expired at {}; discard it",
@@ -186,11 +322,10 @@ pub fn unit_alerts(u: &UnitState<'_>, now: DateTime<Utc>, policy: &Policy) -> (V
     }
     let h = stage.threshold_hours;
     let spec = AlertSpec {
-        kind: kinds::UNIT_EXPIRING,
+        kind: AlertKind::UnitExpiring,
         severity: stage.severity,
         threshold_hours: Some(h),
-        dedup_key: format!("{}:{}:{h}h", kinds::UNIT_EXPIRING, u.id),
-        entity_type: "unit",
+        dedup_key: AlertKind::UnitExpiring.condition_key(format_args!("{}:{h}h", u.id)),
         entity_id: u.id,
         message: format!(
             "unit {} ({}) expires in {} (threshold {h} h)",
@@ -221,11 +356,10 @@ pub fn allocation_alerts(a: &AllocationState, now: DateTime<Utc>, policy: &Polic
         && valid_until < a.planned_at.max(now)
     {
         out.push(AlertSpec {
-            kind: kinds::SAMPLE_EXPIRING,
+            kind: AlertKind::SampleExpiring,
             severity: AlertSeverity::Warning,
             threshold_hours: None,
-            dedup_key: format!("{}:{}", kinds::SAMPLE_EXPIRING, a.id),
-            entity_type: "allocation",
+            dedup_key: AlertKind::SampleExpiring.condition_key(a.id),
             entity_id: a.id,
             message: format!(
                 "the crossmatch sample of allocation {} is valid until {}, before the planned transfusion; draw a new sample",
@@ -238,11 +372,10 @@ pub fn allocation_alerts(a: &AllocationState, now: DateTime<Utc>, policy: &Polic
         && now >= issued + hours(policy.alerts.outcome_missing_hours)
     {
         out.push(AlertSpec {
-            kind: kinds::TRANSFUSION_OUTCOME_MISSING,
+            kind: AlertKind::TransfusionOutcomeMissing,
             severity: AlertSeverity::Warning,
             threshold_hours: None,
-            dedup_key: format!("{}:{}", kinds::TRANSFUSION_OUTCOME_MISSING, a.id),
-            entity_type: "allocation",
+            dedup_key: AlertKind::TransfusionOutcomeMissing.condition_key(a.id),
             entity_id: a.id,
             message: format!(
                 "allocation {} was issued {} ago and has no transfusion outcome",
@@ -268,15 +401,14 @@ pub fn request_alerts(r: &RequestState, now: DateTime<Utc>, policy: &Policy) -> 
     }
     let due = r.needed_by.signed_duration_since(now);
     vec![AlertSpec {
-        kind: kinds::REQUEST_UNALLOCATED,
+        kind: AlertKind::RequestUnallocated,
         severity: if due <= TimeDelta::zero() {
             AlertSeverity::Urgent
         } else {
             AlertSeverity::Warning
         },
         threshold_hours: None,
-        dedup_key: format!("{}:{}", kinds::REQUEST_UNALLOCATED, r.id),
-        entity_type: "request",
+        dedup_key: AlertKind::RequestUnallocated.condition_key(r.id),
         entity_id: r.id,
         message: if due <= TimeDelta::zero() {
             format!(
@@ -306,11 +438,10 @@ pub fn task_alerts(t: &TaskState<'_>, now: DateTime<Utc>) -> Vec<AlertSpec> {
         return Vec::new();
     }
     vec![AlertSpec {
-        kind: kinds::TASK_OVERDUE,
+        kind: AlertKind::TaskOverdue,
         severity: AlertSeverity::Urgent,
         threshold_hours: None,
-        dedup_key: format!("{}:{}", kinds::TASK_OVERDUE, t.id),
-        entity_type: "task",
+        dedup_key: AlertKind::TaskOverdue.condition_key(t.id),
         entity_id: t.id,
         message: format!(
             "task {} is overdue by {}: {}",
@@ -342,11 +473,10 @@ pub fn collection_alerts(c: &CollectionState<'_>, now: DateTime<Utc>, policy: &P
     if !c.eligibility.eligible {
         let codes: Vec<&str> = c.eligibility.reasons.iter().map(|r| r.code).collect();
         out.push(AlertSpec {
-            kind: kinds::COLLECTION_DONOR_INELIGIBLE,
+            kind: AlertKind::CollectionDonorIneligible,
             severity: AlertSeverity::Urgent,
             threshold_hours: None,
-            dedup_key: format!("{}:{}", kinds::COLLECTION_DONOR_INELIGIBLE, c.id),
-            entity_type: "collection",
+            dedup_key: AlertKind::CollectionDonorIneligible.condition_key(c.id),
             entity_id: c.id,
             message: format!(
                 "the donor of collection {} is not eligible at its start: {}",
@@ -358,11 +488,10 @@ pub fn collection_alerts(c: &CollectionState<'_>, now: DateTime<Utc>, policy: &P
     let gcsf_min = hours(policy.donor.gcsf_window_hours.min);
     if c.stimulations.is_empty() && now < c.start && c.start.signed_duration_since(now) <= gcsf_min {
         out.push(AlertSpec {
-            kind: kinds::COLLECTION_UNSTIMULATED,
+            kind: AlertKind::CollectionUnstimulated,
             severity: AlertSeverity::Warning,
             threshold_hours: None,
-            dedup_key: format!("{}:{}", kinds::COLLECTION_UNSTIMULATED, c.id),
-            entity_type: "collection",
+            dedup_key: AlertKind::CollectionUnstimulated.condition_key(c.id),
             entity_id: c.id,
             message: format!(
                 "collection {} starts in {} and no stimulation is recorded for it",
@@ -376,11 +505,10 @@ pub fn collection_alerts(c: &CollectionState<'_>, now: DateTime<Utc>, policy: &P
             && now > s.administered_at + hours(window.max)
         {
             out.push(AlertSpec {
-                kind: kinds::STIMULATION_WINDOW_MISSED,
+                kind: AlertKind::StimulationWindowMissed,
                 severity: AlertSeverity::Warning,
                 threshold_hours: None,
-                dedup_key: format!("{}:{}", kinds::STIMULATION_WINDOW_MISSED, s.id),
-                entity_type: "collection",
+                dedup_key: AlertKind::StimulationWindowMissed.condition_key(s.id),
                 entity_id: c.id,
                 message: format!(
                     "{} given {} ago for collection {}, which has not started; its window is {}–{} h",
@@ -404,7 +532,7 @@ pub fn fold_episodes(specs: Vec<AlertSpec>) -> Vec<AlertSpec> {
     for spec in specs {
         match out
             .iter_mut()
-            .find(|s| s.kind == spec.kind && s.entity_type == spec.entity_type && s.entity_id == spec.entity_id)
+            .find(|s| s.kind == spec.kind && s.entity_id == spec.entity_id)
         {
             Some(kept) => {
                 if worse(spec.severity, spec.threshold_hours, kept.severity, kept.threshold_hours) {
@@ -426,14 +554,6 @@ pub enum EpisodeEnd {
     /// An event (a quarantine, a positive result, an anti-D task, a group discordance) that
     /// never clears by itself: acknowledging the alert ends the episode.
     Acknowledged,
-}
-
-pub fn episode_end(kind: &str) -> EpisodeEnd {
-    if kinds::SCANNED.contains(&kind) {
-        EpisodeEnd::ConditionClears
-    } else {
-        EpisodeEnd::Acknowledged
-    }
 }
 
 /// `true` when (severity, threshold) is worse than the other: a higher severity, or the same
@@ -464,7 +584,7 @@ pub struct OpenEpisode<'a> {
 /// A condition being raised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Occurrence<'a> {
-    pub kind: &'a str,
+    pub kind: AlertKind,
     pub severity: AlertSeverity,
     pub threshold_hours: Option<u32>,
     pub condition_key: &'a str,
@@ -496,7 +616,7 @@ pub fn decide(open: Option<&OpenEpisode<'_>>, new: &Occurrence<'_>) -> RaiseDeci
         return RaiseDecision::Escalate;
     }
     let same_occurrence = new.condition_key == open.condition_key && new.message == open.message;
-    match episode_end(new.kind) {
+    match new.kind.episode_end() {
         EpisodeEnd::ConditionClears => RaiseDecision::Nothing,
         EpisodeEnd::Acknowledged if same_occurrence => RaiseDecision::Nothing,
         EpisodeEnd::Acknowledged => RaiseDecision::Repeat {
@@ -641,13 +761,12 @@ mod tests {
         );
     }
 
-    fn spec(kind: &'static str, entity: i64, severity: AlertSeverity, threshold: Option<u32>, key: &str) -> AlertSpec {
+    fn spec(kind: AlertKind, entity: i64, severity: AlertSeverity, threshold: Option<u32>, key: &str) -> AlertSpec {
         AlertSpec {
             kind,
             severity,
             threshold_hours: threshold,
             dedup_key: key.to_owned(),
-            entity_type: "unit",
             entity_id: entity,
             message: key.to_owned(),
         }
@@ -657,13 +776,13 @@ mod tests {
     fn one_condition_per_episode_the_worst_kept() {
         let (w, u) = (AlertSeverity::Warning, AlertSeverity::Urgent);
         let folded = fold_episodes(vec![
-            spec(kinds::STIMULATION_WINDOW_MISSED, 5, w, None, "s:11"),
-            spec(kinds::STIMULATION_WINDOW_MISSED, 5, w, None, "s:12"),
-            spec(kinds::UNIT_EXPIRING, 5, w, Some(8), "e:8"),
-            spec(kinds::UNIT_EXPIRING, 5, w, Some(4), "e:4"),
-            spec(kinds::UNIT_EXPIRING, 6, u, Some(2), "e6:2"),
-            spec(kinds::UNIT_EXPIRING, 6, w, Some(4), "e6:4"),
-            spec(kinds::UNIT_EXPIRED, 5, u, None, "x"),
+            spec(AlertKind::StimulationWindowMissed, 5, w, None, "s:11"),
+            spec(AlertKind::StimulationWindowMissed, 5, w, None, "s:12"),
+            spec(AlertKind::UnitExpiring, 5, w, Some(8), "e:8"),
+            spec(AlertKind::UnitExpiring, 5, w, Some(4), "e:4"),
+            spec(AlertKind::UnitExpiring, 6, u, Some(2), "e6:2"),
+            spec(AlertKind::UnitExpiring, 6, w, Some(4), "e6:4"),
+            spec(AlertKind::UnitExpired, 5, u, None, "x"),
         ]);
         assert_eq!(keys(&folded), vec!["s:11", "e:4", "e6:2", "x"]);
     }
@@ -685,8 +804,8 @@ mod tests {
             condition_key: key,
             message,
         };
-        let scanned = kinds::UNIT_EXPIRING;
-        let event = "unit.quarantined";
+        let scanned = AlertKind::UnitExpiring;
+        let event = AlertKind::UnitQuarantined;
         let cases: &[(Option<OpenEpisode<'_>>, Occurrence<'_>, RaiseDecision)] = &[
             // No open episode: a new one, whatever the kind.
             (None, occ(scanned, w, Some(8), "k1", "m1"), Open),
@@ -697,7 +816,7 @@ mod tests {
             (Some(open(u, Some(2))), occ(scanned, w, Some(4), "k2", "m2"), Nothing),
             (
                 Some(open(w, None)),
-                occ(kinds::REQUEST_UNALLOCATED, i, None, "k2", "m2"),
+                occ(AlertKind::RequestUnallocated, i, None, "k2", "m2"),
                 Nothing,
             ),
             // The next threshold, or a higher severity: escalate.
@@ -705,7 +824,7 @@ mod tests {
             (Some(open(w, Some(4))), occ(scanned, u, Some(2), "k2", "m2"), Escalate),
             (
                 Some(open(w, None)),
-                occ(kinds::REQUEST_UNALLOCATED, u, None, "k1", "m1"),
+                occ(AlertKind::RequestUnallocated, u, None, "k1", "m1"),
                 Escalate,
             ),
             (Some(open(i, None)), occ(event, w, None, "k1", "m1"), Escalate),
@@ -730,16 +849,16 @@ mod tests {
         for (open, new, expected) in cases {
             assert_eq!(decide(open.as_ref(), new), *expected, "{open:?} {new:?}");
         }
-        for kind in kinds::SCANNED {
-            assert_eq!(episode_end(kind), EpisodeEnd::ConditionClears, "{kind}");
+        for kind in AlertKind::scanned() {
+            assert_eq!(kind.episode_end(), EpisodeEnd::ConditionClears, "{kind}");
         }
         for kind in [
-            "unit.quarantined",
-            "unit.positive_result_after_release",
-            "allocation.anti_d_prophylaxis",
-            "patient.group_discordant",
+            AlertKind::UnitQuarantined,
+            AlertKind::UnitPositiveResultAfterRelease,
+            AlertKind::AllocationAntiDProphylaxis,
+            AlertKind::PatientGroupDiscordant,
         ] {
-            assert_eq!(episode_end(kind), EpisodeEnd::Acknowledged, "{kind}");
+            assert_eq!(kind.episode_end(), EpisodeEnd::Acknowledged, "{kind}");
         }
     }
 
@@ -826,6 +945,120 @@ mod tests {
             keys(&coll(-1, &ok, vec![given(25)])),
             vec!["stimulation.window_missed:11"]
         );
+    }
+
+    /// Every (kind, severity) the scan rules produce over a sweep of states.
+    fn scan_produces() -> std::collections::BTreeSet<(&'static str, &'static str)> {
+        let p = Policy::default();
+        let mut specs = Vec::new();
+        for minutes in (-120..=600).step_by(15) {
+            let left = TimeDelta::minutes(minutes);
+            for status in UnitStatus::ALL {
+                specs.extend(unit_alerts(&unit(*status, left, None), now(), &p).0);
+            }
+            specs.extend(allocation_alerts(
+                &AllocationState {
+                    id: 3,
+                    allocated: true,
+                    issued_at: None,
+                    planned_at: now() + left,
+                    sample_valid_until: Some(now()),
+                },
+                now(),
+                &p,
+            ));
+            specs.extend(allocation_alerts(
+                &AllocationState {
+                    id: 3,
+                    allocated: false,
+                    issued_at: Some(now() - left * 10),
+                    planned_at: now(),
+                    sample_valid_until: None,
+                },
+                now(),
+                &p,
+            ));
+            specs.extend(request_alerts(
+                &RequestState {
+                    id: 9,
+                    needed_by: now() + left,
+                    covered: 0,
+                },
+                now(),
+                &p,
+            ));
+            specs.extend(task_alerts(
+                &TaskState {
+                    id: 4,
+                    title: "t",
+                    due_at: now() + left,
+                },
+                now(),
+            ));
+            let bad = Eligibility {
+                eligible: minutes < 0,
+                reasons: vec![],
+            };
+            let stimulations = if minutes % 2 == 0 {
+                vec![]
+            } else {
+                vec![StimulationState {
+                    id: 11,
+                    agent: "gcsf",
+                    administered_at: now() - left * 10,
+                }]
+            };
+            specs.extend(collection_alerts(
+                &CollectionState {
+                    id: 5,
+                    start: now() + left,
+                    eligibility: &bad,
+                    stimulations,
+                },
+                now(),
+                &p,
+            ));
+        }
+        specs.iter().map(|s| (s.kind.as_str(), s.severity.as_str())).collect()
+    }
+
+    #[test]
+    fn every_kind_has_a_ladder_an_entity_and_the_scan_owns_what_it_raises() {
+        for kind in AlertKind::ALL {
+            let ladder = kind.ladder();
+            assert!(!ladder.is_empty(), "{kind}");
+            assert!(ladder.windows(2).all(|w| w[0].rank() < w[1].rank()), "{kind}");
+            assert_eq!(AlertEntity::parse(kind.entity().as_str()), Some(kind.entity()));
+            assert!(!kind.meaning().is_empty(), "{kind}");
+            assert_eq!(kind.condition_key(7), format!("{kind}:7"));
+        }
+        // The scan raises exactly the kinds it owns, each at every step of its ladder and no
+        // other severity.
+        let produced = scan_produces();
+        let expected: std::collections::BTreeSet<(&str, &str)> = AlertKind::scanned()
+            .flat_map(|k| k.ladder().iter().map(move |s| (k.as_str(), s.as_str())))
+            .collect();
+        assert_eq!(produced, expected);
+    }
+
+    #[test]
+    fn readme_lists_every_alert_kind() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).expect("README.md");
+        let (begin, end) = ("<!-- alert-kinds:begin -->\n", "<!-- alert-kinds:end -->");
+        let start = readme.find(begin).expect("alert-kinds markers in README.md") + begin.len();
+        let stop = readme[start..].find(end).expect("end marker") + start;
+        let table = AlertKind::markdown_table();
+        if readme[start..stop] != table {
+            if std::env::var_os("GRANULO_BLESS").is_some() {
+                let updated = format!("{}{table}{}", &readme[..start], &readme[stop..]);
+                std::fs::write(path, updated).expect("write README.md");
+            } else {
+                panic!(
+                    "README.md's table of alert kinds differs from AlertKind; regenerate it with GRANULO_BLESS=1 cargo test --lib readme_lists_every_alert_kind:\n{table}"
+                );
+            }
+        }
     }
 
     /// Strictly decreasing thresholds within 1–72 h, as `Policy::validate` requires.

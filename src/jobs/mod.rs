@@ -11,16 +11,16 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::alerts::{
-    self, AlertSeverity, AlertSpec, AlertTransition, AllocationState, CollectionState, Occurrence, OpenEpisode,
-    RaiseDecision, RequestState, StimulationState, TaskState, UnitState, kinds,
+    self, AlertKind, AlertSpec, AlertTransition, AllocationState, CollectionState, Occurrence, OpenEpisode,
+    RaiseDecision, RequestState, StimulationState, TaskState, UnitState,
 };
 use crate::domain::compatibility::{CrossmatchKind, CrossmatchResult};
 use crate::domain::policy::Policy;
 use crate::domain::requests::AllocationStatus;
 use crate::domain::units::UnitStatus;
 use crate::error::{ApiError, ApiResult};
+use crate::services::alerts::{Raise, Raised};
 use crate::services::utc;
-use crate::store::alerts::NewAlert;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::{self, DbConn, Pool};
 
@@ -37,26 +37,6 @@ pub struct ScanReport {
     pub resolved: i64,
     pub expired: i64,
     pub duration_ms: i64,
-}
-
-fn raise(conn: &mut DbConn, spec: &AlertSpec, now: DateTime<Utc>) -> ApiResult<Option<AlertTransition>> {
-    let severity = spec.severity.as_str();
-    let changed = crate::services::webhooks::raise_at_threshold(
-        conn,
-        &NewAlert {
-            kind: spec.kind,
-            severity,
-            status: "open",
-            dedup_key: &spec.dedup_key,
-            entity_type: spec.entity_type,
-            entity_id: &spec.entity_id.to_string(),
-            message: &spec.message,
-            details: serde_json::json!({ spec.entity_type: spec.entity_id }).to_string(),
-            created_at: store::truncate_micros(now.naive_utc()),
-        },
-        spec.threshold_hours,
-    )?;
-    Ok(changed.map(|(transition, _)| transition))
 }
 
 /// One pass over everything the alert rules look at, in one transaction.
@@ -214,20 +194,24 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
     // nothing, so those are skipped without a statement each.
     let mut holding = alerts::fold_episodes(holding);
     // In one order for every scan, so that concurrent scans lock alert rows in the same order.
-    holding.sort_by(|a, b| (a.kind, a.entity_type, a.entity_id).cmp(&(b.kind, b.entity_type, b.entity_id)));
-    let episode_of =
-        |kind: &str, entity_type: &str, entity_id: &str| format!("{kind}\u{1f}{entity_type}\u{1f}{entity_id}");
-    let open: HashMap<String, crate::store::alerts::Alert> = crate::store::alerts::open_episodes(conn, kinds::SCANNED)?
-        .into_iter()
-        .map(|a| (episode_of(&a.kind, &a.entity_type, &a.entity_id), a))
-        .collect();
+    holding.sort_by(|a, b| {
+        (a.kind.as_str(), a.kind.entity().as_str(), a.entity_id).cmp(&(
+            b.kind.as_str(),
+            b.kind.entity().as_str(),
+            b.entity_id,
+        ))
+    });
+    // The entity type is the kind's, so (kind, entity id) names the episode.
+    let scanned: Vec<AlertKind> = AlertKind::scanned().collect();
+    let open: HashMap<(AlertKind, String), crate::store::alerts::Alert> =
+        crate::store::alerts::open_episodes(conn, &scanned)?
+            .into_iter()
+            .map(|a| ((a.kind, a.entity_id.clone()), a))
+            .collect();
     for spec in &holding {
-        let key = episode_of(spec.kind, spec.entity_type, &spec.entity_id.to_string());
-        if let Some(a) = open.get(&key)
-            && let Some(severity) = AlertSeverity::parse(&a.severity)
-        {
+        if let Some(a) = open.get(&(spec.kind, spec.entity_id.to_string())) {
             let episode = OpenEpisode {
-                severity,
+                severity: a.severity,
                 threshold_hours: a.threshold_hours.and_then(|h| u32::try_from(h).ok()),
                 condition_key: &a.dedup_key,
                 message: &a.message,
@@ -243,19 +227,35 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
                 continue;
             }
         }
-        match raise(conn, spec, now)? {
-            Some(AlertTransition::Raised) => report.raised += 1,
-            Some(AlertTransition::Escalated) => report.escalated += 1,
+        let raised = crate::services::alerts::raise(
+            conn,
+            Raise {
+                kind: spec.kind,
+                severity: spec.severity,
+                entity_id: spec.entity_id,
+                condition_key: spec.dedup_key.clone(),
+                message: spec.message.clone(),
+                details: serde_json::json!({ spec.kind.entity().as_str(): spec.entity_id }),
+                threshold_hours: spec.threshold_hours,
+                at: now,
+            },
+        )?;
+        match raised {
+            Some(Raised {
+                transition: AlertTransition::Raised,
+                ..
+            }) => report.raised += 1,
+            Some(Raised {
+                transition: AlertTransition::Escalated,
+                ..
+            }) => report.escalated += 1,
             _ => {}
         }
     }
     // Every alert of a (kind, entity) whose condition no longer holds resolves.
-    let current: HashSet<String> = holding
-        .iter()
-        .map(|s| episode_of(s.kind, s.entity_type, &s.entity_id.to_string()))
-        .collect();
-    for alert in crate::store::alerts::unresolved(conn, kinds::SCANNED)? {
-        if !current.contains(&episode_of(&alert.kind, &alert.entity_type, &alert.entity_id))
+    let current: HashSet<(AlertKind, String)> = holding.iter().map(|s| (s.kind, s.entity_id.to_string())).collect();
+    for alert in crate::store::alerts::unresolved(conn, &scanned)? {
+        if !current.contains(&(alert.kind, alert.entity_id.clone()))
             && crate::services::alerts::resolve(conn, &alert, at)?
         {
             report.resolved += 1;

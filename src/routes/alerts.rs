@@ -7,6 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{decode_cursor, page_limit, parse_id, utc};
 use crate::auth::AuthUser;
+use crate::domain::alerts::{AlertEntity, AlertKind, AlertSeverity, AlertStatus, AlertTransition};
 use crate::error::{ApiError, ApiResult};
 use crate::services::alerts as work;
 use crate::state::AppState;
@@ -18,14 +19,12 @@ use crate::store::alerts::{Alert, AlertEvent};
 #[derive(Serialize, ToSchema)]
 pub struct AlertView {
     pub id: i64,
-    /// e.g. `unit.quarantined`, `unit.positive_result_after_release`.
-    pub kind: String,
-    /// `info`, `warning`, `urgent`: the highest stage the episode reached.
-    pub severity: String,
-    /// `open`, `acknowledged` or `resolved` (the condition cleared). An escalation re-opens an
-    /// acknowledged alert.
-    pub status: String,
-    pub entity_type: String,
+    pub kind: AlertKind,
+    /// The highest stage the episode reached.
+    pub severity: AlertSeverity,
+    /// `resolved`: the condition cleared. An escalation re-opens an acknowledged alert.
+    pub status: AlertStatus,
+    pub entity_type: AlertEntity,
     pub entity_id: String,
     /// The latest occurrence's message.
     pub message: String,
@@ -82,12 +81,11 @@ impl From<Alert> for AlertView {
 pub struct AlertChangeView {
     /// The event number: the stream's `id:`, in commit order.
     pub seq: i64,
-    /// `raised`, `escalated`, `repeated`, `acknowledged` or `resolved`.
-    pub transition: String,
+    pub transition: AlertTransition,
     /// The occurrence's severity (the alert's, for an acknowledgement or a resolution).
-    pub severity: String,
+    pub severity: AlertSeverity,
     /// Before an escalation.
-    pub previous_severity: Option<String>,
+    pub previous_severity: Option<AlertSeverity>,
     pub message: String,
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
@@ -168,18 +166,17 @@ pub async fn list(
 ) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
     let q = query.into_inner();
-    if q.status
-        .as_deref()
-        .is_some_and(|s| !["open", "acknowledged", "resolved"].contains(&s))
-    {
-        return Err(ApiError::field("status", "must be open, acknowledged or resolved"));
-    }
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            AlertStatus::parse(s).ok_or_else(|| ApiError::field("status", "must be open, acknowledged or resolved"))?,
+        ),
+    };
     let limit = page_limit(q.limit)?;
     let after = decode_cursor(q.cursor.as_deref())?;
-    let status = q.status;
     let kind = q.kind;
     let (rows, next_cursor) = state
-        .db(move |conn| work::list(conn, status.as_deref(), kind.as_deref(), after, limit))
+        .db(move |conn| work::list(conn, status, kind.as_deref(), after, limit))
         .await?;
     Ok(HttpResponse::Ok().json(AlertList {
         items: rows.into_iter().map(Into::into).collect(),
@@ -188,9 +185,9 @@ pub async fn list(
 }
 
 /// Acknowledge an open alert (409 `already_acknowledged` otherwise). For the event kinds the
-/// scan does not own (`unit.quarantined`, `unit.positive_result_after_release`,
-/// `allocation.anti_d_prophylaxis`, `patient.group_discordant`) this ends the episode: the next
-/// occurrence opens a new alert. The scan's own kinds stay open until their condition clears.
+/// scan does not own (those that end when acknowledged, in the README's table of alert kinds)
+/// this ends the episode: the next occurrence opens a new alert. The scan's own kinds stay open
+/// until their condition clears.
 #[utoipa::path(
     post, path = "/api/v1/alerts/{id}/ack", tag = "alerts", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)),
@@ -342,7 +339,7 @@ pub async fn stream(
                 for (e, a) in rows {
                     let Some(seq) = e.seq else { continue };
                     last = last.max(seq);
-                    let kind = a.kind.clone();
+                    let kind = a.kind;
                     let data = serde_json::to_string(&stream_item(e, a)).unwrap_or_default();
                     out.push_str(&format!("id: {seq}\nevent: {kind}\ndata: {data}\n\n"));
                 }

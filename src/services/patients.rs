@@ -6,12 +6,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{from_stored_json, is_past, stored, to_json, to_value, utc};
+use crate::domain::alerts::{AlertKind, AlertSeverity};
 use crate::domain::blood::{Abo, Cmv, Rhd, Sex};
 use crate::domain::compatibility::PatientFacts;
 use crate::domain::group::{self, GroupOfRecord, GroupStatus, Typed, Typing};
 use crate::domain::policy::Policy;
 use crate::error::{ApiError, ApiResult, ErrorCode, Validator, unique_as};
-use crate::store::alerts::NewAlert;
+use crate::services::alerts::Raise;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::patients::{self as rows, Patient, PatientData, Sample, TypingRow};
 use crate::store::{self, DbConn, hospitals};
@@ -359,16 +360,15 @@ fn check_group(conn: &mut DbConn, v: &PatientView) -> ApiResult<()> {
     }
     let what: Vec<String> = found.iter().map(|r| r.message.clone()).collect();
     let codes: Vec<&str> = found.iter().map(|r| r.code).collect();
-    crate::services::webhooks::raise(
+    let kind = AlertKind::PatientGroupDiscordant;
+    crate::services::alerts::raise(
         conn,
-        &NewAlert {
-            kind: "patient.group_discordant",
-            severity: "urgent",
-            status: "open",
-            dedup_key: &format!("patient.group_discordant:{}", v.id),
-            entity_type: "patient",
-            entity_id: &v.id.to_string(),
-            message: &format!(
+        Raise {
+            kind,
+            severity: AlertSeverity::Urgent,
+            entity_id: v.id,
+            condition_key: kind.condition_key(v.id),
+            message: format!(
                 "blood group of patient {} (MRN {}) needs review: {}; only group O units until resolved",
                 v.id,
                 v.mrn,
@@ -377,9 +377,9 @@ fn check_group(conn: &mut DbConn, v: &PatientView) -> ApiResult<()> {
             details: serde_json::json!({"patient_id": v.id, "hospital_id": v.hospital_id, "reasons": codes,
                                         "declared": {"abo": v.abo, "rhd": v.rhd},
                                         "typed": {"abo": v.group_of_record.abo, "rhd": v.group_of_record.rhd,
-                                                  "status": v.group_of_record.status}})
-            .to_string(),
-            created_at: store::now(),
+                                                  "status": v.group_of_record.status}}),
+            threshold_hours: None,
+            at: utc(store::now()),
         },
     )?;
     Ok(())

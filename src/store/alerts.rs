@@ -8,17 +8,18 @@ use diesel::prelude::*;
 
 use super::DbConn;
 use super::schema::{alert_events, alerts};
+use crate::domain::alerts::{AlertEntity, AlertKind, AlertSeverity, AlertStatus, AlertTransition};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = alerts)]
 pub struct Alert {
     pub id: i64,
-    pub kind: String,
-    pub severity: String,
-    pub status: String,
+    pub kind: AlertKind,
+    pub severity: AlertSeverity,
+    pub status: AlertStatus,
     /// The condition key of the episode's latest occurrence.
     pub dedup_key: String,
-    pub entity_type: String,
+    pub entity_type: AlertEntity,
     pub entity_id: String,
     pub message: String,
     pub details: String,
@@ -34,16 +35,14 @@ pub struct Alert {
     pub closed_at: Option<NaiveDateTime>,
 }
 
-/// An alert to raise, as the services build it. `dedup_key` is the condition key (which
-/// condition this is, e.g. `unit.quarantined:<unit>:reading:<reading>`); the episode it joins
-/// is that of (`kind`, `entity_type`, `entity_id`).
+/// An alert to open (built by `services::alerts::raise` only). `dedup_key` is the condition
+/// key (which condition this is, e.g. `unit.quarantined:<unit>:reading:<reading>`); the episode
+/// it joins is that of (`kind`, its entity type, `entity_id`).
 #[derive(Debug)]
 pub struct NewAlert<'a> {
-    pub kind: &'a str,
-    pub severity: &'a str,
-    pub status: &'a str,
+    pub kind: AlertKind,
+    pub severity: AlertSeverity,
     pub dedup_key: &'a str,
-    pub entity_type: &'a str,
     pub entity_id: &'a str,
     pub message: &'a str,
     pub details: String,
@@ -57,9 +56,9 @@ pub struct AlertEvent {
     /// `None` only inside the transaction that wrote it (PostgreSQL numbers it at commit).
     pub seq: Option<i64>,
     pub alert_id: i64,
-    pub transition: String,
-    pub severity: String,
-    pub previous_severity: Option<String>,
+    pub transition: AlertTransition,
+    pub severity: AlertSeverity,
+    pub previous_severity: Option<AlertSeverity>,
     pub condition_key: String,
     pub message: String,
     pub details: String,
@@ -71,9 +70,9 @@ pub struct AlertEvent {
 #[diesel(table_name = alert_events)]
 pub struct NewEvent<'a> {
     pub alert_id: i64,
-    pub transition: &'a str,
-    pub severity: &'a str,
-    pub previous_severity: Option<&'a str>,
+    pub transition: AlertTransition,
+    pub severity: AlertSeverity,
+    pub previous_severity: Option<AlertSeverity>,
     pub condition_key: &'a str,
     pub message: &'a str,
     pub details: &'a str,
@@ -99,16 +98,11 @@ pub fn find_event(conn: &mut DbConn, id: i64) -> QueryResult<Option<AlertEvent>>
 
 /// The open episode of (kind, entity), its row locked on PostgreSQL until the transaction ends
 /// (a no-op update takes the lock; SQLite writers are serialised anyway).
-pub fn lock_open_episode(
-    conn: &mut DbConn,
-    kind: &str,
-    entity_type: &str,
-    entity_id: &str,
-) -> QueryResult<Option<Alert>> {
+pub fn lock_open_episode(conn: &mut DbConn, kind: AlertKind, entity_id: &str) -> QueryResult<Option<Alert>> {
     let open = || {
         alerts::table
-            .filter(alerts::kind.eq(kind.to_owned()))
-            .filter(alerts::entity_type.eq(entity_type.to_owned()))
+            .filter(alerts::kind.eq(kind))
+            .filter(alerts::entity_type.eq(kind.entity()))
             .filter(alerts::entity_id.eq(entity_id.to_owned()))
             .filter(alerts::closed_at.is_null())
     };
@@ -133,7 +127,7 @@ pub fn open_episode(conn: &mut DbConn, new: &NewAlert<'_>, threshold_hours: Opti
 
     let previous: Option<i32> = alerts::table
         .filter(alerts::kind.eq(new.kind))
-        .filter(alerts::entity_type.eq(new.entity_type))
+        .filter(alerts::entity_type.eq(new.kind.entity()))
         .filter(alerts::entity_id.eq(new.entity_id))
         .select(diesel::dsl::max(alerts::episode))
         .first(conn)?;
@@ -147,9 +141,9 @@ pub fn open_episode(conn: &mut DbConn, new: &NewAlert<'_>, threshold_hours: Opti
     )
     .bind::<Text, _>(new.kind)
     .bind::<Text, _>(new.severity)
-    .bind::<Text, _>(new.status)
+    .bind::<Text, _>(AlertStatus::Open)
     .bind::<Text, _>(new.dedup_key)
-    .bind::<Text, _>(new.entity_type)
+    .bind::<Text, _>(new.kind.entity())
     .bind::<Text, _>(new.entity_id)
     .bind::<Text, _>(new.message)
     .bind::<Text, _>(&new.details)
@@ -165,7 +159,7 @@ pub fn open_episode(conn: &mut DbConn, new: &NewAlert<'_>, threshold_hours: Opti
 
 /// What an occurrence changes on an open episode.
 pub struct Occurred<'a> {
-    pub severity: &'a str,
+    pub severity: AlertSeverity,
     pub threshold_hours: Option<i32>,
     /// The occurrence's condition key, message and details, or `None` to keep the alert's.
     pub text: Option<(&'a str, &'a str, &'a str)>,
@@ -198,7 +192,7 @@ pub fn occur(conn: &mut DbConn, id: i64, o: &Occurred<'_>) -> QueryResult<()> {
         diesel::update(target())
             .set((
                 alerts::escalated_at.eq(o.at),
-                alerts::status.eq("open"),
+                alerts::status.eq(AlertStatus::Open),
                 alerts::acknowledged_at.eq(None::<NaiveDateTime>),
                 alerts::acknowledged_by.eq(None::<String>),
             ))
@@ -209,8 +203,8 @@ pub fn occur(conn: &mut DbConn, id: i64, o: &Occurred<'_>) -> QueryResult<()> {
 
 pub fn list(
     conn: &mut DbConn,
-    status: Option<&str>,
-    kind: Option<&str>,
+    status: Option<AlertStatus>,
+    kind: Option<AlertKind>,
     after_id: Option<i64>,
     limit: i64,
 ) -> QueryResult<Vec<Alert>> {
@@ -220,10 +214,10 @@ pub fn list(
         .limit(limit)
         .into_boxed();
     if let Some(s) = status {
-        query = query.filter(alerts::status.eq(s.to_owned()));
+        query = query.filter(alerts::status.eq(s));
     }
     if let Some(k) = kind {
-        query = query.filter(alerts::kind.eq(k.to_owned()));
+        query = query.filter(alerts::kind.eq(k));
     }
     if let Some(after) = after_id {
         query = query.filter(alerts::id.gt(after));
@@ -238,9 +232,9 @@ pub fn find(conn: &mut DbConn, id: i64) -> QueryResult<Option<Alert>> {
 /// Acknowledges an open alert, ending its episode when `end_episode`; false when it was not
 /// open.
 pub fn acknowledge(conn: &mut DbConn, id: i64, at: NaiveDateTime, by: &str, end_episode: bool) -> QueryResult<bool> {
-    let n = diesel::update(alerts::table.find(id).filter(alerts::status.eq("open")))
+    let n = diesel::update(alerts::table.find(id).filter(alerts::status.eq(AlertStatus::Open)))
         .set((
-            alerts::status.eq("acknowledged"),
+            alerts::status.eq(AlertStatus::Acknowledged),
             alerts::acknowledged_at.eq(at),
             alerts::acknowledged_by.eq(by),
         ))
@@ -254,7 +248,7 @@ pub fn acknowledge(conn: &mut DbConn, id: i64, at: NaiveDateTime, by: &str, end_
 }
 
 /// The open episodes of the given kinds (the scan's view of what is already raised).
-pub fn open_episodes(conn: &mut DbConn, kinds: &[&str]) -> QueryResult<Vec<Alert>> {
+pub fn open_episodes(conn: &mut DbConn, kinds: &[AlertKind]) -> QueryResult<Vec<Alert>> {
     alerts::table
         .filter(alerts::closed_at.is_null())
         .filter(alerts::kind.eq_any(kinds))
@@ -263,9 +257,9 @@ pub fn open_episodes(conn: &mut DbConn, kinds: &[&str]) -> QueryResult<Vec<Alert
 }
 
 /// Alerts not yet resolved, of the given kinds.
-pub fn unresolved(conn: &mut DbConn, kinds: &[&str]) -> QueryResult<Vec<Alert>> {
+pub fn unresolved(conn: &mut DbConn, kinds: &[AlertKind]) -> QueryResult<Vec<Alert>> {
     alerts::table
-        .filter(alerts::status.ne("resolved"))
+        .filter(alerts::status.ne(AlertStatus::Resolved))
         .filter(alerts::kind.eq_any(kinds))
         .order(alerts::id.asc())
         .select(Alert::as_select())
@@ -274,8 +268,8 @@ pub fn unresolved(conn: &mut DbConn, kinds: &[&str]) -> QueryResult<Vec<Alert>> 
 
 /// Resolves an alert whose condition cleared, ending its episode; false when already resolved.
 pub fn resolve(conn: &mut DbConn, id: i64, at: NaiveDateTime) -> QueryResult<bool> {
-    let n = diesel::update(alerts::table.find(id).filter(alerts::status.ne("resolved")))
-        .set((alerts::status.eq("resolved"), alerts::resolved_at.eq(at)))
+    let n = diesel::update(alerts::table.find(id).filter(alerts::status.ne(AlertStatus::Resolved)))
+        .set((alerts::status.eq(AlertStatus::Resolved), alerts::resolved_at.eq(at)))
         .execute(conn)?;
     if n == 1 {
         diesel::update(alerts::table.find(id).filter(alerts::closed_at.is_null()))

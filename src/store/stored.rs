@@ -124,7 +124,7 @@ fn parse_stored<T>(text: &str, what: &str, parse: fn(&str) -> Option<T>) -> dese
     parse(text).ok_or_else(|| format!("{text:?} is not a stored {what}").into())
 }
 
-use crate::domain::alerts::AlertSeverity;
+use crate::domain::alerts::{AlertEntity, AlertKind, AlertSeverity, AlertStatus, AlertTransition};
 use crate::domain::blood::{Abo, Cmv, DonorType, Rhd, Sex, UnitRhd};
 use crate::domain::compatibility::{CrossmatchKind, CrossmatchMethod, CrossmatchResult};
 use crate::domain::requests::{AllocationStatus, Priority, RequestStatus};
@@ -145,4 +145,8 @@ stored_text!(
     Priority,
     RequestStatus,
     UnitStatus,
+    AlertKind,
+    AlertStatus,
+    AlertEntity,
+    AlertTransition,
 );

@@ -5,11 +5,12 @@
 //! an event alert that happens again while open is recorded on it; and the live stream delivers
 //! an alert whose transaction commits after a later one was sent.
 //!
-//! Written against the HTTP API and the entry points that existed before (`jobs::run_once`,
-//! `services::webhooks::raise`), so that the same file runs against the earlier release and
-//! shows each complaint there.
+//! Written against the HTTP API and the entry points `jobs::run_once` and
+//! `services::alerts::raise` (`services::webhooks::raise` in the release before, against which
+//! this file showed each complaint).
 
 use chrono::{DateTime, TimeDelta, Utc};
+use granulo::domain::alerts::{AlertKind, AlertSeverity};
 use serde_json::{Value, json};
 
 use crate::alerts::{Received, Receiver, receiver};
@@ -472,37 +473,34 @@ async fn the_stream_delivers_an_alert_whose_transaction_commits_late(backend: Ba
         .expect("stream");
     assert_eq!(res.status().as_u16(), 200);
 
-    let raise = |pool: granulo::store::Pool,
-                 entity: &'static str,
-                 opened: mpsc::Sender<()>,
-                 commit: Option<mpsc::Receiver<()>>| {
-        std::thread::spawn(move || {
-            let mut conn = pool.get().expect("conn");
-            granulo::store::write_tx(&mut conn, |c| {
-                let raised = granulo::services::webhooks::raise(
-                    c,
-                    &granulo::store::alerts::NewAlert {
-                        kind: "unit.quarantined",
-                        severity: "urgent",
-                        status: "open",
-                        dedup_key: &format!("unit.quarantined:{entity}:late-commit"),
-                        entity_type: "unit",
-                        entity_id: entity,
-                        message: &format!("unit {entity} quarantined"),
-                        details: "{}".to_owned(),
-                        created_at: granulo::store::now(),
-                    },
-                )?;
-                assert!(raised.is_some());
-                let _ = opened.send(());
-                if let Some(commit) = &commit {
-                    let _ = commit.recv_timeout(Duration::from_secs(30));
-                }
-                Ok::<_, granulo::error::ApiError>(())
+    let raise =
+        |pool: granulo::store::Pool, entity: i64, opened: mpsc::Sender<()>, commit: Option<mpsc::Receiver<()>>| {
+            std::thread::spawn(move || {
+                let mut conn = pool.get().expect("conn");
+                granulo::store::write_tx(&mut conn, |c| {
+                    let raised = granulo::services::alerts::raise(
+                        c,
+                        granulo::services::alerts::Raise {
+                            kind: AlertKind::UnitQuarantined,
+                            severity: AlertSeverity::Urgent,
+                            entity_id: entity,
+                            condition_key: format!("unit.quarantined:{entity}:late-commit"),
+                            message: format!("unit {entity} quarantined"),
+                            details: json!({}),
+                            threshold_hours: None,
+                            at: Utc::now(),
+                        },
+                    )?;
+                    assert!(raised.is_some());
+                    let _ = opened.send(());
+                    if let Some(commit) = &commit {
+                        let _ = commit.recv_timeout(Duration::from_secs(30));
+                    }
+                    Ok::<_, granulo::error::ApiError>(())
+                })
+                .expect("raise commits");
             })
-            .expect("raise commits");
-        })
-    };
+        };
     let wait = |rx: mpsc::Receiver<()>| async move {
         actix_rt::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(15)).is_ok())
             .await
@@ -512,11 +510,11 @@ async fn the_stream_delivers_an_alert_whose_transaction_commits_late(backend: Ba
     // The first transaction raises (taking the lower alert id) and stays open.
     let (a_opened, a_opened_rx) = mpsc::channel();
     let (a_commit, a_commit_rx) = mpsc::channel();
-    let first = raise(app.state.pool.clone(), "9001", a_opened, Some(a_commit_rx));
+    let first = raise(app.state.pool.clone(), 9001, a_opened, Some(a_commit_rx));
     assert!(wait(a_opened_rx).await, "the first transaction raised");
     // The second raises with a higher id.
     let (b_done, b_done_rx) = mpsc::channel();
-    let second = raise(app.state.pool.clone(), "9002", b_done, None);
+    let second = raise(app.state.pool.clone(), 9002, b_done, None);
     let order: Vec<&str> = match backend {
         Backend::Postgres => {
             // It commits while the first is still open, and the stream sends it.

@@ -3,6 +3,7 @@
 //! event cursor, and alerts written by the earlier release migrating into episodes.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use granulo::domain::alerts::{AlertKind, AlertSeverity};
 use serde_json::{Value, json};
 
 use crate::both_backends;
@@ -679,28 +680,28 @@ async fn a_scheduler_tick_survives_a_database_outage(backend: Backend) {
 /// next number, after it, so a reader resuming after the second still gets it. On SQLite the
 /// second waits for the first (writers are serialised) and the numbers follow that order.
 async fn the_event_cursor_follows_commit_order(backend: Backend) {
-    use granulo::store::alerts::{NewAlert, events_after, last_event_seq};
+    use granulo::services::alerts::Raise;
+    use granulo::store::alerts::{events_after, last_event_seq};
     use std::sync::mpsc;
     use std::time::Duration;
     let app = spawn(backend).await;
     let pool = app.state.pool.clone();
-    let raise = |entity: &'static str, opened: mpsc::Sender<()>, commit: Option<mpsc::Receiver<()>>| {
+    let raise = |entity: i64, opened: mpsc::Sender<()>, commit: Option<mpsc::Receiver<()>>| {
         let pool = pool.clone();
         std::thread::spawn(move || {
             let mut conn = pool.get().expect("conn");
             granulo::store::write_tx(&mut conn, |c| {
-                granulo::services::webhooks::raise(
+                granulo::services::alerts::raise(
                     c,
-                    &NewAlert {
-                        kind: "unit.quarantined",
-                        severity: "urgent",
-                        status: "open",
-                        dedup_key: &format!("unit.quarantined:{entity}:cursor"),
-                        entity_type: "unit",
+                    Raise {
+                        kind: AlertKind::UnitQuarantined,
+                        severity: AlertSeverity::Urgent,
                         entity_id: entity,
-                        message: "quarantined",
-                        details: "{}".to_owned(),
-                        created_at: granulo::store::now(),
+                        condition_key: format!("unit.quarantined:{entity}:cursor"),
+                        message: "quarantined".to_owned(),
+                        details: json!({}),
+                        threshold_hours: None,
+                        at: Utc::now(),
                     },
                 )?
                 .expect("raised");
@@ -723,10 +724,10 @@ async fn the_event_cursor_follows_commit_order(backend: Backend) {
     };
     let (a_opened, a_opened_rx) = mpsc::channel();
     let (a_commit, a_commit_rx) = mpsc::channel();
-    let first = raise("8001", a_opened, Some(a_commit_rx));
+    let first = raise(8001, a_opened, Some(a_commit_rx));
     a_opened_rx.recv_timeout(Duration::from_secs(15)).expect("first raised");
     let (b_done, b_done_rx) = mpsc::channel();
-    let second = raise("8002", b_done, None);
+    let second = raise(8002, b_done, None);
     if backend == Backend::Postgres {
         b_done_rx.recv_timeout(Duration::from_secs(15)).expect("second raised");
         second.join().expect("second commits while the first is open");
@@ -876,48 +877,49 @@ async fn alerts_of_an_earlier_release_become_episodes(backend: Backend) {
     // Conditions fire again: a new excursion of unit 78 is a repeat on its open alert; the
     // acknowledged discordance of patient 9 and the resolved request 5 open new episodes.
     let mut conn = app.state.pool.get().expect("conn");
-    let raise = |conn: &mut granulo::store::DbConn, kind: &str, key: &str, entity_type: &str, entity_id: &str| {
+    let raise = |conn: &mut granulo::store::DbConn, kind: AlertKind, key: &str, entity_type: &str, entity_id: i64| {
+        assert_eq!(kind.entity().as_str(), entity_type);
         granulo::store::write_tx(conn, |c| {
-            granulo::services::webhooks::raise(
+            granulo::services::alerts::raise(
                 c,
-                &granulo::store::alerts::NewAlert {
+                granulo::services::alerts::Raise {
                     kind,
-                    severity: "urgent",
-                    status: "open",
-                    dedup_key: key,
-                    entity_type,
+                    severity: AlertSeverity::Urgent,
                     entity_id,
-                    message: key,
-                    details: "{}".to_owned(),
-                    created_at: granulo::store::now(),
+                    condition_key: key.to_owned(),
+                    message: key.to_owned(),
+                    details: json!({}),
+                    threshold_hours: None,
+                    at: Utc::now(),
                 },
             )
         })
         .expect("raise")
         .expect("changed")
+        .alert
     };
     let repeat = raise(
         &mut conn,
-        "unit.quarantined",
+        AlertKind::UnitQuarantined,
         "unit.quarantined:78:reading:3",
         "unit",
-        "78",
+        78,
     );
     assert_eq!((repeat.id, repeat.occurrences), (6, 2));
     let discordant = raise(
         &mut conn,
-        "patient.group_discordant",
+        AlertKind::PatientGroupDiscordant,
         "patient.group_discordant:9",
         "patient",
-        "9",
+        9,
     );
     assert_eq!((discordant.id, discordant.episode), (8, 2));
     let request = raise(
         &mut conn,
-        "request.unallocated",
+        AlertKind::RequestUnallocated,
         "request.unallocated:5",
         "request",
-        "5",
+        5,
     );
     assert_eq!((request.id, request.episode), (9, 2));
     drop(conn);

@@ -1303,20 +1303,19 @@ async fn webhook_deliveries_follow_no_redirect_and_read_no_body(backend: Backend
             .await;
         subscriptions.push(r.ok(201)["id"].as_i64().expect("id"));
     }
-    let now = granulo::store::now();
-    let alert = granulo::store::alerts::NewAlert {
-        kind: "unit.quarantined",
-        severity: "warning",
-        status: "open",
-        dedup_key: "security-review",
-        entity_type: "unit",
-        entity_id: "1",
-        message: "a unit was quarantined",
-        details: "{}".to_owned(),
-        created_at: now,
+    // `unit.quarantined` is always urgent (its ladder); this test once raised it as a warning.
+    let alert = granulo::services::alerts::Raise {
+        kind: granulo::domain::alerts::AlertKind::UnitQuarantined,
+        severity: granulo::domain::alerts::AlertSeverity::Urgent,
+        entity_id: 1,
+        condition_key: "security-review".to_owned(),
+        message: "a unit was quarantined".to_owned(),
+        details: json!({}),
+        threshold_hours: None,
+        at: chrono::Utc::now(),
     };
     let mut conn = app.state.pool.get().expect("conn");
-    granulo::store::write_tx(&mut conn, |c| granulo::services::webhooks::raise(c, &alert))
+    granulo::store::write_tx(&mut conn, |c| granulo::services::alerts::raise(c, alert.clone()))
         .expect("raise")
         .expect("a new alert");
     drop(conn);

@@ -5,13 +5,14 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::{AllocationView, begin, move_unit, save};
+use crate::domain::alerts::{AlertKind, AlertSeverity};
 use crate::domain::policy::Policy;
 use crate::domain::requests::AllocationAction;
 use crate::domain::units::UnitAction;
 use crate::error::{ApiError, ApiResult};
+use crate::services::alerts::Raise;
 use crate::services::tasks;
 use crate::services::{is_past, stored, utc};
-use crate::store::alerts::NewAlert;
 use crate::store::allocations::AllocationData;
 use crate::store::audit::Actor;
 use crate::store::units::Unit;
@@ -134,24 +135,23 @@ fn anti_d_prophylaxis(
         },
     )?;
     if created.is_some() {
-        crate::services::webhooks::raise(
+        let kind = AlertKind::AllocationAntiDProphylaxis;
+        crate::services::alerts::raise(
             conn,
-            &NewAlert {
-                kind: "allocation.anti_d_prophylaxis",
-                severity: "warning",
-                status: "open",
-                dedup_key: &format!("allocation.anti_d_prophylaxis:{}", a.id),
-                entity_type: "allocation",
-                entity_id: &a.id.to_string(),
-                message: &format!(
+            Raise {
+                kind,
+                severity: AlertSeverity::Warning,
+                entity_id: a.id,
+                condition_key: kind.condition_key(a.id),
+                message: format!(
                     "RhD-positive unit {} transfused to an RhD-negative patient of childbearing potential (MRN {mrn}): give anti-D prophylaxis by {}",
                     u.din,
                     due.format("%Y-%m-%d %H:%M UTC")
                 ),
                 details: serde_json::json!({"allocation_id": a.id, "request_id": a.request_id,
-                                            "patient_id": a.patient_id, "unit_id": u.id, "due_at": due})
-                .to_string(),
-                created_at: store::now(),
+                                            "patient_id": a.patient_id, "unit_id": u.id, "due_at": due}),
+                threshold_hours: None,
+                at: utc(store::now()),
             },
         )?;
     }

@@ -34,7 +34,6 @@ use crate::domain::isbt128::{self, Din};
 use crate::domain::text_enum;
 use crate::domain::units::{self as rules, UnitAction, UnitStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason};
-use crate::store::alerts::NewAlert;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::units::{self as rows, Unit, UnitData, UnitFilter};
 use crate::store::{self, DbConn};
@@ -139,38 +138,6 @@ fn save(
         Change::updated(action, "unit", id, snapshot(&before)?, snapshot(&after)?),
     )?;
     Ok(after)
-}
-
-#[expect(clippy::too_many_arguments)]
-fn raise(
-    conn: &mut DbConn,
-    kind: &str,
-    severity: &str,
-    dedup_key: &str,
-    u: &Unit,
-    message: String,
-    mut details: serde_json::Value,
-    now: DateTime<Utc>,
-) -> ApiResult<()> {
-    if let Some(obj) = details.as_object_mut() {
-        obj.insert("unit_id".to_owned(), u.id.into());
-        obj.insert("din".to_owned(), u.din.clone().into());
-    }
-    crate::services::webhooks::raise(
-        conn,
-        &NewAlert {
-            kind,
-            severity,
-            status: "open",
-            dedup_key,
-            entity_type: "unit",
-            entity_id: &u.id.to_string(),
-            message: &message,
-            details: details.to_string(),
-            created_at: stored(now),
-        },
-    )?;
-    Ok(())
 }
 
 // Inventory

@@ -6,11 +6,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::view::{UnitView, record, view};
-use super::{begin, find, raise, save};
+use super::{begin, find, save};
+use crate::domain::alerts::{AlertKind, AlertSeverity};
 use crate::domain::policy::Policy;
 use crate::domain::text_enum;
 use crate::domain::units::{self as rules, InspectionOutcome, UnitAction, UnitStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
+use crate::services::alerts::{self, Raise};
 use crate::services::{is_past, stored, to_value, utc};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::units::{self as rows, Unit, UnitData};
@@ -343,15 +345,20 @@ fn excursion(
         ReadingEffect::Quarantined => format!("unit {} quarantined: {why}", u.din),
         _ => format!("unit {} (held in quarantine) had an excursion: {why}", u.din),
     };
-    raise(
+    let kind = AlertKind::UnitQuarantined;
+    alerts::raise(
         conn,
-        "unit.quarantined",
-        "urgent",
-        &format!("unit.quarantined:{}:reading:{}", u.id, reading.id),
-        u,
-        message,
-        serde_json::json!({"reading_id": reading.id, "temperature_c": reading.temperature_c, "excursion": true}),
-        now,
+        Raise {
+            kind,
+            severity: AlertSeverity::Urgent,
+            entity_id: u.id,
+            condition_key: kind.condition_key(format_args!("{}:reading:{}", u.id, reading.id)),
+            message,
+            details: serde_json::json!({"unit_id": u.id, "din": u.din, "reading_id": reading.id,
+                                        "temperature_c": reading.temperature_c, "excursion": true}),
+            threshold_hours: None,
+            at: now,
+        },
     )?;
     Ok((data, effect))
 }

@@ -6,7 +6,8 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::view::{Physician, UnitRecord, UnitView, record, view};
-use super::{ReleaseKind, begin, find, raise, save};
+use super::{ReleaseKind, begin, find, save};
+use crate::domain::alerts::{AlertKind, AlertSeverity};
 use crate::domain::policy::{Policy, is_marker_name};
 use crate::domain::requests::RequestStatus;
 use crate::domain::units::{
@@ -14,6 +15,7 @@ use crate::domain::units::{
     UnitStatus,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode, Validator};
+use crate::services::alerts::{self, Raise};
 use crate::services::{from_stored_json, is_past, stored, to_value, utc};
 use crate::store::allocations::Allocation;
 use crate::store::audit::{self, Actor, Change};
@@ -276,6 +278,7 @@ fn reactive_result(
         .cloned()
         .unwrap_or(serde_json::Value::Null);
     let details = serde_json::json!({
+        "unit_id": u.id, "din": u.din,
         "marker": marker, "release": u.release_kind, "donor_id": u.donor_id,
         "quarantined_units": quarantined_units,
         "allocation": if own.is_null() { own.clone() } else {
@@ -299,33 +302,41 @@ fn reactive_result(
         } else {
             format!("; look forward: {}", names.join("; "))
         };
-        raise(
+        let kind = AlertKind::UnitPositiveResultAfterRelease;
+        alerts::raise(
             conn,
-            "unit.positive_result_after_release",
-            "urgent",
-            &format!("unit.positive_result_after_release:{}:{marker}", u.id),
-            u,
-            format!(
-                "{marker} reactive on unit {}{}{donor_note}{whom}",
-                u.din,
-                u.release_kind
-                    .as_deref()
-                    .map(|k| format!(" after its {k} release"))
-                    .unwrap_or_default()
-            ),
-            details,
-            now,
+            Raise {
+                kind,
+                severity: AlertSeverity::Urgent,
+                entity_id: u.id,
+                condition_key: kind.condition_key(format_args!("{}:{marker}", u.id)),
+                message: format!(
+                    "{marker} reactive on unit {}{}{donor_note}{whom}",
+                    u.din,
+                    u.release_kind
+                        .as_deref()
+                        .map(|k| format!(" after its {k} release"))
+                        .unwrap_or_default()
+                ),
+                details,
+                threshold_hours: None,
+                at: now,
+            },
         )?;
     } else {
-        raise(
+        let kind = AlertKind::UnitQuarantined;
+        alerts::raise(
             conn,
-            "unit.quarantined",
-            "urgent",
-            &format!("unit.quarantined:{}:reactive:{marker}", u.id),
-            u,
-            format!("unit {} quarantined: {marker} reactive{donor_note}", u.din),
-            details,
-            now,
+            Raise {
+                kind,
+                severity: AlertSeverity::Urgent,
+                entity_id: u.id,
+                condition_key: kind.condition_key(format_args!("{}:reactive:{marker}", u.id)),
+                message: format!("unit {} quarantined: {marker} reactive{donor_note}", u.din),
+                details,
+                threshold_hours: None,
+                at: now,
+            },
         )?;
     }
     Ok(())

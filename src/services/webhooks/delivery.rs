@@ -6,6 +6,7 @@ use serde::Serialize;
 use sha2::Sha256;
 use utoipa::ToSchema;
 
+use crate::domain::alerts::AlertTransition;
 use crate::error::{ApiError, ApiResult};
 use crate::services::utc;
 use crate::store::alerts;
@@ -41,7 +42,7 @@ pub struct DeliveryReport {
 /// A delivery ready to send.
 pub struct Outgoing {
     delivery: Delivery,
-    transition: String,
+    transition: AlertTransition,
     url: String,
     secret: String,
     body: Vec<u8>,
@@ -100,7 +101,7 @@ pub async fn send_all(client: &reqwest::Client, outgoing: Vec<Outgoing>) -> Vec<
             .header("X-Granulo-Signature", signature(&o.secret, &o.body))
             .header("X-Granulo-Timestamp", o.sent_at.to_rfc3339())
             .header("X-Granulo-Event", &o.delivery.event)
-            .header("X-Granulo-Transition", &o.transition)
+            .header("X-Granulo-Transition", o.transition.as_str())
             .header("X-Granulo-Delivery", o.delivery.id.to_string())
             .body(o.body)
             .timeout(std::time::Duration::from_secs(10))

@@ -4,29 +4,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::alerts::kinds;
+use crate::domain::alerts::AlertKind;
 use crate::error::{ApiError, ApiResult, ErrorCode, Validator};
 use crate::services::{from_stored_json, to_json, to_value, utc};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::webhooks::{self as rows, Subscription};
 use crate::store::{self, DbConn};
-
-/// Every event a subscription may name (`*` = all).
-pub const EVENTS: &[&str] = &[
-    "unit.expiring",
-    "unit.expired",
-    "unit.quarantined",
-    "unit.positive_result_after_release",
-    "sample.expiring",
-    "stimulation.window_missed",
-    "collection.donor_ineligible",
-    "collection.unstimulated",
-    "request.unallocated",
-    "transfusion.outcome_missing",
-    "allocation.anti_d_prophylaxis",
-    "patient.group_discordant",
-    "task.overdue",
-];
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -34,7 +17,7 @@ pub const EVENTS: &[&str] = &[
 pub struct SubscriptionInput {
     /// `https://…` (or `http://` for a receiver on a private network).
     pub url: String,
-    /// Event names, or `["*"]`.
+    /// Alert kinds (`AlertKind`), or `["*"]` for all.
     pub events: Vec<String>,
     /// Shared secret for the signature, 16–256 characters.
     #[schema(min_length = 16, max_length = 256)]
@@ -101,7 +84,7 @@ pub fn create(conn: &mut DbConn, actor: &Actor, input: SubscriptionInput) -> Api
     let mut events: Vec<String> = Vec::new();
     for (i, e) in input.events.iter().enumerate() {
         let e = e.trim();
-        if e == "*" || EVENTS.contains(&e) {
+        if e == "*" || AlertKind::parse(e).is_some() {
             if !events.iter().any(|x| x == e) {
                 events.push(e.to_owned());
             }
@@ -166,19 +149,4 @@ pub fn deliveries(conn: &mut DbConn, id: i64) -> ApiResult<Vec<DeliveryView>> {
             delivered_at: d.delivered_at.map(utc),
         })
         .collect())
-}
-
-/// Every event kind the scan raises is deliverable.
-pub fn covers_scanned_kinds() -> bool {
-    kinds::SCANNED.iter().all(|k| EVENTS.contains(k))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_scanned_kind_is_an_event() {
-        assert!(covers_scanned_kinds());
-    }
 }
