@@ -16,6 +16,7 @@ pub mod recipient;
 pub mod requests;
 pub mod scheduling;
 pub mod stimulation;
+pub mod tasks;
 pub mod units;
 pub mod wall_clock;
 

@@ -7,33 +7,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{from_stored_json, stored, stored_enum, to_json, to_value, utc};
-use crate::domain::text_enum;
+use super::{from_stored_json, stored, to_json, to_value, utc};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::tasks::{self as rows, NewTask, Task, TaskFilter};
 use crate::store::{self, DbConn};
 
-text_enum!(
-    TaskKind {
-        AntiDProphylaxis => "anti_d_prophylaxis",
-        LookForward => "look_forward",
-        EmergencyReleaseFollowUp => "emergency_release_follow_up",
-    }
-);
-
-text_enum!(
-    TaskStatus { Open => "open", Done => "done" }
-);
-
-text_enum!(
-    /// The staff role a task belongs to.
-    OwnerRole {
-        Admin => "admin",
-        MedicalDirector => "medical_director",
-        Technologist => "technologist",
-    }
-);
+pub use crate::domain::tasks::{OwnerRole, TaskKind, TaskStatus};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TaskView {
@@ -60,11 +40,11 @@ pub struct TaskView {
 }
 
 pub fn view(t: Task, now: DateTime<Utc>) -> ApiResult<TaskView> {
-    let status = stored_enum("task status", &t.status, TaskStatus::parse)?;
+    let status = t.status;
     let due_at = utc(t.due_at);
     Ok(TaskView {
-        kind: stored_enum("task kind", &t.kind, TaskKind::parse)?,
-        owner_role: stored_enum("task owner", &t.owner_role, OwnerRole::parse)?,
+        kind: t.kind,
+        owner_role: t.owner_role,
         details: from_stored_json("task details", &t.details)?,
         overdue: status == TaskStatus::Open && now > due_at,
         status,
@@ -99,13 +79,13 @@ pub fn create(conn: &mut DbConn, actor: &Actor, spec: NewTaskSpec<'_>) -> ApiRes
     let Some(row) = rows::insert(
         conn,
         &NewTask {
-            kind: spec.kind.as_str(),
-            status: TaskStatus::Open.as_str(),
+            kind: spec.kind,
+            status: TaskStatus::Open,
             subject_type: spec.subject_type,
             subject_id: spec.subject_id,
             title: &spec.title,
             details: &to_json(&spec.details)?,
-            owner_role: spec.owner_role.as_str(),
+            owner_role: spec.owner_role,
             due_at: stored(spec.due_at),
             dedup_key: &key,
             created_by: &actor.name,
@@ -171,7 +151,7 @@ pub fn complete(
     }
     let t = rows::find(conn, id)?.ok_or_else(|| ApiError::not_found("task"))?;
     rows::lock(conn, id)?;
-    if t.owner_role == OwnerRole::MedicalDirector.as_str() && !director {
+    if t.owner_role == OwnerRole::MedicalDirector && !director {
         return Err(ApiError::forbidden("this task is a medical director's to complete"));
     }
     finish(conn, actor, t, note)

@@ -8,7 +8,7 @@ use super::schema::{
     allocation_decisions, allocation_sign_offs, allocations, crossmatch_resolutions, crossmatches, requests,
 };
 use crate::domain::compatibility::{CrossmatchKind, CrossmatchResult};
-use crate::domain::requests::AllocationStatus;
+use crate::domain::requests::{AllocationStatus, RequestStatus};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = allocations)]
@@ -118,7 +118,7 @@ pub fn lock(conn: &mut DbConn, id: i64) -> QueryResult<bool> {
 /// Allocations holding a unit (allocated or issued).
 pub fn active(conn: &mut DbConn) -> QueryResult<Vec<Allocation>> {
     allocations::table
-        .filter(allocations::status.eq_any(["allocated", "issued"]))
+        .filter(allocations::status.eq_any([AllocationStatus::Allocated, AllocationStatus::Issued]))
         .order(allocations::id.asc())
         .select(Allocation::as_select())
         .load(conn)
@@ -128,7 +128,7 @@ pub fn active(conn: &mut DbConn) -> QueryResult<Vec<Allocation>> {
 pub fn active_with_requests(conn: &mut DbConn) -> QueryResult<Vec<(Allocation, i64, NaiveDateTime)>> {
     allocations::table
         .inner_join(requests::table)
-        .filter(allocations::status.eq_any(["allocated", "issued"]))
+        .filter(allocations::status.eq_any([AllocationStatus::Allocated, AllocationStatus::Issued]))
         .order(allocations::id.asc())
         .select((Allocation::as_select(), requests::patient_id, requests::needed_by))
         .load(conn)
@@ -138,8 +138,8 @@ pub fn active_with_requests(conn: &mut DbConn) -> QueryResult<Vec<(Allocation, i
 pub fn transfused_of_open_requests(conn: &mut DbConn) -> QueryResult<Vec<i64>> {
     allocations::table
         .inner_join(requests::table)
-        .filter(requests::status.eq("open"))
-        .filter(allocations::status.eq("transfused"))
+        .filter(requests::status.eq(RequestStatus::Open))
+        .filter(allocations::status.eq(AllocationStatus::Transfused))
         .select(allocations::request_id)
         .load(conn)
 }

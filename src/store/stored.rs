@@ -128,6 +128,7 @@ use crate::domain::alerts::{AlertEntity, AlertKind, AlertSeverity, AlertStatus, 
 use crate::domain::blood::{Abo, Cmv, DonorType, Rhd, Sex, UnitRhd};
 use crate::domain::compatibility::{CrossmatchKind, CrossmatchMethod, CrossmatchResult};
 use crate::domain::requests::{AllocationStatus, Priority, RequestStatus};
+use crate::domain::tasks::{OwnerRole, TaskKind, TaskStatus};
 use crate::domain::units::UnitStatus;
 
 stored_text!(
@@ -149,4 +150,7 @@ stored_text!(
     AlertStatus,
     AlertEntity,
     AlertTransition,
+    OwnerRole,
+    TaskKind,
+    TaskStatus,
 );

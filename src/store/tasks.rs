@@ -5,19 +5,20 @@ use diesel::prelude::*;
 
 use super::DbConn;
 use super::schema::tasks;
+use crate::domain::tasks::{OwnerRole, TaskKind, TaskStatus};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = tasks)]
 pub struct Task {
     pub id: i64,
-    pub kind: String,
-    pub status: String,
+    pub kind: TaskKind,
+    pub status: TaskStatus,
     pub subject_type: String,
     pub subject_id: i64,
     pub title: String,
     /// JSON object.
     pub details: String,
-    pub owner_role: String,
+    pub owner_role: OwnerRole,
     pub due_at: NaiveDateTime,
     pub dedup_key: String,
     pub created_by: String,
@@ -30,13 +31,13 @@ pub struct Task {
 #[derive(Debug, Insertable)]
 #[diesel(table_name = tasks)]
 pub struct NewTask<'a> {
-    pub kind: &'a str,
-    pub status: &'a str,
+    pub kind: TaskKind,
+    pub status: TaskStatus,
     pub subject_type: &'a str,
     pub subject_id: i64,
     pub title: &'a str,
     pub details: &'a str,
-    pub owner_role: &'a str,
+    pub owner_role: OwnerRole,
     pub due_at: NaiveDateTime,
     pub dedup_key: &'a str,
     pub created_by: &'a str,
@@ -87,9 +88,9 @@ pub fn lock(conn: &mut DbConn, id: i64) -> QueryResult<bool> {
 
 /// Marks an open task done; false when it was not open.
 pub fn complete(conn: &mut DbConn, id: i64, by: &str, at: NaiveDateTime, note: Option<&str>) -> QueryResult<bool> {
-    let n = diesel::update(tasks::table.find(id).filter(tasks::status.eq("open")))
+    let n = diesel::update(tasks::table.find(id).filter(tasks::status.eq(TaskStatus::Open)))
         .set((
-            tasks::status.eq("done"),
+            tasks::status.eq(TaskStatus::Done),
             tasks::completed_by.eq(by),
             tasks::completed_at.eq(at),
             tasks::note.eq(note),
@@ -130,7 +131,7 @@ pub fn open_about(conn: &mut DbConn, kind: &str, subject_type: &str, subject_id:
         .filter(tasks::kind.eq(kind))
         .filter(tasks::subject_type.eq(subject_type))
         .filter(tasks::subject_id.eq(subject_id))
-        .filter(tasks::status.eq("open"))
+        .filter(tasks::status.eq(TaskStatus::Open))
         .order(tasks::id.asc())
         .select(Task::as_select())
         .load(conn)
@@ -139,7 +140,7 @@ pub fn open_about(conn: &mut DbConn, kind: &str, subject_type: &str, subject_id:
 /// Every open task, for the overdue scan.
 pub fn open(conn: &mut DbConn) -> QueryResult<Vec<Task>> {
     tasks::table
-        .filter(tasks::status.eq("open"))
+        .filter(tasks::status.eq(TaskStatus::Open))
         .order(tasks::id.asc())
         .select(Task::as_select())
         .load(conn)

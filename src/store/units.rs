@@ -188,10 +188,10 @@ pub fn claim_available(conn: &mut DbConn, id: i64, now: NaiveDateTime) -> QueryR
     let n = diesel::update(
         units::table
             .find(id)
-            .filter(units::status.eq("available"))
+            .filter(units::status.eq(UnitStatus::Available))
             .filter(units::expires_at.gt(now)),
     )
-    .set((units::status.eq("allocated"), units::updated_at.eq(now)))
+    .set((units::status.eq(UnitStatus::Allocated), units::updated_at.eq(now)))
     .execute(conn)?;
     Ok(n == 1)
 }
@@ -199,7 +199,12 @@ pub fn claim_available(conn: &mut DbConn, id: i64, now: NaiveDateTime) -> QueryR
 /// Units the alert scan looks at: in the bank, or expired and not yet discarded.
 pub fn for_alert_scan(conn: &mut DbConn) -> QueryResult<Vec<(i64, String, String, NaiveDateTime)>> {
     units::table
-        .filter(units::status.eq_any(["quarantined", "available", "allocated", "expired"]))
+        .filter(units::status.eq_any([
+            UnitStatus::Quarantined,
+            UnitStatus::Available,
+            UnitStatus::Allocated,
+            UnitStatus::Expired,
+        ]))
         .select((units::id, units::din, units::status, units::expires_at))
         .load(conn)
 }
@@ -209,11 +214,11 @@ pub fn mark_expired(conn: &mut DbConn, id: i64, now: NaiveDateTime) -> QueryResu
     let n = diesel::update(
         units::table
             .find(id)
-            .filter(units::status.eq_any(["quarantined", "available", "allocated"]))
+            .filter(units::status.eq_any([UnitStatus::Quarantined, UnitStatus::Available, UnitStatus::Allocated]))
             .filter(units::expires_at.le(now)),
     )
     .set((
-        units::status.eq("expired"),
+        units::status.eq(UnitStatus::Expired),
         units::status_reason.eq("expired on the shelf"),
         units::updated_at.eq(now),
     ))
@@ -238,7 +243,7 @@ pub struct UnitMatchRow {
 
 pub fn available_for_matching(conn: &mut DbConn, now: NaiveDateTime) -> QueryResult<Vec<UnitMatchRow>> {
     units::table
-        .filter(units::status.eq("available"))
+        .filter(units::status.eq(UnitStatus::Available))
         .filter(units::expires_at.gt(now))
         .select((
             units::id,
@@ -297,7 +302,7 @@ pub fn list(conn: &mut DbConn, f: &UnitFilter, limit: i64) -> QueryResult<Vec<Un
         query = query.filter(units::expires_at.gt(t));
     }
     if let Some(t) = f.expired_at {
-        query = query.filter(units::status.eq("expired").or(units::expires_at.le(t)));
+        query = query.filter(units::status.eq(UnitStatus::Expired).or(units::expires_at.le(t)));
     }
     if let Some((at, id)) = f.after {
         query = query.filter(
@@ -502,7 +507,7 @@ pub fn insert_reading(conn: &mut DbConn, new: &NewStorageReading<'_>) -> QueryRe
 pub fn in_bank_at(conn: &mut DbConn, location: &str) -> QueryResult<Vec<Unit>> {
     units::table
         .filter(units::storage_location.eq(location))
-        .filter(units::status.eq_any(["quarantined", "available", "allocated"]))
+        .filter(units::status.eq_any([UnitStatus::Quarantined, UnitStatus::Available, UnitStatus::Allocated]))
         .order(units::id.asc())
         .select(Unit::as_select())
         .load(conn)
@@ -528,7 +533,7 @@ pub fn in_bank_of_donor(conn: &mut DbConn, donor_id: i64, except: i64) -> QueryR
     units::table
         .filter(units::donor_id.eq(donor_id))
         .filter(units::id.ne(except))
-        .filter(units::status.eq_any(["quarantined", "available", "allocated"]))
+        .filter(units::status.eq_any([UnitStatus::Quarantined, UnitStatus::Available, UnitStatus::Allocated]))
         .order(units::id.asc())
         .select(Unit::as_select())
         .load(conn)
