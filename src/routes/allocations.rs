@@ -6,10 +6,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{decode_cursor, page_limit, parse_id, with_policy};
+use super::with_policy;
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
 use crate::extract::JsonBody;
+use crate::input::{decode_cursor, page_limit, parse_id};
 use crate::services::allocations::{
     self as work, AllocationView, CompatibilityView, CrossmatchInput, CrossmatchView, ExceptionEntry, IssueInput,
     TransfusionInput,
@@ -30,12 +31,12 @@ pub struct EndRequest {
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct CompatibilityQuery {
-    #[serde(deserialize_with = "super::integral::required")]
+    #[serde(deserialize_with = "crate::input::integral::required")]
     pub unit_id: i64,
-    #[serde(deserialize_with = "super::integral::required")]
+    #[serde(deserialize_with = "crate::input::integral::required")]
     pub patient_id: i64,
     /// Judge against this request's requirements and need time too.
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub request_id: Option<i64>,
     /// Planned transfusion time (default: the request's `needed_by`, else now).
     pub at: Option<DateTime<Utc>>,
@@ -220,7 +221,7 @@ pub struct ExceptionQuery {
     pub signed_off: Option<bool>,
     /// 1–500, default 50.
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]
@@ -323,14 +324,14 @@ pub async fn resolve_crossmatch(
 #[serde(deny_unknown_fields)]
 pub struct CrossmatchQuery {
     #[param(minimum = 1)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub unit_id: Option<i64>,
     #[param(minimum = 1)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub patient_id: Option<i64>,
     /// 1–500, default 50.
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]

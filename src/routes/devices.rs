@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::users::ListQuery;
-use super::{decode_cursor, page_limit, paginate, parse_id};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
+use crate::input::{decode_cursor, page_limit, paginate, parse_id};
 use crate::services::devices::{self as work, DeviceView};
 use crate::state::AppState;
 use crate::store::devices;

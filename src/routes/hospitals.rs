@@ -6,11 +6,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::users::ListQuery;
-use super::{decode_cursor, page_limit, parse_id, utc};
+use super::utc;
 use crate::accounts::{self, ClientRef};
 use crate::auth::{AuthUser, tokens};
 use crate::error::{ApiError, ApiResult, Validator};
 use crate::extract::JsonBody;
+use crate::input::{decode_cursor, page_limit, parse_id};
 use crate::state::AppState;
 use crate::store::api_clients::ApiClient;
 use crate::store::hospitals::Hospital;

@@ -3,9 +3,9 @@
 
 use chrono::NaiveDateTime;
 
-use super::paginate;
 use crate::domain::alerts::{self as rules, AlertTransition, EpisodeEnd};
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::input::paginate;
 use crate::store::alerts::{self, Alert, AlertEvent, NewEvent};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::jobs::JobLease;

@@ -788,7 +788,7 @@ pub fn list(
     policy: &Policy,
 ) -> ApiResult<(Vec<CollectionView>, Option<String>)> {
     let found = rows::list(conn, filter, limit + 1)?;
-    let (found, next) = super::paginate(found, limit, |c| c.id);
+    let (found, next) = crate::input::paginate(found, limit, |c| c.id);
     let views = found
         .into_iter()
         .map(|c| view(conn, c, policy))

@@ -119,10 +119,10 @@ pub struct DonorPatch {
     pub cmv: Option<Cmv>,
     pub hla: Option<Hla>,
     pub donor_type: Option<DonorType>,
-    #[serde(default, deserialize_with = "super::double_option")]
+    #[serde(default, deserialize_with = "crate::input::double_option")]
     #[schema(value_type = Option<String>)]
     pub phone: Option<Option<String>>,
-    #[serde(default, deserialize_with = "super::double_option")]
+    #[serde(default, deserialize_with = "crate::input::double_option")]
     #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
     pub contraindications: Option<Vec<ContraindicationFlag>>,
@@ -409,7 +409,7 @@ pub struct ListRequest {
 pub fn list(conn: &mut DbConn, req: ListRequest, policy: &Policy) -> ApiResult<(Vec<DonorView>, Option<String>)> {
     let Some(at) = req.eligible_at else {
         let rows = rows::list(conn, &req.filter, req.limit + 1)?;
-        let (rows, next) = super::paginate(rows, req.limit, |d| d.id);
+        let (rows, next) = crate::input::paginate(rows, req.limit, |d| d.id);
         return Ok((views(conn, rows)?, next));
     };
     const BATCH: i64 = 200;
@@ -429,7 +429,7 @@ pub fn list(conn: &mut DbConn, req: ListRequest, policy: &Policy) -> ApiResult<(
             break;
         }
     }
-    let (rows, next) = super::paginate(picked, req.limit, |d| d.id);
+    let (rows, next) = crate::input::paginate(picked, req.limit, |d| d.id);
     Ok((views(conn, rows)?, next))
 }
 

@@ -203,7 +203,7 @@ pub struct PatientPatch {
     pub rhd: Option<Rhd>,
     pub cmv: Option<Cmv>,
     /// `null` removes the statement: derived from sex and age again.
-    #[serde(default, deserialize_with = "super::double_option")]
+    #[serde(default, deserialize_with = "crate::input::double_option")]
     pub childbearing_potential: Option<Option<bool>>,
     pub hla_antibodies: Option<Vec<String>>,
     pub granulocyte_antibodies: Option<bool>,
@@ -481,7 +481,7 @@ pub fn list(
     policy: &Policy,
 ) -> ApiResult<(Vec<PatientView>, Option<String>)> {
     let found = rows::list(conn, scope, after_id, limit + 1)?;
-    let (found, next) = super::paginate(found, limit, |p| p.id);
+    let (found, next) = crate::input::paginate(found, limit, |p| p.id);
     Ok((views(conn, found, policy)?, next))
 }
 

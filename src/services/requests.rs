@@ -507,7 +507,7 @@ pub fn list(
     policy: &Policy,
 ) -> ApiResult<(Vec<RequestView>, Option<String>)> {
     let found = rows::list(conn, scope, status.map(|s| s.as_str()), after_id, limit + 1)?;
-    let (found, next) = super::paginate(found, limit, |r| r.id);
+    let (found, next) = crate::input::paginate(found, limit, |r| r.id);
     let views = found
         .into_iter()
         .map(|r| view(conn, r, policy))

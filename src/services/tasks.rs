@@ -210,7 +210,7 @@ pub fn list(conn: &mut DbConn, req: ListRequest) -> ApiResult<(Vec<TaskView>, Op
             limit: req.limit + 1,
         },
     )?;
-    let (found, next) = super::paginate(found, req.limit, |t| t.id);
+    let (found, next) = crate::input::paginate(found, req.limit, |t| t.id);
     let items = found.into_iter().map(|t| view(t, now)).collect::<ApiResult<Vec<_>>>()?;
     Ok((items, next))
 }

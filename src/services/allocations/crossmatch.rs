@@ -236,7 +236,7 @@ pub fn crossmatches(
     };
     let sample_ids: Option<Vec<i64>> = samples.as_ref().map(|list| list.iter().map(|s| s.id).collect());
     let found = rows::crossmatches_where(conn, unit_id, sample_ids.as_deref(), after_id, limit + 1)?;
-    let (found, next) = crate::services::paginate(found, limit, |x| x.id);
+    let (found, next) = crate::input::paginate(found, limit, |x| x.id);
     let ids: Vec<i64> = found.iter().map(|x| x.id).collect();
     let mut resolutions: std::collections::HashMap<i64, rows::Resolution> = rows::resolutions_of(conn, &ids)?
         .into_iter()

@@ -262,7 +262,7 @@ pub fn exceptions(
     limit: i64,
 ) -> ApiResult<(Vec<ExceptionEntry>, Option<String>)> {
     let ids = rows::authorised(conn, signed_off, after_id, limit + 1)?;
-    let (ids, next) = super::paginate(ids, limit, |id| *id);
+    let (ids, next) = crate::input::paginate(ids, limit, |id| *id);
     let mut out = Vec::new();
     for id in ids {
         let Some(a) = rows::find(conn, id)? else { continue };

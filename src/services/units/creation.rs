@@ -8,13 +8,14 @@ use utoipa::ToSchema;
 
 use super::storage::clean_location;
 use super::view::{UnitView, snapshot, view};
-use super::{UnitSource, begin, parse_din_reference, save};
+use super::{UnitSource, begin, save};
 use crate::domain::blood::{Abo, Cmv, Rhd, UnitRhd};
 use crate::domain::isbt128::{self, Din};
 use crate::domain::policy::Policy;
 use crate::domain::scheduling::CollectionStatus;
 use crate::domain::units::{self as rules, UnitAction, UnitStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
+use crate::input::{UnitKey, parse_din_reference};
 use crate::services::{is_past, stored, stored_enum, utc};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::units::{self as rows, UnitData};
@@ -389,7 +390,7 @@ pub struct IrradiationInput {
 pub fn irradiate(
     conn: &mut DbConn,
     actor: &Actor,
-    key: &str,
+    key: &UnitKey,
     input: IrradiationInput,
     policy: &Policy,
 ) -> ApiResult<UnitView> {

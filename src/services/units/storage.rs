@@ -11,6 +11,7 @@ use crate::domain::policy::Policy;
 use crate::domain::text_enum;
 use crate::domain::units::{self as rules, InspectionOutcome, UnitAction, UnitStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
+use crate::input::UnitKey;
 use crate::services::{is_past, stored, to_value, utc};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::units::{self as rows, Unit, UnitData};
@@ -19,7 +20,7 @@ use crate::store::{self, DbConn};
 /// A medical director's disposition of every storage excursion of a unit in the bank so far,
 /// without a release (for a unit that is not quarantined, such as one released before
 /// excursions needed a disposition). Audited.
-pub fn disposition_excursions(conn: &mut DbConn, actor: &Actor, key: &str, reason: &str) -> ApiResult<UnitView> {
+pub fn disposition_excursions(conn: &mut DbConn, actor: &Actor, key: &UnitKey, reason: &str) -> ApiResult<UnitView> {
     let now = utc(store::now());
     let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > 500 || !crate::services::printable(reason) {
@@ -94,7 +95,7 @@ pub struct InspectionView {
 pub fn inspect(
     conn: &mut DbConn,
     actor: &Actor,
-    key: &str,
+    key: &UnitKey,
     input: InspectionInput,
     policy: &Policy,
 ) -> ApiResult<InspectionView> {
@@ -194,7 +195,7 @@ pub fn inspect(
     Ok(created)
 }
 
-pub fn discard(conn: &mut DbConn, actor: &Actor, key: &str, reason: &str) -> ApiResult<UnitView> {
+pub fn discard(conn: &mut DbConn, actor: &Actor, key: &UnitKey, reason: &str) -> ApiResult<UnitView> {
     let now = utc(store::now());
     let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > 500 || !crate::services::printable(reason) {
@@ -359,7 +360,7 @@ fn excursion(
 pub fn record_reading(
     conn: &mut DbConn,
     actor: &Actor,
-    key: &str,
+    key: &UnitKey,
     input: ReadingInput,
     policy: &Policy,
 ) -> ApiResult<ReadingView> {

@@ -14,6 +14,7 @@ use crate::domain::units::{
     UnitStatus,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode, Validator};
+use crate::input::UnitKey;
 use crate::services::{from_stored_json, is_past, stored, stored_enum, to_value, utc};
 use crate::store::allocations::Allocation;
 use crate::store::audit::{self, Actor, Change};
@@ -43,7 +44,7 @@ pub struct TestInput {
 pub fn record_test(
     conn: &mut DbConn,
     actor: &Actor,
-    key: &str,
+    key: &UnitKey,
     input: TestInput,
     policy: &Policy,
 ) -> ApiResult<UnitView> {
@@ -362,7 +363,7 @@ pub fn release(
     conn: &mut DbConn,
     actor: &Actor,
     director: bool,
-    key: &str,
+    key: &UnitKey,
     input: ReleaseInput,
     policy: &Policy,
 ) -> ApiResult<UnitView> {
