@@ -10,7 +10,7 @@ use super::with_policy;
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
 use crate::extract::JsonBody;
-use crate::input::{decode_cursor, page_limit, parse_id};
+use crate::input::{Text, decode_cursor, page_limit, parse_id};
 use crate::services::allocations::{
     self as work, AllocationView, CompatibilityView, CrossmatchInput, CrossmatchView, ExceptionEntry, IssueInput,
     TransfusionInput,
@@ -22,10 +22,7 @@ use crate::state::AppState;
 #[schema(example = json!({"reason": "patient transferred to another hospital"}))]
 pub struct EndRequest {
     /// Why, 1–500 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub reason: String,
+    pub reason: Text<1, 500>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -254,10 +251,7 @@ pub async fn exceptions(
 #[schema(example = json!({"comment": "reviewed: CMV-negative stock was exhausted; appropriate"}))]
 pub struct SignOffRequest {
     /// 1–500 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub comment: String,
+    pub comment: Text<1, 500>,
 }
 
 /// A medical director signs off the authorisations recorded on an allocation.
@@ -289,10 +283,7 @@ pub async fn sign_off(
 #[schema(example = json!({"reason": "repeat crossmatch on a fresh sample compatible; first result a clerical error, investigated"}))]
 pub struct ResolveRequest {
     /// Why the incompatible result no longer stands, 1–500 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub reason: String,
+    pub reason: Text<1, 500>,
 }
 
 /// Resolve an incompatible crossmatch (medical director): it no longer blocks the unit for the

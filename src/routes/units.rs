@@ -13,7 +13,7 @@ use crate::domain::blood::{Abo, Rhd};
 use crate::domain::units::UnitStatus;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
-use crate::input::{UnitKey, page_limit};
+use crate::input::{Text, UnitKey, page_limit};
 use crate::services::units::{
     self as work, CreateUnitInput, InspectionInput, InspectionView, IrradiationInput, Label, LocationReadingInput,
     ReadingInput, ReadingView, ReleaseInput, TestInput, UnitView,
@@ -51,10 +51,7 @@ pub struct UnitQuery {
 #[schema(example = json!({"reason": "bag damaged in transport"}))]
 pub struct DiscardRequest {
     /// Why (the discard, or the disposition), 1–500 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub reason: String,
+    pub reason: Text<1, 500>,
 }
 
 /// Keyset cursor over (expires_at, id): `<expiry in µs since 1970>_<id>`.

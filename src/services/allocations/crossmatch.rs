@@ -4,11 +4,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::clean_reason;
 use crate::domain::compatibility::{self, CrossmatchKind};
 use crate::domain::policy::Policy;
 use crate::domain::text_enum;
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::input::Text;
 use crate::services::patients;
 use crate::services::{is_past, stored, stored_enum, to_value, utc};
 use crate::store::allocations::{self as rows};
@@ -184,8 +184,13 @@ pub fn record_crossmatch(
 
 /// A medical director resolves an incompatible crossmatch with a reason (audited): from then on
 /// it no longer blocks the unit for the patient. The result itself is never changed.
-pub fn resolve_crossmatch(conn: &mut DbConn, actor: &Actor, id: i64, reason: &str) -> ApiResult<CrossmatchView> {
-    let reason = clean_reason(reason)?;
+pub fn resolve_crossmatch(
+    conn: &mut DbConn,
+    actor: &Actor,
+    id: i64,
+    reason: &Text<1, 500>,
+) -> ApiResult<CrossmatchView> {
+    let reason = reason.as_str();
     let x = rows::find_crossmatch(conn, id)?.ok_or_else(|| ApiError::not_found("crossmatch"))?;
     rows::lock_crossmatch(conn, id)?;
     if x.result != CrossmatchResult::Incompatible.as_str() {

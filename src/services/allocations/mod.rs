@@ -227,14 +227,6 @@ pub fn sign_off(conn: &mut DbConn, actor: &Actor, id: i64, comment: &str) -> Api
     Ok(after)
 }
 
-fn clean_reason(raw: &str) -> ApiResult<String> {
-    let r = raw.trim();
-    if r.is_empty() || r.chars().count() > 500 || !super::printable(r) {
-        return Err(ApiError::field("reason", "must be 1 to 500 characters"));
-    }
-    Ok(r.to_owned())
-}
-
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ExceptionEntry {
     pub allocation_id: i64,
