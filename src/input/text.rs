@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 use utoipa::openapi::RefOr;
+
+use crate::error::{ApiError, ApiResult, Validator};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 /// Checked free text of `MIN..=MAX` characters after trimming. With `MIN = 0` an all-blank
@@ -23,6 +25,23 @@ impl<const MIN: usize, const MAX: usize> Text<MIN, MAX> {
         } else {
             Err(Self::rule())
         }
+    }
+
+    /// `raw` as the value of `field`, or a 400 naming it.
+    pub fn field(field: &str, raw: &str) -> ApiResult<Self> {
+        Self::new(raw).map_err(|message| ApiError::field(field, message))
+    }
+
+    /// For text inside a shape that is also stored or shown (so stays a `String`): the trimmed
+    /// text, or an error on `field` in `v` (and an empty string).
+    pub fn check(v: &mut Validator, field: &str, raw: &str) -> String {
+        Self::new(raw).map_or_else(
+            |message| {
+                v.push(field, message);
+                String::new()
+            },
+            Self::into_inner,
+        )
     }
 
     /// What a valid value is, in words.

@@ -10,7 +10,7 @@ use crate::auth::{AuthUser, Role};
 use crate::domain::requests::RequestStatus;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, parse_json};
-use crate::input::{decode_cursor, page_limit, parse_id};
+use crate::input::{Text, decode_cursor, page_limit, parse_id};
 use crate::services::allocations::{self as allocation_work, AllocateInput, AllocationView};
 use crate::services::candidates::{self as matching, Candidates};
 use crate::services::requests::{self as work, Outcome, RequestInput, RequestView};
@@ -51,10 +51,7 @@ pub struct CandidateQuery {
 #[schema(example = json!({"reason": "indication not met: ANC above the policy threshold"}))]
 pub struct ReasonBody {
     /// Up to 500 characters (required to decline).
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub reason: Option<String>,
+    pub reason: Option<Text<0, 500>>,
 }
 
 /// The account an idempotency key belongs to.

@@ -36,11 +36,6 @@ pub fn utc(t: NaiveDateTime) -> DateTime<Utc> {
     t.and_utc()
 }
 
-/// Free text as kept: no control characters (they garble labels, reports and logs).
-pub fn printable(text: &str) -> bool {
-    !text.chars().any(char::is_control)
-}
-
 /// True when `t` is no later than now (plus clock skew).
 pub fn is_past(t: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     t <= now + CLOCK_SKEW

@@ -3,12 +3,13 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::Connection as _;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{PartialSchema as _, ToSchema};
 
 use super::{reasons, stored, stored_enum, to_value, utc};
 use crate::domain::policy::Policy;
 use crate::domain::requests::{self as rules, Indication, Priority, RequestAction, RequestStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
+use crate::input::Text;
 use crate::services::patients;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::requests::{self as rows, Request, RequestData};
@@ -20,9 +21,7 @@ pub struct IndicationInput {
     /// Absolute neutrophil count, per µL.
     pub anc_per_ul: u32,
     /// The infection being treated (bacterial / fungal), 1–500 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
+    #[schema(schema_with = Text::<1, 500>::schema)]
     pub infection: String,
     /// Hours the infection has been refractory to antimicrobials.
     pub refractory_hours: u32,
@@ -204,12 +203,8 @@ pub fn create(
         "needed_by",
         "must be within a day before and 60 days after now",
     );
-    let infection = input.indication.infection.trim().to_owned();
-    v.check(
-        !infection.is_empty() && infection.chars().count() <= 500 && super::printable(&infection),
-        "indication.infection",
-        "must be 1 to 500 characters",
-    );
+    // `IndicationInput` is also the shown shape, so `infection` stays a `String`.
+    let infection = Text::<1, 500>::check(&mut v, "indication.infection", &input.indication.infection);
     v.check(
         input.indication.anc_per_ul <= 100_000,
         "indication.anc_per_ul",
@@ -415,10 +410,6 @@ fn clean_reason(raw: Option<&str>, required: bool) -> ApiResult<Option<String>> 
     let reason = raw.map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned);
     match &reason {
         None if required => Err(ApiError::field("reason", "is required")),
-        Some(r) if r.chars().count() > 500 || !super::printable(r) => Err(ApiError::field(
-            "reason",
-            "must be at most 500 characters without control characters",
-        )),
         _ => Ok(reason),
     }
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
-use utoipa::ToSchema;
+use utoipa::{PartialSchema as _, ToSchema};
 
 use super::storage::clean_location;
 use super::view::{UnitView, snapshot, view};
@@ -30,9 +30,7 @@ pub enum SourceInput {
     /// From a supplier: the supplier's DIN (13 characters, 14 with check character, or the
     /// scanned `=` structure), blood group and collection time.
     External {
-        #[schema(
-            pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-        )]
+        #[schema(schema_with = Text::<1, 200>::schema)]
         supplier: String,
         din: String,
         abo: Abo,
@@ -210,10 +208,7 @@ pub fn create(
             let rhd_labelled = rhd;
             let rhd = rhd.for_selection();
             // Checked here, not by its type: a tagged enum's fields lose their path in serde.
-            let supplier = Text::<1, 200>::new(&supplier)
-                .map_err(|m| v.push("source.supplier", m))
-                .map(Text::into_inner)
-                .unwrap_or_default();
+            let supplier = Text::<1, 200>::check(&mut v, "source.supplier", &supplier);
             v.check(
                 is_past(collected_at, now),
                 "source.collected_at",

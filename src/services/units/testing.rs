@@ -370,10 +370,7 @@ pub fn release(
     let physician = match (input.emergency, input.physician) {
         (true, Some(p)) => {
             // `Physician` is also the stored and shown shape, so its name stays a `String`.
-            let name = Text::<1, 200>::new(&p.name)
-                .map_err(|m| v.push("physician.name", m))
-                .map(Text::into_inner)
-                .unwrap_or_default();
+            let name = Text::<1, 200>::check(&mut v, "physician.name", &p.name);
             v.check(
                 is_past(p.acknowledged_at, now),
                 "physician.acknowledged_at",
