@@ -14,10 +14,11 @@ impl UnitKey {
     /// so shorter digit strings are ids. A DIN that is not valid ISBT 128 is a 422.
     pub fn parse(raw: &str) -> ApiResult<Self> {
         let key = raw.trim();
-        if (1..13).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(id) = key.parse::<i64>() {
-                return Ok(Self::Id(id));
-            }
+        if (1..13).contains(&key.len())
+            && key.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(id) = key.parse::<i64>()
+        {
+            return Ok(Self::Id(id));
         }
         parse_din_reference(key).map(Self::Din)
     }

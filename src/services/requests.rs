@@ -3,7 +3,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::Connection as _;
 use serde::{Deserialize, Serialize};
-use utoipa::{PartialSchema as _, ToSchema};
+use utoipa::ToSchema;
 
 use super::{reasons, stored, stored_enum, to_value, utc};
 use crate::domain::policy::Policy;
@@ -21,7 +21,9 @@ pub struct IndicationInput {
     /// Absolute neutrophil count, per µL.
     pub anc_per_ul: u32,
     /// The infection being treated (bacterial / fungal), 1–500 characters.
-    #[schema(schema_with = Text::<1, 500>::schema)]
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
+    )]
     pub infection: String,
     /// Hours the infection has been refractory to antimicrobials.
     pub refractory_hours: u32,

@@ -207,7 +207,7 @@ pub fn resolve_crossmatch(
     }
     let sample = patient_rows::find_sample(conn, x.sample_id)?.ok_or_else(|| ApiError::not_found("sample"))?;
     let resolution =
-        rows::insert_resolution(conn, id, &reason, &actor.name, store::now()).map_err(crate::error::unique_as(
+        rows::insert_resolution(conn, id, reason, &actor.name, store::now()).map_err(crate::error::unique_as(
             ErrorCode::AlreadyResolved,
             format!("crossmatch {id} is already resolved"),
         ))?;
