@@ -21,7 +21,10 @@ use crate::store::hospitals::Hospital;
 #[schema(example = json!({"name": "St Elsewhere University Hospital", "code": "STE"}))]
 pub struct CreateHospitalRequest {
     /// 1–200 characters.
-    pub name: Text<1, 200>,
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
+    )]
+    pub name: String,
     /// Short unique code, 2–32 of A-Z 0-9 _ - (stored upper-case).
     #[schema(pattern = r"^[^\S\x1c-\x1f]*[A-Za-z0-9][A-Za-z0-9_-]{1,31}[^\S\x1c-\x1f]*$")]
     pub code: String,
@@ -129,7 +132,8 @@ pub async fn create(
     caller.require_admin()?;
     let req = body.into_inner();
     let mut v = Validator::new();
-    let name = req.name.into_inner();
+    // Checked beside the code, so that both are reported at once.
+    let name = Text::<1, 200>::check(&mut v, "name", &req.name);
     let code = accounts::normalize_hospital_code(&req.code).unwrap_or_else(|m| {
         v.push("code", m);
         String::new()
