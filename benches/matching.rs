@@ -132,10 +132,10 @@ fn run(label: &str, target: DatabaseTarget) -> anyhow::Result<()> {
             unit_id: *unit_id,
             acknowledge: None,
             authorisation: Some(granulo::services::decisions::AuthorisationInput {
-                by: "Dr Bench".to_owned(),
-                role: "on-call haematologist".to_owned(),
+                by: granulo::input::Text::new("Dr Bench").expect("text"),
+                role: granulo::input::Text::new("on-call haematologist").expect("text"),
                 at: chrono::Utc::now(),
-                reason: "bench".to_owned(),
+                reason: granulo::input::Text::new("bench").expect("text"),
             }),
         };
         let done = store::write_tx(&mut conn, |c| {

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::credentials::Role;
 use crate::error::{ApiError, ApiResult, ErrorCode, Validator, unique_as};
-use crate::services::paginate;
+use crate::input::paginate;
 use crate::store::api_clients::{self, ApiClient, NewApiClient};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::hospitals::{self, Hospital, NewHospital};

@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod input;
 pub mod jobs;
 pub mod routes;
 pub mod services;

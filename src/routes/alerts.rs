@@ -5,10 +5,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{decode_cursor, page_limit, parse_id, utc};
+use super::utc;
 use crate::auth::AuthUser;
 use crate::domain::alerts::{AlertEntity, AlertKind, AlertSeverity, AlertStatus, AlertTransition};
 use crate::error::{ApiError, ApiResult};
+use crate::input::{decode_cursor, page_limit, parse_id};
 use crate::services::alerts as work;
 use crate::state::AppState;
 use crate::store::alerts::{Alert, AlertEvent};
@@ -145,7 +146,7 @@ pub struct AlertQuery {
     /// e.g. `unit.expiring`.
     pub kind: Option<String>,
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]
@@ -208,7 +209,7 @@ pub async fn ack(state: web::Data<AppState>, caller: AuthUser, id: web::Path<Str
 #[serde(deny_unknown_fields)]
 pub struct AlertEventQuery {
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]

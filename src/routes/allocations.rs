@@ -6,10 +6,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{decode_cursor, page_limit, parse_id, with_policy};
+use super::with_policy;
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
 use crate::extract::JsonBody;
+use crate::input::{Text, decode_cursor, page_limit, parse_id};
 use crate::services::allocations::{
     self as work, AllocationView, CompatibilityView, CrossmatchInput, CrossmatchView, ExceptionEntry, IssueInput,
     TransfusionInput,
@@ -21,21 +22,18 @@ use crate::state::AppState;
 #[schema(example = json!({"reason": "patient transferred to another hospital"}))]
 pub struct EndRequest {
     /// Why, 1–500 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub reason: String,
+    pub reason: Text<1, 500>,
 }
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct CompatibilityQuery {
-    #[serde(deserialize_with = "super::integral::required")]
+    #[serde(deserialize_with = "crate::input::integral::required")]
     pub unit_id: i64,
-    #[serde(deserialize_with = "super::integral::required")]
+    #[serde(deserialize_with = "crate::input::integral::required")]
     pub patient_id: i64,
     /// Judge against this request's requirements and need time too.
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub request_id: Option<i64>,
     /// Planned transfusion time (default: the request's `needed_by`, else now).
     pub at: Option<DateTime<Utc>>,
@@ -220,7 +218,7 @@ pub struct ExceptionQuery {
     pub signed_off: Option<bool>,
     /// 1–500, default 50.
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]
@@ -253,10 +251,7 @@ pub async fn exceptions(
 #[schema(example = json!({"comment": "reviewed: CMV-negative stock was exhausted; appropriate"}))]
 pub struct SignOffRequest {
     /// 1–500 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub comment: String,
+    pub comment: Text<1, 500>,
 }
 
 /// A medical director signs off the authorisations recorded on an allocation.
@@ -288,10 +283,7 @@ pub async fn sign_off(
 #[schema(example = json!({"reason": "repeat crossmatch on a fresh sample compatible; first result a clerical error, investigated"}))]
 pub struct ResolveRequest {
     /// Why the incompatible result no longer stands, 1–500 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub reason: String,
+    pub reason: Text<1, 500>,
 }
 
 /// Resolve an incompatible crossmatch (medical director): it no longer blocks the unit for the
@@ -323,14 +315,14 @@ pub async fn resolve_crossmatch(
 #[serde(deny_unknown_fields)]
 pub struct CrossmatchQuery {
     #[param(minimum = 1)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub unit_id: Option<i64>,
     #[param(minimum = 1)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub patient_id: Option<i64>,
     /// 1–500, default 50.
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]

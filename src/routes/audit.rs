@@ -5,9 +5,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{decode_cursor, page_limit, paginate, utc};
+use super::utc;
 use crate::auth::{AuthUser, Role};
 use crate::error::ApiResult;
+use crate::input::{decode_cursor, page_limit, paginate};
 use crate::state::AppState;
 use crate::store::audit::{self, AuditFilter, AuditRow};
 
@@ -19,7 +20,7 @@ pub struct AuditQuery {
     /// Alone, matches that id in every entity type.
     pub entity_id: Option<String>,
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]

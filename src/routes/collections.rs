@@ -5,11 +5,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{decode_cursor, page_limit, parse_id, with_policy};
+use super::with_policy;
 use crate::auth::AuthUser;
 use crate::domain::scheduling::CollectionStatus;
 use crate::error::ApiResult;
 use crate::extract::JsonBody;
+use crate::input::{decode_cursor, page_limit, parse_id};
 use crate::services::collections::{
     self as work, AbortInput, CollectionView, CompleteInput, RescheduleInput, ScheduleInput, StartInput,
 };
@@ -27,9 +28,9 @@ pub struct CollectionList {
 #[serde(deny_unknown_fields)]
 pub struct CollectionQuery {
     pub status: Option<CollectionStatus>,
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub donor_id: Option<i64>,
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub device_id: Option<i64>,
     /// Planned start at or after this time.
     pub from: Option<DateTime<Utc>>,
@@ -37,7 +38,7 @@ pub struct CollectionQuery {
     pub to: Option<DateTime<Utc>>,
     /// 1–500, default 50.
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]

@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::users::ListQuery;
-use super::{decode_cursor, page_limit, paginate, parse_id};
 use crate::auth::AuthUser;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::JsonBody;
+use crate::input::{Text, decode_cursor, page_limit, paginate, parse_id};
 use crate::services::devices::{self as work, DeviceView};
 use crate::state::AppState;
 use crate::store::devices;
@@ -18,10 +18,7 @@ use crate::store::devices;
 #[schema(example = json!({"name": "Spectra Optia 2"}))]
 pub struct CreateDeviceRequest {
     /// Unique, 1–100 characters (e.g. "Spectra Optia 2").
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub name: String,
+    pub name: Text<1, 100>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -52,10 +49,7 @@ pub async fn create(
     body: JsonBody<CreateDeviceRequest>,
 ) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
-    let name = body.into_inner().name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::field("name", "must be 1 to 100 characters"));
-    }
+    let name = body.into_inner().name.into_inner();
     let actor = caller.actor();
     let device = state
         .write(move |conn| work::create_device(conn, &actor, &name))

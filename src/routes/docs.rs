@@ -145,7 +145,7 @@ fn listed(status: u16, summary: &str) -> String {
     format!("{summary}: {}", codes.join(", "))
 }
 
-/// What `services::units::find` accepts: a numeric id, a DIN (13 characters, FIN first), the
+/// What `input::UnitKey::parse` accepts: a numeric id, a DIN (13 characters, FIN first), the
 /// DIN and its check character, or the scanned `=` data structure with its flags.
 const UNIT_KEY_PATTERN: &str = "^([0-9]{1,12}|[A-NP-Za-np-z1-9][A-NP-Za-np-z0-9]{2}[0-9]{10}[0-9A-Za-z*]?|=[A-NP-Za-np-z1-9][A-NP-Za-np-z0-9]{2}[0-9]{12})$";
 

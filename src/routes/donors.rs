@@ -5,12 +5,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{decode_cursor, page_limit, parse_id, with_policy};
+use super::with_policy;
 use crate::auth::AuthUser;
 use crate::domain::blood::{Abo, Cmv, Rhd};
 use crate::domain::stimulation::normalize_agent;
 use crate::error::{ApiError, ApiResult, Reason};
 use crate::extract::JsonBody;
+use crate::input::{decode_cursor, page_limit, parse_id};
 use crate::services::donations::{self as donation_work, DonationInput, DonationView};
 use crate::services::donors::{
     self as work, DeferralInput, DeferralView, DonorInput, DonorPatch, DonorView, ListRequest,
@@ -57,7 +58,7 @@ pub struct DonorQuery {
     pub active: Option<bool>,
     /// 1–500, default 50.
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]

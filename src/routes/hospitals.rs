@@ -6,11 +6,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::users::ListQuery;
-use super::{decode_cursor, page_limit, parse_id, utc};
+use super::utc;
 use crate::accounts::{self, ClientRef};
 use crate::auth::{AuthUser, tokens};
 use crate::error::{ApiError, ApiResult, Validator};
 use crate::extract::JsonBody;
+use crate::input::{Text, decode_cursor, page_limit, parse_id};
 use crate::state::AppState;
 use crate::store::api_clients::ApiClient;
 use crate::store::hospitals::Hospital;
@@ -53,10 +54,7 @@ pub struct HospitalList {
 #[schema(example = json!({"name": "STE interface engine"}))]
 pub struct CreateClientRequest {
     /// What the credential is for, e.g. the interface engine's name.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub name: Option<String>,
+    pub name: Option<Text<0, 200>>,
 }
 
 /// The new credential. The secret is shown once and never again.
@@ -134,12 +132,8 @@ pub async fn create(
     caller.require_admin()?;
     let req = body.into_inner();
     let mut v = Validator::new();
-    let name = req.name.trim().to_owned();
-    v.check(
-        !name.is_empty() && name.chars().count() <= 200 && !name.chars().any(char::is_control),
-        "name",
-        "must be 1 to 200 characters",
-    );
+    // Checked beside the code, so that both are reported at once.
+    let name = Text::<1, 200>::check(&mut v, "name", &req.name);
     let code = accounts::normalize_hospital_code(&req.code).unwrap_or_else(|m| {
         v.push("code", m);
         String::new()
@@ -202,13 +196,7 @@ pub async fn create_client(
 ) -> ApiResult<HttpResponse> {
     caller.require_admin()?;
     let hospital_id = parse_id(&id, "hospital")?;
-    let name = body.into_inner().name.map(|n| n.trim().to_owned()).unwrap_or_default();
-    if name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(ApiError::field(
-            "name",
-            "must be at most 200 characters without control characters",
-        ));
-    }
+    let name = body.into_inner().name.map(Text::into_inner).unwrap_or_default();
     let name = if name.is_empty() {
         "hospital system".to_owned()
     } else {

@@ -23,7 +23,7 @@ pub mod webhooks;
 use actix_web::web;
 
 use crate::domain::policy::Policy;
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::error::ApiResult;
 use crate::store::DbConn;
 
 /// Register every route. Resources are declared with `web::resource` so that a wrong method
@@ -205,119 +205,5 @@ pub fn with_policy<T>(
     }
 }
 
-/// Default and largest page sizes of list routes.
-pub const DEFAULT_LIMIT: i64 = 50;
-pub const MAX_LIMIT: i64 = 500;
-
-pub fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
-    match limit {
-        None => Ok(DEFAULT_LIMIT),
-        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::field("limit", format!("must be between 1 and {MAX_LIMIT}"))),
-    }
-}
-
-pub fn decode_cursor(cursor: Option<&str>) -> ApiResult<Option<i64>> {
-    let Some(cursor) = cursor else { return Ok(None) };
-    let digits = (1..=18).contains(&cursor.len()) && cursor.bytes().all(|b| b.is_ascii_digit());
-    let id = digits.then(|| cursor.parse::<i64>().ok()).flatten();
-    id.map(Some)
-        .ok_or_else(|| ApiError::field("cursor", "is not a cursor this server returned"))
-}
-
-// Paging and PATCH helpers live below both layers; services page their own queries.
-pub use crate::services::{double_option, encode_cursor, paginate, utc};
-
-/// Integers in paths and query strings as JSON Schema reads them: `7` and `7.0` are the same.
-pub mod integral {
-    use serde::{Deserialize, Deserializer, de::Error as _};
-
-    pub fn parse(raw: &str) -> Option<i64> {
-        let digits = match raw.split_once('.') {
-            Some((int, frac)) if !frac.is_empty() && frac.bytes().all(|b| b == b'0') => int,
-            Some(_) => return None,
-            None => raw,
-        };
-        digits.parse().ok()
-    }
-
-    fn convert<'de, D: Deserializer<'de>, T: TryFrom<i64>>(raw: &str) -> Result<T, D::Error> {
-        parse(raw)
-            .and_then(|n| T::try_from(n).ok())
-            .ok_or_else(|| D::Error::custom(format!("{raw:?} is not an integer in range")))
-    }
-
-    pub fn required<'de, D: Deserializer<'de>, T: TryFrom<i64>>(de: D) -> Result<T, D::Error> {
-        convert::<D, T>(&String::deserialize(de)?)
-    }
-
-    pub fn optional<'de, D: Deserializer<'de>, T: TryFrom<i64>>(de: D) -> Result<Option<T>, D::Error> {
-        Option::<String>::deserialize(de)?
-            .map(|raw| convert::<D, T>(&raw))
-            .transpose()
-    }
-}
-
-/// Parse a numeric id from a path segment (400 `invalid_path` otherwise).
-pub fn parse_id(raw: &str, what: &str) -> ApiResult<i64> {
-    integral::parse(raw)
-        .filter(|n| *n > 0)
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidPath, format!("{raw:?} is not a valid {what} id")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        assert_eq!(decode_cursor(Some(&encode_cursor(42))).expect("ok"), Some(42));
-        assert_eq!(decode_cursor(None).expect("ok"), None);
-        assert!(decode_cursor(Some("!!!")).is_err());
-        assert!(decode_cursor(Some("djI6NA")).is_err());
-        assert!(decode_cursor(Some("-1")).is_err());
-        assert!(decode_cursor(Some("1234567890123456789")).is_err());
-    }
-
-    #[test]
-    fn limits() {
-        assert_eq!(page_limit(None).expect("default"), 50);
-        assert_eq!(page_limit(Some(500)).expect("max"), 500);
-        assert!(page_limit(Some(0)).is_err());
-        assert!(page_limit(Some(501)).is_err());
-    }
-
-    #[test]
-    fn pagination() {
-        let (items, next) = paginate(vec![1, 2, 3], 2, |x| *x);
-        assert_eq!(items, vec![1, 2]);
-        assert_eq!(next, Some(encode_cursor(2)));
-        let (items, next) = paginate(vec![1, 2], 2, |x| *x);
-        assert_eq!(items, vec![1, 2]);
-        assert_eq!(next, None);
-    }
-
-    proptest! {
-        #[test]
-        fn client_cursors_ids_and_limits_never_panic(text in any::<String>(), raw in "[0-9]{0,20}|[ -~]{0,24}", n in any::<i64>()) {
-            let _ = decode_cursor(Some(&text));
-            let _ = decode_cursor(Some(&raw));
-            // A cursor is 1 to 18 decimal digits, nothing else.
-            let expected = ((1..=18).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| raw.parse::<i64>().ok())
-                .flatten();
-            prop_assert_eq!(decode_cursor(Some(&raw)).ok().flatten(), expected);
-            let id = n.rem_euclid(1_000_000_000_000_000_000);
-            prop_assert_eq!(decode_cursor(Some(&encode_cursor(id))).ok(), Some(Some(id)));
-            for id in [text.as_str(), raw.as_str(), &n.to_string(), &format!("{n}.00")] {
-                // An integer, optionally written with a fraction of zeros.
-                let (int, zeros) = id.split_once('.').unwrap_or((id, "0"));
-                let whole = !zeros.is_empty() && zeros.bytes().all(|b| b == b'0');
-                let expected = whole.then(|| int.parse::<i64>().ok()).flatten().filter(|v| *v > 0);
-                prop_assert_eq!(parse_id(id, "unit").ok(), expected);
-            }
-            prop_assert_eq!(page_limit(Some(n)).is_ok(), (1..=MAX_LIMIT).contains(&n));
-        }
-    }
-}
+// Times as the API shows them.
+pub use crate::services::utc;

@@ -5,10 +5,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::users::ListQuery;
-use super::{decode_cursor, page_limit, parse_id, with_policy};
+use super::with_policy;
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
 use crate::extract::JsonBody;
+use crate::input::{decode_cursor, page_limit, parse_id};
 use crate::services::patients::{
     self as work, PatientInput, PatientPatch, PatientView, SampleInput, SampleView, TypingInput, TypingResult,
 };

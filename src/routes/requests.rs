@@ -5,11 +5,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{decode_cursor, page_limit, parse_id, with_policy};
+use super::with_policy;
 use crate::auth::{AuthUser, Role};
 use crate::domain::requests::RequestStatus;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, parse_json};
+use crate::input::{Text, decode_cursor, page_limit, parse_id};
 use crate::services::allocations::{self as allocation_work, AllocateInput, AllocationView};
 use crate::services::candidates::{self as matching, Candidates};
 use crate::services::requests::{self as work, Outcome, RequestInput, RequestView};
@@ -27,7 +28,7 @@ pub struct RequestList {
 pub struct RequestQuery {
     pub status: Option<RequestStatus>,
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]
@@ -41,7 +42,7 @@ pub struct CandidateQuery {
     pub collection_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Units and donors returned, each (1–500, default 20).
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub limit: Option<i64>,
 }
 
@@ -50,10 +51,7 @@ pub struct CandidateQuery {
 #[schema(example = json!({"reason": "indication not met: ANC above the policy threshold"}))]
 pub struct ReasonBody {
     /// Up to 500 characters (required to decline).
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub reason: Option<String>,
+    pub reason: Option<Text<0, 500>>,
 }
 
 /// The account an idempotency key belongs to.

@@ -4,10 +4,10 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{decode_cursor, page_limit, parse_id};
 use crate::auth::{AuthUser, Role};
 use crate::error::ApiResult;
 use crate::extract::JsonBody;
+use crate::input::{decode_cursor, page_limit, parse_id};
 use crate::services::tasks::{self as work, CompleteInput, TaskKind, TaskStatus, TaskView};
 use crate::state::AppState;
 
@@ -18,7 +18,7 @@ pub struct TaskQuery {
     pub kind: Option<TaskKind>,
     /// 1–500, default 50.
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]

@@ -7,12 +7,13 @@ use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{page_limit, with_policy};
+use super::with_policy;
 use crate::auth::{AuthUser, Role};
 use crate::domain::blood::{Abo, Rhd};
 use crate::domain::units::UnitStatus;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
+use crate::input::{Text, UnitKey, page_limit};
 use crate::services::units::{
     self as work, CreateUnitInput, InspectionInput, InspectionView, IrradiationInput, Label, LocationReadingInput,
     ReadingInput, ReadingView, ReleaseInput, TestInput, UnitView,
@@ -34,11 +35,11 @@ pub struct UnitQuery {
     pub rhd: Option<Rhd>,
     /// Only units expiring within this many hours (1–720).
     #[param(minimum = 1, maximum = 720)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub expiring_within_hours: Option<u32>,
     /// 1–500, default 50.
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^-?[0-9]{1,16}_[0-9]{1,18}$")]
@@ -50,10 +51,7 @@ pub struct UnitQuery {
 #[schema(example = json!({"reason": "bag damaged in transport"}))]
 pub struct DiscardRequest {
     /// Why (the discard, or the disposition), 1–500 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub reason: String,
+    pub reason: Text<1, 500>,
 }
 
 /// Keyset cursor over (expires_at, id): `<expiry in µs since 1970>_<id>`.
@@ -145,7 +143,7 @@ pub async fn list(
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, key: web::Path<String>) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
-    let key = key.into_inner();
+    let key = UnitKey::parse(&key)?;
     let unit = state.db(move |conn| work::get(conn, &key, scope)).await?;
     Ok(HttpResponse::Ok().json(unit))
 }
@@ -166,7 +164,7 @@ pub async fn irradiate(
     body: JsonBody<IrradiationInput>,
 ) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
-    let (actor, key, input) = (caller.actor(), key.into_inner(), body.into_inner());
+    let (actor, key, input) = (caller.actor(), UnitKey::parse(&key)?, body.into_inner());
     let unit = state
         .write(with_policy(move |conn, policy| {
             work::irradiate(conn, &actor, &key, input, policy)
@@ -189,7 +187,7 @@ pub async fn record_test(
     body: JsonBody<TestInput>,
 ) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
-    let (actor, key, input) = (caller.actor(), key.into_inner(), body.into_inner());
+    let (actor, key, input) = (caller.actor(), UnitKey::parse(&key)?, body.into_inner());
     let unit = state
         .write(with_policy(move |conn, policy| {
             work::record_test(conn, &actor, &key, input, policy)
@@ -224,7 +222,7 @@ pub async fn release(
     } else {
         caller.require_staff()?;
     }
-    let (actor, key) = (caller.actor(), key.into_inner());
+    let (actor, key) = (caller.actor(), UnitKey::parse(&key)?);
     let director = caller.role == Role::MedicalDirector;
     let unit = state
         .write(with_policy(move |conn, policy| {
@@ -251,7 +249,7 @@ pub async fn disposition(
     body: JsonBody<DiscardRequest>,
 ) -> ApiResult<HttpResponse> {
     caller.require(&[Role::MedicalDirector])?;
-    let (actor, key, reason) = (caller.actor(), key.into_inner(), body.into_inner().reason);
+    let (actor, key, reason) = (caller.actor(), UnitKey::parse(&key)?, body.into_inner().reason);
     let unit = state
         .write(move |conn| work::disposition_excursions(conn, &actor, &key, &reason))
         .await?;
@@ -276,7 +274,7 @@ pub async fn inspect(
     body: JsonBody<InspectionInput>,
 ) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
-    let (actor, key, input) = (caller.actor(), key.into_inner(), body.into_inner());
+    let (actor, key, input) = (caller.actor(), UnitKey::parse(&key)?, body.into_inner());
     let done = state
         .write(with_policy(move |conn, policy| {
             work::inspect(conn, &actor, &key, input, policy)
@@ -301,7 +299,7 @@ pub async fn discard(
     body: JsonBody<DiscardRequest>,
 ) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
-    let (actor, key, reason) = (caller.actor(), key.into_inner(), body.into_inner().reason);
+    let (actor, key, reason) = (caller.actor(), UnitKey::parse(&key)?, body.into_inner().reason);
     let unit = state
         .write(move |conn| work::discard(conn, &actor, &key, &reason))
         .await?;
@@ -322,7 +320,7 @@ pub async fn add_reading(
     body: JsonBody<ReadingInput>,
 ) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
-    let (actor, key, input) = (caller.actor(), key.into_inner(), body.into_inner());
+    let (actor, key, input) = (caller.actor(), UnitKey::parse(&key)?, body.into_inner());
     let reading = state
         .write(with_policy(move |conn, policy| {
             work::record_reading(conn, &actor, &key, input, policy)
@@ -359,7 +357,7 @@ pub async fn add_location_reading(
 )]
 pub async fn label(state: web::Data<AppState>, caller: AuthUser, key: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
-    let key = key.into_inner();
+    let key = UnitKey::parse(&key)?;
     let facility = state.settings.facility_name.clone();
     let tz = state.settings.timezone;
     let label = state
@@ -380,7 +378,7 @@ pub async fn label(state: web::Data<AppState>, caller: AuthUser, key: web::Path<
 )]
 pub async fn trace(state: web::Data<AppState>, caller: AuthUser, key: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
-    let key = key.into_inner();
+    let key = UnitKey::parse(&key)?;
     let found = state
         .db(with_policy(move |conn, policy| {
             crate::services::trace::unit_trace(conn, &key, policy)

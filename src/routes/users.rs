@@ -5,11 +5,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{decode_cursor, double_option, page_limit, parse_id, utc};
+use super::utc;
 use crate::accounts::{self, AccountPatch, NewAccount};
 use crate::auth::{AuthUser, Role, password};
 use crate::error::{ApiError, ApiResult, Validator};
 use crate::extract::JsonBody;
+use crate::input::{decode_cursor, double_option, page_limit, parse_id};
 use crate::state::{AppState, cpu};
 use crate::store::users::User;
 
@@ -69,7 +70,7 @@ pub struct UserList {
 pub struct ListQuery {
     /// 1–500, default 50.
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "super::integral::optional")]
+    #[serde(default, deserialize_with = "crate::input::integral::optional")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9]{1,18}$")]

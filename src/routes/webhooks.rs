@@ -4,10 +4,10 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::parse_id;
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
 use crate::extract::JsonBody;
+use crate::input::parse_id;
 use crate::services::webhooks::{self as work, DeliveryView, SubscriptionInput, SubscriptionView};
 use crate::state::AppState;
 

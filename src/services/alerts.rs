@@ -4,11 +4,11 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use super::paginate;
 use crate::domain::alerts::{
     self as rules, AlertKind, AlertSeverity, AlertStatus, AlertTransition, EpisodeEnd, RaiseDecision,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::input::paginate;
 use crate::store::alerts::{self, Alert, AlertEvent, NewAlert, NewEvent, Occurred};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::jobs::JobLease;

@@ -12,6 +12,7 @@ use crate::domain::scheduling::{Booking, CollectionStatus, Transition, check_boo
 use crate::domain::stimulation::{self, normalize_agent};
 use crate::domain::text_enum;
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
+use crate::input::Text;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::collections::{self as rows, Collection, CollectionData, Stimulation};
 use crate::store::devices::{self, Device};
@@ -47,10 +48,7 @@ pub struct AdverseEvent {
     /// Default: the time of the transition that records it.
     pub occurred_at: Option<DateTime<Utc>>,
     /// Up to 1000 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,998}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub description: Option<String>,
+    pub description: Option<Text<0, 1000>>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -561,14 +559,7 @@ fn adverse_events(
             "must not be in the future",
         );
         e.occurred_at = Some(utc(stored(at)));
-        e.description = e.description.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
-        v.check(
-            e.description
-                .as_ref()
-                .is_none_or(|d| d.chars().count() <= 1000 && super::printable(d)),
-            &format!("adverse_events[{i}].description"),
-            "must be at most 1000 characters without control characters",
-        );
+        e.description = e.description.filter(|d| !d.is_empty());
         events.push(e);
     }
     to_json(&events)
@@ -716,10 +707,7 @@ pub fn complete(
 #[schema(example = json!({"reason": "venous access lost", "red_cell_loss_ml": 120, "adverse_events": [{"kind": "venous_access", "severity": "mild"}]}))]
 pub struct AbortInput {
     /// Why, 1–500 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub reason: String,
+    pub reason: Text<1, 500>,
     /// Default: now. For a running procedure this is when it ended.
     pub aborted_at: Option<DateTime<Utc>>,
     /// Red cells the donor lost in the aborted run (not returned from the circuit), 0–1000 mL;
@@ -749,12 +737,7 @@ pub fn abort(
     let status = transition(&c, Transition::Abort)?;
     let started_at = c.started_at.map(utc);
     let mut v = Validator::new();
-    let reason = input.reason.trim().to_owned();
-    v.check(
-        !reason.is_empty() && reason.chars().count() <= 500 && super::printable(&reason),
-        "reason",
-        "must be 1 to 500 characters",
-    );
+    let reason = input.reason.into_inner();
     v.check(is_past(at, now), "aborted_at", "must not be in the future");
     v.check(
         started_at.is_none_or(|s| at >= s),
@@ -791,7 +774,7 @@ pub fn list(
     policy: &Policy,
 ) -> ApiResult<(Vec<CollectionView>, Option<String>)> {
     let found = rows::list(conn, filter, limit + 1)?;
-    let (found, next) = super::paginate(found, limit, |c| c.id);
+    let (found, next) = crate::input::paginate(found, limit, |c| c.id);
     let views = found
         .into_iter()
         .map(|c| view(conn, c, policy))

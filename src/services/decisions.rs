@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use super::{from_stored_json, is_past, stored, to_json, utc};
 use crate::domain::compatibility::{self, Finding, Severity, Stage};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
+use crate::input::Text;
 use crate::store::allocations::{self as rows, Decision, NewDecision};
 use crate::store::audit::Actor;
 use crate::store::{self, DbConn};
@@ -52,22 +53,13 @@ pub fn finding_view(f: &Finding) -> FindingView {
 #[schema(example = json!({"by": "Dr A. Okafor", "role": "on-call haematologist", "at": "2026-11-29T03:10:00Z", "reason": "no CMV-negative unit in time; benefit outweighs risk"}))]
 pub struct AuthorisationInput {
     /// Name of the person who authorised, 1–200 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub by: String,
+    pub by: Text<1, 200>,
     /// Their role (e.g. "on-call haematologist"), 1–100 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub role: String,
+    pub role: Text<1, 100>,
     /// When they authorised it: not in the future, at most a day ago.
     pub at: DateTime<Utc>,
     /// Why, 1–500 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub reason: String,
+    pub reason: Text<1, 500>,
 }
 
 /// An authorisation as recorded.
@@ -89,16 +81,6 @@ fn is_code(text: &str) -> bool {
     (2..=50).contains(&text.len())
         && bytes.next().is_some_and(|b| b.is_ascii_lowercase())
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
-fn text(v: &mut Validator, field: &str, raw: &str, max: usize) -> String {
-    let t = raw.trim().to_owned();
-    v.check(
-        !t.is_empty() && t.chars().count() <= max && super::printable(&t),
-        field,
-        format!("must be 1 to {max} characters"),
-    );
-    t
 }
 
 /// Checks what the caller sent: the acknowledged codes and the authorisation.
@@ -127,9 +109,7 @@ pub fn clean(
         }
     }
     let authorisation = authorisation.map(|a| {
-        let by = text(&mut v, "authorisation.by", &a.by, 200);
-        let role = text(&mut v, "authorisation.role", &a.role, 100);
-        let reason = text(&mut v, "authorisation.reason", &a.reason, 500);
+        let (by, role, reason) = (a.by.into_inner(), a.role.into_inner(), a.reason.into_inner());
         v.check(
             is_past(a.at, now) && a.at >= now - AUTHORISATION_AGE,
             "authorisation.at",
@@ -343,10 +323,6 @@ pub fn of_allocations(conn: &mut DbConn, ids: &[i64]) -> ApiResult<HashMap<i64, 
 /// A medical director signs off every authorisation of the allocation so far; 409
 /// `nothing_to_sign_off` when none waits.
 pub fn sign_off(conn: &mut DbConn, actor: &Actor, allocation_id: i64, comment: &str) -> ApiResult<()> {
-    let comment = comment.trim();
-    if comment.is_empty() || comment.chars().count() > 500 || !super::printable(comment) {
-        return Err(ApiError::field("comment", "must be 1 to 500 characters"));
-    }
     let signed: i64 = rows::sign_offs_of(conn, &[allocation_id])?
         .iter()
         .map(|s| s.through_decision_id)

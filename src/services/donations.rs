@@ -5,10 +5,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::donors::{clean_text, find};
+use super::donors::find;
 use super::{is_past, stored, stored_enum, to_value, utc};
 use crate::domain::eligibility::ProcedureKind;
 use crate::error::{ApiResult, Validator};
+use crate::input::Text;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::donors::{self as rows, DonationRow};
 use crate::store::{self, DbConn};
@@ -26,10 +27,7 @@ pub struct DonationInput {
     /// apheresis, true for the others.
     pub red_cells_returned: Option<bool>,
     /// Where, for the record (other programme or centre), up to 200 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub site: Option<String>,
+    pub site: Option<Text<1, 200>>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -83,7 +81,7 @@ pub fn record_donation(
         "red_cell_loss_ml",
         format!("must be between 0 and {MAX_RED_CELL_LOSS_ML}"),
     );
-    let site = input.site.as_deref().map(|s| clean_text(&mut v, "site", s, 200));
+    let site = input.site.map(Text::into_inner);
     v.finish()?;
     let returned = input.red_cells_returned.unwrap_or(!matches!(
         input.kind,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{PartialSchema as _, ToSchema};
 
 use super::{from_stored_json, stored, stored_enum, to_json, to_value, utc};
 use crate::domain::agents::same_agent;
@@ -17,6 +17,7 @@ use crate::domain::eligibility::{
 use crate::domain::policy::Policy;
 use crate::domain::scheduling::{Booking, CollectionStatus, DonorRecord};
 use crate::error::{ApiError, ApiResult, Validator};
+use crate::input::Text;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::collections::{self as collection_rows, Collection};
 use crate::store::donors::{self as rows, DeferralRow, DonationRow, Donor, DonorData, DonorFilter};
@@ -68,13 +69,9 @@ pub struct Exposure {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"given_name": "Ana", "family_name": "Silva", "date_of_birth": "1988-04-12", "sex": "female", "weight_kg": 68.0, "abo": "O", "rhd": "positive", "cmv": "negative", "hla": {"a": ["A*02:01", "A*01"], "b": ["B*07"], "c": [], "drb1": ["DRB1*15:01"]}, "donor_type": "community", "phone": "+44 20 7946 0000"}))]
 pub struct DonorInput {
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
+    #[schema(schema_with = Name::schema)]
     pub given_name: String,
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
+    #[schema(schema_with = Name::schema)]
     pub family_name: String,
     /// `YYYY-MM-DD`.
     pub date_of_birth: NaiveDate,
@@ -119,10 +116,10 @@ pub struct DonorPatch {
     pub cmv: Option<Cmv>,
     pub hla: Option<Hla>,
     pub donor_type: Option<DonorType>,
-    #[serde(default, deserialize_with = "super::double_option")]
+    #[serde(default, deserialize_with = "crate::input::double_option")]
     #[schema(value_type = Option<String>)]
     pub phone: Option<Option<String>>,
-    #[serde(default, deserialize_with = "super::double_option")]
+    #[serde(default, deserialize_with = "crate::input::double_option")]
     #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
     pub contraindications: Option<Vec<ContraindicationFlag>>,
@@ -156,17 +153,7 @@ impl DonorPatch {
 // Plausibility bounds of a record (not eligibility rules: those are in the policy).
 const MAX_AGE_YEARS: i32 = 120;
 const WEIGHT_KG: (f64, f64) = (30.0, 250.0);
-const NAME_CHARS: usize = 100;
-
-pub(super) fn clean_text(v: &mut Validator, field: &str, raw: &str, max: usize) -> String {
-    let text = raw.trim().to_owned();
-    v.check(
-        !text.is_empty() && text.chars().count() <= max && !text.chars().any(char::is_control),
-        field,
-        format!("must be 1 to {max} characters without control characters"),
-    );
-    text
-}
+type Name = Text<1, 100>;
 
 fn clean_phone(v: &mut Validator, raw: Option<String>) -> Option<String> {
     let phone = raw.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty())?;
@@ -197,8 +184,9 @@ fn clean_email(v: &mut Validator, raw: Option<String>) -> Option<String> {
 /// a flag stored before the checklist changed must not block an unrelated change.
 fn validate(input: DonorInput, today: NaiveDate, policy: &Policy, check_flags: bool) -> ApiResult<DonorInput> {
     let mut v = Validator::new();
-    let given_name = clean_text(&mut v, "given_name", &input.given_name, NAME_CHARS);
-    let family_name = clean_text(&mut v, "family_name", &input.family_name, NAME_CHARS);
+    // Names stay `String` here: `DonorInput` is also the record a change is merged into.
+    let given_name = Name::check(&mut v, "given_name", &input.given_name);
+    let family_name = Name::check(&mut v, "family_name", &input.family_name);
     let oldest = NaiveDate::from_ymd_opt(today.year() - MAX_AGE_YEARS, 1, 1).unwrap_or(NaiveDate::MIN);
     v.check(
         input.date_of_birth <= today && input.date_of_birth >= oldest,
@@ -409,7 +397,7 @@ pub struct ListRequest {
 pub fn list(conn: &mut DbConn, req: ListRequest, policy: &Policy) -> ApiResult<(Vec<DonorView>, Option<String>)> {
     let Some(at) = req.eligible_at else {
         let rows = rows::list(conn, &req.filter, req.limit + 1)?;
-        let (rows, next) = super::paginate(rows, req.limit, |d| d.id);
+        let (rows, next) = crate::input::paginate(rows, req.limit, |d| d.id);
         return Ok((views(conn, rows)?, next));
     };
     const BATCH: i64 = 200;
@@ -429,7 +417,7 @@ pub fn list(conn: &mut DbConn, req: ListRequest, policy: &Policy) -> ApiResult<(
             break;
         }
     }
-    let (rows, next) = super::paginate(picked, req.limit, |d| d.id);
+    let (rows, next) = crate::input::paginate(picked, req.limit, |d| d.id);
     Ok((views(conn, rows)?, next))
 }
 
@@ -578,10 +566,7 @@ pub fn eligibility(
 #[schema(example = json!({"reason": "travel to a malaria area", "permanent": false, "until": "2027-05-25T00:00:00Z"}))]
 pub struct DeferralInput {
     /// Why, 1–500 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub reason: String,
+    pub reason: Text<1, 500>,
     pub permanent: bool,
     /// Required for a temporary deferral, absent for a permanent one.
     pub until: Option<DateTime<Utc>>,
@@ -628,7 +613,7 @@ fn deferral_view(r: DeferralRow, now: DateTime<Utc>) -> DeferralView {
 pub fn defer(conn: &mut DbConn, actor: &Actor, donor_id: i64, input: DeferralInput) -> ApiResult<DeferralView> {
     let now = utc(store::now());
     let mut v = Validator::new();
-    let reason = clean_text(&mut v, "reason", &input.reason, 500);
+    let reason = input.reason.into_inner();
     let starts_at = input.starts_at.unwrap_or(now);
     match (input.permanent, input.until) {
         (true, Some(_)) => v.push("until", "must be absent for a permanent deferral"),

@@ -23,33 +23,6 @@ use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 
 use crate::error::{ApiError, ApiResult, Reason};
 
-/// A page cursor is the last id of the previous page, in decimal: clients pass back the
-/// `next_cursor` they were given (the documented pattern is `^[0-9]{1,18}$`).
-pub fn encode_cursor(id: i64) -> String {
-    id.to_string()
-}
-
-/// Trim a `limit + 1` fetch to a page and its next cursor.
-pub fn paginate<T>(mut rows: Vec<T>, limit: i64, id_of: impl Fn(&T) -> i64) -> (Vec<T>, Option<String>) {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    if rows.len() > limit {
-        rows.truncate(limit);
-        let next = rows.last().map(|r| encode_cursor(id_of(r)));
-        (rows, next)
-    } else {
-        (rows, None)
-    }
-}
-
-/// For PATCH bodies: distinguishes an absent field (`None`) from `null` (`Some(None)`).
-pub fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: serde::Deserialize<'de>,
-    D: serde::Deserializer<'de>,
-{
-    <Option<T> as serde::Deserialize>::deserialize(de).map(Some)
-}
-
 /// How far in the future a "this happened at" time may be, for clocks that are slightly off.
 /// Not a clinical threshold.
 pub const CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
@@ -61,11 +34,6 @@ pub fn stored(t: DateTime<Utc>) -> NaiveDateTime {
 
 pub fn utc(t: NaiveDateTime) -> DateTime<Utc> {
     t.and_utc()
-}
-
-/// Free text as kept: no control characters (they garble labels, reports and logs).
-pub fn printable(text: &str) -> bool {
-    !text.chars().any(char::is_control)
 }
 
 /// True when `t` is no later than now (plus clock skew).

@@ -12,6 +12,7 @@ use crate::domain::compatibility::PatientFacts;
 use crate::domain::group::{self, GroupOfRecord, GroupStatus, Typed, Typing};
 use crate::domain::policy::Policy;
 use crate::error::{ApiError, ApiResult, ErrorCode, Validator, unique_as};
+use crate::input::Text;
 use crate::services::alerts::Raise;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::patients::{self as rows, Patient, PatientData, Sample, TypingRow};
@@ -147,18 +148,9 @@ fn typing_view(row: TypingRow, drawn_at: chrono::NaiveDateTime) -> ApiResult<Typ
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"mrn": "STE-0048213", "given_name": "Sam", "family_name": "Okafor", "date_of_birth": "2012-06-30", "sex": "male", "weight_kg": 41.0, "abo": "A", "rhd": "negative", "cmv": "negative", "hla_antibodies": ["A2"], "hospital_id": 3}))]
 pub struct PatientInput {
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,62}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub mrn: String,
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub given_name: String,
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub family_name: String,
+    pub mrn: Text<1, 64>,
+    pub given_name: Text<1, 100>,
+    pub family_name: Text<1, 100>,
     pub date_of_birth: NaiveDate,
     pub sex: Sex,
     /// 0.3–300 kg (neonates included).
@@ -184,18 +176,9 @@ pub struct PatientInput {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"weight_kg": 39.5}))]
 pub struct PatientPatch {
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,62}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub mrn: Option<String>,
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub given_name: Option<String>,
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub family_name: Option<String>,
+    pub mrn: Option<Text<1, 64>>,
+    pub given_name: Option<Text<1, 100>>,
+    pub family_name: Option<Text<1, 100>>,
     pub date_of_birth: Option<NaiveDate>,
     pub sex: Option<Sex>,
     #[schema(minimum = 0.3, maximum = 300)]
@@ -204,7 +187,7 @@ pub struct PatientPatch {
     pub rhd: Option<Rhd>,
     pub cmv: Option<Cmv>,
     /// `null` removes the statement: derived from sex and age again.
-    #[serde(default, deserialize_with = "super::double_option")]
+    #[serde(default, deserialize_with = "crate::input::double_option")]
     pub childbearing_potential: Option<Option<bool>>,
     pub hla_antibodies: Option<Vec<String>>,
     pub granulocyte_antibodies: Option<bool>,
@@ -212,16 +195,6 @@ pub struct PatientPatch {
 
 const WEIGHT_KG: (f64, f64) = (0.3, 300.0);
 const MAX_AGE_YEARS: i32 = 130;
-
-fn text(v: &mut Validator, field: &str, raw: &str, max: usize) -> String {
-    let t = raw.trim().to_owned();
-    v.check(
-        !t.is_empty() && t.chars().count() <= max && !t.chars().any(char::is_control),
-        field,
-        format!("must be 1 to {max} characters"),
-    );
-    t
-}
 
 /// HLA antibody specificities: letters, digits, `*`, `:` (e.g. `A2`, `B*07:02`, `DR15`).
 fn antibodies(v: &mut Validator, list: &[String]) -> Vec<String> {
@@ -246,9 +219,11 @@ fn antibodies(v: &mut Validator, list: &[String]) -> Vec<String> {
 
 fn validate(input: &PatientInput, hospital_id: i64, today: NaiveDate) -> ApiResult<PatientData> {
     let mut v = Validator::new();
-    let mrn = text(&mut v, "mrn", &input.mrn, 64);
-    let given_name = text(&mut v, "given_name", &input.given_name, 100);
-    let family_name = text(&mut v, "family_name", &input.family_name, 100);
+    let (mrn, given_name, family_name) = (
+        input.mrn.to_string(),
+        input.given_name.to_string(),
+        input.family_name.to_string(),
+    );
     let oldest = NaiveDate::from_ymd_opt(today.year() - MAX_AGE_YEARS, 1, 1).unwrap_or(NaiveDate::MIN);
     v.check(
         input.date_of_birth <= today && input.date_of_birth >= oldest,
@@ -441,10 +416,15 @@ pub fn update(
 ) -> ApiResult<PatientView> {
     let found = find(conn, id, scope)?;
     let before = view(conn, found, policy)?;
+    // Kept fields are checked again, as a changed one is.
     let merged = PatientInput {
-        mrn: patch.mrn.unwrap_or_else(|| before.mrn.clone()),
-        given_name: patch.given_name.unwrap_or_else(|| before.given_name.clone()),
-        family_name: patch.family_name.unwrap_or_else(|| before.family_name.clone()),
+        mrn: patch.mrn.map_or_else(|| Text::field("mrn", &before.mrn), Ok)?,
+        given_name: patch
+            .given_name
+            .map_or_else(|| Text::field("given_name", &before.given_name), Ok)?,
+        family_name: patch
+            .family_name
+            .map_or_else(|| Text::field("family_name", &before.family_name), Ok)?,
         date_of_birth: patch.date_of_birth.unwrap_or(before.date_of_birth),
         sex: patch.sex.unwrap_or(before.sex),
         weight_kg: patch.weight_kg.unwrap_or(before.weight_kg),
@@ -481,7 +461,7 @@ pub fn list(
     policy: &Policy,
 ) -> ApiResult<(Vec<PatientView>, Option<String>)> {
     let found = rows::list(conn, scope, after_id, limit + 1)?;
-    let (found, next) = super::paginate(found, limit, |p| p.id);
+    let (found, next) = crate::input::paginate(found, limit, |p| p.id);
     Ok((views(conn, found, policy)?, next))
 }
 

@@ -10,6 +10,7 @@ use crate::domain::policy::Policy;
 use crate::domain::requests::AllocationStatus;
 use crate::domain::requests::{self as rules, Indication, Priority, RequestAction, RequestStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
+use crate::input::Text;
 use crate::services::patients;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::requests::{self as rows, Request, RequestData};
@@ -201,12 +202,8 @@ pub fn create(
         "needed_by",
         "must be within a day before and 60 days after now",
     );
-    let infection = input.indication.infection.trim().to_owned();
-    v.check(
-        !infection.is_empty() && infection.chars().count() <= 500 && super::printable(&infection),
-        "indication.infection",
-        "must be 1 to 500 characters",
-    );
+    // `IndicationInput` is also the shown shape, so `infection` stays a `String`.
+    let infection = Text::<1, 500>::check(&mut v, "indication.infection", &input.indication.infection);
     v.check(
         input.indication.anc_per_ul <= 100_000,
         "indication.anc_per_ul",
@@ -414,10 +411,6 @@ fn clean_reason(raw: Option<&str>, required: bool) -> ApiResult<Option<String>> 
     let reason = raw.map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned);
     match &reason {
         None if required => Err(ApiError::field("reason", "is required")),
-        Some(r) if r.chars().count() > 500 || !super::printable(r) => Err(ApiError::field(
-            "reason",
-            "must be at most 500 characters without control characters",
-        )),
         _ => Ok(reason),
     }
 }
@@ -506,7 +499,7 @@ pub fn list(
     policy: &Policy,
 ) -> ApiResult<(Vec<RequestView>, Option<String>)> {
     let found = rows::list(conn, scope, status.map(|s| s.as_str()), after_id, limit + 1)?;
-    let (found, next) = super::paginate(found, limit, |r| r.id);
+    let (found, next) = crate::input::paginate(found, limit, |r| r.id);
     let views = found
         .into_iter()
         .map(|r| view(conn, r, policy))

@@ -5,11 +5,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::donors::{self, booking};
-use super::{is_past, printable, stored, stored_enum, to_value, utc};
+use super::{is_past, stored, stored_enum, to_value, utc};
 use crate::domain::policy::Policy;
 use crate::domain::stimulation::{self, normalize_agent};
 use crate::domain::text_enum;
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
+use crate::input::Text;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::collections::{self as rows, Stimulation};
 use crate::store::{self, DbConn};
@@ -97,10 +98,7 @@ pub struct StimulationInput {
     #[schema(minimum = 1)]
     pub collection_id: Option<i64>,
     /// Side effects reported by the donor, up to 1000 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,998}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub adverse_effects: Option<String>,
+    pub adverse_effects: Option<Text<0, 1000>>,
 }
 
 const MAX_DOSE: f64 = 100_000.0;
@@ -125,17 +123,7 @@ pub fn record_stimulation(
     );
     let given = utc(stored(input.administered_at));
     v.check(is_past(given, now), "administered_at", "must not be in the future");
-    let effects = input
-        .adverse_effects
-        .map(|e| e.trim().to_owned())
-        .filter(|e| !e.is_empty());
-    v.check(
-        effects
-            .as_ref()
-            .is_none_or(|e| e.chars().count() <= 1000 && printable(e)),
-        "adverse_effects",
-        "must be at most 1000 characters without control characters",
-    );
+    let effects = input.adverse_effects.map(Text::into_inner).filter(|e| !e.is_empty());
     v.finish()?;
     let donor = donors::find(conn, donor_id)?;
     let collection_start = match input.collection_id {

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use super::{from_stored_json, stored, to_json, to_value, utc};
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::input::Text;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::tasks::{self as rows, NewTask, Task, TaskFilter};
 use crate::store::{self, DbConn};
@@ -111,10 +112,7 @@ pub fn create(conn: &mut DbConn, actor: &Actor, spec: NewTaskSpec<'_>) -> ApiRes
 #[schema(as = TaskCompleteInput, example = json!({"note": "500 IU anti-D given on ward 4B at 14:20"}))]
 pub struct CompleteInput {
     /// What was done, 1–500 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub note: String,
+    pub note: Text<1, 500>,
 }
 
 fn finish(conn: &mut DbConn, actor: &Actor, t: Task, note: &str) -> ApiResult<TaskView> {
@@ -145,10 +143,7 @@ pub fn complete(
     id: i64,
     input: CompleteInput,
 ) -> ApiResult<TaskView> {
-    let note = input.note.trim();
-    if note.is_empty() || note.chars().count() > 500 || !super::printable(note) {
-        return Err(ApiError::field("note", "must be 1 to 500 characters"));
-    }
+    let note = input.note.as_str();
     let t = rows::find(conn, id)?.ok_or_else(|| ApiError::not_found("task"))?;
     rows::lock(conn, id)?;
     if t.owner_role == OwnerRole::MedicalDirector && !director {
@@ -192,7 +187,7 @@ pub fn list(conn: &mut DbConn, req: ListRequest) -> ApiResult<(Vec<TaskView>, Op
             limit: req.limit + 1,
         },
     )?;
-    let (found, next) = super::paginate(found, req.limit, |t| t.id);
+    let (found, next) = crate::input::paginate(found, req.limit, |t| t.id);
     let items = found.into_iter().map(|t| view(t, now)).collect::<ApiResult<Vec<_>>>()?;
     Ok((items, next))
 }

@@ -12,6 +12,7 @@ use super::units::UnitView;
 use super::{stored, utc};
 use crate::domain::policy::Policy;
 use crate::error::{ApiError, ApiResult};
+use crate::input::UnitKey;
 use crate::store::{
     self, DbConn, allocations as allocation_rows, collections as collection_rows, patients as patient_rows,
 };
@@ -89,7 +90,7 @@ fn allocations_of(conn: &mut DbConn, unit_id: i64) -> ApiResult<Vec<TracedAlloca
 
 /// The trace of a unit by id or DIN. A DIN that is not a unit here but a donation in one or
 /// more pools traces the (first) pool and lists every pool in `member_of`.
-pub fn unit_trace(conn: &mut DbConn, key: &str, policy: &Policy) -> ApiResult<Trace> {
+pub fn unit_trace(conn: &mut DbConn, key: &UnitKey, policy: &Policy) -> ApiResult<Trace> {
     let now = utc(store::now());
     let (u, matched_member_din, member_din) = match super::units::find(conn, key) {
         Ok(u) => {
@@ -97,9 +98,10 @@ pub fn unit_trace(conn: &mut DbConn, key: &str, policy: &Policy) -> ApiResult<Tr
             (u, None, din)
         }
         Err(not_found) => {
-            let Ok(din) = super::units::parse_din_reference(key).map(|d| d.as_text()) else {
+            let UnitKey::Din(din) = key else {
                 return Err(not_found);
             };
+            let din = din.as_text();
             let Some(first) = store::units::pools_with_member(conn, &din)?.first().copied() else {
                 return Err(not_found);
             };

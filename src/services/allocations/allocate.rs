@@ -5,7 +5,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::assess::{ForRequest, assess};
-use super::{AllocationView, as_reason, begin, clean_reason, move_unit, save, unit_not_available, view};
+use super::{AllocationView, as_reason, begin, move_unit, save, unit_not_available, view};
 use crate::domain::compatibility::{self, Severity, Stage};
 use crate::domain::policy::Policy;
 use crate::domain::requests::{self as request_rules, AllocationAction, AllocationStatus, RequestAction};
@@ -174,13 +174,12 @@ pub fn allocate(
 /// Releases an allocated (not yet issued) unit back to the bank (or to `expired`).
 pub fn cancel(conn: &mut DbConn, actor: &Actor, id: i64, reason: &str) -> ApiResult<AllocationView> {
     let now = utc(store::now());
-    let reason = clean_reason(reason)?;
     let (a, to, u) = begin(conn, id, AllocationAction::Cancel, None)?;
     cancel_holding(conn, &u, now)?;
     let mut data = AllocationData::from(a.clone());
     data.status = to;
     data.ended_at = Some(stored(now));
-    data.end_reason = Some(reason);
+    data.end_reason = Some(reason.to_owned());
     data.updated_at = stored(now);
     save(conn, actor, "allocation.cancel", a, data)
 }

@@ -4,10 +4,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::clean_reason;
 use crate::domain::compatibility::{self, CrossmatchKind};
 use crate::domain::policy::Policy;
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::input::Text;
 use crate::services::patients;
 use crate::services::{is_past, stored, to_value, utc};
 use crate::store::allocations::{self as rows};
@@ -157,8 +157,13 @@ pub fn record_crossmatch(
 
 /// A medical director resolves an incompatible crossmatch with a reason (audited): from then on
 /// it no longer blocks the unit for the patient. The result itself is never changed.
-pub fn resolve_crossmatch(conn: &mut DbConn, actor: &Actor, id: i64, reason: &str) -> ApiResult<CrossmatchView> {
-    let reason = clean_reason(reason)?;
+pub fn resolve_crossmatch(
+    conn: &mut DbConn,
+    actor: &Actor,
+    id: i64,
+    reason: &Text<1, 500>,
+) -> ApiResult<CrossmatchView> {
+    let reason = reason.as_str();
     let x = rows::find_crossmatch(conn, id)?.ok_or_else(|| ApiError::not_found("crossmatch"))?;
     rows::lock_crossmatch(conn, id)?;
     if x.result != CrossmatchResult::Incompatible {
@@ -175,7 +180,7 @@ pub fn resolve_crossmatch(conn: &mut DbConn, actor: &Actor, id: i64, reason: &st
     }
     let sample = patient_rows::find_sample(conn, x.sample_id)?.ok_or_else(|| ApiError::not_found("sample"))?;
     let resolution =
-        rows::insert_resolution(conn, id, &reason, &actor.name, store::now()).map_err(crate::error::unique_as(
+        rows::insert_resolution(conn, id, reason, &actor.name, store::now()).map_err(crate::error::unique_as(
             ErrorCode::AlreadyResolved,
             format!("crossmatch {id} is already resolved"),
         ))?;
@@ -209,7 +214,7 @@ pub fn crossmatches(
     };
     let sample_ids: Option<Vec<i64>> = samples.as_ref().map(|list| list.iter().map(|s| s.id).collect());
     let found = rows::crossmatches_where(conn, unit_id, sample_ids.as_deref(), after_id, limit + 1)?;
-    let (found, next) = crate::services::paginate(found, limit, |x| x.id);
+    let (found, next) = crate::input::paginate(found, limit, |x| x.id);
     let ids: Vec<i64> = found.iter().map(|x| x.id).collect();
     let mut resolutions: std::collections::HashMap<i64, rows::Resolution> = rows::resolutions_of(conn, &ids)?
         .into_iter()

@@ -4,13 +4,14 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::assess::{ForRequest, assess};
-use super::{AllocationView, as_reason, begin, clean_reason, move_unit, save, view};
+use super::{AllocationView, as_reason, begin, move_unit, save, view};
 use crate::domain::compatibility::{self, Severity, Stage};
 use crate::domain::issue::{IssuedUnit, issue_gate};
 use crate::domain::policy::Policy;
 use crate::domain::requests::AllocationAction;
 use crate::domain::units::{UnitAction, UnitStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason};
+use crate::input::Text;
 use crate::services::{decisions, requests};
 use crate::services::{stored, utc};
 use crate::store::allocations::{self as rows, AllocationData};
@@ -114,11 +115,11 @@ pub fn return_unit(
     conn: &mut DbConn,
     actor: &Actor,
     id: i64,
-    reason: &str,
+    reason: &Text<1, 500>,
     policy: &Policy,
 ) -> ApiResult<AllocationView> {
     let now = utc(store::now());
-    let reason = clean_reason(reason)?;
+    let reason = reason.to_string();
     let (a, to, u) = begin(conn, id, AllocationAction::Return, None)?;
     let held = format!("returned after issue ({reason}): inspect it before it goes back to stock");
     let mut back_to = move_unit(conn, &u, UnitAction::Return, Some(held), now)?;

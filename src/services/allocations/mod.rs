@@ -223,14 +223,6 @@ pub fn sign_off(conn: &mut DbConn, actor: &Actor, id: i64, comment: &str) -> Api
     Ok(after)
 }
 
-fn clean_reason(raw: &str) -> ApiResult<String> {
-    let r = raw.trim();
-    if r.is_empty() || r.chars().count() > 500 || !super::printable(r) {
-        return Err(ApiError::field("reason", "must be 1 to 500 characters"));
-    }
-    Ok(r.to_owned())
-}
-
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ExceptionEntry {
     pub allocation_id: i64,
@@ -258,7 +250,7 @@ pub fn exceptions(
     limit: i64,
 ) -> ApiResult<(Vec<ExceptionEntry>, Option<String>)> {
     let ids = rows::authorised(conn, signed_off, after_id, limit + 1)?;
-    let (ids, next) = super::paginate(ids, limit, |id| *id);
+    let (ids, next) = crate::input::paginate(ids, limit, |id| *id);
     let mut out = Vec::new();
     for id in ids {
         let Some(a) = rows::find(conn, id)? else { continue };

@@ -10,6 +10,7 @@ use crate::domain::policy::Policy;
 use crate::domain::requests::AllocationAction;
 use crate::domain::units::UnitAction;
 use crate::error::{ApiError, ApiResult};
+use crate::input::Text;
 use crate::services::alerts::Raise;
 use crate::services::tasks;
 use crate::services::{is_past, stored, utc};
@@ -25,10 +26,7 @@ pub struct TransfusionInput {
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     /// Reaction observed (e.g. "fever", "chills", "pulmonary infiltrates"), up to 500 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub reaction: Option<String>,
+    pub reaction: Option<Text<0, 500>>,
     pub pre_anc_per_ul: Option<u32>,
     pub post_anc_per_ul: Option<u32>,
 }
@@ -65,14 +63,7 @@ pub fn transfusion(
             format!("must be at most {MAX_ANC}"),
         );
     }
-    let reaction = input.reaction.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
-    v.check(
-        reaction
-            .as_ref()
-            .is_none_or(|r| r.chars().count() <= 500 && crate::services::printable(r)),
-        "reaction",
-        "must be at most 500 characters",
-    );
+    let reaction = input.reaction.map(Text::into_inner).filter(|r| !r.is_empty());
     v.finish()?;
     let (a, to, u) = begin(conn, id, AllocationAction::Transfuse, scope)?;
     if let Some(issued) = a.issued_at

@@ -4,17 +4,18 @@
 use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
-use utoipa::ToSchema;
+use utoipa::{PartialSchema as _, ToSchema};
 
 use super::storage::clean_location;
 use super::view::{UnitView, snapshot, view};
-use super::{UnitSource, begin, parse_din_reference, save};
+use super::{UnitSource, begin, save};
 use crate::domain::blood::{Abo, Cmv, Rhd, UnitRhd};
 use crate::domain::isbt128::{self, Din};
 use crate::domain::policy::Policy;
 use crate::domain::scheduling::CollectionStatus;
 use crate::domain::units::{self as rules, UnitAction, UnitStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
+use crate::input::{Text, UnitKey, parse_din_reference};
 use crate::services::{is_past, stored, stored_enum, utc};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::units::{self as rows, UnitData};
@@ -29,9 +30,7 @@ pub enum SourceInput {
     /// From a supplier: the supplier's DIN (13 characters, 14 with check character, or the
     /// scanned `=` structure), blood group and collection time.
     External {
-        #[schema(
-            pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-        )]
+        #[schema(schema_with = Text::<1, 200>::schema)]
         supplier: String,
         din: String,
         abo: Abo,
@@ -80,10 +79,7 @@ pub struct CreateUnitInput {
     /// `{din, abo?, rhd?, collected_at?}`.
     pub pooled_from: Option<Vec<PoolMemberInput>>,
     /// Where the unit is kept (e.g. "Incubator 2"), up to 100 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub storage_location: Option<String>,
+    pub storage_location: Option<Text<0, 100>>,
 }
 
 const MAX_VOLUME_ML: u32 = 1000;
@@ -145,7 +141,7 @@ pub fn create(
         "red_cell_volume_ml",
         format!("must be between 0 and {MAX_RED_CELLS_ML}"),
     );
-    let storage_location = clean_location(&mut v, input.storage_location);
+    let storage_location = clean_location(input.storage_location);
     let mut pool: Vec<rows::PoolMember> = Vec::new();
     if let Some(list) = &input.pooled_from {
         if matches!(input.source, SourceInput::Collection { .. }) {
@@ -211,12 +207,8 @@ pub fn create(
             );
             let rhd_labelled = rhd;
             let rhd = rhd.for_selection();
-            let supplier = supplier.trim().to_owned();
-            v.check(
-                !supplier.is_empty() && supplier.chars().count() <= 200 && crate::services::printable(&supplier),
-                "source.supplier",
-                "must be 1 to 200 characters",
-            );
+            // Checked here, not by its type: a tagged enum's fields lose their path in serde.
+            let supplier = Text::<1, 200>::check(&mut v, "source.supplier", &supplier);
             v.check(
                 is_past(collected_at, now),
                 "source.collected_at",
@@ -381,31 +373,21 @@ pub struct IrradiationInput {
     /// Default: now.
     pub irradiated_at: Option<DateTime<Utc>>,
     /// Irradiator used, up to 100 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub device: Option<String>,
+    pub device: Option<Text<0, 100>>,
 }
 
 pub fn irradiate(
     conn: &mut DbConn,
     actor: &Actor,
-    key: &str,
+    key: &UnitKey,
     input: IrradiationInput,
     policy: &Policy,
 ) -> ApiResult<UnitView> {
     let now = utc(store::now());
     let at = utc(stored(input.irradiated_at.unwrap_or(now)));
-    let device = input.device.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
+    let device = input.device.map(Text::into_inner).filter(|d| !d.is_empty());
     let mut v = Validator::new();
     v.check(is_past(at, now), "irradiated_at", "must not be in the future");
-    v.check(
-        device
-            .as_ref()
-            .is_none_or(|d| d.chars().count() <= 100 && crate::services::printable(d)),
-        "device",
-        "must be at most 100 characters",
-    );
     v.finish()?;
     let (u, _) = begin(conn, key, UnitAction::Irradiate, now)?;
     if u.irradiated_at.is_some() {

@@ -11,6 +11,7 @@ use crate::domain::blood::Rhd;
 use crate::domain::isbt128::{self, Din};
 use crate::domain::policy::Policy;
 use crate::error::{ApiError, ApiResult};
+use crate::input::UnitKey;
 use crate::services::utc;
 use crate::store::{self, DbConn};
 
@@ -61,7 +62,7 @@ fn local_text(t: DateTime<Utc>, tz: Tz) -> String {
         .to_uppercase()
 }
 
-pub fn label(conn: &mut DbConn, key: &str, facility_name: &str, tz: Tz, policy: &Policy) -> ApiResult<Label> {
+pub fn label(conn: &mut DbConn, key: &UnitKey, facility_name: &str, tz: Tz, policy: &Policy) -> ApiResult<Label> {
     let u = find(conn, key)?;
     let v = view(conn, u, utc(store::now()))?;
     let din = Din::parse(&v.din).map_err(|e| ApiError::internal(anyhow::anyhow!("stored DIN: {e}")))?;

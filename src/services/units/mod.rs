@@ -30,10 +30,11 @@ use chrono::{DateTime, Utc};
 
 use super::{stored, utc};
 use crate::domain::blood::{Abo, Rhd};
-use crate::domain::isbt128::{self, Din};
+
 use crate::domain::text_enum;
 use crate::domain::units::{self as rules, UnitAction, UnitStatus};
-use crate::error::{ApiError, ApiResult, ErrorCode, Reason};
+use crate::error::{ApiError, ApiResult};
+use crate::input::UnitKey;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::units::{self as rows, Unit, UnitData, UnitFilter};
 use crate::store::{self, DbConn};
@@ -52,42 +53,17 @@ text_enum!(
     }
 );
 
-/// Finds a unit by numeric id, DIN, or DIN followed by its check character.
-pub fn find(conn: &mut DbConn, key: &str) -> ApiResult<Unit> {
-    let key = key.trim();
-    // A DIN may be all digits (its FIN can start with 1–9), but it is 13 or more characters.
-    let found = if (1..13).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_digit()) {
-        key.parse::<i64>()
-            .ok()
-            .map(|id| rows::find(conn, id))
-            .transpose()?
-            .flatten()
-    } else {
-        let din = parse_din_reference(key)?;
-        rows::find_by_din(conn, &din.as_text())?
+/// Finds a unit by numeric id or DIN.
+pub fn find(conn: &mut DbConn, key: &UnitKey) -> ApiResult<Unit> {
+    let found = match key {
+        UnitKey::Id(id) => rows::find(conn, *id)?,
+        UnitKey::Din(din) => rows::find_by_din(conn, &din.as_text())?,
     };
     found.ok_or_else(|| ApiError::not_found("unit"))
 }
 
-fn isbt_refusal(e: isbt128::IsbtError) -> ApiError {
-    ApiError::refused(
-        ErrorCode::from(&e),
-        "the DIN is not valid ISBT 128",
-        vec![Reason {
-            code: e.code().to_owned(),
-            message: e.to_string(),
-        }],
-    )
-}
-
-/// A DIN as people and scanners give it: 13 characters, 14 with the check character, or the
-/// scanned `=` data structure with flags.
-pub fn parse_din_reference(raw: &str) -> ApiResult<Din> {
-    Din::parse_reference(raw).map_err(isbt_refusal)
-}
-
 /// The unit; a hospital account (`scope`) sees only units issued to one of its requests.
-pub fn get(conn: &mut DbConn, key: &str, scope: Option<i64>) -> ApiResult<UnitView> {
+pub fn get(conn: &mut DbConn, key: &UnitKey, scope: Option<i64>) -> ApiResult<UnitView> {
     let u = find(conn, key)?;
     if let Some(hospital_id) = scope {
         let mut issued_to_it = false;
@@ -110,7 +86,7 @@ pub fn get(conn: &mut DbConn, key: &str, scope: Option<i64>) -> ApiResult<UnitVi
 // Changes
 
 /// Loads and locks the unit and checks `action` at this moment.
-fn begin(conn: &mut DbConn, key: &str, action: UnitAction, now: DateTime<Utc>) -> ApiResult<(Unit, UnitStatus)> {
+fn begin(conn: &mut DbConn, key: &UnitKey, action: UnitAction, now: DateTime<Utc>) -> ApiResult<(Unit, UnitStatus)> {
     let u = find(conn, key)?;
     rows::lock(conn, u.id)?;
     let to = rules::transition(u.status, action, utc(u.expires_at), now).map_err(|code| {
@@ -199,32 +175,3 @@ pub fn list(conn: &mut DbConn, req: ListRequest) -> ApiResult<(Vec<UnitView>, Op
 }
 
 // ---------------------------------------------------------------------------------------------
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn din_references_never_panic_and_every_form_names_the_same_unit(
-            text in prop_oneof![any::<String>(), "[ =A-Z0-9a-zé*+]{12,17}"],
-            fin in "[A-NP-Z1-9][A-NP-Z0-9]{2}[0-9]{2}",
-            year in 0u8..=99,
-            sequence in 0u32..=Din::MAX_SEQUENCE,
-            flags in prop_oneof![(0u8..=59).prop_map(|f| format!("{f:02}")), Just(String::new())],
-        ) {
-            let _ = parse_din_reference(&text);
-            let din = Din::new(&fin, year, sequence).expect("valid DIN");
-            let plain = din.as_text();
-            let flags = if flags.is_empty() { din.type3_flags() } else { flags };
-            for form in [
-                plain.clone(),
-                format!("{plain}{}", din.check_character()),
-                format!(" ={}{flags} ", plain.to_ascii_lowercase()),
-            ] {
-                prop_assert_eq!(parse_din_reference(&form).ok(), Some(din.clone()), "{}", form);
-            }
-        }
-    }
-}

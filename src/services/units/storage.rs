@@ -12,6 +12,7 @@ use crate::domain::policy::Policy;
 use crate::domain::text_enum;
 use crate::domain::units::{self as rules, InspectionOutcome, UnitAction, UnitStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
+use crate::input::{Text, UnitKey};
 use crate::services::alerts::{self, Raise};
 use crate::services::{is_past, stored, to_value, utc};
 use crate::store::audit::{self, Actor, Change};
@@ -21,12 +22,14 @@ use crate::store::{self, DbConn};
 /// A medical director's disposition of every storage excursion of a unit in the bank so far,
 /// without a release (for a unit that is not quarantined, such as one released before
 /// excursions needed a disposition). Audited.
-pub fn disposition_excursions(conn: &mut DbConn, actor: &Actor, key: &str, reason: &str) -> ApiResult<UnitView> {
+pub fn disposition_excursions(
+    conn: &mut DbConn,
+    actor: &Actor,
+    key: &UnitKey,
+    reason: &Text<1, 500>,
+) -> ApiResult<UnitView> {
     let now = utc(store::now());
-    let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 || !crate::services::printable(reason) {
-        return Err(ApiError::field("reason", "must be 1 to 500 characters"));
-    }
+    let reason = reason.as_str();
     let u = find(conn, key)?;
     rows::lock(conn, u.id)?;
     let facts = record(conn, &u)?;
@@ -58,10 +61,7 @@ pub struct InspectionInput {
     /// The inspector finds the unit fit to go back to stock.
     pub acceptable: bool,
     /// What was seen, up to 500 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub notes: Option<String>,
+    pub notes: Option<Text<0, 500>>,
 }
 
 text_enum!(
@@ -96,18 +96,12 @@ pub struct InspectionView {
 pub fn inspect(
     conn: &mut DbConn,
     actor: &Actor,
-    key: &str,
+    key: &UnitKey,
     input: InspectionInput,
     policy: &Policy,
 ) -> ApiResult<InspectionView> {
     let now = utc(store::now());
-    let notes = input.notes.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
-    if notes
-        .as_ref()
-        .is_some_and(|n| n.chars().count() > 500 || !crate::services::printable(n))
-    {
-        return Err(ApiError::field("notes", "must be at most 500 characters"));
-    }
+    let notes = input.notes.map(Text::into_inner).filter(|n| !n.is_empty());
     let u = find(conn, key)?;
     rows::lock(conn, u.id)?;
     let facts = record(conn, &u)?;
@@ -196,12 +190,9 @@ pub fn inspect(
     Ok(created)
 }
 
-pub fn discard(conn: &mut DbConn, actor: &Actor, key: &str, reason: &str) -> ApiResult<UnitView> {
+pub fn discard(conn: &mut DbConn, actor: &Actor, key: &UnitKey, reason: &Text<1, 500>) -> ApiResult<UnitView> {
     let now = utc(store::now());
-    let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 || !crate::services::printable(reason) {
-        return Err(ApiError::field("reason", "must be 1 to 500 characters"));
-    }
+    let reason = reason.as_str();
     let (u, to) = begin(conn, key, UnitAction::Discard, now)?;
     let mut data = UnitData::from(u.clone());
     data.status = to;
@@ -221,10 +212,7 @@ pub struct ReadingInput {
     /// Default: now.
     pub at: Option<DateTime<Utc>>,
     /// Where the unit is kept, up to 100 characters; becomes the unit's storage location.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
-    )]
-    pub location: Option<String>,
+    pub location: Option<Text<0, 100>>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -232,10 +220,7 @@ pub struct ReadingInput {
 #[schema(example = json!({"location": "Incubator 2", "temperature_c": 22.5}))]
 pub struct LocationReadingInput {
     /// The storage location read (incubator, cabinet), up to 100 characters.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub location: String,
+    pub location: Text<1, 100>,
     #[schema(minimum = -80, maximum = 80)]
     pub temperature_c: f64,
     /// Default: now.
@@ -264,18 +249,9 @@ pub struct ReadingView {
 }
 
 const PLAUSIBLE_TEMPERATURE_C: (f64, f64) = (-80.0, 80.0);
-const LOCATION_CHARS: usize = 100;
-
-pub(super) fn clean_location(v: &mut Validator, raw: Option<String>) -> Option<String> {
-    let location = raw.map(|l| l.trim().to_owned()).filter(|l| !l.is_empty());
-    v.check(
-        location
-            .as_ref()
-            .is_none_or(|l| l.chars().count() <= LOCATION_CHARS && !l.chars().any(char::is_control)),
-        "location",
-        format!("must be at most {LOCATION_CHARS} characters without control characters"),
-    );
-    location
+/// A storage location as kept: blank is none.
+pub(super) fn clean_location(raw: Option<Text<0, 100>>) -> Option<String> {
+    raw.map(Text::into_inner).filter(|l| !l.is_empty())
 }
 
 fn check_reading(v: &mut Validator, temperature_c: f64, at: DateTime<Utc>, now: DateTime<Utc>) {
@@ -366,7 +342,7 @@ fn excursion(
 pub fn record_reading(
     conn: &mut DbConn,
     actor: &Actor,
-    key: &str,
+    key: &UnitKey,
     input: ReadingInput,
     policy: &Policy,
 ) -> ApiResult<ReadingView> {
@@ -374,7 +350,7 @@ pub fn record_reading(
     let at = utc(stored(input.at.unwrap_or(now)));
     let mut v = Validator::new();
     check_reading(&mut v, input.temperature_c, at, now);
-    let location = clean_location(&mut v, input.location);
+    let location = clean_location(input.location);
     v.finish()?;
     let u = find(conn, key)?;
     rows::lock(conn, u.id)?;
@@ -424,12 +400,8 @@ pub fn record_location_reading(
     let at = utc(stored(input.at.unwrap_or(now)));
     let mut v = Validator::new();
     check_reading(&mut v, input.temperature_c, at, now);
-    let location = clean_location(&mut v, Some(input.location));
-    if location.is_none() {
-        v.push("location", "is required");
-    }
     v.finish()?;
-    let location = location.unwrap_or_default();
+    let location = input.location.into_inner();
     let reading = rows::insert_reading(
         conn,
         &rows::NewStorageReading {

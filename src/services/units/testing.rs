@@ -15,6 +15,7 @@ use crate::domain::units::{
     UnitStatus,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode, Validator};
+use crate::input::{Text, UnitKey};
 use crate::services::alerts::{self, Raise};
 use crate::services::{from_stored_json, is_past, stored, to_value, utc};
 use crate::store::allocations::Allocation;
@@ -45,7 +46,7 @@ pub struct TestInput {
 pub fn record_test(
     conn: &mut DbConn,
     actor: &Actor,
-    key: &str,
+    key: &UnitKey,
     input: TestInput,
     policy: &Policy,
 ) -> ApiResult<UnitView> {
@@ -351,10 +352,7 @@ pub struct ReleaseInput {
     pub physician: Option<Physician>,
     /// A medical director's disposition of the unit's storage excursions (why it is still fit
     /// to use), 1–500 characters. Required to release a unit with an excursion; only then.
-    #[schema(
-        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
-    )]
-    pub excursion_disposition: Option<String>,
+    pub excursion_disposition: Option<Text<1, 500>>,
     /// Emergency releases: the request the unit is released for; it can be allocated to that
     /// request only. Required for an emergency release, and only then.
     #[schema(minimum = 1)]
@@ -372,28 +370,17 @@ pub fn release(
     conn: &mut DbConn,
     actor: &Actor,
     director: bool,
-    key: &str,
+    key: &UnitKey,
     input: ReleaseInput,
     policy: &Policy,
 ) -> ApiResult<UnitView> {
     let now = utc(store::now());
     let mut v = Validator::new();
-    let disposition = input.excursion_disposition.as_deref().map(str::trim).map(str::to_owned);
-    v.check(
-        disposition
-            .as_ref()
-            .is_none_or(|d| !d.is_empty() && d.chars().count() <= 500 && crate::services::printable(d)),
-        "excursion_disposition",
-        "must be 1 to 500 characters",
-    );
+    let disposition = input.excursion_disposition.map(Text::into_inner);
     let physician = match (input.emergency, input.physician) {
         (true, Some(p)) => {
-            let name = p.name.trim().to_owned();
-            v.check(
-                !name.is_empty() && name.chars().count() <= 200 && crate::services::printable(&name),
-                "physician.name",
-                "must be 1 to 200 characters",
-            );
+            // `Physician` is also the stored and shown shape, so its name stays a `String`.
+            let name = Text::<1, 200>::check(&mut v, "physician.name", &p.name);
             v.check(
                 is_past(p.acknowledged_at, now),
                 "physician.acknowledged_at",
