@@ -221,7 +221,7 @@ fn device_conflicts(
             && overlaps(wanted, taken)
         {
             conflicts.push(Reason {
-                code: "device_busy".to_owned(),
+                code: ErrorCode::DeviceBusy.as_str().to_owned(),
                 message: format!(
                     "device {device_id} is taken by collection {} from {} to {}",
                     other.id,
@@ -341,7 +341,7 @@ pub fn schedule(conn: &mut DbConn, actor: &Actor, input: ScheduleInput, policy: 
             donor_id: donor.id,
             device_id: input.device_id,
             request_id: input.request_id,
-            status: CollectionStatus::Scheduled.as_str().to_owned(),
+            status: CollectionStatus::Scheduled,
             scheduled_start: stored(start),
             scheduled_end: stored(end),
             planned_agents: to_json(&planned)?,
@@ -537,7 +537,7 @@ pub fn start(
     let busy = device_conflicts(conn, c.device_id, &candidate, now)?;
     refuse_unless_clear(eligibility, busy)?;
     let mut data = CollectionData::from(c.clone());
-    data.status = status.as_str().to_owned();
+    data.status = status;
     data.started_at = Some(stored(started_at));
     data.updated_at = stored(now);
     save(conn, actor, "collection.start", c, data, policy)
@@ -689,7 +689,7 @@ pub fn complete(
     let events = adverse_events(&mut v, &c.adverse_events, input.adverse_events, ended_at, now)?;
     v.finish()?;
     let mut data = CollectionData::from(c.clone());
-    data.status = status.as_str().to_owned();
+    data.status = status;
     data.ended_at = Some(stored(ended_at));
     data.volume_processed_ml = input.volume_processed_ml.and_then(|ml| i32::try_from(ml).ok());
     data.hes_used = hes_used;
@@ -754,7 +754,7 @@ pub fn abort(
     let events = adverse_events(&mut v, &c.adverse_events, input.adverse_events, at, now)?;
     v.finish()?;
     let mut data = CollectionData::from(c.clone());
-    data.status = status.as_str().to_owned();
+    data.status = status;
     data.ended_at = started_at.map(|_| stored(at));
     data.abort_reason = Some(reason);
     data.red_cell_loss_ml = red_cell_loss;

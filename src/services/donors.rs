@@ -15,7 +15,7 @@ use crate::domain::eligibility::{
     collection_red_cell_loss,
 };
 use crate::domain::policy::Policy;
-use crate::domain::scheduling::{Booking, CollectionStatus, DonorRecord};
+use crate::domain::scheduling::{Booking, DonorRecord};
 use crate::error::{ApiError, ApiResult, Validator};
 use crate::input::Text;
 use crate::store::audit::{self, Actor, Change};
@@ -443,7 +443,7 @@ fn donation(r: &DonationRow) -> ApiResult<PastProcedure> {
 pub fn booking(c: &Collection) -> ApiResult<Booking> {
     Ok(Booking {
         id: c.id,
-        status: stored_enum("collection status", &c.status, CollectionStatus::parse)?,
+        status: c.status,
         scheduled_start: utc(c.scheduled_start),
         scheduled_end: utc(c.scheduled_end),
         started_at: c.started_at.map(utc),

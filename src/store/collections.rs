@@ -5,6 +5,7 @@ use diesel::prelude::*;
 
 use super::DbConn;
 use super::schema::{collections, stimulations};
+use crate::domain::scheduling::CollectionStatus;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = collections)]
@@ -13,7 +14,7 @@ pub struct Collection {
     pub donor_id: i64,
     pub device_id: i64,
     pub request_id: Option<i64>,
-    pub status: String,
+    pub status: CollectionStatus,
     pub scheduled_start: NaiveDateTime,
     pub scheduled_end: NaiveDateTime,
     /// JSON array of agent names.
@@ -44,7 +45,7 @@ pub struct CollectionData {
     pub donor_id: i64,
     pub device_id: i64,
     pub request_id: Option<i64>,
-    pub status: String,
+    pub status: CollectionStatus,
     pub scheduled_start: NaiveDateTime,
     pub scheduled_end: NaiveDateTime,
     pub planned_agents: String,
@@ -122,7 +123,7 @@ pub fn of_active_donors(conn: &mut DbConn) -> QueryResult<Vec<Collection>> {
 
 pub fn scheduled(conn: &mut DbConn) -> QueryResult<Vec<Collection>> {
     collections::table
-        .filter(collections::status.eq("scheduled"))
+        .filter(collections::status.eq(CollectionStatus::Scheduled))
         .order(collections::id.asc())
         .select(Collection::as_select())
         .load(conn)
@@ -148,9 +149,11 @@ pub fn on_device_near(
     collections::table
         .filter(collections::device_id.eq(device_id))
         .filter(
-            collections::status.eq("in_progress").or(collections::scheduled_start
-                .gt(from)
-                .and(collections::scheduled_start.lt(to))),
+            collections::status
+                .eq(CollectionStatus::InProgress)
+                .or(collections::scheduled_start
+                    .gt(from)
+                    .and(collections::scheduled_start.lt(to))),
         )
         .select(Collection::as_select())
         .load(conn)

@@ -128,6 +128,7 @@ use crate::domain::alerts::{AlertEntity, AlertKind, AlertSeverity, AlertStatus, 
 use crate::domain::blood::{Abo, Cmv, DonorType, Rhd, Sex, UnitRhd};
 use crate::domain::compatibility::{CrossmatchKind, CrossmatchMethod, CrossmatchResult};
 use crate::domain::requests::{AllocationStatus, Priority, RequestStatus};
+use crate::domain::scheduling::CollectionStatus;
 use crate::domain::tasks::{OwnerRole, TaskKind, TaskStatus};
 use crate::domain::units::UnitStatus;
 
@@ -150,6 +151,7 @@ stored_text!(
     AlertStatus,
     AlertEntity,
     AlertTransition,
+    CollectionStatus,
     OwnerRole,
     TaskKind,
     TaskStatus,

@@ -16,7 +16,7 @@ use crate::domain::scheduling::CollectionStatus;
 use crate::domain::units::{self as rules, UnitAction, UnitStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
 use crate::input::{Text, UnitKey, parse_din_reference};
-use crate::services::{is_past, stored, stored_enum, utc};
+use crate::services::{is_past, stored, utc};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::units::{self as rows, UnitData};
 use crate::store::{self, DbConn, collections as collection_rows, donors as donor_rows};
@@ -248,7 +248,7 @@ pub fn create(
             v.finish()?;
             let c = collection_rows::find(conn, collection_id)?
                 .ok_or_else(|| ApiError::unknown(ErrorCode::UnknownCollection, "collection", collection_id))?;
-            let status = stored_enum("collection status", &c.status, CollectionStatus::parse)?;
+            let status = c.status;
             let Some(ended_at) = c.ended_at.filter(|_| status == CollectionStatus::Completed) else {
                 return Err(ApiError::new(
                     ErrorCode::CollectionNotCompleted,
@@ -287,7 +287,7 @@ pub fn create(
             ErrorCode::UnitExpired,
             format!("a unit collected at {collected_at} expired at {expires_at}"),
             vec![Reason {
-                code: "unit_expired".to_owned(),
+                code: ErrorCode::UnitExpired.as_str().to_owned(),
                 message: format!("expired at {expires_at}"),
             }],
         ));
