@@ -5,7 +5,8 @@ use std::time::Duration;
 use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 use diesel::{Connection as _, RunQueryDsl as _};
 use granulo::domain::blood::{Abo, Cmv, DonorType, Rhd, Sex};
-use granulo::domain::units::UnitStatus;
+use granulo::domain::eligibility::ProcedureKind;
+use granulo::domain::units::{ReleaseKind, UnitSource, UnitStatus};
 use granulo::store::{DbConn, donors, hospitals, units};
 
 pub const ABO: [&str; 4] = ["O", "A", "B", "AB"];
@@ -111,7 +112,7 @@ pub fn seed_donors(conn: &mut DbConn, n: usize, now: NaiveDateTime) -> anyhow::R
                 conn,
                 &donors::NewDonation {
                     donor_id: d.id,
-                    kind: "whole_blood",
+                    kind: ProcedureKind::WholeBlood,
                     donated_at: now - TimeDelta::days((i % 90) as i64),
                     red_cell_loss_ml: Some(200),
                     red_cells_returned: false,
@@ -131,7 +132,7 @@ pub fn supplier_unit(i: usize, collected_at: NaiveDateTime, now: NaiveDateTime) 
     units::UnitData {
         din: format!("B9999{:02}{:06}", i / 1_000_000, i % 1_000_000),
         product_code: "E9999V00".into(),
-        source: "external".into(),
+        source: UnitSource::External,
         collection_id: None,
         donor_id: None,
         supplier: Some("bench".into()),
@@ -151,7 +152,7 @@ pub fn supplier_unit(i: usize, collected_at: NaiveDateTime, now: NaiveDateTime) 
         irradiation_dose_gy: Some(25.0),
         irradiation_device: None,
         irradiated_by: Some("bench".into()),
-        release_kind: Some("tested".into()),
+        release_kind: Some(ReleaseKind::Tested),
         released_at: Some(collected_at + TimeDelta::minutes(60)),
         released_by: Some("bench".into()),
         emergency_physician: None,

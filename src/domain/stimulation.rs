@@ -2,6 +2,7 @@
 //! to the collection start, and contraindication warnings. A stimulation is a record of what
 //! was given, so these rules warn and never refuse.
 
+use super::text_enum;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
@@ -119,6 +120,15 @@ pub fn contraindication_warnings(agent: &str, donor: &DonorFacts, policy: &Polic
         })
         .collect()
 }
+
+text_enum!(
+    /// `ug` (fixed dose), `ug_per_kg`, or `mg`.
+    DoseUnit {
+        Ug => "ug",
+        UgPerKg => "ug_per_kg",
+        Mg => "mg",
+    }
+);
 
 #[cfg(test)]
 mod tests {

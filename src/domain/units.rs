@@ -514,6 +514,20 @@ pub fn reactive_result(facts: ReactiveResultFacts, now: DateTime<Utc>) -> Reacti
     }
 }
 
+text_enum!(
+    UnitSource {
+        Collection => "collection",
+        External => "external",
+    }
+);
+
+text_enum!(
+    ReleaseKind {
+        Tested => "tested",
+        Emergency => "emergency",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -191,7 +191,7 @@ pub fn record(
         conn,
         &NewDecision {
             allocation_id,
-            stage: stage.as_str(),
+            stage,
             findings: &to_json(&views)?,
             acknowledged: &to_json(&acks)?,
             authorised_by: auth.map(|a| a.by.as_str()),
@@ -278,7 +278,7 @@ pub fn of_allocations(conn: &mut DbConn, ids: &[i64]) -> ApiResult<HashMap<i64, 
         });
     }
     for d in rows::decisions_of(conn, ids)? {
-        let stage = super::stored_enum("decision stage", &d.stage, Stage::parse)?;
+        let stage = d.stage;
         let entry = out.entry(d.allocation_id).or_default();
         let found: Vec<FindingView> = from_stored_json("decision findings", &d.findings)?;
         for f in &found {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::donors::find;
-use super::{is_past, stored, stored_enum, to_value, utc};
+use super::{is_past, stored, to_value, utc};
 use crate::domain::eligibility::ProcedureKind;
 use crate::error::{ApiResult, Validator};
 use crate::input::Text;
@@ -52,7 +52,7 @@ fn donation_view(r: DonationRow) -> ApiResult<DonationView> {
     Ok(DonationView {
         id: r.id,
         donor_id: r.donor_id,
-        kind: stored_enum("donation kind", &r.kind, ProcedureKind::parse)?,
+        kind: r.kind,
         donated_at: utc(r.donated_at),
         red_cell_loss_ml: r.red_cell_loss_ml,
         red_cells_returned: r.red_cells_returned,
@@ -92,7 +92,7 @@ pub fn record_donation(
         conn,
         &rows::NewDonation {
             donor_id,
-            kind: input.kind.as_str(),
+            kind: input.kind,
             donated_at: stored(input.donated_at),
             red_cell_loss_ml: loss.and_then(|ml| i32::try_from(ml).ok()),
             red_cells_returned: returned,

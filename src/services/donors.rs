@@ -7,12 +7,11 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{PartialSchema as _, ToSchema};
 
-use super::{from_stored_json, stored, stored_enum, to_json, to_value, utc};
+use super::{from_stored_json, stored, to_json, to_value, utc};
 use crate::domain::agents::same_agent;
 use crate::domain::blood::{Abo, Cmv, DonorType, Hla, Rhd, Sex};
 use crate::domain::eligibility::{
-    ContraindicationFlag, Deferral, DonorFacts, Eligibility, GivenStimulation, PastProcedure, ProcedureKind,
-    collection_red_cell_loss,
+    ContraindicationFlag, Deferral, DonorFacts, Eligibility, GivenStimulation, PastProcedure, collection_red_cell_loss,
 };
 use crate::domain::policy::Policy;
 use crate::domain::scheduling::{Booking, DonorRecord};
@@ -432,7 +431,7 @@ pub fn deferral(r: &DeferralRow) -> Deferral {
 
 fn donation(r: &DonationRow) -> ApiResult<PastProcedure> {
     Ok(PastProcedure {
-        kind: stored_enum("donation kind", &r.kind, ProcedureKind::parse)?,
+        kind: r.kind,
         at: utc(r.donated_at),
         red_cell_loss_ml: r.red_cell_loss_ml.and_then(|ml| u32::try_from(ml).ok()),
         red_cells_returned: r.red_cells_returned,

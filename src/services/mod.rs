@@ -60,12 +60,6 @@ pub fn reasons(list: Vec<crate::domain::eligibility::Reason>) -> Vec<Reason> {
         .collect()
 }
 
-/// A stored enumeration column (its CHECK constraint admits only known spellings; anything else
-/// is a bug, not bad input).
-pub fn stored_enum<T>(column: &str, text: &str, parse: fn(&str) -> Option<T>) -> ApiResult<T> {
-    parse(text).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored {column} {text:?} is not known")))
-}
-
 /// A stored JSON column that the service itself wrote; unreadable means a bug, not bad input.
 pub fn from_stored_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> ApiResult<T> {
     serde_json::from_str(text).map_err(|e| ApiError::internal(anyhow::anyhow!("stored {column} is not readable: {e}")))

@@ -5,24 +5,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::donors::{self, booking};
-use super::{is_past, stored, stored_enum, to_value, utc};
+use super::{is_past, stored, to_value, utc};
 use crate::domain::policy::Policy;
+pub use crate::domain::stimulation::DoseUnit;
 use crate::domain::stimulation::{self, normalize_agent};
-use crate::domain::text_enum;
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
 use crate::input::Text;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::collections::{self as rows, Stimulation};
 use crate::store::{self, DbConn};
-
-text_enum!(
-    /// `ug` (fixed dose), `ug_per_kg`, or `mg`.
-    DoseUnit {
-        Ug => "ug",
-        UgPerKg => "ug_per_kg",
-        Mg => "mg",
-    }
-);
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StimulationView {
@@ -71,7 +62,7 @@ pub(super) fn stimulation_view(
         id: s.id,
         donor_id: s.donor_id,
         collection_id: s.collection_id,
-        dose_unit: stored_enum("dose unit", &s.dose_unit, DoseUnit::parse)?,
+        dose_unit: s.dose_unit,
         agent: s.agent,
         dose: s.dose,
         administered_at: given,
@@ -154,7 +145,7 @@ pub fn record_stimulation(
             collection_id: input.collection_id,
             agent: &agent,
             dose: input.dose,
-            dose_unit: input.dose_unit.as_str(),
+            dose_unit: input.dose_unit,
             administered_at: stored(given),
             adverse_effects: effects.as_deref(),
             recorded_by: &actor.name,

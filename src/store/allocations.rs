@@ -7,6 +7,7 @@ use super::DbConn;
 use super::schema::{
     allocation_decisions, allocation_sign_offs, allocations, crossmatch_resolutions, crossmatches, requests,
 };
+use crate::domain::compatibility::Stage;
 use crate::domain::compatibility::{CrossmatchKind, CrossmatchResult};
 use crate::domain::requests::{AllocationStatus, RequestStatus};
 
@@ -329,7 +330,7 @@ pub fn of_units(conn: &mut DbConn, unit_ids: &[i64]) -> QueryResult<Vec<Allocati
 pub struct Decision {
     pub id: i64,
     pub allocation_id: i64,
-    pub stage: String,
+    pub stage: Stage,
     /// JSON: the findings accepted at this stage, with their tiers.
     pub findings: String,
     /// JSON: the codes acknowledged.
@@ -346,7 +347,7 @@ pub struct Decision {
 #[diesel(table_name = allocation_decisions)]
 pub struct NewDecision<'a> {
     pub allocation_id: i64,
-    pub stage: &'a str,
+    pub stage: Stage,
     pub findings: &'a str,
     pub acknowledged: &'a str,
     pub authorised_by: Option<&'a str>,

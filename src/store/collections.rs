@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use super::DbConn;
 use super::schema::{collections, stimulations};
 use crate::domain::scheduling::CollectionStatus;
+use crate::domain::stimulation::DoseUnit;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = collections)]
@@ -204,7 +205,7 @@ pub struct Stimulation {
     pub collection_id: Option<i64>,
     pub agent: String,
     pub dose: f64,
-    pub dose_unit: String,
+    pub dose_unit: DoseUnit,
     pub administered_at: NaiveDateTime,
     pub adverse_effects: Option<String>,
     pub recorded_by: String,
@@ -218,7 +219,7 @@ pub struct NewStimulation<'a> {
     pub collection_id: Option<i64>,
     pub agent: &'a str,
     pub dose: f64,
-    pub dose_unit: &'a str,
+    pub dose_unit: DoseUnit,
     pub administered_at: NaiveDateTime,
     pub adverse_effects: Option<&'a str>,
     pub recorded_by: &'a str,

@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use super::DbConn;
 use super::schema::{deferrals, donations, donors, stimulations};
 use crate::domain::blood::{Abo, Cmv, DonorType, Rhd, Sex};
+use crate::domain::eligibility::ProcedureKind;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = donors)]
@@ -234,7 +235,7 @@ pub fn deferrals_of(conn: &mut DbConn, donor_ids: &[i64]) -> QueryResult<Vec<Def
 pub struct DonationRow {
     pub id: i64,
     pub donor_id: i64,
-    pub kind: String,
+    pub kind: ProcedureKind,
     pub donated_at: NaiveDateTime,
     pub red_cell_loss_ml: Option<i32>,
     pub red_cells_returned: bool,
@@ -247,7 +248,7 @@ pub struct DonationRow {
 #[diesel(table_name = donations)]
 pub struct NewDonation<'a> {
     pub donor_id: i64,
-    pub kind: &'a str,
+    pub kind: ProcedureKind,
     pub donated_at: NaiveDateTime,
     pub red_cell_loss_ml: Option<i32>,
     pub red_cells_returned: bool,

@@ -126,11 +126,14 @@ fn parse_stored<T>(text: &str, what: &str, parse: fn(&str) -> Option<T>) -> dese
 
 use crate::domain::alerts::{AlertEntity, AlertKind, AlertSeverity, AlertStatus, AlertTransition};
 use crate::domain::blood::{Abo, Cmv, DonorType, Rhd, Sex, UnitRhd};
+use crate::domain::compatibility::Stage;
 use crate::domain::compatibility::{CrossmatchKind, CrossmatchMethod, CrossmatchResult};
+use crate::domain::eligibility::ProcedureKind;
 use crate::domain::requests::{AllocationStatus, Priority, RequestStatus};
 use crate::domain::scheduling::CollectionStatus;
+use crate::domain::stimulation::DoseUnit;
 use crate::domain::tasks::{OwnerRole, TaskKind, TaskStatus};
-use crate::domain::units::UnitStatus;
+use crate::domain::units::{ReleaseKind, TestResult, UnitSource, UnitStatus};
 
 stored_text!(
     AlertSeverity,
@@ -152,6 +155,12 @@ stored_text!(
     AlertEntity,
     AlertTransition,
     CollectionStatus,
+    DoseUnit,
+    ProcedureKind,
+    ReleaseKind,
+    Stage,
+    TestResult,
+    UnitSource,
     OwnerRole,
     TaskKind,
     TaskStatus,

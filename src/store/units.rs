@@ -10,6 +10,7 @@ use super::schema::{
 };
 use crate::domain::blood::{Abo, Cmv, Rhd};
 use crate::domain::units::UnitStatus;
+use crate::domain::units::{ReleaseKind, TestResult, UnitSource};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = units)]
@@ -17,7 +18,7 @@ pub struct Unit {
     pub id: i64,
     pub din: String,
     pub product_code: String,
-    pub source: String,
+    pub source: UnitSource,
     pub collection_id: Option<i64>,
     pub donor_id: Option<i64>,
     pub supplier: Option<String>,
@@ -37,7 +38,7 @@ pub struct Unit {
     pub irradiation_dose_gy: Option<f64>,
     pub irradiation_device: Option<String>,
     pub irradiated_by: Option<String>,
-    pub release_kind: Option<String>,
+    pub release_kind: Option<ReleaseKind>,
     pub released_at: Option<NaiveDateTime>,
     pub released_by: Option<String>,
     pub emergency_physician: Option<String>,
@@ -54,7 +55,7 @@ pub struct Unit {
 pub struct UnitData {
     pub din: String,
     pub product_code: String,
-    pub source: String,
+    pub source: UnitSource,
     pub collection_id: Option<i64>,
     pub donor_id: Option<i64>,
     pub supplier: Option<String>,
@@ -74,7 +75,7 @@ pub struct UnitData {
     pub irradiation_dose_gy: Option<f64>,
     pub irradiation_device: Option<String>,
     pub irradiated_by: Option<String>,
-    pub release_kind: Option<String>,
+    pub release_kind: Option<ReleaseKind>,
     pub released_at: Option<NaiveDateTime>,
     pub released_by: Option<String>,
     pub emergency_physician: Option<String>,
@@ -320,8 +321,8 @@ pub fn list(conn: &mut DbConn, f: &UnitFilter, limit: i64) -> QueryResult<Vec<Un
 pub struct PoolMember {
     pub unit_id: i64,
     pub din: String,
-    pub abo: Option<String>,
-    pub rhd: Option<String>,
+    pub abo: Option<Abo>,
+    pub rhd: Option<Rhd>,
     pub collected_at: Option<NaiveDateTime>,
 }
 
@@ -332,8 +333,8 @@ pub fn insert_pool_members(conn: &mut DbConn, members: &[PoolMember]) -> QueryRe
             .values((
                 unit_pool_members::unit_id.eq(m.unit_id),
                 unit_pool_members::din.eq(&m.din),
-                unit_pool_members::abo.eq(&m.abo),
-                unit_pool_members::rhd.eq(&m.rhd),
+                unit_pool_members::abo.eq(m.abo),
+                unit_pool_members::rhd.eq(m.rhd),
                 unit_pool_members::collected_at.eq(m.collected_at),
             ))
             .execute(conn)?;
@@ -429,7 +430,7 @@ pub struct UnitTest {
     pub id: i64,
     pub unit_id: i64,
     pub marker: String,
-    pub result: String,
+    pub result: TestResult,
     pub recorded_at: NaiveDateTime,
     pub recorded_by: String,
 }

@@ -172,8 +172,8 @@ pub fn create(
                 Ok(din) => pool.push(rows::PoolMember {
                     unit_id: 0,
                     din: din.as_text(),
-                    abo: abo.map(|a| a.as_str().to_owned()),
-                    rhd: rhd.map(|r| r.as_str().to_owned()),
+                    abo,
+                    rhd,
                     collected_at: collected_at.map(stored),
                 }),
                 Err(e) => v.push(
@@ -220,8 +220,8 @@ pub fn create(
                 .iter()
                 .map(|m| rules::PoolMemberFacts {
                     din: m.din.clone(),
-                    abo: m.abo.as_deref().and_then(Abo::parse),
-                    rhd: m.rhd.as_deref().and_then(Rhd::parse),
+                    abo: m.abo,
+                    rhd: m.rhd,
                 })
                 .collect();
             let inconsistent = rules::pool_inconsistencies(abo, rhd_labelled, &members);
@@ -298,7 +298,7 @@ pub fn create(
         &UnitData {
             din: din_text.clone(),
             product_code,
-            source: source.as_str().to_owned(),
+            source,
             collection_id,
             donor_id,
             supplier,

@@ -31,27 +31,13 @@ use chrono::{DateTime, Utc};
 use super::{stored, utc};
 use crate::domain::blood::{Abo, Rhd};
 
-use crate::domain::text_enum;
 use crate::domain::units::{self as rules, UnitAction, UnitStatus};
+pub use crate::domain::units::{ReleaseKind, UnitSource};
 use crate::error::{ApiError, ApiResult};
 use crate::input::UnitKey;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::units::{self as rows, Unit, UnitData, UnitFilter};
 use crate::store::{self, DbConn};
-
-text_enum!(
-    UnitSource {
-        Collection => "collection",
-        External => "external",
-    }
-);
-
-text_enum!(
-    ReleaseKind {
-        Tested => "tested",
-        Emergency => "emergency",
-    }
-);
 
 /// Finds a unit by numeric id or DIN.
 pub fn find(conn: &mut DbConn, key: &UnitKey) -> ApiResult<Unit> {

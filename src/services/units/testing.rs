@@ -315,7 +315,6 @@ fn reactive_result(
                     "{marker} reactive on unit {}{}{donor_note}{whom}",
                     u.din,
                     u.release_kind
-                        .as_deref()
                         .map(|k| format!(" after its {k} release"))
                         .unwrap_or_default()
                 ),
@@ -494,7 +493,7 @@ pub fn release(
     let mut data = UnitData::from(u.clone());
     data.status = to;
     data.status_reason = None;
-    data.release_kind = Some(kind.as_str().to_owned());
+    data.release_kind = Some(kind);
     data.released_at = Some(stored(now));
     data.released_by = Some(actor.name.clone());
     data.emergency_physician = physician.as_ref().map(|p| p.name.clone());

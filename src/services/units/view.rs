@@ -13,7 +13,7 @@ use crate::domain::isbt128::{self};
 use crate::domain::requests::AllocationStatus;
 use crate::domain::units::{self as rules, Holds, MarkerResult, QuarantineReason, TestResult, UnitStatus};
 use crate::error::{ApiError, ApiResult};
-use crate::services::{from_stored_json, stored_enum, to_value, utc};
+use crate::services::{from_stored_json, to_value, utc};
 use crate::store::units::{self as rows, Unit};
 use crate::store::{self, DbConn, donors as donor_rows};
 
@@ -222,7 +222,7 @@ pub fn records(conn: &mut DbConn, list: &[Unit]) -> ApiResult<HashMap<i64, UnitR
     let mut out: HashMap<i64, UnitRecord> = ids.iter().map(|id| (*id, UnitRecord::default())).collect();
     let mut standing: HashMap<i64, BTreeMap<String, TestView>> = HashMap::new();
     for t in rows::tests_of_units(conn, &ids)? {
-        let result = stored_enum("test result", &t.result, TestResult::parse)?;
+        let result = t.result;
         if let Some(r) = out.get_mut(&t.unit_id) {
             r.results.push(MarkerResult {
                 marker: t.marker.clone(),
@@ -303,7 +303,7 @@ pub fn records(conn: &mut DbConn, list: &[Unit]) -> ApiResult<HashMap<i64, UnitR
     }
     let external: Vec<i64> = list
         .iter()
-        .filter(|u| u.source == UnitSource::External.as_str())
+        .filter(|u| u.source == UnitSource::External)
         .map(|u| u.id)
         .collect();
     if !external.is_empty() {
@@ -359,16 +359,8 @@ pub fn views(conn: &mut DbConn, list: Vec<Unit>, now: DateTime<Utc>) -> ApiResul
 fn member_view(m: &rows::PoolMember) -> ApiResult<PoolMemberView> {
     Ok(PoolMemberView {
         din: m.din.clone(),
-        abo: m
-            .abo
-            .as_deref()
-            .map(|a| stored_enum("abo", a, Abo::parse))
-            .transpose()?,
-        rhd: m
-            .rhd
-            .as_deref()
-            .map(|r| stored_enum("rhd", r, Rhd::parse))
-            .transpose()?,
+        abo: m.abo,
+        rhd: m.rhd,
         collected_at: m.collected_at.map(utc),
     })
 }
@@ -386,9 +378,9 @@ fn view_of(u: Unit, record: UnitRecord, now: DateTime<Utc>) -> ApiResult<UnitVie
         }),
         _ => None,
     };
-    let release = match (&u.release_kind, u.released_at) {
+    let release = match (u.release_kind, u.released_at) {
         (Some(kind), Some(at)) => Some(Release {
-            kind: stored_enum("release kind", kind, ReleaseKind::parse)?,
+            kind,
             released_at: utc(at),
             released_by: u.released_by.clone().unwrap_or_default(),
             physician: match (&u.emergency_physician, u.emergency_acknowledged_at) {
@@ -425,7 +417,7 @@ fn view_of(u: Unit, record: UnitRecord, now: DateTime<Utc>) -> ApiResult<UnitVie
         quarantine_reason,
         holds,
         excursions: record.excursions,
-        source: stored_enum("unit source", &u.source, UnitSource::parse)?,
+        source: u.source,
         abo: u.abo,
         rhd: u.rhd,
         cmv: u.cmv,
