@@ -483,8 +483,10 @@ pub fn assess(patient: &PatientFacts, unit: &UnitFacts, ctx: &Context<'_>, polic
             ),
         );
     }
-    if ctx.requirements.hla_compatible && (donor.is_none() || !hla.fully_checked()) {
-        let why = if donor.is_none() {
+    // A typing none of whose alleles can be read is no typing.
+    let typed = donor.is_some_and(|d| HlaLocus::ALL.iter().any(|&l| typed_at(d, l)));
+    if ctx.requirements.hla_compatible && (!typed || !hla.fully_checked()) {
+        let why = if !typed {
             "the donor is not HLA-typed".to_owned()
         } else {
             "the donor typing cannot clear every antibody of the patient".to_owned()
@@ -1268,9 +1270,11 @@ mod tests {
             hla_compatible: true,
         };
         // (patient antibodies, donor typing, blocked)
-        let cases: [(&[&str], Option<Hla>, bool); 6] = [
+        let cases: [(&[&str], Option<Hla>, bool); 7] = [
             (&[], None, true),
             (&[], Some(typed(&["A*01"], &[], &[], &[])), false),
+            // A typing that cannot be read clears nothing.
+            (&[], Some(typed(&["garbage"], &[], &[], &[])), true),
             (&["A2"], Some(typed(&["A*01"], &["B*08"], &[], &[])), false),
             (&["DRB1*04"], Some(typed(&["A*01"], &["B*08"], &[], &[])), true),
             (&["DRB1*04"], Some(typed(&["A*01"], &[], &[], &["DRB1*15"])), false),
