@@ -143,6 +143,23 @@ pub struct Raise {
     pub at: DateTime<Utc>,
 }
 
+impl Raise {
+    /// An event a service raises: the kind's own severity (the top of its ladder), no expiry
+    /// threshold; the caller adds the message and details.
+    pub fn event(kind: AlertKind, entity_id: i64, condition: impl std::fmt::Display, at: DateTime<Utc>) -> Self {
+        Self {
+            kind,
+            severity: kind.ladder().last().copied().unwrap_or(AlertSeverity::Urgent),
+            entity_id,
+            condition_key: kind.condition_key(condition),
+            message: String::new(),
+            details: serde_json::Value::Null,
+            threshold_hours: None,
+            at,
+        }
+    }
+}
+
 /// What raising changed.
 #[derive(Debug)]
 pub struct Raised {

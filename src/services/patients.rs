@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{from_stored_json, is_past, stored, to_json, to_value, utc};
-use crate::domain::alerts::{AlertKind, AlertSeverity};
+use crate::domain::alerts::AlertKind;
 use crate::domain::blood::{Abo, Cmv, Rhd, Sex};
 use crate::domain::compatibility::PatientFacts;
 use crate::domain::group::{self, GroupOfRecord, GroupStatus, Typed, Typing};
@@ -335,14 +335,9 @@ fn check_group(conn: &mut DbConn, v: &PatientView) -> ApiResult<()> {
     }
     let what: Vec<String> = found.iter().map(|r| r.message.clone()).collect();
     let codes: Vec<&str> = found.iter().map(|r| r.code).collect();
-    let kind = AlertKind::PatientGroupDiscordant;
     crate::services::alerts::raise(
         conn,
         Raise {
-            kind,
-            severity: AlertSeverity::Urgent,
-            entity_id: v.id,
-            condition_key: kind.condition_key(v.id),
             message: format!(
                 "blood group of patient {} (MRN {}) needs review: {}; only group O units until resolved",
                 v.id,
@@ -353,8 +348,7 @@ fn check_group(conn: &mut DbConn, v: &PatientView) -> ApiResult<()> {
                                         "declared": {"abo": v.abo, "rhd": v.rhd},
                                         "typed": {"abo": v.group_of_record.abo, "rhd": v.group_of_record.rhd,
                                                   "status": v.group_of_record.status}}),
-            threshold_hours: None,
-            at: utc(store::now()),
+            ..Raise::event(AlertKind::PatientGroupDiscordant, v.id, v.id, utc(store::now()))
         },
     )?;
     Ok(())

@@ -66,17 +66,6 @@ macro_rules! stored_text {
             }
         }
 
-        impl<DB: Backend> diesel::deserialize::Queryable<diesel::sql_types::Nullable<Text>, DB> for $ty
-        where
-            Self: FromSql<diesel::sql_types::Nullable<Text>, DB>,
-        {
-            type Row = Self;
-
-            fn build(row: Self) -> deserialize::Result<Self> {
-                Ok(row)
-            }
-        }
-
         impl diesel::expression::AsExpression<Text> for $ty {
             type Expression = diesel::internal::derives::as_expression::Bound<Text, Self>;
 

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::{AllocationView, begin, move_unit, save};
-use crate::domain::alerts::{AlertKind, AlertSeverity};
+use crate::domain::alerts::AlertKind;
 use crate::domain::policy::Policy;
 use crate::domain::requests::AllocationAction;
 use crate::domain::units::UnitAction;
@@ -126,14 +126,9 @@ fn anti_d_prophylaxis(
         },
     )?;
     if created.is_some() {
-        let kind = AlertKind::AllocationAntiDProphylaxis;
         crate::services::alerts::raise(
             conn,
             Raise {
-                kind,
-                severity: AlertSeverity::Warning,
-                entity_id: a.id,
-                condition_key: kind.condition_key(a.id),
                 message: format!(
                     "RhD-positive unit {} transfused to an RhD-negative patient of childbearing potential (MRN {mrn}): give anti-D prophylaxis by {}",
                     u.din,
@@ -141,8 +136,7 @@ fn anti_d_prophylaxis(
                 ),
                 details: serde_json::json!({"allocation_id": a.id, "request_id": a.request_id,
                                             "patient_id": a.patient_id, "unit_id": u.id, "due_at": due}),
-                threshold_hours: None,
-                at: utc(store::now()),
+                ..Raise::event(AlertKind::AllocationAntiDProphylaxis, a.id, a.id, utc(store::now()))
             },
         )?;
     }

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::view::{UnitView, record, view};
 use super::{begin, find, save};
-use crate::domain::alerts::{AlertKind, AlertSeverity};
+use crate::domain::alerts::AlertKind;
 use crate::domain::policy::Policy;
 use crate::domain::text_enum;
 use crate::domain::units::{self as rules, InspectionOutcome, UnitAction, UnitStatus};
@@ -321,19 +321,18 @@ fn excursion(
         ReadingEffect::Quarantined => format!("unit {} quarantined: {why}", u.din),
         _ => format!("unit {} (held in quarantine) had an excursion: {why}", u.din),
     };
-    let kind = AlertKind::UnitQuarantined;
     alerts::raise(
         conn,
         Raise {
-            kind,
-            severity: AlertSeverity::Urgent,
-            entity_id: u.id,
-            condition_key: kind.condition_key(format_args!("{}:reading:{}", u.id, reading.id)),
             message,
             details: serde_json::json!({"unit_id": u.id, "din": u.din, "reading_id": reading.id,
                                         "temperature_c": reading.temperature_c, "excursion": true}),
-            threshold_hours: None,
-            at: now,
+            ..Raise::event(
+                AlertKind::UnitQuarantined,
+                u.id,
+                format_args!("{}:reading:{}", u.id, reading.id),
+                now,
+            )
         },
     )?;
     Ok((data, effect))

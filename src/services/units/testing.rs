@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::view::{Physician, UnitRecord, UnitView, record, view};
 use super::{ReleaseKind, begin, find, save};
-use crate::domain::alerts::{AlertKind, AlertSeverity};
+use crate::domain::alerts::AlertKind;
 use crate::domain::policy::{Policy, is_marker_name};
 use crate::domain::requests::RequestStatus;
 use crate::domain::units::{
@@ -303,14 +303,9 @@ fn reactive_result(
         } else {
             format!("; look forward: {}", names.join("; "))
         };
-        let kind = AlertKind::UnitPositiveResultAfterRelease;
         alerts::raise(
             conn,
             Raise {
-                kind,
-                severity: AlertSeverity::Urgent,
-                entity_id: u.id,
-                condition_key: kind.condition_key(format_args!("{}:{marker}", u.id)),
                 message: format!(
                     "{marker} reactive on unit {}{}{donor_note}{whom}",
                     u.din,
@@ -319,23 +314,26 @@ fn reactive_result(
                         .unwrap_or_default()
                 ),
                 details,
-                threshold_hours: None,
-                at: now,
+                ..Raise::event(
+                    AlertKind::UnitPositiveResultAfterRelease,
+                    u.id,
+                    format_args!("{}:{marker}", u.id),
+                    now,
+                )
             },
         )?;
     } else {
-        let kind = AlertKind::UnitQuarantined;
         alerts::raise(
             conn,
             Raise {
-                kind,
-                severity: AlertSeverity::Urgent,
-                entity_id: u.id,
-                condition_key: kind.condition_key(format_args!("{}:reactive:{marker}", u.id)),
                 message: format!("unit {} quarantined: {marker} reactive{donor_note}", u.din),
                 details,
-                threshold_hours: None,
-                at: now,
+                ..Raise::event(
+                    AlertKind::UnitQuarantined,
+                    u.id,
+                    format_args!("{}:reactive:{marker}", u.id),
+                    now,
+                )
             },
         )?;
     }
