@@ -13,8 +13,6 @@ pub mod error;
 pub mod extract;
 pub mod input;
 pub mod jobs;
-#[cfg(test)]
-mod layers;
 pub mod routes;
 pub mod services;
 pub mod startup;

@@ -1028,6 +1028,10 @@ mod tests {
             let ladder = kind.ladder();
             assert!(!ladder.is_empty(), "{kind}");
             assert!(ladder.windows(2).all(|w| w[0].rank() < w[1].rank()), "{kind}");
+            // Services raise events at the kind's one severity (`services::alerts::Raise::event`).
+            if kind.episode_end() == EpisodeEnd::Acknowledged {
+                assert_eq!(ladder.len(), 1, "{kind}");
+            }
             assert_eq!(AlertEntity::parse(kind.entity().as_str()), Some(kind.entity()));
             assert!(!kind.meaning().is_empty(), "{kind}");
             assert_eq!(kind.condition_key(7), format!("{kind}:7"));

@@ -135,6 +135,18 @@ impl ApiError {
         }
     }
 
+    /// 422 for text that is not valid ISBT 128, naming the parser's reason.
+    pub fn isbt(e: &crate::domain::isbt128::IsbtError, detail: impl Into<String>) -> Self {
+        Self::refused(
+            ErrorCode::from(e),
+            detail,
+            vec![Reason {
+                code: e.code().to_owned(),
+                message: e.to_string(),
+            }],
+        )
+    }
+
     pub fn too_many_requests(detail: impl Into<String>, retry_after_secs: u64) -> Self {
         let mut e = Self::new(ErrorCode::TooManyRequests, detail);
         e.0.retry_after_secs = Some(retry_after_secs.max(1));

@@ -1,7 +1,7 @@
 //! A unit named in a URL path: its numeric id or its DIN, told apart once at the edge.
 
-use crate::domain::isbt128::{Din, IsbtError};
-use crate::error::{ApiError, ApiResult, ErrorCode, Reason};
+use crate::domain::isbt128::Din;
+use crate::error::{ApiError, ApiResult};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnitKey {
@@ -27,24 +27,15 @@ impl UnitKey {
 /// A DIN as people and scanners give it: 13 characters, 14 with the check character, or the
 /// scanned `=` data structure with flags.
 pub fn parse_din_reference(raw: &str) -> ApiResult<Din> {
-    Din::parse_reference(raw).map_err(isbt_refusal)
-}
-
-pub fn isbt_refusal(e: IsbtError) -> ApiError {
-    ApiError::refused(
-        ErrorCode::from(&e),
-        "the DIN is not valid ISBT 128",
-        vec![Reason {
-            code: e.code().to_owned(),
-            message: e.to_string(),
-        }],
-    )
+    Din::parse_reference(raw).map_err(|e| ApiError::isbt(&e, "the DIN is not valid ISBT 128"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    use crate::error::ErrorCode;
 
     #[test]
     fn short_digit_strings_are_ids_and_the_rest_dins() {

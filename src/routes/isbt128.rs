@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::domain::isbt128;
-use crate::error::{ApiError, ApiResult, ErrorCode, Reason};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
 
 #[derive(Deserialize, ToSchema)]
@@ -53,15 +53,7 @@ pub async fn decode(
             format!("must be at most {MAX_DATA} characters"),
         ));
     }
-    let elements = isbt128::decode_in(&data, state.settings.timezone).map_err(|e| {
-        ApiError::refused(
-            ErrorCode::from(&e),
-            "the scanned data is not valid ISBT 128",
-            vec![Reason {
-                code: e.code().to_owned(),
-                message: e.to_string(),
-            }],
-        )
-    })?;
+    let elements = isbt128::decode_in(&data, state.settings.timezone)
+        .map_err(|e| ApiError::isbt(&e, "the scanned data is not valid ISBT 128"))?;
     Ok(HttpResponse::Ok().json(DecodeResponse { elements }))
 }

@@ -144,8 +144,8 @@ pub struct Raise {
 }
 
 impl Raise {
-    /// An event a service raises: the kind's own severity (the top of its ladder), no expiry
-    /// threshold; the caller adds the message and details.
+    /// An event a service raises: the kind's one severity (an event kind has a ladder of one,
+    /// a domain test holds it), no expiry threshold; the caller adds the message and details.
     pub fn event(kind: AlertKind, entity_id: i64, condition: impl std::fmt::Display, at: DateTime<Utc>) -> Self {
         Self {
             kind,

@@ -1,4 +1,4 @@
-//! The import rule of the house, checked on every test run: a module imports only from the
+//! The import rule of the house (src/), checked on every test run: a module imports only from the
 //! layers below it (or from itself). The floors follow docs/architecture.md.
 
 /// Top-level modules from the bottom floor up; modules on one floor do not import each other.
