@@ -234,6 +234,8 @@ pub fn create_hospital(conn: &mut DbConn, actor: &Actor, name: &str, code: &str)
             active: true,
             created_at: at,
             updated_at: at,
+            mrn_system: None,
+            order_system: None,
         },
     )
     .map_err(unique_as(

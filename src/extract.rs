@@ -10,7 +10,7 @@ use futures_util::StreamExt as _;
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
-use crate::error::{ApiError, ErrorCode, FieldError, PROBLEM_CONTENT_TYPE, problem_response};
+use crate::error::{ApiError, ErrorCode, FHIR_CONTENT_TYPE, FieldError, PROBLEM_CONTENT_TYPE, problem_response};
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -222,31 +222,20 @@ pub fn json_config() -> web::JsonConfig {
 }
 
 /// Middleware hook for every 4xx/5xx: responses that are not problem+json already (the
-/// framework's 404, 405, 413, …) are replaced by one. 5xx bodies stay generic.
+/// framework's 404, 405, 413, …) are replaced by one. 5xx bodies stay generic. A FHIR
+/// OperationOutcome (`/fhir/R5`, which shapes its own errors) is left as it is.
 pub fn normalize_error<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let is_problem = res
+    let is_done = res
         .response()
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with(PROBLEM_CONTENT_TYPE));
-    if is_problem {
+        .is_some_and(|v| v.starts_with(PROBLEM_CONTENT_TYPE) || v.starts_with(FHIR_CONTENT_TYPE));
+    if is_done {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();
-    let method = res.request().method().to_string();
-    let path = res.request().path().to_owned();
-    let error = match status {
-        StatusCode::NOT_FOUND => ApiError::new(ErrorCode::NotFound, format!("no resource at {path}")),
-        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            format!("{method} is not allowed on {path}"),
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => too_large(),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(ErrorCode::UnsupportedMediaType, "unsupported media type"),
-        s if s.is_server_error() => ApiError::new(ErrorCode::InternalError, "an internal error occurred"),
-        _ => ApiError::new(ErrorCode::BadRequest, "the request could not be understood"),
-    };
+    let error = framework_error(status, res.request().method().as_str(), res.request().path());
     let mut problem = error.problem();
     // Keep the framework's status (e.g. 408, 431) even where the kind maps differently.
     problem.status = status.as_u16();
@@ -265,6 +254,21 @@ pub fn normalize_error<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHan
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(req, new_response).map_into_right_body::<B>(),
     ))
+}
+
+/// The error a framework response with `status` (and no body of ours) stands for.
+pub fn framework_error(status: StatusCode, method: &str, path: &str) -> ApiError {
+    match status {
+        StatusCode::NOT_FOUND => ApiError::new(ErrorCode::NotFound, format!("no resource at {path}")),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{method} is not allowed on {path}"),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(ErrorCode::UnsupportedMediaType, "unsupported media type"),
+        s if s.is_server_error() => ApiError::new(ErrorCode::InternalError, "an internal error occurred"),
+        _ => ApiError::new(ErrorCode::BadRequest, "the request could not be understood"),
+    }
 }
 
 #[cfg(test)]

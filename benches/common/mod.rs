@@ -55,6 +55,8 @@ pub fn insert_hospital(conn: &mut DbConn, code: &str, now: NaiveDateTime) -> any
             active: true,
             created_at: now,
             updated_at: now,
+            mrn_system: None,
+            order_system: None,
         },
     )?;
     Ok(h.id)

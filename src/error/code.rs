@@ -44,6 +44,7 @@ error_codes! {
     InvalidQuery = 400, "invalid_query", "the query string cannot be parsed";
     InvalidBody = 400, "invalid_body", "the body could not be read";
     BadRequest = 400, "bad_request", "the request could not be understood";
+    UnknownSearchParameter = 400, "unknown_search_parameter", "a FHIR search names a parameter or modifier the resource does not support";
     MissingToken = 401, "missing_token", "no `Authorization: Bearer` token";
     InvalidToken = 401, "invalid_token", "the access token is not valid";
     TokenExpired = 401, "token_expired", "the access token has expired; refresh it";
@@ -57,6 +58,7 @@ error_codes! {
     Forbidden = 403, "forbidden", "the caller's role or hospital may not do this";
     NotFound = 404, "not_found", "no such resource (or not visible to the caller)";
     MethodNotAllowed = 405, "method_not_allowed", "the path does not take this method";
+    NotAcceptable = 406, "not_acceptable", "the FHIR endpoint answers in JSON only (`_format` or `Accept` asked for another format)";
     UnitExpiredNow = 409, "unit_expired", "the unit has expired, so the action is no longer possible";
     UsernameTaken = 409, "username_taken", "another user has that username";
     HospitalCodeTaken = 409, "hospital_code_taken", "another hospital has that code";
@@ -82,6 +84,8 @@ error_codes! {
     NoExcursionPending = 409, "no_excursion_pending", "the unit has no storage excursion to disposition";
     NothingToSignOff = 409, "nothing_to_sign_off", "the allocation has no authorisation awaiting sign-off";
     TaskNotOpen = 409, "task_not_open", "the task is already done";
+    OrderIdentifierTaken = 409, "order_identifier_taken", "the hospital already placed an order with that identifier";
+    PreconditionFailed = 412, "precondition_failed", "`If-Match` names another version, or `If-None-Exist` matches more than one record";
     PayloadTooLarge = 413, "payload_too_large", "the body is over 256 KiB";
     UnsupportedMediaType = 415, "unsupported_media_type", "the body must be JSON";
     UnknownHospital = 422, "unknown_hospital", "the body names a hospital that does not exist or is inactive";
@@ -115,6 +119,7 @@ error_codes! {
     PoolGroupInconsistent = 422, "pool_group_inconsistent", "the pool's donations do not match its labelled group";
     IdempotencyKeyReused = 422, "idempotency_key_reused", "the `Idempotency-Key` was used with a different body";
     NulCharacter = 422, "nul_character", "a NUL character in the path, query or body (it cannot be stored)";
+    PreconditionRequired = 428, "precondition_required", "a FHIR update needs `If-Match` with the version read";
     TooManyRequests = 429, "too_many_requests", "too many failed sign-ins; wait for `Retry-After`";
     InternalError = 500, "internal_error", "an unexpected failure; the cause is only logged";
     DatabaseUnavailable = 503, "database_unavailable", "the database is busy or unreachable; retry after `Retry-After`";

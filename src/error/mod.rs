@@ -19,9 +19,11 @@ mod code;
 pub use code::ErrorCode;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+/// What the FHIR facade answers with, errors included (as an OperationOutcome).
+pub const FHIR_CONTENT_TYPE: &str = "application/fhir+json";
 
 /// A field that failed validation.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema, PartialEq, Eq)]
 pub struct FieldError {
     /// Dotted path of the field in the request (`hla.a[0]`), or the parameter name.
     pub field: String,
@@ -29,7 +31,7 @@ pub struct FieldError {
 }
 
 /// Why a rule refused the request.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema, PartialEq, Eq)]
 pub struct Reason {
     /// Stable snake_case reason code.
     pub code: String,

@@ -9,6 +9,7 @@ pub mod collections;
 pub mod devices;
 pub mod docs;
 pub mod donors;
+pub mod fhir;
 pub mod health;
 pub mod hospitals;
 pub mod isbt128;
@@ -190,6 +191,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/compatibility").route(web::get().to(allocations::compatibility)))
                 .service(web::resource("/reports/exceptions").route(web::get().to(allocations::exceptions))),
         )
+        .configure(fhir::configure)
         .configure(docs::register_docs_redirect)
         .service(docs::swagger_ui());
 }

@@ -16,6 +16,26 @@ pub struct Hospital {
     pub active: bool,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// The system the hospital's MRNs belong to (FHIR `Patient.identifier.system`).
+    pub mrn_system: Option<String>,
+    /// The system the hospital numbers its orders in (FHIR `ServiceRequest.identifier.system`).
+    pub order_system: Option<String>,
+}
+
+impl Hospital {
+    /// The MRN system: the hospital's own, or granulo's default for it.
+    pub fn mrn_system(&self) -> String {
+        self.mrn_system
+            .clone()
+            .unwrap_or_else(|| format!("urn:granulo:hospital:{}:mrn", self.code))
+    }
+
+    /// The order-number system: the hospital's own, or granulo's default for it.
+    pub fn order_system(&self) -> String {
+        self.order_system
+            .clone()
+            .unwrap_or_else(|| format!("urn:granulo:hospital:{}:order", self.code))
+    }
 }
 
 #[derive(Debug, Insertable)]
@@ -24,6 +44,8 @@ pub struct NewHospital<'a> {
     pub name: &'a str,
     pub code: &'a str,
     pub active: bool,
+    pub mrn_system: Option<&'a str>,
+    pub order_system: Option<&'a str>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }

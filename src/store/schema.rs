@@ -9,6 +9,8 @@ diesel::table! {
         active -> Bool,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        mrn_system -> Nullable<Text>,
+        order_system -> Nullable<Text>,
     }
 }
 
@@ -422,6 +424,8 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         irradiated -> Bool,
+        order_system -> Nullable<Text>,
+        order_value -> Nullable<Text>,
     }
 }
 
@@ -605,6 +609,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    anc_results (id) {
+        id -> BigInt,
+        patient_id -> BigInt,
+        allocation_id -> Nullable<BigInt>,
+        anc_per_ul -> Integer,
+        effective_at -> Timestamp,
+        recorded_by -> Text,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(users -> hospitals (hospital_id));
 diesel::joinable!(api_clients -> hospitals (hospital_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
@@ -642,6 +658,8 @@ diesel::joinable!(allocation_sign_offs -> allocations (allocation_id));
 diesel::joinable!(emergency_releases -> units (unit_id));
 diesel::joinable!(emergency_releases -> requests (request_id));
 diesel::joinable!(unit_supply -> units (unit_id));
+diesel::joinable!(anc_results -> patients (patient_id));
+diesel::joinable!(anc_results -> allocations (allocation_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     hospitals,
@@ -684,4 +702,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     tasks,
     emergency_releases,
     unit_supply,
+    anc_results,
 );

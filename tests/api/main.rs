@@ -14,6 +14,8 @@ mod crash;
 mod donors;
 mod errors;
 mod exposure;
+mod fhir;
+mod fhir_support;
 mod health;
 mod isbt128;
 mod judgement;
