@@ -224,7 +224,20 @@ pub fn clients_of(conn: &mut DbConn, hospital_id: i64) -> ApiResult<Vec<ApiClien
     Ok(api_clients::list_for_hospital(conn, hospital_id)?)
 }
 
-pub fn create_hospital(conn: &mut DbConn, actor: &Actor, name: &str, code: &str) -> ApiResult<Hospital> {
+/// The identifier systems a hospital numbers its patients and orders in (FHIR); `None` keeps
+/// granulo's default for the hospital.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Systems {
+    pub mrn_system: Option<String>,
+    pub order_system: Option<String>,
+}
+
+fn hospital_snapshot(h: &Hospital) -> serde_json::Value {
+    json!({"id": h.id, "name": h.name, "code": h.code, "active": h.active,
+           "mrn_system": h.mrn_system(), "order_system": h.order_system()})
+}
+
+pub fn create_hospital(conn: &mut DbConn, actor: &Actor, name: &str, code: &str, systems: &Systems) -> ApiResult<Hospital> {
     let at = now();
     let hospital = hospitals::insert(
         conn,
@@ -234,21 +247,45 @@ pub fn create_hospital(conn: &mut DbConn, actor: &Actor, name: &str, code: &str)
             active: true,
             created_at: at,
             updated_at: at,
-            mrn_system: None,
-            order_system: None,
+            mrn_system: systems.mrn_system.as_deref(),
+            order_system: systems.order_system.as_deref(),
         },
     )
     .map_err(unique_as(
         ErrorCode::HospitalCodeTaken,
         format!("a hospital with code {code} exists"),
     ))?;
-    let after = json!({"id": hospital.id, "name": hospital.name, "code": hospital.code, "active": hospital.active});
     audit::append(
         conn,
         actor,
-        Change::created("hospital.create", "hospital", hospital.id, after),
+        Change::created("hospital.create", "hospital", hospital.id, hospital_snapshot(&hospital)),
     )?;
     Ok(hospital)
+}
+
+/// Changes the hospital's identifier systems. Patients and orders keep their ids; what changes
+/// is the system FHIR shows their MRNs and order numbers in, and matches searches against.
+pub fn set_hospital_systems(conn: &mut DbConn, actor: &Actor, id: i64, systems: &Systems) -> ApiResult<Hospital> {
+    let before = hospital(conn, id)?;
+    let after = hospitals::set_systems(
+        conn,
+        id,
+        systems.mrn_system.as_deref(),
+        systems.order_system.as_deref(),
+        now(),
+    )?;
+    audit::append(
+        conn,
+        actor,
+        Change::updated(
+            "hospital.update",
+            "hospital",
+            id,
+            hospital_snapshot(&before),
+            hospital_snapshot(&after),
+        ),
+    )?;
+    Ok(after)
 }
 
 pub fn create_client(

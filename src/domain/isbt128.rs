@@ -243,6 +243,24 @@ pub fn blood_group_code(abo: Abo, rhd: Rhd) -> &'static str {
         .map_or("00", |(_, _, codes)| codes[0])
 }
 
+/// The code of an ABO group whose RhD is not specified (Table 4): O `55`, A `66`, B `77`,
+/// AB `88`.
+pub fn rhd_unspecified_code(abo: Abo) -> &'static str {
+    match abo {
+        Abo::O => "55",
+        Abo::A => "66",
+        Abo::B => "77",
+        Abo::Ab => "88",
+    }
+}
+
+/// ABO and RhD of a Table 4 `gg` code (any intended-use column); `None` for codes that are
+/// not a blood group (special messages, unknown codes).
+pub fn group_of_code(gg: &str) -> Option<(Option<Abo>, Option<Rhd>)> {
+    let g = parse_blood_group(&format!("{gg}00")).ok()?;
+    (g.abo.is_some() || g.rhd.is_some()).then_some((g.abo, g.rhd))
+}
+
 /// The code of a group with pooled RhD (Table 4, pooled products): O `D0`, A `A0`, B `B0`,
 /// AB `C0`.
 pub fn pooled_rhd_code(abo: Abo) -> &'static str {
@@ -649,6 +667,19 @@ mod tests {
         assert!(decode("=A99992112345698").is_err(), "reserved flag");
         assert!(decode("=A999921123456+1").is_err(), "a sign is not a flag digit");
         assert!(decode("=A999921123456").is_err(), "too short");
+    }
+
+    #[test]
+    fn group_codes_read_back() {
+        for abo in [Abo::O, Abo::A, Abo::B, Abo::Ab] {
+            for rhd in [Rhd::Positive, Rhd::Negative] {
+                assert_eq!(group_of_code(blood_group_code(abo, rhd)), Some((Some(abo), Some(rhd))));
+            }
+            assert_eq!(group_of_code(rhd_unspecified_code(abo)), Some((Some(abo), None)));
+        }
+        assert_eq!(group_of_code("Md"), None);
+        assert_eq!(group_of_code("zz"), None);
+        assert_eq!(group_of_code("6"), None);
     }
 
     #[test]

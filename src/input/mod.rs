@@ -18,6 +18,30 @@ pub fn parse_id(raw: &str, what: &str) -> ApiResult<i64> {
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidPath, format!("{raw:?} is not a valid {what} id")))
 }
 
+/// The schema pattern of an identifier system: an absolute URI (`urn:oid:1.2.3`,
+/// `https://hospital.example/mrn`) of printable ASCII.
+pub const SYSTEM_URI_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9+.\-]*:[!-~]{1,250}$";
+
+/// An identifier system (FHIR `Identifier.system`): an absolute URI, at most 250 characters
+/// after the scheme, no spaces.
+pub fn system_uri(field: &str, raw: &str) -> ApiResult<String> {
+    let ok = raw.split_once(':').is_some_and(|(scheme, rest)| {
+        let mut s = scheme.bytes();
+        s.next().is_some_and(|b| b.is_ascii_alphabetic())
+            && s.all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+            && (1..=250).contains(&rest.len())
+            && rest.bytes().all(|b| (b'!'..=b'~').contains(&b))
+    });
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(ApiError::field(
+            field,
+            "must be an absolute URI such as urn:oid:2.16.840.1.113883.3.1 or https://hospital.example/mrn",
+        ))
+    }
+}
+
 /// A PATCH field: `None` when absent, `Some(None)` when `null`, `Some(Some(v))` when set.
 pub type DoubleOption<T> = Option<Option<T>>;
 
@@ -28,6 +52,19 @@ where
     D: serde::Deserializer<'de>,
 {
     <Option<T> as serde::Deserialize>::deserialize(de).map(Some)
+}
+
+#[cfg(test)]
+mod system_uri_tests {
+    #[test]
+    fn systems_are_absolute_uris() {
+        for ok in ["urn:oid:1.2.3", "https://h.example/mrn", "urn:granulo:hospital:STE:mrn"] {
+            assert!(super::system_uri("s", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "mrn", "1urn:x", "urn:", "https://h.example/a b", "urn:x\u{e9}"] {
+            assert!(super::system_uri("s", bad).is_err(), "{bad}");
+        }
+    }
 }
 
 /// Integers in paths and query strings as JSON Schema reads them: `7` and `7.0` are the same.

@@ -25,7 +25,7 @@ use crate::error::{ErrorCode, FieldError, Problem, Reason};
         health::healthz, health::readyz, openapi_json,
         auth::login, auth::client_token, auth::refresh, auth::logout, auth::me,
         users::create, users::list, users::get, users::update,
-        hospitals::create, hospitals::list, hospitals::get,
+        hospitals::create, hospitals::list, hospitals::get, hospitals::update,
         hospitals::create_client, hospitals::list_clients, hospitals::revoke_client,
         audit::list,
         policy::get, policy::put,

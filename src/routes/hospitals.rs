@@ -28,6 +28,27 @@ pub struct CreateHospitalRequest {
     /// Short unique code, 2–32 of A-Z 0-9 _ - (stored upper-case).
     #[schema(pattern = r"^[^\S\x1c-\x1f]*[A-Za-z0-9][A-Za-z0-9_-]{1,31}[^\S\x1c-\x1f]*$")]
     pub code: String,
+    /// The system the hospital's MRNs belong to (FHIR `Patient.identifier.system`), an absolute
+    /// URI; default `urn:granulo:hospital:<code>:mrn`.
+    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9+.\-]*:[!-~]{1,250}$")]
+    pub mrn_system: Option<String>,
+    /// The system the hospital numbers its orders in (FHIR `ServiceRequest.identifier.system`);
+    /// default `urn:granulo:hospital:<code>:order`.
+    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9+.\-]*:[!-~]{1,250}$")]
+    pub order_system: Option<String>,
+}
+
+/// Change a hospital's identifier systems; `null` goes back to granulo's default.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"mrn_system": "urn:oid:2.16.840.1.113883.3.1234.1", "order_system": null}))]
+pub struct UpdateHospitalRequest {
+    #[serde(default, deserialize_with = "crate::input::double_option")]
+    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9+.\-]*:[!-~]{1,250}$", nullable)]
+    pub mrn_system: crate::input::DoubleOption<String>,
+    #[serde(default, deserialize_with = "crate::input::double_option")]
+    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9+.\-]*:[!-~]{1,250}$", nullable)]
+    pub order_system: crate::input::DoubleOption<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -40,6 +61,10 @@ pub struct HospitalResponse {
     #[schema(pattern = r"^[^\S\x1c-\x1f]*[A-Za-z0-9][A-Za-z0-9_-]{1,31}[^\S\x1c-\x1f]*$")]
     pub code: String,
     pub active: bool,
+    /// The MRN system in force (the hospital's own or the default).
+    pub mrn_system: String,
+    /// The order-number system in force.
+    pub order_system: String,
     pub created_at: DateTime<Utc>,
 }
 
@@ -93,6 +118,8 @@ pub struct ClientList {
 impl From<Hospital> for HospitalResponse {
     fn from(h: Hospital) -> Self {
         Self {
+            mrn_system: h.mrn_system(),
+            order_system: h.order_system(),
             id: h.id,
             name: h.name,
             code: h.code,
@@ -138,12 +165,63 @@ pub async fn create(
         v.push("code", m);
         String::new()
     });
+    let mut system = |field: &str, raw: Option<&str>| {
+        raw.and_then(|r| {
+            crate::input::system_uri(field, r)
+                .map_err(|e| e.problem().errors.into_iter().for_each(|f| v.push(&f.field, f.message)))
+                .ok()
+        })
+    };
+    let systems = accounts::Systems {
+        mrn_system: system("mrn_system", req.mrn_system.as_deref()),
+        order_system: system("order_system", req.order_system.as_deref()),
+    };
     v.finish()?;
     let actor = caller.actor();
     let hospital = state
-        .write(move |conn| accounts::create_hospital(conn, &actor, &name, &code))
+        .write(move |conn| accounts::create_hospital(conn, &actor, &name, &code, &systems))
         .await?;
     Ok(HttpResponse::Created().json(HospitalResponse::from(hospital)))
+}
+
+/// Change a hospital's MRN and order-number systems (what FHIR shows and matches).
+#[utoipa::path(
+    patch, path = "/api/v1/hospitals/{id}", operation_id = "update_hospital", tag = "hospitals", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), request_body = UpdateHospitalRequest,
+    responses((status = 200, description = "the hospital, changed", body = HospitalResponse))
+)]
+pub async fn update(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody<UpdateHospitalRequest>,
+) -> ApiResult<HttpResponse> {
+    caller.require_admin()?;
+    let id = parse_id(&id, "hospital")?;
+    let req = body.into_inner();
+    let mut v = Validator::new();
+    let mut system = |field: &str, raw: &Option<String>| {
+        raw.as_deref().and_then(|r| {
+            crate::input::system_uri(field, r)
+                .map_err(|e| e.problem().errors.into_iter().for_each(|f| v.push(&f.field, f.message)))
+                .ok()
+        })
+    };
+    let mrn = req.mrn_system.as_ref().map(|m| system("mrn_system", m));
+    let order = req.order_system.as_ref().map(|o| system("order_system", o));
+    v.finish()?;
+    let actor = caller.actor();
+    let hospital = state
+        .write(move |conn| {
+            let now = accounts::hospital(conn, id)?;
+            let systems = accounts::Systems {
+                mrn_system: mrn.unwrap_or(now.mrn_system),
+                order_system: order.unwrap_or(now.order_system),
+            };
+            accounts::set_hospital_systems(conn, &actor, id, &systems)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(HospitalResponse::from(hospital)))
 }
 
 /// List hospitals.

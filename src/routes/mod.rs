@@ -55,7 +55,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::post().to(hospitals::create))
                         .route(web::get().to(hospitals::list)),
                 )
-                .service(web::resource("/hospitals/{id}").route(web::get().to(hospitals::get)))
+                .service(
+                    web::resource("/hospitals/{id}")
+                        .route(web::get().to(hospitals::get))
+                        .route(web::patch().to(hospitals::update)),
+                )
                 .service(
                     web::resource("/hospitals/{id}/clients")
                         .route(web::post().to(hospitals::create_client))

@@ -91,3 +91,29 @@ pub fn list(conn: &mut DbConn, after_id: Option<i64>, limit: i64) -> QueryResult
     }
     query.load(conn)
 }
+
+/// Every hospital (a short table: identifier systems are matched against it).
+pub fn all(conn: &mut DbConn) -> QueryResult<Vec<Hospital>> {
+    hospitals::table
+        .select(Hospital::as_select())
+        .order(hospitals::id.asc())
+        .load(conn)
+}
+
+/// Sets the hospital's identifier systems (`None`: granulo's default).
+pub fn set_systems(
+    conn: &mut DbConn,
+    id: i64,
+    mrn_system: Option<&str>,
+    order_system: Option<&str>,
+    at: NaiveDateTime,
+) -> QueryResult<Hospital> {
+    diesel::update(hospitals::table.find(id))
+        .set((
+            hospitals::mrn_system.eq(mrn_system),
+            hospitals::order_system.eq(order_system),
+            hospitals::updated_at.eq(at),
+        ))
+        .execute(conn)?;
+    hospitals::table.find(id).select(Hospital::as_select()).first(conn)
+}

@@ -90,6 +90,49 @@ pub fn list(
     query.load(conn)
 }
 
+/// Which patients a search matches: in these hospitals (all when `None`), with this MRN.
+#[derive(Debug, Clone, Default)]
+pub struct PatientFilter {
+    pub hospital_ids: Option<Vec<i64>>,
+    pub mrn: Option<String>,
+}
+
+/// A page of the patients `filter` matches, ascending id after `after_id`.
+pub fn search(
+    conn: &mut DbConn,
+    filter: &PatientFilter,
+    after_id: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<Patient>> {
+    let mut query = patients::table
+        .select(Patient::as_select())
+        .order(patients::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(ids) = &filter.hospital_ids {
+        query = query.filter(patients::hospital_id.eq_any(ids.clone()));
+    }
+    if let Some(mrn) = &filter.mrn {
+        query = query.filter(patients::mrn.eq(mrn.clone()));
+    }
+    if let Some(after) = after_id {
+        query = query.filter(patients::id.gt(after));
+    }
+    query.load(conn)
+}
+
+/// How many patients `filter` matches.
+pub fn count(conn: &mut DbConn, filter: &PatientFilter) -> QueryResult<i64> {
+    let mut query = patients::table.count().into_boxed();
+    if let Some(ids) = &filter.hospital_ids {
+        query = query.filter(patients::hospital_id.eq_any(ids.clone()));
+    }
+    if let Some(mrn) = &filter.mrn {
+        query = query.filter(patients::mrn.eq(mrn.clone()));
+    }
+    query.get_result(conn)
+}
+
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = samples)]
 pub struct Sample {
