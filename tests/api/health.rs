@@ -46,6 +46,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/hospitals"),
     ("get", "/api/v1/hospitals"),
     ("get", "/api/v1/hospitals/{id}"),
+    ("patch", "/api/v1/hospitals/{id}"),
     ("post", "/api/v1/hospitals/{id}/clients"),
     ("get", "/api/v1/hospitals/{id}/clients"),
     ("post", "/api/v1/hospitals/{id}/clients/{client_id}/revoke"),

@@ -138,6 +138,8 @@ async fn request_body_examples_are_accepted(backend: Backend) {
     // Accounts, hospitals, webhooks and tokens.
     ex.as_is("POST /api/v1/webhooks", "/api/v1/webhooks", &admin).await;
     ex.as_is("POST /api/v1/hospitals", "/api/v1/hospitals", &admin).await;
+    ex.as_is("PATCH /api/v1/hospitals/{id}", "/api/v1/hospitals/3", &admin)
+        .await;
     let client = ex
         .as_is(
             "POST /api/v1/hospitals/{id}/clients",
