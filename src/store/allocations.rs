@@ -460,3 +460,84 @@ pub fn authorised(
     }
     query.load(conn)
 }
+
+/// An allocation that is not `cancelled`, with its request's hospital.
+#[derive(Debug, Clone, Queryable)]
+pub struct UnitRequest {
+    pub allocation_id: i64,
+    pub unit_id: i64,
+    pub request_id: i64,
+    pub hospital_id: i64,
+    pub updated_at: NaiveDateTime,
+}
+
+/// The allocations of the given units that are not `cancelled`, oldest first, in one query.
+pub fn uncancelled_of_units(conn: &mut DbConn, unit_ids: &[i64]) -> QueryResult<Vec<UnitRequest>> {
+    allocations::table
+        .inner_join(requests::table)
+        .filter(allocations::unit_id.eq_any(unit_ids))
+        .filter(allocations::status.ne(AllocationStatus::Cancelled))
+        .order(allocations::id.asc())
+        .select((
+            allocations::id,
+            allocations::unit_id,
+            allocations::request_id,
+            requests::hospital_id,
+            allocations::updated_at,
+        ))
+        .load(conn)
+}
+
+/// The FHIR search of allocations: every field ANDs; each inner list ORs.
+#[derive(Debug, Default, Clone)]
+pub struct AllocationSearch {
+    /// Only allocations to this hospital's requests.
+    pub hospital: Option<i64>,
+    pub patients: Vec<Vec<i64>>,
+    pub requests: Vec<Vec<i64>>,
+    pub statuses: Vec<Vec<AllocationStatus>>,
+}
+
+fn searched(s: &AllocationSearch) -> allocations::BoxedQuery<'static, super::MultiBackend> {
+    let mut query = allocations::table.into_boxed();
+    if let Some(h) = s.hospital {
+        query = query.filter(
+            allocations::request_id.eq_any(requests::table.filter(requests::hospital_id.eq(h)).select(requests::id)),
+        );
+    }
+    for ids in &s.patients {
+        query = query.filter(
+            allocations::request_id.eq_any(
+                requests::table
+                    .filter(requests::patient_id.eq_any(ids.clone()))
+                    .select(requests::id),
+            ),
+        );
+    }
+    for ids in &s.requests {
+        query = query.filter(allocations::request_id.eq_any(ids.clone()));
+    }
+    for statuses in &s.statuses {
+        query = query.filter(allocations::status.eq_any(statuses.clone()));
+    }
+    query
+}
+
+/// A page of a search, ascending by id after `after_id`.
+pub fn search(
+    conn: &mut DbConn,
+    s: &AllocationSearch,
+    after_id: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<Allocation>> {
+    let mut query = searched(s).order(allocations::id.asc()).limit(limit);
+    if let Some(after) = after_id {
+        query = query.filter(allocations::id.gt(after));
+    }
+    query.select(Allocation::as_select()).load(conn)
+}
+
+/// How many allocations match in all pages.
+pub fn search_count(conn: &mut DbConn, s: &AllocationSearch) -> QueryResult<i64> {
+    searched(s).count().get_result(conn)
+}

@@ -671,3 +671,93 @@ pub fn inspections_of_units(conn: &mut DbConn, unit_ids: &[i64]) -> QueryResult<
         .select(Inspection::as_select())
         .load(conn)
 }
+
+/// The FHIR search of units: every field ANDs; a list inside `dins` or `requests` ORs.
+#[derive(Debug, Default, Clone)]
+pub struct UnitSearch {
+    /// Only units with an allocation that is not `cancelled` to a request of this hospital.
+    pub hospital: Option<i64>,
+    /// One OR-list of DINs per parameter given.
+    pub dins: Vec<Vec<String>>,
+    /// One OR-list of request ids per parameter given: units with an allocation that is not
+    /// `cancelled` to one of them.
+    pub requests: Vec<Vec<i64>>,
+    /// Units in one of `statuses` and unexpired at the time (`in_ = true`), or the others.
+    pub usable: Option<Usable>,
+    /// `expires_at` in `[from, to)`.
+    pub expires_from: Option<NaiveDateTime>,
+    pub expires_to: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Usable {
+    pub statuses: Vec<UnitStatus>,
+    pub at: NaiveDateTime,
+    pub in_: bool,
+}
+
+fn searched(s: &UnitSearch) -> units::BoxedQuery<'static, super::MultiBackend> {
+    use super::schema::{allocations, requests};
+    use crate::domain::requests::AllocationStatus;
+    use diesel::dsl::exists;
+    let mut query = units::table.into_boxed();
+    if let Some(h) = s.hospital {
+        query = query.filter(exists(
+            allocations::table
+                .filter(allocations::unit_id.eq(units::id))
+                .filter(allocations::status.ne(AllocationStatus::Cancelled))
+                .filter(
+                    allocations::request_id
+                        .eq_any(requests::table.filter(requests::hospital_id.eq(h)).select(requests::id)),
+                ),
+        ));
+    }
+    for dins in &s.dins {
+        query = query.filter(units::din.eq_any(dins.clone()));
+    }
+    for ids in &s.requests {
+        query = query.filter(exists(
+            allocations::table
+                .filter(allocations::unit_id.eq(units::id))
+                .filter(allocations::status.ne(AllocationStatus::Cancelled))
+                .filter(allocations::request_id.eq_any(ids.clone())),
+        ));
+    }
+    if let Some(u) = &s.usable {
+        query = if u.in_ {
+            query.filter(units::status.eq_any(u.statuses.clone()).and(units::expires_at.gt(u.at)))
+        } else {
+            query.filter(units::status.ne_all(u.statuses.clone()).or(units::expires_at.le(u.at)))
+        };
+    }
+    if let Some(from) = s.expires_from {
+        query = query.filter(units::expires_at.ge(from));
+    }
+    if let Some(to) = s.expires_to {
+        query = query.filter(units::expires_at.lt(to));
+    }
+    query
+}
+
+/// A page of a search, ascending by id after `after_id`.
+pub fn search(conn: &mut DbConn, s: &UnitSearch, after_id: Option<i64>, limit: i64) -> QueryResult<Vec<Unit>> {
+    let mut query = searched(s).order(units::id.asc()).limit(limit);
+    if let Some(after) = after_id {
+        query = query.filter(units::id.gt(after));
+    }
+    query.select(Unit::as_select()).load(conn)
+}
+
+/// How many units match in all pages.
+pub fn search_count(conn: &mut DbConn, s: &UnitSearch) -> QueryResult<i64> {
+    searched(s).count().get_result(conn)
+}
+
+/// The ids of the units with these DINs, as (id, din).
+pub fn ids_of_dins(conn: &mut DbConn, dins: &[String]) -> QueryResult<Vec<(i64, String)>> {
+    units::table
+        .filter(units::din.eq_any(dins))
+        .order(units::id.asc())
+        .select((units::id, units::din))
+        .load(conn)
+}

@@ -16,6 +16,7 @@ mod errors;
 mod exposure;
 mod fhir;
 mod fhir_patient;
+mod fhir_product;
 mod fhir_support;
 mod health;
 mod isbt128;

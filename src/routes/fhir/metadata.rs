@@ -77,17 +77,29 @@ pub const SERVED: &[Served] = &[
         resource: "BiologicallyDerivedProduct",
         interactions: &["read", "search-type"],
         search: &[
-            p("identifier", "token", "The ISBT 128 DIN (13 characters, without flags)"),
-            p("product-status", "token", "available | unavailable"),
+            p(
+                "identifier",
+                "token",
+                "The ISBT 128 DIN: https://www.isbt128.org/uri/DonationIdentificationNumber|<DIN> or the DIN alone (13 characters; with the check character or as scanned it is checked and read)",
+            ),
+            p(
+                "product-status",
+                "token",
+                "available (usable now: available, allocated or issued and unexpired) | unavailable",
+            ),
             p(
                 "request",
                 "reference",
-                "The ServiceRequest a unit is allocated or issued to",
+                "A ServiceRequest the unit has an allocation (not cancelled) to: ServiceRequest/<id>",
             ),
-            p("expiration", "date", "The expiry, as a date range (ge, gt, le, lt)"),
+            p(
+                "expiration",
+                "date",
+                "The expiry (eq, ge, gt, le, lt; a bare date is a day in the facility's time zone)",
+            ),
         ],
         conditional_create: false,
-        documentation: "A granulocyte unit. A hospital sees only units allocated or issued to its requests.",
+        documentation: "A granulocyte unit; the id is the unit's. A hospital sees only units with an allocation (not cancelled) to one of its requests. The unit-status extension carries granulo's exact status.",
     },
     Served {
         resource: "BiologicallyDerivedProductDispense",
@@ -98,11 +110,11 @@ pub const SERVED: &[Served] = &[
             p(
                 "status",
                 "token",
-                "allocated | issued | returned | unfulfilled (see docs/fhir.md)",
+                "allocated | issued (also transfused) | returned | unfulfilled (cancelled); the other R5 codes find nothing",
             ),
         ],
         conditional_create: false,
-        documentation: "The allocation of a unit to an order, and its issue.",
+        documentation: "The allocation of a unit to an order and its issue; the id is the allocation's. The allocation-status extension carries granulo's exact status (transfused shows as issued).",
     },
     Served {
         resource: "Observation",
