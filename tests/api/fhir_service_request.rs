@@ -552,6 +552,53 @@ async fn a_specimen_is_recorded_with_its_validity(backend: Backend) {
         .outcome(422, "unknown_patient");
 }
 
+async fn statuses_read_as_fhir_and_the_extension_keeps_granulos(backend: Backend) {
+    let b = bank(backend).await;
+    let p = patient(&b, "SR-S").await;
+    // Outside the indication (ANC 2000/µL): it waits for the medical director.
+    let mut outside = order(p, 2, None);
+    outside["contained"][0]["valueQuantity"] =
+        json!({"value": 2000, "system": "http://unitsofmeasure.org", "code": "/uL"});
+    // A single date-time instead of the timing: the course starts then.
+    let obj = outside.as_object_mut().expect("object");
+    obj.remove("occurrenceTiming");
+    let start = ts(now_minute() + TimeDelta::hours(3));
+    obj.insert("occurrenceDateTime".into(), json!(start));
+    obj.insert("priority".into(), json!("stat"));
+    let held = place(&b, &outside).await;
+    let id = id_of(&held);
+    assert_eq!(held["status"], "on-hold");
+    assert_eq!(ext(&held, "request-status")["valueCode"], "pending_approval");
+    assert_eq!(held["priority"], "stat");
+    assert_eq!(held["occurrenceTiming"]["repeat"]["count"], 2);
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(
+            held["occurrenceTiming"]["repeat"]["boundsPeriod"]["start"]
+                .as_str()
+                .expect("start")
+        )
+        .expect("time"),
+        chrono::DateTime::parse_from_rfc3339(&start).expect("time")
+    );
+    assert_eq!(search_ids(&b, &b.hosp, "status=on-hold").await, [id.to_string()]);
+    assert!(search_ids(&b, &b.hosp, "status=active").await.is_empty());
+    b.app
+        .post(
+            &format!("/api/v1/requests/{id}/decline"),
+            Some(&b.director),
+            &json!({"reason": "ANC recovering"}),
+        )
+        .await
+        .ok(200);
+    let declined = fhir::get(&b.app, &format!("/fhir/R5/ServiceRequest/{id}"), Some(&b.hosp)).await;
+    let declined = declined.resource(200, "ServiceRequest");
+    assert_eq!(declined["status"], "revoked");
+    assert_eq!(ext(declined, "request-status")["valueCode"], "declined");
+    assert_eq!(declined["note"][0]["text"], "Declined: ANC recovering");
+    assert_eq!(search_ids(&b, &b.hosp, "status=revoked").await, [id.to_string()]);
+    assert!(search_ids(&b, &b.hosp, "status=on-hold").await.is_empty());
+}
+
 both_backends!(
     an_order_is_placed_read_and_searched,
     a_repeated_conditional_create_places_one_order,
@@ -559,4 +606,5 @@ both_backends!(
     an_order_is_revoked_with_if_match,
     refusals_are_operation_outcomes_with_their_codes,
     a_specimen_is_recorded_with_its_validity,
+    statuses_read_as_fhir_and_the_extension_keeps_granulos,
 );
