@@ -283,6 +283,21 @@ async fn a_repeated_conditional_create_places_one_order(backend: Backend) {
         [placed.body["id"].to_string()]
     );
 
+    // The value alone may match orders in two systems: the condition is ambiguous.
+    place(&b, &order(p, 1, Some("ORD-M"))).await;
+    let mut elsewhere = order(p, 1, None);
+    elsewhere["identifier"] = json!([{"system": "urn:other", "value": "ORD-M"}]);
+    place(&b, &elsewhere).await;
+    fhir::post(
+        &b.app,
+        "/fhir/R5/ServiceRequest",
+        Some(&b.hosp),
+        &order(p, 1, Some("ORD-M2")),
+        &[("If-None-Exist", "identifier=ORD-M")],
+    )
+    .await
+    .outcome(412, "precondition_failed");
+
     // If-None-Exist takes the identifier only.
     for (header, status, code) in [
         ("patient=Patient/1", 400, "unknown_search_parameter"),
