@@ -225,6 +225,8 @@ fn insert_request(
             requested_by: "bench".into(),
             updated_at: now,
             irradiated: true,
+            order_system: None,
+            order_value: None,
         },
         needed_by - TimeDelta::hours(4),
     )?)

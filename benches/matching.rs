@@ -76,6 +76,8 @@ fn seed(conn: &mut DbConn, n_units: usize, n_donors: usize) -> anyhow::Result<i6
                 requested_by: "bench".into(),
                 updated_at: now,
                 irradiated: true,
+                order_system: None,
+                order_value: None,
             },
             now,
         )?;

@@ -14,7 +14,7 @@ use crate::input::Text;
 use crate::services::patients;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::requests::{self as rows, Request, RequestData};
-use crate::store::{self, DbConn, allocations as allocation_rows, units as unit_rows};
+use crate::store::{self, DbConn, allocations as allocation_rows, hospitals, units as unit_rows};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +51,24 @@ impl Requirements {
     }
 }
 
+/// The hospital's own number for an order (FHIR `ServiceRequest.identifier`): one order per
+/// number, so a retried order is recognised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"system": "urn:oid:2.16.840.1.113883.3.72.5.20", "value": "ORD-2026-004217"}))]
+pub struct OrderIdentifier {
+    /// The system (a URI, 1–255 characters without spaces) the hospital numbers its orders in.
+    /// Default: the hospital's order system (`urn:granulo:hospital:<code>:order` unless set).
+    /// Always present when shown.
+    pub system: Option<String>,
+    /// The order number, 1–64 characters; unique within the hospital and system
+    /// (409 `order_identifier_taken`).
+    #[schema(
+        pattern = r"^[^\S\x1c-\x1f]*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,62}[^\s\x00-\x1f\x7f-\x9f])?[^\S\x1c-\x1f]*$"
+    )]
+    pub value: String,
+}
+
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"patient_id": 12, "units_requested": 5, "needed_by": "2026-11-26T08:00:00Z", "priority": "asap", "indication": {"anc_per_ul": 150, "infection": "invasive aspergillosis", "refractory_hours": 72}, "requirements": {"cmv_negative": true}}))]
@@ -64,6 +82,8 @@ pub struct RequestInput {
     pub priority: Priority,
     pub indication: IndicationInput,
     pub requirements: Option<Requirements>,
+    /// The hospital's own number for the order; a second order with the same number is refused.
+    pub order_identifier: Option<OrderIdentifier>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -100,6 +120,8 @@ pub struct RequestView {
     pub cancelled_by: Option<String>,
     pub cancel_reason: Option<String>,
     pub requested_by: String,
+    /// The hospital's own number for the order, when it gave one.
+    pub order_identifier: Option<OrderIdentifier>,
     /// Units issued or transfused so far.
     pub units_issued: i64,
     /// The course so far: every allocation with its outcome.
@@ -160,6 +182,10 @@ pub fn view(conn: &mut DbConn, r: Request, policy: &Policy) -> ApiResult<Request
         cancelled_by: r.cancelled_by,
         cancel_reason: r.cancel_reason,
         requested_by: r.requested_by,
+        order_identifier: r.order_value.map(|value| OrderIdentifier {
+            system: r.order_system,
+            value,
+        }),
         units_issued: issued,
         course,
         created_at: utc(r.created_at),
@@ -219,10 +245,37 @@ pub fn create(
         "requirements.irradiated",
         "must be true: every granulocyte unit is irradiated before issue",
     );
+    let order = input.order_identifier.as_ref().map(|o| {
+        let value = Text::<1, 64>::check(&mut v, "order_identifier.value", &o.value);
+        let system = o.system.as_deref().map(str::trim);
+        v.check(
+            system.is_none_or(|s| {
+                (1..=255).contains(&s.len()) && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+            }),
+            "order_identifier.system",
+            "must be a URI of 1 to 255 characters without spaces",
+        );
+        (system.map(str::to_owned), value)
+    });
     v.finish()?;
     // Another hospital's patient is answered as one that does not exist.
     let patient = patients::find(conn, input.patient_id, scope)
         .map_err(|e| e.or_unknown(ErrorCode::UnknownPatient, "patient", input.patient_id))?;
+    let order = match order {
+        None => None,
+        Some((system, value)) => {
+            let system = match system {
+                Some(s) => s,
+                None => hospitals::find(conn, patient.hospital_id)?
+                    .ok_or_else(|| ApiError::unknown(ErrorCode::UnknownHospital, "hospital", patient.hospital_id))?
+                    .order_system(),
+            };
+            if !with_order_identifier(conn, patient.hospital_id, Some(&system), &value, 1)?.is_empty() {
+                return Err(order_taken(&system, &value));
+            }
+            Some((system, value))
+        }
+    };
     let indication = Indication {
         anc_per_ul: input.indication.anc_per_ul,
         refractory_hours: input.indication.refractory_hours,
@@ -254,9 +307,15 @@ pub fn create(
             requested_by: actor.name.clone(),
             updated_at: at,
             irradiated: true,
+            order_system: order.as_ref().map(|(s, _)| s.clone()),
+            order_value: order.as_ref().map(|(_, v)| v.clone()),
         },
         at,
-    )?;
+    )
+    .map_err(|e| match &order {
+        Some((system, value)) if store::is_unique_violation(&e) => order_taken(system, value),
+        _ => e.into(),
+    })?;
     let created = view(conn, row, policy)?;
     let mut snapshot = to_value(&created)?;
     if let Some(obj) = snapshot.as_object_mut() {
@@ -268,6 +327,33 @@ pub fn create(
         Change::created("request.create", "request", created.id, snapshot),
     )?;
     Ok(created)
+}
+
+fn order_taken(system: &str, value: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::OrderIdentifierTaken,
+        format!("the hospital already placed an order with identifier {system}|{value}"),
+    )
+}
+
+/// The hospital's requests with the order identifier `value` (in `system`, or in any system),
+/// at most `limit`, oldest first.
+pub fn with_order_identifier(
+    conn: &mut DbConn,
+    hospital_id: i64,
+    system: Option<&str>,
+    value: &str,
+    limit: i64,
+) -> ApiResult<Vec<Request>> {
+    let filter = rows::Filter {
+        hospital_id: Some(hospital_id),
+        identifiers: vec![vec![rows::IdentifierToken {
+            system: system.map(str::to_owned),
+            value: Some(value.to_owned()),
+        }]],
+        ..rows::Filter::default()
+    };
+    Ok(rows::search(conn, &filter, None, limit)?)
 }
 
 /// A POST's answer as first sent, for replay.

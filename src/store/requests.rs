@@ -2,9 +2,10 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use diesel::sql_types::{Bool, Nullable};
 
-use super::DbConn;
 use super::schema::{idempotency_keys, requests};
+use super::{DbConn, MultiBackend};
 use crate::domain::requests::{Priority, RequestStatus};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -32,6 +33,9 @@ pub struct Request {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub irradiated: bool,
+    /// The placer's order identifier (FHIR `ServiceRequest.identifier`), unique per hospital.
+    pub order_system: Option<String>,
+    pub order_value: Option<String>,
 }
 
 #[derive(Debug, Clone, Insertable, AsChangeset)]
@@ -57,6 +61,8 @@ pub struct RequestData {
     pub requested_by: String,
     pub updated_at: NaiveDateTime,
     pub irradiated: bool,
+    pub order_system: Option<String>,
+    pub order_value: Option<String>,
 }
 
 impl From<Request> for RequestData {
@@ -82,6 +88,8 @@ impl From<Request> for RequestData {
             requested_by: r.requested_by,
             updated_at: r.updated_at,
             irradiated: r.irradiated,
+            order_system: r.order_system,
+            order_value: r.order_value,
         }
     }
 }
@@ -137,6 +145,91 @@ pub fn list(
         query = query.filter(requests::id.gt(after));
     }
     query.load(conn)
+}
+
+/// An identifier token of a search: `None` matches any system (or any value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentifierToken {
+    pub system: Option<String>,
+    pub value: Option<String>,
+}
+
+/// What a search asks of requests: the lists AND together, the values inside each OR.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub hospital_id: Option<i64>,
+    pub patients: Vec<Vec<i64>>,
+    pub statuses: Vec<Vec<RequestStatus>>,
+    pub identifiers: Vec<Vec<IdentifierToken>>,
+    /// `updated_at` in `[from, before)`.
+    pub updated_from: Option<NaiveDateTime>,
+    pub updated_before: Option<NaiveDateTime>,
+}
+
+type Condition = Box<dyn BoxableExpression<requests::table, MultiBackend, SqlType = Nullable<Bool>>>;
+
+fn identifier_matches(t: &IdentifierToken) -> Condition {
+    match (t.system.clone(), t.value.clone()) {
+        (Some(s), Some(v)) => Box::new(requests::order_system.eq(s).and(requests::order_value.eq(v))),
+        (Some(s), None) => Box::new(
+            requests::order_system
+                .eq(s)
+                .and(requests::order_value.is_not_null().nullable()),
+        ),
+        (None, Some(v)) => Box::new(requests::order_value.eq(v)),
+        (None, None) => Box::new(requests::order_value.is_not_null().nullable()),
+    }
+}
+
+fn filtered(f: &Filter) -> requests::BoxedQuery<'static, MultiBackend> {
+    let mut query = requests::table.into_boxed();
+    if let Some(h) = f.hospital_id {
+        query = query.filter(requests::hospital_id.eq(h));
+    }
+    for ids in &f.patients {
+        query = query.filter(requests::patient_id.eq_any(ids.clone()));
+    }
+    for statuses in &f.statuses {
+        let names: Vec<String> = statuses.iter().map(|s| s.as_str().to_owned()).collect();
+        query = query.filter(requests::status.eq_any(names));
+    }
+    for tokens in &f.identifiers {
+        let mut any: Option<Condition> = None;
+        for t in tokens {
+            let one = identifier_matches(t);
+            any = Some(match any {
+                None => one,
+                Some(before) => Box::new(before.or(one)),
+            });
+        }
+        if let Some(any) = any {
+            query = query.filter(any);
+        }
+    }
+    if let Some(from) = f.updated_from {
+        query = query.filter(requests::updated_at.ge(from));
+    }
+    if let Some(before) = f.updated_before {
+        query = query.filter(requests::updated_at.lt(before));
+    }
+    query
+}
+
+/// One page of the matches, ascending by id after `after_id`.
+pub fn search(conn: &mut DbConn, f: &Filter, after_id: Option<i64>, limit: i64) -> QueryResult<Vec<Request>> {
+    let mut query = filtered(f)
+        .select(Request::as_select())
+        .order(requests::id.asc())
+        .limit(limit);
+    if let Some(after) = after_id {
+        query = query.filter(requests::id.gt(after));
+    }
+    query.load(conn)
+}
+
+/// How many requests match, in all pages.
+pub fn count(conn: &mut DbConn, f: &Filter) -> QueryResult<i64> {
+    filtered(f).count().get_result(conn)
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

@@ -17,6 +17,7 @@ mod exposure;
 mod fhir;
 mod fhir_patient;
 mod fhir_product;
+mod fhir_service_request;
 mod fhir_support;
 mod health;
 mod isbt128;

@@ -54,9 +54,13 @@ pub const SERVED: &[Served] = &[
             p(
                 "status",
                 "token",
-                "draft | active | on-hold | revoked | completed (see docs/fhir.md for the mapping)",
+                "active (open) | on-hold (awaiting approval) | completed (fulfilled) | revoked (cancelled or declined); draft, entered-in-error and unknown match nothing",
             ),
-            p("identifier", "token", "The placer's order identifier"),
+            p(
+                "identifier",
+                "token",
+                "The placer's order identifier: <system>|<value>, or <value> in any system",
+            ),
             p(
                 "_lastUpdated",
                 "date",
@@ -64,14 +68,14 @@ pub const SERVED: &[Served] = &[
             ),
         ],
         conditional_create: true,
-        documentation: "A granulocyte order. Create with If-None-Exist on the order identifier is idempotent; update only revokes (cancels), with If-Match.",
+        documentation: "A course of granulocytes for a patient. Create needs the indication: supportingInfo #anc naming a contained Observation (LOINC 751-8, UCUM /uL) and the refractory-hours extension; If-None-Exist: identifier=<system>|<value> makes it idempotent. Update only revokes (cancels) the order, with If-Match; the request-status extension gives granulo's exact status.",
     },
     Served {
         resource: "Specimen",
         interactions: &["read", "create"],
         search: &[],
         conditional_create: false,
-        documentation: "The recipient's crossmatch sample; its validity is the specimen-valid-until extension.",
+        documentation: "The recipient's crossmatch sample. Create needs the recent-transfusion-or-pregnancy extension (valueBoolean); the specimen-valid-until extension says until when crossmatches on it count.",
     },
     Served {
         resource: "BiologicallyDerivedProduct",
