@@ -254,6 +254,17 @@ pub fn pooled_rhd_code(abo: Abo) -> &'static str {
     }
 }
 
+/// The default-use code of an ABO group whose RhD is not specified (Table 4): O `55`, A `66`,
+/// B `77`, AB `88`.
+pub fn rhd_not_specified_code(abo: Abo) -> &'static str {
+    match abo {
+        Abo::O => "55",
+        Abo::A => "66",
+        Abo::B => "77",
+        Abo::Ab => "88",
+    }
+}
+
 /// A decoded `=%ggre`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BloodGroup {
@@ -675,6 +686,12 @@ mod tests {
             assert_eq!(
                 (pooled.abo, pooled.rhd, pooled.meaning),
                 (Some(*abo), None, "pooled_rhd")
+            );
+            let unspecified =
+                parse_blood_group(&format!("{}00", rhd_not_specified_code(*abo))).expect("RhD not specified");
+            assert_eq!(
+                (unspecified.abo, unspecified.rhd, unspecified.meaning),
+                (Some(*abo), None, "rhd_not_specified")
             );
         }
     }
