@@ -237,7 +237,13 @@ fn hospital_snapshot(h: &Hospital) -> serde_json::Value {
            "mrn_system": h.mrn_system(), "order_system": h.order_system()})
 }
 
-pub fn create_hospital(conn: &mut DbConn, actor: &Actor, name: &str, code: &str, systems: &Systems) -> ApiResult<Hospital> {
+pub fn create_hospital(
+    conn: &mut DbConn,
+    actor: &Actor,
+    name: &str,
+    code: &str,
+    systems: &Systems,
+) -> ApiResult<Hospital> {
     let at = now();
     let hospital = hospitals::insert(
         conn,

@@ -243,17 +243,6 @@ pub fn blood_group_code(abo: Abo, rhd: Rhd) -> &'static str {
         .map_or("00", |(_, _, codes)| codes[0])
 }
 
-/// The code of an ABO group whose RhD is not specified (Table 4): O `55`, A `66`, B `77`,
-/// AB `88`.
-pub fn rhd_unspecified_code(abo: Abo) -> &'static str {
-    match abo {
-        Abo::O => "55",
-        Abo::A => "66",
-        Abo::B => "77",
-        Abo::Ab => "88",
-    }
-}
-
 /// ABO and RhD of a Table 4 `gg` code (any intended-use column); `None` for codes that are
 /// not a blood group (special messages, unknown codes).
 pub fn group_of_code(gg: &str) -> Option<(Option<Abo>, Option<Rhd>)> {
@@ -269,6 +258,17 @@ pub fn pooled_rhd_code(abo: Abo) -> &'static str {
         Abo::A => "A0",
         Abo::B => "B0",
         Abo::Ab => "C0",
+    }
+}
+
+/// The default-use code of an ABO group whose RhD is not specified (Table 4): O `55`, A `66`,
+/// B `77`, AB `88`.
+pub fn rhd_not_specified_code(abo: Abo) -> &'static str {
+    match abo {
+        Abo::O => "55",
+        Abo::A => "66",
+        Abo::B => "77",
+        Abo::Ab => "88",
     }
 }
 
@@ -675,7 +675,7 @@ mod tests {
             for rhd in [Rhd::Positive, Rhd::Negative] {
                 assert_eq!(group_of_code(blood_group_code(abo, rhd)), Some((Some(abo), Some(rhd))));
             }
-            assert_eq!(group_of_code(rhd_unspecified_code(abo)), Some((Some(abo), None)));
+            assert_eq!(group_of_code(rhd_not_specified_code(abo)), Some((Some(abo), None)));
         }
         assert_eq!(group_of_code("Md"), None);
         assert_eq!(group_of_code("zz"), None);
@@ -706,6 +706,12 @@ mod tests {
             assert_eq!(
                 (pooled.abo, pooled.rhd, pooled.meaning),
                 (Some(*abo), None, "pooled_rhd")
+            );
+            let unspecified =
+                parse_blood_group(&format!("{}00", rhd_not_specified_code(*abo))).expect("RhD not specified");
+            assert_eq!(
+                (unspecified.abo, unspecified.rhd, unspecified.meaning),
+                (Some(*abo), None, "rhd_not_specified")
             );
         }
     }

@@ -11,6 +11,7 @@ pub mod group;
 pub mod isbt128;
 pub mod issue;
 pub mod matching;
+pub mod outcome;
 pub mod policy;
 pub mod recipient;
 pub mod requests;

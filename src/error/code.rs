@@ -110,6 +110,8 @@ error_codes! {
     ElectronicCrossmatchNotAllowed = 422, "electronic_crossmatch_not_allowed", "the patient does not qualify for an electronic crossmatch";
     RequestOfAnotherPatient = 422, "request_of_another_patient", "the request is for another patient";
     UnknownRequest = 422, "unknown_request", "the body or query names a request that does not exist";
+    UnknownAllocation = 422, "unknown_allocation", "the body names an allocation (a FHIR dispense) that does not exist or is not visible to the caller";
+    AllocationOfAnotherPatient = 422, "allocation_of_another_patient", "the allocation (a FHIR dispense) is for another patient";
     UnknownUnit = 422, "unknown_unit", "the body or query names a unit that does not exist";
     UnknownCollection = 422, "unknown_collection", "the body names a collection that does not exist";
     UnknownPatient = 422, "unknown_patient", "the body or query names a patient that does not exist or is not visible to the caller";

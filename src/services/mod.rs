@@ -10,6 +10,7 @@ pub mod decisions;
 pub mod devices;
 pub mod donations;
 pub mod donors;
+pub mod outcomes;
 pub mod patients;
 pub mod policy;
 pub mod requests;

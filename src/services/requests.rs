@@ -95,6 +95,7 @@ pub struct CourseEntry {
     pub status: String,
     pub issued_at: Option<DateTime<Utc>>,
     pub transfusion_started_at: Option<DateTime<Utc>>,
+    /// post − pre ANC, as the allocation shows it (`GET /allocations/{id}`).
     pub anc_increment_per_ul: Option<i32>,
     pub reaction: Option<String>,
 }
@@ -145,6 +146,8 @@ pub fn view(conn: &mut DbConn, r: Request, policy: &Policy) -> ApiResult<Request
             issued += 1;
         }
         let din = unit_rows::find(conn, a.unit_id)?.map(|u| u.din).unwrap_or_default();
+        // As the allocation shows it: recorded with the transfusion, else from reported counts.
+        let (_, anc) = crate::services::outcomes::of_allocation(conn, &a)?;
         course.push(CourseEntry {
             allocation_id: a.id,
             unit_id: a.unit_id,
@@ -152,7 +155,7 @@ pub fn view(conn: &mut DbConn, r: Request, policy: &Policy) -> ApiResult<Request
             status: a.status.as_str().to_owned(),
             issued_at: a.issued_at.map(utc),
             transfusion_started_at: a.transfusion_started_at.map(utc),
-            anc_increment_per_ul: a.anc_increment_per_ul,
+            anc_increment_per_ul: a.anc_increment_per_ul.or(anc.increment),
             reaction: a.reaction,
         });
     }

@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod allocations;
+pub mod anc_results;
 pub mod api_clients;
 pub mod audit;
 pub mod collections;

@@ -618,6 +618,7 @@ diesel::table! {
         effective_at -> Timestamp,
         recorded_by -> Text,
         created_at -> Timestamp,
+        status -> Text,
     }
 }
 

@@ -118,6 +118,7 @@ use crate::domain::blood::{Abo, Cmv, DonorType, Rhd, Sex, UnitRhd};
 use crate::domain::compatibility::Stage;
 use crate::domain::compatibility::{CrossmatchKind, CrossmatchMethod, CrossmatchResult};
 use crate::domain::eligibility::ProcedureKind;
+use crate::domain::outcome::AncStatus;
 use crate::domain::requests::{AllocationStatus, Priority, RequestStatus};
 use crate::domain::scheduling::CollectionStatus;
 use crate::domain::stimulation::DoseUnit;
@@ -153,4 +154,5 @@ stored_text!(
     OwnerRole,
     TaskKind,
     TaskStatus,
+    AncStatus,
 );

@@ -15,6 +15,7 @@ mod donors;
 mod errors;
 mod exposure;
 mod fhir;
+mod fhir_observation;
 mod fhir_patient;
 mod fhir_product;
 mod fhir_service_request;

@@ -124,20 +124,24 @@ pub const SERVED: &[Served] = &[
         resource: "Observation",
         interactions: &["read", "search-type", "create"],
         search: &[
-            p("patient", "reference", "The patient (Patient/<id>)"),
+            p(
+                "patient",
+                "reference",
+                "The patient (Patient/<id>); patient or based-on is required",
+            ),
             p(
                 "code",
                 "token",
-                "http://loinc.org|882-1 (group of record), |1250-0 (crossmatch), |751-8 (neutrophils)",
+                "http://loinc.org|882-1 (group of record), http://loinc.org|1250-0 (red-cell crossmatch), http://loinc.org|751-8 (neutrophil count), https://granulo.org/fhir/CodeSystem/observation-code|leukocyte-crossmatch; a code alone matches any system",
             ),
             p(
                 "based-on",
                 "reference",
-                "The order (ServiceRequest/<id>) of a crossmatch",
+                "The order (ServiceRequest/<id>) a crossmatched unit is or was allocated to; patient or based-on is required",
             ),
         ],
         conditional_create: false,
-        documentation: "Group of record (882-1), crossmatch results (1250-0) and absolute neutrophil counts (751-8); a hospital creates the neutrophil counts of its own patients.",
+        documentation: "Ids abo-rh-<patient id> (group of record, LOINC 882-1), xm-<crossmatch id> (crossmatch result) and anc-<id> (absolute neutrophil count, LOINC 751-8). Only neutrophil counts are created: a hospital creates those of its own patients, and a count whose focus is a dispense feeds that transfusion's outcome.",
     },
 ];
 

@@ -284,6 +284,34 @@ pub fn extension<'a>(list: &'a [Extension], name: &str) -> Result<Option<&'a Ext
     Ok(first)
 }
 
+/// How much of a group's RhD is known: the ISBT 128 Table 4 code depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RhdKnown {
+    Typed(crate::domain::blood::Rhd),
+    /// The RhD typings disagree, or the label does not say.
+    NotSpecified,
+    /// A pool of donations of mixed RhD.
+    Pooled,
+}
+
+/// The ISBT 128 Table 4 coding (`https://www.isbt128.org/uri/ABORhD`, default-use column) of a
+/// blood group, with how it reads.
+pub fn abo_rhd_coding(abo: crate::domain::blood::Abo, rhd: RhdKnown) -> Coding {
+    use crate::domain::isbt128;
+    let (code, text) = match rhd {
+        RhdKnown::Typed(r) => (
+            isbt128::blood_group_code(abo, r),
+            format!("{} RhD {}", abo.as_str(), r.as_str()),
+        ),
+        RhdKnown::NotSpecified => (
+            isbt128::rhd_not_specified_code(abo),
+            format!("{} (RhD not specified)", abo.as_str()),
+        ),
+        RhdKnown::Pooled => (isbt128::pooled_rhd_code(abo), format!("{}, pooled RhD", abo.as_str())),
+    };
+    Coding::new(ISBT_ABO_RHD, code, text)
+}
+
 /// A resource granulo serves: its type, id, and the `meta` the server stamps.
 pub trait Resource: Serialize {
     const TYPE: &'static str;
@@ -297,6 +325,19 @@ pub trait Resource: Serialize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_are_coded_in_isbt_128_table_4() {
+        use crate::domain::blood::{Abo, Rhd};
+        let c = abo_rhd_coding(Abo::A, RhdKnown::Typed(Rhd::Positive));
+        assert_eq!(
+            (c.code.as_deref(), c.display.as_deref()),
+            (Some("62"), Some("A RhD positive"))
+        );
+        assert!(abo_rhd_coding(Abo::O, RhdKnown::Typed(Rhd::Negative)).is(ISBT_ABO_RHD, "95"));
+        assert!(abo_rhd_coding(Abo::O, RhdKnown::NotSpecified).is(ISBT_ABO_RHD, "55"));
+        assert!(abo_rhd_coding(Abo::A, RhdKnown::Pooled).is(ISBT_ABO_RHD, "A0"));
+    }
 
     #[test]
     fn references_name_their_type_and_id() {

@@ -10,21 +10,22 @@ use serde::{Deserialize, Serialize};
 
 use super::metadata::search_names;
 use super::model::{
-    Coding, Extension, Identifier, ISBT_ABO_RHD, Meta, Quantity, Reference, Resource, extension, extensions,
+    Extension, ISBT_ABO_RHD, Identifier, Meta, Quantity, Reference, Resource, RhdKnown, abo_rhd_coding, extension,
+    extensions,
 };
 use super::search::{Search, Token};
 use super::{Page, bundle, created, read};
 use crate::auth::AuthUser;
-use crate::domain::blood::{Abo, Cmv, Rhd, Sex};
+use crate::domain::blood::{Cmv, Sex};
 use crate::domain::isbt128;
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use crate::input::{Text, parse_id};
 use crate::routes::with_policy;
 use crate::services::patients::{self as work, PatientInput, PatientView};
 use crate::state::AppState;
+use crate::store::DbConn;
 use crate::store::hospitals::{self, Hospital};
 use crate::store::patients::{self as rows, PatientFilter};
-use crate::store::DbConn;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -93,21 +94,6 @@ pub struct HumanName {
     period: Option<serde_json::Value>,
 }
 
-/// The ISBT 128 Table 4 coding of an ABO/RhD group (default-use column), with its text.
-pub fn abo_rhd_coding(abo: Abo, rhd: Option<Rhd>) -> Coding {
-    let (code, text) = match rhd {
-        Some(r) => (
-            isbt128::blood_group_code(abo, r),
-            format!("{} RhD {}", abo.as_str(), r.as_str()),
-        ),
-        None => (
-            isbt128::rhd_unspecified_code(abo),
-            format!("{} (RhD not specified)", abo.as_str()),
-        ),
-    };
-    Coding::new(ISBT_ABO_RHD, code, text)
-}
-
 fn fhir_gender(sex: Sex) -> &'static str {
     match sex {
         Sex::Female => "female",
@@ -124,7 +110,7 @@ pub fn resource(p: &PatientView, hospital: &Hospital) -> PatientResource {
             ..Extension::ours("body-weight")
         },
         Extension {
-            value_coding: Some(abo_rhd_coding(p.abo, Some(p.rhd))),
+            value_coding: Some(abo_rhd_coding(p.abo, RhdKnown::Typed(p.rhd))),
             ..Extension::ours("declared-abo-rhd")
         },
         Extension {
@@ -290,7 +276,10 @@ fn mrn_of(identifiers: &[Identifier], hospital: &Hospital) -> Result<String, Str
         ([], _) => return Err(format!("needs the MRN as an identifier with system {system}")),
         _ => return Err(format!("has more than one identifier with system {system}")),
     };
-    chosen.value.clone().ok_or_else(|| "the MRN identifier has no value".to_owned())
+    chosen
+        .value
+        .clone()
+        .ok_or_else(|| "the MRN identifier has no value".to_owned())
 }
 
 /// Reads a Patient into the input `/api/v1` takes; every problem is listed at once.
@@ -383,7 +372,10 @@ fn patient_input(input: &PatientIn, hospital: &Hospital, scope: Option<i64>) -> 
         Ok(Some(e)) => match e.value_code.as_deref().and_then(Cmv::parse) {
             Some(c) => c,
             None => {
-                bad("extension", "cmv-serostatus is negative, positive or unknown".to_owned());
+                bad(
+                    "extension",
+                    "cmv-serostatus is negative, positive or unknown".to_owned(),
+                );
                 Cmv::Unknown
             }
         },
@@ -551,7 +543,9 @@ pub async fn create(
         // A concurrent conditional create of the same MRN won: answer with its patient.
         Err(e) if e.code() == ErrorCode::MrnTaken && retry.is_some() => {
             let found = state
-                .db(with_policy(move |conn, policy| existing(conn, retry.as_ref(), scope, policy)))
+                .db(with_policy(move |conn, policy| {
+                    existing(conn, retry.as_ref(), scope, policy)
+                }))
                 .await?;
             found.map_or(Err(e), read)
         }
@@ -592,18 +586,5 @@ fn if_none_exist(req: &HttpRequest) -> ApiResult<Option<Token>> {
     match search.one("identifier")? {
         Some(v) => Ok(Some(Token::parse(v))),
         None => Err(ApiError::field("If-None-Exist", "takes identifier=<system>|<value>")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn groups_are_coded_in_isbt_128() {
-        let c = abo_rhd_coding(Abo::A, Some(Rhd::Positive));
-        assert_eq!((c.code.as_deref(), c.display.as_deref()), (Some("62"), Some("A RhD positive")));
-        let c = abo_rhd_coding(Abo::O, None);
-        assert_eq!(c.code.as_deref(), Some("55"));
     }
 }

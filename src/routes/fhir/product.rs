@@ -11,15 +11,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::model::{
-    CodeableConcept, Coding, Extension, ISBT_ABO_RHD, ISBT_DIN, Identifier, Meta, Quantity, Range, Reference, Resource,
-    V2_0508, code_system,
+    CodeableConcept, Coding, Extension, ISBT_DIN, Identifier, Meta, Quantity, Range, Reference, Resource, RhdKnown,
+    V2_0508, abo_rhd_coding, code_system,
 };
 use super::search::{self, DateBound, Search, Token};
 use super::{Page, metadata};
 use crate::auth::AuthUser;
 use crate::config::Settings;
-use crate::domain::blood::{Abo, Cmv, DonorType, Rhd};
-use crate::domain::isbt128;
+use crate::domain::blood::{Cmv, DonorType};
 use crate::domain::policy::Policy;
 use crate::domain::units::{self as unit_rules, UnitStatus};
 use crate::error::{ApiError, ApiResult};
@@ -173,23 +172,6 @@ fn not_found(id: &str) -> ApiError {
     ApiError::not_found(&format!("{TYPE}/{id}"))
 }
 
-/// The ISBT 128 blood group code (Table 4, default column; pooled RhD for a pool of mixed RhD)
-/// and how it reads.
-pub fn abo_rhd_coding(abo: Abo, rhd: Rhd, rhd_pooled: bool) -> Coding {
-    if rhd_pooled {
-        return Coding::new(
-            ISBT_ABO_RHD,
-            isbt128::pooled_rhd_code(abo),
-            format!("{}, pooled RhD", abo.as_str()),
-        );
-    }
-    Coding::new(
-        ISBT_ABO_RHD,
-        isbt128::blood_group_code(abo, rhd),
-        format!("{} RhD {}", abo.as_str(), rhd.as_str()),
-    )
-}
-
 fn cmv_concept(cmv: Cmv) -> CodeableConcept {
     let ours = Coding::new(
         code_system("cmv-serostatus"),
@@ -327,7 +309,14 @@ fn resources(conn: &mut DbConn, list: Vec<Unit>, ctx: &Context<'_>) -> ApiResult
         unit_status.value_code = Some(v.status.as_str().to_owned());
         let mut property = vec![
             Property {
-                value_codeable_concept: Some(CodeableConcept::coded(abo_rhd_coding(v.abo, v.rhd, v.rhd_pooled))),
+                value_codeable_concept: Some(CodeableConcept::coded(abo_rhd_coding(
+                    v.abo,
+                    if v.rhd_pooled {
+                        RhdKnown::Pooled
+                    } else {
+                        RhdKnown::Typed(v.rhd)
+                    },
+                ))),
                 ..Property::of("abo-rhd", "ABO and RhD group")
             },
             Property {
@@ -580,8 +569,8 @@ mod tests {
 
     #[test]
     fn blood_groups_take_the_table_4_default_column() {
-        use Abo::*;
-        use Rhd::*;
+        use super::super::model::ISBT_ABO_RHD;
+        use crate::domain::blood::{Abo::*, Rhd::*};
         let table = [
             (O, Negative, "95"),
             (O, Positive, "51"),
@@ -593,11 +582,11 @@ mod tests {
             (Ab, Positive, "84"),
         ];
         for (abo, rhd, code) in table {
-            let c = abo_rhd_coding(abo, rhd, false);
+            let c = abo_rhd_coding(abo, RhdKnown::Typed(rhd));
             assert!(c.is(ISBT_ABO_RHD, code), "{abo} {rhd}: {c:?}");
         }
-        assert!(abo_rhd_coding(A, Positive, true).is(ISBT_ABO_RHD, "A0"));
-        assert!(abo_rhd_coding(O, Positive, true).is(ISBT_ABO_RHD, "D0"));
+        assert!(abo_rhd_coding(A, RhdKnown::Pooled).is(ISBT_ABO_RHD, "A0"));
+        assert!(abo_rhd_coding(O, RhdKnown::Pooled).is(ISBT_ABO_RHD, "D0"));
     }
 
     #[test]

@@ -200,6 +200,14 @@ pub fn resolve_crossmatch(
     Ok(resolved)
 }
 
+/// One crossmatch with its resolution (404 when there is none).
+pub fn find_crossmatch(conn: &mut DbConn, id: i64) -> ApiResult<CrossmatchView> {
+    let x = rows::find_crossmatch(conn, id)?.ok_or_else(|| ApiError::not_found("crossmatch"))?;
+    let sample = patient_rows::find_sample(conn, x.sample_id)?.ok_or_else(|| ApiError::not_found("sample"))?;
+    let resolution = rows::resolutions_of(conn, &[id])?.into_iter().next();
+    crossmatch_view(x, &sample, resolution)
+}
+
 /// Crossmatches of a unit, of a patient's samples, or both; oldest first.
 pub fn crossmatches(
     conn: &mut DbConn,

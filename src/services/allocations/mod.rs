@@ -14,11 +14,11 @@ mod transfusion;
 pub use allocate::{AllocateInput, allocate, cancel, cancel_for_request};
 pub use assess::{CompatibilityView, compatibility, crossmatch_facts, findings, unit_facts};
 pub use crossmatch::{
-    CrossmatchInput, CrossmatchMethod, CrossmatchResult, CrossmatchView, ResolutionView, crossmatches,
+    CrossmatchInput, CrossmatchMethod, CrossmatchResult, CrossmatchView, ResolutionView, crossmatches, find_crossmatch,
     record_crossmatch, resolve_crossmatch,
 };
 pub use issue::{IssueInput, issue, return_unit};
-pub use transfusion::{TransfusionInput, transfusion};
+pub use transfusion::{MAX_ANC, TransfusionInput, transfusion};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -29,6 +29,7 @@ use crate::domain::compatibility::{self};
 use crate::domain::requests::{self as request_rules, AllocationAction, AllocationStatus};
 use crate::domain::units::{self as unit_rules, UnitAction, UnitStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason};
+use crate::services::outcomes::{self, AncResultView};
 use crate::services::{decisions, requests};
 use crate::store::allocations::{self as rows, Allocation, AllocationData};
 use crate::store::audit::{self, Actor, Change};
@@ -70,10 +71,18 @@ pub struct AllocationView {
         pattern = r"^[^\S\x1c-\x1f]*(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,498}[^\s\x00-\x1f\x7f-\x9f])?)?[^\S\x1c-\x1f]*$"
     )]
     pub reaction: Option<String>,
+    /// As recorded with the transfusion; when not recorded there, the latest count in
+    /// `anc_results` taken at or before the transfusion started.
     pub pre_anc_per_ul: Option<i32>,
+    /// As recorded with the transfusion; when not recorded there, the earliest count in
+    /// `anc_results` taken after the transfusion ended (after it started when no end is
+    /// recorded).
     pub post_anc_per_ul: Option<i32>,
     /// post − pre ANC.
     pub anc_increment_per_ul: Option<i32>,
+    /// Absolute neutrophil counts reported for this allocation (FHIR Observation LOINC 751-8
+    /// with `focus` on the dispense), by time taken.
+    pub anc_results: Vec<AncResultView>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -84,6 +93,7 @@ pub fn view(conn: &mut DbConn, a: Allocation) -> ApiResult<AllocationView> {
     let mut acceptances = decisions::of_allocations(conn, &[a.id])?
         .remove(&a.id)
         .unwrap_or_default();
+    let (anc_results, anc) = outcomes::of_allocation(conn, &a)?;
     Ok(AllocationView {
         warnings: std::mem::take(&mut acceptances.findings),
         acceptances,
@@ -105,9 +115,10 @@ pub fn view(conn: &mut DbConn, a: Allocation) -> ApiResult<AllocationView> {
         transfusion_started_at: a.transfusion_started_at.map(utc),
         transfusion_ended_at: a.transfusion_ended_at.map(utc),
         reaction: a.reaction,
-        pre_anc_per_ul: a.pre_anc_per_ul,
-        post_anc_per_ul: a.post_anc_per_ul,
-        anc_increment_per_ul: a.anc_increment_per_ul,
+        pre_anc_per_ul: anc.pre,
+        post_anc_per_ul: anc.post,
+        anc_increment_per_ul: a.anc_increment_per_ul.or(anc.increment),
+        anc_results,
         created_at: utc(a.created_at),
         updated_at: utc(a.updated_at),
     })

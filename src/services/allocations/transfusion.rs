@@ -31,7 +31,8 @@ pub struct TransfusionInput {
     pub post_anc_per_ul: Option<u32>,
 }
 
-const MAX_ANC: u32 = 100_000;
+/// The largest absolute neutrophil count accepted, per µL (a plausibility bound).
+pub const MAX_ANC: u32 = 100_000;
 
 /// Records the outcome; the ANC increment is computed and stored.
 pub fn transfusion(

@@ -1,0 +1,1 @@
+ALTER TABLE anc_results DROP COLUMN status;
