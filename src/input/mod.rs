@@ -23,23 +23,27 @@ pub fn parse_id(raw: &str, what: &str) -> ApiResult<i64> {
 pub const SYSTEM_URI_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9+.\-]*:[!-~]{1,250}$";
 
 /// An identifier system (FHIR `Identifier.system`): an absolute URI, at most 250 characters
-/// after the scheme, no spaces.
-pub fn system_uri(field: &str, raw: &str) -> ApiResult<String> {
-    let ok = raw.split_once(':').is_some_and(|(scheme, rest)| {
+/// after the scheme, no spaces. A bad one is reported on `v`.
+pub fn check_system_uri(v: &mut crate::error::Validator, field: &str, raw: &str) -> Option<String> {
+    if is_system_uri(raw) {
+        Some(raw.to_owned())
+    } else {
+        v.push(
+            field,
+            "must be an absolute URI such as urn:oid:2.16.840.1.113883.3.1 or https://hospital.example/mrn",
+        );
+        None
+    }
+}
+
+fn is_system_uri(raw: &str) -> bool {
+    raw.split_once(':').is_some_and(|(scheme, rest)| {
         let mut s = scheme.bytes();
         s.next().is_some_and(|b| b.is_ascii_alphabetic())
             && s.all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
             && (1..=250).contains(&rest.len())
             && rest.bytes().all(|b| (b'!'..=b'~').contains(&b))
-    });
-    if ok {
-        Ok(raw.to_owned())
-    } else {
-        Err(ApiError::field(
-            field,
-            "must be an absolute URI such as urn:oid:2.16.840.1.113883.3.1 or https://hospital.example/mrn",
-        ))
-    }
+    })
 }
 
 /// A PATCH field: `None` when absent, `Some(None)` when `null`, `Some(Some(v))` when set.
@@ -59,10 +63,10 @@ mod system_uri_tests {
     #[test]
     fn systems_are_absolute_uris() {
         for ok in ["urn:oid:1.2.3", "https://h.example/mrn", "urn:granulo:hospital:STE:mrn"] {
-            assert!(super::system_uri("s", ok).is_ok(), "{ok}");
+            assert!(super::is_system_uri(ok), "{ok}");
         }
         for bad in ["", "mrn", "1urn:x", "urn:", "https://h.example/a b", "urn:x\u{e9}"] {
-            assert!(super::system_uri("s", bad).is_err(), "{bad}");
+            assert!(!super::is_system_uri(bad), "{bad}");
         }
     }
 }

@@ -165,13 +165,8 @@ pub async fn create(
         v.push("code", m);
         String::new()
     });
-    let mut system = |field: &str, raw: Option<&str>| {
-        raw.and_then(|r| {
-            crate::input::system_uri(field, r)
-                .map_err(|e| e.problem().errors.into_iter().for_each(|f| v.push(&f.field, f.message)))
-                .ok()
-        })
-    };
+    let mut system =
+        |field: &str, raw: Option<&str>| raw.and_then(|r| crate::input::check_system_uri(&mut v, field, r));
     let systems = accounts::Systems {
         mrn_system: system("mrn_system", req.mrn_system.as_deref()),
         order_system: system("order_system", req.order_system.as_deref()),
@@ -201,11 +196,8 @@ pub async fn update(
     let req = body.into_inner();
     let mut v = Validator::new();
     let mut system = |field: &str, raw: &Option<String>| {
-        raw.as_deref().and_then(|r| {
-            crate::input::system_uri(field, r)
-                .map_err(|e| e.problem().errors.into_iter().for_each(|f| v.push(&f.field, f.message)))
-                .ok()
-        })
+        raw.as_deref()
+            .and_then(|r| crate::input::check_system_uri(&mut v, field, r))
     };
     let mrn = req.mrn_system.as_ref().map(|m| system("mrn_system", m));
     let order = req.order_system.as_ref().map(|o| system("order_system", o));

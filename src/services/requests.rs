@@ -57,9 +57,10 @@ impl Requirements {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"system": "urn:oid:2.16.840.1.113883.3.72.5.20", "value": "ORD-2026-004217"}))]
 pub struct OrderIdentifier {
-    /// The system (a URI, 1–255 characters without spaces) the hospital numbers its orders in.
-    /// Default: the hospital's order system (`urn:granulo:hospital:<code>:order` unless set).
-    /// Always present when shown.
+    /// The system (an absolute URI) the hospital numbers its orders in. Default: the
+    /// hospital's order system (`urn:granulo:hospital:<code>:order` unless set). Always present
+    /// when shown.
+    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9+.\-]*:[!-~]{1,250}$")]
     pub system: Option<String>,
     /// The order number, 1–64 characters; unique within the hospital and system
     /// (409 `order_identifier_taken`).
@@ -250,15 +251,9 @@ pub fn create(
     );
     let order = input.order_identifier.as_ref().map(|o| {
         let value = Text::<1, 64>::check(&mut v, "order_identifier.value", &o.value);
-        let system = o.system.as_deref().map(str::trim);
-        v.check(
-            system.is_none_or(|s| {
-                (1..=255).contains(&s.len()) && !s.chars().any(|c| c.is_whitespace() || c.is_control())
-            }),
-            "order_identifier.system",
-            "must be a URI of 1 to 255 characters without spaces",
-        );
-        (system.map(str::to_owned), value)
+        let system =
+            (o.system.as_deref()).and_then(|s| crate::input::check_system_uri(&mut v, "order_identifier.system", s));
+        (system, value)
     });
     v.finish()?;
     // Another hospital's patient is answered as one that does not exist.

@@ -615,10 +615,10 @@ diesel::table! {
         patient_id -> BigInt,
         allocation_id -> Nullable<BigInt>,
         anc_per_ul -> Integer,
+        status -> Text,
         effective_at -> Timestamp,
         recorded_by -> Text,
         created_at -> Timestamp,
-        status -> Text,
     }
 }
 

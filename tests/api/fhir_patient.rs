@@ -177,6 +177,15 @@ async fn a_patient_without_what_granulo_needs_is_refused_with_every_reason(backe
         &[("If-None-Exist", "name=x")],
     )
     .await
+    .outcome(400, "unknown_search_parameter");
+    fhir::post(
+        &b.app,
+        "/fhir/R5/Patient",
+        Some(&b.hosp),
+        &fhir_patient(&system, "MRN-9"),
+        &[("If-None-Exist", "identifier=")],
+    )
+    .await
     .outcome(400, "validation_failed");
 }
 

@@ -18,6 +18,8 @@ CREATE TABLE anc_results (
     patient_id BIGINT NOT NULL REFERENCES patients (id),
     allocation_id BIGINT REFERENCES allocations (id),
     anc_per_ul INTEGER NOT NULL CHECK (anc_per_ul >= 0),
+    -- The Observation status the laboratory gave it, kept so that it reads back as it was sent.
+    status TEXT NOT NULL DEFAULT 'final' CHECK (status IN ('final', 'amended', 'corrected')),
     effective_at TIMESTAMP NOT NULL,
     recorded_by TEXT NOT NULL,
     created_at TIMESTAMP NOT NULL

@@ -225,7 +225,7 @@ pub async fn read_dispense(
 ) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
     let raw = path.into_inner();
-    let id: i64 = raw.parse().ok().filter(|id| *id > 0).ok_or_else(|| not_found(&raw))?;
+    let id = super::path_id(&raw, TYPE)?;
     let resource = state
         .db(move |conn| {
             let a = services::allocations::find(conn, id, scope).map_err(|_| not_found(&raw))?;

@@ -57,6 +57,15 @@ pub fn base_url(req: &HttpRequest) -> String {
     format!("{}://{}{BASE_PATH}", info.scheme(), info.host())
 }
 
+/// The record id in a FHIR logical id: granulo's ids are positive numbers, so anything else
+/// names nothing (404, as any id that does not exist).
+pub fn path_id(raw: &str, resource_type: &str) -> ApiResult<i64> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::not_found(&format!("{resource_type}/{raw}")))
+}
+
 /// The version of a resource: a digest of everything it says except `meta`, so it changes
 /// exactly when the resource does (`meta.versionId` and the `ETag`).
 pub fn stamp<R: Resource>(mut resource: R) -> ApiResult<(R, String)> {
@@ -134,6 +143,34 @@ pub fn check_if_match(req: &HttpRequest, current_version: &str) -> ApiResult<()>
         ));
     }
     Ok(())
+}
+
+/// The identifier of an `If-None-Exist: identifier=[system|]value` header — the one condition
+/// a create takes here. Its code is never empty, its system empty only when absent.
+pub fn if_none_exist(req: &HttpRequest, resource_type: &str) -> ApiResult<Option<search::Token>> {
+    let Some(raw) = req.headers().get("If-None-Exist") else {
+        return Ok(None);
+    };
+    let bad = |message: &str| ApiError::field("If-None-Exist", message);
+    let raw = raw.to_str().map_err(|_| bad("must be ASCII"))?;
+    let raw = raw.trim().trim_start_matches('?');
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(raw).map_err(|_| bad("must be a query: identifier=<system>|<value>"))?;
+    match pairs.as_slice() {
+        [(name, value)] if name == "identifier" => {
+            let t = search::Token::parse(value);
+            match (&t.system, &t.code) {
+                (Some(s), Some(v)) if !s.is_empty() && !v.is_empty() => Ok(Some(t)),
+                (None, Some(v)) if !v.is_empty() => Ok(Some(t)),
+                _ => Err(bad("identifier must be <system>|<value> or <value>")),
+            }
+        }
+        [(name, _)] => Err(ApiError::new(
+            ErrorCode::UnknownSearchParameter,
+            format!("If-None-Exist on {resource_type} takes identifier only, not {name}"),
+        )),
+        _ => Err(bad("must name exactly one parameter: identifier=<system>|<value>")),
+    }
 }
 
 /// One page of a search.

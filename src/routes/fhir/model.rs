@@ -86,11 +86,11 @@ impl Reference {
         }
     }
 
-    /// The id of a `Type/id` reference (also `…/Type/id` as an absolute URL, or `#id` never).
+    /// The id of a relative `Type/id` reference. An absolute URL is not read as one of ours: it
+    /// may name a resource on another server.
     pub fn id_of(&self, resource_type: &str) -> Option<i64> {
         let r = self.reference.as_deref()?;
-        let (ty, id) = r.rsplit_once('/')?;
-        let ty = ty.rsplit('/').next()?;
+        let (ty, id) = r.split_once('/')?;
         if ty != resource_type {
             return None;
         }
@@ -346,7 +346,8 @@ mod tests {
             ..Reference::default()
         };
         assert_eq!(r("Patient/12").id_of("Patient"), Some(12));
-        assert_eq!(r("https://x.org/fhir/R5/Patient/12").id_of("Patient"), Some(12));
+        assert_eq!(r("https://x.org/fhir/R5/Patient/12").id_of("Patient"), None);
+        assert_eq!(r("Patient/12/_history/3").id_of("Patient"), None);
         assert_eq!(r("Patient/12").id_of("Specimen"), None);
         assert_eq!(r("Patient/0").id_of("Patient"), None);
         assert_eq!(r("Patient/abc").id_of("Patient"), None);

@@ -19,7 +19,7 @@ use crate::auth::AuthUser;
 use crate::domain::blood::{Cmv, Sex};
 use crate::domain::isbt128;
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
-use crate::input::{Text, parse_id};
+use crate::input::Text;
 use crate::routes::with_policy;
 use crate::services::patients::{self as work, PatientInput, PatientView};
 use crate::state::AppState;
@@ -484,7 +484,7 @@ fn resources(conn: &mut DbConn, list: Vec<PatientView>) -> ApiResult<Vec<Patient
 /// `GET /Patient/{id}`.
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
-    let id = parse_id(&id, "Patient")?;
+    let id = super::path_id(&id, "Patient")?;
     let found = state
         .db(with_policy(move |conn, policy| {
             let p = work::get(conn, id, scope, policy)?;
@@ -523,7 +523,7 @@ pub async fn create(
     body: crate::extract::JsonBody<PatientIn>,
 ) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
-    let condition = if_none_exist(&req)?;
+    let condition = super::if_none_exist(&req, "Patient")?;
     let (actor, input) = (caller.actor(), body.into_inner());
     let retry = condition.clone();
     let outcome = state
@@ -571,20 +571,4 @@ fn existing(
     }
     let views = work::views(conn, found, policy)?;
     Ok(resources(conn, views)?.pop())
-}
-
-/// The `identifier` token of an `If-None-Exist` header (the only parameter it takes here).
-fn if_none_exist(req: &HttpRequest) -> ApiResult<Option<Token>> {
-    let Some(value) = req.headers().get("If-None-Exist") else {
-        return Ok(None);
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::field("If-None-Exist", "must be text"))?;
-    let search = Search::parse(value.trim_start_matches('?'), &["identifier"])
-        .map_err(|_| ApiError::field("If-None-Exist", "takes identifier=<system>|<value> only"))?;
-    match search.one("identifier")? {
-        Some(v) => Ok(Some(Token::parse(v))),
-        None => Err(ApiError::field("If-None-Exist", "takes identifier=<system>|<value>")),
-    }
 }

@@ -403,7 +403,7 @@ pub async fn read_unit(
 ) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
     let raw = path.into_inner();
-    let id: i64 = raw.parse().ok().filter(|id| *id > 0).ok_or_else(|| not_found(&raw))?;
+    let id = super::path_id(&raw, TYPE)?;
     let settings: Arc<Settings> = state.settings.clone();
     let resource = state
         .db(with_policy(move |conn, policy| {

@@ -894,17 +894,9 @@ fn fhir_fields(e: ApiError) -> ApiError {
 // ---------------------------------------------------------------------------------------------
 // Interactions.
 
-/// A path id: granulo's ids are numbers, so anything else names nothing.
-pub fn path_id(raw: &str, what: &str) -> ApiResult<i64> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::not_found(what))
-}
-
 async fn read(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
-    let id = path_id(&id, "ServiceRequest")?;
+    let id = super::path_id(&id, "ServiceRequest")?;
     let (_, r) = state
         .db(with_policy(move |conn, policy| load(conn, id, scope, policy)))
         .await?;
@@ -991,29 +983,7 @@ async fn search(state: web::Data<AppState>, caller: AuthUser, req: HttpRequest) 
 
 /// `If-None-Exist: identifier=[system|]value`: the order identifier a create is conditional on.
 fn if_none_exist(req: &HttpRequest) -> ApiResult<Option<(Option<String>, String)>> {
-    let Some(raw) = req.headers().get("If-None-Exist") else {
-        return Ok(None);
-    };
-    let bad = |message: &str| ApiError::field("If-None-Exist", message);
-    let raw = raw.to_str().map_err(|_| bad("must be ASCII"))?;
-    let raw = raw.trim().trim_start_matches('?');
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(raw).map_err(|_| bad("must be a query: identifier=<system>|<value>"))?;
-    match pairs.as_slice() {
-        [(name, value)] if name == "identifier" => {
-            let t = Token::parse(value);
-            match (t.system, t.code) {
-                (Some(s), Some(v)) if !s.is_empty() => Ok(Some((Some(s), v))),
-                (None, Some(v)) if !v.is_empty() => Ok(Some((None, v))),
-                _ => Err(bad("identifier must be <system>|<value> or <value>")),
-            }
-        }
-        [(name, _)] if name != "identifier" => Err(ApiError::new(
-            ErrorCode::UnknownSearchParameter,
-            format!("If-None-Exist on ServiceRequest takes identifier only, not {name}"),
-        )),
-        _ => Err(bad("must name exactly one parameter: identifier=<system>|<value>")),
-    }
+    Ok(super::if_none_exist(req, "ServiceRequest")?.and_then(|t| t.code.map(|code| (t.system, code))))
 }
 
 /// Every specimen must be a sample of the order's patient.
@@ -1147,7 +1117,7 @@ async fn update(
     body: JsonBody<ServiceRequestIn>,
 ) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
-    let id = path_id(&id, "ServiceRequest")?;
+    let id = super::path_id(&id, "ServiceRequest")?;
     let (_, current) = state
         .db(with_policy(move |conn, policy| load(conn, id, scope, policy)))
         .await?;

@@ -7,7 +7,7 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use super::model::{CodeableConcept, Extension, Meta, Reference, Resource, extension, extension_url};
-use super::service_request::path_id;
+use super::path_id;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError, Validator};
 use crate::extract::JsonBody;

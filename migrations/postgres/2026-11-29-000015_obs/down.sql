@@ -1,1 +1,0 @@
-ALTER TABLE anc_results DROP COLUMN status;
