@@ -186,6 +186,19 @@ impl Bank {
             .await
     }
 
+    /// Moves the stored issue time of an allocation back (the tests' clock), so that a
+    /// transfusion and the counts after it can lie in the past.
+    pub(crate) fn backdate_issue(&self, allocation: i64, when: chrono::DateTime<Utc>) {
+        use granulo::store::allocations;
+        let mut conn = self.app.state.pool.get().expect("conn");
+        let found = allocations::find(&mut conn, allocation)
+            .expect("query")
+            .expect("allocation");
+        let mut data = allocations::AllocationData::from(found);
+        data.issued_at = Some(when.naive_utc());
+        allocations::update(&mut conn, allocation, &data).expect("update");
+    }
+
     pub(crate) async fn unit(&self, unit: i64) -> Value {
         self.app
             .get(&format!("/api/v1/units/{unit}"), Some(&self.tech))

@@ -86,19 +86,6 @@ async fn typed_sample(b: &Bank, patient: i64, hours: i64, abo: &str, rhd: &str) 
     (s, drawn)
 }
 
-/// Moves the stored issue time of an allocation back (the tests' clock), so that a transfusion
-/// and the counts after it can lie in the past.
-fn issued_at(b: &Bank, allocation: i64, when: DateTime<Utc>) {
-    use granulo::store::allocations;
-    let mut conn = b.app.state.pool.get().expect("conn");
-    let found = allocations::find(&mut conn, allocation)
-        .expect("query")
-        .expect("allocation");
-    let mut data = allocations::AllocationData::from(found);
-    data.issued_at = Some(when.naive_utc());
-    allocations::update(&mut conn, allocation, &data).expect("update");
-}
-
 /// A request of `patient` for one unit, a released A RhD-positive unit crossmatched compatible
 /// against a fresh sample, allocated and issued; returns (request, unit, sample, allocation).
 async fn issued_unit(b: &Bank, patient: i64) -> (i64, i64, i64, i64) {
@@ -254,7 +241,7 @@ async fn a_hospitals_neutrophil_counts_feed_the_transfusion_outcome(backend: Bac
     let p = b.typed_patient(&patient_body("OBS-A1", "A", "positive", "male")).await;
     let (_, _, _, allocation) = issued_unit(&b, p).await;
     let now = now_minute();
-    issued_at(&b, allocation, now - TimeDelta::hours(4));
+    b.backdate_issue(allocation, now - TimeDelta::hours(4));
 
     // Before the transfusion: the pre-transfusion count.
     let created = fhir::post(
@@ -389,7 +376,7 @@ async fn counts_recorded_with_the_transfusion_keep_priority(backend: Backend) {
     let p = b.typed_patient(&patient_body("OBS-A2", "A", "positive", "male")).await;
     let (_, _, _, allocation) = issued_unit(&b, p).await;
     let now = now_minute();
-    issued_at(&b, allocation, now - TimeDelta::hours(4));
+    b.backdate_issue(allocation, now - TimeDelta::hours(4));
     b.app
         .post(
             &format!("/api/v1/allocations/{allocation}/transfusion"),

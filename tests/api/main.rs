@@ -18,6 +18,7 @@ mod fhir;
 mod fhir_observation;
 mod fhir_patient;
 mod fhir_product;
+mod fhir_round_trip;
 mod fhir_service_request;
 mod fhir_support;
 mod health;
