@@ -84,7 +84,8 @@ async fn an_engine_orders_a_course_and_follows_it_to_the_transfusion(backend: Ba
         .as_str()
         .expect("token")
         .to_owned();
-    let engine = Some(engine.as_str());
+    let engine_token = engine;
+    let engine = Some(engine_token.as_str());
     let app = &b.app;
 
     // Discovery.
@@ -92,7 +93,7 @@ async fn an_engine_orders_a_course_and_follows_it_to_the_transfusion(backend: Ba
     assert_eq!(cs.resource(200, "CapabilityStatement")["fhirVersion"], "5.0.0");
 
     // Match or register the patient, twice: one patient.
-    let system = crate::fhir_patient::mrn_system(app, engine.expect("token"), b.hospital).await;
+    let system = crate::fhir_patient::mrn_system(app, &engine_token, b.hospital).await;
     let condition = format!("identifier={system}|RT-1");
     let mut body = fhir_patient(&system, "RT-1");
     // No HLA antibodies: a supplier unit's donor is not HLA-typed (that would need authorising).
