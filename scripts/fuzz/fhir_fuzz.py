@@ -205,6 +205,7 @@ def main():
     ids = [int(pid), 1, 2]
 
     findings = []
+    statuses = {}
     n = 0
     deadline = time.monotonic() + args.seconds
     while time.monotonic() < deadline:
@@ -236,6 +237,7 @@ def main():
             what = f"POST {path} {raw_body[:200]!r} {headers}"
             result = call(base, "POST", path, token, raw_body, headers)
         else:
+            kind = "ServiceRequest" if rng.random() < 0.8 else kind
             rid = rng.choice([str(rng.choice(ids)), "x"])
             body = mutate(rng, seeds.get("ServiceRequest") or {"resourceType": "ServiceRequest"})
             if rng.random() < 0.7:
@@ -244,7 +246,9 @@ def main():
             what = f"PUT {path} {headers}"
             result = call(base, "PUT", path, token, body, headers)
         check(findings, what, *result)
+        statuses[(what.split(" ", 1)[0], result[0])] = statuses.get((what.split(" ", 1)[0], result[0]), 0) + 1
     print(f"fhir fuzz: {n} requests in {args.seconds:.0f} s (seed {args.seed}), {len(findings)} findings")
+    print("  answers: " + ", ".join(f"{m} {st}: {c}" for (m, st), c in sorted(statuses.items())))
     for f in findings[:20]:
         print("  " + f)
     return 1 if findings else 0
@@ -252,7 +256,29 @@ def main():
 
 def extra_seeds(patient_id):
     """Valid bodies of the other resources, for the patient registered above."""
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 6 * 3600))
     return {
+        "ServiceRequest": {
+            "resourceType": "ServiceRequest",
+            "identifier": [{"system": "urn:oid:1.2.3.4", "value": "FZ-ORDER"}],
+            "status": "active",
+            "intent": "order",
+            "priority": "asap",
+            "subject": {"reference": f"Patient/{patient_id}"},
+            "occurrenceTiming": {"repeat": {"boundsPeriod": {"start": soon}, "count": 2,
+                                            "frequency": 1, "period": 1, "periodUnit": "d"}},
+            "quantityQuantity": {"value": 2},
+            "reason": [{"concept": {"text": "invasive aspergillosis"}}],
+            "contained": [{"resourceType": "Observation", "id": "anc", "status": "final",
+                           "code": {"coding": [{"system": "http://loinc.org", "code": "751-8"}]},
+                           "valueQuantity": {"value": 120, "system": "http://unitsofmeasure.org", "code": "/uL"}}],
+            "supportingInfo": [{"reference": {"reference": "#anc"}}],
+            "extension": [{"url": EXT + "refractory-hours",
+                           "valueQuantity": {"value": 72, "system": "http://unitsofmeasure.org", "code": "h"}}],
+            "orderDetail": [{"parameter": [
+                {"code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0508", "code": "IR"}]},
+                 "valueBoolean": True}]}],
+        },
         "Specimen": {
             "resourceType": "Specimen",
             "subject": {"reference": f"Patient/{patient_id}"},
