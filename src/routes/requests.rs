@@ -243,8 +243,7 @@ pub async fn cancel(
     let (actor, reason) = (caller.actor(), body.into_inner().reason);
     let cancelled = state
         .write(with_policy(move |conn, policy| {
-            work::cancel(conn, &actor, id, reason.as_deref(), scope, policy)?;
-            allocation_work::cancel_for_request(conn, &actor, id)?;
+            allocation_work::cancel_request(conn, &actor, id, reason.as_deref(), scope, policy)?;
             work::get(conn, id, scope, policy)
         }))
         .await?;

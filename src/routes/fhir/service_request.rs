@@ -1144,9 +1144,7 @@ async fn update(
                 return Err(ApiError::validation(different));
             }
             let reason = (!sent.notes.is_empty()).then(|| sent.notes.join("; "));
-            // As POST /api/v1/requests/{id}/cancel: the request, then the allocations it holds.
-            work::cancel(conn, &actor, id, reason.as_deref(), scope, policy).map_err(fhir_fields)?;
-            allocation_work::cancel_for_request(conn, &actor, id)?;
+            allocation_work::cancel_request(conn, &actor, id, reason.as_deref(), scope, policy).map_err(fhir_fields)?;
             let (_, r) = load(conn, id, scope, policy)?;
             Ok(r)
         }))

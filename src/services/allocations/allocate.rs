@@ -198,8 +198,22 @@ fn cancel_holding(conn: &mut DbConn, u: &Unit, now: DateTime<Utc>) -> ApiResult<
     }
 }
 
+/// Cancels a request (the requesting hospital or staff) and every allocation of it that still
+/// only holds its unit, which goes back to stock; issued units stay with the patient.
+pub fn cancel_request(
+    conn: &mut DbConn,
+    actor: &Actor,
+    id: i64,
+    reason: Option<&str>,
+    scope: Option<i64>,
+    policy: &crate::domain::policy::Policy,
+) -> ApiResult<()> {
+    crate::services::requests::cancel(conn, actor, id, reason, scope, policy)?;
+    cancel_for_request(conn, actor, id)
+}
+
 /// Cancels every allocation of a request that still only holds its unit.
-pub fn cancel_for_request(conn: &mut DbConn, actor: &Actor, request_id: i64) -> ApiResult<()> {
+fn cancel_for_request(conn: &mut DbConn, actor: &Actor, request_id: i64) -> ApiResult<()> {
     for a in rows::of_request(conn, request_id)? {
         if a.status == AllocationStatus::Allocated {
             cancel(conn, actor, a.id, "request cancelled")?;

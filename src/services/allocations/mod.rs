@@ -7,11 +7,12 @@
 
 mod allocate;
 mod assess;
+pub mod counts;
 mod crossmatch;
 mod issue;
 mod transfusion;
 
-pub use allocate::{AllocateInput, allocate, cancel, cancel_for_request};
+pub use allocate::{AllocateInput, allocate, cancel, cancel_request};
 pub use assess::{CompatibilityView, compatibility, crossmatch_facts, findings, unit_facts};
 pub use crossmatch::{
     CrossmatchInput, CrossmatchMethod, CrossmatchResult, CrossmatchView, ResolutionView, crossmatches, find_crossmatch,
