@@ -84,26 +84,25 @@ pub async fn get(app: &Http, path: &str, token: Option<&str>) -> Reply {
 
 /// POST a resource; `headers` such as `If-None-Exist`.
 pub async fn post(app: &Http, path: &str, token: Option<&str>, body: &Value, headers: &[(&str, &str)]) -> Reply {
-    let mut req = app
-        .client
-        .post(app.url(path))
-        .header("Accept", FHIR_JSON)
-        .header("Content-Type", FHIR_JSON)
-        .body(serde_json::to_vec(body).expect("json"));
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    checked(app.send(req).await)
+    send(app, reqwest::Method::POST, path, token, body, headers).await
 }
 
 /// PUT a resource; `headers` such as `If-Match`.
 pub async fn put(app: &Http, path: &str, token: Option<&str>, body: &Value, headers: &[(&str, &str)]) -> Reply {
+    send(app, reqwest::Method::PUT, path, token, body, headers).await
+}
+
+async fn send(
+    app: &Http,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> Reply {
     let mut req = app
         .client
-        .put(app.url(path))
+        .request(method, app.url(path))
         .header("Accept", FHIR_JSON)
         .header("Content-Type", FHIR_JSON)
         .body(serde_json::to_vec(body).expect("json"));

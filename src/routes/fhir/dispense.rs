@@ -10,8 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::model::{
-    Annotation, CodeableConcept, Coding, Extension, ISBT_DIN, Identifier, Meta, Period, Reference, Resource,
-    code_system,
+    Annotation, CodeableConcept, Coding, Extension, ISBT_DIN, Identifier, Meta, Period, Reference, code_system,
 };
 use super::search::{self, Search, Token};
 use super::{Page, metadata};
@@ -105,21 +104,7 @@ pub struct BiologicallyDerivedProductDispense {
     pub updated: DateTime<Utc>,
 }
 
-impl Resource for BiologicallyDerivedProductDispense {
-    const TYPE: &'static str = TYPE;
-
-    fn id(&self) -> String {
-        self.id.clone()
-    }
-
-    fn meta_mut(&mut self) -> &mut Option<Meta> {
-        &mut self.meta
-    }
-
-    fn last_updated(&self) -> DateTime<Utc> {
-        self.updated
-    }
-}
+super::model::resource!(BiologicallyDerivedProductDispense, TYPE, updated);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/BiologicallyDerivedProductDispense").route(web::get().to(search_dispenses)))

@@ -312,6 +312,29 @@ pub fn abo_rhd_coding(abo: crate::domain::blood::Abo, rhd: RhdKnown) -> Coding {
     Coding::new(ISBT_ABO_RHD, code, text)
 }
 
+/// Implements [`Resource`] for a struct with `id: String`, `meta: Option<Meta>` and the time
+/// its record last changed in the field named.
+macro_rules! resource {
+    ($ty:ty, $name:expr, $updated:ident) => {
+        impl $crate::routes::fhir::model::Resource for $ty {
+            const TYPE: &'static str = $name;
+
+            fn id(&self) -> String {
+                self.id.clone()
+            }
+
+            fn meta_mut(&mut self) -> &mut Option<$crate::routes::fhir::model::Meta> {
+                &mut self.meta
+            }
+
+            fn last_updated(&self) -> chrono::DateTime<chrono::Utc> {
+                self.$updated
+            }
+        }
+    };
+}
+pub(crate) use resource;
+
 /// A resource granulo serves: its type, id, and the `meta` the server stamps.
 pub trait Resource: Serialize {
     const TYPE: &'static str;

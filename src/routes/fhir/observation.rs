@@ -14,8 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::model::{
-    CodeableConcept, Coding, Extension, LOINC, Meta, Quantity, Reference, Resource, RhdKnown, UCUM, abo_rhd_coding,
-    code_system,
+    CodeableConcept, Coding, Extension, LOINC, Meta, Quantity, Reference, RhdKnown, UCUM, abo_rhd_coding, code_system,
 };
 use super::search::{Search, Token, invalid, reference_id};
 use super::{Page, bundle, created, metadata, read};
@@ -115,21 +114,7 @@ impl Note {
     }
 }
 
-impl Resource for Observation {
-    const TYPE: &'static str = "Observation";
-
-    fn id(&self) -> String {
-        self.id.clone()
-    }
-
-    fn meta_mut(&mut self) -> &mut Option<Meta> {
-        &mut self.meta
-    }
-
-    fn last_updated(&self) -> DateTime<Utc> {
-        self.updated
-    }
-}
+super::model::resource!(Observation, "Observation", updated);
 
 impl Observation {
     fn new(id: String, code: CodeableConcept, patient_id: i64, effective: DateTime<Utc>, status: &'static str) -> Self {

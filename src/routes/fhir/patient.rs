@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::metadata::search_names;
 use super::model::{
-    Extension, ISBT_ABO_RHD, Identifier, Meta, Quantity, Reference, Resource, RhdKnown, abo_rhd_coding, extension,
-    extensions,
+    Extension, ISBT_ABO_RHD, Identifier, Meta, Quantity, Reference, RhdKnown, abo_rhd_coding, extension, extensions,
 };
 use super::search::{Search, Token};
 use super::{Page, bundle, created, read};
@@ -59,21 +58,7 @@ pub struct PatientResource {
     updated_at: DateTime<Utc>,
 }
 
-impl Resource for PatientResource {
-    const TYPE: &'static str = "Patient";
-
-    fn id(&self) -> String {
-        self.id.clone()
-    }
-
-    fn meta_mut(&mut self) -> &mut Option<Meta> {
-        &mut self.meta
-    }
-
-    fn last_updated(&self) -> DateTime<Utc> {
-        self.updated_at
-    }
-}
+super::model::resource!(PatientResource, "Patient", updated_at);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

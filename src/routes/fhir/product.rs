@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::model::{
-    CodeableConcept, Coding, Extension, ISBT_DIN, Identifier, Meta, Quantity, Range, Reference, Resource, RhdKnown,
-    V2_0508, abo_rhd_coding, code_system,
+    CodeableConcept, Coding, Extension, ISBT_DIN, Identifier, Meta, Quantity, Range, Reference, RhdKnown, V2_0508,
+    abo_rhd_coding, code_system,
 };
 use super::search::{self, DateBound, Search, Token};
 use super::{Page, metadata};
@@ -147,21 +147,7 @@ pub struct BiologicallyDerivedProduct {
     pub updated: DateTime<Utc>,
 }
 
-impl Resource for BiologicallyDerivedProduct {
-    const TYPE: &'static str = TYPE;
-
-    fn id(&self) -> String {
-        self.id.clone()
-    }
-
-    fn meta_mut(&mut self) -> &mut Option<Meta> {
-        &mut self.meta
-    }
-
-    fn last_updated(&self) -> DateTime<Utc> {
-        self.updated
-    }
-}
+super::model::resource!(BiologicallyDerivedProduct, TYPE, updated);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/BiologicallyDerivedProduct").route(web::get().to(search_units)))

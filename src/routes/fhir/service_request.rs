@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::metadata;
 use super::model::{
     Annotation, CodeableConcept, CodeableReference, Coding, Extension, Identifier, LOINC, Meta, Period, Quantity,
-    Reference, Resource, UCUM, V2_0508, code_system, extension,
+    Reference, UCUM, V2_0508, code_system, extension,
 };
 use super::search::{self, DateBound, Search, Token};
 use crate::auth::AuthUser;
@@ -201,21 +201,7 @@ pub struct ServiceRequest {
     updated_at: DateTime<Utc>,
 }
 
-impl Resource for ServiceRequest {
-    const TYPE: &'static str = "ServiceRequest";
-
-    fn id(&self) -> String {
-        self.id.clone()
-    }
-
-    fn meta_mut(&mut self) -> &mut Option<Meta> {
-        &mut self.meta
-    }
-
-    fn last_updated(&self) -> DateTime<Utc> {
-        self.updated_at
-    }
-}
+super::model::resource!(ServiceRequest, "ServiceRequest", updated_at);
 
 fn product() -> CodeableConcept {
     CodeableConcept::coded(Coding::new(code_system("product"), PRODUCT_CODE, PRODUCT_TEXT))

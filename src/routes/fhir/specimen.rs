@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
-use super::model::{CodeableConcept, Extension, Meta, Reference, Resource, extension, extension_url};
+use super::model::{CodeableConcept, Extension, Meta, Reference, extension, extension_url};
 use super::path_id;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError, Validator};
@@ -50,21 +50,7 @@ pub struct Specimen {
     created_at: DateTime<Utc>,
 }
 
-impl Resource for Specimen {
-    const TYPE: &'static str = SPECIMEN;
-
-    fn id(&self) -> String {
-        self.id.clone()
-    }
-
-    fn meta_mut(&mut self) -> &mut Option<Meta> {
-        &mut self.meta
-    }
-
-    fn last_updated(&self) -> DateTime<Utc> {
-        self.created_at
-    }
-}
+super::model::resource!(Specimen, SPECIMEN, created_at);
 
 pub fn resource(s: SampleView) -> Specimen {
     Specimen {
