@@ -87,7 +87,48 @@ async fn errors_are_operation_outcomes(backend: Backend) {
     let _ = json!({});
 }
 
+/// Every FHIR interaction but `metadata` needs a valid token, and says so as an
+/// OperationOutcome.
+async fn every_interaction_needs_a_valid_token(backend: Backend) {
+    let app = spawn(backend).await;
+    let routes = [
+        ("GET", "/fhir/R5/Patient"),
+        ("GET", "/fhir/R5/Patient/1"),
+        ("POST", "/fhir/R5/Patient"),
+        ("GET", "/fhir/R5/ServiceRequest"),
+        ("GET", "/fhir/R5/ServiceRequest/1"),
+        ("POST", "/fhir/R5/ServiceRequest"),
+        ("PUT", "/fhir/R5/ServiceRequest/1"),
+        ("GET", "/fhir/R5/Specimen/1"),
+        ("POST", "/fhir/R5/Specimen"),
+        ("GET", "/fhir/R5/BiologicallyDerivedProduct"),
+        ("GET", "/fhir/R5/BiologicallyDerivedProduct/1"),
+        ("GET", "/fhir/R5/BiologicallyDerivedProductDispense"),
+        ("GET", "/fhir/R5/BiologicallyDerivedProductDispense/1"),
+        ("GET", "/fhir/R5/Observation?patient=1"),
+        ("GET", "/fhir/R5/Observation/anc-1"),
+        ("POST", "/fhir/R5/Observation"),
+    ];
+    for (method, path) in routes {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        for token in [None, Some("not-a-token")] {
+            let mut req = app
+                .client
+                .request(method.clone(), app.url(path))
+                .header("Content-Type", FHIR_JSON)
+                .body("{}");
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let r = app.send(req).await;
+            fhir::assert_valid(&r.body);
+            r.outcome(401, if token.is_some() { "invalid_token" } else { "missing_token" });
+        }
+    }
+}
+
 both_backends!(
     the_capability_statement_lists_what_is_served,
-    errors_are_operation_outcomes
+    errors_are_operation_outcomes,
+    every_interaction_needs_a_valid_token,
 );

@@ -128,6 +128,7 @@ fn cases(policy: &Value) -> Vec<Case> {
         ),
         case("get", "/api/v1/hospitals", Admin, None),
         case("get", "/api/v1/hospitals/{id}", Any, None),
+        case("patch", "/api/v1/hospitals/{id}", Admin, Some(json!({}))),
         case("post", "/api/v1/hospitals/{id}/clients", Admin, Some(json!({}))),
         case("get", "/api/v1/hospitals/{id}/clients", Admin, None),
         case("post", "/api/v1/hospitals/{id}/clients/{client_id}/revoke", Admin, None),
