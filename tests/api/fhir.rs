@@ -122,7 +122,14 @@ async fn every_interaction_needs_a_valid_token(backend: Backend) {
             }
             let r = app.send(req).await;
             fhir::assert_valid(&r.body);
-            r.outcome(401, if token.is_some() { "invalid_token" } else { "missing_token" });
+            r.outcome(
+                401,
+                if token.is_some() {
+                    "invalid_token"
+                } else {
+                    "missing_token"
+                },
+            );
         }
     }
 }

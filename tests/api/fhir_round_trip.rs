@@ -271,6 +271,18 @@ async fn an_engine_orders_a_course_and_follows_it_to_the_transfusion(backend: Ba
     .await;
     assert_eq!(counts.resource(200, "Bundle")["total"], 2);
 
+    // What the engine wrote is in the audit trail, under its own name.
+    let audited = b.audit_actions("patient", patient_id).await;
+    assert!(audited.iter().any(|a| a == "patient.create"), "{audited:?}");
+    let audited = b.audit_actions("request", request_id).await;
+    assert!(audited.iter().any(|a| a == "request.create"), "{audited:?}");
+    let audited = b.audit_actions("allocation", allocation).await;
+    assert_eq!(
+        audited.iter().filter(|a| *a == "allocation.anc_result").count(),
+        2,
+        "{audited:?}"
+    );
+
     // Another hospital sees none of it.
     let (_, other) = hospital(&mut b.app).await;
     let other = Some(other.as_str());
