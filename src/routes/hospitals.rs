@@ -44,10 +44,10 @@ pub struct CreateHospitalRequest {
 #[schema(example = json!({"mrn_system": "urn:oid:2.16.840.1.113883.3.1234.1", "order_system": null}))]
 pub struct UpdateHospitalRequest {
     #[serde(default, deserialize_with = "crate::input::double_option")]
-    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9+.\-]*:[!-~]{1,250}$", nullable)]
+    #[schema(value_type = Option<String>, pattern = r"^[A-Za-z][A-Za-z0-9+.\-]*:[!-~]{1,250}$")]
     pub mrn_system: crate::input::DoubleOption<String>,
     #[serde(default, deserialize_with = "crate::input::double_option")]
-    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9+.\-]*:[!-~]{1,250}$", nullable)]
+    #[schema(value_type = Option<String>, pattern = r"^[A-Za-z][A-Za-z0-9+.\-]*:[!-~]{1,250}$")]
     pub order_system: crate::input::DoubleOption<String>,
 }
 
