@@ -106,10 +106,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     // Every body is an object. serde would also read a struct from an array (fields by
     // position, defaults for the rest), so `[]` would pass as an empty PATCH.
     if !value.is_object() {
-        return Err(ApiError::new(
-            ErrorCode::MalformedJson,
-            "the request body must be a JSON object",
-        ));
+        return Err(ApiError::field("body", "must be a JSON object"));
     }
     if let Some(field) = nul_at(&value, "") {
         return Err(nul_refused(if field.is_empty() { "the body" } else { &field }));
@@ -323,7 +320,7 @@ mod tests {
         assert_eq!(err.code(), ErrorCode::ValidationFailed);
         let err = parse_json::<Outer>(br#"{"name":"x","inner":{"n":-1.0}}"#).expect_err("negative");
         let err_array = parse_json::<Outer>(br#"["x", {"n": 1}]"#).expect_err("an array");
-        assert_eq!(err_array.code(), ErrorCode::MalformedJson);
+        assert_eq!(err_array.problem().errors[0].field, "body");
         assert_eq!(err.problem().errors[0].field, "inner.n");
     }
 
