@@ -181,7 +181,10 @@ def main():
     password = "fuzzing hospital password"
     api(base, "POST", "/api/v1/users", admin,
         {"username": f"fz-hosp-{code}".lower(), "password": password, "role": "hospital", "hospital_id": h["id"]})
-    _, login = api(base, "POST", "/api/v1/auth/login", None, {"username": f"fz-hosp-{code}".lower(), "password": password})
+    status, login = api(base, "POST", "/api/v1/auth/login", None, {"username": f"fz-hosp-{code}".lower(), "password": password})
+    if status != 200:
+        print(f"fhir fuzz: the hospital account could not sign in ({status}): {login}", file=sys.stderr)
+        return 1
     hosp = login["access_token"]
     system = h["mrn_system"]
     patient = {
