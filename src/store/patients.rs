@@ -76,18 +76,11 @@ pub fn list(
     after_id: Option<i64>,
     limit: i64,
 ) -> QueryResult<Vec<Patient>> {
-    let mut query = patients::table
-        .select(Patient::as_select())
-        .order(patients::id.asc())
-        .limit(limit)
-        .into_boxed();
-    if let Some(h) = hospital_id {
-        query = query.filter(patients::hospital_id.eq(h));
-    }
-    if let Some(after) = after_id {
-        query = query.filter(patients::id.gt(after));
-    }
-    query.load(conn)
+    let filter = PatientFilter {
+        hospital_ids: hospital_id.map(|h| vec![h]),
+        mrn: None,
+    };
+    search(conn, &filter, after_id, limit)
 }
 
 /// Which patients a search matches: in these hospitals (all when `None`), with this MRN.

@@ -326,6 +326,12 @@ pub fn rhd_negative_patient(rhd: Typed<Rhd>) -> bool {
     rhd.confirmed() != Some(Rhd::Positive)
 }
 
+/// Whether the pair stands crossmatched: a compatible result is on record and no incompatible
+/// one stands unresolved (what a dispense reports as its match status).
+pub fn crossmatched(crossmatches: &[CrossmatchFacts]) -> bool {
+    crossmatches.iter().any(|x| x.compatible) && !crossmatches.iter().any(|x| !x.compatible && !x.resolved)
+}
+
 /// The best compatible crossmatch of `kind`: the one whose sample is valid longest.
 fn best_compatible(crossmatches: &[CrossmatchFacts], kind: CrossmatchKind) -> Option<DateTime<Utc>> {
     crossmatches
@@ -1515,6 +1521,27 @@ mod tests {
             vec![HNA_ANTIBODIES, CROSSMATCH_INCOMPATIBLE]
         );
         assert_eq!(codes(&[xm(), leuko(false, true, 1)]), vec![HNA_ANTIBODIES]);
+    }
+
+    #[test]
+    fn only_a_standing_compatible_crossmatch_counts_as_crossmatched() {
+        let x = |compatible, resolved| CrossmatchFacts {
+            id: 1,
+            kind: CrossmatchKind::RedCell,
+            compatible,
+            resolved,
+            sample_valid_until: Utc::now(),
+        };
+        for (list, expected) in [
+            (vec![], false),
+            (vec![x(true, false)], true),
+            (vec![x(false, false)], false),
+            (vec![x(false, true)], false),
+            (vec![x(true, false), x(false, false)], false),
+            (vec![x(true, false), x(false, true)], true),
+        ] {
+            assert_eq!(crossmatched(&list), expected, "{list:?}");
+        }
     }
 
     #[test]

@@ -58,12 +58,10 @@ pub fn allocation_statuses(code: &str) -> Option<&'static [AllocationStatus]> {
     })
 }
 
-/// `crossmatched` when a compatible crossmatch of the unit against a sample of the patient is
-/// recorded and no incompatible one stands unresolved; otherwise the unit was `selected`.
+/// `crossmatched` when the pair stands crossmatched (`domain::compatibility::crossmatched`);
+/// otherwise the unit was `selected`.
 pub fn match_status(crossmatches: &[CrossmatchFacts]) -> &'static str {
-    let compatible = crossmatches.iter().any(|x| x.compatible);
-    let standing = crossmatches.iter().any(|x| !x.compatible && !x.resolved);
-    if compatible && !standing {
+    if crate::domain::compatibility::crossmatched(crossmatches) {
         "crossmatched"
     } else {
         "selected"
@@ -336,18 +334,15 @@ mod tests {
     }
 
     #[test]
-    fn only_a_standing_compatible_crossmatch_counts_as_crossmatched() {
-        let x = |compatible, resolved| CrossmatchFacts {
+    fn the_match_status_names_the_crossmatch_verdict() {
+        assert_eq!(match_status(&[]), "selected");
+        let x = CrossmatchFacts {
             id: 1,
             kind: CrossmatchKind::RedCell,
-            compatible,
-            resolved,
+            compatible: true,
+            resolved: false,
             sample_valid_until: Utc::now(),
         };
-        assert_eq!(match_status(&[]), "selected");
-        assert_eq!(match_status(&[x(true, false)]), "crossmatched");
-        assert_eq!(match_status(&[x(false, false)]), "selected");
-        assert_eq!(match_status(&[x(true, false), x(false, false)]), "selected");
-        assert_eq!(match_status(&[x(true, false), x(false, true)]), "crossmatched");
+        assert_eq!(match_status(&[x]), "crossmatched");
     }
 }

@@ -66,6 +66,24 @@ pub fn path_id(raw: &str, resource_type: &str) -> ApiResult<i64> {
         .ok_or_else(|| ApiError::not_found(&format!("{resource_type}/{raw}")))
 }
 
+/// A field error of a `/api/v1` service, renamed to the resource's elements: `rename` gives
+/// the element path for a field (fields it does not know keep their name). Other errors pass.
+pub fn as_elements(e: ApiError, rename: impl Fn(&str) -> Option<String>) -> ApiError {
+    if e.code() != ErrorCode::ValidationFailed {
+        return e;
+    }
+    let errors = e
+        .problem()
+        .errors
+        .into_iter()
+        .map(|f| crate::error::FieldError {
+            field: rename(&f.field).unwrap_or(f.field),
+            message: f.message,
+        })
+        .collect();
+    ApiError::validation(errors)
+}
+
 /// The version of a resource: a digest of everything it says except `meta`, so it changes
 /// exactly when the resource does (`meta.versionId` and the `ETag`).
 pub fn stamp<R: Resource>(mut resource: R) -> ApiResult<(R, String)> {

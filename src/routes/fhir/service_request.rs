@@ -849,32 +849,20 @@ fn requirements_of(v: &mut Validator, details: &[OrderDetail]) -> Requirements {
 
 /// The service's field names as elements of the resource.
 fn fhir_fields(e: ApiError) -> ApiError {
-    if e.code() != ErrorCode::ValidationFailed {
-        return e;
-    }
-    let errors = e
-        .problem()
-        .errors
-        .into_iter()
-        .map(|f| {
-            let element = match f.field.as_str() {
-                "units_requested" => "quantityQuantity",
-                "needed_by" => "occurrence[x]",
-                "indication.infection" => "reason",
-                "indication.anc_per_ul" => "supportingInfo",
-                "indication.refractory_hours" => "extension",
-                "requirements.irradiated" => "orderDetail",
-                "order_identifier.value" | "order_identifier.system" => "identifier",
-                "reason" => "note",
-                _ => return f,
-            };
-            FieldError {
-                field: at(element),
-                message: f.message,
-            }
-        })
-        .collect();
-    ApiError::validation(errors)
+    super::as_elements(e, |field| {
+        let element = match field {
+            "units_requested" => "quantityQuantity",
+            "needed_by" => "occurrence[x]",
+            "indication.infection" => "reason",
+            "indication.anc_per_ul" => "supportingInfo",
+            "indication.refractory_hours" => "extension",
+            "requirements.irradiated" => "orderDetail",
+            "order_identifier.value" | "order_identifier.system" => "identifier",
+            "reason" => "note",
+            _ => return None,
+        };
+        Some(at(element))
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

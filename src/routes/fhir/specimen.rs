@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::model::{CodeableConcept, Extension, Meta, Reference, extension, extension_url};
 use super::path_id;
 use crate::auth::AuthUser;
-use crate::error::{ApiError, ApiResult, ErrorCode, FieldError, Validator};
+use crate::error::{ApiError, ApiResult, ErrorCode, Validator};
 use crate::extract::JsonBody;
 use crate::routes::with_policy;
 use crate::services::patients::{self as work, SampleInput, SampleView};
@@ -171,23 +171,9 @@ async fn create(
             work::find(conn, patient, scope)
                 .map_err(|e| e.or_unknown(ErrorCode::UnknownPatient, "patient", patient))?;
             work::add_sample(conn, &actor, patient, input, scope, policy).map_err(|e| {
-                if e.code() != ErrorCode::ValidationFailed {
-                    return e;
-                }
-                let errors = e
-                    .problem()
-                    .errors
-                    .into_iter()
-                    .map(|f| FieldError {
-                        field: if f.field == "drawn_at" {
-                            format!("{SPECIMEN}.collection.collectedDateTime")
-                        } else {
-                            f.field
-                        },
-                        message: f.message,
-                    })
-                    .collect();
-                ApiError::validation(errors)
+                super::as_elements(e, |field| {
+                    (field == "drawn_at").then(|| format!("{SPECIMEN}.collection.collectedDateTime"))
+                })
             })
         }))
         .await?;
