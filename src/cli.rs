@@ -88,6 +88,9 @@ pub struct ServeArgs {
     pub login_window_minutes: i64,
     #[arg(long, env = "GRANULO_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
+    /// Mark the console's session cookie `Secure` (behind a TLS proxy).
+    #[arg(long, env = "GRANULO_COOKIE_SECURE", default_value_t = false)]
+    pub cookie_secure: bool,
     #[arg(long, env = "GRANULO_WORKERS", default_value_t = 0)]
     pub workers: usize,
     #[arg(long, env = "GRANULO_ALERT_INTERVAL_SECS", default_value_t = 60)]
@@ -146,6 +149,7 @@ pub fn settings_from(global: &GlobalArgs, serve: &ServeArgs) -> Result<Settings,
     s.login_max_failures_per_address = serve.login_max_failures_per_address;
     s.login_window_minutes = serve.login_window_minutes;
     s.trust_forwarded_for = serve.trust_forwarded_for;
+    s.cookie_secure = serve.cookie_secure;
     s.workers = serve.workers;
     s.alert_interval_secs = serve.alert_interval_secs;
     s.fin = serve.fin.trim().to_ascii_uppercase();

@@ -15,6 +15,7 @@
 //! | `GRANULO_LOGIN_MAX_FAILURES_PER_ADDRESS` | 30 | the same per client address |
 //! | `GRANULO_LOGIN_WINDOW_MINUTES` | 15 | throttling window |
 //! | `GRANULO_TRUST_FORWARDED_FOR` | false | client address = the last `X-Forwarded-For` entry (only behind a proxy you run, which appends it) |
+//! | `GRANULO_COOKIE_SECURE` | false | mark the console's session cookie `Secure` (set it when a TLS proxy serves granulo; a request that arrives as HTTPS gets it anyway) |
 //! | `GRANULO_WORKERS` | one per core | HTTP worker threads |
 //! | `GRANULO_ALERT_INTERVAL_SECS` | 60 | in-process alert scan interval; 0 turns it off (run `granulo alerts run` from cron instead) |
 //! | `GRANULO_FIN` | `A9999` | ISBT 128 facility identification number used in assigned DINs (`A9999` is ICCBBA's example FIN: set your own) |
@@ -146,6 +147,9 @@ pub struct Settings {
     pub login_max_failures_per_address: i64,
     pub login_window_minutes: i64,
     pub trust_forwarded_for: bool,
+    /// Mark the console's session cookie `Secure` even when the request arrived over HTTP
+    /// (behind a TLS-terminating proxy).
+    pub cookie_secure: bool,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// Seconds between in-process alert scans; 0 disables the scheduler.
@@ -175,6 +179,7 @@ impl Settings {
             login_max_failures_per_address: 30,
             login_window_minutes: 15,
             trust_forwarded_for: false,
+            cookie_secure: false,
             workers: 0,
             alert_interval_secs: 60,
             fin: "A9999".to_owned(),

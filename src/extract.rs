@@ -228,14 +228,17 @@ pub fn json_config() -> web::JsonConfig {
 
 /// Middleware hook for every 4xx/5xx: responses that are not problem+json already (the
 /// framework's 404, 405, 413, …) are replaced by one. 5xx bodies stay generic. A FHIR
-/// OperationOutcome (`/fhir/R5`, which shapes its own errors) is left as it is.
+/// OperationOutcome (`/fhir/R5`, which shapes its own errors) and a console page (HTML) are left
+/// as they are.
 pub fn normalize_error<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let is_done = res
         .response()
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with(PROBLEM_CONTENT_TYPE) || v.starts_with(FHIR_CONTENT_TYPE));
+        .is_some_and(|v| {
+            v.starts_with(PROBLEM_CONTENT_TYPE) || v.starts_with(FHIR_CONTENT_TYPE) || v.starts_with("text/html")
+        });
     if is_done {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }

@@ -216,3 +216,42 @@ pub fn load_principal(conn: &mut crate::store::DbConn, principal: Principal, sid
         }
     }
 }
+
+/// The staff member behind a console cookie, checked like a bearer token on every request:
+/// the session must be open and within its shift, the account active and a staff role.
+pub fn load_console_user(
+    conn: &mut crate::store::DbConn,
+    cookie: &str,
+    at: chrono::NaiveDateTime,
+) -> ApiResult<AuthUser> {
+    let not_signed_in = || ApiError::new(ErrorCode::NotSignedIn, "sign in to use the console");
+    let (session, user) =
+        sessions::find_by_cookie_hash(conn, &tokens::sha256_hex(cookie))?.ok_or_else(not_signed_in)?;
+    if session.revoked_at.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::SessionRevoked,
+            "this session has ended; sign in again",
+        ));
+    }
+    if session.expires_at.is_none_or(|end| end <= at) {
+        return Err(ApiError::new(
+            ErrorCode::SessionExpired,
+            "this session reached the end of its shift; sign in again",
+        ));
+    }
+    let user = user.ok_or_else(not_signed_in)?;
+    if let Some(refusal) = session::user_refusal(conn, &user)? {
+        return Err(refusal);
+    }
+    let role: Role = user.role.parse().map_err(ApiError::internal)?;
+    if !role.is_staff() {
+        return Err(session::console_not_for(role));
+    }
+    Ok(AuthUser {
+        principal: Principal::User(user.id),
+        name: user.username,
+        role,
+        hospital_id: user.hospital_id,
+        session_id: session.id,
+    })
+}

@@ -275,25 +275,23 @@ pub fn user_refusal(conn: &mut DbConn, user: &users::User) -> ApiResult<Option<A
     Ok(None)
 }
 
-/// Finish a password sign-in once the (slow) password check ran outside the transaction:
-/// keep the attempt as a failure, or withdraw it and open a session.
-pub fn finish_password_sign_in(
+/// The user a password sign-in is for, once the (slow) password check ran outside the
+/// transaction: the attempt is kept as a failure, or withdrawn when the password was right.
+fn verified_user(
     conn: &mut DbConn,
-    jwt: &JwtKeys,
     settings: &Settings,
     user: Option<users::User>,
     verified: bool,
     attempt: &Attempt,
     at: NaiveDateTime,
-) -> ApiResult<Committed<(Issued, users::User)>> {
+) -> ApiResult<Committed<users::User>> {
     match user {
         Some(user) if verified => {
             attempt.succeeded(conn)?;
             if let Some(refusal) = user_refusal(conn, &user)? {
                 return Ok(Err(refusal));
             }
-            let issued = start_user_session(conn, jwt, settings, &user, at)?;
-            Ok(Ok((issued, user)))
+            Ok(Ok(user))
         }
         _ => {
             attempt.failed(conn, settings, at)?;
@@ -303,6 +301,74 @@ pub fn finish_password_sign_in(
             )))
         }
     }
+}
+
+/// Finish a password sign-in with tokens (`POST /auth/login`).
+pub fn finish_password_sign_in(
+    conn: &mut DbConn,
+    jwt: &JwtKeys,
+    settings: &Settings,
+    user: Option<users::User>,
+    verified: bool,
+    attempt: &Attempt,
+    at: NaiveDateTime,
+) -> ApiResult<Committed<(Issued, users::User)>> {
+    let user = match verified_user(conn, settings, user, verified, attempt, at)? {
+        Ok(user) => user,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let issued = start_user_session(conn, jwt, settings, &user, at)?;
+    Ok(Ok((issued, user)))
+}
+
+/// A console session just opened: the cookie value goes to the browser once; only its hash
+/// is stored.
+#[derive(Debug)]
+pub struct ConsoleOpened {
+    pub cookie: String,
+    pub expires_at: NaiveDateTime,
+}
+
+/// Finish a password sign-in at the console: a cookie session that lasts one shift
+/// (`GRANULO_REFRESH_TOKEN_HOURS`) at most. Hospital accounts are refused: the console is for
+/// blood-bank staff.
+pub fn finish_console_sign_in(
+    conn: &mut DbConn,
+    settings: &Settings,
+    user: Option<users::User>,
+    verified: bool,
+    attempt: &Attempt,
+    at: NaiveDateTime,
+) -> ApiResult<Committed<(ConsoleOpened, users::User)>> {
+    let user = match verified_user(conn, settings, user, verified, attempt, at)? {
+        Ok(user) => user,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let role: Role = user.role.parse().map_err(ApiError::internal)?;
+    if !role.is_staff() {
+        return Ok(Err(console_not_for(role)));
+    }
+    let cookie = tokens::new_console_cookie();
+    let expires_at = at + Duration::hours(settings.refresh_token_hours);
+    sessions::create_console(
+        conn,
+        &tokens::new_session_id(),
+        user.id,
+        &tokens::sha256_hex(&cookie),
+        at,
+        expires_at,
+    )?;
+    Ok(Ok((ConsoleOpened { cookie, expires_at }, user)))
+}
+
+/// The refusal a non-staff account gets at the console.
+pub fn console_not_for(role: Role) -> ApiError {
+    ApiError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "the console is for blood-bank staff; a {role} account uses the API (/api/v1 or /fhir/R5) through its hospital's system"
+        ),
+    )
 }
 
 pub fn hospital_inactive() -> ApiError {

@@ -15,6 +15,29 @@ pub fn new_refresh_token() -> String {
     format!("grt_{}", random_b64(32))
 }
 
+/// The value of a console session cookie.
+pub fn new_console_cookie() -> String {
+    format!("gcs_{}", random_b64(32))
+}
+
+/// The CSRF token of a console session: an HMAC of a fixed label keyed by the session's
+/// cookie, so it needs no storage and a page from another session cannot supply it.
+pub fn csrf_token(cookie: &str) -> String {
+    use hmac::Mac as _;
+    // HMAC takes a key of any length: `new_from_slice` cannot fail for it.
+    let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(cookie.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(b"granulo console form");
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether a posted CSRF token is the session's (`expected`, from [`csrf_token`]), in
+/// constant time.
+pub fn csrf_matches_token(expected: &str, presented: &str) -> bool {
+    !expected.is_empty() && expected.as_bytes().ct_eq(presented.as_bytes()).into()
+}
+
 pub fn new_client_id() -> String {
     let mut buf = [0u8; 12];
     rand::fill(&mut buf);
@@ -41,6 +64,18 @@ pub fn secret_matches(presented: &str, stored_hash: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csrf_tokens_belong_to_their_session() {
+        let (a, b) = (new_console_cookie(), new_console_cookie());
+        let token = csrf_token(&a);
+        assert_eq!(token, csrf_token(&a), "stable for a session");
+        assert!(csrf_matches_token(&csrf_token(&a), &token));
+        assert!(!csrf_matches_token(&csrf_token(&b), &token), "another session's token");
+        assert!(!csrf_matches_token(&token, ""));
+        assert!(!csrf_matches_token("", ""), "no session, no match");
+        assert_ne!(token, a, "the token is not the cookie");
+    }
 
     #[test]
     fn secrets_are_unique_and_verifiable() {

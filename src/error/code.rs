@@ -55,6 +55,9 @@ error_codes! {
     InvalidRefreshToken = 401, "invalid_refresh_token", "the refresh token is not valid";
     RefreshTokenReused = 401, "refresh_token_reused", "a refresh token was used twice; the session is revoked";
     RefreshTokenExpired = 401, "refresh_token_expired", "the refresh token has expired; sign in again";
+    NotSignedIn = 401, "not_signed_in", "the console needs a signed-in session (its cookie is missing or unknown)";
+    SessionExpired = 401, "session_expired", "the console session reached the end of its shift; sign in again";
+    CsrfTokenInvalid = 403, "csrf_token_invalid", "a console form was posted without its session's CSRF token";
     Forbidden = 403, "forbidden", "the caller's role or hospital may not do this";
     NotFound = 404, "not_found", "no such resource (or not visible to the caller)";
     MethodNotAllowed = 405, "method_not_allowed", "the path does not take this method";

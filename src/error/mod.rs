@@ -173,6 +173,11 @@ impl ApiError {
         self.0.code
     }
 
+    /// The `Retry-After` this error is answered with, if any.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.0.retry_after_secs
+    }
+
     pub fn problem(&self) -> Problem {
         let e = &self.0;
         let status = e.code.status();

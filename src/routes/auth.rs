@@ -135,31 +135,7 @@ pub async fn login(
     body: JsonBody<LoginRequest>,
 ) -> ApiResult<HttpResponse> {
     let LoginRequest { username, password } = body.into_inner();
-    let username = username.trim().to_lowercase();
-    let user_key = session::user_throttle_key(&username);
-    let addr_key = session::address_throttle_key(&client_address(&req, &state));
-
-    let settings = state.settings.clone();
-    let name = username.clone();
-    let (attempt, user) = state
-        .db(move |conn| {
-            let attempt = session::begin_attempt(conn, &settings, &user_key, &addr_key, now())?;
-            let user = if attempt.is_ok() {
-                users::find_by_username(conn, &name)?
-            } else {
-                None
-            };
-            Ok((attempt, user))
-        })
-        .await?;
-    let attempt = attempt?;
-
-    // Unknown usernames are checked against a dummy hash so they cost the same time.
-    let stored = user
-        .as_ref()
-        .map_or_else(|| state.dummy_password_hash.to_string(), |u| u.password_hash.clone());
-    let verified = cpu(move || password::verify(&password, &stored)).await?;
-
+    let (attempt, user, verified) = check_password(&req, &state, &username, password).await?;
     let settings = state.settings.clone();
     let jwt = state.jwt.clone();
     let (issued, user) = state
@@ -169,6 +145,38 @@ pub async fn login(
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(token_response(issued, &user)?))
+}
+
+/// The throttled password check both sign-in doors (API and console) share: the attempt is
+/// counted first, and an unknown username is checked against a dummy hash so that it costs the
+/// same time. Finish with `session::finish_password_sign_in` or `finish_console_sign_in`.
+pub async fn check_password(
+    req: &HttpRequest,
+    state: &AppState,
+    username: &str,
+    password: String,
+) -> ApiResult<(session::Attempt, Option<users::User>, bool)> {
+    let username = username.trim().to_lowercase();
+    let user_key = session::user_throttle_key(&username);
+    let addr_key = session::address_throttle_key(&client_address(req, state));
+    let settings = state.settings.clone();
+    let (attempt, user) = state
+        .db(move |conn| {
+            let attempt = session::begin_attempt(conn, &settings, &user_key, &addr_key, now())?;
+            let user = if attempt.is_ok() {
+                users::find_by_username(conn, &username)?
+            } else {
+                None
+            };
+            Ok((attempt, user))
+        })
+        .await?;
+    let attempt = attempt?;
+    let stored = user
+        .as_ref()
+        .map_or_else(|| state.dummy_password_hash.to_string(), |u| u.password_hash.clone());
+    let verified = cpu(move || password::verify(&password, &stored)).await?;
+    Ok((attempt, user, verified))
 }
 
 /// Client-credentials sign-in for a hospital system; the token is scoped to its hospital.

@@ -6,6 +6,7 @@ pub mod allocations;
 pub mod audit;
 pub mod auth;
 pub mod collections;
+pub mod console;
 pub mod devices;
 pub mod docs;
 pub mod donors;
@@ -196,6 +197,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/reports/exceptions").route(web::get().to(allocations::exceptions))),
         )
         .configure(fhir::configure)
+        .configure(console::configure)
         .configure(docs::register_docs_redirect)
         .service(docs::swagger_ui());
 }

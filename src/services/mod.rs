@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod allocations;
 pub mod candidates;
+pub mod changes;
 pub mod collections;
 pub mod decisions;
 pub mod devices;

@@ -306,6 +306,26 @@ pub fn verify(conn: &mut DbConn) -> QueryResult<VerifyReport> {
     })
 }
 
+/// The id and entity type of audit rows after `after_id`, oldest first, up to `limit`. Rows
+/// are appended under one lock, so ids follow commit order and a reader that remembers the
+/// last id it saw misses none.
+pub fn entity_types_after(conn: &mut DbConn, after_id: i64, limit: i64) -> QueryResult<Vec<(i64, String)>> {
+    audit_log::table
+        .filter(audit_log::id.gt(after_id))
+        .order(audit_log::id.asc())
+        .select((audit_log::id, audit_log::entity_type))
+        .limit(limit)
+        .load(conn)
+}
+
+/// The id of the newest audit row (0 when there is none).
+pub fn last_id(conn: &mut DbConn) -> QueryResult<i64> {
+    audit_log::table
+        .select(diesel::dsl::max(audit_log::id))
+        .first::<Option<i64>>(conn)
+        .map(Option::unwrap_or_default)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

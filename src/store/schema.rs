@@ -48,6 +48,8 @@ diesel::table! {
         created_at -> Timestamp,
         revoked_at -> Nullable<Timestamp>,
         revoked_reason -> Nullable<Text>,
+        cookie_hash -> Nullable<Text>,
+        expires_at -> Nullable<Timestamp>,
     }
 }
 

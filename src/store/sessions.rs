@@ -20,6 +20,10 @@ pub struct Session {
     pub created_at: NaiveDateTime,
     pub revoked_at: Option<NaiveDateTime>,
     pub revoked_reason: Option<String>,
+    /// SHA-256 (hex) of a console session's cookie; `None` for token sessions.
+    pub cookie_hash: Option<String>,
+    /// When a console session ends at the latest.
+    pub expires_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -49,6 +53,37 @@ pub fn create(
         ))
         .execute(conn)
         .map(|_| ())
+}
+
+/// Open a console session: a person's browser holds the cookie whose hash is stored.
+pub fn create_console(
+    conn: &mut DbConn,
+    id: &str,
+    user_id: i64,
+    cookie_hash: &str,
+    at: NaiveDateTime,
+    expires_at: NaiveDateTime,
+) -> QueryResult<()> {
+    diesel::insert_into(sessions::table)
+        .values((
+            sessions::id.eq(id),
+            sessions::user_id.eq(Some(user_id)),
+            sessions::created_at.eq(at),
+            sessions::cookie_hash.eq(Some(cookie_hash)),
+            sessions::expires_at.eq(Some(expires_at)),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// The console session holding a cookie with this hash, and its user.
+pub fn find_by_cookie_hash(conn: &mut DbConn, cookie_hash: &str) -> QueryResult<Option<(Session, Option<User>)>> {
+    sessions::table
+        .left_join(users::table.on(sessions::user_id.eq(users::id.nullable())))
+        .filter(sessions::cookie_hash.eq(cookie_hash))
+        .select((Session::as_select(), Option::<User>::as_select()))
+        .first(conn)
+        .optional()
 }
 
 pub fn find(conn: &mut DbConn, id: &str) -> QueryResult<Option<Session>> {
