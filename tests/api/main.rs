@@ -9,6 +9,8 @@ mod auth;
 mod bank;
 mod cli;
 mod collections;
+mod console;
+mod console_support;
 #[cfg(unix)]
 mod crash;
 mod donors;
