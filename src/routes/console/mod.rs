@@ -133,7 +133,17 @@ impl FromRequest for ConsoleUser {
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let cookie = session_cookie(req);
-        let wants_page = req.method() == actix_web::http::Method::GET && req.headers().get("HX-Request").is_none();
+        // A page load is sent to sign in; htmx fragments, the event stream and form posts get
+        // the refusal itself (a redirect would be swapped into the page or retried forever).
+        let accepts_stream = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"));
+        let wants_page = req.method() == actix_web::http::Method::GET
+            && req.headers().get("HX-Request").is_none()
+            && !accepts_stream
+            && req.path() != "/console/events";
         let next = req.uri().path_and_query().map(|p| p.as_str().to_owned());
         Box::pin(async move {
             let state =
