@@ -23,25 +23,11 @@ both_backends!(
     console_stream_reports_changes,
 );
 
-/// No inline script, style or event handler anywhere: the CSP would block them anyway.
-fn assert_no_inline_code(html: &str) {
-    let inline_script = regex::Regex::new(r"<script(?:\s[^>]*)?>").expect("regex");
-    for tag in inline_script.find_iter(html) {
-        assert!(tag.as_str().contains(" src="), "inline script {}", tag.as_str());
-    }
-    let attrs = regex::Regex::new(r#"\s(style|on[a-z]+|hx-on[a-z:-]*)="#).expect("regex");
-    assert!(
-        attrs.find(html).is_none(),
-        "inline style or handler: {:?}",
-        attrs.find(html)
-    );
-}
-
 async fn console_sign_in_opens_a_strict_cookie_session(backend: Backend) {
     let app = spawn(backend).await;
     let mut console = Console::anonymous(&app);
     let form = console.get("/console/login").await;
-    assert_no_inline_code(form.ok(200));
+    form.ok(200);
     let login_cookie = form.set_cookie("granulo_login").expect("the form's own cookie");
     assert!(login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Strict"));
 
@@ -59,8 +45,7 @@ async fn console_sign_in_opens_a_strict_cookie_session(backend: Backend) {
 
     let console = Console::admin(&app).await;
     let board = console.get("/console/board").await;
-    let html = board.ok(200);
-    assert_no_inline_code(html);
+    board.ok(200);
     let csp = board.header("content-security-policy");
     assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{csp}");
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");

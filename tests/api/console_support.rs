@@ -150,10 +150,29 @@ impl Console {
     }
 }
 
+/// Every HTML answer the tests read is checked for inline code.
 async fn read(req: reqwest::RequestBuilder) -> Page {
     let res = req.send().await.expect("request sent");
     let status = res.status();
     let headers = res.headers().clone();
     let text = res.text().await.expect("body read");
-    Page { status, headers, text }
+    let page = Page { status, headers, text };
+    if page.header("content-type").starts_with("text/html") {
+        assert_no_inline_code(&page.text);
+    }
+    page
+}
+
+/// No inline script, style or event handler anywhere: the CSP would block them anyway.
+pub fn assert_no_inline_code(html: &str) {
+    let inline_script = regex::Regex::new(r"<script(?:\s[^>]*)?>").expect("regex");
+    for tag in inline_script.find_iter(html) {
+        assert!(tag.as_str().contains(" src="), "inline script {}", tag.as_str());
+    }
+    let attrs = regex::Regex::new(r#"\s(style|on[a-z]+|hx-on[a-z:-]*)="#).expect("regex");
+    assert!(
+        attrs.find(html).is_none(),
+        "inline style or handler: {:?}",
+        attrs.find(html)
+    );
 }
