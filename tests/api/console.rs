@@ -123,7 +123,7 @@ async fn console_pages_need_a_session(backend: Backend) {
     assert!(post.ok(401).contains("not_signed_in"));
 
     // After sign-in the person is taken back, but never to another site.
-    let mut console = Console::anonymous(&app);
+    let console = Console::anonymous(&app);
     let form = console.get("/console/login?next=%2Fconsole%2Falerts").await;
     assert!(form.ok(200).contains(r#"name="next" value="/console/alerts""#));
     for (next, lands) in [
