@@ -6,7 +6,7 @@
 //! the planned end otherwise), so "48 h between leukaphereses" is measured from the end of the
 //! previous procedure to the start of the next — the conservative reading.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 
 use super::text_enum;
 use crate::domain::eligibility::{
@@ -170,6 +170,74 @@ impl DonorRecord {
             at,
             policy,
         )
+    }
+}
+
+impl DonorRecord {
+    /// The donor's latest procedure that took place by `now` (another programme's donation, or a
+    /// collection that started), for display.
+    pub fn last_procedure(&self, now: DateTime<Utc>) -> Option<PastProcedure> {
+        self.donations
+            .iter()
+            .cloned()
+            .chain(
+                self.bookings
+                    .iter()
+                    .filter(|b| b.status != CollectionStatus::Scheduled)
+                    .filter_map(Booking::as_procedure),
+            )
+            .filter(|p| p.at <= now)
+            .max_by_key(|p| p.at)
+    }
+
+    /// The earliest instant in `[from, until]` at which the donor is eligible
+    /// ([`DonorRecord::eligibility_at`], nothing excluded), or `None`. The rules are judged at
+    /// `from` and at each instant where one of their inputs changes: a deferral's end, a
+    /// procedure or stimulation leaving one of the rules' windows, a birthday. Each answer is a
+    /// verdict of the rules themselves.
+    pub fn eligible_from(
+        &self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        planned_agents: &[String],
+        policy: &Policy,
+    ) -> Option<DateTime<Utc>> {
+        let d = &policy.donor;
+        let hours = |n: u32| TimeDelta::try_hours(i64::from(n));
+        let weeks = |n: u32| TimeDelta::try_weeks(i64::from(n));
+        let windows: Vec<TimeDelta> = [
+            Some(TimeDelta::days(365)),
+            Some(TimeDelta::days(56)),
+            Some(TimeDelta::days(7)),
+            hours(d.min_hours_between_leukapheresis),
+            weeks(d.weeks_after_whole_blood),
+            weeks(d.red_cell_loss_weeks()),
+            weeks(d.weeks_after_red_cell_loss_not_returned),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let mut instants = vec![from];
+        instants.extend(self.deferrals.iter().filter_map(|x| x.until));
+        for p in self.history(None) {
+            instants.extend(windows.iter().filter_map(|w| p.at.checked_add_signed(*w)));
+        }
+        for s in &self.stimulations {
+            instants.extend(s.at.checked_add_signed(TimeDelta::days(365)));
+        }
+        // The UTC midnight on which the donor reaches the minimum age (29 February: 1 March).
+        let dob = self.facts.date_of_birth;
+        let year = dob.year().saturating_add(i32::try_from(d.age_min).unwrap_or(i32::MAX));
+        let birthday = NaiveDate::from_ymd_opt(year, dob.month(), dob.day())
+            .or_else(|| NaiveDate::from_ymd_opt(year, 3, 1))
+            .and_then(|day| day.and_hms_opt(0, 0, 0));
+        instants.extend(birthday.map(|b| b.and_utc()));
+        instants.retain(|t| *t >= from && *t <= until);
+        instants.sort();
+        instants.dedup();
+        instants
+            .into_iter()
+            .find(|t| self.eligibility_at(*t, None, planned_agents, policy).eligible)
     }
 }
 
@@ -484,6 +552,161 @@ mod tests {
                     hes_ml: None,
                 }
             })
+    }
+
+    fn done(id: i64, day: u32, hour: u32) -> Booking {
+        Booking {
+            status: CollectionStatus::Completed,
+            started_at: Some(t(day, hour)),
+            ended_at: Some(t(day, hour + 2)),
+            ..booking(id, day, hour)
+        }
+    }
+
+    /// (name, record, from, until, expected)
+    type Case = (
+        &'static str,
+        DonorRecord,
+        DateTime<Utc>,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+    );
+
+    #[test]
+    fn eligible_from_is_the_first_instant_the_rules_allow() {
+        let p = Policy::default();
+        let deferred = |until: DateTime<Utc>| Deferral {
+            reason: "travel".into(),
+            permanent: false,
+            starts_at: t(1, 0),
+            until: Some(until),
+        };
+        let whole_blood = |at: DateTime<Utc>| PastProcedure {
+            kind: ProcedureKind::WholeBlood,
+            at,
+            red_cell_loss_ml: Some(450),
+            red_cells_returned: false,
+            hes_ml: None,
+        };
+        let young = NaiveDate::from_ymd_opt(2008, 12, 11).expect("date");
+        let cases: Vec<Case> = vec![
+            ("nothing in the way", donor(vec![]), t(10, 6), t(11, 8), Some(t(10, 6))),
+            // Ended the 9th at 12:00: 48 h later.
+            (
+                "interval",
+                donor(vec![done(1, 9, 10)]),
+                t(10, 6),
+                t(11, 13),
+                Some(t(11, 12)),
+            ),
+            (
+                "interval past until",
+                donor(vec![done(1, 9, 10)]),
+                t(10, 6),
+                t(11, 8),
+                None,
+            ),
+            (
+                "deferral ends",
+                DonorRecord {
+                    deferrals: vec![deferred(t(10, 20))],
+                    ..donor(vec![])
+                },
+                t(10, 6),
+                t(11, 8),
+                Some(t(10, 20)),
+            ),
+            (
+                "whole blood eight weeks ago",
+                DonorRecord {
+                    donations: vec![whole_blood(t(10, 15) - TimeDelta::weeks(8))],
+                    ..donor(vec![])
+                },
+                t(10, 6),
+                t(11, 8),
+                Some(t(10, 15)),
+            ),
+            (
+                "turns 18 at midnight",
+                DonorRecord {
+                    facts: DonorFacts {
+                        date_of_birth: young,
+                        ..donor(vec![]).facts
+                    },
+                    ..donor(vec![])
+                },
+                t(10, 6),
+                t(12, 8),
+                Some(t(11, 0)),
+            ),
+            (
+                "inactive",
+                DonorRecord {
+                    facts: DonorFacts {
+                        active: false,
+                        ..donor(vec![]).facts
+                    },
+                    ..donor(vec![])
+                },
+                t(10, 6),
+                t(12, 8),
+                None,
+            ),
+        ];
+        for (name, record, from, until, expected) in cases {
+            assert_eq!(record.eligible_from(from, until, &[], &p), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn last_procedure_is_the_latest_that_took_place() {
+        let mut cancelled = booking(3, 8, 8);
+        cancelled.status = CollectionStatus::Aborted;
+        let d = donor(vec![done(1, 2, 8), booking(2, 20, 8), cancelled]);
+        let last = d.last_procedure(t(10, 0)).expect("one");
+        assert_eq!((last.kind, last.at), (ProcedureKind::Leukapheresis, t(2, 10)));
+        assert_eq!(d.last_procedure(t(2, 9)), None, "not ended yet");
+        assert_eq!(
+            donor(vec![booking(1, 1, 8)]).last_procedure(t(10, 0)),
+            None,
+            "only booked"
+        );
+    }
+
+    proptest! {
+        /// On whole hours, where every rule's window begins and ends: no hour before the answer
+        /// is eligible, and the answer is.
+        #[test]
+        fn eligible_from_misses_no_earlier_hour(
+            collections in prop::collection::vec((1u32..28, 0u32..20), 0..4),
+            blood in prop::collection::vec(1i64..2000, 0..3),
+            deferral in prop::option::of((0i64..100, 1i64..60)),
+            until_hours in 1i64..60,
+        ) {
+            let p = Policy::default();
+            let from = t(28, 6);
+            let mut d = donor(collections.iter().enumerate().map(|(i, (day, hour))| done(i as i64 + 1, *day, *hour)).collect());
+            d.donations = blood.iter().map(|h| PastProcedure {
+                kind: ProcedureKind::WholeBlood,
+                at: from - TimeDelta::hours(*h),
+                red_cell_loss_ml: Some(450),
+                red_cells_returned: false,
+                hes_ml: None,
+            }).collect();
+            if let Some((ago, lasts)) = deferral {
+                d.deferrals.push(Deferral {
+                    reason: "r".into(),
+                    permanent: false,
+                    starts_at: from - TimeDelta::hours(ago),
+                    until: Some(from - TimeDelta::hours(ago) + TimeDelta::hours(lasts + ago)),
+                });
+            }
+            let until = from + TimeDelta::hours(until_hours);
+            let brute = (0..=until_hours)
+                .map(|h| from + TimeDelta::hours(h))
+                .find(|at| d.eligibility_at(*at, None, &[], &p).eligible);
+            prop_assert_eq!(d.eligible_from(from, until, &[], &p), brute);
+        }
     }
 
     proptest! {

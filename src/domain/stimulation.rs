@@ -121,6 +121,35 @@ pub fn contraindication_warnings(agent: &str, donor: &DonorFacts, policy: &Polic
         .collect()
 }
 
+/// A dose still to give for a booked collection: its agent and the window in which to give it
+/// (both ends inclusive, as [`window_warning`] reads them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DueDose {
+    pub agent: String,
+    pub opens: DateTime<Utc>,
+    pub closes: DateTime<Utc>,
+}
+
+/// The doses due for a collection starting at `start`: each of `agents` (the collection's, from
+/// [`agents_to_check`]) that has a policy window and was not given for it (`given`). Agents
+/// without a window have no due time and are left out. Earliest closing first.
+pub fn doses_due(agents: &[String], given: &[&str], start: DateTime<Utc>, policy: &Policy) -> Vec<DueDose> {
+    let mut out: Vec<DueDose> = agents
+        .iter()
+        .filter(|a| !given.iter().any(|g| same_agent(g, a)))
+        .filter_map(|a| {
+            let window = window_for(a, policy)?;
+            Some(DueDose {
+                agent: a.clone(),
+                opens: start - TimeDelta::hours(i64::from(window.max)),
+                closes: start - TimeDelta::hours(i64::from(window.min)),
+            })
+        })
+        .collect();
+    out.sort_by(|x, y| x.closes.cmp(&y.closes).then_with(|| x.agent.cmp(&y.agent)));
+    out
+}
+
 text_enum!(
     /// `ug` (fixed dose), `ug_per_kg`, or `mg`.
     DoseUnit {
@@ -188,6 +217,39 @@ mod tests {
         );
         let late = window_warning(GCSF, start() + hm(0, 45), start(), &p).expect("warns");
         assert!(late.message.contains("0 h 45 min after"), "{}", late.message);
+    }
+
+    /// (agent, opens, closes), in hours before the start.
+    type Due = (&'static str, i64, i64);
+
+    #[test]
+    fn doses_due_are_the_windows_of_agents_not_given() {
+        let p = Policy::default();
+        let agents = agents_to_check(&["prednisone".to_owned()], &p);
+        let at = |h: i64| start() - TimeDelta::hours(h);
+        // (given for the collection, expected (agent, opens, closes) earliest closing first)
+        let cases: &[(&[&str], &[Due])] = &[
+            (&[], &[(GCSF, 24, 12), (DEXAMETHASONE, 14, 10)]),
+            (&["gcsf"], &[(DEXAMETHASONE, 14, 10)]),
+            (&["G-CSF"], &[(DEXAMETHASONE, 14, 10)]),
+            (&["dexamethasone", "gcsf"], &[]),
+            (&["prednisone"], &[(GCSF, 24, 12), (DEXAMETHASONE, 14, 10)]),
+        ];
+        for (given, expected) in cases {
+            let got: Vec<(String, DateTime<Utc>, DateTime<Utc>)> = doses_due(&agents, given, start(), &p)
+                .into_iter()
+                .map(|d| (d.agent, d.opens, d.closes))
+                .collect();
+            let want: Vec<(String, DateTime<Utc>, DateTime<Utc>)> = expected
+                .iter()
+                .map(|(a, o, c)| ((*a).to_owned(), at(*o), at(*c)))
+                .collect();
+            assert_eq!(got, want, "given {given:?}");
+        }
+        let mut narrow = Policy::default();
+        narrow.donor.gcsf_window_hours = HoursWindow { min: 6, max: 8 };
+        let due = doses_due(&[GCSF.to_owned()], &[], start(), &narrow);
+        assert_eq!((due[0].opens, due[0].closes), (at(8), at(6)), "from the policy");
     }
 
     #[test]

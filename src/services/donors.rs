@@ -399,9 +399,26 @@ pub fn list(conn: &mut DbConn, req: ListRequest, policy: &Policy) -> ApiResult<(
         let (rows, next) = crate::input::paginate(rows, req.limit, |d| d.id);
         return Ok((views(conn, rows)?, next));
     };
+    let picked: Vec<Donor> = eligible_rows(conn, req.filter, at, req.limit, policy)?
+        .into_iter()
+        .map(|(donor, _)| donor)
+        .collect();
+    let (rows, next) = crate::input::paginate(picked, req.limit, |d| d.id);
+    Ok((views(conn, rows)?, next))
+}
+
+/// The donors of `filter` eligible for a collection at `at` (no planned agents, as the list's
+/// `eligible_at` filter and the eligibility endpoint judge them), in id order, with their
+/// records: read in batches (four queries each) until more than `limit` are found.
+fn eligible_rows(
+    conn: &mut DbConn,
+    mut filter: DonorFilter,
+    at: DateTime<Utc>,
+    limit: i64,
+    policy: &Policy,
+) -> ApiResult<Vec<(Donor, DonorRecord)>> {
     const BATCH: i64 = 200;
-    let mut filter = req.filter;
-    let mut picked: Vec<Donor> = Vec::new();
+    let mut picked = Vec::new();
     loop {
         let batch = rows::list(conn, &filter, BATCH)?;
         let exhausted = batch.len() < BATCH as usize;
@@ -409,15 +426,59 @@ pub fn list(conn: &mut DbConn, req: ListRequest, policy: &Policy) -> ApiResult<(
         let records = records(conn, &batch)?;
         for (donor, record) in batch.into_iter().zip(records) {
             if record.eligibility_at(at, None, &[], policy).eligible {
-                picked.push(donor);
+                picked.push((donor, record));
             }
         }
-        if exhausted || picked.len() as i64 > req.limit {
+        if exhausted || picked.len() as i64 > limit {
             break;
         }
     }
-    let (rows, next) = crate::input::paginate(picked, req.limit, |d| d.id);
-    Ok((views(conn, rows)?, next))
+    Ok(picked)
+}
+
+/// An active donor eligible at a given time, with what the day's planning reads.
+#[derive(Debug, Clone)]
+pub struct EligibleDonor {
+    pub donor: DonorView,
+    /// The latest procedure that took place by now (another programme's donation included).
+    pub last_procedure: Option<PastProcedure>,
+    /// The earliest time from now on at which the donor is eligible (at the latest, `at`).
+    pub eligible_from: Option<DateTime<Utc>>,
+}
+
+/// Active donors eligible for a collection at `at`, by the same rules as the eligibility
+/// endpoint (no planned agents), in id order: at most `limit`, and whether there were more.
+pub fn eligible_at(
+    conn: &mut DbConn,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    limit: i64,
+    policy: &Policy,
+) -> ApiResult<(Vec<EligibleDonor>, bool)> {
+    let filter = DonorFilter {
+        active: Some(true),
+        ..DonorFilter::default()
+    };
+    let mut picked = eligible_rows(conn, filter, at, limit, policy)?;
+    let more = picked.len() as i64 > limit;
+    picked.truncate(usize::try_from(limit).unwrap_or(0));
+    let (donors, records): (Vec<Donor>, Vec<DonorRecord>) = picked.into_iter().unzip();
+    let found = views(conn, donors)?
+        .into_iter()
+        .zip(records)
+        .map(|(donor, record)| EligibleDonor {
+            donor,
+            last_procedure: record.last_procedure(now),
+            eligible_from: record.eligible_from(now.min(at), at, &[], policy),
+        })
+        .collect();
+    Ok((found, more))
+}
+
+/// Several donors at once (unknown ids are left out), in the order the store returns them.
+pub fn get_many(conn: &mut DbConn, ids: &[i64]) -> ApiResult<Vec<DonorView>> {
+    let found = rows::find_many(conn, ids)?;
+    views(conn, found)
 }
 
 pub fn deferral(r: &DeferralRow) -> Deferral {

@@ -245,6 +245,15 @@ pub fn stimulations_for_collection(conn: &mut DbConn, collection_id: i64) -> Que
         .load(conn)
 }
 
+/// The stimulations given for any of these collections.
+pub fn stimulations_for_collections(conn: &mut DbConn, collection_ids: &[i64]) -> QueryResult<Vec<Stimulation>> {
+    stimulations::table
+        .filter(stimulations::collection_id.eq_any(collection_ids))
+        .order((stimulations::administered_at.asc(), stimulations::id.asc()))
+        .select(Stimulation::as_select())
+        .load(conn)
+}
+
 pub fn stimulations_of_donor(conn: &mut DbConn, donor_id: i64) -> QueryResult<Vec<Stimulation>> {
     stimulations::table
         .filter(stimulations::donor_id.eq(donor_id))
