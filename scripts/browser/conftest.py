@@ -67,6 +67,9 @@ class Api:
     def __init__(self, env):
         self.base = env.base
         self.http = requests.Session()
+        # A new connection per call: the server closes idle ones between tests, and a POST sent
+        # on a connection as it closes would fail for nothing.
+        self.http.headers["Connection"] = "close"
         tech = env.seed["tech"]
         r = self.http.post(f"{self.base}/api/v1/auth/login", json=tech, timeout=30)
         r.raise_for_status()

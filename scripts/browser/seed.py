@@ -38,6 +38,7 @@ class Api:
     def __init__(self, base):
         self.base = base
         self.http = requests.Session()
+        self.http.headers["Connection"] = "close"
 
     def call(self, method, path, token=None, body=None, expect=(200, 201)):
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -125,6 +125,13 @@ def test_each_page_answers_without_breaking_its_policy(new_context, env, tech_st
     expect(page.locator("main h1")).to_be_visible()
     wait_live(page)
     shot(env, page, name)
+    # The README's pictures (scripts/browser/screenshots): one screen of the board, and of a
+    # request's candidates with the allocate and authorisation forms.
+    if name == "board":
+        page.screenshot(path=str(env.screenshots / "readme-board.png"))
+    if name == "request":
+        page.locator("table#candidates").evaluate("t => (t.closest('section') || t).scrollIntoView()")
+        page.screenshot(path=str(env.screenshots / "readme-request.png"))
     assert violations == []
 
 
@@ -276,6 +283,7 @@ def test_allocate_with_an_authorisation_then_issue_by_scanned_din(new_context, e
     refusal = page.locator(".refusal")
     expect(refusal).to_be_visible()
     expect(refusal.locator("code").first).to_have_text(re.compile(r"^[a-z_]+$"))
+    expect(refusal).to_contain_text("din_mismatch")
     row = page.locator(f'table#allocations tr[data-allocation-id="{allocation_id}"]')
     expect(row).not_to_have_attribute("data-status", "issued")
     shot(env, page, "request-wrong-din")
