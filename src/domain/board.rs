@@ -11,7 +11,9 @@ use super::units::{MarkerResult, TestResult, UnitAction, UnitStatus, marker_stan
 /// something happen to it. Transfused and discarded units are done; an expired unit stays (it
 /// must be taken off the shelf and discarded), and so does an issued one (not yet transfused).
 pub fn on_board(status: UnitStatus) -> bool {
-    UnitAction::ALL.iter().any(|&action| next_status(status, action).is_some())
+    UnitAction::ALL
+        .iter()
+        .any(|&action| next_status(status, action).is_some())
 }
 
 /// How close a unit is to its expiry.
@@ -40,12 +42,7 @@ pub fn expiry_band(remaining_secs: i64, thresholds_hours: &[u32]) -> ExpiryBand 
     if remaining_secs <= 0 {
         return ExpiryBand::Expired;
     }
-    ExpiryBand::Band(
-        thresholds_hours
-            .iter()
-            .filter(|&&h| remaining_secs <= secs(h))
-            .count(),
-    )
+    ExpiryBand::Band(thresholds_hours.iter().filter(|&&h| remaining_secs <= secs(h)).count())
 }
 
 /// The band in words, so colour never carries it alone: `expired`, `4 h or less left` (the
@@ -246,7 +243,10 @@ mod tests {
                 },
             ),
             // The latest result stands; a pending one that came back negative is complete.
-            (vec![r("hiv", N), r("hbv", P), r("hbv", N), r("hcv", N)], MarkerState::Complete),
+            (
+                vec![r("hiv", N), r("hbv", P), r("hbv", N), r("hcv", N)],
+                MarkerState::Complete,
+            ),
             // A positive result stands even after a later negative, and on any marker.
             (
                 vec![r("hiv", Pos), r("hiv", N), r("hbv", N), r("hcv", N)],

@@ -19,8 +19,8 @@ use super::{ConsoleResult, ConsoleUser, html};
 use crate::auth::Role;
 use crate::domain::blood::{Abo, Rhd};
 use crate::domain::board::{self as rules, ExpiryBand, MarkerState};
-use crate::domain::units::{MarkerResult, ReleaseKind, UnitStatus};
 use crate::domain::requests::AllocationStatus;
+use crate::domain::units::{MarkerResult, ReleaseKind, UnitStatus};
 use crate::error::{ApiError, ApiResult};
 use crate::input::MAX_LIMIT;
 use crate::services::allocations::{self, Holder};
@@ -84,10 +84,7 @@ impl Group {
     fn all() -> Vec<Self> {
         Abo::ALL
             .iter()
-            .flat_map(|&abo| {
-                [None, Some(Rhd::Positive), Some(Rhd::Negative)]
-                    .map(|rhd| Self { abo, rhd })
-            })
+            .flat_map(|&abo| [None, Some(Rhd::Positive), Some(Rhd::Negative)].map(|rhd| Self { abo, rhd }))
             .collect()
     }
 }
@@ -365,8 +362,9 @@ fn band_summary(board: &Board, filters: Filters, now: DateTime<Utc>) -> Markup {
     let source = format!("/console/board/summary{}", filters.query());
     html! {
         span #board-summary hx-get=(source) hx-trigger="sse:board" hx-swap="outerHTML" {
+            "Units: "
             span data-count="#board-rows tr[data-unit-id]" { (board.units.len()) }
-            " units: "
+            "; by time left: "
             @for (i, (band, example)) in bands.iter().enumerate() {
                 @if i > 0 { ", " }
                 span data-count=(format!("#board-rows .countdown.{}", band.class())) {
@@ -434,10 +432,7 @@ pub fn markers_markup(u: &UnitView, required: &[String]) -> Markup {
             result: t.result,
         })
         .collect();
-    let emergency = u
-        .release
-        .as_ref()
-        .is_some_and(|r| r.kind == ReleaseKind::Emergency);
+    let emergency = u.release.as_ref().is_some_and(|r| r.kind == ReleaseKind::Emergency);
     html! {
         @match rules::marker_state(&results, required) {
             MarkerState::Complete => { span.markers-complete { "tests complete" } }
@@ -542,16 +537,22 @@ mod tests {
     #[test]
     fn filters_refuse_what_the_board_does_not_show() {
         assert_eq!(Filters::parse("").expect("empty"), Filters::default());
-        assert_eq!(Filters::parse("group=&status=&done=x").expect("blank"), Filters::default());
+        assert_eq!(
+            Filters::parse("group=&status=&done=x").expect("blank"),
+            Filters::default()
+        );
         let f = Filters::parse("group=O-&status=expired").expect("ok");
         assert_eq!(f.status, Some(UnitStatus::Expired));
         assert_eq!(f.query(), "?group=O-&status=expired");
         assert_eq!(Filters::parse(&f.query()[1..]).expect("again"), f);
-        assert_eq!(
-            Filters::parse("group=A%2B").expect("ok").query(),
-            "?group=A%2B"
-        );
-        for bad in ["status=transfused", "status=discarded", "status=nope", "group=Z", "group=%FF"] {
+        assert_eq!(Filters::parse("group=A%2B").expect("ok").query(), "?group=A%2B");
+        for bad in [
+            "status=transfused",
+            "status=discarded",
+            "status=nope",
+            "group=Z",
+            "group=%FF",
+        ] {
             assert!(Filters::parse(bad).is_err(), "{bad}");
         }
     }
