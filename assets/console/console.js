@@ -1,24 +1,45 @@
 // granulo console: countdowns, live-update status, and the end of a session.
 // No inline script anywhere (CSP script-src 'self'); everything hangs off data attributes.
-(function () {
+(function (root) {
   "use strict";
 
   // --- Countdowns -------------------------------------------------------------------------
   // <span class="countdown" data-expires-at="RFC 3339" data-bands="28800,14400,7200"> counts
-  // down h:mm:ss to the expiry and sets class band-0 … band-N (N = thresholds passed) or
-  // "expired". The bands are the policy's alert thresholds in seconds, largest first, as the
-  // server rendered them (domain::units::expiry_band decides the same on the server).
+  // down h:mm:ss to the expiry and sets class band-0 … band-N (N = thresholds the time left is
+  // at or under) or "expired" (at or under 0 s). The bands are the policy's alert thresholds in
+  // seconds, as the server rendered them. domain::board::{expiry_band, expiry_label,
+  // seconds_left, clock_text} decide the same on the server; a Rust test runs this file's
+  // `granuloCountdown` over the same table.
   function pad(n) { return n < 10 ? "0" + n : String(n); }
+
+  // Whole seconds left, rounded up: half a second left is not expired yet.
+  function secondsLeft(expiresAtMs, nowMs) { return Math.ceil((expiresAtMs - nowMs) / 1000); }
+
+  function clockText(secs) {
+    var s = Math.max(secs, 0);
+    return Math.floor(s / 3600) + ":" + pad(Math.floor(s / 60) % 60) + ":" + pad(s % 60);
+  }
 
   function describe(remaining, bands) {
     if (remaining <= 0) return { band: "expired", label: "expired" };
-    var band = 0, label = "more than " + Math.round(bands[0] / 3600) + " h left";
+    if (!bands.length) return { band: "band-0", label: "not expired" };
+    var band = 0, tightest = null, widest = bands[0];
     for (var i = 0; i < bands.length; i++) {
-      if (remaining <= bands[i]) { band = i + 1; label = "under " + Math.round(bands[i] / 3600) + " h left"; }
+      if (bands[i] > widest) widest = bands[i];
+      if (remaining <= bands[i]) {
+        band++;
+        if (tightest === null || bands[i] < tightest) tightest = bands[i];
+      }
     }
-    if (!bands.length) label = "";
+    var label = tightest === null
+      ? "more than " + widest / 3600 + " h left"
+      : tightest / 3600 + " h or less left";
     return { band: "band-" + band, label: label };
   }
+
+  root.granuloCountdown = { describe: describe, secondsLeft: secondsLeft, clockText: clockText };
+  // Loaded outside a browser (the band table test): only the functions above.
+  if (typeof document === "undefined") return;
 
   function tick() {
     var now = Date.now();
@@ -28,17 +49,20 @@
       var at = Date.parse(el.getAttribute("data-expires-at"));
       if (isNaN(at)) continue;
       var bands = (el.getAttribute("data-bands") || "").split(",").filter(Boolean).map(Number);
-      var secs = Math.floor((at - now) / 1000);
+      var secs = secondsLeft(at, now);
       var d = describe(secs, bands);
       var clock = el.querySelector(".clock");
       var text = el.querySelector(".band-text");
-      if (clock) {
-        var s = Math.max(secs, 0);
-        clock.textContent = Math.floor(s / 3600) + ":" + pad(Math.floor(s / 60) % 60) + ":" + pad(s % 60);
-      }
+      if (clock) clock.textContent = clockText(secs);
       if (text) text.textContent = d.label;
-      var cls = el.className.replace(/\b(band-\d+|expired)\b/g, "").trim();
-      el.className = cls + " " + d.band;
+      var kept = el.className.split(/\s+/).filter(function (c) { return c && !/^(band-\d+|expired)$/.test(c); });
+      kept.push(d.band);
+      el.className = kept.join(" ");
+    }
+    // Counts that follow the page (the board's summary): <span data-count="<selector>">.
+    var counts = document.querySelectorAll("[data-count]");
+    for (var j = 0; j < counts.length; j++) {
+      counts[j].textContent = String(document.querySelectorAll(counts[j].getAttribute("data-count")).length);
     }
   }
 
@@ -80,4 +104,4 @@
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
-})();
+})(typeof window !== "undefined" ? window : globalThis);

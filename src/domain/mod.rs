@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod alerts;
 pub mod blood;
+pub mod board;
 pub mod compatibility;
 pub mod eligibility;
 pub mod group;

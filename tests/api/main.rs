@@ -11,6 +11,7 @@ mod cli;
 mod collections;
 mod console;
 mod console_alerts;
+mod console_board;
 mod console_support;
 #[cfg(unix)]
 mod crash;

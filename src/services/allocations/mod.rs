@@ -9,6 +9,7 @@ mod allocate;
 mod assess;
 pub mod counts;
 mod crossmatch;
+mod holders;
 mod issue;
 mod transfusion;
 
@@ -18,6 +19,7 @@ pub use crossmatch::{
     CrossmatchInput, CrossmatchMethod, CrossmatchResult, CrossmatchView, ResolutionView, crossmatches, find_crossmatch,
     record_crossmatch, resolve_crossmatch,
 };
+pub use holders::{Holder, holders};
 pub use issue::{IssueInput, issue, return_unit};
 pub use transfusion::{MAX_ANC, TransfusionInput, transfusion};
 

@@ -160,4 +160,28 @@ pub fn list(conn: &mut DbConn, req: ListRequest) -> ApiResult<(Vec<UnitView>, Op
     Ok((views(conn, found, now)?, next))
 }
 
+/// The units the console's board shows (`domain::board::on_board`: not transfused, not
+/// discarded), first-expiring first, read in one statement so that no unit is missed or shown
+/// twice while it changes status; `status` of each view is as of now, as in [`list`]. At most
+/// `limit`; `true` when more remain.
+pub fn on_board(conn: &mut DbConn, abo: Option<Abo>, rhd: Option<Rhd>, limit: i64) -> ApiResult<(Vec<UnitView>, bool)> {
+    let now = utc(store::now());
+    let filter = UnitFilter {
+        statuses: Some(
+            UnitStatus::ALL
+                .iter()
+                .filter(|s| crate::domain::board::on_board(**s))
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+        ),
+        abo: abo.map(|a| a.as_str().to_owned()),
+        rhd: rhd.map(|r| r.as_str().to_owned()),
+        ..UnitFilter::default()
+    };
+    let mut found = rows::list(conn, &filter, limit.saturating_add(1))?;
+    let more = found.len() as i64 > limit;
+    found.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok((views(conn, found, now)?, more))
+}
+
 // ---------------------------------------------------------------------------------------------
