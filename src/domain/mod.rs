@@ -6,6 +6,7 @@ pub mod agents;
 pub mod alerts;
 pub mod blood;
 pub mod compatibility;
+pub mod course;
 pub mod eligibility;
 pub mod group;
 pub mod isbt128;
