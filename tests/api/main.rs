@@ -10,6 +10,7 @@ mod bank;
 mod cli;
 mod collections;
 mod console;
+mod console_requests;
 mod console_support;
 #[cfg(unix)]
 mod crash;
