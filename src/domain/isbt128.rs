@@ -125,18 +125,36 @@ impl Din {
         Ok(parsed)
     }
 
-    /// A DIN as people and scanners give it: 13 characters, 14 with the check character, or
-    /// the scanned `=` data structure with flags.
+    /// A DIN as people and scanners give it: 13 characters, 14 with the check character, the
+    /// scanned `=` data structure with flags, or the eye-readable text of the label typed in
+    /// full: DIN, flags and check character (`A9999 26 123456 00 X`). Spaces do not count.
     pub fn parse_reference(raw: &str) -> Result<Self, IsbtError> {
-        let text = raw.trim().to_ascii_uppercase();
+        let text: String = raw.split_whitespace().collect::<String>().to_ascii_uppercase();
         match text.len() {
             14 => Self::parse_keyed(&text),
             16 if text.starts_with('=') => decode(&text).and_then(|elements| match elements.first() {
                 Some(Element::Din { din, .. }) => Self::parse(din),
                 _ => Self::parse(""),
             }),
+            16 => Self::parse_printed(&text),
             _ => Self::parse(&text),
         }
+    }
+
+    /// The DIN, its two flag characters and its check character (16 characters), as printed.
+    fn parse_printed(text: &str) -> Result<Self, IsbtError> {
+        // ASCII first: the split below is by bytes.
+        if text.len() != 16 || !text.is_ascii() {
+            return Err(malformed(
+                "DIN",
+                "must be 13 characters, the flags and the check character",
+            ));
+        }
+        let (din, rest) = text.split_at(13);
+        let (flags, k) = rest.split_at(2);
+        let parsed = Self::parse_keyed(&format!("{din}{k}"))?;
+        parse_flags(&parsed, flags)?;
+        Ok(parsed)
     }
 
     pub fn as_text(&self) -> String {
@@ -616,6 +634,37 @@ mod tests {
         // by both the property tests and the API fuzzer).
         for text in ["G12341765432é", "\u{46652}\u{5}\u{9d}m0\u{8d}g\u{a6}"] {
             assert_eq!(Din::parse_keyed(text).map_err(|e| e.code()), Err("invalid_isbt128"));
+        }
+    }
+
+    #[test]
+    fn references_as_typed_at_the_bench() {
+        // A999921123456: check character 3, Type 3 flags 63 (interop.md §1.3).
+        let din = "A999921123456";
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("A999921123456", Ok(din)),
+            ("a999921123456", Ok(din)),
+            ("A9999 21 123456", Ok(din)),
+            ("A9999213", Err("invalid_isbt128")),
+            ("A9999211234563", Ok(din)),
+            ("A999921123456 3", Ok(din)),
+            ("A9999211234564", Err("invalid_check_character")),
+            ("=A99992112345601", Ok(din)),
+            (" =A99992112345663 ", Ok(din)),
+            ("=A99992112345664", Err("invalid_check_character")),
+            // The eye-readable label typed in full: DIN, flags, check character.
+            ("A999921123456 01 3", Ok(din)),
+            ("A9999 21 123456 00 3", Ok(din)),
+            ("A999921123456013", Ok(din)),
+            ("A999921123456 01 4", Err("invalid_check_character")),
+            ("A999921123456 99 3", Err("invalid_isbt128")),
+            ("A999921123456 XY 3", Err("invalid_isbt128")),
+            ("A999921123456 01 é", Err("invalid_isbt128")),
+            ("", Err("invalid_isbt128")),
+        ];
+        for (text, expected) in cases {
+            let got = Din::parse_reference(text).map(|d| d.as_text()).map_err(|e| e.code());
+            assert_eq!(got, expected.map(str::to_owned), "{text:?}");
         }
     }
 

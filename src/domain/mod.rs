@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod blood;
 pub mod board;
 pub mod compatibility;
+pub mod course;
 pub mod eligibility;
 pub mod group;
 pub mod isbt128;

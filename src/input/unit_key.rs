@@ -24,8 +24,9 @@ impl UnitKey {
     }
 }
 
-/// A DIN as people and scanners give it: 13 characters, 14 with the check character, or the
-/// scanned `=` data structure with flags.
+/// A DIN as people and scanners give it: 13 characters, 14 with the check character, the
+/// scanned `=` data structure with flags, or the eye-readable label typed in full
+/// (`Din::parse_reference`).
 pub fn parse_din_reference(raw: &str) -> ApiResult<Din> {
     Din::parse_reference(raw).map_err(|e| ApiError::isbt(&e, "the DIN is not valid ISBT 128"))
 }

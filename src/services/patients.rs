@@ -366,6 +366,16 @@ pub fn get(conn: &mut DbConn, id: i64, scope: Option<i64>, policy: &Policy) -> A
     view(conn, p, policy)
 }
 
+/// Several patients the caller may see (staff: any), in one query for the patients and one for
+/// their typings; ids that do not exist or are out of scope are left out.
+pub fn get_many(conn: &mut DbConn, ids: &[i64], scope: Option<i64>, policy: &Policy) -> ApiResult<Vec<PatientView>> {
+    let found: Vec<Patient> = rows::find_many(conn, ids)?
+        .into_iter()
+        .filter(|p| scope.is_none_or(|h| h == p.hospital_id))
+        .collect();
+    views(conn, found, policy)
+}
+
 pub fn create(
     conn: &mut DbConn,
     actor: &Actor,
@@ -530,6 +540,14 @@ pub fn add_sample(
 pub fn samples(conn: &mut DbConn, patient_id: i64, scope: Option<i64>) -> ApiResult<Vec<SampleView>> {
     find(conn, patient_id, scope)?;
     Ok(rows::samples_of(conn, patient_id)?
+        .into_iter()
+        .map(sample_view)
+        .collect())
+}
+
+/// The samples of several patients (staff), in one query.
+pub fn samples_of_many(conn: &mut DbConn, patient_ids: &[i64]) -> ApiResult<Vec<SampleView>> {
+    Ok(rows::samples_of_patients(conn, patient_ids)?
         .into_iter()
         .map(sample_view)
         .collect())

@@ -70,6 +70,15 @@ pub fn find(conn: &mut DbConn, id: i64) -> QueryResult<Option<Patient>> {
         .optional()
 }
 
+/// The patients with these ids (those that exist), by id.
+pub fn find_many(conn: &mut DbConn, ids: &[i64]) -> QueryResult<Vec<Patient>> {
+    patients::table
+        .filter(patients::id.eq_any(ids))
+        .order(patients::id.asc())
+        .select(Patient::as_select())
+        .load(conn)
+}
+
 pub fn list(
     conn: &mut DbConn,
     hospital_id: Option<i64>,

@@ -12,6 +12,7 @@ mod collections;
 mod console;
 mod console_alerts;
 mod console_board;
+mod console_requests;
 mod console_support;
 #[cfg(unix)]
 mod crash;

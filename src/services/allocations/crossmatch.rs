@@ -236,3 +236,28 @@ pub fn crossmatches(
     }
     Ok((out, next))
 }
+
+/// Every crossmatch on the samples of several patients (staff), oldest first, with their
+/// resolutions: a fixed number of queries however many patients.
+pub fn crossmatches_of_patients(conn: &mut DbConn, patient_ids: &[i64]) -> ApiResult<Vec<CrossmatchView>> {
+    let samples: std::collections::HashMap<i64, crate::store::patients::Sample> =
+        patient_rows::samples_of_patients(conn, patient_ids)?
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect();
+    let sample_ids: Vec<i64> = samples.keys().copied().collect();
+    let found = rows::crossmatches_for_samples(conn, &sample_ids)?;
+    let ids: Vec<i64> = found.iter().map(|x| x.id).collect();
+    let mut resolutions: std::collections::HashMap<i64, rows::Resolution> = rows::resolutions_of(conn, &ids)?
+        .into_iter()
+        .map(|r| (r.crossmatch_id, r))
+        .collect();
+    let mut out = Vec::with_capacity(found.len());
+    for x in found {
+        let sample = samples.get(&x.sample_id).ok_or_else(|| ApiError::not_found("sample"))?;
+        let resolution = resolutions.remove(&x.id);
+        out.push(crossmatch_view(x, sample, resolution)?);
+    }
+    out.sort_by_key(|x| x.id);
+    Ok(out)
+}

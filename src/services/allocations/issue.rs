@@ -22,8 +22,9 @@ use crate::store::{self, DbConn, units as unit_rows};
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"scanned_din": "=A99992600012363"}))]
 pub struct IssueInput {
-    /// The DIN as scanned from the bag: 13 characters, with its check character, or the `=`
-    /// data structure with flags.
+    /// The DIN as scanned from the bag: 13 characters, with its check character, the `=`
+    /// data structure with flags, or the eye-readable label typed in full (DIN, flags, check
+    /// character; spaces ignored).
     #[schema(min_length = 1, max_length = 64)]
     pub scanned_din: String,
     /// Codes of acknowledge-tier findings that appeared since allocation.

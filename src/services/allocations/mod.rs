@@ -16,8 +16,8 @@ mod transfusion;
 pub use allocate::{AllocateInput, allocate, cancel, cancel_request};
 pub use assess::{CompatibilityView, compatibility, crossmatch_facts, findings, unit_facts};
 pub use crossmatch::{
-    CrossmatchInput, CrossmatchMethod, CrossmatchResult, CrossmatchView, ResolutionView, crossmatches, find_crossmatch,
-    record_crossmatch, resolve_crossmatch,
+    CrossmatchInput, CrossmatchMethod, CrossmatchResult, CrossmatchView, ResolutionView, crossmatches,
+    crossmatches_of_patients, find_crossmatch, record_crossmatch, resolve_crossmatch,
 };
 pub use holders::{Holder, holders};
 pub use issue::{IssueInput, issue, return_unit};
