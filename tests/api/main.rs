@@ -13,6 +13,7 @@ mod console;
 mod console_support;
 #[cfg(unix)]
 mod crash;
+mod demo;
 mod donors;
 mod errors;
 mod exposure;
