@@ -25,7 +25,9 @@ pub enum Outcome {
     Seeded(Box<Seeded>),
     /// The database has donors or units: nothing was written. The demo's credentials file, when
     /// one is beside the database.
-    NotEmpty { credentials_file: Option<PathBuf> },
+    NotEmpty {
+        credentials_file: Option<PathBuf>,
+    },
 }
 
 pub struct Seeded {

@@ -40,6 +40,7 @@ pub const GIVEN_MALE: &[&str] = &[
     "Ahmed", "Bartosz", "Carlos", "Daniel", "Emeka", "Felix", "Hiroshi", "Ivan", "Jonas", "Kwame", "Luca", "Mateo",
     "Omar", "Rahul", "Samuel", "Tomasz",
 ];
+#[rustfmt::skip]
 pub const FAMILY: &[&str] = &[
     "Adeyemi", "Bergström", "Carter", "Dubois", "Evans", "Fernández", "García", "Hughes", "Ivanova", "Jensen",
     "Kowalski", "Li", "Mensah", "Nowak", "O'Brien", "Patel", "Quinn", "Rossi", "Silva", "Tanaka", "Usman", "Walsh",
@@ -125,11 +126,15 @@ use Abo::{A, Ab, B, O};
 use Cmv::{Negative as CmvNeg, Positive as CmvPos};
 use Fate::*;
 use Left::{Band, Beyond};
+use Priority::{Asap, Routine, Stat};
 use Rhd::{Negative as Neg, Positive as Pos};
+use Sex::{Female, Male};
 use Source::{Collection, Supplier};
 use Testing::*;
+use Typing::{Confirmed, Discordant};
 
 /// Units in the bank and beyond, first-expiring first; two more expire while the seed runs.
+#[rustfmt::skip]
 pub const UNITS: &[UnitPlan] = &[
     unit(Band(2, 0.6), Supplier(O, Pos, CmvNeg), true, Released, Stock),
     unit(Band(2, 0.85), Supplier(A, Pos, CmvPos), false, Untested, Stock),
@@ -211,16 +216,17 @@ const fn patient(
     }
 }
 
+#[rustfmt::skip]
 pub const PATIENTS: &[PatientPlan] = &[
-    patient("p-a", 0, "STM-0048213", ("Martin", "Kovač"), (54, Sex::Male, 78.0), (A, Pos, CmvNeg), &[], Typing::Confirmed),
-    patient("p-o", 0, "STM-0051977", ("Aisha", "Bello"), (31, Sex::Female, 62.0), (O, Neg, CmvNeg), &[], Typing::Confirmed),
-    patient("p-child", 0, "STM-0060412", ("Leo", "Fischer"), (6, Sex::Male, 21.0), (O, Neg, CmvNeg), &[], Typing::Confirmed),
-    patient("p-b", 1, "RIN-771204", ("George", "Okafor"), (67, Sex::Male, 84.0), (B, Pos, CmvPos), &[], Typing::Confirmed),
-    patient("p-ab", 1, "RIN-772391", ("Helen", "Marsh"), (58, Sex::Female, 70.0), (Ab, Pos, CmvNeg), &["A2"], Typing::Confirmed),
-    patient("p-bneg", 1, "RIN-775518", ("Irene", "Castillo"), (45, Sex::Female, 66.0), (B, Neg, CmvNeg), &[], Typing::Confirmed),
-    patient("p-o-boy", 2, "NGH-30219", ("Tariq", "Hassan"), (12, Sex::Male, 41.0), (O, Pos, CmvNeg), &[], Typing::Confirmed),
-    patient("p-aneg", 2, "NGH-30554", ("Sofia", "Lindqvist"), (34, Sex::Female, 59.0), (A, Neg, CmvNeg), &[], Typing::Confirmed),
-    patient("p-disc", 2, "NGH-30871", ("Robert", "Nash"), (71, Sex::Male, 80.0), (A, Pos, CmvPos), &[], Typing::Discordant(B, Pos)),
+    patient("p-a", 0, "STM-0048213", ("Martin", "Kovač"), (54, Male, 78.0), (A, Pos, CmvNeg), &[], Confirmed),
+    patient("p-o", 0, "STM-0051977", ("Aisha", "Bello"), (31, Female, 62.0), (O, Neg, CmvNeg), &[], Confirmed),
+    patient("p-child", 0, "STM-0060412", ("Leo", "Fischer"), (6, Male, 21.0), (O, Neg, CmvNeg), &[], Confirmed),
+    patient("p-b", 1, "RIN-771204", ("George", "Okafor"), (67, Male, 84.0), (B, Pos, CmvPos), &[], Confirmed),
+    patient("p-ab", 1, "RIN-772391", ("Helen", "Marsh"), (58, Female, 70.0), (Ab, Pos, CmvNeg), &["A2"], Confirmed),
+    patient("p-bneg", 1, "RIN-775518", ("Irene", "Castillo"), (45, Female, 66.0), (B, Neg, CmvNeg), &[], Confirmed),
+    patient("p-o-boy", 2, "NGH-30219", ("Tariq", "Hassan"), (12, Male, 41.0), (O, Pos, CmvNeg), &[], Confirmed),
+    patient("p-aneg", 2, "NGH-30554", ("Sofia", "Lindqvist"), (34, Female, 59.0), (A, Neg, CmvNeg), &[], Confirmed),
+    patient("p-disc", 2, "NGH-30871", ("Robert", "Nash"), (71, Male, 80.0), (A, Pos, CmvPos), &[], Discordant(B, Pos)),
 ];
 
 pub struct RequestPlan {
@@ -236,7 +242,6 @@ pub struct RequestPlan {
     pub cmv_negative: bool,
 }
 
-#[expect(clippy::too_many_arguments)]
 const fn request(
     key: &'static str,
     patient: &'static str,
@@ -260,13 +265,14 @@ const fn request(
 }
 
 /// Open requests in every priority, and one outside the indication (pending approval).
+#[rustfmt::skip]
 pub const REQUESTS: &[RequestPlan] = &[
-    request("stat-a", "p-a", Priority::Stat, 1, 60, (90, "Pseudomonas aeruginosa septicaemia", 72), false),
-    request("stat-o", "p-o", Priority::Stat, 2, 120, (40, "invasive aspergillosis", 96), false),
-    request("stat-child", "p-child", Priority::Stat, 1, 60, (30, "Klebsiella pneumoniae bacteraemia", 60), false),
-    request("asap-b", "p-b", Priority::Asap, 3, 300, (150, "invasive candidiasis", 120), false),
-    request("asap-ab", "p-ab", Priority::Asap, 2, 240, (200, "necrotising fasciitis", 72), false),
-    request("routine-o", "p-o-boy", Priority::Routine, 3, 720, (110, "fungal pneumonia", 168), false),
-    request("routine-a", "p-aneg", Priority::Routine, 4, -120, (60, "invasive mucormycosis", 144), true),
-    request("routine-pending", "p-bneg", Priority::Routine, 2, 1440, (900, "perianal abscess", 24), false),
+    request("stat-a", "p-a", Stat, 1, 60, (90, "Pseudomonas aeruginosa septicaemia", 72), false),
+    request("stat-o", "p-o", Stat, 2, 120, (40, "invasive aspergillosis", 96), false),
+    request("stat-child", "p-child", Stat, 1, 60, (30, "Klebsiella pneumoniae bacteraemia", 60), false),
+    request("asap-b", "p-b", Asap, 3, 300, (150, "invasive candidiasis", 120), false),
+    request("asap-ab", "p-ab", Asap, 2, 240, (200, "necrotising fasciitis", 72), false),
+    request("routine-o", "p-o-boy", Routine, 3, 720, (110, "fungal pneumonia", 168), false),
+    request("routine-a", "p-aneg", Routine, 4, -120, (60, "invasive mucormycosis", 144), true),
+    request("routine-pending", "p-bneg", Routine, 2, 1440, (900, "perianal abscess", 24), false),
 ];

@@ -28,7 +28,9 @@ use crate::services::donors::{self, DeferralInput, DonorInput};
 use crate::services::patients::{self, PatientInput, SampleInput, TypingInput};
 use crate::services::requests::{self, IndicationInput, OrderIdentifier, RequestInput, Requirements};
 use crate::services::stimulations::{self, DoseUnit, StimulationInput};
-use crate::services::units::{self, CreateUnitInput, IrradiationInput, Physician, ReadingInput, ReleaseInput, SourceInput, TestInput, UnitView};
+use crate::services::units::{
+    self, CreateUnitInput, IrradiationInput, Physician, ReadingInput, ReleaseInput, SourceInput, TestInput, UnitView,
+};
 use crate::store::audit::Actor;
 use crate::store::{self, DbConn};
 
@@ -97,6 +99,9 @@ fn text<const MIN: usize, const MAX: usize>(field: &str, raw: &str) -> ApiResult
     Text::field(field, raw).step(field)
 }
 
+/// The intervals a device is booked.
+type Bookings = Vec<(DateTime<Utc>, DateTime<Utc>)>;
+
 struct PatientSeed {
     id: i64,
     /// The newest sample: crossmatches are made on it.
@@ -114,7 +119,7 @@ pub struct Seeder<'a> {
     supplier_fin: &'static str,
     supplier_sequence: u32,
     /// Device id and the intervals booked on it.
-    devices: Vec<(i64, Vec<(DateTime<Utc>, DateTime<Utc>)>)>,
+    devices: Vec<(i64, Bookings)>,
     device_names: HashSet<String>,
     hospitals: Vec<(i64, String)>,
     patients: HashMap<&'static str, PatientSeed>,
@@ -184,7 +189,8 @@ impl<'a> Seeder<'a> {
                 mrn_system: None,
                 order_system: None,
             };
-            let hospital = accounts::create_hospital(self.conn, &self.actor, h.name, &code, &systems).step("hospital")?;
+            let hospital =
+                accounts::create_hospital(self.conn, &self.actor, h.name, &code, &systems).step("hospital")?;
             self.hospitals.push((hospital.id, code.clone()));
             self.user(h.ward, Role::Hospital, Some((hospital.id, &code)))?;
             // The hospital's system, as `POST /hospitals/{id}/clients` makes it.
@@ -310,8 +316,16 @@ impl<'a> Seeder<'a> {
             86..96 => Abo::B,
             _ => Abo::Ab,
         };
-        let rhd = if self.rng.percent(15) { Rhd::Negative } else { Rhd::Positive };
-        let cmv = if self.rng.percent(45) { Cmv::Positive } else { Cmv::Negative };
+        let rhd = if self.rng.percent(15) {
+            Rhd::Negative
+        } else {
+            Rhd::Positive
+        };
+        let cmv = if self.rng.percent(45) {
+            Cmv::Positive
+        } else {
+            Cmv::Negative
+        };
         (abo, rhd, cmv)
     }
 
@@ -328,7 +342,12 @@ impl<'a> Seeder<'a> {
         .unwrap_or("Alex");
         let family = self.rng.pick(plan::FAMILY).unwrap_or("Smith");
         let number = self.summary.donors + 1;
-        let ascii = |s: &str| -> String { s.chars().filter(char::is_ascii_alphabetic).collect::<String>().to_lowercase() };
+        let ascii = |s: &str| -> String {
+            s.chars()
+                .filter(char::is_ascii_alphabetic)
+                .collect::<String>()
+                .to_lowercase()
+        };
         let donor_type = match self.rng.below(20) {
             0..3 => DonorType::Family,
             3..5 => DonorType::Directed,
@@ -471,7 +490,12 @@ impl<'a> Seeder<'a> {
             start - hours(min + at * (max - min))
         };
         let doses = [
-            ("gcsf", 480.0, DoseUnit::Ug, before(self.policy.donor.gcsf_window_hours, 0.25)),
+            (
+                "gcsf",
+                480.0,
+                DoseUnit::Ug,
+                before(self.policy.donor.gcsf_window_hours, 0.25),
+            ),
             (
                 "dexamethasone",
                 8.0,
@@ -625,13 +649,7 @@ impl<'a> Seeder<'a> {
                 patients::type_sample(self.conn, &self.actor, s.id, typing, &self.policy).step("typing")?;
                 sample = Some(s.id);
             }
-            self.patients.insert(
-                p.key,
-                PatientSeed {
-                    id: created.id,
-                    sample,
-                },
-            );
+            self.patients.insert(p.key, PatientSeed { id: created.id, sample });
         }
         Ok(())
     }
@@ -819,11 +837,23 @@ impl<'a> Seeder<'a> {
             Testing::Partial => markers
                 .iter()
                 .enumerate()
-                .map(|(i, m)| (m.clone(), if i < half { TestResult::Negative } else { TestResult::Pending }))
+                .map(|(i, m)| {
+                    (
+                        m.clone(),
+                        if i < half {
+                            TestResult::Negative
+                        } else {
+                            TestResult::Pending
+                        },
+                    )
+                })
                 .collect(),
             Testing::Reactive => {
-                let mut r: Vec<(String, TestResult)> =
-                    markers.iter().take(half).map(|m| (m.clone(), TestResult::Negative)).collect();
+                let mut r: Vec<(String, TestResult)> = markers
+                    .iter()
+                    .take(half)
+                    .map(|m| (m.clone(), TestResult::Negative))
+                    .collect();
                 let reactive = markers.get(half).cloned().unwrap_or_else(|| "hbv_nat".to_owned());
                 r.push((reactive, TestResult::Positive));
                 r
@@ -904,8 +934,7 @@ impl<'a> Seeder<'a> {
         match fate {
             Fate::Returned(_) => {
                 let reason = text("reason", "transfusion postponed on the ward: patient febrile")?;
-                allocations::return_unit(self.conn, &self.actor, allocation, &reason, &self.policy)
-                    .step("return")?;
+                allocations::return_unit(self.conn, &self.actor, allocation, &reason, &self.policy).step("return")?;
             }
             Fate::Transfused(_) => {
                 let input = TransfusionInput {
@@ -947,7 +976,11 @@ impl<'a> Seeder<'a> {
         let found = allocations::compatibility(self.conn, unit, patient, Some(request_id), None, &self.policy)
             .step("compatibility")?;
         if found.reasons.iter().any(|f| f.severity == Severity::Block) {
-            tracing::warn!(unit, request_id, "demo: the policy blocks this allocation; the unit stays in stock");
+            tracing::warn!(
+                unit,
+                request_id,
+                "demo: the policy blocks this allocation; the unit stays in stock"
+            );
             return Ok(None);
         }
         let acknowledge: Vec<String> = found
@@ -961,7 +994,10 @@ impl<'a> Seeder<'a> {
                 by: text("by", "Dr N. Adeyemi")?,
                 role: text("role", "on-call haematologist")?,
                 at: truncate(Utc::now() - TimeDelta::minutes(10), 1),
-                reason: text("reason", "no better-matched unit before the patient's need; benefit outweighs risk")?,
+                reason: text(
+                    "reason",
+                    "no better-matched unit before the patient's need; benefit outweighs risk",
+                )?,
             })
         } else {
             None
