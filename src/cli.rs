@@ -1,5 +1,5 @@
-//! The `granulo` command line: `serve` (default), `migrate`, `user create`, `audit verify`,
-//! `alerts run`, `backup`.
+//! The `granulo` command line: `serve` (default), `demo`, `migrate`, `user create`,
+//! `audit verify`, `alerts run`, `backup`.
 
 use std::io::BufRead as _;
 use std::process::ExitCode;
@@ -9,7 +9,7 @@ use secrecy::SecretString;
 
 use crate::auth::{Role, password};
 use crate::config::{DatabaseTarget, LogFormat, Settings};
-use crate::startup::{Application, Bootstrap};
+use crate::startup::{self, Application, Bootstrap, Prepared};
 use crate::store::{self, StoreError, audit};
 
 #[derive(Debug, Parser)]
@@ -43,6 +43,9 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run the HTTP API (the default).
     Serve(ServeArgs),
+    /// Load a demo data set into an empty database (donors, units, requests, alerts), then serve
+    /// it like `serve`, printing the console's address and accounts to sign in with.
+    Demo(DemoArgs),
     /// Apply pending database migrations and exit.
     Migrate,
     /// Manage accounts.
@@ -66,6 +69,15 @@ pub enum Command {
 pub enum AlertsCommand {
     /// One alert scan (for cron): exits 0 when it ran or another run held the lease, 1 on error.
     Run,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Seed the database (when it is empty), print the accounts and exit without serving.
+    #[arg(long)]
+    pub seed_only: bool,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Debug, Args, Default)]
@@ -167,6 +179,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         None => serve(&cli.global, &ServeArgs::parse_defaults()),
         Some(Command::Serve(args)) => serve(&cli.global, &args),
+        Some(Command::Demo(args)) => demo(&cli.global, &args),
         Some(Command::Migrate) => migrate(&cli.global),
         Some(Command::User(UserCommand::Create {
             username,
@@ -197,10 +210,45 @@ fn serve(global: &GlobalArgs, args: &ServeArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    let prepared = match startup::prepare(&settings) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    listen(settings, prepared, None)
+}
+
+/// `granulo demo`: the data set goes in before the server listens (and before the alert
+/// scheduler starts), then the database is served as `serve` serves it.
+fn demo(global: &GlobalArgs, args: &DemoArgs) -> ExitCode {
+    let settings = match settings_from(global, &args.serve) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let prepared = match startup::prepare(&settings) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let outcome = match prepared.pool.get() {
+        Ok(mut conn) => crate::demo::seed(&mut conn, &settings),
+        Err(e) => return fail(e),
+    };
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => return fail(format!("the demo data set could not be loaded: {e}")),
+    };
+    if args.seed_only {
+        print_demo(&outcome, None);
+        print_bootstrap(&prepared.bootstrap, None);
+        return ExitCode::SUCCESS;
+    }
+    listen(settings, prepared, Some(&outcome))
+}
+
+fn listen(settings: Settings, prepared: Prepared, demo: Option<&crate::demo::Outcome>) -> ExitCode {
     let database = settings.database.display();
     let system = actix_web::rt::System::new();
     system.block_on(async move {
-        let app = match Application::build(settings) {
+        let app = match Application::start(settings, prepared) {
             Ok(app) => app,
             Err(e) => return fail(e),
         };
@@ -209,41 +257,101 @@ fn serve(global: &GlobalArgs, args: &ServeArgs) -> ExitCode {
         let base = format!("http://{host}:{}", app.port());
         tracing::info!(%database, address = %base, "granulo listening");
         println!("granulo is listening on {base} (database {database})");
+        println!("  Console:   {base}/console/");
         println!("  API docs:  {base}/docs/");
-        match &app.bootstrap {
-            Bootstrap::Generated {
-                username,
-                password_file,
-            } => {
-                println!("  First start: created the admin account '{username}'.");
-                println!(
-                    "  Its password is in {} (readable only by you).",
-                    password_file.display()
-                );
-                println!("  Sign in:   curl -s {base}/api/v1/auth/login -H 'content-type: application/json' \\");
-                println!(
-                    "               -d '{{\"username\":\"{username}\",\"password\":\"'\"$(cat {})\"'\"}}'",
-                    password_file.display()
-                );
-                println!("  Then change it: PATCH /api/v1/users/{{id}} {{\"password\": …}} and delete the file.");
-            }
-            Bootstrap::FromEnvironment { username } => {
-                println!("  First start: created the admin account '{username}' from GRANULO_ADMIN_USERNAME.");
-                println!("  Sign in:   POST {base}/api/v1/auth/login {{\"username\", \"password\"}}");
-            }
-            Bootstrap::NoUsers => {
-                println!("  There are no accounts yet: set GRANULO_ADMIN_USERNAME and GRANULO_ADMIN_PASSWORD,");
-                println!("  or run: granulo user create --username NAME --role admin --password-stdin");
-            }
-            Bootstrap::NotNeeded => {
-                println!("  Sign in:   POST {base}/api/v1/auth/login {{\"username\", \"password\"}}");
-            }
+        if let Some(outcome) = demo {
+            print_demo(outcome, Some(&base));
         }
+        print_bootstrap(&app.bootstrap, Some(&base));
         match app.run_until_stopped().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         }
     })
+}
+
+/// What the operator needs about the first account; `base` when the server listens.
+fn print_bootstrap(bootstrap: &Bootstrap, base: Option<&str>) {
+    match (bootstrap, base) {
+        (
+            Bootstrap::Generated {
+                username,
+                password_file,
+            },
+            Some(base),
+        ) => {
+            println!("  First start: created the admin account '{username}'.");
+            println!(
+                "  Its password is in {} (readable only by you).",
+                password_file.display()
+            );
+            println!("  Sign in:   curl -s {base}/api/v1/auth/login -H 'content-type: application/json' \\");
+            println!(
+                "               -d '{{\"username\":\"{username}\",\"password\":\"'\"$(cat {})\"'\"}}'",
+                password_file.display()
+            );
+            println!("  Then change it: PATCH /api/v1/users/{{id}} {{\"password\": …}} and delete the file.");
+        }
+        (
+            Bootstrap::Generated {
+                username,
+                password_file,
+            },
+            None,
+        ) => {
+            println!(
+                "  First start: created the admin account '{username}'; its password is in {} (readable only by you).",
+                password_file.display()
+            );
+        }
+        (Bootstrap::FromEnvironment { username }, _) => {
+            println!("  First start: created the admin account '{username}' from GRANULO_ADMIN_USERNAME.");
+            if let Some(base) = base {
+                println!("  Sign in:   POST {base}/api/v1/auth/login {{\"username\", \"password\"}}");
+            }
+        }
+        (Bootstrap::NoUsers, _) => {
+            println!("  There are no accounts yet: set GRANULO_ADMIN_USERNAME and GRANULO_ADMIN_PASSWORD,");
+            println!("  or run: granulo user create --username NAME --role admin --password-stdin");
+        }
+        (Bootstrap::NotNeeded, Some(base)) => {
+            println!("  Sign in:   POST {base}/api/v1/auth/login {{\"username\", \"password\"}}");
+        }
+        (Bootstrap::NotNeeded, None) => {}
+    }
+}
+
+/// The demo's accounts (or why nothing was loaded); `base` when the server listens.
+fn print_demo(outcome: &crate::demo::Outcome, base: Option<&str>) {
+    use crate::demo::Outcome;
+    let console = base.map_or_else(|| "the console (/console/)".to_owned(), |b| format!("{b}/console/"));
+    match outcome {
+        Outcome::Seeded(seeded) => {
+            let s = &seeded.summary;
+            println!(
+                "  Demo data: {} donors, {} collections, {} units, {} patients, {} requests; {} alerts and {} tasks open.",
+                s.donors, s.collections, s.units, s.patients, s.requests, s.open_alerts, s.open_tasks
+            );
+            println!("  Sign in to {console} as:");
+            for a in seeded.accounts.iter().filter(|a| !a.client) {
+                println!("    {:<18} {:<12} {}", a.describe(), a.username, a.password);
+            }
+            match &seeded.credentials_file {
+                Some(file) => println!("  These are also in {} (readable only by you).", file.display()),
+                None => println!("  Keep them: they are shown only now (a PostgreSQL database has no file beside it)."),
+            }
+        }
+        Outcome::NotEmpty { credentials_file } => {
+            println!("  Demo data: the database already has donors or units, so nothing was added.");
+            match credentials_file {
+                Some(file) => println!(
+                    "  The demo accounts, if this database is the demo's, are in {}.",
+                    file.display()
+                ),
+                None => println!("  Sign in with its existing accounts."),
+            }
+        }
+    }
 }
 
 fn open(global: &GlobalArgs) -> Result<store::DbConn, String> {

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod extract;

@@ -105,6 +105,26 @@ fn bootstrap(settings: &Settings, pool: &Pool) -> Result<Bootstrap, StartupError
     })
 }
 
+/// The database opened and migrated, the signing key resolved and the first account seen to:
+/// everything `serve` does before it listens (`demo` seeds the data set at this point).
+pub struct Prepared {
+    pub pool: Pool,
+    pub bootstrap: Bootstrap,
+    secret: secrecy::SecretString,
+}
+
+pub fn prepare(settings: &Settings) -> Result<Prepared, StartupError> {
+    settings.validate()?;
+    let secret = config::resolve_jwt_secret(settings)?;
+    let pool = open_database(settings)?;
+    let bootstrap = bootstrap(settings, &pool)?;
+    Ok(Prepared {
+        pool,
+        bootstrap,
+        secret,
+    })
+}
+
 /// A built, bound, not yet running application.
 pub struct Application {
     port: u16,
@@ -115,10 +135,17 @@ pub struct Application {
 
 impl Application {
     pub fn build(settings: Settings) -> Result<Self, StartupError> {
-        settings.validate()?;
-        let secret = config::resolve_jwt_secret(&settings)?;
-        let pool = open_database(&settings)?;
-        let bootstrap = bootstrap(&settings, &pool)?;
+        let prepared = prepare(&settings)?;
+        Self::start(settings, prepared)
+    }
+
+    /// Binds and starts serving a prepared database.
+    pub fn start(settings: Settings, prepared: Prepared) -> Result<Self, StartupError> {
+        let Prepared {
+            pool,
+            bootstrap,
+            secret,
+        } = prepared;
         let state = AppState {
             pool,
             jwt: JwtKeys::new(&secret),

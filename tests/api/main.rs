@@ -16,6 +16,7 @@ mod console_requests;
 mod console_support;
 #[cfg(unix)]
 mod crash;
+mod demo;
 mod donors;
 mod errors;
 mod exposure;
