@@ -15,7 +15,7 @@
 //! | `GRANULO_LOGIN_MAX_FAILURES_PER_ADDRESS` | 30 | the same per client address |
 //! | `GRANULO_LOGIN_WINDOW_MINUTES` | 15 | throttling window |
 //! | `GRANULO_TRUST_FORWARDED_FOR` | false | client address = the last `X-Forwarded-For` entry (only behind a proxy you run, which appends it) |
-//! | `GRANULO_COOKIE_SECURE` | false | mark the console's session cookie `Secure` (set it when a TLS proxy serves granulo; a request that arrives as HTTPS gets it anyway) |
+//! | `GRANULO_COOKIE_SECURE` | false | mark the console's session cookie `Secure` (set it when a TLS proxy serves granulo; a request a trusted proxy forwards as HTTPS gets it anyway) |
 //! | `GRANULO_WORKERS` | one per core | HTTP worker threads |
 //! | `GRANULO_ALERT_INTERVAL_SECS` | 60 | in-process alert scan interval; 0 turns it off (run `granulo alerts run` from cron instead) |
 //! | `GRANULO_FIN` | `A9999` | ISBT 128 facility identification number used in assigned DINs (`A9999` is ICCBBA's example FIN: set your own) |
