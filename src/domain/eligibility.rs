@@ -163,9 +163,9 @@ pub fn age_on(date_of_birth: NaiveDate, on: NaiveDate) -> i32 {
     }
 }
 
-const TWELVE_MONTHS: TimeDelta = TimeDelta::days(365);
-const SEVEN_DAYS: TimeDelta = TimeDelta::days(7);
-const EIGHT_WEEKS: TimeDelta = TimeDelta::days(56);
+pub(crate) const TWELVE_MONTHS: TimeDelta = TimeDelta::days(365);
+pub(crate) const SEVEN_DAYS: TimeDelta = TimeDelta::days(7);
+pub(crate) const EIGHT_WEEKS: TimeDelta = TimeDelta::days(56);
 
 fn hours(n: u32) -> TimeDelta {
     TimeDelta::try_hours(i64::from(n)).unwrap_or(TimeDelta::MAX)

@@ -206,9 +206,10 @@ impl DonorRecord {
         let hours = |n: u32| TimeDelta::try_hours(i64::from(n));
         let weeks = |n: u32| TimeDelta::try_weeks(i64::from(n));
         let windows: Vec<TimeDelta> = [
-            Some(TimeDelta::days(365)),
-            Some(TimeDelta::days(56)),
-            Some(TimeDelta::days(7)),
+            // The counting windows of the rules themselves.
+            Some(crate::domain::eligibility::TWELVE_MONTHS),
+            Some(crate::domain::eligibility::EIGHT_WEEKS),
+            Some(crate::domain::eligibility::SEVEN_DAYS),
             hours(d.min_hours_between_leukapheresis),
             weeks(d.weeks_after_whole_blood),
             weeks(d.red_cell_loss_weeks()),
@@ -223,7 +224,7 @@ impl DonorRecord {
             instants.extend(windows.iter().filter_map(|w| p.at.checked_add_signed(*w)));
         }
         for s in &self.stimulations {
-            instants.extend(s.at.checked_add_signed(TimeDelta::days(365)));
+            instants.extend(s.at.checked_add_signed(crate::domain::eligibility::TWELVE_MONTHS));
         }
         // The UTC midnight on which the donor reaches the minimum age (29 February: 1 March).
         let dob = self.facts.date_of_birth;

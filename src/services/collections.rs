@@ -781,3 +781,69 @@ pub fn list(
         .collect::<ApiResult<Vec<_>>>()?;
     Ok((views, next))
 }
+
+/// A dose still to give for a booked collection, with its donor.
+#[derive(Debug, Clone)]
+pub struct DueStimulation {
+    pub collection_id: i64,
+    pub collection_start: DateTime<Utc>,
+    pub device_id: i64,
+    pub donor: donors::DonorView,
+    pub dose: stimulation::DueDose,
+}
+
+/// The doses still to give (`stimulation::doses_due`) for collections still scheduled to start
+/// at or after `from`, whose window opens by `until`: open now, opening later, or already
+/// closed without the dose. Earliest closing first. A fixed number of queries.
+pub fn stimulations_due(
+    conn: &mut DbConn,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    policy: &Policy,
+) -> ApiResult<Vec<DueStimulation>> {
+    let booked: Vec<_> = rows::scheduled(conn)?
+        .into_iter()
+        .filter(|c| utc(c.scheduled_start) >= from)
+        .collect();
+    let ids: Vec<i64> = booked.iter().map(|c| c.id).collect();
+    let given = rows::stimulations_for_collections(conn, &ids)?;
+    let mut found: Vec<(i64, stimulation::DueDose, &rows::Collection)> = Vec::new();
+    for c in &booked {
+        let own: Vec<Stimulation> = given
+            .iter()
+            .filter(|s| s.collection_id == Some(c.id))
+            .cloned()
+            .collect();
+        let agents = agents_to_check(c, &own, policy)?;
+        let names: Vec<&str> = own.iter().map(|s| s.agent.as_str()).collect();
+        let start = booking(c)?.start();
+        for dose in stimulation::doses_due(&agents, &names, start, policy) {
+            if dose.opens <= until {
+                found.push((c.donor_id, dose, c));
+            }
+        }
+    }
+    let donor_ids: Vec<i64> = found.iter().map(|(d, ..)| *d).collect();
+    let people: std::collections::HashMap<i64, donors::DonorView> = donors::get_many(conn, &donor_ids)?
+        .into_iter()
+        .map(|d| (d.id, d))
+        .collect();
+    let mut out = Vec::with_capacity(found.len());
+    for (donor_id, dose, c) in found {
+        let donor = people
+            .get(&donor_id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("donor"))?;
+        out.push(DueStimulation {
+            collection_id: c.id,
+            collection_start: utc(c.scheduled_start),
+            device_id: c.device_id,
+            donor,
+            dose,
+        });
+    }
+    out.sort_by(|a, b| {
+        (a.dose.closes, a.collection_start, a.collection_id).cmp(&(b.dose.closes, b.collection_start, b.collection_id))
+    });
+    Ok(out)
+}

@@ -16,9 +16,8 @@ use crate::domain::eligibility::ProcedureKind;
 use crate::domain::scheduling::CollectionStatus;
 use crate::domain::wall_clock::earliest_instant;
 use crate::error::ApiResult;
-use crate::services::collections::{self as collection_work, CollectionView};
+use crate::services::collections::{self as collection_work, CollectionView, DueStimulation};
 use crate::services::donors::{self as donor_work, DonorView, EligibleDonor};
-use crate::services::stimulations::{self as stimulation_work, DueStimulation};
 use crate::services::{stored, utc};
 use crate::state::AppState;
 use crate::store::collections::CollectionFilter;
@@ -92,7 +91,7 @@ struct Bookings {
 
 fn load_stimulations(conn: &mut DbConn, days: Days) -> ApiResult<Vec<DueStimulation>> {
     let policy = crate::services::policy::current(conn)?.policy;
-    stimulation_work::due(conn, days.now, days.night_ends(), &policy)
+    collection_work::stimulations_due(conn, days.now, days.night_ends(), &policy)
 }
 
 /// As `GET /api/v1/devices` and `GET /api/v1/collections?from=&to=` list them, every page.
