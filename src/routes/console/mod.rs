@@ -4,8 +4,8 @@
 //! * A person signs in with a cookie session (`signin`): an opaque cookie, `HttpOnly`,
 //!   `SameSite=Strict`, `Secure` behind TLS; its hash is a row in `sessions`, revocable like
 //!   every session, checked on every request.
-//! * Every form post carries the session's CSRF token (a hidden field, or the `X-CSRF-Token`
-//!   header that htmx sends); [`ConsoleUser::check_csrf`] is the first line of every POST.
+//! * Every form post carries the session's CSRF token in a hidden `csrf` field (htmx only reads
+//!   fragments; it posts nothing); [`ConsoleUser::check_csrf`] is the first line of every POST.
 //! * Answers carry `Content-Security-Policy: script-src 'self'` and no inline script; the
 //!   JavaScript (htmx, its SSE extension, `console.js`) is embedded in the binary (`assets`).
 //! * Every page reads without JavaScript; live updates (`events`, SSE) and countdowns need it.

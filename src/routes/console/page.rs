@@ -47,14 +47,13 @@ fn head(title: &str) -> Markup {
 }
 
 /// A signed-in page: the navigation, who is signed in, sign-out, and `body` inside `main`.
-/// The body element holds the CSRF header htmx sends and the live-update connection.
+/// The body element holds the live-update connection.
 pub fn layout(title: &str, who: &ConsoleUser, active: Nav, body: Markup) -> Markup {
-    let csrf_header = format!(r#"{{"X-CSRF-Token":"{}"}}"#, who.csrf);
     html! {
         (DOCTYPE)
         html lang="en" {
             (head(title))
-            body hx-headers=(csrf_header) hx-ext="sse" sse-connect="/console/events" sse-close="signed-out" {
+            body hx-ext="sse" sse-connect="/console/events" sse-close="signed-out" {
                 // Listens for the end of the session (console.js then goes to sign-in).
                 div hidden sse-swap="signed-out" {}
                 a.skip href="#main" { "Skip to content" }
