@@ -446,6 +446,7 @@ impl ServerProcess {
             .env("GRANULO_DATABASE_URL", url)
             .env("GRANULO_BIND", format!("127.0.0.1:{port}"))
             .env("GRANULO_JWT_SECRET", JWT_SECRET)
+            .env("GRANULO_SECRETS_KEY", "bench-only-sealing-key-0123456789abcdef0123")
             .env("GRANULO_ALERT_INTERVAL_SECS", "0")
             .env("GRANULO_LOG", "warn")
             .stdout(Stdio::null())

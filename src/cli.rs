@@ -151,6 +151,11 @@ pub fn settings_from(global: &GlobalArgs, serve: &ServeArgs) -> Result<Settings,
     let mut s = Settings::with_database(DatabaseTarget::parse(&global.database_url)?);
     s.bind.clone_from(&serve.bind);
     s.jwt_secret = env_secret("GRANULO_JWT_SECRET");
+    s.secrets_key = env_secret("GRANULO_SECRETS_KEY");
+    s.secrets_key_file = std::env::var_os("GRANULO_SECRETS_KEY_FILE")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from);
+    s.secrets_key_previous = env_secret("GRANULO_SECRETS_KEY_PREVIOUS");
     s.admin_username = std::env::var("GRANULO_ADMIN_USERNAME").ok().filter(|v| !v.is_empty());
     s.admin_password = env_secret("GRANULO_ADMIN_PASSWORD");
     s.pool_size = serve.pool_size;

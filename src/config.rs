@@ -6,6 +6,9 @@
 //! | `GRANULO_DATABASE_URL` | `sqlite://granulo.db` | `sqlite://PATH` or `postgres://user@host:5432/db` |
 //! | `GRANULO_BIND` | `127.0.0.1:8080` | listen address |
 //! | `GRANULO_JWT_SECRET` | generated beside the SQLite file | HS256 key, at least 32 bytes; required on PostgreSQL |
+//! | `GRANULO_SECRETS_KEY` | generated beside the SQLite file | master key (≥ 32 bytes) that seals stored secrets (webhook secrets, signing keys, TOTP seeds); required on PostgreSQL |
+//! | `GRANULO_SECRETS_KEY_FILE` | unset | read the master key from this file instead |
+//! | `GRANULO_SECRETS_KEY_PREVIOUS` | unset | the key before a rotation: still opens, never seals |
 //! | `GRANULO_ADMIN_USERNAME`, `GRANULO_ADMIN_PASSWORD` | unset | first admin, created when there are no users |
 //! | `GRANULO_DB_POOL_SIZE` | 8 | connections in the pool |
 //! | `GRANULO_DB_CHECKOUT_TIMEOUT_MS` | 3000 | wait for a pooled connection before answering 503 |
@@ -137,6 +140,11 @@ pub struct Settings {
     pub database: DatabaseTarget,
     pub bind: String,
     pub jwt_secret: Option<SecretString>,
+    /// Master key of sealed secrets (`credentials::sealed`).
+    pub secrets_key: Option<SecretString>,
+    pub secrets_key_file: Option<PathBuf>,
+    /// The master key before a rotation: opens values not yet re-sealed.
+    pub secrets_key_previous: Option<SecretString>,
     pub admin_username: Option<String>,
     pub admin_password: Option<SecretString>,
     pub pool_size: u32,
@@ -169,6 +177,9 @@ impl Settings {
             database,
             bind: "127.0.0.1:8080".to_owned(),
             jwt_secret: None,
+            secrets_key: None,
+            secrets_key_file: None,
+            secrets_key_previous: None,
             admin_username: None,
             admin_password: None,
             pool_size: 8,
@@ -248,6 +259,32 @@ pub fn resolve_jwt_secret(settings: &Settings) -> Result<SecretString, ConfigErr
         )),
         DatabaseTarget::Sqlite(db_path) => load_or_create_key_file(&sidecar_path(db_path, "jwt-secret")),
     }
+}
+
+/// The keyring of sealed secrets: `GRANULO_SECRETS_KEY`, else the file `GRANULO_SECRETS_KEY_FILE`,
+/// else on SQLite a key generated once beside the database (`<db>.secrets-key`, mode 0600).
+/// PostgreSQL instances share their data, so there it must be configured.
+pub fn resolve_secrets_keyring(settings: &Settings) -> Result<crate::credentials::sealed::Keyring, ConfigError> {
+    let current = if let Some(key) = &settings.secrets_key {
+        key.clone()
+    } else if let Some(path) = &settings.secrets_key_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(format!("cannot read GRANULO_SECRETS_KEY_FILE {}: {e}", path.display())))?;
+        SecretString::from(text.trim().to_owned())
+    } else {
+        match &settings.database {
+            DatabaseTarget::Postgres(_) => {
+                return Err(ConfigError::new(
+                    "GRANULO_SECRETS_KEY (or GRANULO_SECRETS_KEY_FILE) is required with PostgreSQL \
+                     (every instance must share it)",
+                ));
+            }
+            DatabaseTarget::Sqlite(db_path) => load_or_create_key_file(&sidecar_path(db_path, "secrets-key"))?,
+        }
+    };
+    let previous: Vec<SecretString> = settings.secrets_key_previous.iter().cloned().collect();
+    crate::credentials::sealed::Keyring::new(&current, &previous)
+        .map_err(|e| ConfigError::new(format!("GRANULO_SECRETS_KEY: {e}")))
 }
 
 /// `granulo.db` → `granulo.db.<suffix>`, in the same directory.
@@ -344,6 +381,7 @@ mod tests {
         let mut s = Settings::with_database(DatabaseTarget::Sqlite("x.db".into()));
         s.jwt_secret = Some(SecretString::from("a-very-secret-signing-key-of-32-bytes!"));
         s.admin_password = Some(SecretString::from("hunter2hunter2"));
+        s.secrets_key = Some(SecretString::from("a-very-secret-sealing-key-of-32-bytes!!"));
         let shown = format!("{s:?}");
         assert!(!shown.contains("a-very-secret"));
         assert!(!shown.contains("hunter2"));
@@ -372,5 +410,16 @@ mod tests {
     fn postgres_requires_a_secret() {
         let settings = Settings::with_database(DatabaseTarget::Postgres("postgres://h/d".into()));
         assert!(resolve_jwt_secret(&settings).is_err());
+        assert!(resolve_secrets_keyring(&settings).is_err());
+    }
+
+    #[test]
+    fn generated_secrets_key_is_stable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = Settings::with_database(DatabaseTarget::Sqlite(dir.path().join("g.db")));
+        let first = resolve_secrets_keyring(&settings).expect("generated");
+        let sealed = first.seal_str("s", "c");
+        let second = resolve_secrets_keyring(&settings).expect("read back");
+        assert_eq!(second.open(&sealed, "c").expect("opens"), b"s");
     }
 }

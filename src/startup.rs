@@ -111,17 +111,20 @@ pub struct Prepared {
     pub pool: Pool,
     pub bootstrap: Bootstrap,
     secret: secrecy::SecretString,
+    pub secrets: Arc<crate::credentials::sealed::Keyring>,
 }
 
 pub fn prepare(settings: &Settings) -> Result<Prepared, StartupError> {
     settings.validate()?;
     let secret = config::resolve_jwt_secret(settings)?;
+    let secrets = Arc::new(config::resolve_secrets_keyring(settings)?);
     let pool = open_database(settings)?;
     let bootstrap = bootstrap(settings, &pool)?;
     Ok(Prepared {
         pool,
         bootstrap,
         secret,
+        secrets,
     })
 }
 
@@ -145,10 +148,12 @@ impl Application {
             pool,
             bootstrap,
             secret,
+            secrets,
         } = prepared;
         let state = AppState {
             pool,
             jwt: JwtKeys::new(&secret),
+            secrets,
             dummy_password_hash: Arc::from(password::dummy_hash()),
             settings: Arc::new(settings),
         };

@@ -14,6 +14,8 @@ use crate::store::{DbConn, Pool, StoreError};
 pub struct AppState {
     pub pool: Pool,
     pub jwt: JwtKeys,
+    /// Seals and opens stored secrets (`credentials::sealed`).
+    pub secrets: Arc<crate::credentials::sealed::Keyring>,
     pub settings: Arc<Settings>,
     /// Verified against when a username is unknown (equal timing).
     pub dummy_password_hash: Arc<str>,

@@ -5,6 +5,7 @@
 pub mod jwt;
 pub mod password;
 pub mod role;
+pub mod sealed;
 pub mod tokens;
 
 pub use role::Role;

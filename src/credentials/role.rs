@@ -72,6 +72,12 @@ mod tests {
     }
 
     #[test]
+    fn the_policy_names_every_role() {
+        let names: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names, crate::domain::policy::ROLE_NAMES);
+    }
+
+    #[test]
     fn staff_excludes_hospital() {
         assert_eq!(Role::ALL.iter().filter(|r| r.is_staff()).count(), 3);
         assert!(!Role::Hospital.is_staff());

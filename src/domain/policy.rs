@@ -20,6 +20,8 @@ pub struct Policy {
     pub records: RecordsPolicy,
     #[serde(default)]
     pub tasks: TasksPolicy,
+    #[serde(default)]
+    pub security: SecurityPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -214,6 +216,18 @@ mod defaults {
         12
     }
 
+    pub fn mfa_required_roles() -> Vec<String> {
+        vec!["admin".to_owned(), "medical_director".to_owned()]
+    }
+
+    pub fn hospital_daily_request_cap() -> u32 {
+        20
+    }
+
+    pub fn idempotency_key_hours() -> u32 {
+        24
+    }
+
     pub fn default_agents() -> Vec<String> {
         vec!["gcsf".to_owned(), "dexamethasone".to_owned()]
     }
@@ -289,6 +303,35 @@ pub struct TasksPolicy {
     #[serde(default = "defaults::look_forward_due_hours")]
     pub look_forward_due_hours: u32,
 }
+
+/// Who must use a second factor, and how much one hospital account may write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityPolicy {
+    /// Roles that must sign in with a second factor (TOTP): they can change policy and
+    /// accounts, and release units in an emergency.
+    #[serde(default = "defaults::mfa_required_roles")]
+    pub mfa_required_roles: Vec<String>,
+    /// Requests one hospital may place per day (the facility's calendar day).
+    #[serde(default = "defaults::hospital_daily_request_cap")]
+    pub hospital_daily_request_cap: u32,
+    /// How long an `Idempotency-Key` and its first answer are kept, per caller.
+    #[serde(default = "defaults::idempotency_key_hours")]
+    pub idempotency_key_hours: u32,
+}
+
+impl Default for SecurityPolicy {
+    fn default() -> Self {
+        Self {
+            mfa_required_roles: defaults::mfa_required_roles(),
+            hospital_daily_request_cap: defaults::hospital_daily_request_cap(),
+            idempotency_key_hours: defaults::idempotency_key_hours(),
+        }
+    }
+}
+
+/// The role names a policy may list (the account roles of `credentials::role`).
+pub const ROLE_NAMES: [&str; 4] = ["admin", "medical_director", "technologist", "hospital"];
 
 impl Default for TasksPolicy {
     fn default() -> Self {
@@ -403,6 +446,7 @@ impl Default for Policy {
             },
             records: RecordsPolicy { retention_years: 30 },
             tasks: TasksPolicy::default(),
+            security: SecurityPolicy::default(),
         }
     }
 }
@@ -729,6 +773,27 @@ impl Policy {
             self.tasks.look_forward_due_hours,
             FOLLOW_UP_HOURS,
         );
+        let sec = &self.security;
+        for (i, role) in sec.mfa_required_roles.iter().enumerate() {
+            if !ROLE_NAMES.contains(&role.as_str()) {
+                p.add(
+                    format!("security.mfa_required_roles[{i}]"),
+                    format!("must be one of {}", ROLE_NAMES.join(", ")),
+                );
+            } else if sec.mfa_required_roles[..i].contains(role) {
+                p.add(format!("security.mfa_required_roles[{i}]"), "is listed twice");
+            }
+        }
+        p.int_range(
+            "security.hospital_daily_request_cap",
+            sec.hospital_daily_request_cap,
+            (1, 10_000),
+        );
+        p.int_range(
+            "security.idempotency_key_hours",
+            sec.idempotency_key_hours,
+            (1, 24 * 30),
+        );
 
         if p.0.is_empty() { Ok(()) } else { Err(p.0) }
     }
@@ -975,6 +1040,18 @@ mod tests {
             }),
             ("tasks.anti_d_due_hours", |p| p.tasks.anti_d_due_hours = 0),
             ("tasks.look_forward_due_hours", |p| p.tasks.look_forward_due_hours = 721),
+            ("security.mfa_required_roles[0]", |p| {
+                p.security.mfa_required_roles = vec!["root".into()]
+            }),
+            ("security.mfa_required_roles[1]", |p| {
+                p.security.mfa_required_roles = vec!["admin".into(), "admin".into()]
+            }),
+            ("security.hospital_daily_request_cap", |p| {
+                p.security.hospital_daily_request_cap = 0
+            }),
+            ("security.idempotency_key_hours", |p| {
+                p.security.idempotency_key_hours = 721
+            }),
             ("unit.marker_results_expected_hours", |p| {
                 p.unit.marker_results_expected_hours = 0
             }),

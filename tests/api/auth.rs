@@ -484,6 +484,7 @@ fn unreachable_postgres_reports_the_real_cause() {
         granulo::config::DatabaseTarget::parse("postgres://postgres@127.0.0.1:1/granulo").expect("url"),
     );
     settings.jwt_secret = Some(SecretString::from(JWT_SECRET));
+    settings.secrets_key = Some(SecretString::from(SECRETS_KEY));
     let err = granulo::startup::Application::build(settings)
         .err()
         .expect("must fail")

@@ -42,6 +42,7 @@ impl Server {
             .env("GRANULO_DATABASE_URL", &db.url)
             .env("GRANULO_BIND", format!("127.0.0.1:{port}"))
             .env("GRANULO_JWT_SECRET", JWT_SECRET)
+            .env("GRANULO_SECRETS_KEY", SECRETS_KEY)
             .env("GRANULO_ADMIN_USERNAME", ADMIN_USER)
             .env("GRANULO_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("GRANULO_ALERT_INTERVAL_SECS", "0")

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "bootstrap-password-for-tests";
 pub const JWT_SECRET: &str = "test-signing-key-that-is-long-enough-0123456789";
+pub const SECRETS_KEY: &str = "test-sealing-key-that-is-long-enough-0123456789";
 pub const PASSWORD: &str = "a perfectly fine password";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +164,7 @@ pub fn test_settings(db: &TestDb) -> Settings {
     s.alert_interval_secs = 0;
     s.pool_size = 4;
     s.jwt_secret = Some(SecretString::from(JWT_SECRET));
+    s.secrets_key = Some(SecretString::from(SECRETS_KEY));
     s.admin_username = Some(ADMIN_USER.to_owned());
     s.admin_password = Some(SecretString::from(ADMIN_PASSWORD));
     s
