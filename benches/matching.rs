@@ -177,13 +177,18 @@ fn webhooks(label: &str, pool: &store::Pool) -> anyhow::Result<()> {
         actix_web::rt::spawn(server);
         let mut conn = pool.get()?;
         let now = store::now();
+        let ring = std::sync::Arc::new(granulo::credentials::sealed::Keyring::new(
+            &secrecy::SecretString::from("bench-sealing-key-that-is-long-enough-0123456789"),
+            &[],
+        )?);
+        let sealed = ring.seal_str("bench-secret-0123456789", granulo::store::webhooks::SECRET_CONTEXT);
         store::write_tx(&mut conn, |c| -> anyhow::Result<()> {
             granulo::store::webhooks::insert(
                 c,
                 &granulo::store::webhooks::NewSubscription {
                     url: &format!("http://127.0.0.1:{port}/hook"),
                     events: r#"["*"]"#.to_owned(),
-                    secret: "bench-secret-0123456789",
+                    secret: &sealed,
                     hospital_id: None,
                     active: true,
                     created_by: "bench",
@@ -209,11 +214,15 @@ fn webhooks(label: &str, pool: &store::Pool) -> anyhow::Result<()> {
             Ok(())
         })?;
         drop(conn);
-        let client = granulo::jobs::webhook_client();
+        let mut settings =
+            granulo::config::Settings::with_database(granulo::config::DatabaseTarget::Sqlite("unused".into()));
+        settings.webhook_allow =
+            granulo::domain::destinations::AllowList::parse("127.0.0.1").map_err(anyhow::Error::msg)?;
+        let client = granulo::services::webhooks::Outbound::new(&settings).map_err(anyhow::Error::msg)?;
         let t = Instant::now();
         let mut delivered = 0;
         loop {
-            let r = granulo::services::webhooks::deliver_due(&pool, &client, chrono::Utc::now())
+            let r = granulo::services::webhooks::deliver_due(&pool, &client, &ring, chrono::Utc::now())
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             delivered += r.delivered;

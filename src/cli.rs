@@ -1,5 +1,5 @@
 //! The `granulo` command line: `serve` (default), `demo`, `migrate`, `user create`,
-//! `audit verify`, `alerts run`, `backup`.
+//! `audit verify`, `alerts run`, `secrets rotate`, `backup`.
 
 use std::io::BufRead as _;
 use std::process::ExitCode;
@@ -57,6 +57,9 @@ pub enum Command {
     /// Alert jobs.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Stored secrets (webhook secrets, signing keys, TOTP seeds), sealed under GRANULO_SECRETS_KEY.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Consistent online copy of the SQLite database (PostgreSQL: use pg_dump, see README).
     Backup {
         /// The file to create (refused if it exists).
@@ -69,6 +72,14 @@ pub enum Command {
 pub enum AlertsCommand {
     /// One alert scan (for cron): exits 0 when it ran or another run held the lease, 1 on error.
     Run,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-seal every stored secret under the current key, in one transaction. With a configured
+    /// key: set the new one as GRANULO_SECRETS_KEY and the old one as GRANULO_SECRETS_KEY_PREVIOUS.
+    /// On SQLite with the generated key file and nothing set: generates the new key itself.
+    Rotate,
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +125,9 @@ pub struct ServeArgs {
     /// The facility's IANA time zone (labels, ISBT 128 expiry, pooled expiry).
     #[arg(long, env = "GRANULO_TIMEZONE", default_value = "UTC")]
     pub timezone: String,
+    /// Comma-separated hosts and CIDRs webhooks may reach although internal, and over http://.
+    #[arg(long, env = "GRANULO_WEBHOOK_ALLOW", default_value = "")]
+    pub webhook_allow: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +186,8 @@ pub fn settings_from(global: &GlobalArgs, serve: &ServeArgs) -> Result<Settings,
     s.fin = serve.fin.trim().to_ascii_uppercase();
     s.facility_name = serve.facility_name.trim().to_owned();
     s.timezone = crate::config::parse_timezone(&serve.timezone)?;
+    s.webhook_allow = crate::domain::destinations::AllowList::parse(&serve.webhook_allow)
+        .map_err(|e| crate::config::ConfigError::new(format!("GRANULO_WEBHOOK_ALLOW: {e}")))?;
     Ok(s)
 }
 
@@ -194,6 +210,7 @@ pub fn run(cli: Cli) -> ExitCode {
         })) => user_create(&cli.global, &username, role, hospital.as_deref()),
         Some(Command::Audit(AuditCommand::Verify)) => audit_verify(&cli.global),
         Some(Command::Alerts(AlertsCommand::Run)) => alerts_run(&cli.global),
+        Some(Command::Secrets(SecretsCommand::Rotate)) => secrets_rotate(&cli.global),
         Some(Command::Backup { to }) => backup(&cli.global, &to),
     }
 }
@@ -436,17 +453,33 @@ fn user_create(global: &GlobalArgs, username: &str, role: Role, hospital: Option
 }
 
 fn alerts_run(global: &GlobalArgs) -> ExitCode {
+    // The keyring and the webhook allow-list as `serve` resolves them.
+    let settings = match settings_from(global, &ServeArgs::parse_defaults()) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let ring = match crate::config::resolve_secrets_keyring(&settings) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let outbound = match crate::services::webhooks::Outbound::new(&settings) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
     let mut conn = match open(global) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    if let Err(e) = store::write_tx(&mut conn, |c| crate::services::secrets::seal_plaintext(c, &ring)) {
+        return fail(e);
+    }
     match crate::jobs::run_once(&mut conn, &crate::jobs::holder_name(), chrono::Utc::now()) {
         Ok(Some(r)) => {
             println!(
                 "alert scan: {} raised, {} escalated, {} resolved, {} units expired, {} ms",
                 r.raised, r.escalated, r.resolved, r.expired, r.duration_ms
             );
-            deliver(&mut conn)
+            deliver(&mut conn, &ring, &outbound)
         }
         Ok(None) => {
             println!("alert scan skipped: another run holds the lease");
@@ -457,15 +490,18 @@ fn alerts_run(global: &GlobalArgs) -> ExitCode {
 }
 
 /// Sends the webhook deliveries that are due (after a scan from cron), on the one connection.
-fn deliver(conn: &mut store::DbConn) -> ExitCode {
+fn deliver(
+    conn: &mut store::DbConn,
+    ring: &crate::credentials::sealed::Keyring,
+    outbound: &crate::services::webhooks::Outbound,
+) -> ExitCode {
     let now = chrono::Utc::now();
-    let outgoing = match crate::services::webhooks::load_due(conn, now) {
+    let outgoing = match crate::services::webhooks::load_due(conn, ring, now) {
         Ok(o) => o,
         Err(e) => return fail(e),
     };
     let system = actix_web::rt::System::new();
-    let results = system
-        .block_on(async move { crate::services::webhooks::send_all(&crate::jobs::webhook_client(), outgoing).await });
+    let results = system.block_on(crate::services::webhooks::send_all(outbound, outgoing));
     match crate::services::webhooks::record(conn, results, now) {
         Ok(r) => {
             println!(
@@ -476,6 +512,98 @@ fn deliver(conn: &mut store::DbConn) -> ExitCode {
         }
         Err(e) => fail(e),
     }
+}
+
+/// `granulo secrets rotate`. With a configured key (`GRANULO_SECRETS_KEY` or `_FILE`, always on
+/// PostgreSQL) the operator has set the new key and the old one as `GRANULO_SECRETS_KEY_PREVIOUS`:
+/// this re-seals. With the generated key file (SQLite, nothing set) it makes the next key itself,
+/// crash-safe: `<db>.secrets-key.next` is written first (start-up loads it as an opening key),
+/// the re-sealing commits, then `.next` replaces `<db>.secrets-key`. Run again after a crash: a
+/// leftover `.next` is reused, never replaced.
+fn secrets_rotate(global: &GlobalArgs) -> ExitCode {
+    use secrecy::ExposeSecret as _;
+    let settings = match settings_from(global, &ServeArgs::parse_defaults()) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let generated = crate::config::secrets_key_is_generated(&settings);
+    let (ring, files) = match &generated {
+        None => match crate::config::resolve_secrets_keyring(&settings) {
+            Ok(r) => (r, None),
+            Err(e) => return fail(e),
+        },
+        Some(db) => {
+            let key_file = crate::config::sidecar_path(db, crate::config::SECRETS_KEY_SUFFIX);
+            let next_file = crate::config::sidecar_path(db, crate::config::SECRETS_KEY_NEXT_SUFFIX);
+            let old = match crate::config::read_key_file(&key_file) {
+                Ok(Some(k)) => k,
+                Ok(None) => {
+                    return fail(format!(
+                        "{} does not exist: nothing is sealed under it",
+                        key_file.display()
+                    ));
+                }
+                Err(e) => return fail(e),
+            };
+            let next = match crate::config::read_key_file(&next_file) {
+                Ok(Some(k)) => k,
+                Ok(None) => {
+                    let k = crate::config::generate_key();
+                    if let Err(e) = crate::config::write_private_file(&next_file, k.expose_secret()) {
+                        return fail(format!("cannot write {}: {e}", next_file.display()));
+                    }
+                    k
+                }
+                Err(e) => return fail(e),
+            };
+            let previous: Vec<SecretString> = std::iter::once(old)
+                .chain(settings.secrets_key_previous.iter().cloned())
+                .collect();
+            match crate::credentials::sealed::Keyring::new(&next, &previous) {
+                Ok(r) => (r, Some((next_file, key_file))),
+                Err(e) => return fail(e),
+            }
+        }
+    };
+    let mut conn = match open(global) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let counts = match store::write_tx(&mut conn, |c| crate::services::secrets::reseal_all(c, &ring)) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("nothing was re-sealed: {e}")),
+    };
+    if let Some((next_file, key_file)) = files
+        && let Err(e) = replace_file(&next_file, &key_file)
+    {
+        return fail(format!(
+            "the secrets were re-sealed under {}, but {} could not replace {}: {e}; start-up still \
+             opens them with it; run `granulo secrets rotate` again to finish",
+            next_file.display(),
+            next_file.display(),
+            key_file.display()
+        ));
+    }
+    let total: usize = counts.iter().map(|(_, n)| n).sum();
+    println!("secrets re-sealed under key {}: {total}", ring.current_id());
+    for (kind, n) in &counts {
+        println!("  {kind}: {n}");
+    }
+    if generated.is_some() {
+        println!("  the new key is in the key file; the previous one is gone");
+    } else {
+        println!("  now remove GRANULO_SECRETS_KEY_PREVIOUS and restart every instance");
+    }
+    ExitCode::SUCCESS
+}
+
+/// Atomic `rename`, then the directory synced so the rename survives a crash.
+fn replace_file(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::rename(from, to)?;
+    if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// `VACUUM INTO` writes a transactionally consistent copy while the service keeps running

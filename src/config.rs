@@ -8,7 +8,8 @@
 //! | `GRANULO_JWT_SECRET` | generated beside the SQLite file | HS256 key, at least 32 bytes; required on PostgreSQL |
 //! | `GRANULO_SECRETS_KEY` | generated beside the SQLite file | master key (≥ 32 bytes) that seals stored secrets (webhook secrets, signing keys, TOTP seeds); required on PostgreSQL |
 //! | `GRANULO_SECRETS_KEY_FILE` | unset | read the master key from this file instead |
-//! | `GRANULO_SECRETS_KEY_PREVIOUS` | unset | the key before a rotation: still opens, never seals |
+//! | `GRANULO_SECRETS_KEY_PREVIOUS` | unset | the key before a rotation: still opens, never seals (`granulo secrets rotate`) |
+//! | `GRANULO_WEBHOOK_ALLOW` | empty | comma-separated hosts and CIDRs webhooks may reach although internal (loopback, private, link-local, … are refused otherwise), and over `http://` |
 //! | `GRANULO_ADMIN_USERNAME`, `GRANULO_ADMIN_PASSWORD` | unset | first admin, created when there are no users |
 //! | `GRANULO_DB_POOL_SIZE` | 8 | connections in the pool |
 //! | `GRANULO_DB_CHECKOUT_TIMEOUT_MS` | 3000 | wait for a pooled connection before answering 503 |
@@ -31,6 +32,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::destinations::{AllowList, NameLookup};
 
 /// Where the data lives, parsed from the URL scheme.
 #[derive(Clone)]
@@ -168,6 +171,20 @@ pub struct Settings {
     pub facility_name: String,
     /// The facility's wall clock (labels, ISBT 128 `&>` expiry, pooled expiry).
     pub timezone: chrono_tz::Tz,
+    /// Internal hosts and networks webhooks may reach (`GRANULO_WEBHOOK_ALLOW`).
+    pub webhook_allow: AllowList,
+    /// The name lookup of webhook deliveries: the system resolver unless a test sets one.
+    pub webhook_lookup: WebhookLookup,
+}
+
+/// An injected name lookup for webhook destinations (`None`: the system resolver).
+#[derive(Clone, Default)]
+pub struct WebhookLookup(pub Option<std::sync::Arc<dyn NameLookup>>);
+
+impl fmt::Debug for WebhookLookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "injected" } else { "system" })
+    }
 }
 
 impl Settings {
@@ -196,6 +213,8 @@ impl Settings {
             fin: "A9999".to_owned(),
             facility_name: "granulo blood bank".to_owned(),
             timezone: chrono_tz::UTC,
+            webhook_allow: AllowList::default(),
+            webhook_lookup: WebhookLookup::default(),
         }
     }
 
@@ -263,8 +282,11 @@ pub fn resolve_jwt_secret(settings: &Settings) -> Result<SecretString, ConfigErr
 
 /// The keyring of sealed secrets: `GRANULO_SECRETS_KEY`, else the file `GRANULO_SECRETS_KEY_FILE`,
 /// else on SQLite a key generated once beside the database (`<db>.secrets-key`, mode 0600).
-/// PostgreSQL instances share their data, so there it must be configured.
+/// PostgreSQL instances share their data, so there it must be configured. On SQLite a leftover
+/// `<db>.secrets-key.next` (a `granulo secrets rotate` that stopped before its last step) also
+/// opens values, so none is lost whichever step it stopped at.
 pub fn resolve_secrets_keyring(settings: &Settings) -> Result<crate::credentials::sealed::Keyring, ConfigError> {
+    let mut previous: Vec<SecretString> = settings.secrets_key_previous.iter().cloned().collect();
     let current = if let Some(key) = &settings.secrets_key {
         key.clone()
     } else if let Some(path) = &settings.secrets_key_file {
@@ -279,12 +301,59 @@ pub fn resolve_secrets_keyring(settings: &Settings) -> Result<crate::credentials
                      (every instance must share it)",
                 ));
             }
-            DatabaseTarget::Sqlite(db_path) => load_or_create_key_file(&sidecar_path(db_path, "secrets-key"))?,
+            DatabaseTarget::Sqlite(db_path) => {
+                let current = load_or_create_key_file(&sidecar_path(db_path, SECRETS_KEY_SUFFIX))?;
+                if let Some(next) = read_key_file(&sidecar_path(db_path, SECRETS_KEY_NEXT_SUFFIX))? {
+                    previous.push(next);
+                }
+                current
+            }
         }
     };
-    let previous: Vec<SecretString> = settings.secrets_key_previous.iter().cloned().collect();
     crate::credentials::sealed::Keyring::new(&current, &previous)
         .map_err(|e| ConfigError::new(format!("GRANULO_SECRETS_KEY: {e}")))
+}
+
+/// The sidecar of the generated secrets key, and of the next one during a rotation.
+pub const SECRETS_KEY_SUFFIX: &str = "secrets-key";
+pub const SECRETS_KEY_NEXT_SUFFIX: &str = "secrets-key.next";
+
+/// Whether the secrets key is the generated sidecar file (nothing configured, SQLite): then
+/// `granulo secrets rotate` generates the next key itself.
+pub fn secrets_key_is_generated(settings: &Settings) -> Option<PathBuf> {
+    match (&settings.secrets_key, &settings.secrets_key_file, &settings.database) {
+        (None, None, DatabaseTarget::Sqlite(db)) => Some(db.clone()),
+        _ => None,
+    }
+}
+
+/// A key file's content, `None` when the file does not exist.
+pub fn read_key_file(path: &Path) -> Result<Option<SecretString>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let key = text.trim().to_owned();
+            if key.len() < MIN_JWT_SECRET_BYTES {
+                return Err(ConfigError::new(format!(
+                    "the key file {} is shorter than {MIN_JWT_SECRET_BYTES} bytes",
+                    path.display()
+                )));
+            }
+            Ok(Some(SecretString::from(key)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ConfigError::new(format!(
+            "cannot read the key file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// A new random key (64 base64url characters).
+pub fn generate_key() -> SecretString {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 48];
+    rand::fill(&mut bytes);
+    SecretString::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// `granulo.db` → `granulo.db.<suffix>`, in the same directory.
@@ -296,31 +365,13 @@ pub fn sidecar_path(db_path: &Path, suffix: &str) -> PathBuf {
 }
 
 fn load_or_create_key_file(path: &Path) -> Result<SecretString, ConfigError> {
-    use base64::Engine as _;
-    match std::fs::read_to_string(path) {
-        Ok(existing) => {
-            let key = existing.trim().to_owned();
-            if key.len() < MIN_JWT_SECRET_BYTES {
-                return Err(ConfigError::new(format!(
-                    "the key file {} is shorter than {MIN_JWT_SECRET_BYTES} bytes",
-                    path.display()
-                )));
-            }
-            Ok(SecretString::from(key))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut bytes = [0u8; 48];
-            rand::fill(&mut bytes);
-            let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-            write_private_file(path, &key)
-                .map_err(|e| ConfigError::new(format!("cannot write the key file {}: {e}", path.display())))?;
-            Ok(SecretString::from(key))
-        }
-        Err(e) => Err(ConfigError::new(format!(
-            "cannot read the key file {}: {e}",
-            path.display()
-        ))),
+    if let Some(key) = read_key_file(path)? {
+        return Ok(key);
     }
+    let key = generate_key();
+    write_private_file(path, key.expose_secret())
+        .map_err(|e| ConfigError::new(format!("cannot write the key file {}: {e}", path.display())))?;
+    Ok(key)
 }
 
 /// Create a new file readable only by its owner; refuses to overwrite.

@@ -25,6 +25,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("bootstrap admin: {0}")]
     Bootstrap(String),
+    #[error("stored secrets: {0}")]
+    Secrets(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -105,6 +107,17 @@ fn bootstrap(settings: &Settings, pool: &Pool) -> Result<Bootstrap, StartupError
     })
 }
 
+/// Secrets an earlier release stored in plain text are sealed before anything serves.
+fn seal_stored_secrets(pool: &Pool, ring: &crate::credentials::sealed::Keyring) -> Result<(), StartupError> {
+    let mut conn = pool.get().map_err(StoreError::from)?;
+    let sealed = store::write_tx(&mut conn, |c| crate::services::secrets::seal_plaintext(c, ring))
+        .map_err(|e| StartupError::Secrets(e.to_string()))?;
+    if sealed > 0 {
+        tracing::info!(sealed, "webhook secrets stored in plain text were sealed");
+    }
+    Ok(())
+}
+
 /// The database opened and migrated, the signing key resolved and the first account seen to:
 /// everything `serve` does before it listens (`demo` seeds the data set at this point).
 pub struct Prepared {
@@ -119,6 +132,7 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, StartupError> {
     let secret = config::resolve_jwt_secret(settings)?;
     let secrets = Arc::new(config::resolve_secrets_keyring(settings)?);
     let pool = open_database(settings)?;
+    seal_stored_secrets(&pool, &secrets)?;
     let bootstrap = bootstrap(settings, &pool)?;
     Ok(Prepared {
         pool,
@@ -168,9 +182,12 @@ impl Application {
             .port();
         let server = run(listener, state.clone())?;
         if state.settings.alert_interval_secs > 0 {
+            let outbound = crate::services::webhooks::Outbound::new(&state.settings).map_err(ConfigError::new)?;
             crate::jobs::spawn_scheduler(
                 state.pool.clone(),
                 std::time::Duration::from_secs(state.settings.alert_interval_secs),
+                outbound,
+                state.secrets.clone(),
             );
         }
         Ok(Self {

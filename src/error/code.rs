@@ -91,6 +91,7 @@ error_codes! {
     PreconditionFailed = 412, "precondition_failed", "`If-Match` names another version, or `If-None-Exist` matches more than one record";
     PayloadTooLarge = 413, "payload_too_large", "the body is over 256 KiB";
     UnsupportedMediaType = 415, "unsupported_media_type", "the body must be JSON";
+    WebhookDestinationRefused = 422, "webhook_destination_refused", "the webhook URL's host is or resolves to an address webhooks are not delivered to (loopback, private, link-local, multicast, …), or is plain http; `GRANULO_WEBHOOK_ALLOW` lists the exceptions";
     UnknownHospital = 422, "unknown_hospital", "the body names a hospital that does not exist or is inactive";
     HospitalInactive = 422, "hospital_inactive", "the hospital is deactivated";
     ReferenceNotFound = 422, "reference_not_found", "the body refers to a record that does not exist";

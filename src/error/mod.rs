@@ -260,6 +260,7 @@ impl From<StoreError> for ApiError {
                 )
             }
             StoreError::Migration(m) => Self::internal(anyhow::anyhow!("migration: {m}")),
+            StoreError::Unsealable(m) => Self::internal(anyhow::anyhow!("{m}")),
         }
     }
 }

@@ -317,7 +317,12 @@ pub struct Tick {
 
 /// One scheduler tick: a leased scan, then the due webhook deliveries. Errors (a database
 /// outage) are returned, never panicked on, so the scheduler logs them and tries again.
-pub async fn tick(pool: &Pool, client: &reqwest::Client, holder: &str) -> Tick {
+pub async fn tick(
+    pool: &Pool,
+    outbound: &crate::services::webhooks::Outbound,
+    secrets: &std::sync::Arc<crate::credentials::sealed::Keyring>,
+    holder: &str,
+) -> Tick {
     let (scan_pool, holder) = (pool.clone(), holder.to_owned());
     let scan = match actix_web::web::block(move || -> ApiResult<Option<ScanReport>> {
         let mut conn = scan_pool.get().map_err(store::StoreError::from)?;
@@ -329,7 +334,7 @@ pub async fn tick(pool: &Pool, client: &reqwest::Client, holder: &str) -> Tick {
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    let deliveries = crate::services::webhooks::deliver_due(pool, client, Utc::now())
+    let deliveries = crate::services::webhooks::deliver_due(pool, outbound, secrets, Utc::now())
         .await
         .map_err(|e| e.to_string());
     Tick { scan, deliveries }
@@ -337,14 +342,18 @@ pub async fn tick(pool: &Pool, client: &reqwest::Client, holder: &str) -> Tick {
 
 /// The in-process scheduler: a tick every `interval`. Ticks never overlap (the next waits for
 /// the current one), and a failing tick is logged and retried at the next.
-pub fn spawn_scheduler(pool: Pool, interval: Duration) {
+pub fn spawn_scheduler(
+    pool: Pool,
+    interval: Duration,
+    outbound: crate::services::webhooks::Outbound,
+    secrets: std::sync::Arc<crate::credentials::sealed::Keyring>,
+) {
     let holder = holder_name();
-    let client = webhook_client();
     actix_web::rt::spawn(async move {
         let mut ticker = actix_web::rt::time::interval(interval);
         loop {
             ticker.tick().await;
-            let t = tick(&pool, &client, &holder).await;
+            let t = tick(&pool, &outbound, &secrets, &holder).await;
             match t.scan {
                 Ok(Some(r)) => tracing::info!(
                     raised = r.raised,
@@ -366,14 +375,4 @@ pub fn spawn_scheduler(pool: Pool, interval: Duration) {
             }
         }
     });
-}
-
-/// The HTTP client webhook deliveries use (no redirects: a receiver answers, it does not send
-/// signed payloads elsewhere).
-pub fn webhook_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("granulo/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_default()
 }

@@ -31,7 +31,7 @@ pub struct DeliveryList {
     post, path = "/api/v1/webhooks", operation_id = "create_webhook", tag = "alerts", security(("bearer" = [])), request_body = SubscriptionInput,
     responses(
         (status = 201, description = "the subscription created (its secret is never shown)", body = SubscriptionView),
-        (status = 422, description = "`unknown_hospital`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_hospital`; `webhook_destination_refused` (the URL's host is or resolves to a loopback, private, link-local, multicast, unique-local or other special address, or is `http://`, and `GRANULO_WEBHOOK_ALLOW` does not list it)", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(
@@ -41,7 +41,11 @@ pub async fn create(
 ) -> ApiResult<HttpResponse> {
     caller.require_admin()?;
     let (actor, input) = (caller.actor(), body.into_inner());
-    let created = state.write(move |conn| work::create(conn, &actor, input)).await?;
+    let destination = work::check_destination(&state.settings, input.url.trim()).await;
+    let ring = state.secrets.clone();
+    let created = state
+        .write(move |conn| work::create(conn, &actor, &ring, input, destination))
+        .await?;
     Ok(HttpResponse::Created().json(created))
 }
 

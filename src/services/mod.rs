@@ -15,6 +15,7 @@ pub mod outcomes;
 pub mod patients;
 pub mod policy;
 pub mod requests;
+pub mod secrets;
 pub mod stimulations;
 pub mod tasks;
 pub mod trace;

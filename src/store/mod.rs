@@ -59,6 +59,9 @@ pub enum StoreError {
     Connect(#[from] diesel::ConnectionError),
     #[error("migration failed: {0}")]
     Migration(String),
+    /// A sealed value that none of the configured secrets keys opens.
+    #[error("{0}")]
+    Unsealable(String),
 }
 
 /// r2d2 manager that builds the concrete variant from the URL scheme, so that a PostgreSQL

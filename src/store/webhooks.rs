@@ -3,8 +3,9 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::DbConn;
 use super::schema::{alert_events, webhook_outbox, webhook_subscriptions};
+use super::{DbConn, StoreError};
+use crate::credentials::sealed::{self, Keyring};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = webhook_subscriptions)]
@@ -13,6 +14,8 @@ pub struct Subscription {
     pub url: String,
     /// JSON array of event names (`*` = all).
     pub events: String,
+    /// Sealed (`credentials::sealed`, context `webhook-secret`); plain text only in a database
+    /// from before sealing, until start-up seals it.
     pub secret: String,
     pub hospital_id: Option<i64>,
     pub active: bool,
@@ -61,6 +64,59 @@ pub fn list(conn: &mut DbConn) -> QueryResult<Vec<Subscription>> {
         .order(webhook_subscriptions::id.asc())
         .select(Subscription::as_select())
         .load(conn)
+}
+
+/// The context sealed webhook secrets are bound to.
+pub const SECRET_CONTEXT: &str = "webhook-secret";
+
+fn secrets(conn: &mut DbConn) -> QueryResult<Vec<(i64, String)>> {
+    webhook_subscriptions::table
+        .select((webhook_subscriptions::id, webhook_subscriptions::secret))
+        .order(webhook_subscriptions::id.asc())
+        .load(conn)
+}
+
+fn set_secret(conn: &mut DbConn, id: i64, value: &str) -> QueryResult<()> {
+    diesel::update(webhook_subscriptions::table.find(id))
+        .set(webhook_subscriptions::secret.eq(value))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Seals the secrets still stored in plain text (written before sealing); their ids.
+pub fn seal_plaintext(conn: &mut DbConn, ring: &Keyring) -> QueryResult<Vec<i64>> {
+    let mut sealed_ids = Vec::new();
+    for (id, value) in secrets(conn)? {
+        if !sealed::is_sealed(&value) {
+            set_secret(conn, id, &ring.seal_str(&value, SECRET_CONTEXT))?;
+            sealed_ids.push(id);
+        }
+    }
+    Ok(sealed_ids)
+}
+
+/// Re-seals under the current key every secret that is not (sealed under a previous key, or
+/// still plain); how many. One that no configured key opens fails the whole call.
+pub fn reseal(conn: &mut DbConn, ring: &Keyring) -> Result<usize, StoreError> {
+    let mut count = 0;
+    for (id, value) in secrets(conn)? {
+        if ring.is_current(&value) {
+            continue;
+        }
+        let sealed = if sealed::is_sealed(&value) {
+            let opened = ring.open(&value, SECRET_CONTEXT).map_err(|e| {
+                StoreError::Unsealable(format!(
+                    "webhook subscription {id}: {e} (set the key it was sealed under as GRANULO_SECRETS_KEY_PREVIOUS)"
+                ))
+            })?;
+            ring.seal(&opened, SECRET_CONTEXT)
+        } else {
+            ring.seal_str(&value, SECRET_CONTEXT)
+        };
+        set_secret(conn, id, &sealed)?;
+        count += 1;
+    }
+    Ok(count)
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

@@ -82,10 +82,7 @@ async fn request_needed_by(app: &TestApp, hosp: &str, mrn: &str, needed_by: Date
 }
 
 async fn deliver(app: &TestApp, now: DateTime<Utc>) {
-    let client = granulo::jobs::webhook_client();
-    granulo::services::webhooks::deliver_due(&app.state.pool, &client, now)
-        .await
-        .expect("delivery runs");
+    deliver_webhooks(app, now).await.expect("delivery runs");
 }
 
 /// The deliveries about `unit`: (transition, severity, message) of each, in order.
@@ -110,7 +107,7 @@ fn delivered_for(got: &Received, unit: i64) -> Vec<(String, String, String)> {
 /// three webhooks at once": now one urgent alert and one webhook; and a unit watched from 8 h
 /// out keeps one alert that escalates at each threshold, one webhook per escalation.
 async fn a_unit_first_seen_near_expiry_raises_one_alert_that_escalates(backend: Backend) {
-    let mut app = spawn(backend).await;
+    let mut app = spawn_with(backend, allow_local_webhooks).await;
     let admin = app.admin_token().await;
     let tech = app.token_for("technologist").await;
     let Receiver { url, got } = receiver(0).await;

@@ -490,14 +490,11 @@ fn hmac_hex(secret: &str, body: &str) -> String {
 }
 
 async fn deliver(app: &TestApp, now: DateTime<Utc>) -> granulo::services::webhooks::DeliveryReport {
-    let client = granulo::jobs::webhook_client();
-    granulo::services::webhooks::deliver_due(&app.state.pool, &client, now)
-        .await
-        .expect("delivery runs")
+    deliver_webhooks(app, now).await.expect("delivery runs")
 }
 
 async fn webhooks_are_signed_retried_and_scoped(backend: Backend) {
-    let mut app = spawn(backend).await;
+    let mut app = spawn_with(backend, allow_local_webhooks).await;
     let admin = app.admin_token().await;
     let tech = app.token_for("technologist").await;
     let hosp = app.token_for("hospital").await;
@@ -662,14 +659,14 @@ async fn a_scheduler_tick_survives_a_database_outage(backend: Backend) {
     let broken = diesel::r2d2::Pool::builder()
         .connection_timeout(std::time::Duration::from_millis(500))
         .build_unchecked(granulo::store::Manager::new(down));
-    let client = granulo::jobs::webhook_client();
-    let failed = granulo::jobs::tick(&broken, &client, "test").await;
+    let client = granulo::services::webhooks::Outbound::new(&app.state.settings).expect("client");
+    let failed = granulo::jobs::tick(&broken, &client, &app.state.secrets, "test").await;
     assert!(
         failed.scan.is_err() && failed.deliveries.is_err(),
         "errors are reported, not panicked on"
     );
     // The next tick, with the database back, carries on.
-    let ok = granulo::jobs::tick(&app.state.pool, &client, "test").await;
+    let ok = granulo::jobs::tick(&app.state.pool, &client, &app.state.secrets, "test").await;
     assert!(ok.scan.expect("scan").is_some());
     assert_eq!(ok.deliveries.expect("deliveries").delivered, 0);
 }

@@ -170,6 +170,21 @@ pub fn test_settings(db: &TestDb) -> Settings {
     s
 }
 
+/// Test webhook receivers listen on 127.0.0.1 over http: allow it, as a site that delivers
+/// inside its own network would (`GRANULO_WEBHOOK_ALLOW=127.0.0.1`).
+pub fn allow_local_webhooks(s: &mut Settings) {
+    s.webhook_allow = granulo::domain::destinations::AllowList::parse("127.0.0.1").expect("allow-list");
+}
+
+/// What the scheduler does with due webhook deliveries, with the app's keyring and settings.
+pub async fn deliver_webhooks(
+    app: &TestApp,
+    now: chrono::DateTime<chrono::Utc>,
+) -> granulo::error::ApiResult<granulo::services::webhooks::DeliveryReport> {
+    let outbound = granulo::services::webhooks::Outbound::new(&app.state.settings).expect("client");
+    granulo::services::webhooks::deliver_due(&app.state.pool, &outbound, &app.state.secrets, now).await
+}
+
 pub async fn spawn(backend: Backend) -> TestApp {
     spawn_with(backend, |_| {}).await
 }

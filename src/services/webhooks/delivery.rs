@@ -1,11 +1,16 @@
 //! The delivery worker: sends queued deliveries, signed, and records each attempt.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::Sha256;
 use utoipa::ToSchema;
 
+use super::destination::{self, Outbound};
+use crate::credentials::sealed::Keyring;
 use crate::domain::alerts::AlertTransition;
 use crate::error::{ApiError, ApiResult};
 use crate::services::utc;
@@ -44,7 +49,8 @@ pub struct Outgoing {
     delivery: Delivery,
     transition: AlertTransition,
     url: String,
-    secret: String,
+    /// The opened secret, or why it does not open (the delivery then fails without sending).
+    secret: Result<SecretString, String>,
     body: Vec<u8>,
     sent_at: DateTime<Utc>,
 }
@@ -52,9 +58,26 @@ pub struct Outgoing {
 /// The outcome of one attempt: the HTTP status, or the status and error of a failure.
 pub type Attempt = (Delivery, Result<i32, (Option<i32>, String)>);
 
+/// The context of sealed webhook secrets (`credentials::sealed`).
+pub use crate::store::webhooks::SECRET_CONTEXT;
+
+/// Opens a subscription's stored secret. A value that does not open (a wrong or missing
+/// `GRANULO_SECRETS_KEY`, an altered row) fails that delivery with a logged error; the value
+/// itself is never logged.
+fn open_secret(ring: &Keyring, subscription_id: i64, stored: &str) -> Result<SecretString, String> {
+    ring.open_string(stored, SECRET_CONTEXT).map_err(|e| {
+        tracing::error!(
+            subscription = subscription_id,
+            error = %e,
+            "a webhook secret does not open: is GRANULO_SECRETS_KEY (or its _PREVIOUS) the key it was sealed under?"
+        );
+        format!("the stored secret does not open under the configured secrets key ({e})")
+    })
+}
+
 /// Every due delivery with its body: `{event, transition, sent_at, alert}`, the alert as the
 /// delivered event left it (its severity and message then, the severity before an escalation).
-pub fn load_due(conn: &mut DbConn, now: DateTime<Utc>) -> ApiResult<Vec<Outgoing>> {
+pub fn load_due(conn: &mut DbConn, ring: &Keyring, now: DateTime<Utc>) -> ApiResult<Vec<Outgoing>> {
     let mut out = Vec::new();
     for d in rows::due(conn, store::truncate_micros(now.naive_utc()), 100)? {
         let Some(s) = rows::find(conn, d.subscription_id)? else {
@@ -79,8 +102,8 @@ pub fn load_due(conn: &mut DbConn, now: DateTime<Utc>) -> ApiResult<Vec<Outgoing
         out.push(Outgoing {
             transition: e.transition,
             delivery: d,
+            secret: open_secret(ring, s.id, &s.secret),
             url: s.url,
-            secret: s.secret,
             body: serde_json::to_vec(&body).map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?,
             sent_at: now,
         });
@@ -92,29 +115,42 @@ pub fn load_due(conn: &mut DbConn, now: DateTime<Utc>) -> ApiResult<Vec<Outgoing
 /// `X-Granulo-Timestamp` (= the body's `sent_at`, which the signature covers: receivers reject
 /// old ones), `X-Granulo-Event` (the alert kind), `X-Granulo-Transition` (`raised`, `escalated`
 /// or `repeated`), `X-Granulo-Delivery`.
-pub async fn send_all(client: &reqwest::Client, outgoing: Vec<Outgoing>) -> Vec<Attempt> {
+/// A delivery whose destination is refused (see `destination`) or whose secret does not open
+/// is recorded as a failed attempt with the reason, and nothing is sent.
+pub async fn send_all(outbound: &Outbound, outgoing: Vec<Outgoing>) -> Vec<Attempt> {
     let mut results = Vec::with_capacity(outgoing.len());
     for o in outgoing {
-        let sent = client
-            .post(&o.url)
-            .header("Content-Type", "application/json")
-            .header("X-Granulo-Signature", signature(&o.secret, &o.body))
-            .header("X-Granulo-Timestamp", o.sent_at.to_rfc3339())
-            .header("X-Granulo-Event", &o.delivery.event)
-            .header("X-Granulo-Transition", o.transition.as_str())
-            .header("X-Granulo-Delivery", o.delivery.id.to_string())
-            .body(o.body)
-            .timeout(std::time::Duration::from_secs(10))
-            .send()
-            .await;
-        let outcome = match sent {
-            Ok(r) if r.status().is_success() => Ok(i32::from(r.status().as_u16())),
-            Ok(r) => Err((Some(i32::from(r.status().as_u16())), format!("HTTP {}", r.status()))),
-            Err(e) => Err((None, e.to_string())),
-        };
+        let outcome = send_one(outbound, &o).await;
+        if let Err((_, why)) = &outcome {
+            tracing::warn!(delivery = o.delivery.id, error = %why, "webhook delivery failed");
+        }
         results.push((o.delivery, outcome));
     }
     results
+}
+
+async fn send_one(outbound: &Outbound, o: &Outgoing) -> Result<i32, (Option<i32>, String)> {
+    let secret = o.secret.as_ref().map_err(|e| (None, e.clone()))?;
+    let client = outbound
+        .client_for(&o.url)
+        .map_err(|refusal| (None, format!("refused: {refusal}")))?;
+    let sent = client
+        .post(&o.url)
+        .header("Content-Type", "application/json")
+        .header("X-Granulo-Signature", signature(secret.expose_secret(), &o.body))
+        .header("X-Granulo-Timestamp", o.sent_at.to_rfc3339())
+        .header("X-Granulo-Event", &o.delivery.event)
+        .header("X-Granulo-Transition", o.transition.as_str())
+        .header("X-Granulo-Delivery", o.delivery.id.to_string())
+        .body(o.body.clone())
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status().is_success() => Ok(i32::from(r.status().as_u16())),
+        Ok(r) => Err((Some(i32::from(r.status().as_u16())), format!("HTTP {}", r.status()))),
+        Err(e) => Err((None, destination::failure_text(&e))),
+    }
 }
 
 /// Records the attempts: delivered, or retried after the backoff, or given up.
@@ -139,14 +175,19 @@ pub fn record(conn: &mut DbConn, results: Vec<Attempt>, now: DateTime<Utc>) -> A
 }
 
 /// One delivery pass through the pool (database work off the async threads).
-pub async fn deliver_due(pool: &Pool, client: &reqwest::Client, now: DateTime<Utc>) -> ApiResult<DeliveryReport> {
-    let p = pool.clone();
+pub async fn deliver_due(
+    pool: &Pool,
+    outbound: &Outbound,
+    secrets: &Arc<Keyring>,
+    now: DateTime<Utc>,
+) -> ApiResult<DeliveryReport> {
+    let (p, ring) = (pool.clone(), secrets.clone());
     let outgoing = actix_web::web::block(move || -> ApiResult<Vec<Outgoing>> {
         let mut conn = p.get().map_err(store::StoreError::from)?;
-        load_due(&mut conn, now)
+        load_due(&mut conn, &ring, now)
     })
     .await??;
-    let results = send_all(client, outgoing).await;
+    let results = send_all(outbound, outgoing).await;
     let p = pool.clone();
     actix_web::web::block(move || -> ApiResult<DeliveryReport> {
         let mut conn = p.get().map_err(store::StoreError::from)?;

@@ -4,11 +4,14 @@
 //! signatures, retries and exponential backoff (`delivery`).
 
 mod delivery;
+mod destination;
 mod fanout;
 mod subscriptions;
 
 pub use delivery::{
-    Attempt, DeliveryReport, MAX_ATTEMPTS, Outgoing, backoff, deliver_due, load_due, record, send_all, signature,
+    Attempt, DeliveryReport, MAX_ATTEMPTS, Outgoing, SECRET_CONTEXT, backoff, deliver_due, load_due, record, send_all,
+    signature,
 };
+pub use destination::{Outbound, check_destination, failure_text};
 pub use fanout::fan_out;
 pub use subscriptions::{DeliveryView, SubscriptionInput, SubscriptionView, create, deliveries, list};

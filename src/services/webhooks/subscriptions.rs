@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::delivery::SECRET_CONTEXT;
+use crate::credentials::sealed::Keyring;
 use crate::domain::alerts::AlertKind;
+use crate::domain::destinations::Refusal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Validator};
 use crate::services::{from_stored_json, to_json, to_value, utc};
 use crate::store::audit::{self, Actor, Change};
@@ -15,7 +18,9 @@ use crate::store::{self, DbConn};
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"url": "https://interface.example-hospital.org/granulo", "events": ["unit.expiring", "unit.quarantined"], "secret": "a long random shared secret", "hospital_id": 3}))]
 pub struct SubscriptionInput {
-    /// `https://…` (or `http://` for a receiver on a private network).
+    /// `https://…`. Loopback, private, link-local, multicast, unique-local and other special
+    /// addresses are refused (`webhook_destination_refused`), as is `http://`, unless the
+    /// operator allowed the host or network (`GRANULO_WEBHOOK_ALLOW`).
     pub url: String,
     /// Alert kinds (`AlertKind`), or `["*"]` for all.
     pub events: Vec<String>,
@@ -70,7 +75,15 @@ fn view(s: Subscription) -> ApiResult<SubscriptionView> {
     })
 }
 
-pub fn create(conn: &mut DbConn, actor: &Actor, input: SubscriptionInput) -> ApiResult<SubscriptionView> {
+/// Creates a subscription; `destination` is the outcome of `check_destination` on its URL (which
+/// resolves names, so the route runs it before the transaction). The secret is stored sealed.
+pub fn create(
+    conn: &mut DbConn,
+    actor: &Actor,
+    ring: &Keyring,
+    input: SubscriptionInput,
+    destination: Result<(), Refusal>,
+) -> ApiResult<SubscriptionView> {
     let mut v = Validator::new();
     let url = input.url.trim().to_owned();
     v.check(
@@ -100,18 +113,25 @@ pub fn create(conn: &mut DbConn, actor: &Actor, input: SubscriptionInput) -> Api
         "secret",
         "must be 16 to 256 characters",
     );
+    if destination == Err(Refusal::NotHttp) {
+        v.push("url", "must be an http(s) URL with a host");
+    }
     v.finish()?;
+    if let Err(refusal) = destination {
+        return Err(ApiError::new(ErrorCode::WebhookDestinationRefused, refusal.to_string()));
+    }
     if let Some(h) = input.hospital_id
         && store::hospitals::find(conn, h)?.is_none()
     {
         return Err(ApiError::unknown(ErrorCode::UnknownHospital, "hospital", h));
     }
+    let sealed = ring.seal_str(&input.secret, SECRET_CONTEXT);
     let row = rows::insert(
         conn,
         &rows::NewSubscription {
             url: &url,
             events: to_json(&events)?,
-            secret: &input.secret,
+            secret: &sealed,
             hospital_id: input.hospital_id,
             active: true,
             created_by: &actor.name,
