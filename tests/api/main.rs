@@ -39,3 +39,4 @@ mod safety;
 mod security;
 mod units;
 mod users;
+mod webhook_security;
