@@ -464,6 +464,27 @@ mod tests {
         assert!(resolve_secrets_keyring(&settings).is_err());
     }
 
+    /// A rotation that stopped after writing `<db>.secrets-key.next`: values sealed under the
+    /// next key still open at start-up, and the current key stays the one that seals.
+    #[test]
+    fn a_leftover_next_key_opens_but_does_not_seal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("g.db");
+        let settings = Settings::with_database(DatabaseTarget::Sqlite(db.clone()));
+        let before = resolve_secrets_keyring(&settings).expect("generated");
+        let next = generate_key();
+        write_private_file(&sidecar_path(&db, SECRETS_KEY_NEXT_SUFFIX), next.expose_secret()).expect("next");
+        let next_ring = crate::credentials::sealed::Keyring::new(&next, &[]).expect("key");
+        let sealed = next_ring.seal_str("s", "c");
+        let during = resolve_secrets_keyring(&settings).expect("both keys");
+        assert_eq!(during.open(&sealed, "c").expect("opens"), b"s");
+        assert_eq!(during.current_id(), before.current_id());
+        assert!(secrets_key_is_generated(&settings).is_some());
+        let mut configured = settings.clone();
+        configured.secrets_key = Some(next);
+        assert!(secrets_key_is_generated(&configured).is_none());
+    }
+
     #[test]
     fn generated_secrets_key_is_stable() {
         let dir = tempfile::tempdir().expect("tempdir");

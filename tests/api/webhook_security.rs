@@ -157,7 +157,10 @@ async fn a_database_dump_cannot_sign_deliveries(backend: Backend) {
         .await
         .expect("the worker carries on");
     assert_eq!((report.delivered, report.failed), (0, 1));
-    assert!(other.got.lock().expect("lock").is_empty(), "nothing is sent without the key");
+    assert!(
+        other.got.lock().expect("lock").is_empty(),
+        "nothing is sent without the key"
+    );
     let last = last_delivery(&mut restored, 1).await;
     let error = last["last_error"].as_str().expect("last_error");
     assert!(error.contains("does not open"), "{error}");
@@ -257,7 +260,10 @@ async fn secrets_rotate_re_seals_under_the_new_key(backend: Backend) {
     let (old_key, new_key) = match &app.db.target() {
         granulo::config::DatabaseTarget::Sqlite(path) => {
             let key_file = granulo::config::sidecar_path(path, "secrets-key");
-            let old = std::fs::read_to_string(&key_file).expect("generated key").trim().to_owned();
+            let old = std::fs::read_to_string(&key_file)
+                .expect("generated key")
+                .trim()
+                .to_owned();
             // A rotation that stopped after writing the next key: this run finishes it.
             let next = "a-next-key-left-by-an-interrupted-rotation-0123456789";
             let next_file = granulo::config::sidecar_path(path, "secrets-key.next");
@@ -291,7 +297,10 @@ async fn secrets_rotate_re_seals_under_the_new_key(backend: Backend) {
     let after = raw_subscriptions(&app.db)[0].3.clone();
     assert_ne!(after, before);
     assert!(ring(&new_key).is_current(&after), "under the new key");
-    assert!(ring(&old_key).open(&after, "webhook-secret").is_err(), "the old key alone opens nothing");
+    assert!(
+        ring(&old_key).open(&after, "webhook-secret").is_err(),
+        "the old key alone opens nothing"
+    );
     assert!(!after.contains(SECRET));
 
     // Audited.
@@ -371,7 +380,10 @@ async fn refused_destinations_are_refused_at_subscription(backend: Backend) {
         ("metadata.test", &[&["169.254.169.254"]]),
         ("mixed.test", &[&["93.184.215.14", "10.0.0.7"]]),
         ("ula.test", &[&["fd00::1"]]),
-        ("public.test", &[&["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"]]),
+        (
+            "public.test",
+            &[&["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"]],
+        ),
         ("lis.test", &[&["10.20.3.4"]]),
         ("intranet.test", &[&["192.168.7.7"]]),
     ]);
@@ -387,7 +399,11 @@ async fn refused_destinations_are_refused_at_subscription(backend: Backend) {
         ("https://172.31.255.255/hook", "172.31.255.255", "private"),
         ("https://192.168.0.1/hook", "192.168.0.1", "private"),
         ("https://100.64.0.1/hook", "100.64.0.1", "CGNAT"),
-        ("https://169.254.169.254/latest/meta-data", "169.254.169.254", "metadata"),
+        (
+            "https://169.254.169.254/latest/meta-data",
+            "169.254.169.254",
+            "metadata",
+        ),
         ("https://169.254.1.1/hook", "169.254.1.1", "link-local"),
         ("https://224.0.0.1/hook", "224.0.0.1", "multicast"),
         ("https://255.255.255.255/hook", "255.255.255.255", "broadcast"),
@@ -400,7 +416,11 @@ async fn refused_destinations_are_refused_at_subscription(backend: Backend) {
         ("https://[::1]/hook", "::1", "loopback"),
         ("https://[::]/hook", "::", "unspecified"),
         ("https://[::ffff:127.0.0.1]/hook", "::ffff:127.0.0.1", "loopback"),
-        ("https://[::ffff:169.254.169.254]/hook", "::ffff:169.254.169.254", "metadata"),
+        (
+            "https://[::ffff:169.254.169.254]/hook",
+            "::ffff:169.254.169.254",
+            "metadata",
+        ),
         ("https://[::10.0.0.1]/hook", "::a00:1", "private"),
         ("https://[64:ff9b::127.0.0.1]/hook", "64:ff9b::7f00:1", "loopback"),
         ("https://[64:ff9b::192.168.1.1]/hook", "64:ff9b::c0a8:101", "private"),
@@ -477,14 +497,26 @@ async fn refused_destinations_are_refused_at_delivery_and_nothing_connects(backe
     let mut app = spawn_with(backend, |s| inject(s, lookup.clone(), "")).await;
     let rebinding = subscribe(&mut app, &format!("https://rebind.test:{port}/hook")).await;
     raise(&app, "rebinding");
-    let report = deliver_webhooks(&app, chrono::Utc::now()).await.expect("the worker carries on");
+    let report = deliver_webhooks(&app, chrono::Utc::now())
+        .await
+        .expect("the worker carries on");
     assert_eq!((report.delivered, report.failed), (0, 1));
-    assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing connected to the rebound address");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "nothing connected to the rebound address"
+    );
     let last = last_delivery(&mut app, rebinding).await;
     let error = last["last_error"].as_str().expect("error");
     assert!(error.contains("rebind.test") && error.contains("loopback"), "{error}");
-    assert!(!error.contains("127.0.0.1"), "the resolved address is not shown: {error}");
-    assert!(lookup.calls.lock().expect("lock")["rebind.test"] >= 2, "resolved again at delivery");
+    assert!(
+        !error.contains("127.0.0.1"),
+        "the resolved address is not shown: {error}"
+    );
+    assert!(
+        lookup.calls.lock().expect("lock")["rebind.test"] >= 2,
+        "resolved again at delivery"
+    );
 
     // Allowed when subscribed, no longer allowed: refused at the next delivery.
     let db = std::sync::Arc::new(TestDb::new(backend));
@@ -498,7 +530,10 @@ async fn refused_destinations_are_refused_at_delivery_and_nothing_connects(backe
     assert_eq!(connections.load(Ordering::SeqCst), 0);
     let last = last_delivery(&mut strict, literal).await;
     let error = last["last_error"].as_str().expect("error");
-    assert!(error.starts_with("refused: 127.0.0.1") && error.contains("loopback"), "{error}");
+    assert!(
+        error.starts_with("refused: 127.0.0.1") && error.contains("loopback"),
+        "{error}"
+    );
 
     // Allowed again: a closed port is "could not connect", nothing more.
     raise(&allowed, "closed-port");
