@@ -406,6 +406,8 @@ async fn cron_command_and_jobs_view(backend: Backend) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_granulo"))
         .args(["alerts", "run"])
         .env("GRANULO_DATABASE_URL", &app.db.url)
+        // The key the server seals with: deliveries open the secrets with it.
+        .env("GRANULO_SECRETS_KEY", SECRETS_KEY)
         .env("GRANULO_LOG", "warn")
         .output()
         .expect("run granulo");
