@@ -4,7 +4,9 @@
 /// Top-level modules from the bottom floor up; modules on one floor do not import each other.
 const FLOORS: &[&[&str]] = &[
     &["domain"],
-    &["config", "credentials"],
+    // Credentials without IO; config resolves keys into them.
+    &["credentials"],
+    &["config"],
     &["store"],
     &["error"],
     &["input", "extract", "telemetry", "state"],
