@@ -105,6 +105,7 @@ impl Attempt {
 }
 
 fn access_token(
+    conn: &mut DbConn,
     jwt: &JwtKeys,
     settings: &Settings,
     principal: Principal,
@@ -127,6 +128,8 @@ fn access_token(
         role,
         hospital_id,
     };
+    // Sign with the signer in the database, which `granulo keys rotate` may have just replaced.
+    crate::store::signing_keys::refresh(conn, jwt)?;
     let token = jwt.sign(&claims).map_err(ApiError::internal)?;
     Ok((token, ttl))
 }
@@ -151,6 +154,7 @@ fn issue_user_tokens(
     let role: Role = user.role.parse().map_err(ApiError::internal)?;
     let refresh = new_refresh(conn, settings, session_id, at)?;
     let (access, expires_in) = access_token(
+        conn,
         jwt,
         settings,
         Principal::User(user.id),
@@ -190,6 +194,7 @@ pub fn start_client_session(
     let session_id = tokens::new_session_id();
     sessions::create(conn, &session_id, None, Some(client.id), at)?;
     let (access, expires_in) = access_token(
+        conn,
         jwt,
         settings,
         Principal::Client(client.id),
