@@ -81,6 +81,12 @@ pub enum KeysCommand {
     Rotate,
     /// The keys: kid, created, and whether it signs, verifies until a time, or has retired.
     List,
+    /// Stop a key that no longer signs from verifying now (it may have leaked); whoever holds a
+    /// token it signed refreshes or signs in again.
+    Retire {
+        #[arg(long)]
+        kid: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +214,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Alerts(AlertsCommand::Run)) => alerts_run(&cli.global),
         Some(Command::Keys(KeysCommand::Rotate)) => keys_rotate(&cli.global),
         Some(Command::Keys(KeysCommand::List)) => keys_list(&cli.global),
+        Some(Command::Keys(KeysCommand::Retire { kid })) => keys_retire(&cli.global, &kid),
         Some(Command::Backup { to }) => backup(&cli.global, &to),
     }
 }
@@ -459,7 +466,8 @@ fn open_keys(global: &GlobalArgs) -> Result<(store::DbConn, crate::credentials::
     if stored.is_empty() {
         let secret = crate::config::resolve_jwt_secret(&settings).map_err(|e| e.to_string())?;
         let actor = audit::Actor::system("cli");
-        store::write_tx(&mut conn, |c| store::signing_keys::seed(c, &ring, &secret, &actor)).map_err(|e| e.to_string())?;
+        store::write_tx(&mut conn, |c| store::signing_keys::seed(c, &ring, &secret, &actor))
+            .map_err(|e| e.to_string())?;
     }
     Ok((conn, ring))
 }
@@ -482,7 +490,29 @@ fn keys_rotate(global: &GlobalArgs) -> ExitCode {
             println!(
                 "key {} keeps verifying until {} and then retires",
                 r.old_kid,
-                r.old_retires_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                r.old_retires_at
+                    .and_utc()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn keys_retire(global: &GlobalArgs, kid: &str) -> ExitCode {
+    let (mut conn, _) = match open_keys(global) {
+        Ok(opened) => opened,
+        Err(e) => return fail(e),
+    };
+    let actor = audit::Actor::system("cli");
+    match store::write_tx(&mut conn, |c| {
+        store::signing_keys::retire(c, kid.trim(), &actor, store::now())
+    }) {
+        Ok(()) => {
+            println!(
+                "key {} no longer verifies (every instance stops accepting it within a minute)",
+                kid.trim()
             );
             ExitCode::SUCCESS
         }

@@ -300,11 +300,11 @@ impl JwtKeys {
         if !key.verifies_at(now) {
             return Err(TokenError::Invalid);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.inner.validation).map_err(|e| {
-            match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid,
-            }
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.inner.validation).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            _ => TokenError::Invalid,
         })?;
         let claims = data.claims;
         // jsonwebtoken does not look at iat; a token "issued" in the future is forged or the
@@ -479,8 +479,7 @@ mod tests {
         // The signer's kid over another key's signature.
         let mut lying = Header::new(Algorithm::HS256);
         lying.kid = Some(kid_of(&key('b')));
-        let forged =
-            jsonwebtoken::encode(&lying, &claims(n), &EncodingKey::from_secret(&key('z'))).expect("sign");
+        let forged = jsonwebtoken::encode(&lying, &claims(n), &EncodingKey::from_secret(&key('z'))).expect("sign");
         assert_eq!(keys.verify(&forged, n), Err(TokenError::Invalid));
         // The right key and kid under another HMAC algorithm: the algorithm stays pinned.
         let mut hs384 = Header::new(Algorithm::HS384);

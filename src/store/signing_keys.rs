@@ -29,12 +29,18 @@ pub struct Row {
 pub enum KeysError {
     #[error("database error: {0}")]
     Query(#[from] diesel::result::Error),
-    #[error("signing key {kid} does not open ({source}); is GRANULO_SECRETS_KEY (or _PREVIOUS) the one it was sealed under?")]
+    #[error(
+        "signing key {kid} does not open ({source}); is GRANULO_SECRETS_KEY (or _PREVIOUS) the one it was sealed under?"
+    )]
     Seal { kid: String, source: SealError },
     #[error("signing key {0} is not the key its row names")]
     WrongKid(String),
     #[error("the signing keys are inconsistent: {0}")]
     Set(#[from] KeySetError),
+    #[error("there is no signing key {0}")]
+    NoSuchKey(String),
+    #[error("key {0} is the signer: run `granulo keys rotate` first, then retire it")]
+    Signer(String),
     #[error("there are no signing keys yet: start the server once (or set GRANULO_JWT_SECRET)")]
     Empty,
 }
@@ -119,7 +125,12 @@ fn insert(conn: &mut DbConn, ring: &Keyring, secret: &[u8], by: &str, at: NaiveD
 /// sidecar) becomes the first key, and the signer. Afterwards the table is the source of
 /// truth and the configured key is not read again. Returns the kid when it was stored. Runs in
 /// a write transaction.
-pub fn seed(conn: &mut DbConn, ring: &Keyring, configured: &SecretString, actor: &Actor) -> QueryResult<Option<String>> {
+pub fn seed(
+    conn: &mut DbConn,
+    ring: &Keyring,
+    configured: &SecretString,
+    actor: &Actor,
+) -> QueryResult<Option<String>> {
     lock(conn)?;
     let existing: i64 = signing_keys::table.count().get_result(conn)?;
     if existing > 0 {
@@ -186,6 +197,40 @@ pub fn rotate(conn: &mut DbConn, ring: &Keyring, actor: &Actor, at: NaiveDateTim
         old_kid,
         old_retires_at,
     })
+}
+
+/// Retire a key that no longer signs at once (it may have leaked): tokens it signed stop
+/// verifying on every instance within `jwt::MAX_AGE`. The signer is refused: rotate first.
+/// Runs in a write transaction, audited.
+pub fn retire(conn: &mut DbConn, kid: &str, actor: &Actor, at: NaiveDateTime) -> Result<(), KeysError> {
+    lock(conn)?;
+    let row: Row = signing_keys::table
+        .find(kid)
+        .select(Row::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| KeysError::NoSuchKey(kid.to_owned()))?;
+    let Some(was) = row.retire_after else {
+        return Err(KeysError::Signer(kid.to_owned()));
+    };
+    if was <= at {
+        return Ok(());
+    }
+    diesel::update(signing_keys::table.find(kid))
+        .set(signing_keys::retire_after.eq(Some(at)))
+        .execute(conn)?;
+    audit::append(
+        conn,
+        actor,
+        Change::updated(
+            "signing_key.retire",
+            "signing_key",
+            kid,
+            serde_json::json!({"retire_after": was.and_utc()}),
+            serde_json::json!({"retire_after": at.and_utc()}),
+        ),
+    )?;
+    Ok(())
 }
 
 /// Re-seal every key not sealed under `ring`'s current secrets key (for `granulo secrets

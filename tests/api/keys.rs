@@ -71,7 +71,11 @@ async fn rotation_signs_nobody_out_and_every_instance_follows(backend: Backend) 
     let second = spawn_on(backend, first.db.clone(), |_| {}).await;
     let before = first.token(ADMIN_USER, ADMIN_PASSWORD).await;
     let old_kid = kid_of(JWT_SECRET.as_bytes());
-    assert_eq!(kid(&before).as_deref(), Some(old_kid.as_str()), "the configured key is the first");
+    assert_eq!(
+        kid(&before).as_deref(),
+        Some(old_kid.as_str()),
+        "the configured key is the first"
+    );
     assert_eq!(me(&second, &before).await, 200);
 
     let (ok, text) = keys(&first, &["rotate"]);
@@ -130,14 +134,16 @@ async fn unknown_missing_and_retired_kids_are_refused(backend: Backend) {
         sign(&with_kid(Algorithm::HS256, Some("00000000deadbeef")), &claims, secret),
         sign(&with_kid(Algorithm::HS256, Some("0000000000000001")), &claims, secret),
         sign(&with_kid(Algorithm::HS256, Some("0000000000000002")), &claims, secret),
-        sign(&with_kid(Algorithm::HS256, Some(&old_kid)), &claims, b"another-key-another-key-another-key!!"),
+        sign(
+            &with_kid(Algorithm::HS256, Some(&old_kid)),
+            &claims,
+            b"another-key-another-key-another-key!!",
+        ),
         sign(&with_kid(Algorithm::HS384, Some(&old_kid)), &claims, secret),
         sign(&with_kid(Algorithm::HS512, Some(&old_kid)), &claims, secret),
     ];
     for token in &refused {
-        app.get("/api/v1/me", Some(token))
-            .await
-            .problem(401, "invalid_token");
+        app.get("/api/v1/me", Some(token)).await.problem(401, "invalid_token");
     }
 
     let (ok, text) = keys(&app, &["rotate"]);
@@ -157,9 +163,7 @@ async fn unknown_missing_and_retired_kids_are_refused(backend: Backend) {
     }
     // An issuance re-reads the keys (as does a copy older than a minute).
     let latest = app.token(ADMIN_USER, ADMIN_PASSWORD).await;
-    app.get("/api/v1/me", Some(&before))
-        .await
-        .problem(401, "invalid_token");
+    app.get("/api/v1/me", Some(&before)).await.problem(401, "invalid_token");
     app.get("/api/v1/me", Some(&genuine))
         .await
         .problem(401, "invalid_token");
@@ -182,6 +186,22 @@ async fn signing_keys_are_sealed_at_rest_and_reseal(backend: Backend) {
     assert!(ok, "{text}");
     let (ok, list) = keys(&app, &["list"]);
     assert!(ok && !list.contains(JWT_SECRET), "{list}");
+    let old_kid = kid_of(JWT_SECRET.as_bytes());
+    let signer = list
+        .lines()
+        .find(|l| l.ends_with("signer"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a signer")
+        .to_owned();
+    let (ok, text) = keys(&app, &["retire", "--kid", &signer]);
+    assert!(!ok && text.contains("rotate"), "the signer is not retired: {text}");
+    let (ok, text) = keys(&app, &["retire", "--kid", &old_kid]);
+    assert!(ok, "{text}");
+    let (_, list) = keys(&app, &["list"]);
+    assert!(
+        list.lines().any(|l| l.starts_with(&old_kid) && l.contains("retired")),
+        "{list}"
+    );
 
     let mut conn = app.state.pool.get().expect("conn");
     let rows: Vec<(String, String)> = signing_keys::table
@@ -206,7 +226,10 @@ async fn signing_keys_are_sealed_at_rest_and_reseal(backend: Backend) {
         }
         opened.push(key);
     }
-    assert!(opened.iter().any(|k| k == JWT_SECRET.as_bytes()), "the configured key is the first");
+    assert!(
+        opened.iter().any(|k| k == JWT_SECRET.as_bytes()),
+        "the configured key is the first"
+    );
     // A dump without the secrets key opens none of them.
     let stranger = Keyring::new(&SecretString::from("z".repeat(40)), &[]).expect("ring");
     assert!(rows.iter().all(|(_, s)| stranger.open(s, "signing-key").is_err()));
@@ -224,10 +247,14 @@ async fn signing_keys_are_sealed_at_rest_and_reseal(backend: Backend) {
         .to_owned();
     let n = granulo::store::write_tx(&mut conn, |c| granulo::store::signing_keys::reseal(c, &rotated)).expect("reseal");
     assert_eq!(n, 2);
-    let again = granulo::store::write_tx(&mut conn, |c| granulo::store::signing_keys::reseal(c, &rotated)).expect("reseal");
+    let again =
+        granulo::store::write_tx(&mut conn, |c| granulo::store::signing_keys::reseal(c, &rotated)).expect("reseal");
     assert_eq!(again, 0);
     let only_new = Keyring::new(&SecretString::from("the-next-sealing-key-that-is-long-enough-42"), &[]).expect("ring");
     let set = granulo::store::signing_keys::load(&mut conn, &only_new).expect("opens under the new key alone");
     assert_eq!(set.signer().kid(), signer);
-    assert!(granulo::store::signing_keys::load(&mut conn, &ring).is_err(), "the old key alone no longer opens them");
+    assert!(
+        granulo::store::signing_keys::load(&mut conn, &ring).is_err(),
+        "the old key alone no longer opens them"
+    );
 }
