@@ -105,7 +105,6 @@ impl Attempt {
 }
 
 fn access_token(
-    conn: &mut DbConn,
     jwt: &JwtKeys,
     settings: &Settings,
     principal: Principal,
@@ -128,8 +127,6 @@ fn access_token(
         role,
         hospital_id,
     };
-    // Sign with the signer in the database, which `granulo keys rotate` may have just replaced.
-    crate::store::signing_keys::refresh(conn, jwt)?;
     let token = jwt.sign(&claims).map_err(ApiError::internal)?;
     Ok((token, ttl))
 }
@@ -153,8 +150,9 @@ fn issue_user_tokens(
 ) -> ApiResult<Issued> {
     let role: Role = user.role.parse().map_err(ApiError::internal)?;
     let refresh = new_refresh(conn, settings, session_id, at)?;
+    // Sign with the signer in the database, which `granulo keys rotate` may have replaced.
+    crate::store::signing_keys::refresh(conn, jwt)?;
     let (access, expires_in) = access_token(
-        conn,
         jwt,
         settings,
         Principal::User(user.id),
@@ -193,8 +191,9 @@ pub fn start_client_session(
 ) -> ApiResult<Issued> {
     let session_id = tokens::new_session_id();
     sessions::create(conn, &session_id, None, Some(client.id), at)?;
+    // Sign with the signer in the database, which `granulo keys rotate` may have replaced.
+    crate::store::signing_keys::refresh(conn, jwt)?;
     let (access, expires_in) = access_token(
-        conn,
         jwt,
         settings,
         Principal::Client(client.id),
