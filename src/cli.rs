@@ -1,5 +1,5 @@
 //! The `granulo` command line: `serve` (default), `demo`, `migrate`, `user create`,
-//! `audit verify`, `alerts run`, `secrets rotate`, `backup`.
+//! `audit verify`, `alerts run`, `secrets rotate`, `keys rotate|list|retire`, `backup`.
 
 use std::io::BufRead as _;
 use std::process::ExitCode;
@@ -60,6 +60,9 @@ pub enum Command {
     /// Stored secrets (webhook secrets, signing keys, TOTP seeds), sealed under GRANULO_SECRETS_KEY.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Access-token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Consistent online copy of the SQLite database (PostgreSQL: use pg_dump, see README).
     Backup {
         /// The file to create (refused if it exists).
@@ -80,6 +83,21 @@ pub enum SecretsCommand {
     /// key: set the new one as GRANULO_SECRETS_KEY and the old one as GRANULO_SECRETS_KEY_PREVIOUS.
     /// On SQLite with the generated key file and nothing set: generates the new key itself.
     Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new random key the signer; the old one keeps verifying until every token it
+    /// signed has expired (60 min + 30 s), so nobody is signed out.
+    Rotate,
+    /// The keys: kid, created, and whether it signs, verifies until a time, or has retired.
+    List,
+    /// Stop a key that no longer signs from verifying now (it may have leaked); whoever holds a
+    /// token it signed refreshes or signs in again.
+    Retire {
+        #[arg(long)]
+        kid: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +229,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Audit(AuditCommand::Verify)) => audit_verify(&cli.global),
         Some(Command::Alerts(AlertsCommand::Run)) => alerts_run(&cli.global),
         Some(Command::Secrets(SecretsCommand::Rotate)) => secrets_rotate(&cli.global),
+        Some(Command::Keys(KeysCommand::Rotate)) => keys_rotate(&cli.global),
+        Some(Command::Keys(KeysCommand::List)) => keys_list(&cli.global),
+        Some(Command::Keys(KeysCommand::Retire { kid })) => keys_retire(&cli.global, &kid),
         Some(Command::Backup { to }) => backup(&cli.global, &to),
     }
 }
@@ -450,6 +471,98 @@ fn user_create(global: &GlobalArgs, username: &str, role: Role, hospital: Option
         }
         Err(e) => fail(e),
     }
+}
+
+/// The database and the secrets keyring, as `serve` would find them; on a database that was
+/// never served the configured signing key is stored first (as `serve` does).
+fn open_keys(global: &GlobalArgs) -> Result<(store::DbConn, crate::credentials::sealed::Keyring), String> {
+    let settings = settings_from(global, &ServeArgs::parse_defaults()).map_err(|e| e.to_string())?;
+    let ring = crate::config::resolve_secrets_keyring(&settings).map_err(|e| e.to_string())?;
+    let mut conn = open(global)?;
+    let stored = store::signing_keys::list(&mut conn).map_err(|e| e.to_string())?;
+    if stored.is_empty() {
+        let secret = crate::config::resolve_jwt_secret(&settings).map_err(|e| e.to_string())?;
+        let actor = audit::Actor::system("cli");
+        store::write_tx(&mut conn, |c| store::signing_keys::seed(c, &ring, &secret, &actor))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok((conn, ring))
+}
+
+fn keys_rotate(global: &GlobalArgs) -> ExitCode {
+    let (mut conn, ring) = match open_keys(global) {
+        Ok(opened) => opened,
+        Err(e) => return fail(e),
+    };
+    let actor = audit::Actor::system("cli");
+    let rotated = store::write_tx(&mut conn, |c| {
+        // Every stored key must open before one is added: a wrong GRANULO_SECRETS_KEY here
+        // would leave instances unable to read the new signer.
+        store::signing_keys::load(c, &ring)?;
+        store::signing_keys::rotate(c, &ring, &actor, store::now())
+    });
+    match rotated {
+        Ok(r) => {
+            println!("new signing key {} (signs from now on)", r.new_kid);
+            println!(
+                "key {} keeps verifying until {} and then retires",
+                r.old_kid,
+                r.old_retires_at
+                    .and_utc()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn keys_retire(global: &GlobalArgs, kid: &str) -> ExitCode {
+    let (mut conn, _) = match open_keys(global) {
+        Ok(opened) => opened,
+        Err(e) => return fail(e),
+    };
+    let actor = audit::Actor::system("cli");
+    match store::write_tx(&mut conn, |c| {
+        store::signing_keys::retire(c, kid.trim(), &actor, store::now())
+    }) {
+        Ok(()) => {
+            println!(
+                "key {} no longer verifies (every instance stops accepting it within a minute)",
+                kid.trim()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn keys_list(global: &GlobalArgs) -> ExitCode {
+    let (mut conn, _) = match open_keys(global) {
+        Ok(opened) => opened,
+        Err(e) => return fail(e),
+    };
+    let rows = match store::signing_keys::list(&mut conn) {
+        Ok(rows) => rows,
+        Err(e) => return fail(e),
+    };
+    let now = store::now();
+    let time = |t: chrono::NaiveDateTime| t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    println!("{:<16}  {:<20}  {:<10}  state", "kid", "created", "by");
+    for row in rows {
+        let state = match row.retire_after {
+            None => "signer".to_owned(),
+            Some(t) if t > now => format!("verifies until {}", time(t)),
+            Some(t) => format!("retired {}", time(t)),
+        };
+        println!(
+            "{:<16}  {:<20}  {:<10}  {state}",
+            row.kid,
+            time(row.created_at),
+            row.created_by
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn alerts_run(global: &GlobalArgs) -> ExitCode {

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `GRANULO_DATABASE_URL` | `sqlite://granulo.db` | `sqlite://PATH` or `postgres://user@host:5432/db` |
 //! | `GRANULO_BIND` | `127.0.0.1:8080` | listen address |
-//! | `GRANULO_JWT_SECRET` | generated beside the SQLite file | HS256 key, at least 32 bytes; required on PostgreSQL |
+//! | `GRANULO_JWT_SECRET` | generated beside the SQLite file | the first HS256 signing key, at least 32 bytes, stored sealed in `signing_keys` on the first start (later keys: `granulo keys rotate`); required on PostgreSQL |
 //! | `GRANULO_SECRETS_KEY` | generated beside the SQLite file | master key (≥ 32 bytes) that seals stored secrets (webhook secrets, signing keys, TOTP seeds); required on PostgreSQL |
 //! | `GRANULO_SECRETS_KEY_FILE` | unset | read the master key from this file instead |
 //! | `GRANULO_SECRETS_KEY_PREVIOUS` | unset | the key before a rotation: still opens, never seals (`granulo secrets rotate`) |
@@ -260,9 +260,10 @@ pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, ConfigError> {
 /// The minimum length of an HS256 key, in bytes (RFC 7518 §3.2: at least the hash size).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
-/// Resolve the signing key: the configured one, or on SQLite a random key generated once and
-/// kept beside the database file with mode 0600. PostgreSQL deployments run several instances
-/// that must share the key, so there it must be configured.
+/// Resolve the first signing key: the configured one, or on SQLite a random key generated once
+/// and kept beside the database file with mode 0600. PostgreSQL deployments run several
+/// instances that must share the key, so there it must be configured. It is stored (sealed) as
+/// the first of the `signing_keys` when that table is empty and not read after that.
 pub fn resolve_jwt_secret(settings: &Settings) -> Result<SecretString, ConfigError> {
     if let Some(secret) = &settings.jwt_secret {
         if secret.expose_secret().len() < MIN_JWT_SECRET_BYTES {

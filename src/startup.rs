@@ -10,7 +10,7 @@ use actix_web::{App, HttpServer, web};
 use secrecy::ExposeSecret;
 use tracing_actix_web::TracingLogger;
 
-use crate::auth::jwt::JwtKeys;
+use crate::auth::jwt::{JwtKeys, KeySet};
 use crate::auth::password;
 use crate::config::{self, ConfigError, DatabaseTarget, Settings};
 use crate::error::ApiError;
@@ -27,6 +27,8 @@ pub enum StartupError {
     Bootstrap(String),
     #[error("stored secrets: {0}")]
     Secrets(String),
+    #[error("signing keys: {0}")]
+    Keys(#[from] store::signing_keys::KeysError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -118,12 +120,12 @@ fn seal_stored_secrets(pool: &Pool, ring: &crate::credentials::sealed::Keyring) 
     Ok(())
 }
 
-/// The database opened and migrated, the signing key resolved and the first account seen to:
+/// The database opened and migrated, the signing keys read and the first account seen to:
 /// everything `serve` does before it listens (`demo` seeds the data set at this point).
 pub struct Prepared {
     pub pool: Pool,
     pub bootstrap: Bootstrap,
-    secret: secrecy::SecretString,
+    keys: KeySet,
     pub secrets: Arc<crate::credentials::sealed::Keyring>,
 }
 
@@ -133,13 +135,31 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, StartupError> {
     let secrets = Arc::new(config::resolve_secrets_keyring(settings)?);
     let pool = open_database(settings)?;
     seal_stored_secrets(&pool, &secrets)?;
+    let keys = signing_keys(&pool, &secrets, &secret)?;
     let bootstrap = bootstrap(settings, &pool)?;
     Ok(Prepared {
         pool,
         bootstrap,
-        secret,
+        keys,
         secrets,
     })
+}
+
+/// The stored signing keys; on the first start the configured key becomes the first of them.
+fn signing_keys(
+    pool: &Pool,
+    ring: &crate::credentials::sealed::Keyring,
+    configured: &secrecy::SecretString,
+) -> Result<KeySet, StartupError> {
+    let mut conn = pool.get().map_err(StoreError::from)?;
+    let actor = store::audit::Actor::system("startup");
+    let seeded = store::write_tx(&mut conn, |c| {
+        store::signing_keys::seed(c, ring, configured, &actor).map_err(StoreError::from)
+    })?;
+    if let Some(kid) = seeded {
+        tracing::info!(%kid, "the configured signing key is stored as the first key");
+    }
+    Ok(store::signing_keys::load(&mut conn, ring)?)
 }
 
 /// A built, bound, not yet running application.
@@ -161,12 +181,12 @@ impl Application {
         let Prepared {
             pool,
             bootstrap,
-            secret,
+            keys,
             secrets,
         } = prepared;
         let state = AppState {
             pool,
-            jwt: JwtKeys::new(&secret),
+            jwt: JwtKeys::stored(keys, Arc::clone(&secrets)),
             secrets,
             dummy_password_hash: Arc::from(password::dummy_hash()),
             settings: Arc::new(settings),

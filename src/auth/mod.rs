@@ -142,21 +142,44 @@ impl FromRequest for AuthUser {
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState missing")))?;
             let token = token?;
-            let claims = state
-                .jwt
-                .verify(&token, chrono::Utc::now().timestamp())
-                .map_err(|e| match e {
-                    jwt::TokenError::Expired => {
-                        ApiError::new(ErrorCode::TokenExpired, "the access token has expired; refresh it")
-                    }
-                    jwt::TokenError::Invalid => ApiError::new(ErrorCode::InvalidToken, "the access token is not valid"),
-                })?;
+            let claims = verify_token(&state, &token).await?;
             let principal = Principal::parse_subject(&claims.sub)
                 .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the access token is not valid"))?;
             let sid = claims.sid;
             state.db(move |conn| load_principal(conn, principal, &sid)).await
         })
     }
+}
+
+/// Check a token's signature and claims against the signing keys. The keys are re-read when
+/// this instance's copy is old, and for a `kid` it does not know (another instance may have
+/// rotated), at most once per `jwt::UNKNOWN_KID_RELOAD`.
+async fn verify_token(state: &AppState, token: &str) -> ApiResult<jwt::Claims> {
+    let jwt = &state.jwt;
+    if jwt.claim_stale_reload(std::time::Instant::now()) {
+        reload_keys(state).await?;
+    }
+    let now = chrono::Utc::now().timestamp();
+    let verified = match jwt.verify(token, now) {
+        Err(jwt::TokenError::UnknownKey) if jwt.claim_unknown_kid_reload(std::time::Instant::now()) => {
+            reload_keys(state).await?;
+            jwt.verify(token, now)
+        }
+        other => other,
+    };
+    verified.map_err(|e| match e {
+        jwt::TokenError::Expired => ApiError::new(ErrorCode::TokenExpired, "the access token has expired; refresh it"),
+        jwt::TokenError::Invalid | jwt::TokenError::UnknownKey => {
+            ApiError::new(ErrorCode::InvalidToken, "the access token is not valid")
+        }
+    })
+}
+
+async fn reload_keys(state: &AppState) -> ApiResult<()> {
+    let jwt = state.jwt.clone();
+    state
+        .db(move |conn| Ok(crate::store::signing_keys::refresh(conn, &jwt)?))
+        .await
 }
 
 /// Check the session and account behind a token; the account's current role is used.

@@ -150,6 +150,8 @@ fn issue_user_tokens(
 ) -> ApiResult<Issued> {
     let role: Role = user.role.parse().map_err(ApiError::internal)?;
     let refresh = new_refresh(conn, settings, session_id, at)?;
+    // Sign with the signer in the database, which `granulo keys rotate` may have replaced.
+    crate::store::signing_keys::refresh(conn, jwt)?;
     let (access, expires_in) = access_token(
         jwt,
         settings,
@@ -189,6 +191,8 @@ pub fn start_client_session(
 ) -> ApiResult<Issued> {
     let session_id = tokens::new_session_id();
     sessions::create(conn, &session_id, None, Some(client.id), at)?;
+    // Sign with the signer in the database, which `granulo keys rotate` may have replaced.
+    crate::store::signing_keys::refresh(conn, jwt)?;
     let (access, expires_in) = access_token(
         jwt,
         settings,

@@ -2,7 +2,7 @@
 //! and re-sealing everything under a new key (`granulo secrets rotate`).
 
 use crate::credentials::sealed::Keyring;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::{self, DbConn};
 
@@ -12,6 +12,10 @@ pub fn reseal_all(conn: &mut DbConn, ring: &Keyring) -> ApiResult<Vec<(&'static 
     let counts: Vec<(&'static str, usize)> = vec![
         // One line per kind of sealed value.
         (store::webhooks::SECRET_CONTEXT, store::webhooks::reseal(conn, ring)?),
+        (
+            store::signing_keys::CONTEXT,
+            store::signing_keys::reseal(conn, ring).map_err(ApiError::internal)?,
+        ),
     ];
     let resealed: serde_json::Map<String, serde_json::Value> = counts
         .iter()

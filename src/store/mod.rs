@@ -19,6 +19,7 @@ pub mod policy;
 pub mod requests;
 pub mod schema;
 pub mod sessions;
+pub mod signing_keys;
 mod stored;
 pub mod tasks;
 pub mod throttle;

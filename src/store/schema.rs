@@ -664,6 +664,16 @@ diesel::joinable!(unit_supply -> units (unit_id));
 diesel::joinable!(anc_results -> patients (patient_id));
 diesel::joinable!(anc_results -> allocations (allocation_id));
 
+diesel::table! {
+    signing_keys (kid) {
+        kid -> Text,
+        sealed_key -> Text,
+        created_at -> Timestamp,
+        created_by -> Text,
+        retire_after -> Nullable<Timestamp>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     hospitals,
     users,
@@ -671,6 +681,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     sessions,
     refresh_tokens,
     login_failures,
+    signing_keys,
     audit_log,
     policy,
     donors,
