@@ -136,7 +136,10 @@ pub async fn idempotency_key(
                 body: text,
             };
             if let Err(e) = state.db(move |conn| work::complete(conn, id, &answer)).await {
-                tracing::warn!(reservation = id, "the answer for an idempotency key was not stored: {e}");
+                tracing::warn!(
+                    reservation = id,
+                    "the answer for an idempotency key was not stored: {e}"
+                );
             }
         }
         Err(_) => tracing::warn!(reservation = id, "an answer that is not UTF-8 was not stored"),

@@ -83,7 +83,15 @@ async fn retried(app: &TestApp, token: &str, path: &str, key: &str, body: &Value
 async fn retries_get_the_first_answer_and_write_once(backend: Backend) {
     let b = bank(backend).await;
     let (app, tech, hosp) = (&b.app, b.tech.clone(), b.hosp.clone());
-    retried(app, &tech, "/api/v1/units", "unit-1", &supplier_unit_body(&next_din(), "O", "negative"), "units").await;
+    retried(
+        app,
+        &tech,
+        "/api/v1/units",
+        "unit-1",
+        &supplier_unit_body(&next_din(), "O", "negative"),
+        "units",
+    )
+    .await;
 
     let patient = b.typed_patient(&patient_body("IDEM-1", "O", "positive", "male")).await;
     let request = b.request_for(patient, 2).await;
@@ -115,10 +123,24 @@ async fn retries_get_the_first_answer_and_write_once(backend: Backend) {
 async fn keys_belong_to_one_caller(backend: Backend) {
     let b = bank(backend).await;
     let units = count(&b.app, "units");
-    let mine = keyed(&b.app, &b.tech, "/api/v1/units", "shared", &supplier_unit_body(&next_din(), "O", "negative")).await;
+    let mine = keyed(
+        &b.app,
+        &b.tech,
+        "/api/v1/units",
+        "shared",
+        &supplier_unit_body(&next_din(), "O", "negative"),
+    )
+    .await;
     mine.ok(201);
     // The director's key of the same name is another key: another body is no reuse.
-    let theirs = keyed(&b.app, &b.director, "/api/v1/units", "shared", &supplier_unit_body(&next_din(), "A", "negative")).await;
+    let theirs = keyed(
+        &b.app,
+        &b.director,
+        "/api/v1/units",
+        "shared",
+        &supplier_unit_body(&next_din(), "A", "negative"),
+    )
+    .await;
     assert_ne!(theirs.ok(201)["id"], mine.body["id"]);
     assert!(theirs.headers.get("idempotent-replayed").is_none());
     assert_eq!(count(&b.app, "units"), units + 2);
@@ -142,7 +164,9 @@ async fn keys_expire_after_the_policy_period(backend: Backend) {
     // 23 h later (the default period is 24 h) the key still holds.
     backdate_keys(app, 23);
     let other = supplier_unit_body(&next_din(), "O", "negative");
-    keyed(app, &tech, "/api/v1/units", "daily", &other).await.problem(422, "idempotency_key_reused");
+    keyed(app, &tech, "/api/v1/units", "daily", &other)
+        .await
+        .problem(422, "idempotency_key_reused");
     // After the period it is a new key, looked up lazily.
     backdate_keys(app, 25);
     keyed(app, &tech, "/api/v1/units", "daily", &other).await.ok(201);
@@ -185,14 +209,18 @@ async fn a_reserved_key_whose_answer_was_lost_never_runs_again(backend: Backend)
     assert_eq!((count(app, "units"), count(app, "audit_log")), (units, audit));
     // A refused first attempt (4xx) frees its key: nothing was written, so a retry may run.
     let bad = json!({"source": {"type": "external"}});
-    keyed(app, &tech, "/api/v1/units", "refused", &bad).await.problem(400, "validation_failed");
+    keyed(app, &tech, "/api/v1/units", "refused", &bad)
+        .await
+        .problem(400, "validation_failed");
     keyed(app, &tech, "/api/v1/units", "refused", &body).await.ok(201);
 }
 
 async fn two_instances_racing_one_key_write_once(backend: Backend) {
     let b = bank(backend).await;
     let other = spawn_on(backend, b.app.db.clone(), |_| {}).await;
-    let patient = b.typed_patient(&patient_body("IDEM-RACE", "O", "positive", "male")).await;
+    let patient = b
+        .typed_patient(&patient_body("IDEM-RACE", "O", "positive", "male"))
+        .await;
     let (unit, _) = b.ready("O", "negative", "negative", 1).await;
     let sample = b.sample(patient).await;
     let xm = json!({"unit_id": unit, "sample_id": sample, "result": "compatible", "method": "iat"});
@@ -228,6 +256,8 @@ async fn answers_with_secrets_are_never_stored(backend: Backend) {
     let two = keyed(&b.app, &admin, &path, "client", &json!({})).await;
     assert_ne!(one.ok(201)["client_id"], two.ok(201)["client_id"]);
     let sign_in = json!({"username": ADMIN_USER, "password": ADMIN_PASSWORD});
-    keyed(&b.app, &admin, "/api/v1/auth/login", "login", &sign_in).await.ok(200);
+    keyed(&b.app, &admin, "/api/v1/auth/login", "login", &sign_in)
+        .await
+        .ok(200);
     assert_eq!(count(&b.app, "idempotency_keys"), 0);
 }

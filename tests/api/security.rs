@@ -411,7 +411,11 @@ async fn a_hospital_sees_only_the_ward_view_of_its_units(backend: Backend) {
     let a_client = client_token(&mut app, a_id).await;
     let (_, b) = hospital(&mut app).await;
     let r = app
-        .post("/api/v1/patients", Some(&a), &patient_body("MRN-W", "O", "positive", "male"))
+        .post(
+            "/api/v1/patients",
+            Some(&a),
+            &patient_body("MRN-W", "O", "positive", "male"),
+        )
         .await;
     let patient = r.ok(201)["id"].as_i64().expect("patient");
     confirm_group(&app, &tech, patient, "O", "positive").await;
@@ -419,21 +423,48 @@ async fn a_hospital_sees_only_the_ward_view_of_its_units(backend: Backend) {
     let request = r.ok(201)["id"].as_i64().expect("request");
     let (unit, din) = ready_unit(&app, &tech, "O", "negative").await;
     let r = app
-        .post(&format!("/api/v1/requests/{request}/allocations"), Some(&tech), &json!({"unit_id": unit}))
+        .post(
+            &format!("/api/v1/requests/{request}/allocations"),
+            Some(&tech),
+            &json!({"unit_id": unit}),
+        )
         .await;
     let allocation = r.ok(201)["id"].as_i64().expect("allocation");
     // Allocated but not issued: not the hospital's to read yet.
-    app.get(&format!("/api/v1/units/{unit}"), Some(&a)).await.problem(404, "not_found");
+    app.get(&format!("/api/v1/units/{unit}"), Some(&a))
+        .await
+        .problem(404, "not_found");
     let s = sample(&app, &a, patient).await;
     crossmatch(&app, &tech, unit, s, "compatible").await;
-    app.post(&format!("/api/v1/allocations/{allocation}/issue"), Some(&tech), &json!({"scanned_din": din}))
-        .await
-        .ok(200);
+    app.post(
+        &format!("/api/v1/allocations/{allocation}/issue"),
+        Some(&tech),
+        &json!({"scanned_din": din}),
+    )
+    .await
+    .ok(200);
 
     let ward: std::collections::BTreeSet<&str> = [
-        "id", "din", "check_character", "product_code", "product_name", "abo", "rhd", "rhd_pooled", "cmv",
-        "irradiated", "pooled", "volume_ml", "granulocyte_count", "collected_at", "expires_at", "hours_remaining",
-        "status", "request_id", "allocation_id", "issued_at",
+        "id",
+        "din",
+        "check_character",
+        "product_code",
+        "product_name",
+        "abo",
+        "rhd",
+        "rhd_pooled",
+        "cmv",
+        "irradiated",
+        "pooled",
+        "volume_ml",
+        "granulocyte_count",
+        "collected_at",
+        "expires_at",
+        "hours_remaining",
+        "status",
+        "request_id",
+        "allocation_id",
+        "issued_at",
     ]
     .into_iter()
     .collect();
@@ -447,19 +478,37 @@ async fn a_hospital_sees_only_the_ward_view_of_its_units(backend: Backend) {
             v.as_object().expect("object").keys().map(String::as_str).collect();
         assert_eq!(keys, ward, "{path}");
         assert_eq!(v["din"], din.as_str());
-        assert_eq!((v["request_id"].as_i64(), v["allocation_id"].as_i64()), (Some(request), Some(allocation)));
+        assert_eq!(
+            (v["request_id"].as_i64(), v["allocation_id"].as_i64()),
+            (Some(request), Some(allocation))
+        );
         assert_eq!((v["abo"].as_str(), v["irradiated"].as_bool()), (Some("O"), Some(true)));
         assert!(v["issued_at"].is_string());
     }
     // Staff still see the bank's view, with its internal fields and staff usernames.
-    let full = app.get(&format!("/api/v1/units/{unit}"), Some(&tech)).await.ok(200).clone();
-    for field in ["donor_id", "collection_id", "pool_members", "release", "storage_location", "tests"] {
+    let full = app
+        .get(&format!("/api/v1/units/{unit}"), Some(&tech))
+        .await
+        .ok(200)
+        .clone();
+    for field in [
+        "donor_id",
+        "collection_id",
+        "pool_members",
+        "release",
+        "storage_location",
+        "tests",
+    ] {
         assert!(full.get(field).is_some(), "staff view lacks {field}");
     }
     assert!(full["release"]["released_by"].is_string());
     // Another hospital: 404, by id and by DIN.
-    app.get(&format!("/api/v1/units/{unit}"), Some(&b)).await.problem(404, "not_found");
-    app.get(&format!("/api/v1/units/{din}"), Some(&b)).await.problem(404, "not_found");
+    app.get(&format!("/api/v1/units/{unit}"), Some(&b))
+        .await
+        .problem(404, "not_found");
+    app.get(&format!("/api/v1/units/{din}"), Some(&b))
+        .await
+        .problem(404, "not_found");
 }
 
 /// A token signed with the right key whose lifetime ended an hour ago.

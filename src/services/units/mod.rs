@@ -22,11 +22,11 @@ pub use storage::{
 };
 pub use testing::{ReleaseInput, TestInput, record_test, release};
 use view::snapshot;
-pub use ward::{HospitalUnitView, UnitRead, read};
 pub use view::{
     ExcursionView, Irradiation, Physician, PoolMemberView, Release, TestView, UnitRecord, UnitView, record, records,
     view, views,
 };
+pub use ward::{HospitalUnitView, UnitRead, read};
 
 use chrono::{DateTime, Utc};
 
