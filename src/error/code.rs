@@ -87,6 +87,7 @@ error_codes! {
     NoExcursionPending = 409, "no_excursion_pending", "the unit has no storage excursion to disposition";
     NothingToSignOff = 409, "nothing_to_sign_off", "the allocation has no authorisation awaiting sign-off";
     TaskNotOpen = 409, "task_not_open", "the task is already done";
+    IdempotencyKeyInProgress = 409, "idempotency_key_in_progress", "a request with the same `Idempotency-Key` has not finished; retry after `Retry-After`";
     OrderIdentifierTaken = 409, "order_identifier_taken", "the hospital already placed an order with that identifier";
     PreconditionFailed = 412, "precondition_failed", "`If-Match` names another version, or `If-None-Exist` matches more than one record";
     PayloadTooLarge = 413, "payload_too_large", "the body is over 256 KiB";
@@ -123,7 +124,7 @@ error_codes! {
     UnknownDonor = 422, "unknown_donor", "the body names a donor that does not exist";
     UnknownDevice = 422, "unknown_device", "the body names a device that does not exist";
     PoolGroupInconsistent = 422, "pool_group_inconsistent", "the pool's donations do not match its labelled group";
-    IdempotencyKeyReused = 422, "idempotency_key_reused", "the `Idempotency-Key` was used with a different body";
+    IdempotencyKeyReused = 422, "idempotency_key_reused", "the `Idempotency-Key` was used with a different body or on another route";
     NulCharacter = 422, "nul_character", "a NUL character in the path, query or body (it cannot be stored)";
     PreconditionRequired = 428, "precondition_required", "a FHIR update needs `If-Match` with the version read";
     TooManyRequests = 429, "too_many_requests", "too many failed sign-ins; wait for `Retry-After`";

@@ -155,6 +155,12 @@ impl ApiError {
         e
     }
 
+    /// Answer with `Retry-After: secs`.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.0.retry_after_secs = Some(secs.max(1));
+        self
+    }
+
     pub fn internal(source: impl Into<anyhow::Error>) -> Self {
         let mut e = Self::new(
             ErrorCode::InternalError,

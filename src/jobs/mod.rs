@@ -278,6 +278,15 @@ pub fn run_once(conn: &mut DbConn, holder: &str, now: DateTime<Utc>) -> ApiResul
         let policy = crate::services::policy::current(c)?.policy;
         scan(c, now, &policy)
     });
+    // Idempotency keys past the policy period go with the leased run (a lookup also ignores
+    // and replaces an expired key, so a late purge changes nothing a client sees).
+    let purged = store::write_tx(conn, |c| {
+        let policy = crate::services::policy::current(c)?.policy;
+        crate::services::idempotency::purge(c, at, &policy)
+    });
+    if let Err(e) = purged {
+        tracing::warn!("expired idempotency keys were not purged: {e}");
+    }
     let (report, error) = match &outcome {
         Ok(r) => (r.clone(), None),
         Err(e) => (ScanReport::default(), Some(format!("{e}"))),

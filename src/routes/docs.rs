@@ -93,6 +93,10 @@ impl Modify for SecurityAndErrors {
                 .build()
         };
         for (path, item) in openapi.paths.paths.iter_mut() {
+            let keyed = super::idempotency::honours(&actix_web::http::Method::POST, path);
+            if keyed && let Some(op) = item.post.as_mut() {
+                describe_idempotency_key(op);
+            }
             let operations = [
                 item.get.as_mut(),
                 item.post.as_mut(),
@@ -143,6 +147,44 @@ impl Modify for SecurityAndErrors {
 fn listed(status: u16, summary: &str) -> String {
     let codes: Vec<String> = ErrorCode::with_status(status).map(|c| format!("`{c}`")).collect();
     format!("{summary}: {}", codes.join(", "))
+}
+
+/// The `Idempotency-Key` header on a POST that honours it (`routes::idempotency::honours`).
+fn describe_idempotency_key(op: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    let params = op.parameters.get_or_insert_with(Vec::new);
+    params.push(
+        ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(ParameterIn::Header)
+            .required(utoipa::openapi::Required::False)
+            .description(Some(
+                "Makes a retry safe: the same key (per account, kept `policy.security.idempotency_key_hours`) \
+                 with the same method, path and body returns the first successful answer with \
+                 `Idempotent-Replayed: true`, on any instance, and writes nothing; another body or route \
+                 is 422 `idempotency_key_reused`; while the first attempt runs, or when its answer was \
+                 lost, 409 `idempotency_key_in_progress` with `Retry-After`. A refused attempt (4xx) frees the key.",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^[\x21-\x7e]{1,255}$")),
+            ))
+            .build()
+            .into(),
+    );
+    let problem = || {
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Problem")))
+            .build()
+    };
+    op.responses.responses.entry("409".to_owned()).or_insert_with(|| {
+        ResponseBuilder::new()
+            .description("`idempotency_key_in_progress`")
+            .content("application/problem+json", problem())
+            .build()
+            .into()
+    });
 }
 
 /// What `input::UnitKey::parse` accepts: a numeric id, a DIN (13 characters, FIN first), the

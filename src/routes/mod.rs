@@ -13,6 +13,7 @@ pub mod donors;
 pub mod fhir;
 pub mod health;
 pub mod hospitals;
+pub mod idempotency;
 pub mod isbt128;
 pub mod patients;
 pub mod policy;
@@ -35,6 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/readyz").route(web::get().to(health::readyz)))
         .service(
             web::scope("/api/v1")
+                .wrap(actix_web::middleware::from_fn(idempotency::idempotency_key))
                 .service(web::resource("/openapi.json").route(web::get().to(docs::openapi_json)))
                 .service(web::resource("/auth/login").route(web::post().to(auth::login)))
                 .service(web::resource("/auth/token").route(web::post().to(auth::client_token)))

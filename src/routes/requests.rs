@@ -2,7 +2,6 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use super::with_policy;
@@ -13,9 +12,9 @@ use crate::extract::{JsonBody, parse_json};
 use crate::input::{Text, decode_cursor, page_limit, parse_id};
 use crate::services::allocations::{self as allocation_work, AllocateInput, AllocationView};
 use crate::services::candidates::{self as matching, Candidates};
+use crate::services::idempotency;
 use crate::services::requests::{self as work, Outcome, RequestInput, RequestView};
 use crate::state::AppState;
-use crate::store::audit::Actor;
 
 #[derive(Serialize, ToSchema)]
 pub struct RequestList {
@@ -54,39 +53,6 @@ pub struct ReasonBody {
     pub reason: Option<Text<0, 500>>,
 }
 
-/// The account an idempotency key belongs to.
-fn account(actor: &Actor) -> String {
-    format!("{}:{}", actor.kind.as_str(), actor.id.unwrap_or_default())
-}
-
-fn idempotency_key(req: &HttpRequest) -> ApiResult<Option<String>> {
-    let Some(value) = req.headers().get("Idempotency-Key") else {
-        return Ok(None);
-    };
-    let key = value.to_str().map(str::trim).unwrap_or("");
-    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::field(
-            "Idempotency-Key",
-            "must be 1 to 255 printable ASCII characters",
-        ));
-    }
-    Ok(Some(key.to_owned()))
-}
-
-/// SHA-256 of the body as canonical JSON (object keys sorted), so formatting does not matter.
-fn body_hash(body: &[u8]) -> ApiResult<String> {
-    let value: serde_json::Value = parse_json(body)?;
-    Ok(hex::encode(Sha256::digest(value.to_string().as_bytes())))
-}
-
-fn replayed(status: u16, body: String) -> HttpResponse {
-    let status = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::CREATED);
-    HttpResponse::build(status)
-        .insert_header(("Idempotent-Replayed", "true"))
-        .content_type("application/json")
-        .body(body)
-}
-
 /// Order a course. With `Idempotency-Key`, a retry with the same body returns the first answer
 /// (also from another instance); the same key with another body is 422 `idempotency_key_reused`.
 /// Starts `open`, or `pending_approval` when the policy's indication gate asks for it.
@@ -105,29 +71,30 @@ pub async fn create(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
-    let key = idempotency_key(&req)?;
+    let key = idempotency::parse_key(req.headers().get("Idempotency-Key"))?;
     let input: RequestInput = parse_json(&body)?;
-    let hash = body_hash(&body)?;
     let actor = caller.actor();
-    let account = account(&actor);
-    let (k, h, a) = (key.clone(), hash.clone(), account.clone());
+    let attempt = key.map(|key| idempotency::Attempt {
+        account: idempotency::account(&actor),
+        key,
+        method: "POST".to_owned(),
+        path: req.path().to_owned(),
+        body_hash: idempotency::body_hash(&body),
+    });
+    let a = attempt.clone();
     let outcome = state
         .write(with_policy(move |conn, policy| {
-            work::create_idempotent(conn, &actor, &a, k.as_deref(), &h, input, scope, policy)
+            work::create_idempotent(conn, &actor, a.as_ref(), input, scope, policy)
         }))
         .await;
-    let outcome = match (outcome?, key) {
+    let outcome = match (outcome?, attempt) {
         // A concurrent retry committed first: answer from its stored response.
-        (Outcome::LostRace, Some(key)) => {
-            state
-                .db(move |conn| work::replay_winner(conn, &account, &key, &hash))
-                .await?
-        }
+        (Outcome::LostRace, Some(attempt)) => state.db(move |conn| work::replay_winner(conn, &attempt)).await?,
         (other, _) => other,
     };
     Ok(match outcome {
         Outcome::Created(view) => HttpResponse::Created().json(view),
-        Outcome::Replayed { status, body } => replayed(status, body),
+        Outcome::Replayed(answer) => super::idempotency::replayed(answer),
         Outcome::LostRace => return Err(ApiError::internal(anyhow::anyhow!("lost a race without a key"))),
     })
 }

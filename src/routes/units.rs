@@ -139,12 +139,12 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/api/v1/units/{id_or_din}", operation_id = "get_unit", tag = "units", security(("bearer" = [])),
     params(("id_or_din" = String, Path, description = "numeric id, 13-character DIN, or DIN and check character")),
-    responses((status = 200, description = "the unit", body = UnitView))
+    responses((status = 200, description = "the unit: the full `UnitView` for staff; for a hospital account the `HospitalUnitView` of a unit issued to one of its requests (no donor, collection or pool-member ids, no staff usernames; any other unit is 404)", body = work::UnitRead))
 )]
 pub async fn get(state: web::Data<AppState>, caller: AuthUser, key: web::Path<String>) -> ApiResult<HttpResponse> {
     let scope = caller.scope()?;
     let key = UnitKey::parse(&key)?;
-    let unit = state.db(move |conn| work::get(conn, &key, scope)).await?;
+    let unit = state.db(move |conn| work::read(conn, &key, scope)).await?;
     Ok(HttpResponse::Ok().json(unit))
 }
 

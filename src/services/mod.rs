@@ -11,6 +11,7 @@ pub mod decisions;
 pub mod devices;
 pub mod donations;
 pub mod donors;
+pub mod idempotency;
 pub mod outcomes;
 pub mod patients;
 pub mod policy;

@@ -11,7 +11,7 @@ use crate::domain::requests::AllocationStatus;
 use crate::domain::requests::{self as rules, Indication, Priority, RequestAction, RequestStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
 use crate::input::Text;
-use crate::services::patients;
+use crate::services::{idempotency, patients};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::requests::{self as rows, Request, RequestData};
 use crate::store::{self, DbConn, allocations as allocation_rows, hospitals, units as unit_rows};
@@ -357,10 +357,7 @@ pub fn with_order_identifier(
 /// A POST's answer as first sent, for replay.
 pub enum Outcome {
     Created(Box<RequestView>),
-    Replayed {
-        status: u16,
-        body: String,
-    },
+    Replayed(idempotency::Answer),
     /// Another request with the same key was created at the same moment; nothing was written.
     LostRace,
 }
@@ -368,30 +365,32 @@ pub enum Outcome {
 /// Creates the request, or replays the first answer for the same account and
 /// `Idempotency-Key`. The key is stored in the same transaction as the request, so a
 /// concurrent duplicate fails on the key's unique index and is answered from the stored row.
-#[expect(clippy::too_many_arguments)]
 pub fn create_idempotent(
     conn: &mut DbConn,
     actor: &Actor,
-    account: &str,
-    key: Option<&str>,
-    body_hash: &str,
+    attempt: Option<&idempotency::Attempt>,
     input: RequestInput,
     scope: Option<i64>,
     policy: &Policy,
 ) -> ApiResult<Outcome> {
-    if let Some(key) = key
-        && let Some(stored_response) = rows::find_key(conn, account, key)?
+    if let Some(a) = attempt
+        && let Some(row) = idempotency::find_live(conn, &a.account, &a.key, policy)?
     {
-        return replay(stored_response, body_hash);
+        return idempotency::replay(&row, a).map(Outcome::Replayed);
     }
     // A savepoint, so that losing the race on the key leaves nothing of this attempt behind
     // while the surrounding transaction still ends normally.
     let attempt = conn.transaction::<_, Attempt, _>(|conn| {
         let created = create(conn, actor, input, scope, policy).map_err(Attempt::Failed)?;
-        if let Some(key) = key {
+        if let Some(a) = attempt {
             let body = serde_json::to_string(&created)
                 .map_err(|e| Attempt::Failed(ApiError::internal(anyhow::anyhow!("{e}"))))?;
-            rows::insert_key(conn, account, key, body_hash, 201, &body, store::now()).map_err(|e| {
+            let answer = idempotency::Answer {
+                status: 201,
+                headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+                body,
+            };
+            idempotency::insert_answer(conn, a, &answer).map_err(|e| {
                 if store::is_unique_violation(&e) {
                     Attempt::LostRace
                 } else {
@@ -420,29 +419,15 @@ impl From<diesel::result::Error> for Attempt {
     }
 }
 
-/// The answer for a request that lost the race on its key: the winner's, when the bodies match.
-pub fn replay_winner(conn: &mut DbConn, account: &str, key: &str, body_hash: &str) -> ApiResult<Outcome> {
-    let stored = rows::find_key(conn, account, key)?.ok_or_else(|| {
+/// The answer for a request that lost the race on its key: the winner's, when route and body match.
+pub fn replay_winner(conn: &mut DbConn, attempt: &idempotency::Attempt) -> ApiResult<Outcome> {
+    let stored = crate::store::idempotency::find(conn, &attempt.account, &attempt.key)?.ok_or_else(|| {
         ApiError::new(
             ErrorCode::ConcurrentUpdate,
             "a request with this key was being created at the same time; retry",
         )
     })?;
-    replay(stored, body_hash)
-}
-
-pub fn replay(stored_response: rows::StoredResponse, body_hash: &str) -> ApiResult<Outcome> {
-    if stored_response.request_hash != body_hash {
-        return Err(ApiError::refused(
-            ErrorCode::IdempotencyKeyReused,
-            "this Idempotency-Key was used with a different body",
-            vec![],
-        ));
-    }
-    Ok(Outcome::Replayed {
-        status: u16::try_from(stored_response.status_code).unwrap_or(201),
-        body: stored_response.response_body,
-    })
+    idempotency::replay(&stored, attempt).map(Outcome::Replayed)
 }
 
 fn change(

@@ -13,6 +13,7 @@ pub mod collections;
 pub mod devices;
 pub mod donors;
 pub mod hospitals;
+pub mod idempotency;
 pub mod jobs;
 pub mod patients;
 pub mod policy;

@@ -1,10 +1,10 @@
-//! Hospital requests (courses of granulocytes) and idempotency keys.
+//! Hospital requests (courses of granulocytes).
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Nullable};
 
-use super::schema::{idempotency_keys, requests};
+use super::schema::requests;
 use super::{DbConn, MultiBackend};
 use crate::domain::requests::{Priority, RequestStatus};
 
@@ -230,47 +230,4 @@ pub fn search(conn: &mut DbConn, f: &Filter, after_id: Option<i64>, limit: i64) 
 /// How many requests match, in all pages.
 pub fn count(conn: &mut DbConn, f: &Filter) -> QueryResult<i64> {
     filtered(f).count().get_result(conn)
-}
-
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = idempotency_keys)]
-pub struct StoredResponse {
-    pub id: i64,
-    pub account: String,
-    pub idempotency_key: String,
-    pub request_hash: String,
-    pub status_code: i32,
-    pub response_body: String,
-    pub created_at: NaiveDateTime,
-}
-
-pub fn find_key(conn: &mut DbConn, account: &str, key: &str) -> QueryResult<Option<StoredResponse>> {
-    idempotency_keys::table
-        .filter(idempotency_keys::account.eq(account))
-        .filter(idempotency_keys::idempotency_key.eq(key))
-        .select(StoredResponse::as_select())
-        .first(conn)
-        .optional()
-}
-
-pub fn insert_key(
-    conn: &mut DbConn,
-    account: &str,
-    key: &str,
-    request_hash: &str,
-    status_code: i32,
-    response_body: &str,
-    at: NaiveDateTime,
-) -> QueryResult<()> {
-    diesel::insert_into(idempotency_keys::table)
-        .values((
-            idempotency_keys::account.eq(account),
-            idempotency_keys::idempotency_key.eq(key),
-            idempotency_keys::request_hash.eq(request_hash),
-            idempotency_keys::status_code.eq(status_code),
-            idempotency_keys::response_body.eq(response_body),
-            idempotency_keys::created_at.eq(at),
-        ))
-        .execute(conn)?;
-    Ok(())
 }

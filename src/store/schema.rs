@@ -440,6 +440,9 @@ diesel::table! {
         status_code -> Integer,
         response_body -> Text,
         created_at -> Timestamp,
+        method -> Text,
+        path -> Text,
+        response_headers -> Text,
     }
 }
 

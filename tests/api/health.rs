@@ -296,7 +296,7 @@ async fn schema_matches_database(backend: Backend) {
         .load(conn)
         .expect("requests");
     idempotency_keys::table
-        .select(granulo::store::requests::StoredResponse::as_select())
+        .select(granulo::store::idempotency::KeyRow::as_select())
         .load(conn)
         .expect("idempotency_keys");
     crossmatches::table

@@ -28,6 +28,7 @@ mod fhir_round_trip;
 mod fhir_service_request;
 mod fhir_support;
 mod health;
+mod idempotency;
 mod isbt128;
 mod judgement;
 mod keys;

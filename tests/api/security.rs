@@ -19,6 +19,7 @@ both_backends!(
     every_protected_route_needs_a_valid_token,
     roles_are_enforced_on_every_route,
     another_hospitals_objects_are_out_of_reach,
+    a_hospital_sees_only_the_ward_view_of_its_units,
     write_bodies_refuse_fields_the_client_may_not_set,
     pages_and_bodies_are_bounded,
     concurrent_guesses_cannot_outrun_the_login_throttle,
@@ -398,6 +399,116 @@ fn audit_rows(app: &TestApp) -> i64 {
     use granulo::store::schema::audit_log;
     let mut conn = app.state.pool.get().expect("conn");
     audit_log::table.count().get_result(&mut *conn).expect("count")
+}
+
+/// API3: a hospital reading a unit issued to it gets the ward view, with exactly these fields
+/// (no donor, collection or pool-member ids, no staff usernames); staff get the full view;
+/// another hospital still gets 404.
+async fn a_hospital_sees_only_the_ward_view_of_its_units(backend: Backend) {
+    let mut app = spawn(backend).await;
+    let tech = app.token_for("technologist").await;
+    let (a_id, a) = hospital(&mut app).await;
+    let a_client = client_token(&mut app, a_id).await;
+    let (_, b) = hospital(&mut app).await;
+    let r = app
+        .post(
+            "/api/v1/patients",
+            Some(&a),
+            &patient_body("MRN-W", "O", "positive", "male"),
+        )
+        .await;
+    let patient = r.ok(201)["id"].as_i64().expect("patient");
+    confirm_group(&app, &tech, patient, "O", "positive").await;
+    let r = app.post("/api/v1/requests", Some(&a), &request_body(patient, 1)).await;
+    let request = r.ok(201)["id"].as_i64().expect("request");
+    let (unit, din) = ready_unit(&app, &tech, "O", "negative").await;
+    let r = app
+        .post(
+            &format!("/api/v1/requests/{request}/allocations"),
+            Some(&tech),
+            &json!({"unit_id": unit}),
+        )
+        .await;
+    let allocation = r.ok(201)["id"].as_i64().expect("allocation");
+    // Allocated but not issued: not the hospital's to read yet.
+    app.get(&format!("/api/v1/units/{unit}"), Some(&a))
+        .await
+        .problem(404, "not_found");
+    let s = sample(&app, &a, patient).await;
+    crossmatch(&app, &tech, unit, s, "compatible").await;
+    app.post(
+        &format!("/api/v1/allocations/{allocation}/issue"),
+        Some(&tech),
+        &json!({"scanned_din": din}),
+    )
+    .await
+    .ok(200);
+
+    let ward: std::collections::BTreeSet<&str> = [
+        "id",
+        "din",
+        "check_character",
+        "product_code",
+        "product_name",
+        "abo",
+        "rhd",
+        "rhd_pooled",
+        "cmv",
+        "irradiated",
+        "pooled",
+        "volume_ml",
+        "granulocyte_count",
+        "collected_at",
+        "expires_at",
+        "hours_remaining",
+        "status",
+        "request_id",
+        "allocation_id",
+        "issued_at",
+    ]
+    .into_iter()
+    .collect();
+    for (token, path) in [
+        (&a, format!("/api/v1/units/{unit}")),
+        (&a, format!("/api/v1/units/{din}")),
+        (&a_client, format!("/api/v1/units/{unit}")),
+    ] {
+        let v = app.get(&path, Some(token)).await.ok(200).clone();
+        let keys: std::collections::BTreeSet<&str> =
+            v.as_object().expect("object").keys().map(String::as_str).collect();
+        assert_eq!(keys, ward, "{path}");
+        assert_eq!(v["din"], din.as_str());
+        assert_eq!(
+            (v["request_id"].as_i64(), v["allocation_id"].as_i64()),
+            (Some(request), Some(allocation))
+        );
+        assert_eq!((v["abo"].as_str(), v["irradiated"].as_bool()), (Some("O"), Some(true)));
+        assert!(v["issued_at"].is_string());
+    }
+    // Staff still see the bank's view, with its internal fields and staff usernames.
+    let full = app
+        .get(&format!("/api/v1/units/{unit}"), Some(&tech))
+        .await
+        .ok(200)
+        .clone();
+    for field in [
+        "donor_id",
+        "collection_id",
+        "pool_members",
+        "release",
+        "storage_location",
+        "tests",
+    ] {
+        assert!(full.get(field).is_some(), "staff view lacks {field}");
+    }
+    assert!(full["release"]["released_by"].is_string());
+    // Another hospital: 404, by id and by DIN.
+    app.get(&format!("/api/v1/units/{unit}"), Some(&b))
+        .await
+        .problem(404, "not_found");
+    app.get(&format!("/api/v1/units/{din}"), Some(&b))
+        .await
+        .problem(404, "not_found");
 }
 
 /// A token signed with the right key whose lifetime ended an hour ago.

@@ -33,6 +33,7 @@ pub const BASE_PATH: &str = "/fhir/R5";
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope(BASE_PATH)
+            .wrap(from_fn(super::idempotency::idempotency_key))
             .wrap(from_fn(fhir_exchange))
             .service(web::resource("/metadata").route(web::get().to(metadata::capability_statement)))
             .configure(patient::routes)

@@ -12,6 +12,7 @@ mod labels;
 mod storage;
 mod testing;
 mod view;
+mod ward;
 
 pub use creation::{CreateUnitInput, IrradiationInput, PoolMemberInput, SourceInput, create, irradiate};
 pub use labels::{Label, LabelBarcodes, label};
@@ -25,6 +26,7 @@ pub use view::{
     ExcursionView, Irradiation, Physician, PoolMemberView, Release, TestView, UnitRecord, UnitView, record, records,
     view, views,
 };
+pub use ward::{HospitalUnitView, UnitRead, read};
 
 use chrono::{DateTime, Utc};
 
@@ -46,26 +48,6 @@ pub fn find(conn: &mut DbConn, key: &UnitKey) -> ApiResult<Unit> {
         UnitKey::Din(din) => rows::find_by_din(conn, &din.as_text())?,
     };
     found.ok_or_else(|| ApiError::not_found("unit"))
-}
-
-/// The unit; a hospital account (`scope`) sees only units issued to one of its requests.
-pub fn get(conn: &mut DbConn, key: &UnitKey, scope: Option<i64>) -> ApiResult<UnitView> {
-    let u = find(conn, key)?;
-    if let Some(hospital_id) = scope {
-        let mut issued_to_it = false;
-        for a in crate::store::allocations::of_unit(conn, u.id)? {
-            if a.issued_at.is_none() {
-                continue;
-            }
-            if crate::store::requests::find(conn, a.request_id)?.is_some_and(|r| r.hospital_id == hospital_id) {
-                issued_to_it = true;
-            }
-        }
-        if !issued_to_it {
-            return Err(ApiError::not_found("unit"));
-        }
-    }
-    view(conn, u, utc(store::now()))
 }
 
 // ---------------------------------------------------------------------------------------------
