@@ -14,6 +14,7 @@ pub mod fhir;
 pub mod health;
 pub mod hospitals;
 pub mod isbt128;
+pub mod limits;
 pub mod patients;
 pub mod policy;
 pub mod requests;

@@ -9,6 +9,7 @@ pub mod changes;
 pub mod collections;
 pub mod decisions;
 pub mod devices;
+pub mod limits;
 pub mod donations;
 pub mod donors;
 pub mod outcomes;
