@@ -305,7 +305,8 @@ const STREAM_POLL: std::time::Duration = std::time::Duration::from_secs(2);
     params(("Last-Event-ID" = Option<i64>, Header, minimum = 0,
             description = "resume after this event number (the `id:` of the last event received)")),
     responses((status = 200, description = "text/event-stream of alert events; each `data:` is an `AlertStreamItem`",
-               content_type = "text/event-stream", body = String))
+               content_type = "text/event-stream", body = String),
+              (status = 429, description = "`too_many_streams`: the account has `GRANULO_MAX_STREAMS_PER_ACCOUNT` streams open (API and console together); `Retry-After` says when a lapsed one frees its place", body = crate::error::Problem, content_type = "application/problem+json"))
 )]
 pub async fn stream(
     state: web::Data<AppState>,
