@@ -247,11 +247,26 @@ mod tests {
         let table = [
             ("2026-03-10T23:30:00Z", chrono_tz::UTC, "2026-03-10", 1800),
             // New York is 4 hours behind in summer: 23:30 UTC is 19:30 there.
-            ("2026-07-10T23:30:00Z", chrono_tz::America::New_York, "2026-07-10", 4 * 3600 + 1800),
+            (
+                "2026-07-10T23:30:00Z",
+                chrono_tz::America::New_York,
+                "2026-07-10",
+                4 * 3600 + 1800,
+            ),
             // 00:30 in Auckland (UTC+13 in January) is still the previous day in UTC.
-            ("2026-01-09T11:30:00Z", chrono_tz::Pacific::Auckland, "2026-01-10", 23 * 3600 + 1800),
+            (
+                "2026-01-09T11:30:00Z",
+                chrono_tz::Pacific::Auckland,
+                "2026-01-10",
+                23 * 3600 + 1800,
+            ),
             // The day before Europe/London springs forward has 23 hours left at its midnight.
-            ("2026-03-29T00:00:00Z", chrono_tz::Europe::London, "2026-03-29", 23 * 3600),
+            (
+                "2026-03-29T00:00:00Z",
+                chrono_tz::Europe::London,
+                "2026-03-29",
+                23 * 3600,
+            ),
         ];
         for (now, tz, day, secs) in table {
             assert_eq!(facility_day(at(now), tz), (d(day), secs), "{now} in {tz}");

@@ -47,14 +47,13 @@ pub fn acquire_stream(
             .bind::<diesel::sql_types::Integer, _>(slot)
             .execute(conn)?;
         let taken = diesel::update(
-            stream_leases::table
-                .find((account, slot))
-                .filter(stream_leases::leased_until.is_null().or(stream_leases::leased_until.lt(now))),
+            stream_leases::table.find((account, slot)).filter(
+                stream_leases::leased_until
+                    .is_null()
+                    .or(stream_leases::leased_until.lt(now)),
+            ),
         )
-        .set((
-            stream_leases::holder.eq(holder),
-            stream_leases::leased_until.eq(until),
-        ))
+        .set((stream_leases::holder.eq(holder), stream_leases::leased_until.eq(until)))
         .execute(conn)?;
         if taken == 1 {
             return Ok(Some(slot));
@@ -105,10 +104,12 @@ pub fn release_stream(conn: &mut DbConn, account: &str, slot: i32, holder: &str)
 /// Count one more request for `hospital_id` on `day`, in the caller's transaction, and return
 /// the count. The increment's row lock serialises concurrent creations until commit.
 pub fn count_request(conn: &mut DbConn, hospital_id: i64, day: &str) -> QueryResult<i32> {
-    diesel::sql_query("INSERT INTO hospital_request_counts (hospital_id, day, placed) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING")
-        .bind::<diesel::sql_types::BigInt, _>(hospital_id)
-        .bind::<diesel::sql_types::Text, _>(day)
-        .execute(conn)?;
+    diesel::sql_query(
+        "INSERT INTO hospital_request_counts (hospital_id, day, placed) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(hospital_id)
+    .bind::<diesel::sql_types::Text, _>(day)
+    .execute(conn)?;
     diesel::update(hospital_request_counts::table.find((hospital_id, day)))
         .set(hospital_request_counts::placed.eq(hospital_request_counts::placed + 1))
         .returning(hospital_request_counts::placed)

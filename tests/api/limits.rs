@@ -59,7 +59,9 @@ async fn an_account_over_its_rate_is_answered_429_on_every_surface(backend: Back
     // Another account has its own bucket; a bad token is not charged to anyone (the handler
     // answers it 401).
     app.get("/api/v1/me", Some(&other)).await.ok(200);
-    app.get("/api/v1/me", Some("not-a-token")).await.problem(401, "invalid_token");
+    app.get("/api/v1/me", Some("not-a-token"))
+        .await
+        .problem(401, "invalid_token");
     // FHIR answers an OperationOutcome, with the same code and Retry-After.
     let r = fhir::get(&app, "/fhir/R5/Patient", Some(&admin)).await;
     r.outcome(429, "rate_limited");
@@ -286,7 +288,11 @@ async fn hospitals_are_capped_per_day_on_every_way_to_place_a_request(backend: B
     let (_, other_hosp) = hospital(&mut b.app).await;
     let theirs = b
         .app
-        .post("/api/v1/patients", Some(&other_hosp), &patient_body("CAP-2", "A", "positive", "female"))
+        .post(
+            "/api/v1/patients",
+            Some(&other_hosp),
+            &patient_body("CAP-2", "A", "positive", "female"),
+        )
         .await
         .ok(201)["id"]
         .as_i64()
