@@ -170,10 +170,10 @@ impl Application {
         // Counted once before serving, so a second instance enforces its share from the start
         // (the first learns of it at its next heartbeat).
         let beat = std::time::Duration::from_secs(state.settings.instance_heartbeat_secs);
-        if let Ok(mut conn) = state.pool.get() {
-            if let Err(e) = crate::services::limits::heartbeat(&mut conn, &state.limits, beat) {
-                tracing::warn!(error = %e, "first instance heartbeat failed");
-            }
+        if let Ok(mut conn) = state.pool.get()
+            && let Err(e) = crate::services::limits::heartbeat(&mut conn, &state.limits, beat)
+        {
+            tracing::warn!(error = %e, "first instance heartbeat failed");
         }
         let server = run(listener, state.clone())?;
         crate::services::limits::spawn_heartbeat(state.pool.clone(), Arc::clone(&state.limits), beat);
