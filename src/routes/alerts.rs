@@ -302,7 +302,7 @@ const STREAM_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 /// alive.
 #[utoipa::path(
     get, path = "/api/v1/alerts/stream", tag = "alerts", security(("bearer" = [])),
-    params(("Last-Event-ID" = Option<i64>, Header, minimum = 0,
+    params(("Last-Event-ID" = Option<i64>, Header, minimum = 0, nullable = false,
             description = "resume after this event number (the `id:` of the last event received)")),
     responses((status = 200, description = "text/event-stream of alert events; each `data:` is an `AlertStreamItem`",
                content_type = "text/event-stream", body = String),
