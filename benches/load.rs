@@ -448,6 +448,11 @@ impl ServerProcess {
             .env("GRANULO_JWT_SECRET", JWT_SECRET)
             .env("GRANULO_SECRETS_KEY", "bench-only-sealing-key-0123456789abcdef0123")
             .env("GRANULO_ALERT_INTERVAL_SECS", "0")
+            // Many clients on one account and address: limits raised so the bench measures the
+            // service (every request still passes the buckets).
+            .env("GRANULO_RATE_LIMIT_PER_ACCOUNT", "1000000000")
+            .env("GRANULO_RATE_LIMIT_PER_ADDRESS", "1000000000")
+            .env("GRANULO_MAX_STREAMS_PER_ACCOUNT", "1000")
             .env("GRANULO_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()?;

@@ -146,6 +146,21 @@ pub struct ServeArgs {
     /// Comma-separated hosts and CIDRs webhooks may reach although internal, and over http://.
     #[arg(long, env = "GRANULO_WEBHOOK_ALLOW", default_value = "")]
     pub webhook_allow: String,
+    /// Requests per minute one account may make (all instances together); 0 turns it off.
+    #[arg(long, env = "GRANULO_RATE_LIMIT_PER_ACCOUNT", default_value_t = 1200)]
+    pub rate_limit_per_account: u32,
+    /// Requests per minute one client address may make (all instances together); 0 turns it off.
+    #[arg(long, env = "GRANULO_RATE_LIMIT_PER_ADDRESS", default_value_t = 3000)]
+    pub rate_limit_per_address: u32,
+    /// Seconds of the rate a caller may save up and spend at once.
+    #[arg(long, env = "GRANULO_RATE_LIMIT_BURST_SECONDS", default_value_t = 10)]
+    pub rate_limit_burst_seconds: u32,
+    /// Open event streams per account (API and console together, all instances).
+    #[arg(long, env = "GRANULO_MAX_STREAMS_PER_ACCOUNT", default_value_t = 10)]
+    pub max_streams_per_account: u32,
+    /// How often an instance reports itself alive (the rate limits are shared among live ones).
+    #[arg(long, env = "GRANULO_INSTANCE_HEARTBEAT_SECS", default_value_t = 10)]
+    pub instance_heartbeat_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +221,11 @@ pub fn settings_from(global: &GlobalArgs, serve: &ServeArgs) -> Result<Settings,
     s.timezone = crate::config::parse_timezone(&serve.timezone)?;
     s.webhook_allow = crate::domain::destinations::AllowList::parse(&serve.webhook_allow)
         .map_err(|e| crate::config::ConfigError::new(format!("GRANULO_WEBHOOK_ALLOW: {e}")))?;
+    s.rate_limit_per_account = serve.rate_limit_per_account;
+    s.rate_limit_per_address = serve.rate_limit_per_address;
+    s.rate_limit_burst_seconds = serve.rate_limit_burst_seconds;
+    s.max_streams_per_account = serve.max_streams_per_account;
+    s.instance_heartbeat_secs = serve.instance_heartbeat_secs;
     Ok(s)
 }
 

@@ -25,6 +25,11 @@
 //! | `GRANULO_FIN` | `A9999` | ISBT 128 facility identification number used in assigned DINs (`A9999` is ICCBBA's example FIN: set your own) |
 //! | `GRANULO_FACILITY_NAME` | `granulo blood bank` | producer name printed on labels |
 //! | `GRANULO_TIMEZONE` | `UTC` | the facility's IANA time zone: label text, ISBT 128 expiry and pooled expiry use its wall clock; the API stays UTC |
+//! | `GRANULO_RATE_LIMIT_PER_ACCOUNT` | 1200 | requests per minute per account (bearer `sub` or console session), all instances together; 0 turns it off; over it, 429 `rate_limited` |
+//! | `GRANULO_RATE_LIMIT_PER_ADDRESS` | 3000 | the same per client address (see `GRANULO_TRUST_FORWARDED_FOR`) |
+//! | `GRANULO_RATE_LIMIT_BURST_SECONDS` | 10 | seconds of the rate a caller may spend at once (1200/min: bursts of 200) |
+//! | `GRANULO_MAX_STREAMS_PER_ACCOUNT` | 10 | open event streams (`/api/v1/alerts/stream`, `/console/events`) per account, all instances; over it, 429 `too_many_streams` |
+//! | `GRANULO_INSTANCE_HEARTBEAT_SECS` | 10 | how often an instance reports itself alive; each enforces 1/n of the rate limits, n = instances seen in the last 3 heartbeats |
 //! | `GRANULO_LOG` | `info` | tracing filter, e.g. `granulo=debug,info` |
 //! | `GRANULO_LOG_FORMAT` | `text` | `text` or `json` |
 
@@ -175,6 +180,16 @@ pub struct Settings {
     pub webhook_allow: AllowList,
     /// The name lookup of webhook deliveries: the system resolver unless a test sets one.
     pub webhook_lookup: WebhookLookup,
+    /// Requests per minute per account, deployment-wide; 0 = off.
+    pub rate_limit_per_account: u32,
+    /// Requests per minute per client address, deployment-wide; 0 = off.
+    pub rate_limit_per_address: u32,
+    /// Seconds of the rate a full bucket holds.
+    pub rate_limit_burst_seconds: u32,
+    /// Open event streams per account, deployment-wide.
+    pub max_streams_per_account: u32,
+    /// Seconds between an instance's heartbeats in `instances`.
+    pub instance_heartbeat_secs: u64,
 }
 
 /// An injected name lookup for webhook destinations (`None`: the system resolver).
@@ -215,6 +230,11 @@ impl Settings {
             timezone: chrono_tz::UTC,
             webhook_allow: AllowList::default(),
             webhook_lookup: WebhookLookup::default(),
+            rate_limit_per_account: 1200,
+            rate_limit_per_address: 3000,
+            rate_limit_burst_seconds: 10,
+            max_streams_per_account: 10,
+            instance_heartbeat_secs: 10,
         }
     }
 
@@ -230,6 +250,15 @@ impl Settings {
         }
         if self.login_max_failures < 1 || self.login_max_failures_per_address < 1 || self.login_window_minutes < 1 {
             return Err(ConfigError::new("login throttling limits must be at least 1"));
+        }
+        if !(1..=3600).contains(&self.rate_limit_burst_seconds) {
+            return Err(ConfigError::new("GRANULO_RATE_LIMIT_BURST_SECONDS must be 1 to 3600"));
+        }
+        if !(1..=1000).contains(&self.max_streams_per_account) {
+            return Err(ConfigError::new("GRANULO_MAX_STREAMS_PER_ACCOUNT must be 1 to 1000"));
+        }
+        if !(1..=300).contains(&self.instance_heartbeat_secs) {
+            return Err(ConfigError::new("GRANULO_INSTANCE_HEARTBEAT_SECS must be 1 to 300"));
         }
         if crate::domain::isbt128::validate_fin(&self.fin).is_err() {
             return Err(ConfigError::new(

@@ -189,6 +189,7 @@ impl Application {
             jwt: JwtKeys::stored(keys, Arc::clone(&secrets)),
             secrets,
             dummy_password_hash: Arc::from(password::dummy_hash()),
+            limits: Arc::new(crate::state::Limits::new(&settings)),
             settings: Arc::new(settings),
         };
         let addr = state.settings.bind.clone();
@@ -200,7 +201,16 @@ impl Application {
             .local_addr()
             .map_err(|source| StartupError::Bind { addr, source })?
             .port();
+        // Counted once before serving, so a second instance enforces its share from the start
+        // (the first learns of it at its next heartbeat).
+        let beat = std::time::Duration::from_secs(state.settings.instance_heartbeat_secs);
+        if let Ok(mut conn) = state.pool.get()
+            && let Err(e) = crate::services::limits::heartbeat(&mut conn, &state.limits, beat)
+        {
+            tracing::warn!(error = %e, "first instance heartbeat failed");
+        }
         let server = run(listener, state.clone())?;
+        crate::services::limits::spawn_heartbeat(state.pool.clone(), Arc::clone(&state.limits), beat);
         if state.settings.alert_interval_secs > 0 {
             let outbound = crate::services::webhooks::Outbound::new(&state.settings).map_err(ConfigError::new)?;
             crate::jobs::spawn_scheduler(
@@ -253,6 +263,9 @@ fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
                     .add(("X-Frame-Options", "DENY"))
                     .add(("Content-Security-Policy", "frame-ancestors 'none'")),
             )
+            // Outside every other middleware but the log: a limited request costs a bucket
+            // lookup and reaches nothing else (no handler, no idempotency store).
+            .wrap(actix_web::middleware::from_fn(crate::routes::limits::rate_limit))
             .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
             .configure(crate::routes::configure)
             .default_service(web::to(|| async {

@@ -1,11 +1,14 @@
 //! Shared application state and the helpers that run blocking work off the async threads.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
+use std::time::Instant;
 
 use actix_web::web;
 
 use crate::config::Settings;
 use crate::credentials::jwt::JwtKeys;
+use crate::domain::rate::{Buckets, Rate};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{DbConn, Pool, StoreError};
 
@@ -19,6 +22,68 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Verified against when a username is unknown (equal timing).
     pub dummy_password_hash: Arc<str>,
+    /// This instance's share of the rate limits (`routes::limits`).
+    pub limits: Arc<Limits>,
+}
+
+/// The per-account and per-address token buckets of this instance. Each enforces the configured
+/// limit divided by the live instances (`instances`, kept current by the heartbeat in
+/// `services::instances`), so that the deployment as a whole allows the configured rate.
+pub struct Limits {
+    /// This instance's row in `instances`.
+    pub instance_id: String,
+    per_account: u32,
+    per_address: u32,
+    burst_seconds: u32,
+    instances: AtomicU32,
+    accounts: Mutex<Buckets>,
+    addresses: Mutex<Buckets>,
+    origin: Instant,
+}
+
+impl Limits {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            instance_id: uuid::Uuid::new_v4().simple().to_string(),
+            per_account: settings.rate_limit_per_account,
+            per_address: settings.rate_limit_per_address,
+            burst_seconds: settings.rate_limit_burst_seconds,
+            instances: AtomicU32::new(1),
+            accounts: Mutex::new(Buckets::default()),
+            addresses: Mutex::new(Buckets::default()),
+            origin: Instant::now(),
+        }
+    }
+
+    /// Live instances, this one included, as last counted.
+    pub fn instances(&self) -> u32 {
+        self.instances.load(Ordering::Relaxed)
+    }
+
+    pub fn set_instances(&self, n: u32) {
+        self.instances.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Take one request from `address`'s bucket; `Err(retry_after_secs)` when it is empty.
+    pub fn take_address(&self, address: &str) -> Result<(), u64> {
+        self.take(&self.addresses, self.per_address, address)
+    }
+
+    /// Take one request from `account`'s bucket.
+    pub fn take_account(&self, account: &str) -> Result<(), u64> {
+        self.take(&self.accounts, self.per_account, account)
+    }
+
+    fn take(&self, buckets: &Mutex<Buckets>, per_minute: u32, key: &str) -> Result<(), u64> {
+        let Some(rate) = Rate::share(per_minute, self.burst_seconds, self.instances()) else {
+            return Ok(());
+        };
+        let now = self.origin.elapsed().as_secs_f64();
+        buckets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(key, rate, now)
+    }
 }
 
 impl AppState {

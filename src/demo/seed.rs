@@ -682,7 +682,8 @@ impl<'a> Seeder<'a> {
                     value: format!("ORD-{code}-{:05}", 4200 + n),
                 }),
             };
-            let created = requests::create(self.conn, &self.actor, input, None, &self.policy).step("request")?;
+            let created =
+                requests::create(self.conn, &self.actor, input, None, &self.policy, chrono_tz::UTC).step("request")?;
             self.summary.requests += 1;
             self.requests.insert(r.key, (created.id, r.patient));
         }

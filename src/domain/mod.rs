@@ -16,6 +16,7 @@ pub mod issue;
 pub mod matching;
 pub mod outcome;
 pub mod policy;
+pub mod rate;
 pub mod recipient;
 pub mod requests;
 pub mod scheduling;

@@ -128,6 +128,9 @@ error_codes! {
     NulCharacter = 422, "nul_character", "a NUL character in the path, query or body (it cannot be stored)";
     PreconditionRequired = 428, "precondition_required", "a FHIR update needs `If-Match` with the version read";
     TooManyRequests = 429, "too_many_requests", "too many failed sign-ins; wait for `Retry-After`";
+    RateLimited = 429, "rate_limited", "too many requests from this account or address; wait for `Retry-After`";
+    TooManyStreams = 429, "too_many_streams", "the account has as many event streams open as allowed; close one or wait for `Retry-After`";
+    HospitalDailyCapReached = 429, "hospital_daily_cap_reached", "the hospital placed as many requests today as `policy.security.hospital_daily_request_cap` allows; call the blood bank, or retry after `Retry-After` (the facility's next day)";
     InternalError = 500, "internal_error", "an unexpected failure; the cause is only logged";
     DatabaseUnavailable = 503, "database_unavailable", "the database is busy or unreachable; retry after `Retry-After`";
 }

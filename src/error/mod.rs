@@ -161,6 +161,13 @@ impl ApiError {
         self
     }
 
+    /// Any 429: `code` with `Retry-After` in seconds.
+    pub fn retry_after(code: ErrorCode, detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(code, detail);
+        e.0.retry_after_secs = Some(retry_after_secs.max(1));
+        e
+    }
+
     pub fn internal(source: impl Into<anyhow::Error>) -> Self {
         let mut e = Self::new(
             ErrorCode::InternalError,

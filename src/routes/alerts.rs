@@ -302,10 +302,11 @@ const STREAM_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 /// alive.
 #[utoipa::path(
     get, path = "/api/v1/alerts/stream", tag = "alerts", security(("bearer" = [])),
-    params(("Last-Event-ID" = Option<i64>, Header, minimum = 0,
+    params(("Last-Event-ID" = Option<i64>, Header, minimum = 0, nullable = false,
             description = "resume after this event number (the `id:` of the last event received)")),
     responses((status = 200, description = "text/event-stream of alert events; each `data:` is an `AlertStreamItem`",
-               content_type = "text/event-stream", body = String))
+               content_type = "text/event-stream", body = String),
+              (status = 429, description = "`too_many_streams`: the account has `GRANULO_MAX_STREAMS_PER_ACCOUNT` streams open (API and console together); `Retry-After` says when a lapsed one frees its place", body = crate::error::Problem, content_type = "application/problem+json"))
 )]
 pub async fn stream(
     state: web::Data<AppState>,
@@ -327,32 +328,54 @@ pub async fn stream(
         Some(seq) => seq,
         None => state.db(work::last_event_seq).await?,
     };
-    let body = futures_util::stream::unfold((state, after, true), |(state, after, first)| async move {
-        if !first {
-            actix_web::rt::time::sleep(STREAM_POLL).await;
-        }
-        let rows = state.db(move |conn| work::events_after(conn, after, 100)).await;
-        let (chunk, next) = match rows {
-            Ok(rows) if rows.is_empty() => (": keep-alive\n\n".to_owned(), after),
-            Ok(rows) => {
-                let mut last = after;
-                let mut out = String::new();
-                for (e, a) in rows {
-                    let Some(seq) = e.seq else { continue };
-                    last = last.max(seq);
-                    let kind = a.kind;
-                    let data = serde_json::to_string(&stream_item(e, a)).unwrap_or_default();
-                    out.push_str(&format!("id: {seq}\nevent: {kind}\ndata: {data}\n\n"));
-                }
-                (out, last)
+    // One of the account's places among open streams, held until the stream is dropped.
+    let lease = crate::services::limits::StreamLease::open(&state, caller.principal.subject()).await?;
+    let body = futures_util::stream::unfold(
+        (state, after, true, Some(lease)),
+        |(state, after, first, lease)| async move {
+            let mut lease = lease?;
+            if !first {
+                actix_web::rt::time::sleep(STREAM_POLL).await;
             }
-            Err(_) => (": database unavailable, retrying\n\n".to_owned(), after),
-        };
-        Some((
-            Ok::<_, actix_web::Error>(actix_web::web::Bytes::from(chunk)),
-            (state, next, false),
-        ))
-    });
+            let due = lease.due();
+            let renewing = due.is_some();
+            let rows = state
+                .db(move |conn| {
+                    // The poll renews the lease; a lapsed one (taken meanwhile) ends the stream.
+                    if let Some(id) = due
+                        && !id.renew(conn)?
+                    {
+                        return Ok(None);
+                    }
+                    work::events_after(conn, after, 100).map(Some)
+                })
+                .await;
+            if renewing && matches!(rows, Ok(Some(_))) {
+                lease.renewed();
+            }
+            let (chunk, next, lease) = match rows {
+                Ok(None) => (": stream lease lapsed; reconnect\n\n".to_owned(), after, None),
+                Ok(Some(rows)) if rows.is_empty() => (": keep-alive\n\n".to_owned(), after, Some(lease)),
+                Ok(Some(rows)) => {
+                    let mut last = after;
+                    let mut out = String::new();
+                    for (e, a) in rows {
+                        let Some(seq) = e.seq else { continue };
+                        last = last.max(seq);
+                        let kind = a.kind;
+                        let data = serde_json::to_string(&stream_item(e, a)).unwrap_or_default();
+                        out.push_str(&format!("id: {seq}\nevent: {kind}\ndata: {data}\n\n"));
+                    }
+                    (out, last, Some(lease))
+                }
+                Err(_) => (": database unavailable, retrying\n\n".to_owned(), after, Some(lease)),
+            };
+            Some((
+                Ok::<_, actix_web::Error>(actix_web::web::Bytes::from(chunk)),
+                (state, next, false, lease),
+            ))
+        },
+    );
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))

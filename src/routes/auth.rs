@@ -76,7 +76,8 @@ pub struct MeResponse {
     pub hospital_id: Option<i64>,
 }
 
-fn client_address(req: &HttpRequest, state: &AppState) -> String {
+/// The client's address: the peer, or behind a trusted proxy the last `X-Forwarded-For` entry.
+pub fn client_address(req: &HttpRequest, state: &AppState) -> String {
     let forwarded = if state.settings.trust_forwarded_for {
         last_forwarded_for(req)
     } else {

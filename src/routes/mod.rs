@@ -15,6 +15,7 @@ pub mod health;
 pub mod hospitals;
 pub mod idempotency;
 pub mod isbt128;
+pub mod limits;
 pub mod patients;
 pub mod policy;
 pub mod requests;

@@ -62,6 +62,7 @@ pub struct ReasonBody {
     responses(
         (status = 201, description = "the request created (or, for a repeated `Idempotency-Key`, the first answer)", body = RequestView),
         (status = 422, description = "`unknown_patient` (also for another hospital's patient), `idempotency_key_reused`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`hospital_daily_cap_reached`: the hospital placed `policy.security.hospital_daily_request_cap` requests today (the facility's day); `Retry-After` is the next day", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(
@@ -82,9 +83,10 @@ pub async fn create(
         body_hash: idempotency::body_hash(&body),
     });
     let a = attempt.clone();
+    let tz = state.settings.timezone;
     let outcome = state
         .write(with_policy(move |conn, policy| {
-            work::create_idempotent(conn, &actor, a.as_ref(), input, scope, policy)
+            work::create_idempotent(conn, &actor, a.as_ref(), input, scope, policy, tz)
         }))
         .await;
     let outcome = match (outcome?, attempt) {

@@ -12,6 +12,7 @@ pub mod devices;
 pub mod donations;
 pub mod donors;
 pub mod idempotency;
+pub mod limits;
 pub mod outcomes;
 pub mod patients;
 pub mod policy;

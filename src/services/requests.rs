@@ -213,12 +213,15 @@ const MAX_UNITS: u32 = 30;
 const NEEDED_BY_PAST: TimeDelta = TimeDelta::hours(24);
 const NEEDED_BY_AHEAD: TimeDelta = TimeDelta::days(60);
 
+/// Places a request. `tz` is the facility's time zone, whose calendar day the hospital request
+/// cap counts in.
 pub fn create(
     conn: &mut DbConn,
     actor: &Actor,
     input: RequestInput,
     scope: Option<i64>,
     policy: &Policy,
+    tz: chrono_tz::Tz,
 ) -> ApiResult<RequestView> {
     let now = utc(store::now());
     let mut v = Validator::new();
@@ -274,6 +277,17 @@ pub fn create(
             Some((system, value))
         }
     };
+    // A hospital account's request counts toward its hospital's daily cap (staff placing one,
+    // say after a phone call, neither count nor are refused). Counted in this transaction:
+    // exact across instances, and a creation that fails gives its place back.
+    if scope.is_some() {
+        crate::services::limits::count_hospital_request(
+            conn,
+            patient.hospital_id,
+            policy.security.hospital_daily_request_cap,
+            tz,
+        )?;
+    }
     let indication = Indication {
         anc_per_ul: input.indication.anc_per_ul,
         refractory_hours: input.indication.refractory_hours,
@@ -372,6 +386,7 @@ pub fn create_idempotent(
     input: RequestInput,
     scope: Option<i64>,
     policy: &Policy,
+    tz: chrono_tz::Tz,
 ) -> ApiResult<Outcome> {
     if let Some(a) = attempt
         && let Some(row) = idempotency::find_live(conn, &a.account, &a.key, policy)?
@@ -381,7 +396,7 @@ pub fn create_idempotent(
     // A savepoint, so that losing the race on the key leaves nothing of this attempt behind
     // while the surrounding transaction still ends normally.
     let attempt = conn.transaction::<_, Attempt, _>(|conn| {
-        let created = create(conn, actor, input, scope, policy).map_err(Attempt::Failed)?;
+        let created = create(conn, actor, input, scope, policy, tz).map_err(Attempt::Failed)?;
         if let Some(a) = attempt {
             let body = serde_json::to_string(&created)
                 .map_err(|e| Attempt::Failed(ApiError::internal(anyhow::anyhow!("{e}"))))?;

@@ -15,6 +15,7 @@ pub mod donors;
 pub mod hospitals;
 pub mod idempotency;
 pub mod jobs;
+pub mod limits;
 pub mod patients;
 pub mod policy;
 pub mod requests;

@@ -677,8 +677,38 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    instances (id) {
+        id -> Text,
+        started_at -> Timestamp,
+        seen_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    stream_leases (account, slot) {
+        account -> Text,
+        slot -> Integer,
+        holder -> Nullable<Text>,
+        leased_until -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    hospital_request_counts (hospital_id, day) {
+        hospital_id -> BigInt,
+        day -> Text,
+        placed -> Integer,
+    }
+}
+
+diesel::joinable!(hospital_request_counts -> hospitals (hospital_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     hospitals,
+    instances,
+    stream_leases,
+    hospital_request_counts,
     users,
     api_clients,
     sessions,

@@ -14,7 +14,7 @@ const EXT: &str = "https://granulo.org/fhir/StructureDefinition";
 
 /// An order for `units` daily units for `patient` within the indication (ANC 120/µL,
 /// refractory 72 h), numbered `number` in `SYSTEM` when given.
-fn order(patient: i64, units: u32, number: Option<&str>) -> Value {
+pub(crate) fn order(patient: i64, units: u32, number: Option<&str>) -> Value {
     let mut body = json!({
         "resourceType": "ServiceRequest",
         "contained": [{

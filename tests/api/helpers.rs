@@ -167,6 +167,10 @@ pub fn test_settings(db: &TestDb) -> Settings {
     s.secrets_key = Some(SecretString::from(SECRETS_KEY));
     s.admin_username = Some(ADMIN_USER.to_owned());
     s.admin_password = Some(SecretString::from(ADMIN_PASSWORD));
+    // Five times the defaults: a test fires its requests at once from one account and address,
+    // and a restart test's old instance still counts. Tests of the limits set their own.
+    s.rate_limit_per_account = 6000;
+    s.rate_limit_per_address = 15000;
     s
 }
 

@@ -32,6 +32,7 @@ mod idempotency;
 mod isbt128;
 mod judgement;
 mod keys;
+mod limits;
 mod migration;
 mod openapi;
 mod policy;

@@ -10,6 +10,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{ConsoleResult, ConsoleUser, session_cookie};
 use crate::services::changes::{self, Cursor};
+use crate::services::limits::StreamLease;
 use crate::state::AppState;
 use crate::store::now;
 
@@ -20,25 +21,39 @@ enum Step {
     Ended,
 }
 
-pub async fn stream(req: HttpRequest, state: web::Data<AppState>, _who: ConsoleUser) -> ConsoleResult {
+pub async fn stream(req: HttpRequest, state: web::Data<AppState>, who: ConsoleUser) -> ConsoleResult {
     let cookie = session_cookie(&req).unwrap_or_default();
+    // One of the account's places among open streams (shared with the API's alert stream).
+    let lease = StreamLease::open(&state, who.user.principal.subject()).await?;
     let start = state.db(changes::cursor_now).await?;
     let body = futures_util::stream::unfold(
-        (state, cookie, Step::Open(start), true),
-        |(state, cookie, step, first)| async move {
+        (state, cookie, Step::Open(start), true, lease),
+        |(state, cookie, step, first, mut lease)| async move {
             let Step::Open(cursor) = step else { return None };
             if !first {
                 actix_web::rt::time::sleep(POLL).await;
             }
             let checked = cookie.clone();
+            let due = lease.due();
+            let renewing = due.is_some();
             let polled = state
                 .db(move |conn| {
                     crate::auth::load_console_user(conn, &checked, now())?;
-                    changes::since(conn, cursor)
+                    // The poll renews the lease; a lapsed one (taken meanwhile) ends the stream.
+                    if let Some(id) = due
+                        && !id.renew(conn)?
+                    {
+                        return Ok(None);
+                    }
+                    changes::since(conn, cursor).map(Some)
                 })
                 .await;
+            if renewing && matches!(polled, Ok(Some(_))) {
+                lease.renewed();
+            }
             let (chunk, next) = match polled {
-                Ok((topics, next)) if topics.is_empty() => (
+                Ok(None) => (": stream lease lapsed; reconnect\n\n".to_owned(), Step::Ended),
+                Ok(Some((topics, next))) if topics.is_empty() => (
                     if first {
                         "event: ready\ndata: ready\n\n".to_owned()
                     } else {
@@ -46,7 +61,7 @@ pub async fn stream(req: HttpRequest, state: web::Data<AppState>, _who: ConsoleU
                     },
                     Step::Open(next),
                 ),
-                Ok((topics, next)) => {
+                Ok(Some((topics, next))) => {
                     let mut out = String::new();
                     for topic in topics {
                         let name = topic.as_str();
@@ -62,7 +77,7 @@ pub async fn stream(req: HttpRequest, state: web::Data<AppState>, _who: ConsoleU
             };
             Some((
                 Ok::<_, actix_web::Error>(web::Bytes::from(chunk)),
-                (state, cookie, next, false),
+                (state, cookie, next, false, lease),
             ))
         },
     );

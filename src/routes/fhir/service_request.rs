@@ -1008,6 +1008,7 @@ async fn create(
     let condition = if_none_exist(&req)?;
     let order = read_order(body.into_inner(), true)?;
     let actor = caller.actor();
+    let tz = state.settings.timezone;
     let (fresh, r) = state
         .write(with_policy(move |conn, policy| {
             // The caller's hospital (staff: the patient's) is where the condition is looked up.
@@ -1021,7 +1022,7 @@ async fn create(
             check_specimens(conn, &order.specimens, patient.id)?;
             // A savepoint: a concurrent create of the same order loses on the unique index and
             // is answered with the winner's order.
-            let created = conn.transaction(|conn| work::create(conn, &actor, order.input(), scope, policy));
+            let created = conn.transaction(|conn| work::create(conn, &actor, order.input(), scope, policy, tz));
             match created {
                 Ok(v) => Ok((true, resource_of(conn, v)?)),
                 Err(e) if e.code() == ErrorCode::OrderIdentifierTaken => match &condition {
