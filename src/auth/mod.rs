@@ -7,7 +7,7 @@
 
 pub mod session;
 
-pub use crate::credentials::{jwt, password, role, tokens};
+pub use crate::credentials::{jwt, password, role, tokens, totp};
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
