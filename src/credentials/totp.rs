@@ -58,7 +58,10 @@ pub fn verify(seed: &[u8], digits: usize, code: &str, unix: u64, last_step: Opti
     let t = totp(seed, digits, "x")?;
     let now = step_at(unix);
     let mut matched = None;
-    for step in [now.checked_sub(1), Some(now), now.checked_add(1)].into_iter().flatten() {
+    for step in [now.checked_sub(1), Some(now), now.checked_add(1)]
+        .into_iter()
+        .flatten()
+    {
         if last_step.is_some_and(|last| step <= last) {
             continue;
         }
@@ -88,7 +91,11 @@ mod tests {
             (2_000_000_000, "69279037"),
             (20_000_000_000, "65353130"),
         ] {
-            assert_eq!(code_at_step(RFC_SEED, 8, step_at(time)).as_deref(), Some(code), "T={time}");
+            assert_eq!(
+                code_at_step(RFC_SEED, 8, step_at(time)).as_deref(),
+                Some(code),
+                "T={time}"
+            );
             assert_eq!(verify(RFC_SEED, 8, code, time, None), Some(step_at(time)), "T={time}");
         }
     }

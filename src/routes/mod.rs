@@ -14,11 +14,13 @@ pub mod fhir;
 pub mod health;
 pub mod hospitals;
 pub mod isbt128;
+pub mod mfa;
 pub mod patients;
 pub mod policy;
 pub mod requests;
 pub mod tasks;
 pub mod units;
+
 pub mod users;
 pub mod webhooks;
 
@@ -37,6 +39,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/api/v1")
                 .service(web::resource("/openapi.json").route(web::get().to(docs::openapi_json)))
                 .service(web::resource("/auth/login").route(web::post().to(auth::login)))
+                .service(web::resource("/auth/login/mfa").route(web::post().to(mfa::login_mfa)))
+                .service(web::resource("/auth/mfa/enrol").route(web::post().to(mfa::enrol)))
+                .service(web::resource("/auth/mfa/confirm").route(web::post().to(mfa::confirm)))
+                .service(web::resource("/auth/mfa/recovery-codes").route(web::post().to(mfa::recovery_codes)))
                 .service(web::resource("/auth/token").route(web::post().to(auth::client_token)))
                 .service(web::resource("/auth/refresh").route(web::post().to(auth::refresh)))
                 .service(web::resource("/auth/logout").route(web::post().to(auth::logout)))
@@ -51,6 +57,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(users::get))
                         .route(web::patch().to(users::update)),
                 )
+                .service(web::resource("/users/{id}/mfa/reset").route(web::post().to(mfa::reset)))
                 .service(
                     web::resource("/hospitals")
                         .route(web::post().to(hospitals::create))

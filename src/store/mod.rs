@@ -14,6 +14,7 @@ pub mod devices;
 pub mod donors;
 pub mod hospitals;
 pub mod jobs;
+pub mod mfa;
 pub mod patients;
 pub mod policy;
 pub mod requests;
