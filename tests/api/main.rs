@@ -30,6 +30,7 @@ mod fhir_support;
 mod health;
 mod isbt128;
 mod judgement;
+mod mfa;
 mod migration;
 mod openapi;
 mod policy;
