@@ -127,6 +127,7 @@ error_codes! {
     UnknownDonor = 422, "unknown_donor", "the body names a donor that does not exist";
     UnknownDevice = 422, "unknown_device", "the body names a device that does not exist";
     PoolGroupInconsistent = 422, "pool_group_inconsistent", "the pool's donations do not match its labelled group";
+    MfaCodeRejected = 422, "mfa_code_rejected", "a signed-in caller's one-time code is wrong or was already used";
     IdempotencyKeyReused = 422, "idempotency_key_reused", "the `Idempotency-Key` was used with a different body";
     NulCharacter = 422, "nul_character", "a NUL character in the path, query or body (it cannot be stored)";
     PreconditionRequired = 428, "precondition_required", "a FHIR update needs `If-Match` with the version read";

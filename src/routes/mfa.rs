@@ -86,13 +86,29 @@ fn no_store(body: impl Serialize) -> HttpResponse {
         .json(body)
 }
 
+/// A wrong code from someone already signed in is no failed authentication of the request
+/// (401 would tell the client to sign in again): 422.
+fn signed_in_refusal(err: ApiError) -> ApiError {
+    if err.code() == ErrorCode::MfaCodeInvalid {
+        ApiError::new(
+            ErrorCode::MfaCodeRejected,
+            "the code is wrong or was already used; wait for the next code from your authenticator app",
+        )
+    } else {
+        err
+    }
+}
+
 fn address_key(req: &HttpRequest, state: &AppState) -> String {
     session::address_throttle_key(&client_address(req, state))
 }
 
 /// The person behind a Bearer token (hospital systems have no second factor).
 async fn bearer_user(req: &HttpRequest, state: &AppState) -> ApiResult<users::User> {
-    let caller = AuthUser::extract(req).await?;
+    person(state, AuthUser::extract(req).await?).await
+}
+
+async fn person(state: &AppState, caller: AuthUser) -> ApiResult<users::User> {
     let Principal::User(id) = caller.principal else {
         return Err(ApiError::forbidden(
             "a hospital system signs in with its client secret; second factors are for people",
@@ -108,7 +124,7 @@ async fn bearer_user(req: &HttpRequest, state: &AppState) -> ApiResult<users::Us
     post, path = "/api/v1/auth/login/mfa", tag = "auth", request_body = MfaLoginRequest,
     responses(
         (status = 200, description = "signed in: an access and a refresh token", body = TokenResponse),
-        (status = 400, description = "`validation_failed`: give `code` or `recovery_code`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`validation_failed`: give a code or a recovery code", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, description = "`mfa_challenge_invalid`, `mfa_code_invalid`, `account_inactive`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, description = "`mfa_enrolment_required`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "too many wrong codes for this account or address", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -207,7 +223,8 @@ pub async fn enrol(
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "the factor is on; recovery codes (once) and, with a challenge, the session", body = MfaConfirmResponse),
-        (status = 401, description = "`mfa_code_invalid`, `mfa_challenge_invalid`, or no valid token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`mfa_code_invalid` (with a challenge), `mfa_challenge_invalid`, or no valid token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`mfa_code_rejected` (signed in)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`mfa_not_enrolled` (no enrolment started), `mfa_already_enrolled`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "too many wrong codes for this account or address", body = crate::error::Problem, content_type = "application/problem+json"),
     )
@@ -248,7 +265,10 @@ pub async fn confirm(
                     None => Ok(None),
                 },
             )?;
-            Ok(confirmed.map(|(codes, session)| (codes, session, user)))
+            let signed_in = challenge_id.is_none();
+            Ok(confirmed
+                .map(|(codes, session)| (codes, session, user))
+                .map_err(|e| if signed_in { signed_in_refusal(e) } else { e }))
         })
         .await??;
     tracing::info!(user = %user.username, "second factor enrolled");
@@ -265,7 +285,8 @@ pub async fn confirm(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "ten new recovery codes, shown once", body = RecoveryCodesResponse),
-        (status = 401, description = "`mfa_code_invalid`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: a hospital system has no second factor", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`mfa_code_rejected`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`mfa_not_enrolled`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "too many wrong codes for this account or address", body = crate::error::Problem, content_type = "application/problem+json"),
     )
@@ -273,15 +294,17 @@ pub async fn confirm(
 pub async fn recovery_codes(
     req: HttpRequest,
     state: web::Data<AppState>,
+    caller: AuthUser,
     body: JsonBody<MfaCodeRequest>,
 ) -> ApiResult<HttpResponse> {
     let code = body.into_inner().code;
-    let user = bearer_user(&req, &state).await?;
+    let user = person(&state, caller).await?;
     let address = address_key(&req, &state);
     let (keyring, settings) = (state.secrets.clone(), state.settings.clone());
     let codes = state
         .db(move |conn| mfa::regenerate_recovery_codes(conn, &keyring, &settings, &user, &code, &address, now()))
-        .await??;
+        .await?
+        .map_err(signed_in_refusal)?;
     Ok(no_store(RecoveryCodesResponse { recovery_codes: codes }))
 }
 

@@ -132,7 +132,9 @@ impl Console {
             .form(&[("username", username), ("password", password), ("csrf", &csrf)]);
         let page = read(req).await;
         match page.set_cookie("granulo_mfa") {
-            Some(challenge) if page.status.as_u16() == 200 => self.second_step(username, &page, &cookie_pair(&challenge)).await,
+            Some(challenge) if page.status.as_u16() == 200 => {
+                self.second_step(username, &page, &cookie_pair(&challenge)).await
+            }
             _ => page,
         }
     }
@@ -151,7 +153,11 @@ impl Console {
                 .expect("the enrolment page shows the secret");
             self.mfa.remember(username, &secret);
         }
-        let path = if enrol { "/console/login/enrol" } else { "/console/login/mfa" };
+        let path = if enrol {
+            "/console/login/enrol"
+        } else {
+            "/console/login/mfa"
+        };
         let code = self.mfa.next_code(username).await;
         let req = self
             .client

@@ -136,11 +136,18 @@ impl MfaBook {
         let seed = totp_rs::Secret::Encoded(secret_base32.to_owned())
             .to_bytes()
             .expect("base32 secret");
-        self.0.lock().expect("mfa book").insert(book_key(username), (seed, None));
+        self.0
+            .lock()
+            .expect("mfa book")
+            .insert(book_key(username), (seed, None));
     }
 
     pub fn seed(&self, username: &str) -> Option<Vec<u8>> {
-        self.0.lock().expect("mfa book").get(&book_key(username)).map(|(s, _)| s.clone())
+        self.0
+            .lock()
+            .expect("mfa book")
+            .get(&book_key(username))
+            .map(|(s, _)| s.clone())
     }
 
     /// A code the server has not accepted yet: a code works once per 30-second step, and the
@@ -156,7 +163,9 @@ impl MfaBook {
             let into = now % totp::STEP_SECS;
             {
                 let mut book = self.0.lock().expect("mfa book");
-                let (seed, last) = book.get_mut(&book_key(username)).expect("the harness enrolled this user");
+                let (seed, last) = book
+                    .get_mut(&book_key(username))
+                    .expect("the harness enrolled this user");
                 // The previous step only when far from the boundary, so the server still
                 // accepts it when the request arrives.
                 let earliest = if into < 20 { step - 1 } else { step };
