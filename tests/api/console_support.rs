@@ -159,11 +159,20 @@ impl Console {
             "/console/login/mfa"
         };
         let code = self.mfa.next_code(username).await;
+        let next = regex::Regex::new(r#"name="next" value="([^"]+)""#)
+            .expect("regex")
+            .captures(&page.text)
+            .and_then(|c| c.get(1))
+            .map(|m| m.as_str().to_owned());
+        let mut fields = vec![("code", code.clone()), ("csrf", csrf)];
+        if let Some(next) = next {
+            fields.push(("next", next));
+        }
         let req = self
             .client
             .post(format!("{}{path}", self.base))
             .header("cookie", challenge_cookie)
-            .form(&[("code", code.as_str()), ("csrf", &csrf)]);
+            .form(&fields);
         read(req).await
     }
 
