@@ -84,7 +84,7 @@ pub fn need(conn: &mut DbConn, user: &users::User) -> ApiResult<Need> {
     if mfa::is_enrolled(conn, user.id)? {
         return Ok(Need::Code);
     }
-    if required_roles(conn)?.iter().any(|r| *r == user.role) {
+    if required_roles(conn)?.contains(&user.role) {
         return Ok(Need::Enrolment);
     }
     Ok(Need::Nothing)

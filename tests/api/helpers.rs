@@ -129,7 +129,10 @@ pub struct Http {
 /// Each enrolled user's TOTP seed and the last step the harness answered with: the harness
 /// signs in through the second step itself, as an authenticator app would.
 #[derive(Clone, Default)]
-pub struct MfaBook(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (Vec<u8>, Option<u64>)>>>);
+pub struct MfaBook(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Enrolled>>>);
+
+/// A user's seed and the last step the harness answered with.
+type Enrolled = (Vec<u8>, Option<u64>);
 
 impl MfaBook {
     pub fn remember(&self, username: &str, secret_base32: &str) {
