@@ -18,7 +18,9 @@ Writes what the tests need (accounts, ids, DINs) as JSON to the path given.
 import argparse
 import datetime as dt
 import json
+import os
 import sys
+import tempfile
 
 import requests
 
@@ -54,7 +56,14 @@ class Api:
         return self.call("GET", path, token)
 
     def login(self, username, password):
-        return self.post("/api/v1/auth/login", None, {"username": username, "password": password})["access_token"]
+        """Both sign-in steps (the admin's role requires a second factor): scripts/mfa_login.py
+        enrols the first time and keeps the seed, per user, in a private temporary directory."""
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+        import mfa_login
+
+        if not hasattr(self, "mfa_dir"):
+            self.mfa_dir = tempfile.mkdtemp(prefix="granulo-browser-mfa-")
+        return mfa_login.login(self.base, username, password, os.path.join(self.mfa_dir, f"{username}.json"))
 
 
 class Seeder:

@@ -5,9 +5,10 @@
 //! role changes take effect at once), and its `require_*` methods are the explicit role checks
 //! on the handler's first lines. Hospital accounts carry their hospital for scoping.
 
+pub mod mfa;
 pub mod session;
 
-pub use crate::credentials::{jwt, password, role, tokens};
+pub use crate::credentials::{jwt, password, role, tokens, totp};
 
 use actix_web::dev::Payload;
 use actix_web::http::header;

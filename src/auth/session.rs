@@ -4,7 +4,7 @@
 use chrono::{Duration, NaiveDateTime};
 
 use super::jwt::{AUDIENCE, Claims, ISSUER, JwtKeys};
-use super::{Principal, Role, tokens};
+use super::{Principal, Role, mfa, tokens};
 use crate::config::Settings;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::{self, DbConn, api_clients, hospitals, sessions, throttle, users};
@@ -90,7 +90,7 @@ pub fn begin_attempt(
 impl Attempt {
     /// The credentials were right: the account's failures are forgiven, and this attempt does
     /// not count against the address.
-    fn succeeded(&self, conn: &mut DbConn) -> ApiResult<()> {
+    pub fn succeeded(&self, conn: &mut DbConn) -> ApiResult<()> {
         throttle::clear(conn, &self.account_key)?;
         throttle::remove(conn, &[self.address_row])?;
         Ok(())
@@ -98,7 +98,7 @@ impl Attempt {
 
     /// The credentials were wrong: the attempt stays recorded; failures older than the window
     /// are forgotten.
-    fn failed(&self, conn: &mut DbConn, settings: &Settings, at: NaiveDateTime) -> ApiResult<()> {
+    pub fn failed(&self, conn: &mut DbConn, settings: &Settings, at: NaiveDateTime) -> ApiResult<()> {
         throttle::prune(conn, at - Duration::minutes(settings.login_window_minutes))?;
         Ok(())
     }
@@ -307,7 +307,27 @@ fn verified_user(
     }
 }
 
-/// Finish a password sign-in with tokens (`POST /auth/login`).
+/// What a right password leads to: a session, or a second step (`auth::mfa`).
+#[derive(Debug)]
+pub enum SignIn<T> {
+    Open(T),
+    Challenge(mfa::Issued),
+}
+
+/// A session, or a challenge when the account has (or its role requires) a second factor.
+fn open_or_challenge<T>(
+    conn: &mut DbConn,
+    user: &users::User,
+    at: NaiveDateTime,
+    open: impl FnOnce(&mut DbConn) -> ApiResult<T>,
+) -> ApiResult<SignIn<T>> {
+    match mfa::need(conn, user)? {
+        mfa::Need::Nothing => Ok(SignIn::Open(open(conn)?)),
+        need => Ok(SignIn::Challenge(mfa::issue_challenge(conn, user, need, at)?)),
+    }
+}
+
+/// Finish a password sign-in (`POST /auth/login`): tokens, or the second step's challenge.
 pub fn finish_password_sign_in(
     conn: &mut DbConn,
     jwt: &JwtKeys,
@@ -316,13 +336,15 @@ pub fn finish_password_sign_in(
     verified: bool,
     attempt: &Attempt,
     at: NaiveDateTime,
-) -> ApiResult<Committed<(Issued, users::User)>> {
+) -> ApiResult<Committed<(SignIn<Issued>, users::User)>> {
     let user = match verified_user(conn, settings, user, verified, attempt, at)? {
         Ok(user) => user,
         Err(refusal) => return Ok(Err(refusal)),
     };
-    let issued = start_user_session(conn, jwt, settings, &user, at)?;
-    Ok(Ok((issued, user)))
+    let outcome = open_or_challenge(conn, &user, at, |conn| {
+        start_user_session(conn, jwt, settings, &user, at)
+    })?;
+    Ok(Ok((outcome, user)))
 }
 
 /// A console session just opened: the cookie value goes to the browser once; only its hash
@@ -334,8 +356,8 @@ pub struct ConsoleOpened {
 }
 
 /// Finish a password sign-in at the console: a cookie session that lasts one shift
-/// (`GRANULO_REFRESH_TOKEN_HOURS`) at most. Hospital accounts are refused: the console is for
-/// blood-bank staff.
+/// (`GRANULO_REFRESH_TOKEN_HOURS`) at most, or the second step's challenge. Hospital accounts
+/// are refused: the console is for blood-bank staff.
 pub fn finish_console_sign_in(
     conn: &mut DbConn,
     settings: &Settings,
@@ -343,7 +365,7 @@ pub fn finish_console_sign_in(
     verified: bool,
     attempt: &Attempt,
     at: NaiveDateTime,
-) -> ApiResult<Committed<(ConsoleOpened, users::User)>> {
+) -> ApiResult<Committed<(SignIn<ConsoleOpened>, users::User)>> {
     let user = match verified_user(conn, settings, user, verified, attempt, at)? {
         Ok(user) => user,
         Err(refusal) => return Ok(Err(refusal)),
@@ -351,6 +373,21 @@ pub fn finish_console_sign_in(
     let role: Role = user.role.parse().map_err(ApiError::internal)?;
     if !role.is_staff() {
         return Ok(Err(console_not_for(role)));
+    }
+    let outcome = open_or_challenge(conn, &user, at, |conn| open_console_session(conn, settings, &user, at))?;
+    Ok(Ok((outcome, user)))
+}
+
+/// Open a console session for a staff member who passed every sign-in step.
+pub fn open_console_session(
+    conn: &mut DbConn,
+    settings: &Settings,
+    user: &users::User,
+    at: NaiveDateTime,
+) -> ApiResult<ConsoleOpened> {
+    let role: Role = user.role.parse().map_err(ApiError::internal)?;
+    if !role.is_staff() {
+        return Err(console_not_for(role));
     }
     let cookie = tokens::new_console_cookie();
     let expires_at = at + Duration::hours(settings.refresh_token_hours);
@@ -362,7 +399,7 @@ pub fn finish_console_sign_in(
         at,
         expires_at,
     )?;
-    Ok(Ok((ConsoleOpened { cookie, expires_at }, user)))
+    Ok(ConsoleOpened { cookie, expires_at })
 }
 
 /// The refusal a non-staff account gets at the console.

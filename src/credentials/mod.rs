@@ -7,5 +7,6 @@ pub mod password;
 pub mod role;
 pub mod sealed;
 pub mod tokens;
+pub mod totp;
 
 pub use role::Role;

@@ -61,6 +61,11 @@ pub fn secret_matches(presented: &str, stored_hash: &str) -> bool {
     sha256_hex(presented).as_bytes().ct_eq(stored_hash.as_bytes()).into()
 }
 
+/// Compare two hashes (hex) in constant time.
+pub fn secret_matches_hash(presented_hash: &str, stored_hash: &str) -> bool {
+    presented_hash.as_bytes().ct_eq(stored_hash.as_bytes()).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

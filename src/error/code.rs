@@ -57,7 +57,10 @@ error_codes! {
     RefreshTokenExpired = 401, "refresh_token_expired", "the refresh token has expired; sign in again";
     NotSignedIn = 401, "not_signed_in", "the console needs a signed-in session (its cookie is missing or unknown)";
     SessionExpired = 401, "session_expired", "the console session reached the end of its shift; sign in again";
+    MfaChallengeInvalid = 401, "mfa_challenge_invalid", "the sign-in challenge is unknown, spent or expired; sign in again";
+    MfaCodeInvalid = 401, "mfa_code_invalid", "the one-time or recovery code is wrong, or was already used";
     CsrfTokenInvalid = 403, "csrf_token_invalid", "a console form was posted without its session's CSRF token";
+    MfaEnrolmentRequired = 403, "mfa_enrolment_required", "the account's role requires a second factor: enrol with the challenge first";
     Forbidden = 403, "forbidden", "the caller's role or hospital may not do this";
     NotFound = 404, "not_found", "no such resource (or not visible to the caller)";
     MethodNotAllowed = 405, "method_not_allowed", "the path does not take this method";
@@ -65,6 +68,8 @@ error_codes! {
     UnitExpiredNow = 409, "unit_expired", "the unit has expired, so the action is no longer possible";
     UsernameTaken = 409, "username_taken", "another user has that username";
     HospitalCodeTaken = 409, "hospital_code_taken", "another hospital has that code";
+    MfaAlreadyEnrolled = 409, "mfa_already_enrolled", "the account already has a second factor; an admin resets it to enrol again";
+    MfaNotEnrolled = 409, "mfa_not_enrolled", "the account has no second factor (or no enrolment waiting for its first code)";
     LastAdmin = 409, "last_admin", "the last active administrator cannot be removed";
     AlreadyRevoked = 409, "already_revoked", "the session is already revoked";
     AlreadyExists = 409, "already_exists", "a record with the same unique value exists";
@@ -124,6 +129,7 @@ error_codes! {
     UnknownDonor = 422, "unknown_donor", "the body names a donor that does not exist";
     UnknownDevice = 422, "unknown_device", "the body names a device that does not exist";
     PoolGroupInconsistent = 422, "pool_group_inconsistent", "the pool's donations do not match its labelled group";
+    MfaCodeRejected = 422, "mfa_code_rejected", "a signed-in caller's one-time code is wrong or was already used";
     IdempotencyKeyReused = 422, "idempotency_key_reused", "the `Idempotency-Key` was used with a different body or on another route";
     NulCharacter = 422, "nul_character", "a NUL character in the path, query or body (it cannot be stored)";
     PreconditionRequired = 428, "precondition_required", "a FHIR update needs `If-Match` with the version read";

@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::session::{self, Issued, RefreshOutcome};
+use crate::auth::session::{self, Issued, RefreshOutcome, SignIn};
 use crate::auth::{AuthUser, Principal, Role, password};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::JsonBody;
@@ -53,6 +53,28 @@ pub struct TokenResponse {
     /// Single use: each refresh returns a new one. Present a spent one and the session ends.
     pub refresh_token: String,
     pub user: SessionUser,
+}
+
+/// The second sign-in step is needed: answer with a code at `/auth/login/mfa`, or enrol
+/// first when `enrolment_required`.
+#[derive(Serialize, ToSchema)]
+pub struct MfaChallengeResponse {
+    /// Always `true`.
+    pub mfa_required: bool,
+    /// Single use, bound to the account; valid `expires_in` seconds.
+    pub challenge: String,
+    pub expires_in: i64,
+    /// The role requires a second factor the account does not have yet: the challenge only
+    /// serves `/auth/mfa/enrol` and `/auth/mfa/confirm`.
+    pub enrolment_required: bool,
+}
+
+/// Tokens, or the second step's challenge.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginResponse {
+    Tokens(TokenResponse),
+    Mfa(MfaChallengeResponse),
 }
 
 #[derive(Serialize, ToSchema)]
@@ -105,7 +127,7 @@ fn last_forwarded_for(req: &HttpRequest) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn token_response(issued: Issued, user: &users::User) -> ApiResult<TokenResponse> {
+pub fn token_response(issued: Issued, user: &users::User) -> ApiResult<TokenResponse> {
     let role: Role = user.role.parse().map_err(ApiError::internal)?;
     Ok(TokenResponse {
         access_token: issued.access_token,
@@ -121,11 +143,14 @@ fn token_response(issued: Issued, user: &users::User) -> ApiResult<TokenResponse
     })
 }
 
-/// Sign in with username and password.
+/// Sign in with username and password. An account with a second factor, or whose role the
+/// policy requires one for (`security.mfa_required_roles`), gets a challenge instead of
+/// tokens: answer it at `POST /api/v1/auth/login/mfa`, or, when `enrolment_required`, enrol
+/// with it (`/auth/mfa/enrol`, then `/auth/mfa/confirm`, which completes the sign-in).
 #[utoipa::path(
     post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
-        (status = 200, description = "signed in: an access and a refresh token", body = TokenResponse),
+        (status = 200, description = "signed in (an access and a refresh token), or a second step is needed (`mfa_required`)", body = LoginResponse),
         (status = 401, description = "`invalid_credentials`, `account_inactive`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "too many failures for this username or address", body = crate::error::Problem, content_type = "application/problem+json"),
     )
@@ -139,13 +164,27 @@ pub async fn login(
     let (attempt, user, verified) = check_password(&req, &state, &username, password).await?;
     let settings = state.settings.clone();
     let jwt = state.jwt.clone();
-    let (issued, user) = state
+    let (outcome, user) = state
         .write(move |conn| session::finish_password_sign_in(conn, &jwt, &settings, user, verified, &attempt, now()))
         .await??;
-    tracing::info!(user = %user.username, "signed in");
+    let answer = match outcome {
+        SignIn::Open(issued) => {
+            tracing::info!(user = %user.username, "signed in");
+            LoginResponse::Tokens(token_response(issued, &user)?)
+        }
+        SignIn::Challenge(issued) => {
+            tracing::info!(user = %user.username, enrolment = issued.enrolment_required, "password right; second step asked");
+            LoginResponse::Mfa(MfaChallengeResponse {
+                mfa_required: true,
+                challenge: issued.challenge,
+                expires_in: issued.expires_in,
+                enrolment_required: issued.enrolment_required,
+            })
+        }
+    };
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .json(token_response(issued, &user)?))
+        .json(answer))
 }
 
 /// The throttled password check both sign-in doors (API and console) share: the attempt is

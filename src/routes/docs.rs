@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
-    alerts, allocations, audit, auth, collections, devices, donors, health, hospitals, isbt128, patients, policy,
+    alerts, allocations, audit, auth, collections, devices, donors, health, hospitals, isbt128, mfa, patients, policy,
     requests, tasks, units, users, webhooks,
 };
 use crate::error::{ErrorCode, FieldError, Problem, Reason};
@@ -24,6 +24,7 @@ use crate::error::{ErrorCode, FieldError, Problem, Reason};
     paths(
         health::healthz, health::readyz, openapi_json,
         auth::login, auth::client_token, auth::refresh, auth::logout, auth::me,
+        mfa::login_mfa, mfa::enrol, mfa::confirm, mfa::recovery_codes, mfa::reset,
         users::create, users::list, users::get, users::update,
         hospitals::create, hospitals::list, hospitals::get, hospitals::update,
         hospitals::create_client, hospitals::list_clients, hospitals::revoke_client,

@@ -16,11 +16,13 @@ pub mod hospitals;
 pub mod idempotency;
 pub mod isbt128;
 pub mod limits;
+pub mod mfa;
 pub mod patients;
 pub mod policy;
 pub mod requests;
 pub mod tasks;
 pub mod units;
+
 pub mod users;
 pub mod webhooks;
 
@@ -40,6 +42,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .wrap(actix_web::middleware::from_fn(idempotency::idempotency_key))
                 .service(web::resource("/openapi.json").route(web::get().to(docs::openapi_json)))
                 .service(web::resource("/auth/login").route(web::post().to(auth::login)))
+                .service(web::resource("/auth/login/mfa").route(web::post().to(mfa::login_mfa)))
+                .service(web::resource("/auth/mfa/enrol").route(web::post().to(mfa::enrol)))
+                .service(web::resource("/auth/mfa/confirm").route(web::post().to(mfa::confirm)))
+                .service(web::resource("/auth/mfa/recovery-codes").route(web::post().to(mfa::recovery_codes)))
                 .service(web::resource("/auth/token").route(web::post().to(auth::client_token)))
                 .service(web::resource("/auth/refresh").route(web::post().to(auth::refresh)))
                 .service(web::resource("/auth/logout").route(web::post().to(auth::logout)))
@@ -54,6 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(users::get))
                         .route(web::patch().to(users::update)),
                 )
+                .service(web::resource("/users/{id}/mfa/reset").route(web::post().to(mfa::reset)))
                 .service(
                     web::resource("/hospitals")
                         .route(web::post().to(hospitals::create))

@@ -16,6 +16,7 @@ pub fn reseal_all(conn: &mut DbConn, ring: &Keyring) -> ApiResult<Vec<(&'static 
             store::signing_keys::CONTEXT,
             store::signing_keys::reseal(conn, ring).map_err(ApiError::internal)?,
         ),
+        (store::mfa::SEED_CONTEXT, store::mfa::reseal(conn, ring)?),
     ];
     let resealed: serde_json::Map<String, serde_json::Value> = counts
         .iter()

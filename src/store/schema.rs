@@ -704,7 +704,41 @@ diesel::table! {
 
 diesel::joinable!(hospital_request_counts -> hospitals (hospital_id));
 
+diesel::table! {
+    user_mfa (user_id) {
+        user_id -> BigInt,
+        seed_sealed -> Text,
+        created_at -> Timestamp,
+        confirmed_at -> Nullable<Timestamp>,
+        last_step -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    mfa_recovery_codes (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        code_hash -> Text,
+        created_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    mfa_challenges (id) {
+        id -> BigInt,
+        challenge_hash -> Text,
+        user_id -> BigInt,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    user_mfa,
+    mfa_recovery_codes,
+    mfa_challenges,
     hospitals,
     instances,
     stream_leases,

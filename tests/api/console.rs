@@ -21,17 +21,112 @@ both_backends!(
     console_sessions_end_on_deactivation_and_at_end_of_shift,
     console_cookies_and_tokens_do_not_cross,
     console_stream_reports_changes,
+    console_signs_in_with_a_second_factor,
 );
 
+/// A director (the role requires a second factor) enrols at the console after the password,
+/// sees the recovery codes once, and from then on answers a code page.
+async fn console_signs_in_with_a_second_factor(backend: Backend) {
+    let mut app = spawn(backend).await;
+    app.create_user("director-c", "medical_director", None).await;
+    let console = Console::anonymous(&app);
+    let form = console.get("/console/login").await;
+    let login = form.set_cookie("granulo_login").expect("cookie");
+    let csrf = form.csrf().expect("csrf");
+    let post_login = || {
+        console
+            .client
+            .post(format!("{}/console/login", app.base))
+            .header("cookie", login.split(';').next().unwrap_or(""))
+            .form(&[
+                ("username", "director-c"),
+                ("password", PASSWORD),
+                ("csrf", &csrf),
+                ("next", "/console/alerts"),
+            ])
+    };
+    let res = post_login().send().await.expect("sent");
+    assert_eq!(res.status().as_u16(), 200);
+    let challenge = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("granulo_mfa="))
+        .expect("challenge cookie")
+        .to_owned();
+    assert!(challenge.contains("HttpOnly") && challenge.contains("SameSite=Strict"));
+    assert!(
+        !res.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().is_ok_and(|c| c.starts_with("granulo_console="))),
+        "no session before the second step"
+    );
+    let page = res.text().await.expect("body");
+    assert_no_inline_code(&page);
+    assert!(page.contains("otpauth://totp/granulo:director-c"), "{page}");
+    assert!(page.contains(r#"action="/console/login/enrol""#));
+    let cookie = challenge.split(';').next().unwrap_or("").to_owned();
+    let page_csrf = regex::Regex::new(r#"name="csrf" value="([0-9a-f]+)""#)
+        .expect("regex")
+        .captures(&page)
+        .and_then(|c| c.get(1))
+        .map(|m| m.as_str().to_owned())
+        .expect("csrf");
+    // Without the page's CSRF token: refused, back to the password.
+    let res = console
+        .client
+        .post(format!("{}/console/login/enrol", app.base))
+        .header("cookie", &cookie)
+        .form(&[("code", "123456"), ("csrf", "0")])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status().as_u16(), 401);
+    assert!(res.text().await.expect("body").contains("mfa_challenge_invalid"));
+    // A wrong code shows the same secret again.
+    let res = console
+        .client
+        .post(format!("{}/console/login/enrol", app.base))
+        .header("cookie", &cookie)
+        .form(&[("code", "12345x"), ("csrf", page_csrf.as_str())])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status().as_u16(), 401);
+    let again = res.text().await.expect("body");
+    assert!(again.contains("mfa_code_invalid") && again.contains("otpauth://totp/granulo:director-c"));
+    // The right code: recovery codes once, and the session.
+    let mut c = Console::anonymous(&app);
+    let first = Page {
+        status: reqwest::StatusCode::OK,
+        headers: reqwest::header::HeaderMap::new(),
+        text: page.clone(),
+    };
+    let done = c.second_step("director-c", &first, &cookie).await;
+    let codes = done.ok(200);
+    assert!(codes.contains("recovery-codes") && codes.contains(r#"href="/console/alerts""#));
+    let session = done.set_cookie("granulo_console").expect("session cookie");
+    c.cookie = session.split(';').next().unwrap_or("").to_owned();
+    c.get("/console/board").await.ok(200);
+    // Next time: the code page, then the board.
+    let signed = Console::sign_in(&app, "director-c", PASSWORD).await;
+    signed.get("/console/board").await.ok(200);
+}
+
 async fn console_sign_in_opens_a_strict_cookie_session(backend: Backend) {
-    let app = spawn(backend).await;
+    let mut app = spawn(backend).await;
+    // A role without a second factor: the password opens the session (the two steps are
+    // `console_signs_in_with_a_second_factor`).
+    app.create_user("bench-tech", "technologist", None).await;
     let mut console = Console::anonymous(&app);
     let form = console.get("/console/login").await;
     form.ok(200);
     let login_cookie = form.set_cookie("granulo_login").expect("the form's own cookie");
     assert!(login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Strict"));
 
-    let signed_in = console.try_sign_in(ADMIN_USER, ADMIN_PASSWORD).await;
+    let signed_in = console.try_sign_in("bench-tech", PASSWORD).await;
     assert_eq!(signed_in.status.as_u16(), 303, "{}", signed_in.text);
     assert_eq!(signed_in.location(), "/console/board");
     let cookie = signed_in.set_cookie("granulo_console").expect("session cookie");
@@ -91,7 +186,8 @@ async fn console_cookie_is_secure_behind_tls(backend: Backend) {
 }
 
 async fn console_pages_need_a_session(backend: Backend) {
-    let app = spawn(backend).await;
+    let mut app = spawn(backend).await;
+    app.create_user("bench-tech", "technologist", None).await;
     let anonymous = Console::anonymous(&app);
     let page = anonymous.get("/console/board?group=A%2B").await;
     assert_eq!(page.status.as_u16(), 303);
@@ -140,8 +236,8 @@ async fn console_pages_need_a_session(backend: Backend) {
             .post(format!("{}/console/login", app.base))
             .header("cookie", login.split(';').next().unwrap_or(""))
             .form(&[
-                ("username", ADMIN_USER),
-                ("password", ADMIN_PASSWORD),
+                ("username", "bench-tech"),
+                ("password", PASSWORD),
                 ("csrf", &csrf),
                 ("next", next),
             ])

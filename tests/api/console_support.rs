@@ -58,6 +58,7 @@ pub struct Console {
     /// `name=value` of the session cookie ("" when signed out).
     pub cookie: String,
     pub csrf: String,
+    pub mfa: MfaBook,
 }
 
 fn cookie_pair(set_cookie: &str) -> String {
@@ -74,6 +75,7 @@ impl Console {
                 .expect("client"),
             cookie: String::new(),
             csrf: String::new(),
+            mfa: app.mfa.clone(),
         }
     }
 
@@ -81,7 +83,13 @@ impl Console {
     pub async fn sign_in(app: &TestApp, username: &str, password: &str) -> Self {
         let mut console = Self::anonymous(app);
         let page = console.try_sign_in(username, password).await;
-        assert_eq!(page.status.as_u16(), 303, "sign-in; page: {}", page.text);
+        // 303 to the board, or (after enrolling) the page of recovery codes with the session.
+        let status = page.status.as_u16();
+        assert!(
+            status == 303 || (status == 200 && page.text.contains("recovery-codes")),
+            "sign-in; page: {}",
+            page.text
+        );
         let set = page
             .set_cookie("granulo_console")
             .or_else(|| page.set_cookie("__Host-granulo_console"))
@@ -122,6 +130,49 @@ impl Console {
             .post(format!("{}/console/login", self.base))
             .header("cookie", login_cookie)
             .form(&[("username", username), ("password", password), ("csrf", &csrf)]);
+        let page = read(req).await;
+        match page.set_cookie("granulo_mfa") {
+            Some(challenge) if page.status.as_u16() == 200 => {
+                self.second_step(username, &page, &cookie_pair(&challenge)).await
+            }
+            _ => page,
+        }
+    }
+
+    /// The page after the password asks for a code, or for enrolment: answer as an
+    /// authenticator app would.
+    pub async fn second_step(&self, username: &str, page: &Page, challenge_cookie: &str) -> Page {
+        let csrf = page.csrf().unwrap_or_default();
+        let enrol = page.text.contains(r#"action="/console/login/enrol""#);
+        if enrol {
+            let re = regex::Regex::new(r#"id="mfa-secret">([A-Z2-7]+)<"#).expect("regex");
+            let secret = re
+                .captures(&page.text)
+                .and_then(|c| c.get(1))
+                .map(|m| m.as_str().to_owned())
+                .expect("the enrolment page shows the secret");
+            self.mfa.remember(username, &secret);
+        }
+        let path = if enrol {
+            "/console/login/enrol"
+        } else {
+            "/console/login/mfa"
+        };
+        let code = self.mfa.next_code(username).await;
+        let next = regex::Regex::new(r#"name="next" value="([^"]+)""#)
+            .expect("regex")
+            .captures(&page.text)
+            .and_then(|c| c.get(1))
+            .map(|m| m.as_str().to_owned());
+        let mut fields = vec![("code", code.clone()), ("csrf", csrf)];
+        if let Some(next) = next {
+            fields.push(("next", next));
+        }
+        let req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", challenge_cookie)
+            .form(&fields);
         read(req).await
     }
 

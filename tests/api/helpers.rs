@@ -49,6 +49,8 @@ macro_rules! both_backends {
 /// A database that exists for one test and is removed afterwards.
 pub struct TestDb {
     pub url: String,
+    /// The second factors the harness enrolled on this database (shared by every app on it).
+    pub mfa: MfaBook,
     _dir: Option<tempfile::TempDir>,
     pg: Option<(String, String)>,
 }
@@ -61,6 +63,7 @@ impl TestDb {
                 let url = format!("sqlite://{}", dir.path().join("granulo.db").display());
                 Self {
                     url,
+                    mfa: MfaBook::default(),
                     _dir: Some(dir),
                     pg: None,
                 }
@@ -76,6 +79,7 @@ impl TestDb {
                 let url = replace_db_name(&base, &name);
                 Self {
                     url,
+                    mfa: MfaBook::default(),
                     _dir: None,
                     pg: Some((base, name)),
                 }
@@ -119,6 +123,71 @@ pub struct Http {
     pub base: String,
     pub client: reqwest::Client,
     admin_token: Option<String>,
+    pub mfa: MfaBook,
+}
+
+/// Each enrolled user's TOTP seed and the last step the harness answered with: the harness
+/// signs in through the second step itself, as an authenticator app would.
+#[derive(Clone, Default)]
+pub struct MfaBook(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Enrolled>>>);
+
+/// A user's seed and the last step the harness answered with.
+type Enrolled = (Vec<u8>, Option<u64>);
+
+impl MfaBook {
+    pub fn remember(&self, username: &str, secret_base32: &str) {
+        let seed = totp_rs::Secret::Encoded(secret_base32.to_owned())
+            .to_bytes()
+            .expect("base32 secret");
+        self.0
+            .lock()
+            .expect("mfa book")
+            .insert(book_key(username), (seed, None));
+    }
+
+    pub fn seed(&self, username: &str) -> Option<Vec<u8>> {
+        self.0
+            .lock()
+            .expect("mfa book")
+            .get(&book_key(username))
+            .map(|(s, _)| s.clone())
+    }
+
+    /// A code the server has not accepted yet: a code works once per 30-second step, and the
+    /// server accepts the step before and after the current one, so up to three sign-ins per
+    /// step go through without waiting; a fourth waits for the next step.
+    pub async fn next_code(&self, username: &str) -> String {
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs();
+            let step = totp::step_at(now);
+            let into = now % totp::STEP_SECS;
+            {
+                let mut book = self.0.lock().expect("mfa book");
+                let (seed, last) = book
+                    .get_mut(&book_key(username))
+                    .expect("the harness enrolled this user");
+                // The previous step only when far from the boundary, so the server still
+                // accepts it when the request arrives.
+                let earliest = if into < 20 { step - 1 } else { step };
+                let pick = last.map_or(earliest, |l| (l + 1).max(earliest));
+                if pick <= step + 1 {
+                    *last = Some(pick);
+                    return totp::code_at_step(seed, totp::DIGITS, pick).expect("code");
+                }
+            }
+            actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+}
+
+pub use granulo::credentials::totp;
+
+/// Usernames are case-insensitive and trimmed at sign-in.
+fn book_key(username: &str) -> String {
+    username.trim().to_lowercase()
 }
 
 impl Http {
@@ -130,6 +199,7 @@ impl Http {
                 .build()
                 .expect("client"),
             admin_token: None,
+            mfa: MfaBook::default(),
         }
     }
 }
@@ -208,9 +278,11 @@ pub async fn spawn_on(backend: Backend, db: std::sync::Arc<TestDb>, tweak: impl 
     let state = app.state.clone();
     let bootstrap = app.bootstrap.clone();
     actix_rt::spawn(app.into_server());
+    let mut http = Http::new(format!("http://127.0.0.1:{port}"));
+    http.mfa = db.mfa.clone();
     TestApp {
         backend,
-        http: Http::new(format!("http://127.0.0.1:{port}")),
+        http,
         state,
         bootstrap,
         db,
@@ -311,13 +383,73 @@ impl Http {
         self.send(req).await
     }
 
+    /// Sign in as a person would: the password, then (when asked) the second step, enrolling
+    /// first when the role requires it. The reply is the one that carries the tokens, or the
+    /// first refusal.
     pub async fn login(&self, username: &str, password: &str) -> Reply {
+        let first = self.login_password(username, password).await;
+        if first.status != StatusCode::OK || first.body["mfa_required"] != json!(true) {
+            return first;
+        }
+        let challenge = first.body["challenge"].as_str().expect("challenge").to_owned();
+        if first.body["enrolment_required"] == json!(true) {
+            return self.enrol_with_challenge(username, &challenge).await;
+        }
+        let mut reply = self.answer_challenge(username, &challenge).await;
+        // A slow request can cross a step boundary: one more try with the next code.
+        if reply.status == StatusCode::UNAUTHORIZED && reply.body["code"] == "mfa_code_invalid" {
+            reply = self.answer_challenge(username, &challenge).await;
+        }
+        reply
+    }
+
+    /// Only the first step, `POST /auth/login`.
+    pub async fn login_password(&self, username: &str, password: &str) -> Reply {
         self.post(
             "/api/v1/auth/login",
             None,
             &json!({"username": username, "password": password}),
         )
         .await
+    }
+
+    /// `POST /auth/login/mfa` with the user's next code.
+    pub async fn answer_challenge(&self, username: &str, challenge: &str) -> Reply {
+        let code = self.mfa.next_code(username).await;
+        self.post(
+            "/api/v1/auth/login/mfa",
+            None,
+            &json!({"challenge": challenge, "code": code}),
+        )
+        .await
+    }
+
+    /// Enrol with a sign-in challenge and confirm; the reply's body is the session (tokens),
+    /// with the recovery codes beside them under `recovery_codes`.
+    pub async fn enrol_with_challenge(&self, username: &str, challenge: &str) -> Reply {
+        let enrol = self
+            .post("/api/v1/auth/mfa/enrol", None, &json!({"challenge": challenge}))
+            .await;
+        if enrol.status != StatusCode::OK {
+            return enrol;
+        }
+        self.mfa
+            .remember(username, enrol.body["secret"].as_str().expect("secret"));
+        let code = self.mfa.next_code(username).await;
+        let mut confirmed = self
+            .post(
+                "/api/v1/auth/mfa/confirm",
+                None,
+                &json!({"challenge": challenge, "code": code}),
+            )
+            .await;
+        if confirmed.status == StatusCode::OK {
+            let mut session = confirmed.body["session"].clone();
+            session["recovery_codes"] = confirmed.body["recovery_codes"].clone();
+            confirmed.text = session.to_string();
+            confirmed.body = session;
+        }
+        confirmed
     }
 
     /// Log in and return the access token (panics on failure).

@@ -157,7 +157,47 @@ async fn request_body_examples_are_accepted(backend: Backend) {
     let user = id(&ex.as_is("POST /api/v1/users", "/api/v1/users", &admin).await);
     ex.as_is("PATCH /api/v1/users/{id}", &format!("/api/v1/users/{user}"), &admin)
         .await;
-    let signed_in = ex.as_is("POST /api/v1/auth/login", "/api/v1/auth/login", &admin).await;
+    // j.smith is a medical director now: the sign-in asks for a second factor, enrolled first.
+    let challenge = ex.as_is("POST /api/v1/auth/login", "/api/v1/auth/login", &admin).await;
+    assert_eq!(challenge["enrolment_required"], true);
+    let challenge = challenge["challenge"].clone();
+    let enrol = ex
+        .send(
+            "POST /api/v1/auth/mfa/enrol",
+            "/api/v1/auth/mfa/enrol",
+            &admin,
+            json!({"challenge": challenge}),
+        )
+        .await;
+    b.app.mfa.remember("j.smith", enrol["secret"].as_str().expect("secret"));
+    let code = b.app.mfa.next_code("j.smith").await;
+    let confirmed = ex
+        .send(
+            "POST /api/v1/auth/mfa/confirm",
+            "/api/v1/auth/mfa/confirm",
+            &admin,
+            json!({"challenge": challenge, "code": code}),
+        )
+        .await;
+    let smith = confirmed["session"]["access_token"].as_str().expect("token").to_owned();
+    let code = b.app.mfa.next_code("j.smith").await;
+    ex.send(
+        "POST /api/v1/auth/mfa/recovery-codes",
+        "/api/v1/auth/mfa/recovery-codes",
+        &smith,
+        json!({"code": code}),
+    )
+    .await;
+    let again = b.app.login_password("j.smith", "correct horse battery staple").await;
+    let code = b.app.mfa.next_code("j.smith").await;
+    let signed_in = ex
+        .send(
+            "POST /api/v1/auth/login/mfa",
+            "/api/v1/auth/login/mfa",
+            &admin,
+            json!({"challenge": again.body["challenge"], "code": code}),
+        )
+        .await;
     ex.send(
         "POST /api/v1/auth/refresh",
         "/api/v1/auth/refresh",

@@ -38,6 +38,8 @@ enum Who {
     Public,
     /// Any signed-in account; a hospital account only on its own hospital's objects.
     Any,
+    /// Any person's account (a hospital system has no second factor).
+    Person,
     Staff,
     Admin,
     AdminOrDirector,
@@ -52,6 +54,7 @@ impl Who {
     fn admits(self, caller: &str) -> bool {
         match self {
             Self::Public | Self::Any => true,
+            Self::Person => caller != "client",
             Self::Staff => matches!(caller, "admin" | "medical_director" | "technologist"),
             Self::Admin => caller == "admin",
             Self::AdminOrDirector => matches!(caller, "admin" | "medical_director"),
@@ -111,6 +114,31 @@ fn cases(policy: &Value) -> Vec<Case> {
             Public,
             Some(json!({"refresh_token": "x"})),
         ),
+        case(
+            "post",
+            "/api/v1/auth/login/mfa",
+            Public,
+            Some(json!({"challenge": "x", "code": "123456"})),
+        ),
+        case(
+            "post",
+            "/api/v1/auth/mfa/enrol",
+            Public,
+            Some(json!({"challenge": "x"})),
+        ),
+        case(
+            "post",
+            "/api/v1/auth/mfa/confirm",
+            Public,
+            Some(json!({"challenge": "x", "code": "123456"})),
+        ),
+        case(
+            "post",
+            "/api/v1/auth/mfa/recovery-codes",
+            Person,
+            Some(json!({"code": "123456"})),
+        ),
+        case("post", "/api/v1/users/{id}/mfa/reset", Admin, None),
         case("get", "/api/v1/me", Any, None),
         case(
             "post",

@@ -57,6 +57,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(signin::form))
                     .route(web::post().to(signin::submit)),
             )
+            .service(web::resource("/login/mfa").route(web::post().to(signin::submit_code)))
+            .service(web::resource("/login/enrol").route(web::post().to(signin::submit_enrolment)))
             .service(web::resource("/logout").route(web::post().to(signin::logout)))
             .service(web::resource("/assets/{name}").route(web::get().to(assets::serve)))
             .service(web::resource("/events").route(web::get().to(events::stream)))
