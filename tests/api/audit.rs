@@ -73,12 +73,14 @@ async fn changes_are_audited_with_before_and_after(backend: Backend) {
             // The admin's sign-in: its second factor enrolled (the role requires one).
             "user.mfa_enrol",
             "user.mfa_enrolment_start",
-            "user.create"
+            "user.create",
+            // The configured signing key, stored sealed on the first start.
+            "signing_key.create"
         ]
     );
     let (ok, text) = audit_verify(&app.db.url);
     assert!(ok, "{text}");
-    assert!(text.contains("7 rows"), "{text}");
+    assert!(text.contains("8 rows"), "{text}");
 }
 
 async fn refused_changes_leave_no_audit_row(backend: Backend) {
@@ -173,6 +175,7 @@ async fn concurrent_changes_keep_one_chain(backend: Backend) {
     }
     let (ok, text) = audit_verify(&app.db.url);
     assert!(ok, "{text}");
-    // 1 bootstrap admin, its MFA enrolment (2) + 16 hospitals, each exactly once.
-    assert!(text.contains("19 rows"), "{text}");
+    // The first signing key, 1 bootstrap admin, its MFA enrolment (2) + 16 hospitals, each
+    // exactly once.
+    assert!(text.contains("20 rows"), "{text}");
 }

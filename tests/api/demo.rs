@@ -123,6 +123,8 @@ fn demo_seed_only(database_url: &str) -> (bool, String) {
         .args(["demo", "--seed-only"])
         .env("GRANULO_DATABASE_URL", database_url)
         .env("GRANULO_LOG", "warn")
+        // The key the test's own instance opens the stored signing key with.
+        .env("GRANULO_SECRETS_KEY", SECRETS_KEY)
         .env_remove("GRANULO_ADMIN_USERNAME")
         .env_remove("GRANULO_ADMIN_PASSWORD")
         .output()

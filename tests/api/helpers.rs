@@ -196,6 +196,9 @@ impl Http {
             base,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                // Below actix's 5 s keep-alive: a connection idle while the harness waits for
+                // the next TOTP step would otherwise be reused just as the server closes it.
+                .pool_idle_timeout(std::time::Duration::from_secs(2))
                 .build()
                 .expect("client"),
             admin_token: None,
