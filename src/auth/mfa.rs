@@ -9,9 +9,10 @@
 //! so a freshly created admin can still get in. Every code check counts in the sign-in
 //! throttle under a key of its own (a right password does not forgive wrong codes).
 
-use chrono::{Duration, NaiveDateTime};
+use chrono::NaiveDateTime;
 use serde_json::json;
 
+pub use super::challenge::{CHALLENGE_SECS, Issued, Need, issue_challenge, need, required_roles};
 use super::session::{self, Attempt, Committed};
 use super::{tokens, totp};
 use crate::config::Settings;
@@ -20,36 +21,15 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::{self, DbConn, mfa, sessions, users};
 
-/// How long a sign-in challenge may be answered.
-pub const CHALLENGE_SECS: i64 = 300;
 /// The sealing context of TOTP seeds.
 pub use crate::store::mfa::SEED_CONTEXT;
 pub const RECOVERY_CODES: usize = 10;
-
-/// What a right password leads to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
-    /// No second factor: the session opens.
-    Nothing,
-    /// A code from the enrolled factor (or a recovery code).
-    Code,
-    /// The role requires a factor the account does not have: enrol first.
-    Enrolment,
-}
 
 /// A second factor presented at sign-in.
 #[derive(Debug, Clone)]
 pub enum Factor {
     Code(String),
     Recovery(String),
-}
-
-/// A challenge just issued: the value goes to the client once.
-#[derive(Debug, Clone)]
-pub struct Issued {
-    pub challenge: String,
-    pub expires_in: i64,
-    pub enrolment_required: bool,
 }
 
 /// What an authenticator app is given at enrolment.
@@ -65,46 +45,6 @@ pub fn throttle_key(user_id: i64) -> String {
 
 fn unix(at: NaiveDateTime) -> u64 {
     u64::try_from(at.and_utc().timestamp()).unwrap_or(0)
-}
-
-/// The roles the policy requires a second factor for.
-pub fn required_roles(conn: &mut DbConn) -> ApiResult<Vec<String>> {
-    let defaults = || crate::domain::policy::SecurityPolicy::default().mfa_required_roles;
-    let Some(row) = store::policy::load(conn)? else {
-        return Ok(defaults());
-    };
-    let doc: serde_json::Value = serde_json::from_str(&row.document).map_err(ApiError::internal)?;
-    match doc.pointer("/security/mfa_required_roles") {
-        Some(roles) => serde_json::from_value(roles.clone()).map_err(ApiError::internal),
-        None => Ok(defaults()),
-    }
-}
-
-pub fn need(conn: &mut DbConn, user: &users::User) -> ApiResult<Need> {
-    if mfa::is_enrolled(conn, user.id)? {
-        return Ok(Need::Code);
-    }
-    if required_roles(conn)?.contains(&user.role) {
-        return Ok(Need::Enrolment);
-    }
-    Ok(Need::Nothing)
-}
-
-/// Issue a challenge for a user whose password was right.
-pub fn issue_challenge(conn: &mut DbConn, user: &users::User, need: Need, at: NaiveDateTime) -> ApiResult<Issued> {
-    let challenge = format!("gmc_{}", tokens::new_refresh_token().trim_start_matches("grt_"));
-    mfa::insert_challenge(
-        conn,
-        &tokens::sha256_hex(&challenge),
-        user.id,
-        at,
-        at + Duration::seconds(CHALLENGE_SECS),
-    )?;
-    Ok(Issued {
-        challenge,
-        expires_in: CHALLENGE_SECS,
-        enrolment_required: need == Need::Enrolment,
-    })
 }
 
 fn challenge_invalid() -> ApiError {

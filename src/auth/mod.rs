@@ -5,6 +5,7 @@
 //! role changes take effect at once), and its `require_*` methods are the explicit role checks
 //! on the handler's first lines. Hospital accounts carry their hospital for scoping.
 
+pub mod challenge;
 pub mod mfa;
 pub mod session;
 

@@ -4,7 +4,7 @@
 use chrono::{Duration, NaiveDateTime};
 
 use super::jwt::{AUDIENCE, Claims, ISSUER, JwtKeys};
-use super::{Principal, Role, mfa, tokens};
+use super::{Principal, Role, challenge, tokens};
 use crate::config::Settings;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::{self, DbConn, api_clients, hospitals, sessions, throttle, users};
@@ -311,7 +311,7 @@ fn verified_user(
 #[derive(Debug)]
 pub enum SignIn<T> {
     Open(T),
-    Challenge(mfa::Issued),
+    Challenge(challenge::Issued),
 }
 
 /// A session, or a challenge when the account has (or its role requires) a second factor.
@@ -321,9 +321,9 @@ fn open_or_challenge<T>(
     at: NaiveDateTime,
     open: impl FnOnce(&mut DbConn) -> ApiResult<T>,
 ) -> ApiResult<SignIn<T>> {
-    match mfa::need(conn, user)? {
-        mfa::Need::Nothing => Ok(SignIn::Open(open(conn)?)),
-        need => Ok(SignIn::Challenge(mfa::issue_challenge(conn, user, need, at)?)),
+    match challenge::need(conn, user)? {
+        challenge::Need::Nothing => Ok(SignIn::Open(open(conn)?)),
+        need => Ok(SignIn::Challenge(challenge::issue_challenge(conn, user, need, at)?)),
     }
 }
 

@@ -9,21 +9,36 @@ use utoipa::ToSchema;
 use super::auth::{TokenResponse, client_address, token_response};
 use crate::auth::mfa::{self, Factor};
 use crate::auth::{AuthUser, Principal, session, totp};
-use crate::error::{ApiError, ApiResult, ErrorCode, Validator};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::JsonBody;
 use crate::input::parse_id;
 use crate::state::AppState;
 use crate::store::{now, users};
 
+/// The second step: the challenge with either the app's current code or a recovery code (the
+/// document says "exactly one": a body with both, or neither, is refused).
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[schema(example = json!({"challenge": "the challenge from POST /api/v1/auth/login", "code": "492039"}))]
+pub enum MfaLoginRequest {
+    Code(MfaCodeLogin),
+    Recovery(MfaRecoveryLogin),
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"challenge": "the challenge from POST /api/v1/auth/login", "code": "492039"}))]
-pub struct MfaLoginRequest {
+pub struct MfaCodeLogin {
     pub challenge: String,
     /// The 6-digit code the authenticator app shows now.
-    pub code: Option<String>,
+    pub code: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaRecoveryLogin {
+    pub challenge: String,
     /// One of the recovery codes shown at enrolment, instead of `code`; each works once.
-    pub recovery_code: Option<String>,
+    pub recovery_code: String,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -135,23 +150,9 @@ pub async fn login_mfa(
     state: web::Data<AppState>,
     body: JsonBody<MfaLoginRequest>,
 ) -> ApiResult<HttpResponse> {
-    let MfaLoginRequest {
-        challenge,
-        code,
-        recovery_code,
-    } = body.into_inner();
-    let factor = match (code, recovery_code) {
-        (Some(code), None) => Factor::Code(code),
-        (None, Some(code)) => Factor::Recovery(code),
-        _ => {
-            let mut v = Validator::new();
-            v.check(false, "code", "give either code or recovery_code");
-            v.finish()?;
-            return Err(ApiError::new(
-                ErrorCode::ValidationFailed,
-                "give either code or recovery_code",
-            ));
-        }
+    let (challenge, factor) = match body.into_inner() {
+        MfaLoginRequest::Code(b) => (b.challenge, Factor::Code(b.code)),
+        MfaLoginRequest::Recovery(b) => (b.challenge, Factor::Recovery(b.recovery_code)),
     };
     let address = address_key(&req, &state);
     let (keyring, settings, jwt) = (state.secrets.clone(), state.settings.clone(), state.jwt.clone());

@@ -214,8 +214,16 @@ async fn a_crossmatch_reads_as_its_result(backend: Backend) {
     assert_eq!(o["valueCodeableConcept"]["coding"][0]["code"], "incompatible");
     let note = &o["note"][0];
     assert!(note["text"].as_str().expect("note").contains("clerical error"), "{o}");
-    assert!(note["authorString"].is_string());
+    // A hospital sees that the bank resolved it, never who.
+    assert_eq!(note["authorString"], "blood bank staff", "{o}");
     assert!(note["time"].is_string());
+    let o = observation(&b.app, &b.tech, &format!("xm-{bad}")).await;
+    assert!(
+        o["note"][0]["authorString"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("medical-director")),
+        "staff see the director: {o}"
+    );
 
     // A leukocyte crossmatch is not LOINC's (red-cell) major crossmatch.
     let leuko = b

@@ -240,7 +240,8 @@ fn group_observation(p: &PatientView) -> Option<Observation> {
 // ---------------------------------------------------------------------------------------------
 // Crossmatches
 
-fn crossmatch_observation(x: &CrossmatchView, orders: &[i64]) -> Observation {
+/// `staff`: the caller sees who resolved a result; a hospital sees only that the bank did.
+fn crossmatch_observation(x: &CrossmatchView, orders: &[i64], staff: bool) -> Observation {
     use crate::domain::compatibility::CrossmatchKind;
     let code = match x.kind {
         CrossmatchKind::RedCell => loinc(CROSSMATCH_CODE),
@@ -272,7 +273,11 @@ fn crossmatch_observation(x: &CrossmatchView, orders: &[i64]) -> Observation {
     });
     if let Some(r) = &x.resolution {
         o.note.push(Note {
-            author_string: Some(r.resolved_by.clone()),
+            author_string: Some(if staff {
+                r.resolved_by.clone()
+            } else {
+                super::dispense::STAFF_TO_HOSPITALS.to_owned()
+            }),
             time: Some(r.resolved_at),
             text: format!(
                 "Resolved by a medical director: {}. The result stands as recorded; it no longer blocks this unit for this patient.",
@@ -390,7 +395,7 @@ fn load(conn: &mut DbConn, text: &str, scope: Option<i64>, policy: &Policy) -> A
                 return Err(not_found(text));
             }
             let orders = orders_of(conn, found.unit_id, found.patient_id)?;
-            Ok(crossmatch_observation(&found, &orders))
+            Ok(crossmatch_observation(&found, &orders, scope.is_none()))
         }
         Id::Anc(r) => match outcomes::find(conn, r, scope) {
             Ok(found) => Ok(anc_observation(&found)),
@@ -421,7 +426,7 @@ fn of_patient(conn: &mut DbConn, patient_id: i64, scope: Option<i64>, policy: &P
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert(orders_of(conn, x.unit_id, patient_id)?),
         };
-        out.push(crossmatch_observation(&x, of_unit));
+        out.push(crossmatch_observation(&x, of_unit, scope.is_none()));
     }
     out.extend(outcomes::of_patient(conn, patient_id)?.iter().map(anc_observation));
     Ok(out)
