@@ -10,7 +10,9 @@ use futures_util::StreamExt as _;
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
-use crate::error::{ApiError, ErrorCode, FHIR_CONTENT_TYPE, FieldError, PROBLEM_CONTENT_TYPE, problem_response};
+use crate::error::{
+    ApiError, ApiResult, ErrorCode, FHIR_CONTENT_TYPE, FieldError, PROBLEM_CONTENT_TYPE, problem_response,
+};
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -53,25 +55,32 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                     "the request body must be JSON (Content-Type: application/json)",
                 ));
             }
-            if declared_len.is_some_and(|n| n > MAX_BODY_BYTES) {
-                return Err(too_large());
-            }
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| {
-                    ApiError::new(
-                        ErrorCode::InvalidBody,
-                        format!("the request body could not be read: {e}"),
-                    )
-                })?;
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(too_large());
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = read_limited(declared_len, &mut payload).await?;
             parse_json(&body).map(JsonBody)
         })
     }
+}
+
+/// The whole body, refused with 413 past [`MAX_BODY_BYTES`] whether `Content-Length` declares
+/// it or a chunked body only reveals it while being read.
+pub async fn read_limited(declared_len: Option<usize>, payload: &mut Payload) -> ApiResult<web::Bytes> {
+    if declared_len.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidBody,
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 fn too_large() -> ApiError {

@@ -7,12 +7,10 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, header};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
-use futures_util::StreamExt as _;
 
 use super::with_policy;
 use crate::auth::AuthUser;
-use crate::error::{ApiError, ErrorCode};
-use crate::extract::MAX_BODY_BYTES;
+use crate::error::ApiError;
 use crate::services::idempotency::{self as work, Answer, Attempt, Claim};
 use crate::state::AppState;
 
@@ -148,35 +146,13 @@ pub async fn idempotency_key(
 }
 
 async fn read_body(req: &mut ServiceRequest) -> Result<web::Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-        )
-    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(too_large());
-    }
     let mut payload = actix_web::HttpMessage::take_payload(req);
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::new(
-                ErrorCode::InvalidBody,
-                format!("the request body could not be read: {e}"),
-            )
-        })?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+    crate::extract::read_limited(declared, &mut payload).await
 }
 
 /// A replayed first answer, marked as such.
