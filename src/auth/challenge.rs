@@ -6,8 +6,8 @@
 use chrono::{Duration, NaiveDateTime};
 
 use super::tokens;
-use crate::error::{ApiError, ApiResult};
-use crate::store::{self, DbConn, mfa, users};
+use crate::error::ApiResult;
+use crate::store::{DbConn, mfa, users};
 
 /// How long a sign-in challenge may be answered.
 pub const CHALLENGE_SECS: i64 = 300;
@@ -31,24 +31,12 @@ pub struct Issued {
     pub enrolment_required: bool,
 }
 
-/// The roles the policy requires a second factor for.
-pub fn required_roles(conn: &mut DbConn) -> ApiResult<Vec<String>> {
-    let defaults = || crate::domain::policy::SecurityPolicy::default().mfa_required_roles;
-    let Some(row) = store::policy::load(conn)? else {
-        return Ok(defaults());
-    };
-    let doc: serde_json::Value = serde_json::from_str(&row.document).map_err(ApiError::internal)?;
-    match doc.pointer("/security/mfa_required_roles") {
-        Some(roles) => serde_json::from_value(roles.clone()).map_err(ApiError::internal),
-        None => Ok(defaults()),
-    }
-}
-
-pub fn need(conn: &mut DbConn, user: &users::User) -> ApiResult<Need> {
+/// `required_roles`: `policy.security.mfa_required_roles`, read in the sign-in's transaction.
+pub fn need(conn: &mut DbConn, user: &users::User, required_roles: &[String]) -> ApiResult<Need> {
     if mfa::is_enrolled(conn, user.id)? {
         return Ok(Need::Code);
     }
-    if required_roles(conn)?.contains(&user.role) {
+    if required_roles.contains(&user.role) {
         return Ok(Need::Enrolment);
     }
     Ok(Need::Nothing)

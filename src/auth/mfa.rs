@@ -12,7 +12,7 @@
 use chrono::NaiveDateTime;
 use serde_json::json;
 
-pub use super::challenge::{CHALLENGE_SECS, Issued, Need, issue_challenge, need, required_roles};
+pub use super::challenge::{CHALLENGE_SECS, Issued, Need, issue_challenge, need};
 use super::session::{self, Attempt, Committed};
 use super::{tokens, totp};
 use crate::config::Settings;

@@ -6,6 +6,7 @@ use chrono::{Duration, NaiveDateTime};
 use super::jwt::{AUDIENCE, Claims, ISSUER, JwtKeys};
 use super::{Principal, Role, challenge, tokens};
 use crate::config::Settings;
+use crate::domain::policy::SecurityPolicy;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::{self, DbConn, api_clients, hospitals, sessions, throttle, users};
 
@@ -317,19 +318,22 @@ pub enum SignIn<T> {
 /// A session, or a challenge when the account has (or its role requires) a second factor.
 fn open_or_challenge<T>(
     conn: &mut DbConn,
+    security: &SecurityPolicy,
     user: &users::User,
     at: NaiveDateTime,
     open: impl FnOnce(&mut DbConn) -> ApiResult<T>,
 ) -> ApiResult<SignIn<T>> {
-    match challenge::need(conn, user)? {
+    match challenge::need(conn, user, &security.mfa_required_roles)? {
         challenge::Need::Nothing => Ok(SignIn::Open(open(conn)?)),
         need => Ok(SignIn::Challenge(challenge::issue_challenge(conn, user, need, at)?)),
     }
 }
 
 /// Finish a password sign-in (`POST /auth/login`): tokens, or the second step's challenge.
+#[expect(clippy::too_many_arguments)]
 pub fn finish_password_sign_in(
     conn: &mut DbConn,
+    security: &SecurityPolicy,
     jwt: &JwtKeys,
     settings: &Settings,
     user: Option<users::User>,
@@ -341,7 +345,7 @@ pub fn finish_password_sign_in(
         Ok(user) => user,
         Err(refusal) => return Ok(Err(refusal)),
     };
-    let outcome = open_or_challenge(conn, &user, at, |conn| {
+    let outcome = open_or_challenge(conn, security, &user, at, |conn| {
         start_user_session(conn, jwt, settings, &user, at)
     })?;
     Ok(Ok((outcome, user)))
@@ -360,6 +364,7 @@ pub struct ConsoleOpened {
 /// are refused: the console is for blood-bank staff.
 pub fn finish_console_sign_in(
     conn: &mut DbConn,
+    security: &SecurityPolicy,
     settings: &Settings,
     user: Option<users::User>,
     verified: bool,
@@ -374,7 +379,9 @@ pub fn finish_console_sign_in(
     if !role.is_staff() {
         return Ok(Err(console_not_for(role)));
     }
-    let outcome = open_or_challenge(conn, &user, at, |conn| open_console_session(conn, settings, &user, at))?;
+    let outcome = open_or_challenge(conn, security, &user, at, |conn| {
+        open_console_session(conn, settings, &user, at)
+    })?;
     Ok(Ok((outcome, user)))
 }
 

@@ -165,7 +165,9 @@ pub async fn login(
     let settings = state.settings.clone();
     let jwt = state.jwt.clone();
     let (outcome, user) = state
-        .write(move |conn| session::finish_password_sign_in(conn, &jwt, &settings, user, verified, &attempt, now()))
+        .write(super::with_policy(move |conn, policy| {
+            session::finish_password_sign_in(conn, &policy.security, &jwt, &settings, user, verified, &attempt, now())
+        }))
         .await??;
     let answer = match outcome {
         SignIn::Open(issued) => {

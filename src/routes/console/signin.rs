@@ -161,7 +161,9 @@ pub async fn submit(req: HttpRequest, state: web::Data<AppState>, form: web::For
         let (attempt, user, verified) = check_password(&req, &state, &username, password).await?;
         let settings = state.settings.clone();
         state
-            .write(move |conn| session::finish_console_sign_in(conn, &settings, user, verified, &attempt, now()))
+            .write(crate::routes::with_policy(move |conn, policy| {
+                session::finish_console_sign_in(conn, &policy.security, &settings, user, verified, &attempt, now())
+            }))
             .await?
     }
     .await;
