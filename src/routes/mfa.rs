@@ -18,11 +18,38 @@ use crate::store::{now, users};
 /// The second step: the challenge with either the app's current code or a recovery code (the
 /// document says "exactly one": a body with both, or neither, is refused).
 #[derive(Deserialize, ToSchema)]
-#[serde(untagged)]
+#[serde(untagged, try_from = "MfaLoginFields")]
 #[schema(example = json!({"challenge": "the challenge from POST /api/v1/auth/login", "code": "492039"}))]
 pub enum MfaLoginRequest {
     Code(MfaCodeLogin),
     Recovery(MfaRecoveryLogin),
+}
+
+/// The body as sent, so that a wrong combination is refused in words, not as "no variant".
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MfaLoginFields {
+    challenge: String,
+    code: Option<String>,
+    recovery_code: Option<String>,
+}
+
+impl TryFrom<MfaLoginFields> for MfaLoginRequest {
+    type Error = &'static str;
+
+    fn try_from(f: MfaLoginFields) -> Result<Self, Self::Error> {
+        match (f.code, f.recovery_code) {
+            (Some(code), None) => Ok(Self::Code(MfaCodeLogin {
+                challenge: f.challenge,
+                code,
+            })),
+            (None, Some(recovery_code)) => Ok(Self::Recovery(MfaRecoveryLogin {
+                challenge: f.challenge,
+                recovery_code,
+            })),
+            _ => Err("give either code or recovery_code, not both"),
+        }
+    }
 }
 
 #[derive(Deserialize, ToSchema)]

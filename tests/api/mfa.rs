@@ -110,6 +110,21 @@ async fn wrong_and_replayed_codes_are_refused(backend: Backend) {
         .as_str()
         .expect("challenge")
         .to_owned();
+
+    // A code and a recovery code together, or neither: refused in words, the challenge unspent.
+    for body in [
+        json!({"challenge": challenge, "code": "000000", "recovery_code": "aaaa-bbbb"}),
+        json!({"challenge": challenge}),
+    ] {
+        let r = app.post("/api/v1/auth/login/mfa", None, &body).await;
+        let p = r.problem(400, "validation_failed");
+        assert!(
+            p["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("either code or recovery_code")),
+            "{p}"
+        );
+    }
     let seed = app.mfa.seed(&tech).expect("seed");
     let now = chrono::Utc::now().timestamp() as u64;
     let right = totp::code_at_step(&seed, 6, totp::step_at(now)).expect("code");
