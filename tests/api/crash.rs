@@ -43,6 +43,9 @@ impl Server {
             .env("GRANULO_BIND", format!("127.0.0.1:{port}"))
             .env("GRANULO_JWT_SECRET", JWT_SECRET)
             .env("GRANULO_SECRETS_KEY", SECRETS_KEY)
+            // Durability is under test, not the rate limits: this burst must not be refused.
+            .env("GRANULO_RATE_LIMIT_PER_ACCOUNT", "0")
+            .env("GRANULO_RATE_LIMIT_PER_ADDRESS", "0")
             .env("GRANULO_ADMIN_USERNAME", ADMIN_USER)
             .env("GRANULO_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("GRANULO_ALERT_INTERVAL_SECS", "0")
