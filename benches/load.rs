@@ -43,6 +43,8 @@ const CLIENTS: [usize; 3] = [1, 8, 32];
 const USERNAME: &str = "bench.director";
 const PASSWORD: &str = "bench-director-password";
 const JWT_SECRET: &str = "bench-only-signing-key-0123456789abcdef0123";
+/// `GRANULO_METRICS_TOKEN` of the server: the `/metrics` cell scrapes with it.
+const METRICS_TOKEN: &str = "bench-only-metrics-token-0123456789abcdef";
 /// Patient groups of the open requests, in proportion (O 45 %, A 40 %, B 10 %, AB 5 %).
 const PATIENT_ABO: [&str; 20] = [
     "O", "A", "O", "A", "O", "A", "O", "A", "O", "B", "O", "A", "O", "A", "O", "A", "O", "B", "A", "AB",
@@ -453,6 +455,7 @@ impl ServerProcess {
             .env("GRANULO_RATE_LIMIT_PER_ACCOUNT", "1000000000")
             .env("GRANULO_RATE_LIMIT_PER_ADDRESS", "1000000000")
             .env("GRANULO_MAX_STREAMS_PER_ACCOUNT", "1000")
+            .env("GRANULO_METRICS_TOKEN", METRICS_TOKEN)
             .env("GRANULO_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()?;
@@ -523,15 +526,17 @@ enum Route {
     Candidates,
     Allocate,
     Login,
+    Metrics,
 }
 
-const ROUTES: [Route; 6] = [
+const ROUTES: [Route; 7] = [
     Route::List,
     Route::Get,
     Route::Floor,
     Route::Candidates,
     Route::Allocate,
     Route::Login,
+    Route::Metrics,
 ];
 
 impl Route {
@@ -543,6 +548,7 @@ impl Route {
             Self::Candidates => "GET /requests/{id}/candidates",
             Self::Allocate => "POST /requests/{id}/allocations",
             Self::Login => "POST /auth/login",
+            Self::Metrics => "GET /metrics (scrape)",
         }
     }
 }
@@ -592,6 +598,9 @@ impl Target {
             Route::Login => c
                 .post(format!("{base}/api/v1/auth/login"))
                 .json(&serde_json::json!({"username": USERNAME, "password": PASSWORD})),
+            Route::Metrics => c
+                .get(format!("{base}/metrics"))
+                .header("Authorization", format!("Bearer {METRICS_TOKEN}")),
         })
     }
 }

@@ -161,6 +161,10 @@ pub struct ServeArgs {
     /// How often an instance reports itself alive (the rate limits are shared among live ones).
     #[arg(long, env = "GRANULO_INSTANCE_HEARTBEAT_SECS", default_value_t = 10)]
     pub instance_heartbeat_secs: u64,
+    /// A second address serving only /metrics, without a token, for the operator's network
+    /// (e.g. 127.0.0.1:9464). Unset: no second listener.
+    #[arg(long, env = "GRANULO_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,6 +230,8 @@ pub fn settings_from(global: &GlobalArgs, serve: &ServeArgs) -> Result<Settings,
     s.rate_limit_burst_seconds = serve.rate_limit_burst_seconds;
     s.max_streams_per_account = serve.max_streams_per_account;
     s.instance_heartbeat_secs = serve.instance_heartbeat_secs;
+    s.metrics_bind = serve.metrics_bind.clone().filter(|b| !b.trim().is_empty());
+    s.metrics_token = env_secret("GRANULO_METRICS_TOKEN");
     Ok(s)
 }
 
@@ -319,6 +325,9 @@ fn listen(settings: Settings, prepared: Prepared, demo: Option<&crate::demo::Out
         let host = bind.rsplit_once(':').map_or(bind.as_str(), |(h, _)| h).to_owned();
         let base = format!("http://{host}:{}", app.port());
         tracing::info!(%database, address = %base, "granulo listening");
+        if let Some(port) = app.metrics_port() {
+            tracing::info!(port, "/metrics served without a token on GRANULO_METRICS_BIND");
+        }
         println!("granulo is listening on {base} (database {database})");
         println!("  Console:   {base}/console/");
         println!("  API docs:  {base}/docs/");

@@ -190,6 +190,10 @@ pub struct Settings {
     pub max_streams_per_account: u32,
     /// Seconds between an instance's heartbeats in `instances`.
     pub instance_heartbeat_secs: u64,
+    /// A second listener serving only `/metrics`, without a token (`GRANULO_METRICS_BIND`).
+    pub metrics_bind: Option<String>,
+    /// A bearer token that may read `/metrics` on the main port (`GRANULO_METRICS_TOKEN`).
+    pub metrics_token: Option<SecretString>,
 }
 
 /// An injected name lookup for webhook destinations (`None`: the system resolver).
@@ -235,6 +239,8 @@ impl Settings {
             rate_limit_burst_seconds: 10,
             max_streams_per_account: 10,
             instance_heartbeat_secs: 10,
+            metrics_bind: None,
+            metrics_token: None,
         }
     }
 
@@ -268,6 +274,15 @@ impl Settings {
         if self.facility_name.trim().is_empty() || self.facility_name.chars().count() > 100 {
             return Err(ConfigError::new("GRANULO_FACILITY_NAME must be 1 to 100 characters"));
         }
+        if self
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().len() < MIN_METRICS_TOKEN_BYTES)
+        {
+            return Err(ConfigError::new(format!(
+                "GRANULO_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_BYTES} bytes"
+            )));
+        }
         if self.admin_username.is_some() != self.admin_password.is_some() {
             return Err(ConfigError::new(
                 "set both GRANULO_ADMIN_USERNAME and GRANULO_ADMIN_PASSWORD, or neither",
@@ -285,6 +300,9 @@ pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, ConfigError> {
         ))
     })
 }
+
+/// The minimum length of `GRANULO_METRICS_TOKEN` (a guessable token would open the metrics).
+pub const MIN_METRICS_TOKEN_BYTES: usize = 32;
 
 /// The minimum length of an HS256 key, in bytes (RFC 7518 §3.2: at least the hash size).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;

@@ -165,6 +165,8 @@ fn signing_keys(
 /// A built, bound, not yet running application.
 pub struct Application {
     port: u16,
+    /// The port of the `GRANULO_METRICS_BIND` listener, when there is one.
+    metrics_port: Option<u16>,
     server: Server,
     pub bootstrap: Bootstrap,
     pub state: AppState,
@@ -210,6 +212,10 @@ impl Application {
             tracing::warn!(error = %e, "first instance heartbeat failed");
         }
         let server = run(listener, state.clone())?;
+        let metrics_port = match state.settings.metrics_bind.clone() {
+            Some(addr) => Some(run_metrics(&addr, state.clone())?),
+            None => None,
+        };
         crate::services::limits::spawn_heartbeat(state.pool.clone(), Arc::clone(&state.limits), beat);
         if state.settings.alert_interval_secs > 0 {
             let outbound = crate::services::webhooks::Outbound::new(&state.settings).map_err(ConfigError::new)?;
@@ -222,6 +228,7 @@ impl Application {
         }
         Ok(Self {
             port,
+            metrics_port,
             server,
             bootstrap,
             state,
@@ -230,6 +237,10 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
@@ -266,6 +277,8 @@ fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
             // Outside every other middleware but the log: a limited request costs a bucket
             // lookup and reaches nothing else (no handler, no idempotency store).
             .wrap(actix_web::middleware::from_fn(crate::routes::limits::rate_limit))
+            // Outside the rate limit, so that refused requests are counted too.
+            .wrap(actix_web::middleware::from_fn(crate::telemetry::record_http))
             .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
             .configure(crate::routes::configure)
             .default_service(web::to(|| async {
@@ -284,4 +297,34 @@ fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
         })?
         .run();
     Ok(server)
+}
+
+/// The `GRANULO_METRICS_BIND` listener: `/metrics` without a token and nothing else, on one
+/// worker, running beside the main server. Returns its port.
+fn run_metrics(addr: &str, state: AppState) -> Result<u16, StartupError> {
+    let bind_error = |source| StartupError::Bind {
+        addr: addr.to_owned(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).map_err(bind_error)?;
+    let port = listener.local_addr().map_err(bind_error)?.port();
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(ErrorHandlers::new().default_handler(crate::extract::normalize_error))
+            .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")))
+            .service(web::resource("/metrics").route(web::get().to(crate::routes::metrics::open_scrape)))
+            .default_service(web::to(|| async {
+                Err::<actix_web::HttpResponse, _>(ApiError::not_found("route"))
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)
+    .map_err(bind_error)?
+    .run();
+    actix_web::rt::spawn(server);
+    Ok(port)
 }

@@ -74,3 +74,29 @@ impl RootSpanBuilder for RequestSpan {
         }
     }
 }
+
+/// Records every request in `granulo_http_request_duration_seconds` under its route pattern
+/// (never its raw path), method and status class. A request refused by a middleware before
+/// routing (an `Err`) counts as `unmatched`.
+pub async fn record_http(
+    req: ServiceRequest,
+    next: actix_web::middleware::Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let method = crate::metrics::method_label(req.method().as_str());
+    let result = next.call(req).await;
+    match &result {
+        Ok(res) => {
+            let route = res.request().match_pattern();
+            let route = route.as_deref().unwrap_or(crate::metrics::UNMATCHED);
+            crate::metrics::observe_http(route, method, res.status().as_u16(), started.elapsed());
+        }
+        Err(e) => crate::metrics::observe_http(
+            crate::metrics::UNMATCHED,
+            method,
+            e.as_response_error().status_code().as_u16(),
+            started.elapsed(),
+        ),
+    }
+    result
+}

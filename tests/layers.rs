@@ -4,6 +4,8 @@
 /// Top-level modules from the bottom floor up; modules on one floor do not import each other.
 const FLOORS: &[&[&str]] = &[
     &["domain"],
+    // The Prometheus series the pool and the HTTP layer feed.
+    &["metrics"],
     // Credentials without IO; config resolves keys into them.
     &["credentials"],
     &["config"],

@@ -24,7 +24,7 @@ use crate::services::utc;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::{self, DbConn, Pool};
 
-pub const ALERT_SCAN: &str = "alert_scan";
+pub const ALERT_SCAN: &str = store::jobs::ALERT_SCAN;
 /// A run that has not finished after this long is presumed dead and its lease taken over.
 const LEASE: TimeDelta = TimeDelta::minutes(5);
 

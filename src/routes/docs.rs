@@ -9,8 +9,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
-    alerts, allocations, audit, auth, collections, devices, donors, health, hospitals, isbt128, mfa, patients, policy,
-    requests, tasks, units, users, webhooks,
+    alerts, allocations, audit, auth, collections, devices, donors, health, hospitals, isbt128, metrics, mfa, patients,
+    policy, requests, tasks, units, users, webhooks,
 };
 use crate::error::{ErrorCode, FieldError, Problem, Reason};
 
@@ -22,7 +22,7 @@ use crate::error::{ErrorCode, FieldError, Problem, Reason};
                        application/problem+json with a stable `code`.",
     ),
     paths(
-        health::healthz, health::readyz, openapi_json,
+        health::healthz, health::readyz, metrics::scrape, openapi_json,
         auth::login, auth::client_token, auth::refresh, auth::logout, auth::me,
         mfa::login_mfa, mfa::enrol, mfa::confirm, mfa::recovery_codes, mfa::reset,
         users::create, users::list, users::get, users::update,
@@ -66,7 +66,7 @@ use crate::error::{ErrorCode, FieldError, Problem, Reason};
         (name = "requests", description = "hospital requests and allocation"),
         (name = "allocations", description = "compatibility, crossmatches, issue and transfusion"),
         (name = "tasks", description = "follow-up work with a due time and an owner"),
-        (name = "health", description = "liveness and readiness"),
+        (name = "health", description = "liveness, readiness and metrics"),
     )
 )]
 pub struct ApiDoc;

@@ -16,6 +16,7 @@ pub mod hospitals;
 pub mod idempotency;
 pub mod isbt128;
 pub mod limits;
+pub mod metrics;
 pub mod mfa;
 pub mod patients;
 pub mod policy;
@@ -37,6 +38,7 @@ use crate::store::DbConn;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").route(web::get().to(health::healthz)))
         .service(web::resource("/readyz").route(web::get().to(health::readyz)))
+        .service(web::resource("/metrics").route(web::get().to(metrics::scrape)))
         .service(
             web::scope("/api/v1")
                 .wrap(actix_web::middleware::from_fn(idempotency::idempotency_key))

@@ -13,6 +13,7 @@ pub mod donations;
 pub mod donors;
 pub mod idempotency;
 pub mod limits;
+pub mod metrics;
 pub mod outcomes;
 pub mod patients;
 pub mod policy;

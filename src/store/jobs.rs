@@ -7,6 +7,9 @@ use diesel::prelude::*;
 use super::DbConn;
 use super::schema::job_leases;
 
+/// The lease of the alert scan (`jobs`).
+pub const ALERT_SCAN: &str = "alert_scan";
+
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = job_leases)]
 pub struct JobLease {
@@ -22,6 +25,9 @@ pub struct JobLease {
     pub last_expired: Option<i64>,
     pub last_error: Option<String>,
     pub last_escalated: Option<i64>,
+    /// The last run that succeeded (the last run may have failed since).
+    pub last_succeeded_at: Option<NaiveDateTime>,
+    pub last_success_duration_ms: Option<i64>,
 }
 
 /// Takes the lease of `name` until `until` unless another holder has it; true when taken.
@@ -61,7 +67,7 @@ pub struct RunResult<'a> {
 
 /// Releases the lease held by `holder` and records the run.
 pub fn finish(conn: &mut DbConn, name: &str, holder: &str, r: &RunResult<'_>) -> QueryResult<()> {
-    diesel::update(job_leases::table.find(name).filter(job_leases::holder.eq(holder)))
+    let released = diesel::update(job_leases::table.find(name).filter(job_leases::holder.eq(holder)))
         .set((
             job_leases::holder.eq(None::<String>),
             job_leases::leased_until.eq(None::<NaiveDateTime>),
@@ -75,7 +81,23 @@ pub fn finish(conn: &mut DbConn, name: &str, holder: &str, r: &RunResult<'_>) ->
             job_leases::last_error.eq(r.error),
         ))
         .execute(conn)?;
+    if released == 1 && r.error.is_none() {
+        diesel::update(job_leases::table.find(name))
+            .set((
+                job_leases::last_succeeded_at.eq(r.finished_at),
+                job_leases::last_success_duration_ms.eq(r.duration_ms),
+            ))
+            .execute(conn)?;
+    }
     Ok(())
+}
+
+pub fn find(conn: &mut DbConn, name: &str) -> QueryResult<Option<JobLease>> {
+    job_leases::table
+        .find(name)
+        .select(JobLease::as_select())
+        .first(conn)
+        .optional()
 }
 
 pub fn all(conn: &mut DbConn) -> QueryResult<Vec<JobLease>> {

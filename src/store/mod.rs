@@ -16,6 +16,7 @@ pub mod hospitals;
 pub mod idempotency;
 pub mod jobs;
 pub mod limits;
+pub mod metrics;
 pub mod mfa;
 pub mod patients;
 pub mod policy;
@@ -134,8 +135,23 @@ pub fn build_pool(target: &DatabaseTarget, max_size: u32, checkout_timeout: Dura
         .min_idle(Some(1))
         .connection_timeout(checkout_timeout)
         .test_on_check_out(false)
+        .event_handler(Box::new(PoolEvents))
         .build(Manager::new(target.clone()))?;
     Ok(pool)
+}
+
+/// Feeds checkout waits and timeouts to `/metrics`.
+#[derive(Debug)]
+struct PoolEvents;
+
+impl r2d2::HandleEvent for PoolEvents {
+    fn handle_checkout(&self, event: r2d2::event::CheckoutEvent) {
+        crate::metrics::observe_pool_wait(event.duration());
+    }
+
+    fn handle_timeout(&self, _event: r2d2::event::TimeoutEvent) {
+        crate::metrics::count_pool_timeout();
+    }
 }
 
 /// Apply every pending migration of the backend's tree; returns how many ran.

@@ -366,6 +366,8 @@ diesel::table! {
         last_expired -> Nullable<BigInt>,
         last_error -> Nullable<Text>,
         last_escalated -> Nullable<BigInt>,
+        last_succeeded_at -> Nullable<Timestamp>,
+        last_success_duration_ms -> Nullable<BigInt>,
     }
 }
 

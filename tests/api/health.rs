@@ -33,6 +33,7 @@ async fn health_and_readiness(backend: Backend) {
 pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
+    ("get", "/metrics"),
     ("get", "/api/v1/openapi.json"),
     ("post", "/api/v1/auth/login"),
     ("post", "/api/v1/auth/login/mfa"),

@@ -213,6 +213,8 @@ pub struct TestApp {
     pub state: AppState,
     pub bootstrap: Bootstrap,
     pub db: std::sync::Arc<TestDb>,
+    /// The `metrics_bind` listener's port, when the test configured one.
+    pub metrics_port: Option<u16>,
 }
 
 impl std::ops::Deref for TestApp {
@@ -278,6 +280,7 @@ pub async fn spawn_on(backend: Backend, db: std::sync::Arc<TestDb>, tweak: impl 
     tweak(&mut settings);
     let app = Application::build(settings).expect("application builds");
     let port = app.port();
+    let metrics_port = app.metrics_port();
     let state = app.state.clone();
     let bootstrap = app.bootstrap.clone();
     actix_rt::spawn(app.into_server());
@@ -289,6 +292,7 @@ pub async fn spawn_on(backend: Backend, db: std::sync::Arc<TestDb>, tweak: impl 
         state,
         bootstrap,
         db,
+        metrics_port,
     }
 }
 

@@ -33,6 +33,7 @@ mod isbt128;
 mod judgement;
 mod keys;
 mod limits;
+mod metrics;
 mod mfa;
 mod migration;
 mod openapi;

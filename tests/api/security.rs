@@ -95,6 +95,8 @@ fn cases(policy: &Value) -> Vec<Case> {
     vec![
         case("get", "/healthz", Public, None),
         case("get", "/readyz", Public, None),
+        // Or the metrics token (tests/api/metrics.rs).
+        case("get", "/metrics", Admin, None),
         case("get", "/api/v1/openapi.json", Public, None),
         case(
             "post",
