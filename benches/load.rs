@@ -118,6 +118,14 @@ fn seed(conn: &mut DbConn) -> anyhow::Result<Seeded> {
     let now = store::now();
     let hash = password::hash(PASSWORD).map_err(|e| anyhow::anyhow!("{e}"))?;
     store::write_tx(conn, |conn| -> anyhow::Result<Seeded> {
+        // The bench signs in with a password only: its role leaves the roles that must give a
+        // second factor (the default policy lists medical_director).
+        let (mut policy, version) = match store::policy::load(conn)? {
+            Some(row) => (serde_json::from_str::<Policy>(&row.document)?, row.version + 1),
+            None => (Policy::default(), 1),
+        };
+        policy.security.mfa_required_roles.retain(|r| r != "medical_director");
+        store::policy::save(conn, version, &serde_json::to_string(&policy)?, now, "bench")?;
         let hospitals = (0..5)
             .map(|h| common::insert_hospital(conn, &format!("BENCH{h}"), now))
             .collect::<anyhow::Result<Vec<i64>>>()?;
