@@ -120,6 +120,14 @@ fn seed(conn: &mut DbConn) -> anyhow::Result<Seeded> {
     let now = store::now();
     let hash = password::hash(PASSWORD).map_err(|e| anyhow::anyhow!("{e}"))?;
     store::write_tx(conn, |conn| -> anyhow::Result<Seeded> {
+        // The bench signs in with a password only: its role leaves the roles that must give a
+        // second factor (the default policy lists medical_director).
+        let (mut policy, version) = match store::policy::load(conn)? {
+            Some(row) => (serde_json::from_str::<Policy>(&row.document)?, row.version + 1),
+            None => (Policy::default(), 1),
+        };
+        policy.security.mfa_required_roles.retain(|r| r != "medical_director");
+        store::policy::save(conn, version, &serde_json::to_string(&policy)?, now, "bench")?;
         let hospitals = (0..5)
             .map(|h| common::insert_hospital(conn, &format!("BENCH{h}"), now))
             .collect::<anyhow::Result<Vec<i64>>>()?;
@@ -441,9 +449,15 @@ fn free_port() -> anyhow::Result<u16> {
 /// The real binary, as deployed: `granulo serve`.
 struct ServerProcess(Child);
 
+/// The server binary: this build's, or `GRANULO_BENCH_SERVER_BIN` (another build of the same
+/// commit, e.g. with another allocator feature) to compare builds on one bench binary.
+fn server_binary() -> String {
+    std::env::var("GRANULO_BENCH_SERVER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_granulo").to_owned())
+}
+
 impl ServerProcess {
     fn start(url: &str, port: u16) -> anyhow::Result<Self> {
-        let child = Command::new(env!("CARGO_BIN_EXE_granulo"))
+        let child = Command::new(server_binary())
             .arg("serve")
             .env("GRANULO_DATABASE_URL", url)
             .env("GRANULO_BIND", format!("127.0.0.1:{port}"))
@@ -728,11 +742,14 @@ async fn login(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow::anyhow!("login answer without access_token"))
 }
 
+/// Server VmRSS in KiB at each point, and VmHWM (the peak) at the end of the load.
 struct Memory {
     idle: u64,
     warm: u64,
     after: u64,
     peak: u64,
+    /// After the load and `GRANULO_BENCH_SETTLE_SECS` without requests.
+    settled: u64,
 }
 
 struct BackendRun {
@@ -826,18 +843,30 @@ fn run(backend: &'static str, url: &str) -> anyhow::Result<BackendRun> {
                     rss: server.memory()?.0,
                 };
                 eprintln!(
-                    "[{backend}] {} × {clients}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {}",
+                    "[{backend}] {} × {clients}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {}, RSS {}",
                     route.name(),
                     cell.rate(),
                     ms(cell.p(0.5)),
                     ms(cell.p(0.99)),
-                    answers(&cell)
+                    answers(&cell),
+                    mib(cell.rss)
                 );
                 cells.push(cell);
             }
         }
         let (after, peak) = server.memory()?;
         floor_handle.stop(true).await;
+        // What the allocator gives back once the load is over (decay, purge, trim).
+        actix_web::rt::time::sleep(Duration::from_secs_f64(settle_secs())).await;
+        let settled = server.memory()?.0;
+        eprintln!(
+            "[{backend}] RSS idle {}, warm {}, after {}, peak {}, settled {}",
+            mib(idle),
+            mib(warm),
+            mib(after),
+            mib(peak),
+            mib(settled)
+        );
         drop(server);
         Ok::<_, anyhow::Error>((
             cells,
@@ -846,6 +875,7 @@ fn run(backend: &'static str, url: &str) -> anyhow::Result<BackendRun> {
                 warm,
                 after,
                 peak,
+                settled,
             },
         ))
     });
@@ -858,6 +888,13 @@ fn run(backend: &'static str, url: &str) -> anyhow::Result<BackendRun> {
         scan,
         summary,
     })
+}
+
+fn settle_secs() -> f64 {
+    std::env::var("GRANULO_BENCH_SETTLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5.0)
 }
 
 /// One alert scan on the data as the load left it (it raises the expiry alerts), then a second
@@ -926,6 +963,9 @@ fn print_report(runs: &[BackendRun], secs: &str) {
         std::env::var("GRANULO_WORKERS").unwrap_or_else(|_| "one per core".to_owned()),
         std::env::var("GRANULO_DB_POOL_SIZE").unwrap_or_else(|_| "8".to_owned()),
     );
+    if let Ok(bin) = std::env::var("GRANULO_BENCH_SERVER_BIN") {
+        println!("Server binary: {bin}");
+    }
     for run in runs {
         if let Some(c) = run.cells.first() {
             println!("Data ({}): {}", c.backend, run.summary);
@@ -969,18 +1009,20 @@ fn print_report(runs: &[BackendRun], secs: &str) {
     }
     println!();
     println!(
-        "| Backend | RSS idle after start | after warm-up | after the run | peak (VmHWM) | alert scan: first / second (alerts raised) |"
+        "| Backend | RSS idle after start | after warm-up | peak (VmHWM) | after the run | after {:.0} s idle | alert scan: first / second (alerts raised) |",
+        settle_secs()
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for run in runs {
         let m = &run.memory;
         println!(
-            "| {} | {} | {} | {} | {} | {:.0} ms ({}) / {:.0} ms ({}) |",
+            "| {} | {} | {} | {} | {} | {} | {:.0} ms ({}) / {:.0} ms ({}) |",
             run.cells.first().map_or("", |c| c.backend),
             mib(m.idle),
             mib(m.warm),
-            mib(m.after),
             mib(m.peak),
+            mib(m.after),
+            mib(m.settled),
             ms(run.scan[0].0),
             run.scan[0].1,
             ms(run.scan[1].0),

@@ -254,6 +254,7 @@ impl Application {
 
 fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
     let workers = state.settings.workers;
+    let pool_size = state.settings.pool_size;
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || {
         App::new()
@@ -285,7 +286,10 @@ fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
                 Err::<actix_web::HttpResponse, _>(ApiError::not_found("route"))
             }))
     })
-    .shutdown_timeout(10);
+    .shutdown_timeout(10)
+    // Every blocking task of a worker holds a pool connection (`AppState::db`): threads past
+    // the pool size would only wait for one, each adding a stack and allocator state.
+    .worker_max_blocking_threads(usize::try_from(pool_size).unwrap_or(1).max(1));
     if workers > 0 {
         server = server.workers(workers);
     }

@@ -145,6 +145,10 @@ where
 
 type CpuJob = Box<dyn FnOnce() + Send>;
 
+/// A hashing thread idle this long gives its argon2 working memory (19 MiB) back: a burst of
+/// sign-ins reuses it, a quiet server does not keep it.
+const CPU_IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn cpu_pool() -> Option<&'static mpsc::Sender<CpuJob>> {
     static POOL: OnceLock<Option<mpsc::Sender<CpuJob>>> = OnceLock::new();
     POOL.get_or_init(|| {
@@ -158,8 +162,18 @@ fn cpu_pool() -> Option<&'static mpsc::Sender<CpuJob>> {
                 .spawn(move || {
                     loop {
                         // The lock is released before the job runs.
-                        let next = receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                        let Ok(job) = next else { return };
+                        let next = receiver
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .recv_timeout(CPU_IDLE_RELEASE);
+                        let job = match next {
+                            Ok(job) => job,
+                            Err(mpsc::RecvTimeoutError::Timeout) => {
+                                crate::credentials::password::release_working_memory();
+                                continue;
+                            }
+                            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        };
                         // A panicking job drops its reply sender (the caller gets an error); the
                         // thread carries on.
                         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));

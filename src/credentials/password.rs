@@ -63,6 +63,11 @@ pub fn verify(password: &str, phc: &str) -> bool {
     hashed.is_ok() && bool::from(expected.as_bytes().ct_eq(&computed))
 }
 
+/// Free this thread's argon2 working memory (the next verification allocates it again).
+pub fn release_working_memory() {
+    drop(WORKING_MEMORY.take());
+}
+
 thread_local! {
     /// Argon2 blocks, reused by every verification on this thread (overwritten before read).
     static WORKING_MEMORY: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -140,6 +145,11 @@ mod tests {
             }
         }
         let ours = hash("pass phrase one").expect("hash");
+        assert!(verify("pass phrase one", &ours));
+        // Released when idle, allocated again by the next verification.
+        assert!(WORKING_MEMORY.with_borrow(Vec::capacity) >= 19 * 1024);
+        release_working_memory();
+        assert_eq!(WORKING_MEMORY.with_borrow(Vec::capacity), 0);
         let parsed = PasswordHash::new(&ours).expect("phc");
         assert!(hasher().verify_password(b"pass phrase one", &parsed).is_ok());
         assert!(verify("pass phrase one", &ours));
