@@ -788,9 +788,16 @@ fn audit_verify(global: &GlobalArgs) -> ExitCode {
     match audit::verify(&mut conn).map_err(StoreError::from) {
         Ok(report) => match report.first_bad {
             None => {
+                let heads: Vec<String> = report
+                    .heads
+                    .iter()
+                    .map(|(lane, hash)| format!("lane {lane} {hash}"))
+                    .collect();
                 println!(
-                    "audit chain intact: {} rows, last hash {}",
-                    report.rows_checked, report.last_hash
+                    "audit chain intact: {} rows in {} lane(s), last hash of each: {}",
+                    report.rows_checked,
+                    report.heads.len(),
+                    heads.join(", ")
                 );
                 ExitCode::SUCCESS
             }

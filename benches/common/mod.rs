@@ -35,10 +35,16 @@ pub fn on_each_backend(mut f: impl FnMut(&'static str, &str) -> anyhow::Result<(
         let name = format!("granulo_bench_{}", std::process::id());
         let mut admin = diesel::PgConnection::establish(&base)?;
         diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin)?;
-        let url = match base.rsplit_once('/') {
+        // Parameters after `?` (e.g. `options=-c%20commit_delay%3D100`) carry over to the new
+        // database's connections, the server's included.
+        let (path, query) = base
+            .split_once('?')
+            .map_or((base.as_str(), None), |(p, q)| (p, Some(q)));
+        let url = match path.rsplit_once('/') {
             Some((prefix, _)) => format!("{prefix}/{name}"),
-            None => base.clone(),
+            None => path.to_owned(),
         };
+        let url = query.map_or(url.clone(), |q| format!("{url}?{q}"));
         let result = f("postgres", &url);
         diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin)?;
         result?;

@@ -45,17 +45,17 @@ impl Topic {
     }
 }
 
-/// Where a reader stands: the last audit row and the last alert event it has seen.
+/// Where a reader stands: the last audit row of each lane and the last alert event it has seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cursor {
-    pub audit_id: i64,
+    pub audit: audit::Position,
     pub alert_seq: i64,
 }
 
 /// The reader's position now (a new page starts here).
 pub fn cursor_now(conn: &mut DbConn) -> ApiResult<Cursor> {
     Ok(Cursor {
-        audit_id: audit::last_id(conn)?,
+        audit: audit::position(conn)?,
         alert_seq: alerts::last_event_seq(conn)?,
     })
 }
@@ -65,8 +65,10 @@ pub fn since(conn: &mut DbConn, since: Cursor) -> ApiResult<(BTreeSet<Topic>, Cu
     let mut topics = BTreeSet::new();
     let mut next = since;
     // A busy moment may hold more rows than one read: the rest comes on the next poll.
-    for (id, entity_type) in audit::entity_types_after(conn, since.audit_id, 1000)? {
-        next.audit_id = next.audit_id.max(id);
+    for (lane, id, entity_type) in audit::entity_types_after(conn, &since.audit, 1000)? {
+        if let Some(at) = usize::try_from(lane).ok().and_then(|l| next.audit.get_mut(l)) {
+            *at = (*at).max(id);
+        }
         topics.extend(Topic::of_entity(&entity_type));
     }
     let seq = alerts::last_event_seq(conn)?;

@@ -181,6 +181,30 @@ where
         DbConn::Sqlite(lite) => AnsiTransactionManager::begin_transaction_sql(lite, "BEGIN IMMEDIATE")?,
         DbConn::Postgres(_) => <DbConn as Connection>::TransactionManager::begin_transaction(conn)?,
     }
+    finish_tx(conn, f)
+}
+
+/// Run `f` in a read-only transaction whose statements all read one snapshot of the database
+/// (PostgreSQL: `REPEATABLE READ`; SQLite in WAL mode: any read transaction).
+pub fn snapshot_tx<T, E, F>(conn: &mut DbConn, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConn) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    match conn {
+        DbConn::Sqlite(lite) => AnsiTransactionManager::begin_transaction_sql(lite, "BEGIN")?,
+        DbConn::Postgres(pg) => {
+            AnsiTransactionManager::begin_transaction_sql(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?
+        }
+    }
+    finish_tx(conn, f)
+}
+
+fn finish_tx<T, E, F>(conn: &mut DbConn, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConn) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
     match f(conn) {
         Ok(value) => {
             <DbConn as Connection>::TransactionManager::commit_transaction(conn)?;

@@ -86,6 +86,7 @@ diesel::table! {
         after_json -> Nullable<Text>,
         prev_hash -> Text,
         hash -> Text,
+        lane -> Integer,
     }
 }
 

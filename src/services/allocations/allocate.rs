@@ -152,21 +152,19 @@ pub fn allocate(
         now,
     )?;
     let created = view(conn, row)?;
-    audit::append(
+    audit::append_all(
         conn,
         actor,
-        Change::created("allocation.create", "allocation", created.id, to_value(&created)?),
-    )?;
-    audit::append(
-        conn,
-        actor,
-        Change::updated(
-            "unit.allocate",
-            "unit",
-            u.id,
-            serde_json::json!({"status": "available"}),
-            serde_json::json!({"status": "allocated", "allocation_id": created.id}),
-        ),
+        vec![
+            Change::created("allocation.create", "allocation", created.id, to_value(&created)?),
+            Change::updated(
+                "unit.allocate",
+                "unit",
+                u.id,
+                serde_json::json!({"status": "available"}),
+                serde_json::json!({"status": "allocated", "allocation_id": created.id}),
+            ),
+        ],
     )?;
     Ok(created)
 }
