@@ -67,7 +67,9 @@ fn account_key(req: &HttpRequest, state: &AppState) -> Option<String> {
     })
 }
 
-fn refusal(req: &HttpRequest, err: &ApiError) -> HttpResponse {
+/// `err` in the form of the surface `req` addressed: problem+json, a FHIR OperationOutcome or
+/// a console page.
+pub fn refusal(req: &HttpRequest, err: &ApiError) -> HttpResponse {
     let path = req.path();
     if path.starts_with("/console") {
         return super::console::ConsoleError::from(ApiError::retry_after(
