@@ -18,7 +18,8 @@ pub async fn session_gate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let http = req.request().clone();
+    // Not a clone of the request: routing needs it unshared.
+    let path = req.path().to_owned();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let gate = Arc::new(SessionGate::default());
     let res = SessionGate::scope(Arc::clone(&gate), next.call(req)).await;
@@ -34,17 +35,21 @@ pub async fn session_gate(
             checked.err()
         }
     };
-    match refusal {
-        None => res.map(ServiceResponse::map_into_left_body),
-        Some(err) => {
-            let mut response = super::limits::refusal(&http, &err);
-            if response.status() == actix_web::http::StatusCode::UNAUTHORIZED {
-                response.headers_mut().insert(
-                    actix_web::http::header::WWW_AUTHENTICATE,
-                    actix_web::http::header::HeaderValue::from_static("Bearer realm=\"granulo\""),
-                );
-            }
+    let Some(err) = refusal else {
+        return res.map(ServiceResponse::map_into_left_body);
+    };
+    let mut response = super::limits::refusal_at(&path, &err);
+    if response.status() == actix_web::http::StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            actix_web::http::header::WWW_AUTHENTICATE,
+            actix_web::http::header::HeaderValue::from_static("Bearer realm=\"granulo\""),
+        );
+    }
+    match res {
+        Ok(answered) => {
+            let (http, _) = answered.into_parts();
             Ok(ServiceResponse::new(http, response).map_into_right_body())
         }
+        Err(_) => Err(actix_web::error::InternalError::from_response(err, response).into()),
     }
 }
