@@ -175,17 +175,14 @@ impl FromRequest for AuthUser {
             // middleware still does.
             gate.require(token_check(state.jwt.clone(), token.clone()));
         }
-        Box::pin(async move {
-            let claims = verify_token(&state, &token).await?;
-            let principal = Principal::parse_subject(&claims.sub)
-                .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the access token is not valid"))?;
-            let sid = claims.sid;
-            state.db(move |conn| load_principal(conn, principal, &sid)).await
-        })
+        // One hop: the keys re-read if due, the token verified, the session and account read.
+        // Inside a gate the registered check runs first in it and does the re-read.
+        let jwt = state.jwt.clone();
+        Box::pin(async move { state.db(move |conn| authenticate(conn, &jwt, &token)).await })
     }
 }
 
-/// `verify_token` when it needs no database read: `None` when the keys are due a re-read or the
+/// The token verified when that needs no database read: `None` when the keys are due a re-read or the
 /// token is a kind (older, without the `name` claim) that is checked by its own hop.
 fn verify_without_reload(state: &AppState, token: &str) -> Option<ApiResult<jwt::Claims>> {
     let jwt = &state.jwt;
@@ -243,49 +240,30 @@ pub fn session_check(stated: &AuthUser) -> SessionCheck {
     })
 }
 
-/// The whole check of a token that states nothing to trust before it: signature (re-reading the
-/// keys for an unknown `kid`, throttled as in [`verify_token`]), then session and account.
+/// The whole check of a token that states nothing to trust before it (see [`authenticate`]).
 fn token_check(jwt: jwt::JwtKeys, token: String) -> SessionCheck {
-    Arc::new(move |conn: &mut crate::store::DbConn| {
-        let now = chrono::Utc::now().timestamp();
-        let claims = match jwt.verify(&token, now) {
-            Err(jwt::TokenError::UnknownKey) if jwt.claim_unknown_kid_reload(std::time::Instant::now()) => {
-                crate::store::signing_keys::refresh(conn, &jwt)?;
-                jwt.verify(&token, now)
-            }
-            other => other,
-        }
-        .map_err(token_refusal)?;
-        let principal = Principal::parse_subject(&claims.sub)
-            .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the access token is not valid"))?;
-        load_principal(conn, principal, &claims.sid).map(|_| ())
-    })
+    Arc::new(move |conn: &mut crate::store::DbConn| authenticate(conn, &jwt, &token).map(|_| ()))
 }
 
-/// Check a token's signature and claims against the signing keys. The keys are re-read when
-/// this instance's copy is old, and for a `kid` it does not know (another instance may have
-/// rotated), at most once per `jwt::UNKNOWN_KID_RELOAD`.
-async fn verify_token(state: &AppState, token: &str) -> ApiResult<jwt::Claims> {
-    let jwt = &state.jwt;
+/// Verify a token on a connection, re-reading the signing keys when this instance's copy is
+/// old, and for a `kid` it does not know (another instance may have rotated) at most once per
+/// `jwt::UNKNOWN_KID_RELOAD`; then check its session and account.
+fn authenticate(conn: &mut crate::store::DbConn, jwt: &jwt::JwtKeys, token: &str) -> ApiResult<AuthUser> {
     if jwt.claim_stale_reload(std::time::Instant::now()) {
-        reload_keys(state).await?;
+        crate::store::signing_keys::refresh(conn, jwt)?;
     }
     let now = chrono::Utc::now().timestamp();
-    let verified = match jwt.verify(token, now) {
+    let claims = match jwt.verify(token, now) {
         Err(jwt::TokenError::UnknownKey) if jwt.claim_unknown_kid_reload(std::time::Instant::now()) => {
-            reload_keys(state).await?;
+            crate::store::signing_keys::refresh(conn, jwt)?;
             jwt.verify(token, now)
         }
         other => other,
-    };
-    verified.map_err(token_refusal)
-}
-
-async fn reload_keys(state: &AppState) -> ApiResult<()> {
-    let jwt = state.jwt.clone();
-    state
-        .db(move |conn| Ok(crate::store::signing_keys::refresh(conn, &jwt)?))
-        .await
+    }
+    .map_err(token_refusal)?;
+    let principal = Principal::parse_subject(&claims.sub)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the access token is not valid"))?;
+    load_principal(conn, principal, &claims.sid)
 }
 
 /// Check the session and account behind a token; the account's current role is used.
