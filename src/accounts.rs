@@ -173,18 +173,29 @@ pub fn update_user(conn: &mut DbConn, actor: &Actor, id: i64, patch: AccountPatc
             updated_at: Some(at),
         },
     )?;
-    // Deactivation or a new password ends every session of the account.
-    if (before.active && !active) || password_changed {
-        let reason = if password_changed {
-            "password_changed"
-        } else {
-            "account_deactivated"
-        };
-        sessions::revoke_all_for_user(conn, id, reason, at)?;
+    // Deactivation, a new password or a new role or hospital ends every session of the
+    // account. Access tokens state the role and hospital (`auth::session_check` refuses one
+    // that no longer matches); the person signs in again to act in the new role.
+    let moved = role != old_role || hospital_id != before.hospital_id;
+    let reason = if password_changed {
+        Some("password_changed")
+    } else if before.active && !active {
+        Some("account_deactivated")
+    } else if moved {
+        Some("role_changed")
+    } else {
+        None
+    };
+    let mut ended = 0;
+    if let Some(reason) = reason {
+        ended = sessions::revoke_all_for_user(conn, id, reason, at)?;
     }
     let mut after_view = after.audit_view();
     if password_changed {
         after_view["password_changed"] = json!(true);
+    }
+    if let Some(reason) = reason.filter(|_| ended > 0) {
+        after_view["sessions_revoked"] = json!({"count": ended, "reason": reason});
     }
     audit::append(
         conn,

@@ -262,6 +262,10 @@ fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
             .app_data(crate::extract::path_config())
             .app_data(crate::extract::query_config())
             .app_data(crate::extract::json_config())
+            // Innermost: no answer to a bearer caller leaves before its session check passed.
+            .wrap(actix_web::middleware::from_fn(
+                crate::routes::session_gate::session_gate,
+            ))
             .wrap(actix_web::middleware::from_fn(crate::extract::refuse_nul))
             .wrap(ErrorHandlers::new().default_handler(crate::extract::normalize_error))
             .wrap(Compress::default())

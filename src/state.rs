@@ -9,7 +9,7 @@ use actix_web::web;
 use crate::config::Settings;
 use crate::credentials::jwt::JwtKeys;
 use crate::domain::rate::{Buckets, Rate};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::{DbConn, Pool, StoreError};
 
 /// Everything handlers share; cheap to clone.
@@ -89,29 +89,151 @@ impl Limits {
 impl AppState {
     /// Check out a connection and run `f` on a blocking thread. The connection is taken inside
     /// the closure: `Pool::get` itself blocks for up to the checkout timeout.
+    ///
+    /// Inside a request whose caller's session is still to be checked ([`SessionGate`]), the
+    /// check runs first on the same connection in the same hop, and `f` runs only if it passes.
     pub async fn db<T, F>(&self, f: F) -> ApiResult<T>
     where
         F: FnOnce(&mut DbConn) -> ApiResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        let pool = self.pool.clone();
-        let span = tracing::Span::current();
-        web::block(move || {
-            let _entered = span.enter();
-            let mut conn = pool.get().map_err(StoreError::from)?;
-            f(&mut conn)
-        })
-        .await?
+        self.hop(f, false).await
     }
 
     /// Run a unit of work in one write transaction (audit rows included); nothing is committed
-    /// unless `f` succeeds.
+    /// unless `f` succeeds. A pending session check runs inside the transaction, before `f`.
     pub async fn write<T, F>(&self, f: F) -> ApiResult<T>
     where
         F: FnOnce(&mut DbConn) -> ApiResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        self.db(move |conn| crate::store::write_tx(conn, f)).await
+        self.hop(f, true).await
+    }
+
+    async fn hop<T, F>(&self, f: F, transaction: bool) -> ApiResult<T>
+    where
+        F: FnOnce(&mut DbConn) -> ApiResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let gate = SessionGate::current();
+        let check = match &gate {
+            Some(gate) => gate.pending()?,
+            None => None,
+        };
+        let pool = self.pool.clone();
+        let span = tracing::Span::current();
+        web::block(move || {
+            let _entered = span.enter();
+            let mut conn = pool.get().map_err(StoreError::from)?;
+            let checked = |conn: &mut DbConn| -> ApiResult<()> {
+                if let (Some(gate), Some(check)) = (&gate, &check) {
+                    gate.settle(check(conn))?;
+                }
+                Ok(())
+            };
+            if transaction {
+                crate::store::write_tx(&mut conn, |conn| {
+                    checked(conn)?;
+                    f(conn)
+                })
+            } else {
+                checked(&mut conn)?;
+                f(&mut conn)
+            }
+        })
+        .await?
+    }
+}
+
+/// A check of the caller's session and account against the database (revoked, expired,
+/// deactivated, changed), run on the connection of the request's own unit of work.
+pub type SessionCheck = Arc<dyn Fn(&mut DbConn) -> ApiResult<()> + Send + Sync>;
+
+tokio::task_local! {
+    static GATE: Arc<SessionGate>;
+}
+
+/// One request's session check: registered by authentication without a database read, run by
+/// the first [`AppState::db`] / [`AppState::write`] of the request before its closure, and by
+/// the gate middleware (`routes::session_gate`) when the handler never got that far. No answer
+/// leaves before it passed; once refused, every later hop of the request is refused too.
+#[derive(Default)]
+pub struct SessionGate {
+    state: Mutex<GateState>,
+}
+
+#[derive(Default)]
+enum GateState {
+    /// Nothing to check (no bearer caller, or one checked by its own hop).
+    #[default]
+    Open,
+    Pending(SessionCheck),
+    Passed,
+    Refused(ErrorCode, String),
+}
+
+/// Where a request's session check stands once the handler is done.
+pub enum GateOutcome {
+    /// Passed, or nothing was required.
+    Clear,
+    /// Registered and never run: the caller runs it before answering.
+    Pending(SessionCheck),
+    Refused(ApiError),
+}
+
+impl SessionGate {
+    /// Run `fut` (the rest of the request) with `gate` as its session gate.
+    pub async fn scope<F: std::future::Future>(gate: Arc<Self>, fut: F) -> F::Output {
+        GATE.scope(gate, fut).await
+    }
+
+    /// The gate of the request being handled on this task, if any.
+    pub fn current() -> Option<Arc<Self>> {
+        GATE.try_with(Arc::clone).ok()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Require `check` before the request's first unit of work. The first registration wins
+    /// (a request has one Authorization header).
+    pub fn require(&self, check: SessionCheck) {
+        let mut state = self.lock();
+        if matches!(*state, GateState::Open) {
+            *state = GateState::Pending(check);
+        }
+    }
+
+    /// The check a hop must run first; `Err` when the session was already refused.
+    fn pending(&self) -> ApiResult<Option<SessionCheck>> {
+        match &*self.lock() {
+            GateState::Pending(check) => Ok(Some(Arc::clone(check))),
+            GateState::Refused(code, detail) => Err(ApiError::new(*code, detail.clone())),
+            GateState::Open | GateState::Passed => Ok(None),
+        }
+    }
+
+    /// Record a check's result and pass it on.
+    pub fn settle(&self, result: ApiResult<()>) -> ApiResult<()> {
+        let mut state = self.lock();
+        match &result {
+            Ok(()) => {
+                if matches!(*state, GateState::Pending(_)) {
+                    *state = GateState::Passed;
+                }
+            }
+            Err(e) => *state = GateState::Refused(e.code(), e.problem().detail),
+        }
+        result
+    }
+
+    pub fn outcome(&self) -> GateOutcome {
+        match &*self.lock() {
+            GateState::Open | GateState::Passed => GateOutcome::Clear,
+            GateState::Pending(check) => GateOutcome::Pending(Arc::clone(check)),
+            GateState::Refused(code, detail) => GateOutcome::Refused(ApiError::new(*code, detail.clone())),
+        }
     }
 }
 

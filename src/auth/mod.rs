@@ -4,12 +4,19 @@
 //! then the session and account are checked in the database so that logout, deactivation and
 //! role changes take effect at once), and its `require_*` methods are the explicit role checks
 //! on the handler's first lines. Hospital accounts carry their hospital for scoping.
+//!
+//! The database check shares the handler's blocking hop: the extractor registers it with the
+//! request's `state::SessionGate`, the handler's first `state.db`/`state.write` runs it on the
+//! same connection before the handler's closure, and `routes::session_gate` runs it for a
+//! handler that answered without the database. No answer leaves before it passed.
 
 pub mod challenge;
 pub mod mfa;
 pub mod session;
 
 pub use crate::credentials::{jwt, password, role, tokens, totp};
+
+use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -19,7 +26,7 @@ use futures_util::future::LocalBoxFuture;
 pub use role::Role;
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::state::AppState;
+use crate::state::{AppState, SessionCheck, SessionGate};
 use crate::store::audit::{Actor, ActorKind};
 use crate::store::{api_clients, hospitals, sessions};
 
@@ -138,50 +145,125 @@ impl FromRequest for AuthUser {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
+    /// A token that carries its account's name, role and hospital is taken at its word here, with
+    /// no database read: the session check is registered with the request's [`SessionGate`] and
+    /// runs on the connection of the handler's unit of work, which does not run unless it
+    /// passes (the gate middleware runs it for a handler that never reaches the database).
+    /// This happens before the future is returned, so before any later extractor can refuse
+    /// the request. Without a gate, or for an older token, the check is a hop of its own.
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = bearer_token(req);
-        Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState missing")))?;
-            let token = token?;
-            let claims = verify_token(&state, &token).await?;
-            let principal = Principal::parse_subject(&claims.sub)
-                .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the access token is not valid"))?;
-            let sid = claims.sid;
-            state.db(move |conn| load_principal(conn, principal, &sid)).await
-        })
+        let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+            return Box::pin(async { Err(ApiError::internal(anyhow::anyhow!("AppState missing"))) });
+        };
+        let token = match bearer_token(req) {
+            Ok(token) => token,
+            Err(e) => return Box::pin(async { Err(e) }),
+        };
+        let gate = SessionGate::current();
+        if let Some(gate) = &gate
+            && let Some(verified) = verify_without_reload(&state, &token)
+        {
+            let result = verified.and_then(|claims| {
+                let user = from_claims(&claims)?;
+                gate.require(session_check(&user));
+                Ok(user)
+            });
+            return Box::pin(async move { result });
+        }
+        if let Some(gate) = &gate {
+            // The hop below checks; should a later extractor refuse the request first, the gate
+            // middleware still does.
+            gate.require(token_check(state.jwt.clone(), token.clone()));
+        }
+        // One hop: the keys re-read if due, the token verified, the session and account read.
+        // Inside a gate the registered check runs first in it and does the re-read.
+        let jwt = state.jwt.clone();
+        Box::pin(async move { state.db(move |conn| authenticate(conn, &jwt, &token)).await })
     }
 }
 
-/// Check a token's signature and claims against the signing keys. The keys are re-read when
-/// this instance's copy is old, and for a `kid` it does not know (another instance may have
-/// rotated), at most once per `jwt::UNKNOWN_KID_RELOAD`.
-async fn verify_token(state: &AppState, token: &str) -> ApiResult<jwt::Claims> {
+/// The token verified when that needs no database read: `None` when the keys are due a re-read or the
+/// token is a kind (older, without the `name` claim) that is checked by its own hop.
+fn verify_without_reload(state: &AppState, token: &str) -> Option<ApiResult<jwt::Claims>> {
     let jwt = &state.jwt;
-    if jwt.claim_stale_reload(std::time::Instant::now()) {
-        reload_keys(state).await?;
+    if jwt.reload_due(std::time::Instant::now()) {
+        return None;
     }
-    let now = chrono::Utc::now().timestamp();
-    let verified = match jwt.verify(token, now) {
-        Err(jwt::TokenError::UnknownKey) if jwt.claim_unknown_kid_reload(std::time::Instant::now()) => {
-            reload_keys(state).await?;
-            jwt.verify(token, now)
-        }
-        other => other,
-    };
-    verified.map_err(|e| match e {
+    match jwt.verify(token, chrono::Utc::now().timestamp()) {
+        Err(jwt::TokenError::UnknownKey) => None,
+        Ok(claims) if claims.name.is_none() => None,
+        other => Some(other.map_err(token_refusal)),
+    }
+}
+
+fn token_refusal(e: jwt::TokenError) -> ApiError {
+    match e {
         jwt::TokenError::Expired => ApiError::new(ErrorCode::TokenExpired, "the access token has expired; refresh it"),
         jwt::TokenError::Invalid | jwt::TokenError::UnknownKey => {
             ApiError::new(ErrorCode::InvalidToken, "the access token is not valid")
         }
+    }
+}
+
+/// The caller as a verified token states it (role, hospital and name as they were at issue).
+fn from_claims(claims: &jwt::Claims) -> ApiResult<AuthUser> {
+    let invalid = || ApiError::new(ErrorCode::InvalidToken, "the access token is not valid");
+    let principal = Principal::parse_subject(&claims.sub).ok_or_else(invalid)?;
+    let name = claims.name.clone().ok_or_else(invalid)?;
+    if matches!(principal, Principal::Client(_)) && (claims.role != Role::Hospital || claims.hospital_id.is_none()) {
+        return Err(invalid());
+    }
+    Ok(AuthUser {
+        principal,
+        name,
+        role: claims.role,
+        hospital_id: claims.hospital_id,
+        session_id: claims.sid.clone(),
     })
 }
 
-async fn reload_keys(state: &AppState) -> ApiResult<()> {
-    let jwt = state.jwt.clone();
-    state
-        .db(move |conn| Ok(crate::store::signing_keys::refresh(conn, &jwt)?))
-        .await
+/// The check that makes a token stated caller good: the session open and the account active
+/// (`load_principal`), and the account still the name, role and hospital the token states. A
+/// change of role or hospital revokes the account's sessions (`accounts::update_user`), so a
+/// mismatch is a race with that change and is answered as the revocation it is.
+pub fn session_check(stated: &AuthUser) -> SessionCheck {
+    let stated = stated.clone();
+    Arc::new(move |conn: &mut crate::store::DbConn| {
+        let now = load_principal(conn, stated.principal, &stated.session_id)?;
+        if now.name != stated.name || now.role != stated.role || now.hospital_id != stated.hospital_id {
+            return Err(ApiError::new(
+                ErrorCode::SessionRevoked,
+                "this account changed since the token was issued; sign in again",
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// The whole check of a token that states nothing to trust before it (see [`authenticate`]).
+fn token_check(jwt: jwt::JwtKeys, token: String) -> SessionCheck {
+    Arc::new(move |conn: &mut crate::store::DbConn| authenticate(conn, &jwt, &token).map(|_| ()))
+}
+
+/// Verify a token on a connection, re-reading the signing keys when this instance's copy is
+/// old, and for a `kid` it does not know (another instance may have rotated) at most once per
+/// `jwt::UNKNOWN_KID_RELOAD`; then check its session and account.
+fn authenticate(conn: &mut crate::store::DbConn, jwt: &jwt::JwtKeys, token: &str) -> ApiResult<AuthUser> {
+    if jwt.claim_stale_reload(std::time::Instant::now()) {
+        crate::store::signing_keys::refresh(conn, jwt)?;
+    }
+    let now = chrono::Utc::now().timestamp();
+    let claims = match jwt.verify(token, now) {
+        Err(jwt::TokenError::UnknownKey) if jwt.claim_unknown_kid_reload(std::time::Instant::now()) => {
+            crate::store::signing_keys::refresh(conn, jwt)?;
+            jwt.verify(token, now)
+        }
+        other => other,
+    }
+    .map_err(token_refusal)?;
+    let principal = Principal::parse_subject(&claims.sub)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the access token is not valid"))?;
+    load_principal(conn, principal, &claims.sid)
 }
 
 /// Check the session and account behind a token; the account's current role is used.

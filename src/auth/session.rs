@@ -105,10 +105,12 @@ impl Attempt {
     }
 }
 
+#[expect(clippy::too_many_arguments)]
 fn access_token(
     jwt: &JwtKeys,
     settings: &Settings,
     principal: Principal,
+    name: &str,
     role: Role,
     hospital_id: Option<i64>,
     session_id: &str,
@@ -127,6 +129,7 @@ fn access_token(
         sid: session_id.to_owned(),
         role,
         hospital_id,
+        name: Some(name.to_owned()),
     };
     let token = jwt.sign(&claims).map_err(ApiError::internal)?;
     Ok((token, ttl))
@@ -157,6 +160,7 @@ fn issue_user_tokens(
         jwt,
         settings,
         Principal::User(user.id),
+        &user.username,
         role,
         user.hospital_id,
         session_id,
@@ -198,6 +202,7 @@ pub fn start_client_session(
         jwt,
         settings,
         Principal::Client(client.id),
+        &client.client_id,
         Role::Hospital,
         Some(client.hospital_id),
         &session_id,

@@ -52,6 +52,12 @@ pub struct Claims {
     pub role: Role,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hospital_id: Option<i64>,
+    /// Username, or a hospital system's client id. With `role` and `hospital_id` it lets a
+    /// request authenticate without a database read of its own: the session check then runs in
+    /// the request's unit of work and refuses when the account no longer matches. Tokens issued
+    /// before this claim existed are checked by a read of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// The `kid` of a key: a short HMAC fingerprint keyed by the key itself, which names it without
@@ -150,6 +156,11 @@ impl Reloads {
             loaded_at,
             unknown_kid_at: None,
         }
+    }
+
+    /// Whether the copy is older than `MAX_AGE` (without claiming the re-read).
+    pub fn is_stale(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.loaded_at) >= MAX_AGE
     }
 
     /// The copy is older than `MAX_AGE`: the caller re-reads it (and others need not).
@@ -270,6 +281,11 @@ impl JwtKeys {
         self.inner.ring.is_some() && self.reloads().claim_stale(now)
     }
 
+    /// Whether the keys are due a re-read because the copy is old; nothing is claimed.
+    pub fn reload_due(&self, now: Instant) -> bool {
+        self.inner.ring.is_some() && self.reloads().is_stale(now)
+    }
+
     /// Whether the caller should re-read the keys for an unknown `kid` (throttled).
     pub fn claim_unknown_kid_reload(&self, now: Instant) -> bool {
         self.inner.ring.is_some() && self.reloads().claim_unknown_kid(now)
@@ -337,6 +353,7 @@ mod tests {
             sid: "s".into(),
             role: Role::Admin,
             hospital_id: None,
+            name: Some("admin".into()),
         }
     }
 

@@ -67,8 +67,14 @@ fn account_key(req: &HttpRequest, state: &AppState) -> Option<String> {
     })
 }
 
+/// `err` in the form of the surface `req` addressed: problem+json, a FHIR OperationOutcome or
+/// a console page.
 fn refusal(req: &HttpRequest, err: &ApiError) -> HttpResponse {
-    let path = req.path();
+    refusal_at(req.path(), err)
+}
+
+/// `err` in the form of the surface `path` is under.
+pub fn refusal_at(path: &str, err: &ApiError) -> HttpResponse {
     if path.starts_with("/console") {
         return super::console::ConsoleError::from(ApiError::retry_after(
             err.code(),

@@ -21,6 +21,7 @@ pub mod mfa;
 pub mod patients;
 pub mod policy;
 pub mod requests;
+pub mod session_gate;
 pub mod tasks;
 pub mod units;
 

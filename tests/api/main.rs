@@ -42,6 +42,7 @@ mod references;
 mod requests;
 mod safety;
 mod security;
+mod session_hop;
 mod units;
 mod users;
 mod webhook_security;

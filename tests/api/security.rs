@@ -556,6 +556,7 @@ fn expired_token() -> String {
         sid: "review".into(),
         role: granulo::auth::Role::Admin,
         hospital_id: None,
+        name: Some("admin".into()),
     };
     JwtKeys::new(&secrecy::SecretString::from(JWT_SECRET))
         .sign(&claims)
@@ -1095,7 +1096,9 @@ async fn forwarded_addresses_cannot_dodge_the_address_throttle(backend: Backend)
     attempt(4, "203.0.113.8").await.problem(401, "invalid_credentials");
 }
 
-/// API5: the role in a token is not trusted; the account's role now is.
+/// API5: the role in a token is not trusted; the account's role now is. Changing an account's
+/// role or hospital ends its sessions (audited), so a token issued for the old role is refused
+/// with 401 and the person signs in again in the new one.
 async fn role_changes_apply_to_tokens_already_issued(backend: Backend) {
     let mut app = spawn(backend).await;
     let admin = app.admin_token().await;
@@ -1106,14 +1109,47 @@ async fn role_changes_apply_to_tokens_already_issued(backend: Backend) {
     app.patch(&user, Some(&admin), &json!({"role": "technologist"}))
         .await
         .ok(200);
+    app.get("/api/v1/users", Some(&token))
+        .await
+        .problem(401, "session_revoked");
+    app.get("/api/v1/me", Some(&token))
+        .await
+        .problem(401, "session_revoked");
+    let token = app.token("second-admin", PASSWORD).await;
     app.get("/api/v1/users", Some(&token)).await.problem(403, "forbidden");
     app.get("/api/v1/donors", Some(&token)).await.ok(200);
     let h = app.create_hospital("MOVED").await;
     app.patch(&user, Some(&admin), &json!({"role": "hospital", "hospital_id": h}))
         .await
         .ok(200);
+    app.get("/api/v1/donors", Some(&token))
+        .await
+        .problem(401, "session_revoked");
+    let token = app.token("second-admin", PASSWORD).await;
     app.get("/api/v1/donors", Some(&token)).await.problem(403, "forbidden");
     assert_eq!(app.get("/api/v1/me", Some(&token)).await.ok(200)["hospital_id"], h);
+    // Saving the same role and hospital again changes nothing and ends nothing.
+    app.patch(&user, Some(&admin), &json!({"role": "hospital", "hospital_id": h}))
+        .await
+        .ok(200);
+    app.get("/api/v1/me", Some(&token)).await.ok(200);
+
+    let trail = app
+        .get(&format!("/api/v1/audit?entity_type=user&entity_id={id}"), Some(&admin))
+        .await;
+    let updates: Vec<&Value> = trail.ok(200)["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["action"] == "user.update")
+        .collect();
+    let revoked: Vec<&Value> = updates.iter().map(|e| &e["after"]["sessions_revoked"]).collect();
+    assert_eq!(revoked.len(), 3, "{revoked:?}");
+    assert!(revoked[0].is_null(), "the last update ended nothing: {revoked:?}");
+    for r in &revoked[1..] {
+        assert_eq!(r["reason"], "role_changed");
+        assert_eq!(r["count"], 1);
+    }
 }
 
 /// API3: passwords, their hashes, client and webhook secrets and refresh tokens are never
