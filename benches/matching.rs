@@ -103,7 +103,8 @@ fn run(label: &str, target: DatabaseTarget) -> anyhow::Result<()> {
     let mut listed = (0, 0);
     for _ in 0..25 {
         let t = Instant::now();
-        let c = candidates::candidates(&mut conn, request_id, None, 20, &policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let c = candidates::candidates(&mut conn, request_id, None, 20, &policy, None)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         times.push(t.elapsed());
         listed = (c.units.len(), c.donors.len());
     }
@@ -118,7 +119,7 @@ fn run(label: &str, target: DatabaseTarget) -> anyhow::Result<()> {
     );
 
     let actor = Actor::system("bench");
-    let ids: Vec<i64> = candidates::candidates(&mut conn, request_id, None, 500, &policy)
+    let ids: Vec<i64> = candidates::candidates(&mut conn, request_id, None, 500, &policy, None)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .units
         .into_iter()

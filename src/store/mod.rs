@@ -16,6 +16,7 @@ pub mod hospitals;
 pub mod idempotency;
 pub mod jobs;
 pub mod limits;
+pub mod matching;
 pub mod mfa;
 pub mod patients;
 pub mod policy;
