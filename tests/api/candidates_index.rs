@@ -187,6 +187,7 @@ async fn each_write_shows_in_the_next_call_on_every_instance(backend: Backend) {
     assert_eq!(codes_on_second(policed).await.expect("listed").0, "compatible");
     let mut table = first.get("/api/v1/policy", Some(&director)).await.ok(200).clone();
     table["donor"]["weeks_after_whole_blood"] = json!(80);
+    table["donor"]["weeks_after_red_cell_loss_not_returned"] = json!(80);
     first.put("/api/v1/policy", Some(&director), &table).await.ok(200);
     let (verdict, codes, _) = codes_on_second(policed).await.expect("listed");
     assert_eq!(verdict, "incompatible");
@@ -384,7 +385,7 @@ async fn the_index_gives_the_full_reading_s_candidates_on_random_histories(backe
     // A policy whose intervals outlast the index's cut.
     let mut table = b.app.get("/api/v1/policy", Some(&b.director)).await.ok(200).clone();
     table["donor"]["weeks_after_whole_blood"] = json!(90);
-    table["donor"]["min_hours_between_leukapheresis"] = json!(20_000);
+    table["donor"]["weeks_after_red_cell_loss_not_returned"] = json!(90);
     b.app.put("/api/v1/policy", Some(&b.director), &table).await.ok(200);
     same_answers(&mut conn, &slot, request, "after a policy change");
 }
