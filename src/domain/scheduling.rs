@@ -870,13 +870,6 @@ mod tests {
             change(&mut p);
             assert_eq!(eligibility::lookback(&p), Some(*expected), "{name}");
         }
-        p = Policy::default();
-        p.donor.weeks_after_whole_blood = u32::MAX;
-        assert_eq!(
-            eligibility::lookback(&p),
-            None,
-            "too long to represent: nothing is left out"
-        );
     }
 
     proptest! {
