@@ -192,8 +192,12 @@ fn seed(conn: &mut DbConn) -> anyhow::Result<Seeded> {
         }
         let units = seed_units(conn, n_units, now, &mut people)?;
         let summary = format!(
-            "{n_donors} donors, {n_units} units ({}), {n_requests} open requests",
-            units.mix
+            "{n_donors} donors, {n_units} units ({}), {n_requests} open requests{}",
+            units.mix,
+            match common::history_years() {
+                0 => String::new(),
+                y => format!(", {y} years of history (GRANULO_BENCH_HISTORY_YEARS)"),
+            }
         );
         Ok(Seeded {
             dins: units.dins,
@@ -343,6 +347,24 @@ fn seed_units(conn: &mut DbConn, n: usize, now: NaiveDateTime, people: &mut Peop
         }
     }
     insert_tests(conn, &tests, &markers)?;
+    // History (`GRANULO_BENCH_HISTORY_YEARS`): `n` more units a year, long gone (expired or
+    // discarded), without results, allocations or requests.
+    let years = common::history_years();
+    for j in 0..n * years {
+        let collected = now - TimeDelta::days(90) - TimeDelta::minutes(((j * 53) % (years * 365 * 24 * 60)) as i64);
+        let mut data = common::supplier_unit(n + j, collected, now);
+        if j % 4 == 0 {
+            data.status = UnitStatus::Discarded;
+            data.status_reason = Some("bag damaged".into());
+            data.discarded_at = Some(collected + TimeDelta::hours(3));
+            data.discarded_by = Some("bench".into());
+        } else {
+            data.status = UnitStatus::Expired;
+            data.status_reason = Some("expired on the shelf".into());
+        }
+        units::insert(conn, &data, collected)?;
+        *mix.entry("historical").or_default() += 1;
+    }
     let mix = mix
         .iter()
         .map(|(s, n)| format!("{n} {s}"))

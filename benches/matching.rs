@@ -99,26 +99,34 @@ fn run(label: &str, target: DatabaseTarget) -> anyhow::Result<()> {
     );
 
     let policy = Policy::default();
-    let mut times = Vec::new();
-    let mut listed = (0, 0);
-    for _ in 0..25 {
-        let t = Instant::now();
-        let c = candidates::candidates(&mut conn, request_id, None, 20, &policy).map_err(|e| anyhow::anyhow!("{e}"))?;
-        times.push(t.elapsed());
-        listed = (c.units.len(), c.donors.len());
+    // The full reading of every donor's history (as before issue 18), then the index kept
+    // between calls (built by its first call, which is left out).
+    let index = granulo::store::matching::DonorIndexSlot::default();
+    candidates::candidates(&mut conn, request_id, None, 20, &policy, Some(&index))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (name, slot) in [("full reading", None), ("index", Some(&index))] {
+        let mut times = Vec::new();
+        let mut listed = (0, 0);
+        for _ in 0..25 {
+            let t = Instant::now();
+            let c = candidates::candidates(&mut conn, request_id, None, 20, &policy, slot)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            times.push(t.elapsed());
+            listed = (c.units.len(), c.donors.len());
+        }
+        times.sort();
+        println!(
+            "[{label}] candidates ({name}) for one request over {n_units} units + {n_donors} donors (top {} + {}): median {:.1?}, p95 {:.1?}, max {:.1?} (25 runs)",
+            listed.0,
+            listed.1,
+            percentile(&times, 0.5),
+            percentile(&times, 0.95),
+            percentile(&times, 1.0)
+        );
     }
-    times.sort();
-    println!(
-        "[{label}] candidates for one request over {n_units} units + {n_donors} donors (top {} + {}): median {:.1?}, p95 {:.1?}, max {:.1?} (25 runs)",
-        listed.0,
-        listed.1,
-        percentile(&times, 0.5),
-        percentile(&times, 0.95),
-        percentile(&times, 1.0)
-    );
 
     let actor = Actor::system("bench");
-    let ids: Vec<i64> = candidates::candidates(&mut conn, request_id, None, 500, &policy)
+    let ids: Vec<i64> = candidates::candidates(&mut conn, request_id, None, 500, &policy, None)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .units
         .into_iter()

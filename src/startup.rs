@@ -192,6 +192,7 @@ impl Application {
             secrets,
             dummy_password_hash: Arc::from(password::dummy_hash()),
             limits: Arc::new(crate::state::Limits::new(&settings)),
+            donor_index: Arc::default(),
             settings: Arc::new(settings),
         };
         let addr = state.settings.bind.clone();

@@ -24,6 +24,9 @@ pub struct AppState {
     pub dummy_password_hash: Arc<str>,
     /// This instance's share of the rate limits (`routes::limits`).
     pub limits: Arc<Limits>,
+    /// Active donors' matching inputs, kept current from the database's change clock
+    /// (`services::candidates`).
+    pub donor_index: Arc<crate::store::matching::DonorIndexSlot>,
 }
 
 /// The per-account and per-address token buckets of this instance. Each enforces the configured

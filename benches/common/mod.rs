@@ -6,8 +6,9 @@ use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 use diesel::{Connection as _, RunQueryDsl as _};
 use granulo::domain::blood::{Abo, Cmv, DonorType, Rhd, Sex};
 use granulo::domain::eligibility::ProcedureKind;
+use granulo::domain::stimulation::DoseUnit;
 use granulo::domain::units::{ReleaseKind, UnitSource, UnitStatus};
-use granulo::store::{DbConn, donors, hospitals, units};
+use granulo::store::{DbConn, collections, donors, hospitals, units};
 
 pub const ABO: [&str; 4] = ["O", "A", "B", "AB"];
 pub const RHD: [&str; 2] = ["positive", "negative"];
@@ -68,9 +69,16 @@ pub fn insert_hospital(conn: &mut DbConn, code: &str, now: NaiveDateTime) -> any
     Ok(h.id)
 }
 
+/// Years of past history per donor and unit (`GRANULO_BENCH_HISTORY_YEARS`, default 0).
+pub fn history_years() -> usize {
+    env_usize("GRANULO_BENCH_HISTORY_YEARS", 0)
+}
+
 /// `n` active donors: mixed groups, a third HLA-typed, 10 % permanently deferred, 20 % with a
-/// whole-blood donation in the last 90 days.
+/// whole-blood donation in the last 90 days. With [`history_years`] `y`, each donor also has
+/// one donation a year for `y` years (none in the last 30 days), and a third a G-CSF dose a year.
 pub fn seed_donors(conn: &mut DbConn, n: usize, now: NaiveDateTime) -> anyhow::Result<()> {
+    let years = history_years();
     for i in 0..n {
         let hla = if i % 3 == 0 {
             r#"{"a":["A*02:01","A*01"],"b":["B*07"],"c":[],"drb1":["DRB1*15:01"]}"#
@@ -114,6 +122,42 @@ pub fn seed_donors(conn: &mut DbConn, n: usize, now: NaiveDateTime) -> anyhow::R
                     source_unit_id: None,
                 },
             )?;
+        }
+        for y in 0..years {
+            let at = now - TimeDelta::days(30 + 365 * y as i64 + ((i * 7 + y * 13) % 330) as i64);
+            donors::insert_donation(
+                conn,
+                &donors::NewDonation {
+                    donor_id: d.id,
+                    kind: [
+                        ProcedureKind::WholeBlood,
+                        ProcedureKind::Platelets,
+                        ProcedureKind::Plasma,
+                    ][(i + y) % 3],
+                    donated_at: at,
+                    red_cell_loss_ml: Some(200),
+                    red_cells_returned: false,
+                    site: None,
+                    recorded_by: "bench",
+                    created_at: now,
+                },
+            )?;
+            if i % 3 == 0 {
+                collections::insert_stimulation(
+                    conn,
+                    &collections::NewStimulation {
+                        donor_id: d.id,
+                        collection_id: None,
+                        agent: "gcsf",
+                        dose: 5.0,
+                        dose_unit: DoseUnit::UgPerKg,
+                        administered_at: at - TimeDelta::days(40),
+                        adverse_effects: None,
+                        recorded_by: "bench",
+                        created_at: now,
+                    },
+                )?;
+            }
         }
         if i % 5 == 0 {
             donors::insert_donation(

@@ -175,6 +175,26 @@ fn weeks(n: u32) -> TimeDelta {
     TimeDelta::try_weeks(i64::from(n)).unwrap_or(TimeDelta::MAX)
 }
 
+/// How far back from `at` any rule of [`evaluate`] looks under `policy`: a procedure,
+/// stimulation or ended deferral at or before `at - lookback` changes no verdict at `at`.
+/// `None` when a policy interval does not fit a duration (then nothing may be left out).
+pub fn lookback(policy: &Policy) -> Option<TimeDelta> {
+    let d = &policy.donor;
+    let interval_weeks = d
+        .weeks_after_whole_blood
+        .max(d.red_cell_loss_weeks())
+        .max(d.weeks_after_red_cell_loss_not_returned);
+    let intervals = TimeDelta::try_weeks(i64::from(interval_weeks))?;
+    let between = TimeDelta::try_hours(i64::from(d.min_hours_between_leukapheresis))?;
+    Some(
+        TWELVE_MONTHS
+            .max(EIGHT_WEEKS)
+            .max(SEVEN_DAYS)
+            .max(intervals)
+            .max(between),
+    )
+}
+
 /// "47 h 59 min"
 fn fmt_hours(d: TimeDelta) -> String {
     let minutes = d.num_minutes().max(0);

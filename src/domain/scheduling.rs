@@ -174,6 +174,32 @@ impl DonorRecord {
 }
 
 impl DonorRecord {
+    /// The record without what [`eligibility::evaluate`] cannot look at from `horizon + lookback`
+    /// on ([`eligibility::lookback`]): procedures, and stimulations at or before `horizon`,
+    /// deferrals that ended by then, collections that never took place. Judged at any such
+    /// instant it gives the full record's verdicts.
+    pub fn without_before(&self, horizon: DateTime<Utc>) -> DonorRecord {
+        DonorRecord {
+            facts: self.facts.clone(),
+            deferrals: self
+                .deferrals
+                .iter()
+                .filter(|d| d.permanent || d.until.is_none_or(|until| until > horizon))
+                .cloned()
+                .collect(),
+            donations: self.donations.iter().filter(|p| p.at > horizon).cloned().collect(),
+            bookings: self
+                .bookings
+                .iter()
+                .filter(|b| b.procedure_time().is_some_and(|t| t > horizon))
+                .cloned()
+                .collect(),
+            stimulations: self.stimulations.iter().filter(|s| s.at > horizon).cloned().collect(),
+        }
+    }
+}
+
+impl DonorRecord {
     /// The donor's latest procedure that took place by `now` (another programme's donation, or a
     /// collection that started), for display.
     pub fn last_procedure(&self, now: DateTime<Utc>) -> Option<PastProcedure> {
@@ -808,6 +834,102 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn lookback_is_the_longest_window_of_the_policy() {
+        let mut p = Policy::default();
+        let base = eligibility::lookback(&p).expect("fits");
+        // The default intervals (weeks) are all shorter than the 12-month limits.
+        assert_eq!(base, TimeDelta::days(365));
+        let cases: &[(&str, fn(&mut Policy), TimeDelta)] = &[
+            (
+                "whole blood 60 weeks",
+                |p| p.donor.weeks_after_whole_blood = 60,
+                TimeDelta::weeks(60),
+            ),
+            (
+                "red-cell loss 70 weeks",
+                |p| p.donor.weeks_after_red_cell_loss = Some(70),
+                TimeDelta::weeks(70),
+            ),
+            (
+                "not returned 80 weeks",
+                |p| p.donor.weeks_after_red_cell_loss_not_returned = 80,
+                TimeDelta::weeks(80),
+            ),
+            (
+                "leukapheresis interval 10 000 h",
+                |p| p.donor.min_hours_between_leukapheresis = 10_000,
+                TimeDelta::hours(10_000),
+            ),
+        ];
+        for (name, change, expected) in cases {
+            p = Policy::default();
+            change(&mut p);
+            assert_eq!(eligibility::lookback(&p), Some(*expected), "{name}");
+        }
+    }
+
+    proptest! {
+        /// The record cut at `horizon` answers exactly as the full one at any instant from
+        /// `horizon + lookback` on, whatever the policy's intervals.
+        #[test]
+        fn a_record_cut_at_the_lookback_judges_as_the_full_one(
+            donations in prop::collection::vec((0i64..20_000, 0usize..5, prop::option::of(0u32..600), any::<bool>()), 0..12),
+            collections in prop::collection::vec((0i64..20_000, 0usize..4, prop::option::of(0u32..400), prop::option::of(0u32..2000)), 0..8),
+            steroids in prop::collection::vec((0i64..20_000, prop::option::of(0i64..4), any::<bool>()), 0..8),
+            deferrals in prop::collection::vec((0i64..20_000, any::<bool>(), prop::option::of(1i64..20_000)), 0..4),
+            weeks_whole_blood in 1u32..90,
+            hours_between in 1u32..12_000,
+            at_after in 0i64..3_000,
+        ) {
+            let mut p = Policy::default();
+            p.donor.weeks_after_whole_blood = weeks_whole_blood;
+            p.donor.min_hours_between_leukapheresis = hours_between;
+            let lookback = eligibility::lookback(&p).expect("fits");
+            // Histories over ~2 years before `valid_from`, some events after it.
+            let valid_from = t(15, 12);
+            let start = valid_from - TimeDelta::hours(17_000);
+            let hours = TimeDelta::hours;
+            let kinds = [ProcedureKind::WholeBlood, ProcedureKind::Platelets, ProcedureKind::Plasma, ProcedureKind::RedCells, ProcedureKind::Leukapheresis];
+            let statuses = [CollectionStatus::Scheduled, CollectionStatus::InProgress, CollectionStatus::Completed, CollectionStatus::Aborted];
+            let mut d = donor(collections.iter().enumerate().map(|(i, (h, st, loss, hes))| {
+                let begin = start + hours(*h);
+                Booking {
+                    id: i as i64 + 1,
+                    status: statuses[*st],
+                    scheduled_start: begin,
+                    scheduled_end: begin + hours(3),
+                    started_at: (*st > 0 && h % 2 == 0).then_some(begin),
+                    ended_at: (*st > 1).then_some(begin + hours(2)),
+                    red_cell_loss_ml: *loss,
+                    hes_ml: *hes,
+                }
+            }).collect());
+            d.donations = donations.iter().map(|(h, k, loss, returned)| PastProcedure {
+                kind: kinds[*k],
+                at: start + hours(*h),
+                red_cell_loss_ml: *loss,
+                red_cells_returned: *returned,
+                hes_ml: None,
+            }).collect();
+            d.stimulations = steroids.iter().map(|(h, collection, steroid)| GivenStimulation {
+                agent: if *steroid { "dexamethasone".into() } else { "G-CSF".into() },
+                at: start + hours(*h),
+                collection_id: *collection,
+            }).collect();
+            d.deferrals = deferrals.iter().map(|(h, permanent, lasts)| Deferral {
+                reason: "r".into(),
+                permanent: *permanent,
+                starts_at: start + hours(*h),
+                until: if *permanent { None } else { lasts.map(|l| start + hours(*h + l)) },
+            }).collect();
+            let cut = d.without_before(valid_from - lookback);
+            let at = valid_from + hours(at_after);
+            let agents = vec!["G-CSF".to_owned(), "dexamethasone".to_owned()];
+            prop_assert_eq!(cut.eligibility_at(at, None, &agents, &p), d.eligibility_at(at, None, &agents, &p));
         }
     }
 }

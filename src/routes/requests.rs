@@ -267,9 +267,10 @@ pub async fn candidates(
     let id = parse_id(&id, "request")?;
     let q = query.into_inner();
     let limit = usize::try_from(q.limit.map_or(Ok(20), |l| page_limit(Some(l)))?).unwrap_or(20);
+    let index = state.donor_index.clone();
     let found = state
         .db(with_policy(move |conn, policy| {
-            matching::candidates(conn, id, q.collection_at, limit, policy)
+            matching::candidates(conn, id, q.collection_at, limit, policy, Some(&index))
         }))
         .await?;
     Ok(HttpResponse::Ok().json(found))

@@ -2,7 +2,8 @@
 //! recruit for the next collection. Everything is loaded in a fixed number of queries (no query
 //! per unit or donor), then judged by the pure rules.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{PoisonError, RwLockReadGuard};
 
 use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
 use serde::Serialize;
@@ -12,13 +13,15 @@ use super::allocations::{FindingView, findings};
 use super::{from_stored_json, stored, utc};
 use crate::domain::blood::{Abo, Cmv, Hla, Rhd};
 use crate::domain::compatibility::CrossmatchResult;
-use crate::domain::compatibility::{self, Context, CrossmatchFacts, Stage, UnitFacts, Verdict};
+use crate::domain::compatibility::{self, Context, CrossmatchFacts, PatientFacts, Stage, UnitFacts, Verdict};
+use crate::domain::eligibility;
 use crate::domain::matching::{self, DonorMatchFacts};
 use crate::domain::policy::Policy;
 use crate::domain::requests::AllocationStatus;
 use crate::domain::stimulation;
 use crate::error::ApiResult;
 use crate::services::{donors, patients, requests};
+use crate::store::matching::{DonorEntry, DonorIndex, DonorIndexSlot};
 use crate::store::units::UnitMatchRow;
 use crate::store::{
     self, DbConn, allocations as allocation_rows, donors as donor_rows, patients as patient_rows, units as unit_rows,
@@ -103,8 +106,22 @@ pub fn candidates(
     collection_at: Option<DateTime<Utc>>,
     limit: usize,
     policy: &Policy,
+    index: Option<&DonorIndexSlot>,
 ) -> ApiResult<Candidates> {
-    let now = utc(store::now());
+    candidates_at(conn, request_id, collection_at, limit, policy, index, utc(store::now()))
+}
+
+/// [`candidates`] as judged at `now`. With `index`, donors' inputs come from it, brought up to
+/// date first; without, they are read in full (the reference the index is tested against).
+pub fn candidates_at(
+    conn: &mut DbConn,
+    request_id: i64,
+    collection_at: Option<DateTime<Utc>>,
+    limit: usize,
+    policy: &Policy,
+    index: Option<&DonorIndexSlot>,
+    now: DateTime<Utc>,
+) -> ApiResult<Candidates> {
     let r = requests::find(conn, request_id, None)?;
     let patient = patients::facts(&patients::get(conn, r.patient_id, None, policy)?);
     let planned = utc(r.needed_by).max(now);
@@ -199,8 +216,95 @@ pub fn candidates(
 
     // Donors: every active donor, judged at the collection time.
     let collection_at = collection_at.unwrap_or_else(|| default_collection_at(now));
-    let all = donor_rows::active_for_matching(conn)?;
-    let keys: Vec<donors::DonorKey<'_>> = all
+    let donor_list = match index {
+        Some(slot) => match refresh(conn, slot, policy, collection_at)? {
+            Some(guard) => {
+                let entries = guard.as_ref().map(|ix| &ix.donors);
+                judge_donors(
+                    entries.into_iter().flatten().map(|(id, e)| (*id, e)),
+                    &patient,
+                    requirements,
+                    collection_at,
+                    now,
+                    limit,
+                    policy,
+                )
+            }
+            None => judge_donors(
+                donor_entries(conn)?.iter().map(|(id, e)| (*id, e)),
+                &patient,
+                requirements,
+                collection_at,
+                now,
+                limit,
+                policy,
+            ),
+        },
+        None => judge_donors(
+            donor_entries(conn)?.iter().map(|(id, e)| (*id, e)),
+            &patient,
+            requirements,
+            collection_at,
+            now,
+            limit,
+            policy,
+        ),
+    };
+
+    Ok(Candidates {
+        request_id,
+        collection_at,
+        units: unit_list,
+        donors: donor_list,
+    })
+}
+
+/// Judges every donor at `collection_at` with the pure rules and keeps the best `limit`.
+fn judge_donors<'a>(
+    donors: impl Iterator<Item = (i64, &'a DonorEntry)>,
+    patient: &PatientFacts,
+    requirements: compatibility::Requirements,
+    collection_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    limit: usize,
+    policy: &Policy,
+) -> Vec<DonorCandidateView> {
+    // A donor is proposed for the programme's usual stimulation: contraindications are checked
+    // against its default agents.
+    let default_agents = stimulation::agents_to_check(&[], policy);
+    let mut judged = Vec::new();
+    for (id, d) in donors {
+        let eligibility = d.record.eligibility_at(collection_at, None, &default_agents, policy);
+        let a = matching::assess_donor(patient, requirements, &d.facts, &eligibility, collection_at, policy);
+        let score = matching::donor_score(patient, &d.facts, &a, now);
+        judged.push((score, id, d, a));
+    }
+    judged.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+    judged.truncate(limit);
+    judged
+        .into_iter()
+        .map(|(score, id, d, a)| DonorCandidateView {
+            donor_id: id,
+            donor_number: d.donor_number.clone(),
+            abo: d.facts.abo,
+            rhd: d.facts.rhd,
+            cmv: d.facts.cmv,
+            last_stimulated_at: d.facts.last_stimulated_at,
+            verdict: a.verdict,
+            score,
+            reasons: findings(&a),
+        })
+        .collect()
+}
+
+/// The matching inputs of donors as stored, full history, in id order: every active donor, or
+/// those of `only` that are active.
+fn entries_of(conn: &mut DbConn, only: Option<&[i64]>) -> ApiResult<BTreeMap<i64, DonorEntry>> {
+    let rows = match only {
+        None => donor_rows::active_for_matching(conn)?,
+        Some(ids) => donor_rows::matching_rows_of(conn, ids)?,
+    };
+    let keys: Vec<donors::DonorKey<'_>> = rows
         .iter()
         .map(|d| donors::DonorKey {
             id: d.id,
@@ -209,54 +313,122 @@ pub fn candidates(
             contraindications: &d.contraindications,
         })
         .collect();
-    let records = donors::records_for(conn, &keys, true)?;
-    let last_stimulated: HashMap<i64, DateTime<Utc>> = donor_rows::last_stimulation_of_active(conn)?
-        .into_iter()
-        .filter_map(|(id, t)| t.map(|t| (id, utc(t))))
-        .collect();
-    // A donor is proposed for the programme's usual stimulation: contraindications are checked
-    // against its default agents.
-    let default_agents = stimulation::agents_to_check(&[], policy);
-    let mut judged = Vec::with_capacity(all.len());
-    for (d, record) in all.iter().zip(records) {
+    let records = donors::records_for(conn, &keys, only.is_none())?;
+    let mut out = BTreeMap::new();
+    for (d, record) in rows.iter().zip(records) {
         let hla: Hla = if d.hla == EMPTY_HLA {
             Hla::default()
         } else {
             from_stored_json("hla", &d.hla)?
         };
-        let facts = DonorMatchFacts {
-            abo: d.abo,
-            rhd: d.rhd,
-            cmv: d.cmv,
-            hla: (!hla.is_empty()).then_some(hla),
-            last_stimulated_at: last_stimulated.get(&d.id).copied(),
-        };
-        let eligibility = record.eligibility_at(collection_at, None, &default_agents, policy);
-        let a = matching::assess_donor(&patient, requirements, &facts, &eligibility, collection_at, policy);
-        let score = matching::donor_score(&patient, &facts, &a, now);
-        judged.push((score, d, facts, a));
+        let last_stimulated_at = record.stimulations.iter().map(|s| s.at).max();
+        out.insert(
+            d.id,
+            DonorEntry {
+                donor_number: d.donor_number.clone(),
+                facts: DonorMatchFacts {
+                    abo: d.abo,
+                    rhd: d.rhd,
+                    cmv: d.cmv,
+                    hla: (!hla.is_empty()).then_some(hla),
+                    last_stimulated_at,
+                },
+                record,
+            },
+        );
     }
-    judged.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.id.cmp(&y.1.id)));
-    judged.truncate(limit);
-    let donor_list = judged
-        .into_iter()
-        .map(|(score, d, facts, a)| DonorCandidateView {
-            donor_id: d.id,
-            donor_number: d.donor_number.clone(),
-            abo: facts.abo,
-            rhd: facts.rhd,
-            cmv: facts.cmv,
-            last_stimulated_at: facts.last_stimulated_at,
-            verdict: a.verdict,
-            score,
-            reasons: findings(&a),
-        })
-        .collect();
+    Ok(out)
+}
 
-    Ok(Candidates {
-        request_id,
-        collection_at,
-        units: unit_list,
-        donors: donor_list,
-    })
+/// Every active donor's inputs read afresh (the path without the index, and its reference).
+fn donor_entries(conn: &mut DbConn) -> ApiResult<BTreeMap<i64, DonorEntry>> {
+    entries_of(conn, None)
+}
+
+/// Rebuilt from scratch when the cut history is this much older than needed, to drop what
+/// time has taken out of every window.
+const RETRIM_AFTER: TimeDelta = TimeDelta::days(1);
+
+/// More changed donors than this (a bulk import) are read with everyone else.
+const MAX_RELOAD: usize = 2_000;
+
+/// Brings the index up to the database's latest change (read now, after the caller's request
+/// began) and returns it read-locked; `None` when it cannot answer for `at` (an instant before
+/// it was cut), so the caller reads the full history instead.
+fn refresh<'a>(
+    conn: &mut DbConn,
+    slot: &'a DonorIndexSlot,
+    policy: &Policy,
+    at: DateTime<Utc>,
+) -> ApiResult<Option<RwLockReadGuard<'a, Option<DonorIndex>>>> {
+    let lookback = eligibility::lookback(policy);
+    {
+        let _one_at_a_time = slot.refresh.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = utc(store::now());
+        let current = slot
+            .index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|ix| (ix.seq, ix.lookback, ix.valid_from));
+        // The donors changed since the index's seq, or `None` to rebuild it.
+        let changed = match current {
+            Some((seq, cut_for, valid_from)) if cut_for == lookback && now - valid_from < RETRIM_AFTER => {
+                let changed = store::matching::changed_since(conn, seq)?;
+                (changed.len() <= MAX_RELOAD).then_some(changed)
+            }
+            _ => None,
+        };
+        match changed {
+            Some(changed) => {
+                if let Some(latest) = changed.iter().map(|(_, s)| *s).max() {
+                    let ids: Vec<i64> = changed.iter().map(|(id, _)| *id).collect();
+                    let mut fresh = entries_of(conn, Some(&ids))?;
+                    let horizon = slot
+                        .index
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .as_ref()
+                        .and_then(|ix| ix.horizon);
+                    if let Some(h) = horizon {
+                        for e in fresh.values_mut() {
+                            e.record = e.record.without_before(h);
+                        }
+                    }
+                    let mut guard = slot.index.write().unwrap_or_else(PoisonError::into_inner);
+                    if let Some(ix) = guard.as_mut() {
+                        for id in ids {
+                            match fresh.remove(&id) {
+                                Some(e) => ix.donors.insert(id, e),
+                                // Inactive or gone: never proposed.
+                                None => ix.donors.remove(&id),
+                            };
+                        }
+                        ix.seq = latest;
+                    }
+                }
+            }
+            None => {
+                // The clock first: a change committed after it is read again next time.
+                let seq = store::matching::clock(conn)?;
+                let mut donors = donor_entries(conn)?;
+                let horizon = lookback.and_then(|l| now.checked_sub_signed(l));
+                if let Some(h) = horizon {
+                    for e in donors.values_mut() {
+                        e.record = e.record.without_before(h);
+                    }
+                }
+                *slot.index.write().unwrap_or_else(PoisonError::into_inner) = Some(DonorIndex {
+                    seq,
+                    valid_from: now,
+                    horizon,
+                    lookback,
+                    donors,
+                });
+            }
+        }
+    }
+    let guard = slot.index.read().unwrap_or_else(PoisonError::into_inner);
+    let answers = guard.as_ref().is_some_and(|ix| ix.valid_from <= at);
+    Ok(answers.then_some(guard))
 }

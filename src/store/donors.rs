@@ -112,6 +112,26 @@ pub fn active_for_matching(conn: &mut DbConn) -> QueryResult<Vec<DonorMatchRow>>
         .load(conn)
 }
 
+/// Those of `ids` that are active, as [`active_for_matching`] reads them.
+pub fn matching_rows_of(conn: &mut DbConn, ids: &[i64]) -> QueryResult<Vec<DonorMatchRow>> {
+    donors::table
+        .filter(donors::active.eq(true))
+        .filter(donors::id.eq_any(ids))
+        .order(donors::id.asc())
+        .select((
+            donors::id,
+            donors::donor_number,
+            donors::date_of_birth,
+            donors::active,
+            donors::abo,
+            donors::rhd,
+            donors::cmv,
+            donors::hla,
+            donors::contraindications,
+        ))
+        .load(conn)
+}
+
 pub fn find_many(conn: &mut DbConn, ids: &[i64]) -> QueryResult<Vec<Donor>> {
     donors::table
         .filter(donors::id.eq_any(ids))

@@ -17,6 +17,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod limits;
 pub mod metrics;
+pub mod matching;
 pub mod mfa;
 pub mod patients;
 pub mod policy;

@@ -788,3 +788,17 @@ diesel::allow_tables_to_appear_in_same_query!(
     unit_supply,
     anc_results,
 );
+
+diesel::table! {
+    matching_clock (id) {
+        id -> Integer,
+        seq -> BigInt,
+    }
+}
+
+diesel::table! {
+    donor_matching_versions (donor_id) {
+        donor_id -> BigInt,
+        seq -> BigInt,
+    }
+}

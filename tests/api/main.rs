@@ -7,6 +7,7 @@ mod alerts;
 mod audit;
 mod auth;
 mod bank;
+mod candidates_index;
 mod cli;
 mod collections;
 mod console;

@@ -58,7 +58,7 @@ pub fn load(conn: &mut DbConn, id: i64, policy: &Policy) -> ApiResult<RequestPag
         .map(|e| allocation_work::get(conn, e.allocation_id, None))
         .collect::<ApiResult<Vec<_>>>()?;
     let candidates = if matches!(request.status, RequestStatus::Open | RequestStatus::PendingApproval) {
-        Some(matching::candidates(conn, id, None, CANDIDATES, policy)?)
+        Some(matching::candidates(conn, id, None, CANDIDATES, policy, None)?)
     } else {
         None
     };

@@ -1,0 +1,10 @@
+DROP TRIGGER stimulations_matching ON stimulations;
+DROP TRIGGER collections_matching ON collections;
+DROP TRIGGER donations_matching ON donations;
+DROP TRIGGER deferrals_matching ON deferrals;
+DROP TRIGGER donors_matching ON donors;
+DROP FUNCTION donor_rows_matching_trigger();
+DROP FUNCTION donors_matching_trigger();
+DROP FUNCTION donor_matching_changed(BIGINT);
+DROP TABLE donor_matching_versions;
+DROP TABLE matching_clock;
