@@ -34,12 +34,15 @@ struct Sample {
 fn parse(text: &str) -> Vec<Sample> {
     let root = env!("CARGO_MANIFEST_DIR");
     let python = format!("{root}/.tools/metrics-venv/bin/python");
-    if !std::path::Path::new(&python).exists() {
-        let status = Command::new(format!("{root}/scripts/metrics/setup"))
+    // Once per test process, whatever is on disk: a venv seen half-installed by a concurrent
+    // test gave a parser that could not import its module.
+    static SETUP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let installed = *SETUP.get_or_init(|| {
+        Command::new(format!("{root}/scripts/metrics/setup"))
             .status()
-            .expect("scripts/metrics/setup runs");
-        assert!(status.success(), "scripts/metrics/setup failed");
-    }
+            .is_ok_and(|s| s.success())
+    });
+    assert!(installed, "scripts/metrics/setup failed");
     let mut child = Command::new(python)
         .arg(format!("{root}/scripts/metrics/parse.py"))
         .stdin(Stdio::piped())
