@@ -843,7 +843,8 @@ mod tests {
         let base = eligibility::lookback(&p).expect("fits");
         // The default intervals (weeks) are all shorter than the 12-month limits.
         assert_eq!(base, TimeDelta::days(365));
-        let cases: &[(&str, fn(&mut Policy), TimeDelta)] = &[
+        type Case = (&'static str, fn(&mut Policy), TimeDelta);
+        let cases: &[Case] = &[
             (
                 "whole blood 60 weeks",
                 |p| p.donor.weeks_after_whole_blood = 60,
