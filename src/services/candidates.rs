@@ -216,30 +216,24 @@ pub fn candidates_at(
 
     // Donors: every active donor, judged at the collection time.
     let collection_at = collection_at.unwrap_or_else(|| default_collection_at(now));
-    let donor_list = match index {
-        Some(slot) => match refresh(conn, slot, policy, collection_at)? {
-            Some(guard) => {
-                let entries = guard.as_ref().map(|ix| &ix.donors);
-                judge_donors(
-                    entries.into_iter().flatten().map(|(id, e)| (*id, e)),
-                    &patient,
-                    requirements,
-                    collection_at,
-                    now,
-                    limit,
-                    policy,
-                )
-            }
-            None => judge_donors(
-                donor_entries(conn)?.iter().map(|(id, e)| (*id, e)),
+    let indexed = match index {
+        Some(slot) => refresh(conn, slot, policy, collection_at)?,
+        None => None,
+    };
+    let donor_list = match indexed {
+        Some(guard) => {
+            let entries = guard.as_ref().map(|ix| &ix.donors);
+            judge_donors(
+                entries.into_iter().flatten().map(|(id, e)| (*id, e)),
                 &patient,
                 requirements,
                 collection_at,
                 now,
                 limit,
                 policy,
-            ),
-        },
+            )
+        }
+        // No index, or a collection time before it was built: the full reading.
         None => judge_donors(
             donor_entries(conn)?.iter().map(|(id, e)| (*id, e)),
             &patient,

@@ -95,28 +95,17 @@ pub struct DonorMatchRow {
 }
 
 pub fn active_for_matching(conn: &mut DbConn) -> QueryResult<Vec<DonorMatchRow>> {
-    donors::table
-        .filter(donors::active.eq(true))
-        .order(donors::id.asc())
-        .select((
-            donors::id,
-            donors::donor_number,
-            donors::date_of_birth,
-            donors::active,
-            donors::abo,
-            donors::rhd,
-            donors::cmv,
-            donors::hla,
-            donors::contraindications,
-        ))
-        .load(conn)
+    matching_rows(conn, None)
 }
 
 /// Those of `ids` that are active, as [`active_for_matching`] reads them.
 pub fn matching_rows_of(conn: &mut DbConn, ids: &[i64]) -> QueryResult<Vec<DonorMatchRow>> {
-    donors::table
+    matching_rows(conn, Some(ids))
+}
+
+fn matching_rows(conn: &mut DbConn, ids: Option<&[i64]>) -> QueryResult<Vec<DonorMatchRow>> {
+    let mut query = donors::table
         .filter(donors::active.eq(true))
-        .filter(donors::id.eq_any(ids))
         .order(donors::id.asc())
         .select((
             donors::id,
@@ -129,7 +118,11 @@ pub fn matching_rows_of(conn: &mut DbConn, ids: &[i64]) -> QueryResult<Vec<Donor
             donors::hla,
             donors::contraindications,
         ))
-        .load(conn)
+        .into_boxed();
+    if let Some(ids) = ids {
+        query = query.filter(donors::id.eq_any(ids));
+    }
+    query.load(conn)
 }
 
 pub fn find_many(conn: &mut DbConn, ids: &[i64]) -> QueryResult<Vec<Donor>> {
