@@ -491,6 +491,10 @@ impl ServerProcess {
             .env("GRANULO_RATE_LIMIT_PER_ACCOUNT", "1000000000")
             .env("GRANULO_RATE_LIMIT_PER_ADDRESS", "1000000000")
             .env("GRANULO_MAX_STREAMS_PER_ACCOUNT", "1000")
+            // Concurrent sign-ins count as failures until checked; the login cell measures the
+            // sign-in, not the throttle.
+            .env("GRANULO_LOGIN_MAX_FAILURES", "1000000")
+            .env("GRANULO_LOGIN_MAX_FAILURES_PER_ADDRESS", "1000000")
             .env("GRANULO_METRICS_TOKEN", METRICS_TOKEN)
             .env("GRANULO_LOG", "warn")
             .stdout(Stdio::null())
@@ -645,6 +649,8 @@ impl Target {
 struct Samples {
     latencies: Vec<Duration>,
     statuses: BTreeMap<u16, u64>,
+    /// The first body of each status outside 2xx, so a refused cell says why.
+    first_refusal: BTreeMap<u16, String>,
     transport_errors: u64,
 }
 
@@ -702,8 +708,13 @@ async fn run_cell(
                             let status = resp.status().as_u16();
                             let body = resp.bytes().await;
                             s.latencies.push(t.elapsed());
-                            if body.is_ok() {
+                            if let Ok(body) = body {
                                 *s.statuses.entry(status).or_default() += 1;
+                                if !(200..300).contains(&status) {
+                                    s.first_refusal
+                                        .entry(status)
+                                        .or_insert_with(|| String::from_utf8_lossy(&body).into_owned());
+                                }
                             } else {
                                 s.transport_errors += 1;
                             }
@@ -724,6 +735,9 @@ async fn run_cell(
                 *all.statuses.entry(k).or_default() += v;
             }
             all.transport_errors += s.transport_errors;
+            for (k, v) in s.first_refusal {
+                all.first_refusal.entry(k).or_insert(v);
+            }
             exhausted |= e;
         }
     }
@@ -873,6 +887,9 @@ fn run(backend: &'static str, url: &str) -> anyhow::Result<BackendRun> {
                     answers(&cell),
                     mib(cell.rss)
                 );
+                for (status, body) in &cell.samples.first_refusal {
+                    eprintln!("[{backend}]   first {status}: {}", body.chars().take(600).collect::<String>());
+                }
                 cells.push(cell);
             }
         }
