@@ -34,7 +34,7 @@ use granulo::domain::policy::Policy;
 use granulo::domain::requests::{AllocationStatus, Priority, RequestStatus};
 use granulo::domain::units::UnitStatus;
 use granulo::store::allocations::{self as allocation_rows, AllocationData, NewCrossmatch};
-use granulo::store::patients::{self as patient_rows, NewSample, PatientData};
+use granulo::store::patients::{self as patient_rows, NewSample, NewTyping, PatientData};
 use granulo::store::requests::{self as request_rows, RequestData};
 use granulo::store::schema;
 use granulo::store::{self, DbConn, Pool, units, users};
@@ -181,6 +181,36 @@ fn seed(conn: &mut DbConn) -> anyhow::Result<Seeded> {
                     created_at: now,
                 },
             )?;
+            // A group of record confirmed by two samples drawn at different times (domain §3):
+            // an unconfirmed patient gets group O units only.
+            let earlier = patient_rows::insert_sample(
+                conn,
+                &NewSample {
+                    patient_id: patient.id,
+                    drawn_at: now - TimeDelta::days(10),
+                    transfused_or_pregnant_within_3_months: true,
+                    valid_until: now - TimeDelta::days(7),
+                    recorded_by: "bench",
+                    created_at: now,
+                },
+            )?;
+            for (s, drawn) in [
+                (earlier.id, now - TimeDelta::days(10)),
+                (sample.id, now - TimeDelta::hours(2)),
+            ] {
+                patient_rows::insert_typing(
+                    conn,
+                    &NewTyping {
+                        sample_id: s,
+                        patient_id: patient.id,
+                        abo: patient.abo.as_str(),
+                        rhd: patient.rhd.as_str(),
+                        typed_by: "bench",
+                        typed_at: drawn + TimeDelta::minutes(30),
+                        created_at: now,
+                    },
+                )?;
+            }
             let hospital_id = hospitals[i % hospitals.len()];
             let needed_by = now + TimeDelta::hours((i % 3) as i64 - 1);
             let r = insert_request(conn, hospital_id, patient.id, "open", needed_by, now)?;
@@ -888,7 +918,10 @@ fn run(backend: &'static str, url: &str) -> anyhow::Result<BackendRun> {
                     mib(cell.rss)
                 );
                 for (status, body) in &cell.samples.first_refusal {
-                    eprintln!("[{backend}]   first {status}: {}", body.chars().take(600).collect::<String>());
+                    eprintln!(
+                        "[{backend}]   first {status}: {}",
+                        body.chars().take(600).collect::<String>()
+                    );
                 }
                 cells.push(cell);
             }

@@ -39,6 +39,22 @@ pub fn assess_donor(
     collection_at: DateTime<Utc>,
     policy: &Policy,
 ) -> Assessment {
+    with_eligibility(
+        eligibility,
+        assess_future_unit(patient, requirements, donor, collection_at, policy),
+    )
+}
+
+/// The donor's future unit judged like a unit at `collection_at`: the part of
+/// [`assess_donor`] that reads only the donor's ABO, RhD, CMV and HLA (not the history), so
+/// donors alike in those judge alike.
+pub fn assess_future_unit(
+    patient: &PatientFacts,
+    requirements: Requirements,
+    donor: &DonorMatchFacts,
+    collection_at: DateTime<Utc>,
+    policy: &Policy,
+) -> Assessment {
     let future_unit = UnitFacts {
         abo: donor.abo,
         rhd: donor.rhd,
@@ -61,7 +77,12 @@ pub fn assess_donor(
         now: collection_at,
         stage: Stage::Allocation,
     };
-    let unit = compatibility::assess(patient, &future_unit, &ctx, policy);
+    compatibility::assess(patient, &future_unit, &ctx, policy)
+}
+
+/// [`assess_donor`] from its future unit's assessment: every eligibility failure is a block,
+/// ahead of the unit's findings.
+pub fn with_eligibility(eligibility: &Eligibility, unit: Assessment) -> Assessment {
     let mut reasons: Vec<Finding> = eligibility
         .reasons
         .iter()
@@ -79,6 +100,12 @@ pub fn assess_donor(
         dose_per_kg: None,
         day_dose_per_kg: None,
     }
+}
+
+/// A block among the future unit's findings makes the donor incompatible (score 0) whatever
+/// the eligibility says.
+pub fn blocks(unit: &Assessment) -> bool {
+    unit.reasons.iter().any(|f| f.severity == Severity::Block)
 }
 
 // Ranking weights (ordering only, not clinical thresholds): verdict tier, then ABO-identical,

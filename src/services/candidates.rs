@@ -13,7 +13,9 @@ use super::allocations::{FindingView, findings};
 use super::{from_stored_json, stored, utc};
 use crate::domain::blood::{Abo, Cmv, Hla, Rhd};
 use crate::domain::compatibility::CrossmatchResult;
-use crate::domain::compatibility::{self, Context, CrossmatchFacts, PatientFacts, Stage, UnitFacts, Verdict};
+use crate::domain::compatibility::{
+    self, Assessment, Context, CrossmatchFacts, PatientFacts, Stage, UnitFacts, Verdict,
+};
 use crate::domain::eligibility;
 use crate::domain::matching::{self, DonorMatchFacts};
 use crate::domain::policy::Policy;
@@ -127,17 +129,25 @@ pub fn candidates_at(
     let planned = utc(r.needed_by).max(now);
     let requirements = requests::Requirements::of(&r);
 
-    // Units: every available, unexpired unit, with donor typings and crossmatches in bulk.
-    let units = unit_rows::available_for_matching(conn, stored(now))?;
-    let donor_ids: Vec<i64> = units.iter().filter_map(|u| u.donor_id).collect();
-    let mut typings: HashMap<i64, Hla> = HashMap::new();
-    for d in donor_rows::find_many(conn, &donor_ids)? {
-        typings.insert(d.id, from_stored_json("hla", &d.hla)?);
-    }
+    // Units: every available, unexpired unit, with donor typings, crossmatches, excursions and
+    // emergency releases in bulk, from one snapshot (each read selects by the same filter).
     let samples = patient_rows::samples_of(conn, r.patient_id)?;
     let sample_ids: Vec<i64> = samples.iter().map(|s| s.id).collect();
     let valid_until: HashMap<i64, DateTime<Utc>> = samples.iter().map(|s| (s.id, utc(s.valid_until))).collect();
-    let found = allocation_rows::crossmatches_for_samples(conn, &sample_ids)?;
+    let at = stored(now);
+    let (units, donor_hla, found, excursions, dispositions, emergency) = store::snapshot_tx(conn, |c| {
+        let units = unit_rows::available_for_matching(c, at)?;
+        let donor_hla = unit_rows::donor_hla_of_available(c, at, EMPTY_HLA)?;
+        let found = allocation_rows::crossmatches_for_samples(c, &sample_ids)?;
+        let excursions = unit_rows::excursions_of_available(c, at)?;
+        let dispositions = unit_rows::dispositions_of_available(c, at)?;
+        let emergency = unit_rows::emergency_releases_of_available(c, at)?;
+        Ok::<_, diesel::result::Error>((units, donor_hla, found, excursions, dispositions, emergency))
+    })?;
+    let mut typings: HashMap<i64, Hla> = HashMap::new();
+    for (id, hla) in donor_hla {
+        typings.insert(id, from_stored_json("hla", &hla)?);
+    }
     let resolved: Vec<i64> = allocation_rows::resolutions_of(conn, &found.iter().map(|x| x.id).collect::<Vec<_>>())?
         .into_iter()
         .map(|r| r.crossmatch_id)
@@ -153,20 +163,19 @@ pub fn candidates_at(
         });
     }
     // Units with an excursion no medical director has dispositioned (released before the rule).
-    let unit_ids: Vec<i64> = units.iter().map(|u| u.id).collect();
     let mut covered: HashMap<i64, i64> = HashMap::new();
-    for d in unit_rows::dispositions_of_units(conn, &unit_ids)? {
+    for d in dispositions {
         let through = covered.entry(d.unit_id).or_default();
         *through = (*through).max(d.through_excursion_id);
     }
-    let unreviewed: std::collections::HashSet<i64> = unit_rows::excursions_of_units(conn, &unit_ids)?
+    let unreviewed: std::collections::HashSet<i64> = excursions
         .into_iter()
         .filter(|e| covered.get(&e.unit_id).is_none_or(|through| e.id > *through))
         .map(|e| e.unit_id)
         .collect();
     // Units released in an emergency for one request only.
     let mut reserved: HashMap<i64, i64> = HashMap::new();
-    for e in unit_rows::emergency_releases_of(conn, &unit_ids)? {
+    for e in emergency {
         reserved.insert(e.unit_id, e.request_id);
     }
     // The request's units already due (allocated or issued), for the day's dose.
@@ -177,7 +186,7 @@ pub fn candidates_at(
         }
     }
     // Every unit is judged and ranked; only the returned ones are turned into views.
-    let mut judged = Vec::with_capacity(units.len());
+    let mut judged = Best::new(limit);
     for u in &units {
         let facts = unit_facts(
             u,
@@ -196,13 +205,12 @@ pub fn candidates_at(
         };
         let a = compatibility::assess(&patient, &facts, &ctx, policy);
         let score = compatibility::unit_score(&patient, &facts, &a, now, policy);
-        judged.push((score, u, facts, a));
+        judged.push(score, u.id, (u, facts, a));
     }
-    judged.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.id.cmp(&y.1.id)));
-    judged.truncate(limit);
     let unit_list = judged
+        .into_sorted()
         .into_iter()
-        .map(|(score, u, facts, a)| UnitCandidateView {
+        .map(|(score, _, (u, facts, a))| UnitCandidateView {
             unit_id: u.id,
             din: u.din.clone(),
             abo: facts.abo,
@@ -253,7 +261,46 @@ pub fn candidates_at(
     })
 }
 
+/// The best `limit` of what is judged, best first: higher score, then lower id. Holds at most
+/// about twice `limit` assessments at a time, however many are judged.
+struct Best<T> {
+    limit: usize,
+    items: Vec<(f64, i64, T)>,
+}
+
+impl<T> Best<T> {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            items: Vec::new(),
+        }
+    }
+
+    fn order(x: &(f64, i64, T), y: &(f64, i64, T)) -> std::cmp::Ordering {
+        y.0.total_cmp(&x.0).then(x.1.cmp(&y.1))
+    }
+
+    fn push(&mut self, score: f64, id: i64, item: T) {
+        self.items.push((score, id, item));
+        if self.items.len() >= (2 * self.limit).max(64) {
+            self.items.select_nth_unstable_by(self.limit, Self::order);
+            self.items.truncate(self.limit);
+        }
+    }
+
+    fn into_sorted(mut self) -> Vec<(f64, i64, T)> {
+        self.items.sort_by(Self::order);
+        self.items.truncate(self.limit);
+        self.items
+    }
+}
+
 /// Judges every donor at `collection_at` with the pure rules and keeps the best `limit`.
+///
+/// A donor whose future unit has a block is incompatible and scores 0 whatever the history
+/// says, so the history is judged only for the others; the blocked ones are judged in full
+/// only when fewer than `limit` donors score above 0 (otherwise none of them can be listed).
+/// Untyped donors of one ABO/RhD/CMV have the same future unit, judged once per call.
 fn judge_donors<'a>(
     donors: impl Iterator<Item = (i64, &'a DonorEntry)>,
     patient: &PatientFacts,
@@ -266,18 +313,45 @@ fn judge_donors<'a>(
     // A donor is proposed for the programme's usual stimulation: contraindications are checked
     // against its default agents.
     let default_agents = stimulation::agents_to_check(&[], policy);
-    let mut judged = Vec::new();
-    for (id, d) in donors {
+    let mut by_group: HashMap<(Abo, Rhd, Cmv), Assessment> = HashMap::new();
+    let mut future_unit = |d: &DonorEntry| -> Assessment {
+        let f = &d.facts;
+        let judge = || matching::assess_future_unit(patient, requirements, f, collection_at, policy);
+        match f.hla {
+            None => by_group.entry((f.abo, f.rhd, f.cmv)).or_insert_with(judge).clone(),
+            Some(_) => judge(),
+        }
+    };
+    let judge = |d: &DonorEntry, unit: Assessment| {
         let eligibility = d.record.eligibility_at(collection_at, None, &default_agents, policy);
-        let a = matching::assess_donor(patient, requirements, &d.facts, &eligibility, collection_at, policy);
-        let score = matching::donor_score(patient, &d.facts, &a, now);
-        judged.push((score, id, d, a));
+        let a = matching::with_eligibility(&eligibility, unit);
+        (matching::donor_score(patient, &d.facts, &a, now), a)
+    };
+    let mut best = Best::new(limit);
+    let mut blocked = Vec::new();
+    let mut scored = 0usize;
+    for (id, d) in donors {
+        let unit = future_unit(d);
+        if matching::blocks(&unit) {
+            blocked.push((id, d));
+            continue;
+        }
+        let (score, a) = judge(d, unit);
+        if score > 0.0 {
+            scored += 1;
+        }
+        best.push(score, id, (d, a));
     }
-    judged.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
-    judged.truncate(limit);
-    judged
+    if scored < limit {
+        for (id, d) in blocked {
+            let unit = future_unit(d);
+            let (score, a) = judge(d, unit);
+            best.push(score, id, (d, a));
+        }
+    }
+    best.into_sorted()
         .into_iter()
-        .map(|(score, id, d, a)| DonorCandidateView {
+        .map(|(score, id, (d, a))| DonorCandidateView {
             donor_id: id,
             donor_number: d.donor_number.clone(),
             abo: d.facts.abo,
@@ -425,4 +499,129 @@ fn refresh<'a>(
     let guard = slot.index.read().unwrap_or_else(PoisonError::into_inner);
     let answers = guard.as_ref().is_some_and(|ix| ix.valid_from <= at);
     Ok(answers.then_some(guard))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::blood::Sex;
+    use crate::domain::eligibility::{Deferral, DonorFacts};
+    use crate::domain::group::Typed;
+    use crate::domain::scheduling::DonorRecord;
+    use chrono::{NaiveDate, TimeZone};
+    use proptest::prelude::*;
+
+    const ABO: [Abo; 4] = [Abo::O, Abo::A, Abo::B, Abo::Ab];
+    const RHD: [Rhd; 2] = [Rhd::Positive, Rhd::Negative];
+    const CMV: [Cmv; 2] = [Cmv::Positive, Cmv::Negative];
+
+    fn entry(abo: usize, rhd: usize, cmv: usize, typed: Option<usize>, deferred_days: Option<i64>) -> DonorEntry {
+        let at = Utc.with_ymd_and_hms(2026, 11, 26, 8, 0, 0).single().expect("time");
+        let alleles = [["A*02:01", "A*01:01"], ["A*03:01", "A*24:02"]];
+        DonorEntry {
+            donor_number: format!("D{abo}{rhd}{cmv}"),
+            facts: DonorMatchFacts {
+                abo: ABO[abo],
+                rhd: RHD[rhd],
+                cmv: CMV[cmv],
+                hla: typed.map(|k| Hla {
+                    a: alleles[k].map(str::to_owned).to_vec(),
+                    ..Hla::default()
+                }),
+                last_stimulated_at: deferred_days.map(|d| at - TimeDelta::days(d.abs() + 1)),
+            },
+            record: DonorRecord {
+                facts: DonorFacts {
+                    date_of_birth: NaiveDate::from_ymd_opt(1980, 5, 5).expect("date"),
+                    active: true,
+                    flagged_contraindications: vec![],
+                },
+                deferrals: deferred_days
+                    .map(|d| Deferral {
+                        reason: "travel".into(),
+                        permanent: false,
+                        starts_at: at - TimeDelta::days(30),
+                        until: Some(at + TimeDelta::days(d)),
+                    })
+                    .into_iter()
+                    .collect(),
+                donations: vec![],
+                bookings: vec![],
+                stimulations: vec![],
+            },
+        }
+    }
+
+    /// A listed donor: id, score, verdict, and each finding's code and message.
+    type Listed = (i64, f64, Verdict, Vec<(String, String)>);
+
+    /// Every donor judged in full, sorted, cut: what `judge_donors` must give.
+    fn every_donor_judged(
+        donors: &[(i64, DonorEntry)],
+        patient: &PatientFacts,
+        requirements: compatibility::Requirements,
+        at: DateTime<Utc>,
+        limit: usize,
+        policy: &Policy,
+    ) -> Vec<Listed> {
+        let agents = stimulation::agents_to_check(&[], policy);
+        let mut all: Vec<_> = donors
+            .iter()
+            .map(|(id, d)| {
+                let e = d.record.eligibility_at(at, None, &agents, policy);
+                let a = matching::assess_donor(patient, requirements, &d.facts, &e, at, policy);
+                let codes = a
+                    .reasons
+                    .iter()
+                    .map(|f| (f.code.to_owned(), f.message.clone()))
+                    .collect();
+                (*id, matching::donor_score(patient, &d.facts, &a, at), a.verdict, codes)
+            })
+            .collect();
+        all.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+        all.truncate(limit);
+        all
+    }
+
+    proptest! {
+        /// Judging only the donors whose future unit has no block (and the others only when
+        /// needed), with untyped donors' units judged once per group, lists exactly what
+        /// judging everyone does.
+        #[test]
+        fn the_pruned_judgement_lists_what_judging_everyone_lists(
+            donors in prop::collection::vec((0usize..4, 0usize..2, 0usize..2, prop::option::of(0usize..2), prop::option::of(-5i64..5)), 0..80),
+            patient_abo in 0usize..4,
+            confirmed in any::<bool>(),
+            patient_rhd in 0usize..2,
+            patient_cmv in 0usize..2,
+            antibodies in any::<bool>(),
+            cmv_negative in any::<bool>(),
+            hla_compatible in any::<bool>(),
+            limit in 0usize..40,
+        ) {
+            let policy = Policy::default();
+            let at = Utc.with_ymd_and_hms(2026, 11, 26, 8, 0, 0).single().expect("time");
+            let patient = PatientFacts {
+                abo: if confirmed { Typed::Confirmed(ABO[patient_abo]) } else { Typed::Unconfirmed(ABO[patient_abo]) },
+                rhd: Typed::Confirmed(RHD[patient_rhd]),
+                sex: Sex::Female,
+                childbearing_potential: true,
+                cmv: CMV[patient_cmv],
+                weight_kg: 60.0,
+                hla_antibodies: if antibodies { vec!["A2".into()] } else { vec![] },
+                granulocyte_antibodies: false,
+            };
+            let requirements = compatibility::Requirements { cmv_negative, hla_compatible };
+            let entries: Vec<(i64, DonorEntry)> = donors
+                .iter()
+                .enumerate()
+                .map(|(i, (abo, rhd, cmv, typed, deferred))| (i as i64 + 1, entry(*abo, *rhd, *cmv, *typed, *deferred)))
+                .collect();
+            let listed: Vec<_> = judge_donors(entries.iter().map(|(id, e)| (*id, e)), &patient, requirements, at, at, limit, &policy)
+                .into_iter()
+                .map(|v| (v.donor_id, v.score, v.verdict, v.reasons.iter().map(|r| (r.code.clone(), r.message.clone())).collect::<Vec<_>>()))
+                .collect();
+            prop_assert_eq!(listed, every_donor_judged(&entries, &patient, requirements, at, limit, &policy));
+        }
+    }
 }

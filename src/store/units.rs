@@ -5,8 +5,8 @@ use diesel::prelude::*;
 
 use super::DbConn;
 use super::schema::{
-    din_sequences, emergency_releases, excursion_dispositions, storage_readings, unit_excursions, unit_inspections,
-    unit_pool_members, unit_supply, unit_tests, units,
+    din_sequences, donors, emergency_releases, excursion_dispositions, storage_readings, unit_excursions,
+    unit_inspections, unit_pool_members, unit_supply, unit_tests, units,
 };
 use crate::domain::blood::{Abo, Cmv, Rhd};
 use crate::domain::units::UnitStatus;
@@ -242,10 +242,18 @@ pub struct UnitMatchRow {
     pub granulocyte_count: f64,
 }
 
+/// The ids of the units [`available_for_matching`] reads, as a subquery: the reads below take
+/// what matching needs of them in one fixed statement each, not a list of thousands of ids.
+macro_rules! available_ids {
+    ($now:expr) => {
+        units::table
+            .filter(units::status.eq(UnitStatus::Available))
+            .filter(units::expires_at.gt($now))
+    };
+}
+
 pub fn available_for_matching(conn: &mut DbConn, now: NaiveDateTime) -> QueryResult<Vec<UnitMatchRow>> {
-    units::table
-        .filter(units::status.eq(UnitStatus::Available))
-        .filter(units::expires_at.gt(now))
+    available_ids!(now)
         .select((
             units::id,
             units::din,
@@ -258,6 +266,47 @@ pub fn available_for_matching(conn: &mut DbConn, now: NaiveDateTime) -> QueryRes
             units::expires_at,
             units::granulocyte_count,
         ))
+        .load(conn)
+}
+
+/// Excursions of the units available at `now`, oldest first.
+pub fn excursions_of_available(conn: &mut DbConn, now: NaiveDateTime) -> QueryResult<Vec<Excursion>> {
+    unit_excursions::table
+        .filter(unit_excursions::unit_id.eq_any(available_ids!(now).select(units::id)))
+        .order(unit_excursions::id.asc())
+        .select(Excursion::as_select())
+        .load(conn)
+}
+
+/// Excursion dispositions of the units available at `now`, oldest first.
+pub fn dispositions_of_available(conn: &mut DbConn, now: NaiveDateTime) -> QueryResult<Vec<Disposition>> {
+    excursion_dispositions::table
+        .filter(excursion_dispositions::unit_id.eq_any(available_ids!(now).select(units::id)))
+        .order(excursion_dispositions::id.asc())
+        .select(Disposition::as_select())
+        .load(conn)
+}
+
+/// Emergency releases of the units available at `now`, oldest first.
+pub fn emergency_releases_of_available(conn: &mut DbConn, now: NaiveDateTime) -> QueryResult<Vec<EmergencyRelease>> {
+    emergency_releases::table
+        .filter(emergency_releases::unit_id.eq_any(available_ids!(now).select(units::id)))
+        .order(emergency_releases::id.asc())
+        .select(EmergencyRelease::as_select())
+        .load(conn)
+}
+
+/// `(donor id, stored HLA)` of the donors of the units available at `now`, leaving out those
+/// whose HLA is stored as `untyped`.
+pub fn donor_hla_of_available(conn: &mut DbConn, now: NaiveDateTime, untyped: &str) -> QueryResult<Vec<(i64, String)>> {
+    donors::table
+        .filter(
+            donors::id
+                .nullable()
+                .eq_any(available_ids!(now).select(units::donor_id)),
+        )
+        .filter(donors::hla.ne(untyped))
+        .select((donors::id, donors::hla))
         .load(conn)
 }
 
