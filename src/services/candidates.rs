@@ -180,9 +180,9 @@ pub fn candidates_at(
     }
     // The request's units already due (allocated or issued), for the day's dose.
     let mut day_granulocytes = 0.0;
-    for a in allocation_rows::of_request(conn, request_id)? {
-        if matches!(a.status, AllocationStatus::Allocated | AllocationStatus::Issued) {
-            day_granulocytes += unit_rows::find(conn, a.unit_id)?.map_or(0.0, |u| u.granulocyte_count);
+    for (_, status, granulocytes) in allocation_rows::units_of_request(conn, request_id)? {
+        if matches!(status, AllocationStatus::Allocated | AllocationStatus::Issued) {
+            day_granulocytes += granulocytes;
         }
     }
     // Every unit is judged and ranked; only the returned ones are turned into views.

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use super::DbConn;
 use super::schema::{
-    allocation_decisions, allocation_sign_offs, allocations, crossmatch_resolutions, crossmatches, requests,
+    allocation_decisions, allocation_sign_offs, allocations, crossmatch_resolutions, crossmatches, requests, units,
 };
 use crate::domain::compatibility::Stage;
 use crate::domain::compatibility::{CrossmatchKind, CrossmatchResult};
@@ -150,6 +150,17 @@ pub fn of_request(conn: &mut DbConn, request_id: i64) -> QueryResult<Vec<Allocat
         .filter(allocations::request_id.eq(request_id))
         .order(allocations::id.asc())
         .select(Allocation::as_select())
+        .load(conn)
+}
+
+/// `(unit id, allocation status, unit granulocyte count)` of each allocation of the request, in
+/// one read (the day's dose adds up the active ones).
+pub fn units_of_request(conn: &mut DbConn, request_id: i64) -> QueryResult<Vec<(i64, AllocationStatus, f64)>> {
+    allocations::table
+        .inner_join(units::table)
+        .filter(allocations::request_id.eq(request_id))
+        .order(allocations::id.asc())
+        .select((allocations::unit_id, allocations::status, units::granulocyte_count))
         .load(conn)
 }
 

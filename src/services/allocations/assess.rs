@@ -114,9 +114,9 @@ impl ForRequest {
 
     pub(super) fn of(conn: &mut DbConn, r: &crate::store::requests::Request, unit_id: i64) -> ApiResult<Self> {
         let mut day_granulocytes = 0.0;
-        for a in rows::of_request(conn, r.id)? {
-            if a.unit_id != unit_id && request_rules::is_active(a.status) {
-                day_granulocytes += unit_rows::find(conn, a.unit_id)?.map_or(0.0, |u| u.granulocyte_count);
+        for (unit, status, granulocytes) in rows::units_of_request(conn, r.id)? {
+            if unit != unit_id && request_rules::is_active(status) {
+                day_granulocytes += granulocytes;
             }
         }
         Ok(Self {
