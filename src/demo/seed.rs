@@ -908,6 +908,7 @@ impl<'a> Seeder<'a> {
                 if let Some(allocation) = self.allocate(u.id, r)? {
                     let input = IssueInput {
                         scanned_din: u.din.clone(),
+                        scanned_group: None,
                         acknowledge: None,
                         authorisation: None,
                     };

@@ -4,7 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::isbt128::{Din, IsbtError};
+use crate::domain::blood::{Abo, Rhd, UnitRhd};
+use crate::domain::isbt128::{self, BloodGroup, Din, Element, IsbtError};
 use crate::domain::units::{UnitStatus, effective_status};
 
 /// The allocated unit as the gate sees it.
@@ -60,6 +61,10 @@ pub enum IssueRefusal {
     DinMismatch { scanned: String, allocated: String },
     /// The scan is not a valid DIN.
     UnreadableScan(IsbtError),
+    /// The bag's scanned `=%` group is not the unit's group.
+    GroupMismatch { scanned: String, unit: String },
+    /// The group scan is not a valid `=%` structure.
+    UnreadableGroupScan(IsbtError),
     /// The unit left `allocated` since it was allocated.
     UnitNotHeld {
         din: String,
@@ -73,7 +78,8 @@ impl IssueRefusal {
     pub fn code(&self) -> &'static str {
         match self {
             Self::DinMismatch { .. } => "din_mismatch",
-            Self::UnreadableScan(e) => e.code(),
+            Self::UnreadableScan(e) | Self::UnreadableGroupScan(e) => e.code(),
+            Self::GroupMismatch { .. } => "label_group_mismatch",
             Self::UnitNotHeld { status, .. } => match status {
                 NotHeld::Quarantined => "unit_quarantined",
                 NotHeld::Available => "unit_available",
@@ -90,6 +96,10 @@ impl IssueRefusal {
                 format!("scanned {scanned} but the allocation is for {allocated}")
             }
             Self::UnreadableScan(_) => "the scan is not a valid DIN: the DIN is not valid ISBT 128".to_owned(),
+            Self::GroupMismatch { scanned, unit } => {
+                format!("the bag's blood group (=%) reads {scanned} but the unit is {unit}")
+            }
+            Self::UnreadableGroupScan(e) => format!("the blood group scan (=%) is not valid: {e}"),
             Self::UnitNotHeld { din, status, reason } => format!(
                 "unit {din} is {}{}",
                 status.status(),
@@ -118,6 +128,49 @@ pub fn issue_gate(scanned: &str, unit: IssuedUnit<'_>, now: DateTime<Utc>) -> Ve
         });
     }
     refusals
+}
+
+/// A group as its label states it (`O RhD pooled`, `A, RhD not specified`, or the Table 5
+/// message of a code that is no group).
+fn group_text(g: &BloodGroup) -> String {
+    match (g.abo, g.rhd, g.meaning) {
+        (Some(abo), None, "pooled_rhd") => format!("{abo} RhD pooled"),
+        (Some(abo), Some(rhd), _) => format!("{abo} RhD {rhd}"),
+        (Some(abo), None, _) => format!("{abo}, RhD not specified"),
+        (None, Some(rhd), _) => format!("pooled ABO, RhD {rhd}"),
+        (None, None, meaning) => format!("no blood group ({} {meaning:?})", g.code),
+    }
+}
+
+/// The `=%` group scanned from the bag at issue against the unit's group (`rhd` pooled for a
+/// pool labelled RhD pooled). The intended-use column and the phenotype do not count; ABO and
+/// RhD must be the unit's, a pooled-RhD pool must read pooled.
+pub fn group_gate(scanned: &str, abo: Abo, rhd: UnitRhd) -> Option<IssueRefusal> {
+    let group = match isbt128::decode(scanned) {
+        Ok(e) => match e.as_slice() {
+            [Element::BloodGroup { group, .. }] => group.clone(),
+            _ => {
+                return Some(IssueRefusal::UnreadableGroupScan(IsbtError::Malformed {
+                    what: "blood group",
+                    message: "the scan is not one =% blood group structure".to_owned(),
+                }));
+            }
+        },
+        Err(e) => return Some(IssueRefusal::UnreadableGroupScan(e)),
+    };
+    let as_unit = match (group.abo, group.rhd, group.meaning) {
+        (Some(a), None, "pooled_rhd") => Some((a, UnitRhd::Pooled)),
+        (Some(a), Some(Rhd::Positive), _) => Some((a, UnitRhd::Positive)),
+        (Some(a), Some(Rhd::Negative), _) => Some((a, UnitRhd::Negative)),
+        _ => None,
+    };
+    if as_unit == Some((abo, rhd)) {
+        return None;
+    }
+    Some(IssueRefusal::GroupMismatch {
+        scanned: group_text(&group),
+        unit: format!("{abo} RhD {rhd}"),
+    })
 }
 
 #[cfg(test)]
@@ -226,6 +279,74 @@ mod tests {
                 "the scan is not a valid DIN: the DIN is not valid ISBT 128",
                 "unit A999926000123 is discarded",
             ]
+        );
+    }
+
+    #[test]
+    fn the_scanned_group_must_be_the_units() {
+        use Abo::*;
+        use UnitRhd::*;
+        let cases: &[(&str, Abo, UnitRhd, Option<&str>)] = &[
+            ("=%5100", O, Positive, None),
+            ("=%9500", O, Negative, None),
+            ("=%6200", A, Positive, None),
+            ("=%0600", A, Negative, None),
+            ("=%7300", B, Positive, None),
+            ("=%1700", B, Negative, None),
+            ("=%8400", Ab, Positive, None),
+            ("=%2800", Ab, Negative, None),
+            // Another intended-use column or a phenotype is still the group.
+            ("=%4700", O, Positive, None),
+            ("=%62E0", A, Positive, None),
+            (" =%9500 ", O, Negative, None),
+            // Pools labelled RhD pooled.
+            ("=%D000", O, Pooled, None),
+            ("=%A000", A, Pooled, None),
+            ("=%B000", B, Pooled, None),
+            ("=%C000", Ab, Pooled, None),
+            // Any other group refuses.
+            ("=%9500", O, Positive, Some("label_group_mismatch")),
+            ("=%5100", O, Negative, Some("label_group_mismatch")),
+            ("=%6200", O, Positive, Some("label_group_mismatch")),
+            ("=%6200", Ab, Positive, Some("label_group_mismatch")),
+            ("=%5100", O, Pooled, Some("label_group_mismatch")),
+            ("=%D000", O, Positive, Some("label_group_mismatch")),
+            ("=%D000", A, Pooled, Some("label_group_mismatch")),
+            ("=%5500", O, Positive, Some("label_group_mismatch")),
+            ("=%E000", O, Positive, Some("label_group_mismatch")),
+            ("=%0000", O, Positive, Some("label_group_mismatch")),
+            ("=%Md00", O, Positive, Some("label_group_mismatch")),
+            // Not a valid group scan.
+            ("=%6201", A, Positive, Some("invalid_isbt128")),
+            ("=%ZZ00", A, Positive, Some("invalid_isbt128")),
+            ("", A, Positive, Some("invalid_isbt128")),
+            ("=A99992600012300", A, Positive, Some("invalid_isbt128")),
+            ("=%6200=%6200", A, Positive, Some("invalid_isbt128")),
+            ("=+05000", A, Positive, Some("unsupported_data_structure")),
+        ];
+        for (scan, abo, rhd, expected) in cases {
+            let got = group_gate(scan, *abo, *rhd);
+            assert_eq!(
+                got.as_ref().map(IssueRefusal::code),
+                *expected,
+                "{scan:?} for {abo} {rhd}"
+            );
+        }
+        let refusal = group_gate("=%5500", O, Positive).expect("refused");
+        assert_eq!(
+            refusal.message(),
+            "the bag's blood group (=%) reads O, RhD not specified but the unit is O RhD positive"
+        );
+        let pooled = group_gate("=%5100", O, Pooled).expect("refused");
+        assert_eq!(
+            pooled.message(),
+            "the bag's blood group (=%) reads O RhD positive but the unit is O RhD pooled"
+        );
+        assert!(
+            group_gate("=%6201", A, Positive)
+                .expect("refused")
+                .message()
+                .starts_with("the blood group scan (=%) is not valid")
         );
     }
 }

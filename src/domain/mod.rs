@@ -13,6 +13,7 @@ pub mod eligibility;
 pub mod group;
 pub mod isbt128;
 pub mod issue;
+pub mod label_scan;
 pub mod matching;
 pub mod outcome;
 pub mod policy;

@@ -128,6 +128,8 @@ error_codes! {
     UnknownSample = 422, "unknown_sample", "the body names a sample that does not exist";
     UnknownDonor = 422, "unknown_donor", "the body names a donor that does not exist";
     UnknownDevice = 422, "unknown_device", "the body names a device that does not exist";
+    LabelMismatch = 422, "label_mismatch", "typed fields disagree with the scanned label; `reasons` (`<field>_mismatch`) and `errors` name each field with both values";
+    LabelNotAccepted = 422, "label_not_accepted", "the scanned label cannot be received: a structure is neither scanned nor typed, scanned twice with different content, or a blood group a unit cannot be received with; `reasons` and `errors` name each";
     PoolGroupInconsistent = 422, "pool_group_inconsistent", "the pool's donations do not match its labelled group";
     MfaCodeRejected = 422, "mfa_code_rejected", "a signed-in caller's one-time code is wrong or was already used";
     IdempotencyKeyReused = 422, "idempotency_key_reused", "the `Idempotency-Key` was used with a different body or on another route";

@@ -177,6 +177,12 @@ impl ApiError {
         e
     }
 
+    /// `errors` beside `reasons`: the field each reason is about.
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.0.errors = errors;
+        self
+    }
+
     pub fn with_reasons(mut self, reasons: Vec<Reason>) -> Self {
         self.0.reasons = reasons;
         self

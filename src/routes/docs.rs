@@ -37,7 +37,7 @@ use crate::error::{ErrorCode, FieldError, Problem, Reason};
         collections::create, collections::list, collections::get, collections::update,
         collections::start, collections::complete, collections::abort,
         isbt128::decode,
-        units::create, units::list, units::get, units::irradiate, units::record_test,
+        units::create, units::receive, units::list, units::get, units::irradiate, units::record_test,
         units::release, units::inspect, units::disposition, units::discard, units::add_reading, units::add_location_reading, units::label, units::trace,
         alerts::list, alerts::ack, alerts::events, alerts::jobs, alerts::stream,
         webhooks::create, webhooks::list, webhooks::deliveries,

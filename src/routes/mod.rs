@@ -141,6 +141,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::post().to(units::create))
                         .route(web::get().to(units::list)),
                 )
+                // Before `/units/{id_or_din}`, which would take `receive` as a DIN.
+                .service(web::resource("/units/receive").route(web::post().to(units::receive)))
                 .service(web::resource("/units/{id_or_din}").route(web::get().to(units::get)))
                 .service(web::resource("/units/{id}/irradiation").route(web::post().to(units::irradiate)))
                 .service(web::resource("/units/{id}/tests").route(web::post().to(units::record_test)))

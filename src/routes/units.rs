@@ -105,6 +105,36 @@ pub async fn create(
     Ok(HttpResponse::Created().json(created))
 }
 
+/// Receive a supplier unit by scanning its label: the scanned ISBT 128 data strings (DIN,
+/// blood group, product, expiry, collection) are decoded and their check character verified; a
+/// structure not scanned is typed. A typed field that disagrees with the bag refuses the unit.
+/// The unit is then created as `POST /units` creates a supplier unit.
+#[utoipa::path(
+    post, path = "/api/v1/units/receive", operation_id = "receive_unit", tag = "units", security(("bearer" = [])), request_body = work::ReceiveUnitInput,
+    responses(
+        (status = 201, description = "the unit created, quarantined until tested", body = UnitView),
+        (status = 409, description = "`din_exists`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`label_mismatch` (reasons `din_mismatch`, `abo_mismatch`, `rhd_mismatch`, `product_code_mismatch`, `expires_at_mismatch`, `collected_at_mismatch`); `invalid_isbt128`, `invalid_check_character`, `unsupported_data_structure`, `label_not_accepted` (reasons `structure_missing`, `structure_repeated`, `blood_group_not_accepted`), each naming `scans[i]` and its structure; `unit_expired`, `pool_group_inconsistent`", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn receive(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    body: JsonBody<work::ReceiveUnitInput>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let actor = caller.actor();
+    let fin = state.settings.fin.clone();
+    let tz = state.settings.timezone;
+    let input = body.into_inner();
+    let created = state
+        .write(with_policy(move |conn, policy| {
+            work::receive(conn, &actor, &fin, tz, input, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
 /// The inventory, first-expiring first, with hours remaining.
 #[utoipa::path(
     get, path = "/api/v1/units", operation_id = "list_units", tag = "units", security(("bearer" = [])), params(UnitQuery),

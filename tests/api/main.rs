@@ -39,6 +39,7 @@ mod mfa;
 mod migration;
 mod openapi;
 mod policy;
+mod receive;
 mod references;
 mod requests;
 mod safety;

@@ -321,6 +321,22 @@ async fn request_body_examples_are_accepted(backend: Backend) {
     )
     .await;
 
+    // A supplier unit received by scanning its label (the example's times are long past).
+    let received = next_din();
+    let flags = granulo::domain::isbt128::Din::parse(&received)
+        .expect("din")
+        .type3_flags();
+    let wall = |t: chrono::DateTime<chrono::Utc>| t.format("0%y%j%H%M").to_string();
+    let collected = now_minute() - TimeDelta::hours(1);
+    ex.send(
+        "POST /api/v1/units/receive",
+        "/api/v1/units/receive",
+        &tech,
+        json!({"scans": [format!("={received}{flags}"), "=%6200", format!("=<{PRODUCT}"),
+                         format!("&>{}", wall(collected + TimeDelta::hours(20))), format!("&*{}", wall(collected))]}),
+    )
+    .await;
+
     // The collection's unit: irradiated, tested, released, crossmatched, allocated, issued and
     // transfused.
     let unit = ex

@@ -5,8 +5,9 @@ use utoipa::ToSchema;
 
 use super::assess::{ForRequest, assess};
 use super::{AllocationView, as_reason, begin, move_unit, save, view};
+use crate::domain::blood::UnitRhd;
 use crate::domain::compatibility::{self, Severity, Stage};
-use crate::domain::issue::{IssuedUnit, issue_gate};
+use crate::domain::issue::{IssuedUnit, group_gate, issue_gate};
 use crate::domain::policy::Policy;
 use crate::domain::requests::AllocationAction;
 use crate::domain::units::{UnitAction, UnitStatus};
@@ -27,6 +28,11 @@ pub struct IssueInput {
     /// character; spaces ignored).
     #[schema(min_length = 1, max_length = 64)]
     pub scanned_din: String,
+    /// The bag's blood group `=%ggre` as scanned, where the site's scanner sends it: a group
+    /// other than the unit's (a pool labelled RhD pooled must read pooled) refuses the issue
+    /// (`label_group_mismatch`).
+    #[schema(max_length = 64)]
+    pub scanned_group: Option<String>,
     /// Codes of acknowledge-tier findings that appeared since allocation.
     #[schema(max_items = 50)]
     pub acknowledge: Option<Vec<String>>,
@@ -64,6 +70,20 @@ pub fn issue(
             message: r.message(),
         })
         .collect();
+    if let Some(scan) = input.scanned_group.as_deref() {
+        let pooled = unit_rows::supply_of(conn, &[u.id])?
+            .first()
+            .is_some_and(|s| s.rhd_pooled);
+        let rhd = match (pooled, u.rhd) {
+            (true, _) => UnitRhd::Pooled,
+            (false, crate::domain::blood::Rhd::Positive) => UnitRhd::Positive,
+            (false, crate::domain::blood::Rhd::Negative) => UnitRhd::Negative,
+        };
+        refusals.extend(group_gate(scan, u.abo, rhd).map(|r| Reason {
+            code: r.code().to_owned(),
+            message: r.message(),
+        }));
+    }
     let request = ForRequest::of(conn, &r, u.id)?;
     let a_now = assess(conn, &u, r.patient_id, &request, now, Stage::Issue, policy)?;
     refusals.extend(a_now.of_tier(Severity::Block).into_iter().map(as_reason));

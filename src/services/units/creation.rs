@@ -116,6 +116,19 @@ pub fn create(
     input: CreateUnitInput,
     policy: &Policy,
 ) -> ApiResult<UnitView> {
+    create_recorded(conn, actor, fin, tz, input, policy, None)
+}
+
+/// [`create`], with `receipt` (how the unit was received) added to its audit entry.
+pub(super) fn create_recorded(
+    conn: &mut DbConn,
+    actor: &Actor,
+    fin: &str,
+    tz: Tz,
+    input: CreateUnitInput,
+    policy: &Policy,
+    receipt: Option<serde_json::Value>,
+) -> ApiResult<UnitView> {
     let now = utc(store::now());
     let mut v = Validator::new();
     let product_code = input.product_code.trim().trim_start_matches("=<").to_owned();
@@ -353,11 +366,11 @@ pub fn create(
         )?;
     }
     let created = view(conn, row, now)?;
-    audit::append(
-        conn,
-        actor,
-        Change::created("unit.create", "unit", created.id, snapshot(&created)?),
-    )?;
+    let mut after = snapshot(&created)?;
+    if let (Some(receipt), Some(fields)) = (receipt, after.as_object_mut()) {
+        fields.insert("receipt".to_owned(), receipt);
+    }
+    audit::append(conn, actor, Change::created("unit.create", "unit", created.id, after))?;
     // The product's red cells were taken from the donor: they count in the donor's exposure.
     if let Some(id) = collection_id {
         crate::services::collections::record_product_red_cells(conn, actor, id, input.red_cell_volume_ml, policy)?;

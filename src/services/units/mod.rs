@@ -9,6 +9,7 @@
 
 mod creation;
 mod labels;
+mod receipt;
 mod storage;
 mod testing;
 mod view;
@@ -16,6 +17,7 @@ mod ward;
 
 pub use creation::{CreateUnitInput, IrradiationInput, PoolMemberInput, SourceInput, create, irradiate};
 pub use labels::{Label, LabelBarcodes, label};
+pub use receipt::{ReceiveUnitInput, receive};
 pub use storage::{
     InspectionInput, InspectionResult, InspectionView, LocationReadingInput, ReadingInput, ReadingView, discard,
     disposition_excursions, inspect, record_location_reading, record_reading,

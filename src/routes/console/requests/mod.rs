@@ -272,6 +272,7 @@ async fn issue(
         Ok(authorisation) => {
             let input = IssueInput {
                 scanned_din: fields.one("scanned_din").to_owned(),
+                scanned_group: None,
                 acknowledge: fields.acknowledge(),
                 authorisation,
             };
