@@ -9,13 +9,15 @@
 
 mod creation;
 mod labels;
+mod prints;
 mod storage;
 mod testing;
 mod view;
 mod ward;
 
 pub use creation::{CreateUnitInput, IrradiationInput, PoolMemberInput, SourceInput, create, irradiate};
-pub use labels::{Label, LabelBarcodes, label};
+pub use labels::{Label, LabelBarcodes, QUARANTINE, label};
+pub use prints::{LabelFormat, LabelPrintView, LabelPrints, Printed, print, prints};
 pub use storage::{
     InspectionInput, InspectionResult, InspectionView, LocationReadingInput, ReadingInput, ReadingView, discard,
     disposition_excursions, inspect, record_location_reading, record_reading,
