@@ -126,6 +126,10 @@ pub fn print(
     tz: Tz,
     policy: &Policy,
 ) -> ApiResult<Printed> {
+    // Locked before the label is read: a change committing meanwhile (an irradiation, a second
+    // print taking the next version) waits for this print.
+    let unit = super::find(conn, key)?;
+    store::units::lock(conn, unit.id)?;
     let (unit_id, status, mut label) = content(conn, key, facility_name, tz, policy)?;
     if matches!(
         status,
@@ -136,8 +140,6 @@ pub fn print(
             format!("unit {} is {status}: no label is printed for it", label.din),
         ));
     }
-    // Two prints of a changed label at once must not both take the next version.
-    store::units::lock(conn, unit_id)?;
     let (version, reprint) = version(conn, unit_id, &label)?;
     label.version = version;
     let items = labels::layout(&label)?;
