@@ -14,6 +14,7 @@ pub mod error;
 pub mod extract;
 pub mod input;
 pub mod jobs;
+pub mod labels;
 pub mod metrics;
 pub mod routes;
 pub mod services;

@@ -42,6 +42,7 @@ error_codes! {
     ValidationFailed = 400, "validation_failed", "fields are invalid; `errors` lists each with its path";
     InvalidPath = 400, "invalid_path", "a path segment is not a valid id or key";
     InvalidQuery = 400, "invalid_query", "the query string cannot be parsed";
+    UnsupportedDpi = 400, "unsupported_dpi", "a ZPL label is rendered for 203 or 300 dpi printers only";
     InvalidBody = 400, "invalid_body", "the body could not be read";
     BadRequest = 400, "bad_request", "the request could not be understood";
     UnknownSearchParameter = 400, "unknown_search_parameter", "a FHIR search names a parameter or modifier the resource does not support";
@@ -66,6 +67,7 @@ error_codes! {
     MethodNotAllowed = 405, "method_not_allowed", "the path does not take this method";
     NotAcceptable = 406, "not_acceptable", "the FHIR endpoint answers in JSON only (`_format` or `Accept` asked for another format)";
     UnitExpiredNow = 409, "unit_expired", "the unit has expired, so the action is no longer possible";
+    LabelNotPrintable = 409, "label_not_printable", "the unit has expired, been discarded or transfused: no label is printed for it";
     UsernameTaken = 409, "username_taken", "another user has that username";
     HospitalCodeTaken = 409, "hospital_code_taken", "another hospital has that code";
     MfaAlreadyEnrolled = 409, "mfa_already_enrolled", "the account already has a second factor; an admin resets it to enrol again";

@@ -9,8 +9,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
-    alerts, allocations, audit, auth, collections, devices, donors, health, hospitals, isbt128, metrics, mfa, patients,
-    policy, requests, tasks, units, users, webhooks,
+    alerts, allocations, audit, auth, collections, devices, donors, health, hospitals, isbt128, labels, metrics, mfa,
+    patients, policy, requests, tasks, units, users, webhooks,
 };
 use crate::error::{ErrorCode, FieldError, Problem, Reason};
 
@@ -39,6 +39,7 @@ use crate::error::{ErrorCode, FieldError, Problem, Reason};
         isbt128::decode,
         units::create, units::receive, units::list, units::get, units::irradiate, units::record_test,
         units::release, units::inspect, units::disposition, units::discard, units::add_reading, units::add_location_reading, units::label, units::trace,
+        labels::label_pdf, labels::label_zpl, labels::label_prints,
         alerts::list, alerts::ack, alerts::events, alerts::jobs, alerts::stream,
         webhooks::create, webhooks::list, webhooks::deliveries,
         patients::create, patients::list, patients::get, patients::update, patients::add_sample, patients::samples,

@@ -15,6 +15,7 @@ pub mod health;
 pub mod hospitals;
 pub mod idempotency;
 pub mod isbt128;
+pub mod labels;
 pub mod limits;
 pub mod metrics;
 pub mod mfa;
@@ -152,6 +153,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/units/{id}/discard").route(web::post().to(units::discard)))
                 .service(web::resource("/units/{id}/storage-readings").route(web::post().to(units::add_reading)))
                 .service(web::resource("/units/{id}/label").route(web::get().to(units::label)))
+                .service(web::resource("/units/{id}/label.pdf").route(web::get().to(labels::label_pdf)))
+                .service(web::resource("/units/{id}/label.zpl").route(web::get().to(labels::label_zpl)))
+                .service(web::resource("/units/{id}/label/prints").route(web::get().to(labels::label_prints)))
                 .service(web::resource("/units/{id}/trace").route(web::get().to(units::trace)))
                 .service(web::resource("/storage-readings").route(web::post().to(units::add_location_reading)))
                 .service(web::resource("/alerts").route(web::get().to(alerts::list)))

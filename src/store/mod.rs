@@ -15,6 +15,7 @@ pub mod donors;
 pub mod hospitals;
 pub mod idempotency;
 pub mod jobs;
+pub mod label_prints;
 pub mod limits;
 pub mod matching;
 pub mod metrics;

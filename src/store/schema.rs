@@ -669,6 +669,20 @@ diesel::joinable!(emergency_releases -> requests (request_id));
 diesel::joinable!(unit_supply -> units (unit_id));
 diesel::joinable!(anc_results -> patients (patient_id));
 diesel::joinable!(anc_results -> allocations (allocation_id));
+diesel::joinable!(label_prints -> units (unit_id));
+
+diesel::table! {
+    label_prints (id) {
+        id -> BigInt,
+        unit_id -> BigInt,
+        version -> Integer,
+        format -> Text,
+        dpi -> Nullable<Integer>,
+        content_sha256 -> Text,
+        printed_by -> Text,
+        printed_at -> Timestamp,
+    }
+}
 
 diesel::table! {
     signing_keys (kid) {

@@ -33,6 +33,7 @@ mod idempotency;
 mod isbt128;
 mod judgement;
 mod keys;
+mod labels;
 mod limits;
 mod metrics;
 mod mfa;

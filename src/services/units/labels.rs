@@ -7,9 +7,10 @@ use utoipa::ToSchema;
 
 use super::view::{Release, view};
 use super::{ReleaseKind, find};
-use crate::domain::blood::Rhd;
+use crate::domain::blood::{Cmv, Rhd};
 use crate::domain::isbt128::{self, Din};
 use crate::domain::policy::Policy;
+use crate::domain::units::UnitStatus;
 use crate::error::{ApiError, ApiResult};
 use crate::input::UnitKey;
 use crate::services::utc;
@@ -30,12 +31,18 @@ pub struct LabelBarcodes {
 /// What the label must carry (domain-reference §5.1), eye-readable, plus the ISBT 128 data.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Label {
+    /// Which version of this unit's label this content is: the last printed version while the
+    /// content is unchanged, the next one once the unit changed (irradiation, release, …).
+    /// 1 before any print.
+    pub version: i32,
     pub product_name: String,
     pub producer: String,
     /// DIN printed in groups (`A9999 26 000001`), with the boxed check character separately.
     pub din: String,
     pub check_character: String,
     pub blood_group: String,
+    /// Printed as special testing ("CMV NEGATIVE") when negative.
+    pub cmv: Cmv,
     pub volume_ml: i32,
     pub granulocyte_count: f64,
     pub collected_at: DateTime<Utc>,
@@ -47,12 +54,17 @@ pub struct Label {
     pub time_zone: String,
     pub storage: String,
     pub irradiated: bool,
+    /// Not released (or back in quarantine): the label says it is not for transfusion.
+    pub quarantined: bool,
     pub emergency_release: bool,
     pub pooled_from: Vec<String>,
     /// Statements to print, in order.
     pub statements: Vec<String>,
     pub isbt128: LabelBarcodes,
 }
+
+/// What a label printed before release says.
+pub const QUARANTINE: &str = "QUARANTINE: not for transfusion";
 
 /// A time as printed on a label: the facility's wall clock with the zone's abbreviation.
 fn local_text(t: DateTime<Utc>, tz: Tz) -> String {
@@ -62,7 +74,21 @@ fn local_text(t: DateTime<Utc>, tz: Tz) -> String {
         .to_uppercase()
 }
 
+/// The unit's label now, with its version (a preview: nothing is recorded).
 pub fn label(conn: &mut DbConn, key: &UnitKey, facility_name: &str, tz: Tz, policy: &Policy) -> ApiResult<Label> {
+    let (unit, _, mut label) = content(conn, key, facility_name, tz, policy)?;
+    label.version = super::prints::version(conn, unit, &label)?.0;
+    Ok(label)
+}
+
+/// The label's content (`version` 0), the unit's id and its status now.
+pub(super) fn content(
+    conn: &mut DbConn,
+    key: &UnitKey,
+    facility_name: &str,
+    tz: Tz,
+    policy: &Policy,
+) -> ApiResult<(i64, UnitStatus, Label)> {
     let u = find(conn, key)?;
     let v = view(conn, u, utc(store::now()))?;
     let din = Din::parse(&v.din).map_err(|e| ApiError::internal(anyhow::anyhow!("stored DIN: {e}")))?;
@@ -76,7 +102,11 @@ pub fn label(conn: &mut DbConn, key: &UnitKey, facility_name: &str, tz: Tz, poli
     } else {
         isbt128::blood_group_code(v.abo, v.rhd)
     };
+    let quarantined = v.status == UnitStatus::Quarantined;
     let mut statements = vec!["Do not agitate".to_owned()];
+    if quarantined {
+        statements.push(QUARANTINE.to_owned());
+    }
     if v.irradiated {
         statements.push("Irradiated".to_owned());
     }
@@ -100,7 +130,8 @@ pub fn label(conn: &mut DbConn, key: &UnitKey, facility_name: &str, tz: Tz, poli
         ]
         .map(str::to_owned),
     );
-    Ok(Label {
+    let label = Label {
+        version: 0,
         product_name: if v.pooled {
             "Granulocytes, Pooled"
         } else {
@@ -111,6 +142,7 @@ pub fn label(conn: &mut DbConn, key: &UnitKey, facility_name: &str, tz: Tz, poli
         din: format!("{} {:02} {:06}", din.fin, din.year, din.sequence),
         check_character: v.check_character.clone(),
         blood_group: format!("{} {rhd}", v.abo),
+        cmv: v.cmv,
         volume_ml: v.volume_ml,
         granulocyte_count: v.granulocyte_count,
         collected_at: v.collected_at,
@@ -122,6 +154,7 @@ pub fn label(conn: &mut DbConn, key: &UnitKey, facility_name: &str, tz: Tz, poli
             policy.unit.storage_temp_min_c, policy.unit.storage_temp_max_c
         ),
         irradiated: v.irradiated,
+        quarantined,
         emergency_release: matches!(
             v.release,
             Some(Release {
@@ -140,5 +173,6 @@ pub fn label(conn: &mut DbConn, key: &UnitKey, facility_name: &str, tz: Tz, poli
                 isbt128::format_date_time(v.expires_at.with_timezone(&tz).naive_local())
             ),
         },
-    })
+    };
+    Ok((v.id, v.status, label))
 }

@@ -9,6 +9,7 @@
 
 mod creation;
 mod labels;
+mod prints;
 mod receipt;
 mod storage;
 mod testing;
@@ -16,7 +17,8 @@ mod view;
 mod ward;
 
 pub use creation::{CreateUnitInput, IrradiationInput, PoolMemberInput, SourceInput, create, irradiate};
-pub use labels::{Label, LabelBarcodes, label};
+pub use labels::{Label, LabelBarcodes, QUARANTINE, label};
+pub use prints::{LabelFormat, LabelPrintView, LabelPrints, Printed, print, prints};
 pub use receipt::{ReceiveUnitInput, receive};
 pub use storage::{
     InspectionInput, InspectionResult, InspectionView, LocationReadingInput, ReadingInput, ReadingView, discard,
