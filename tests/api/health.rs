@@ -92,6 +92,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/units/{id}/excursion-disposition"),
     ("post", "/api/v1/units/{id}/discard"),
     ("post", "/api/v1/units/{id}/storage-readings"),
+    ("post", "/api/v1/units/receive"),
     ("get", "/api/v1/units/{id}/label"),
     ("get", "/api/v1/units/{id}/label.pdf"),
     ("get", "/api/v1/units/{id}/label.zpl"),
