@@ -8,8 +8,62 @@ pub mod code128;
 pub mod pdf;
 pub mod zpl;
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::blood::Cmv;
 use crate::error::{ApiError, ApiResult};
-use crate::services::units::{Label, QUARANTINE};
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LabelBarcodes {
+    /// `=` + DIN + Type 3 flags (the flags carry the check character).
+    pub din: String,
+    /// `=%` + blood group code + `00`.
+    pub blood_group: String,
+    /// `=<` + product code.
+    pub product: String,
+    /// `&>` + `cyyjjjhhmm`, on the facility's wall clock (scanners read it as local time).
+    pub expiry: String,
+}
+
+/// What the label must carry (domain-reference §5.1), eye-readable, plus the ISBT 128 data.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Label {
+    /// Which version of this unit's label this content is: the last printed version while the
+    /// content is unchanged, the next one once the unit changed (irradiation, release, …).
+    /// 1 before any print.
+    pub version: i32,
+    pub product_name: String,
+    pub producer: String,
+    /// DIN printed in groups (`A9999 26 000001`), with the boxed check character separately.
+    pub din: String,
+    pub check_character: String,
+    pub blood_group: String,
+    /// Printed as special testing ("CMV NEGATIVE") when negative.
+    pub cmv: Cmv,
+    pub volume_ml: i32,
+    pub granulocyte_count: f64,
+    pub collected_at: DateTime<Utc>,
+    /// With the hour: the unit lives 24 h.
+    pub expires_at: DateTime<Utc>,
+    /// The expiry on the facility's wall clock, with its zone (`26 NOV 2026 06:04 EST`).
+    pub expiry_text: String,
+    /// The facility's IANA time zone (`GRANULO_TIMEZONE`).
+    pub time_zone: String,
+    pub storage: String,
+    pub irradiated: bool,
+    /// Not released (or back in quarantine): the label says it is not for transfusion.
+    pub quarantined: bool,
+    pub emergency_release: bool,
+    pub pooled_from: Vec<String>,
+    /// Statements to print, in order.
+    pub statements: Vec<String>,
+    pub isbt128: LabelBarcodes,
+}
+
+/// What a label printed before release says.
+pub const QUARANTINE: &str = "QUARANTINE: not for transfusion";
 
 /// The base label is square.
 pub const LABEL_MM: f32 = 100.0;
@@ -326,7 +380,6 @@ pub fn layout(label: &Label) -> ApiResult<Vec<Item>> {
 pub(crate) mod tests {
     use super::*;
     use crate::domain::blood::Cmv;
-    use crate::services::units::LabelBarcodes;
     use chrono::{TimeZone, Utc};
 
     /// A fixed label for the golden files and layout tests.

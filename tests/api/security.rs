@@ -269,7 +269,21 @@ fn cases(policy: &Value) -> Vec<Case> {
             Staff,
             Some(json!({"temperature_c": 22})),
         ),
+        case(
+            "post",
+            "/api/v1/units/receive",
+            Staff,
+            // `expires_at` here is the supplier label's expiry as typed, checked against the
+            // scan (issue 19), not the server's: the body names it so API3 does not probe it.
+            Some(
+                json!({"supplier": "NHSBT Filton", "scans": ["=%6200"], "volume_ml": 200, "granulocyte_count": 1e10,
+                       "expires_at": "2026-12-01T08:00:00Z"}),
+            ),
+        ),
         case("get", "/api/v1/units/{id}/label", Staff, None),
+        case("get", "/api/v1/units/{id}/label.pdf", Staff, None),
+        case("get", "/api/v1/units/{id}/label.zpl", Staff, None),
+        case("get", "/api/v1/units/{id}/label/prints", Staff, None),
         case("get", "/api/v1/units/{id}/trace", Staff, None),
         case(
             "post",

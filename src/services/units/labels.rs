@@ -2,69 +2,21 @@
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use serde::Serialize;
-use utoipa::ToSchema;
+use sha2::{Digest, Sha256};
 
 use super::view::{Release, view};
 use super::{ReleaseKind, find};
-use crate::domain::blood::{Cmv, Rhd};
+use crate::domain::blood::Rhd;
 use crate::domain::isbt128::{self, Din};
 use crate::domain::policy::Policy;
 use crate::domain::units::UnitStatus;
 use crate::error::{ApiError, ApiResult};
 use crate::input::UnitKey;
 use crate::services::utc;
+use crate::store::label_prints as print_rows;
 use crate::store::{self, DbConn};
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct LabelBarcodes {
-    /// `=` + DIN + Type 3 flags (the flags carry the check character).
-    pub din: String,
-    /// `=%` + blood group code + `00`.
-    pub blood_group: String,
-    /// `=<` + product code.
-    pub product: String,
-    /// `&>` + `cyyjjjhhmm`, on the facility's wall clock (scanners read it as local time).
-    pub expiry: String,
-}
-
-/// What the label must carry (domain-reference §5.1), eye-readable, plus the ISBT 128 data.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Label {
-    /// Which version of this unit's label this content is: the last printed version while the
-    /// content is unchanged, the next one once the unit changed (irradiation, release, …).
-    /// 1 before any print.
-    pub version: i32,
-    pub product_name: String,
-    pub producer: String,
-    /// DIN printed in groups (`A9999 26 000001`), with the boxed check character separately.
-    pub din: String,
-    pub check_character: String,
-    pub blood_group: String,
-    /// Printed as special testing ("CMV NEGATIVE") when negative.
-    pub cmv: Cmv,
-    pub volume_ml: i32,
-    pub granulocyte_count: f64,
-    pub collected_at: DateTime<Utc>,
-    /// With the hour: the unit lives 24 h.
-    pub expires_at: DateTime<Utc>,
-    /// The expiry on the facility's wall clock, with its zone (`26 NOV 2026 06:04 EST`).
-    pub expiry_text: String,
-    /// The facility's IANA time zone (`GRANULO_TIMEZONE`).
-    pub time_zone: String,
-    pub storage: String,
-    pub irradiated: bool,
-    /// Not released (or back in quarantine): the label says it is not for transfusion.
-    pub quarantined: bool,
-    pub emergency_release: bool,
-    pub pooled_from: Vec<String>,
-    /// Statements to print, in order.
-    pub statements: Vec<String>,
-    pub isbt128: LabelBarcodes,
-}
-
-/// What a label printed before release says.
-pub const QUARANTINE: &str = "QUARANTINE: not for transfusion";
+pub use crate::labels::{Label, LabelBarcodes, QUARANTINE};
 
 /// A time as printed on a label: the facility's wall clock with the zone's abbreviation.
 fn local_text(t: DateTime<Utc>, tz: Tz) -> String {
@@ -77,7 +29,7 @@ fn local_text(t: DateTime<Utc>, tz: Tz) -> String {
 /// The unit's label now, with its version (a preview: nothing is recorded).
 pub fn label(conn: &mut DbConn, key: &UnitKey, facility_name: &str, tz: Tz, policy: &Policy) -> ApiResult<Label> {
     let (unit, _, mut label) = content(conn, key, facility_name, tz, policy)?;
-    label.version = super::prints::version(conn, unit, &label)?.0;
+    label.version = version(conn, unit, &label)?.0;
     Ok(label)
 }
 
@@ -175,4 +127,25 @@ pub(super) fn content(
         },
     };
     Ok((v.id, v.status, label))
+}
+
+/// SHA-256 of the label's content, `version` left out.
+pub(super) fn digest(label: &Label) -> ApiResult<String> {
+    let mut value = serde_json::to_value(label).map_err(ApiError::internal)?;
+    if let Some(map) = value.as_object_mut() {
+        map.remove("version");
+    }
+    // serde_json's maps are sorted by key: the same content always gives the same text.
+    let text = serde_json::to_string(&value).map_err(ApiError::internal)?;
+    Ok(hex::encode(Sha256::digest(text.as_bytes())))
+}
+
+/// The label's version and whether that version has been printed already.
+pub(super) fn version(conn: &mut DbConn, unit_id: i64, label: &Label) -> ApiResult<(i32, bool)> {
+    let sha = digest(label)?;
+    Ok(match print_rows::latest(conn, unit_id)? {
+        None => (1, false),
+        Some(last) if last.content_sha256 == sha => (last.version, true),
+        Some(last) => (last.version + 1, false),
+    })
 }

@@ -9,11 +9,10 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::Label;
-use super::labels::content;
+use super::labels::{content, digest, version};
 use crate::domain::policy::Policy;
 use crate::domain::units::UnitStatus;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -79,27 +78,6 @@ pub struct Printed {
     pub body: Vec<u8>,
     pub label: Label,
     pub print: LabelPrintView,
-}
-
-/// SHA-256 of the label's content, `version` left out.
-fn digest(label: &Label) -> ApiResult<String> {
-    let mut value = serde_json::to_value(label).map_err(ApiError::internal)?;
-    if let Some(map) = value.as_object_mut() {
-        map.remove("version");
-    }
-    // serde_json's maps are sorted by key: the same content always gives the same text.
-    let text = serde_json::to_string(&value).map_err(ApiError::internal)?;
-    Ok(hex::encode(Sha256::digest(text.as_bytes())))
-}
-
-/// The label's version and whether that version has been printed already.
-pub(super) fn version(conn: &mut DbConn, unit_id: i64, label: &Label) -> ApiResult<(i32, bool)> {
-    let sha = digest(label)?;
-    Ok(match rows::latest(conn, unit_id)? {
-        None => (1, false),
-        Some(last) if last.content_sha256 == sha => (last.version, true),
-        Some(last) => (last.version + 1, false),
-    })
 }
 
 fn print_view(row: rows::LabelPrint, reprint: bool) -> LabelPrintView {
