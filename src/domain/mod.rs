@@ -8,6 +8,7 @@ pub mod blood;
 pub mod board;
 pub mod compatibility;
 pub mod course;
+pub mod course_plan;
 pub mod destinations;
 pub mod eligibility;
 pub mod group;
