@@ -20,7 +20,17 @@ use crate::state::AppState;
 pub struct ZplQuery {
     /// The printer's resolution: 203 (default) or 300 dots per inch.
     #[serde(default, deserialize_with = "crate::input::integral::optional")]
+    #[param(schema_with = dpi_schema)]
     pub dpi: Option<u32>,
+}
+
+/// The documented `dpi`: the two resolutions ZPL labels are laid out for, nothing else.
+fn dpi_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .enum_values(Some(crate::labels::zpl::DPIS.map(i64::from)))
+        .description(Some("The printer's resolution: 203 (default) or 300 dots per inch."))
+        .into()
 }
 
 async fn print(state: web::Data<AppState>, caller: AuthUser, key: &str, format: LabelFormat) -> ApiResult<Printed> {
