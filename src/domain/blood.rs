@@ -21,6 +21,15 @@ text_enum!(
 );
 
 impl UnitRhd {
+    /// A unit's RhD as stored: its RhD type, or pooled when the supplier labelled the pool so.
+    pub fn of(rhd: Rhd, pooled: bool) -> Self {
+        match (pooled, rhd) {
+            (true, _) => Self::Pooled,
+            (false, Rhd::Positive) => Self::Positive,
+            (false, Rhd::Negative) => Self::Negative,
+        }
+    }
+
     /// What selection treats it as: pooled RhD counts as RhD-positive (it may contain D-positive
     /// red cells).
     pub fn for_selection(self) -> Rhd {

@@ -19,7 +19,7 @@ use crate::domain::compatibility::{
 use crate::domain::eligibility;
 use crate::domain::matching::{self, DonorMatchFacts};
 use crate::domain::policy::Policy;
-use crate::domain::requests::AllocationStatus;
+use crate::domain::requests as request_rules;
 use crate::domain::stimulation;
 use crate::error::ApiResult;
 use crate::services::{donors, patients, requests};
@@ -181,7 +181,7 @@ pub fn candidates_at(
     // The request's units already due (allocated or issued), for the day's dose.
     let mut day_granulocytes = 0.0;
     for (_, status, granulocytes) in allocation_rows::units_of_request(conn, request_id)? {
-        if matches!(status, AllocationStatus::Allocated | AllocationStatus::Issued) {
+        if request_rules::is_active(status) {
             day_granulocytes += granulocytes;
         }
     }

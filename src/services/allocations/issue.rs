@@ -74,12 +74,7 @@ pub fn issue(
         let pooled = unit_rows::supply_of(conn, &[u.id])?
             .first()
             .is_some_and(|s| s.rhd_pooled);
-        let rhd = match (pooled, u.rhd) {
-            (true, _) => UnitRhd::Pooled,
-            (false, crate::domain::blood::Rhd::Positive) => UnitRhd::Positive,
-            (false, crate::domain::blood::Rhd::Negative) => UnitRhd::Negative,
-        };
-        refusals.extend(group_gate(scan, u.abo, rhd).map(|r| Reason {
+        refusals.extend(group_gate(scan, u.abo, UnitRhd::of(u.rhd, pooled)).map(|r| Reason {
             code: r.code().to_owned(),
             message: r.message(),
         }));
