@@ -73,6 +73,7 @@ text_enum!(
         AllocationAntiDProphylaxis => "allocation.anti_d_prophylaxis",
         PatientGroupDiscordant => "patient.group_discordant",
         TaskOverdue => "task.overdue",
+        CoursePlanBroken => "course.plan_broken",
     }
 );
 
@@ -84,7 +85,7 @@ impl AlertKind {
             UnitExpiring | UnitExpired | UnitQuarantined | UnitPositiveResultAfterRelease => AlertEntity::Unit,
             SampleExpiring | TransfusionOutcomeMissing | AllocationAntiDProphylaxis => AlertEntity::Allocation,
             StimulationWindowMissed | CollectionDonorIneligible | CollectionUnstimulated => AlertEntity::Collection,
-            RequestUnallocated => AlertEntity::Request,
+            RequestUnallocated | CoursePlanBroken => AlertEntity::Request,
             PatientGroupDiscordant => AlertEntity::Patient,
             TaskOverdue => AlertEntity::Task,
         }
@@ -106,7 +107,8 @@ impl AlertKind {
             | UnitPositiveResultAfterRelease
             | CollectionDonorIneligible
             | PatientGroupDiscordant
-            | TaskOverdue => &[Urgent],
+            | TaskOverdue
+            | CoursePlanBroken => &[Urgent],
         }
     }
 
@@ -123,7 +125,8 @@ impl AlertKind {
             | CollectionUnstimulated
             | RequestUnallocated
             | TransfusionOutcomeMissing
-            | TaskOverdue => EpisodeEnd::ConditionClears,
+            | TaskOverdue
+            | CoursePlanBroken => EpisodeEnd::ConditionClears,
             UnitQuarantined | UnitPositiveResultAfterRelease | AllocationAntiDProphylaxis | PatientGroupDiscordant => {
                 EpisodeEnd::Acknowledged
             }
@@ -161,6 +164,9 @@ impl AlertKind {
                 "the blood bank's typings of a patient disagree, or the declared group differs from them"
             }
             TaskOverdue => "an open task is past its due time",
+            CoursePlanBroken => {
+                "a day of a request's accepted course plan lost its donor or unit (collection aborted, donor no longer eligible, unit discarded); names the first day at risk until a repair is accepted"
+            }
         }
     }
 
@@ -448,6 +454,50 @@ pub fn task_alerts(t: &TaskState<'_>, now: DateTime<Utc>) -> Vec<AlertSpec> {
             t.id,
             fmt_left(now.signed_duration_since(t.due_at)),
             t.title
+        ),
+    }]
+}
+
+/// One day of an accepted course plan, and what broke it, if anything.
+pub struct PlanDayState<'a> {
+    /// 1-based course day.
+    pub day: u32,
+    pub due_at: DateTime<Utc>,
+    /// Why the day lost its donor or unit; `None` while it holds.
+    pub broken: Option<&'a str>,
+}
+
+/// The accepted course plan of an open request.
+pub struct CoursePlanState<'a> {
+    pub request_id: i64,
+    pub plan_id: i64,
+    pub days: &'a [PlanDayState<'a>],
+}
+
+/// A broken day of an accepted plan that is still to come names the first such day (the day at
+/// risk); past days are the business of `request.unallocated` and the outcome alerts.
+pub fn course_plan_alerts(p: &CoursePlanState<'_>, now: DateTime<Utc>) -> Vec<AlertSpec> {
+    let broken: Vec<&PlanDayState<'_>> = p.days.iter().filter(|d| d.broken.is_some() && d.due_at > now).collect();
+    let Some(first) = broken.first() else {
+        return Vec::new();
+    };
+    let others = match broken.len() - 1 {
+        0 => String::new(),
+        n => format!(" ({n} more day{} broken)", if n == 1 { "" } else { "s" }),
+    };
+    vec![AlertSpec {
+        kind: AlertKind::CoursePlanBroken,
+        severity: AlertSeverity::Urgent,
+        threshold_hours: None,
+        dedup_key: AlertKind::CoursePlanBroken.condition_key(format!("{}:{}:{}", p.request_id, p.plan_id, first.day)),
+        entity_id: p.request_id,
+        message: format!(
+            "day {} of request {}'s course (due {}) is at risk: {}{others}; propose a repair with POST /api/v1/requests/{}/plan",
+            first.day,
+            p.request_id,
+            first.due_at.format("%Y-%m-%d %H:%M UTC"),
+            first.broken.unwrap_or_default(),
+            p.request_id
         ),
     }]
 }
@@ -1085,6 +1135,51 @@ mod tests {
         let late = task_alerts(&t, now() + TimeDelta::minutes(1));
         assert_eq!(keys(&late), vec!["task.overdue:4".to_owned()]);
         assert_eq!(late[0].severity, AlertSeverity::Urgent);
+    }
+
+    #[test]
+    fn a_broken_plan_day_still_to_come_names_the_first_day_at_risk() {
+        let day = |day: u32, in_hours: i64, broken: Option<&'static str>| PlanDayState {
+            day,
+            due_at: now() + TimeDelta::hours(in_hours),
+            broken,
+        };
+        let cases: Vec<(Vec<PlanDayState<'static>>, Vec<String>)> = vec![
+            (vec![day(1, 2, None), day(2, 26, None)], vec![]),
+            // A past broken day is not at risk any more.
+            (vec![day(1, -2, Some("collection 4 aborted")), day(2, 22, None)], vec![]),
+            (
+                vec![
+                    day(1, 2, None),
+                    day(2, 26, Some("collection 5 aborted")),
+                    day(3, 50, Some("x")),
+                ],
+                vec!["course.plan_broken:9:3:2".to_owned()],
+            ),
+        ];
+        for (days, expected) in cases {
+            let specs = course_plan_alerts(
+                &CoursePlanState {
+                    request_id: 9,
+                    plan_id: 3,
+                    days: &days,
+                },
+                now(),
+            );
+            assert_eq!(keys(&specs), expected);
+            for s in &specs {
+                assert_eq!(
+                    (s.kind, s.severity, s.entity_id),
+                    (AlertKind::CoursePlanBroken, AlertSeverity::Urgent, 9)
+                );
+                assert!(
+                    s.message.contains("day 2") && s.message.contains("collection 5 aborted"),
+                    "{}",
+                    s.message
+                );
+                assert!(s.message.contains("1 more day broken"), "{}", s.message);
+            }
+        }
     }
 
     proptest! {

@@ -76,6 +76,13 @@ pub struct Slot {
     pub end: DateTime<Utc>,
 }
 
+impl PlanDonor {
+    /// Whether the donor has not said they cannot come at `at`.
+    pub fn available_at(&self, at: DateTime<Utc>) -> bool {
+        !self.unavailable.iter().any(|&(from, until)| from <= at && at < until)
+    }
+}
+
 /// One course day to plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanDay {
@@ -93,8 +100,9 @@ pub struct PlanDonor {
     pub id: i64,
     pub record: DonorRecord,
     pub facts: DonorMatchFacts,
-    /// Dates the donor said they can come; `None`: nothing stated, any day.
-    pub available_on: Option<Vec<NaiveDate>>,
+    /// Periods the donor said they cannot come (start inclusive, end exclusive): a slot
+    /// starting inside one is not offered to them.
+    pub unavailable: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -414,7 +422,8 @@ fn day_options(input: &PlanInput<'_>, d: usize, n: usize) -> DayOptions {
             continue;
         }
         compatible += 1;
-        if donor.available_on.as_ref().is_some_and(|on| !on.contains(&day.date)) {
+        costs.retain(|&(_, s)| donor.available_at(day.slots[s].start));
+        if costs.is_empty() {
             continue;
         }
         available += 1;
@@ -728,8 +737,19 @@ mod tests {
                 hla: None,
                 last_stimulated_at: None,
             },
-            available_on: None,
+            unavailable: vec![],
         }
+    }
+
+    /// Unavailable on every day of `days` but those in `keep` (whole dates, UTC).
+    fn only_on(days: &[PlanDay], keep: &[NaiveDate]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        days.iter()
+            .filter(|d| !keep.contains(&d.date))
+            .map(|d| {
+                let from = d.date.and_time(chrono::NaiveTime::MIN).and_utc();
+                (from, from + TimeDelta::days(1))
+            })
+            .collect()
     }
 
     /// Day `day` of December 2026 with a 08:00–11:00 slot on device 1, transfusion at 14:00.
@@ -840,7 +860,7 @@ mod tests {
         assert_eq!(codes_of(&p), vec![codes::NO_COMPATIBLE_DONOR]);
         // Compatible but unavailable, compatible but deferred.
         let mut away = donor(3, Abo::O, Cmv::Negative);
-        away.available_on = Some(vec![at(11, 0).date_naive()]);
+        away.unavailable = only_on(&days, &[at(11, 0).date_naive()]);
         let p = plan(&input(&days, std::slice::from_ref(&away), &pt, &policy));
         assert_eq!(codes_of(&p), vec![codes::NO_AVAILABLE_DONOR]);
         let mut deferred = donor(4, Abo::O, Cmv::Negative);
@@ -862,9 +882,9 @@ mod tests {
         // nobody on day 3 (X's day-1 collection ended 45 h before).
         let x = donor(1, Abo::A, Cmv::Negative);
         let mut y = donor(2, Abo::O, Cmv::Negative);
-        y.available_on = Some(vec![days[0].date]);
+        y.unavailable = only_on(&days, &[days[0].date]);
         let mut z = donor(3, Abo::O, Cmv::Negative);
-        z.available_on = Some(vec![days[1].date]);
+        z.unavailable = only_on(&days, &[days[1].date]);
         let pool = [x, y, z];
         let p = plan(&input(&days, &pool, &pt, &policy));
         assert_eq!(donors_of(&p), vec![Some(2), Some(3), Some(1)]);
@@ -969,7 +989,7 @@ mod tests {
     fn option_cost(input: &PlanInput<'_>, d: usize, i: usize, s: usize) -> Option<Score> {
         let (day, donor) = (&input.days[d], &input.donors[i]);
         let slot = &day.slots[s];
-        if donor.available_on.as_ref().is_some_and(|on| !on.contains(&day.date))
+        if !donor.available_at(slot.start)
             || slot.end > day.transfuse_at
             || day.transfuse_at > slot.end + TimeDelta::hours(i64::from(input.policy.unit.max_shelf_life_hours))
         {
@@ -1181,7 +1201,10 @@ mod tests {
                     let start = if *completed { at(11, 8) - TimeDelta::days(i64::from(*before)) } else { at(10 + before, 8) };
                     d.record.bookings.push(past(start, *completed));
                 }
-                d.available_on = avail.as_ref().map(|a| days.iter().zip(a).filter(|(_, ok)| **ok).map(|(d, _)| d.date).collect());
+                if let Some(a) = avail {
+                    let keep: Vec<NaiveDate> = days.iter().zip(a).filter(|(_, ok)| **ok).map(|(d, _)| d.date).collect();
+                    d.unavailable = only_on(&days, &keep);
+                }
                 if *deferred {
                     d.record.deferrals.push(crate::domain::eligibility::Deferral {
                         reason: "r".into(),

@@ -13,6 +13,9 @@ pub struct Policy {
     #[serde(default)]
     pub stimulation: StimulationPolicy,
     pub collection: CollectionPolicy,
+    /// Added with the course planner: a table without it takes the defaults.
+    #[serde(default)]
+    pub device: DevicePolicy,
     pub compat: CompatPolicy,
     pub recipient: RecipientPolicy,
     pub request: RequestPolicy,
@@ -147,6 +150,62 @@ pub struct Contraindication {
 #[serde(deny_unknown_fields)]
 pub struct CollectionPolicy {
     pub default_duration_minutes: u32,
+}
+
+/// Apheresis devices (the course planner offers slots only inside these hours).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DevicePolicy {
+    #[serde(default)]
+    pub hours: DeviceHours,
+}
+
+/// When the apheresis unit is staffed, in the site's time zone (`GRANULO_TIMEZONE`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceHours {
+    /// The earliest start of a collection, `HH:MM` local time.
+    #[schema(example = "07:00")]
+    pub opens: String,
+    /// The time by which every collection has ended, `HH:MM` local time.
+    #[schema(example = "17:00")]
+    pub closes: String,
+    /// The staffed days of the week: `mon` … `sun`.
+    pub days: Vec<String>,
+    /// Minutes between the start times offered on a device.
+    #[schema(minimum = 5, maximum = 240)]
+    pub slot_step_minutes: u32,
+}
+
+impl Default for DeviceHours {
+    fn default() -> Self {
+        Self {
+            opens: "07:00".to_owned(),
+            closes: "17:00".to_owned(),
+            days: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+                .map(str::to_owned)
+                .to_vec(),
+            slot_step_minutes: 60,
+        }
+    }
+}
+
+/// The weekday names of `device.hours.days`, Monday first.
+pub const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl DeviceHours {
+    /// Opening and closing times, when both are `HH:MM` and the first is earlier.
+    pub fn times(&self) -> Option<(chrono::NaiveTime, chrono::NaiveTime)> {
+        let parse = |s: &str| chrono::NaiveTime::parse_from_str(s, "%H:%M").ok();
+        let (o, c) = (parse(&self.opens)?, parse(&self.closes)?);
+        (o < c).then_some((o, c))
+    }
+
+    /// Whether devices are staffed on `day`.
+    pub fn staffed_on(&self, day: chrono::Weekday) -> bool {
+        let name = WEEKDAYS[day.num_days_from_monday() as usize];
+        self.days.iter().any(|d| d == name)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -420,6 +479,7 @@ impl Default for Policy {
             collection: CollectionPolicy {
                 default_duration_minutes: 180,
             },
+            device: DevicePolicy::default(),
             compat: CompatPolicy {
                 sample_valid_hours: 72,
                 rhd_mismatch: RhdMismatch::Acknowledge,
@@ -468,6 +528,7 @@ const STORAGE_TEMP_C: (f64, f64) = (-10.0, 40.0);
 const IRRADIATION_CEILING_GY: f64 = 150.0;
 const STIMULATION_WINDOW_CEILING_HOURS: u32 = 72;
 const EXPIRY_THRESHOLD_HOURS: (u32, u32) = (1, 72);
+const SLOT_STEP_MINUTES: (u32, u32) = (5, 240);
 const ALERT_DELAY_HOURS: (u32, u32) = (1, 168);
 const COLLECTION_MINUTES_CEILING: u32 = 24 * 60;
 const OUT_OF_STORAGE_MINUTES: (u32, u32) = (0, 24 * 60);
@@ -706,6 +767,27 @@ impl Policy {
             self.collection.default_duration_minutes,
             (1, COLLECTION_MINUTES_CEILING),
         );
+
+        let h = &self.device.hours;
+        let time_ok = |s: &str| chrono::NaiveTime::parse_from_str(s, "%H:%M").is_ok();
+        if !time_ok(&h.opens) {
+            p.add("device.hours.opens", format!("must be HH:MM, got {:?}", h.opens));
+        }
+        if !time_ok(&h.closes) {
+            p.add("device.hours.closes", format!("must be HH:MM, got {:?}", h.closes));
+        }
+        if time_ok(&h.opens) && time_ok(&h.closes) && h.times().is_none() {
+            p.add("device.hours.closes", "must be later than device.hours.opens");
+        }
+        for (i, d) in h.days.iter().enumerate() {
+            if !WEEKDAYS.contains(&d.as_str()) {
+                p.add(
+                    format!("device.hours.days[{i}]"),
+                    "must be one of mon, tue, wed, thu, fri, sat, sun",
+                );
+            }
+        }
+        p.int_range("device.hours.slot_step_minutes", h.slot_step_minutes, SLOT_STEP_MINUTES);
 
         p.positive("compat.sample_valid_hours", self.compat.sample_valid_hours);
 

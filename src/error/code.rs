@@ -95,6 +95,9 @@ error_codes! {
     NothingToSignOff = 409, "nothing_to_sign_off", "the allocation has no authorisation awaiting sign-off";
     TaskNotOpen = 409, "task_not_open", "the task is already done";
     IdempotencyKeyInProgress = 409, "idempotency_key_in_progress", "a request with the same `Idempotency-Key` has not finished; retry after `Retry-After`";
+    PlanChanged = 409, "plan_changed", "something the proposed course plan relied on changed (a slot taken, a donor deferred, a unit gone); `reasons` names each day; propose again";
+    PlanSuperseded = 409, "plan_superseded", "a newer course plan was proposed or accepted for the request; accept the latest";
+    PlanNotBookable = 409, "plan_not_bookable", "the course plan books nothing: every day is covered already or cannot be covered";
     OrderIdentifierTaken = 409, "order_identifier_taken", "the hospital already placed an order with that identifier";
     PreconditionFailed = 412, "precondition_failed", "`If-Match` names another version, or `If-None-Exist` matches more than one record";
     PayloadTooLarge = 413, "payload_too_large", "the body is over 256 KiB";
@@ -128,6 +131,7 @@ error_codes! {
     UnknownCollection = 422, "unknown_collection", "the body names a collection that does not exist";
     UnknownPatient = 422, "unknown_patient", "the body or query names a patient that does not exist or is not visible to the caller";
     UnknownSample = 422, "unknown_sample", "the body names a sample that does not exist";
+    UnknownPlan = 422, "unknown_plan", "the body names a course plan that does not exist or is another request's";
     UnknownDonor = 422, "unknown_donor", "the body names a donor that does not exist";
     UnknownDevice = 422, "unknown_device", "the body names a device that does not exist";
     LabelMismatch = 422, "label_mismatch", "typed fields disagree with the scanned label; `reasons` (`<field>_mismatch`) and `errors` name each field with both values";

@@ -192,6 +192,14 @@ impl ApiError {
         self.0.code
     }
 
+    pub fn detail(&self) -> &str {
+        &self.0.detail
+    }
+
+    pub fn reasons(&self) -> &[Reason] {
+        &self.0.reasons
+    }
+
     /// The `Retry-After` this error is answered with, if any.
     pub fn retry_after_secs(&self) -> Option<u64> {
         self.0.retry_after_secs

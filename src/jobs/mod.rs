@@ -128,11 +128,13 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
         ));
     }
 
+    let mut open_requests: Vec<i64> = Vec::new();
     let mut transfused: HashMap<i64, usize> = HashMap::new();
     for request_id in store::allocations::transfused_of_open_requests(conn)? {
         *transfused.entry(request_id).or_default() += 1;
     }
     for r in store::requests::list(conn, None, Some("open"), None, i64::MAX)? {
+        open_requests.push(r.id);
         holding.extend(alerts::request_alerts(
             &RequestState {
                 id: r.id,
@@ -152,6 +154,8 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
         .map(|d| d.id)
         .zip(crate::services::donors::records(conn, &donors)?)
         .collect();
+    // Scheduled collections whose donor is no longer eligible, for the course plans below.
+    let mut ineligible: HashMap<i64, Vec<&'static str>> = HashMap::new();
     for c in &scheduled {
         let Some(record) = records.get(&c.donor_id) else {
             continue;
@@ -160,6 +164,9 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
         let start = utc(c.scheduled_start);
         let agents = crate::services::collections::agents_to_check(c, &stims, policy)?;
         let eligibility = record.eligibility_at(start, Some(c.id), &agents, policy);
+        if !eligibility.eligible {
+            ineligible.insert(c.id, eligibility.codes());
+        }
         holding.extend(alerts::collection_alerts(
             &CollectionState {
                 id: c.id,
@@ -176,6 +183,25 @@ pub fn scan(conn: &mut DbConn, now: DateTime<Utc>, policy: &Policy) -> ApiResult
             },
             now,
             policy,
+        ));
+    }
+
+    for (request_id, plan_id, days) in crate::services::course_plans::broken_days(conn, &open_requests, &ineligible)? {
+        let states: Vec<alerts::PlanDayState<'_>> = days
+            .iter()
+            .map(|(day, due_at, broken)| alerts::PlanDayState {
+                day: *day,
+                due_at: *due_at,
+                broken: broken.as_deref(),
+            })
+            .collect();
+        holding.extend(alerts::course_plan_alerts(
+            &alerts::CoursePlanState {
+                request_id,
+                plan_id,
+                days: &states,
+            },
+            now,
         ));
     }
 

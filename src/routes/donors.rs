@@ -12,6 +12,7 @@ use crate::domain::stimulation::normalize_agent;
 use crate::error::{ApiError, ApiResult, Reason};
 use crate::extract::JsonBody;
 use crate::input::{decode_cursor, page_limit, parse_id};
+use crate::services::course_plans::{self as plan_work, AvailabilityInput, AvailabilityView};
 use crate::services::donations::{self as donation_work, DonationInput, DonationView};
 use crate::services::donors::{
     self as work, DeferralInput, DeferralView, DonorInput, DonorPatch, DonorView, ListRequest,
@@ -365,4 +366,47 @@ pub async fn lookback(
         .db(move |conn| crate::services::trace::lookback(conn, id, since))
         .await?;
     Ok(HttpResponse::Ok().json(found))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AvailabilityList {
+    pub items: Vec<AvailabilityView>,
+}
+
+/// Record what the donor said about when they can come (`available: false` for dates they
+/// cannot). Statements are kept; for each date the latest covering it holds, and the course
+/// planner offers no slot on a date the donor cannot come.
+#[utoipa::path(
+    post, path = "/api/v1/donors/{id}/availability", tag = "donors", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), request_body = AvailabilityInput, responses((status = 201, description = "the statement recorded", body = AvailabilityView))
+)]
+pub async fn state_availability(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody<AvailabilityInput>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let id = parse_id(&id, "donor")?;
+    let (actor, input) = (caller.actor(), body.into_inner());
+    let created = state
+        .write(move |conn| plan_work::state_availability(conn, &actor, id, input))
+        .await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// The donor's availability statements, oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/donors/{id}/availability", tag = "donors", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, description = "the donor's statements", body = AvailabilityList))
+)]
+pub async fn availability(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let id = parse_id(&id, "donor")?;
+    let items = state.db(move |conn| plan_work::availability_of(conn, id)).await?;
+    Ok(HttpResponse::Ok().json(AvailabilityList { items }))
 }

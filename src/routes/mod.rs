@@ -113,6 +113,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/donors/{id}/eligibility").route(web::get().to(donors::eligibility)))
                 .service(web::resource("/donors/{id}/lookback").route(web::get().to(donors::lookback)))
                 .service(
+                    web::resource("/donors/{id}/availability")
+                        .route(web::post().to(donors::state_availability))
+                        .route(web::get().to(donors::availability)),
+                )
+                .service(
                     web::resource("/donors/{id}/stimulations")
                         .route(web::post().to(donors::add_stimulation))
                         .route(web::get().to(donors::stimulations)),
@@ -196,6 +201,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/requests/{id}/cancel").route(web::post().to(requests::cancel)))
                 .service(web::resource("/requests/{id}/allocations").route(web::post().to(requests::allocate)))
                 .service(web::resource("/requests/{id}/candidates").route(web::get().to(requests::candidates)))
+                .service(
+                    web::resource("/requests/{id}/plan")
+                        .route(web::post().to(requests::plan))
+                        .route(web::get().to(requests::get_plan)),
+                )
+                .service(web::resource("/requests/{id}/plan/accept").route(web::post().to(requests::accept_plan)))
                 .service(web::resource("/allocations/{id}").route(web::get().to(allocations::get)))
                 .service(web::resource("/allocations/{id}/issue").route(web::post().to(allocations::issue)))
                 .service(web::resource("/allocations/{id}/return").route(web::post().to(allocations::return_unit)))

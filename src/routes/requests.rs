@@ -12,6 +12,7 @@ use crate::extract::{JsonBody, parse_json};
 use crate::input::{Text, decode_cursor, page_limit, parse_id};
 use crate::services::allocations::{self as allocation_work, AllocateInput, AllocationView};
 use crate::services::candidates::{self as matching, Candidates};
+use crate::services::course_plans::{self as plan_work, AcceptInput, CoursePlanView};
 use crate::services::idempotency;
 use crate::services::requests::{self as work, Outcome, RequestInput, RequestView};
 use crate::state::AppState;
@@ -274,4 +275,64 @@ pub async fn candidates(
         }))
         .await?;
     Ok(HttpResponse::Ok().json(found))
+}
+
+/// Propose a roster for the rest of the course: for each remaining day, a donor (with the
+/// stimulation the evening before, the device and slot, and the findings of its future unit for
+/// the patient), a unit already on its way, or why the day cannot be covered. Exact against the
+/// stated objective (docs/matching.md, "Course planner"). While a plan is in force this is a
+/// repair: days whose booking still holds are kept, and only the broken days are planned again.
+/// The proposal is kept until a later one is made; accept it with `plan/accept`.
+#[utoipa::path(
+    post, path = "/api/v1/requests/{id}/plan", tag = "requests", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), responses((status = 201, description = "the proposed roster", body = CoursePlanView))
+)]
+pub async fn plan(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let id = parse_id(&id, "request")?;
+    let actor = caller.actor();
+    let (index, tz) = (state.donor_index.clone(), state.settings.timezone);
+    let proposed = state
+        .write(with_policy(move |conn, policy| {
+            plan_work::propose(conn, &actor, id, policy, tz, Some(&index))
+        }))
+        .await?;
+    Ok(HttpResponse::Created().json(proposed))
+}
+
+/// The request's latest course plan (proposed, accepted or superseded).
+#[utoipa::path(
+    get, path = "/api/v1/requests/{id}/plan", operation_id = "get_plan", tag = "requests", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), responses((status = 200, description = "the latest plan", body = CoursePlanView))
+)]
+pub async fn get_plan(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let id = parse_id(&id, "request")?;
+    let found = state.db(move |conn| plan_work::latest(conn, id)).await?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+/// Book the proposal in one transaction: a collection per donor day (with the programme's
+/// stimulations, which then fall due on the stimulation list), each checked again under the
+/// donor's and the device's locks. If anything changed since the proposal (a slot taken, a
+/// donor deferred, a unit gone), 409 `plan_changed` names each day and nothing is booked.
+#[utoipa::path(
+    post, path = "/api/v1/requests/{id}/plan/accept", tag = "requests", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)), request_body = AcceptInput, responses((status = 200, description = "the accepted plan, with its collections", body = CoursePlanView))
+)]
+pub async fn accept_plan(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody<AcceptInput>,
+) -> ApiResult<HttpResponse> {
+    caller.require_staff()?;
+    let id = parse_id(&id, "request")?;
+    let (actor, input) = (caller.actor(), body.into_inner());
+    let accepted = state
+        .write(with_policy(move |conn, policy| {
+            plan_work::accept(conn, &actor, id, input, policy)
+        }))
+        .await?;
+    Ok(HttpResponse::Ok().json(accepted))
 }

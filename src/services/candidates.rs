@@ -409,7 +409,7 @@ fn entries_of(conn: &mut DbConn, only: Option<&[i64]>) -> ApiResult<BTreeMap<i64
 }
 
 /// Every active donor's inputs read afresh (the path without the index, and its reference).
-fn donor_entries(conn: &mut DbConn) -> ApiResult<BTreeMap<i64, DonorEntry>> {
+pub(crate) fn donor_entries(conn: &mut DbConn) -> ApiResult<BTreeMap<i64, DonorEntry>> {
     entries_of(conn, None)
 }
 
@@ -423,7 +423,7 @@ const MAX_RELOAD: usize = 2_000;
 /// Brings the index up to the database's latest change (read now, after the caller's request
 /// began) and returns it read-locked; `None` when it cannot answer for `at` (an instant before
 /// it was cut), so the caller reads the full history instead.
-fn refresh<'a>(
+pub(crate) fn refresh<'a>(
     conn: &mut DbConn,
     slot: &'a DonorIndexSlot,
     policy: &Policy,

@@ -7,6 +7,7 @@ pub mod allocations;
 pub mod candidates;
 pub mod changes;
 pub mod collections;
+pub mod course_plans;
 pub mod decisions;
 pub mod devices;
 pub mod donations;

@@ -9,12 +9,16 @@ use super::{reasons, stored, to_value, utc};
 use crate::domain::policy::Policy;
 use crate::domain::requests::AllocationStatus;
 use crate::domain::requests::{self as rules, Indication, Priority, RequestAction, RequestStatus};
+use crate::domain::scheduling::CollectionStatus;
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
 use crate::input::Text;
 use crate::services::{idempotency, patients};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::requests::{self as rows, Request, RequestData};
-use crate::store::{self, DbConn, allocations as allocation_rows, hospitals, units as unit_rows};
+use crate::store::{
+    self, DbConn, allocations as allocation_rows, course_plans as plan_rows, hospitals, units as unit_rows,
+};
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -128,8 +132,58 @@ pub struct RequestView {
     pub units_issued: i64,
     /// The course so far: every allocation with its outcome.
     pub course: Vec<CourseEntry>,
+    /// The accepted course plan in force (`POST /requests/{id}/plan`), day by day; `null`
+    /// until one is accepted.
+    pub plan: Option<PlanInForce>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A day of the plan in force, for the request's JSON (no donor identity: hospitals read it).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PlannedDay {
+    pub day: u32,
+    pub transfuse_at: DateTime<Utc>,
+    pub collection_id: Option<i64>,
+    /// The collection's status now.
+    pub collection_status: Option<CollectionStatus>,
+    pub unit_id: Option<i64>,
+    /// Set when the day was left uncovered.
+    pub uncovered_code: Option<String>,
+}
+
+/// The accepted plan in force for a request.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PlanInForce {
+    pub plan_id: i64,
+    pub accepted_at: DateTime<Utc>,
+    pub days: Vec<PlannedDay>,
+}
+
+pub fn in_force(conn: &mut DbConn, request_id: i64) -> ApiResult<Option<PlanInForce>> {
+    let Some(plan) = plan_rows::accepted(conn, request_id)? else {
+        return Ok(None);
+    };
+    let days = plan_rows::days_of(conn, plan.id)?;
+    let statuses: HashMap<i64, CollectionStatus> = plan_rows::collections_of_request(conn, request_id)?
+        .into_iter()
+        .map(|c| (c.id, c.status))
+        .collect();
+    Ok(Some(PlanInForce {
+        plan_id: plan.id,
+        accepted_at: plan.accepted_at.map_or_else(|| utc(plan.proposed_at), utc),
+        days: days
+            .into_iter()
+            .map(|d| PlannedDay {
+                day: u32::try_from(d.day).unwrap_or(0),
+                transfuse_at: utc(d.due_at),
+                collection_status: d.collection_id.and_then(|c| statuses.get(&c).copied()),
+                collection_id: d.collection_id,
+                unit_id: d.unit_id,
+                uncovered_code: d.uncovered_code,
+            })
+            .collect(),
+    }))
 }
 
 pub fn indication_of(r: &Request) -> Indication {
@@ -191,6 +245,7 @@ pub fn view(conn: &mut DbConn, r: Request, policy: &Policy) -> ApiResult<Request
             value,
         }),
         units_issued: issued,
+        plan: in_force(conn, r.id)?,
         course,
         created_at: utc(r.created_at),
         updated_at: utc(r.updated_at),

@@ -300,3 +300,12 @@ pub fn given_to_active_donors(conn: &mut DbConn) -> QueryResult<Vec<GivenRow>> {
         ))
         .load(conn)
 }
+
+/// The collections `ids`, in id order.
+pub fn find_many(conn: &mut DbConn, ids: &[i64]) -> QueryResult<Vec<Collection>> {
+    collections::table
+        .filter(collections::id.eq_any(ids))
+        .order(collections::id.asc())
+        .select(Collection::as_select())
+        .load(conn)
+}

@@ -10,6 +10,7 @@ pub mod anc_results;
 pub mod api_clients;
 pub mod audit;
 pub mod collections;
+pub mod course_plans;
 pub mod devices;
 pub mod donors;
 pub mod hospitals;

@@ -816,3 +816,45 @@ diesel::table! {
         seq -> BigInt,
     }
 }
+
+diesel::table! {
+    course_plans (id) {
+        id -> BigInt,
+        request_id -> BigInt,
+        repairs_plan_id -> Nullable<BigInt>,
+        body -> Text,
+        proposed_by -> Text,
+        proposed_at -> Timestamp,
+        accepted_by -> Nullable<Text>,
+        accepted_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    course_plan_days (id) {
+        id -> BigInt,
+        plan_id -> BigInt,
+        day -> Integer,
+        due_at -> Timestamp,
+        collection_id -> Nullable<BigInt>,
+        unit_id -> Nullable<BigInt>,
+        uncovered_code -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    donor_availability (id) {
+        id -> BigInt,
+        donor_id -> BigInt,
+        from_date -> Date,
+        until_date -> Date,
+        available -> Bool,
+        note -> Nullable<Text>,
+        stated_by -> Text,
+        stated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(course_plan_days -> course_plans (plan_id));
+diesel::joinable!(course_plan_days -> collections (collection_id));
+diesel::allow_tables_to_appear_in_same_query!(course_plans, course_plan_days, collections, donor_availability);

@@ -210,6 +210,7 @@ pub fn kind_words(kind: AlertKind) -> &'static str {
         AlertKind::AllocationAntiDProphylaxis => "Anti-D prophylaxis needed",
         AlertKind::PatientGroupDiscordant => "Patient group discordant",
         AlertKind::TaskOverdue => "Task overdue",
+        AlertKind::CoursePlanBroken => "Course plan broken",
     }
 }
 
