@@ -101,6 +101,8 @@ struct People {
     hospital_of: HashMap<i64, i64>,
     /// Open request → its patient's crossmatch sample.
     sample_of: HashMap<i64, i64>,
+    /// Every patient, in the order seeded.
+    patients_in_order: Vec<i64>,
 }
 
 /// What the load needs to know about the seeded data.
@@ -110,6 +112,8 @@ struct Seeded {
     open_requests: Vec<i64>,
     /// (request, unit): each available unit paired with an open request its red cells suit.
     plan: Vec<(i64, i64)>,
+    /// Ten-day courses due from the day after tomorrow, for the course planner.
+    courses: Vec<i64>,
     summary: String,
 }
 
@@ -213,14 +217,27 @@ fn seed(conn: &mut DbConn) -> anyhow::Result<Seeded> {
             }
             let hospital_id = hospitals[i % hospitals.len()];
             let needed_by = now + TimeDelta::hours((i % 3) as i64 - 1);
-            let r = insert_request(conn, hospital_id, patient.id, "open", needed_by, now)?;
+            let r = insert_request(conn, hospital_id, patient.id, "open", needed_by, 4, now)?;
             people.patients.add(abo, patient.id);
+            people.patients_in_order.push(patient.id);
             people.open.add(abo, r.id);
             people.hospital_of.insert(patient.id, hospital_id);
             people.sample_of.insert(r.id, sample.id);
             open_requests.push(r.id);
         }
         let units = seed_units(conn, n_units, now, &mut people)?;
+        // The course planner: two devices, and ten-day courses from two days ahead at 14:00
+        // for the first patients.
+        for name in ["Bench Optia 1", "Bench Optia 2"] {
+            granulo::store::devices::insert(conn, name, now)?;
+        }
+        let first_day = (now + TimeDelta::days(2)).date().and_hms_opt(14, 0, 0).unwrap_or(now);
+        let mut courses = Vec::new();
+        for i in 0..n_requests.min(8) {
+            let patient = people.patients_in_order.get(i).copied().unwrap_or_default();
+            let hospital_id = people.hospital_of.get(&patient).copied().unwrap_or(hospitals[0]);
+            courses.push(insert_request(conn, hospital_id, patient, "open", first_day, 10, now)?.id);
+        }
         let summary = format!(
             "{n_donors} donors, {n_units} units ({}), {n_requests} open requests{}",
             units.mix,
@@ -233,6 +250,7 @@ fn seed(conn: &mut DbConn) -> anyhow::Result<Seeded> {
             dins: units.dins,
             open_requests,
             plan: units.plan,
+            courses,
             summary,
         })
     })
@@ -244,6 +262,7 @@ fn insert_request(
     patient_id: i64,
     status: &str,
     needed_by: NaiveDateTime,
+    units_requested: i32,
     now: NaiveDateTime,
 ) -> anyhow::Result<request_rows::Request> {
     Ok(request_rows::insert(
@@ -251,7 +270,7 @@ fn insert_request(
         &RequestData {
             hospital_id,
             patient_id,
-            units_requested: 4,
+            units_requested,
             needed_by,
             priority: Priority::Asap,
             anc_per_ul: 100,
@@ -348,7 +367,7 @@ fn seed_units(conn: &mut DbConn, n: usize, now: NaiveDateTime, people: &mut Peop
                         continue;
                     };
                     let hospital_id = people.hospital_of.get(&patient).copied().unwrap_or_default();
-                    let r = insert_request(conn, hospital_id, patient, "fulfilled", collected, now)?;
+                    let r = insert_request(conn, hospital_id, patient, "fulfilled", collected, 4, now)?;
                     *slot = (r.id, 0);
                 }
                 slot.1 += 1;
@@ -597,9 +616,10 @@ enum Route {
     Allocate,
     Login,
     Metrics,
+    Plan,
 }
 
-const ROUTES: [Route; 7] = [
+const ROUTES: [Route; 8] = [
     Route::List,
     Route::Get,
     Route::Floor,
@@ -607,6 +627,7 @@ const ROUTES: [Route; 7] = [
     Route::Allocate,
     Route::Login,
     Route::Metrics,
+    Route::Plan,
 ];
 
 impl Route {
@@ -619,6 +640,7 @@ impl Route {
             Self::Allocate => "POST /requests/{id}/allocations",
             Self::Login => "POST /auth/login",
             Self::Metrics => "GET /metrics (scrape)",
+            Self::Plan => "POST /requests/{id}/plan (10 days)",
         }
     }
 }
@@ -668,6 +690,11 @@ impl Target {
             Route::Login => c
                 .post(format!("{base}/api/v1/auth/login"))
                 .json(&serde_json::json!({"username": USERNAME, "password": PASSWORD})),
+            Route::Plan => {
+                let id = s.courses.get(n % s.courses.len().max(1))?;
+                c.post(format!("{base}/api/v1/requests/{id}/plan"))
+                    .header("Authorization", auth)
+            }
             Route::Metrics => c
                 .get(format!("{base}/metrics"))
                 .header("Authorization", format!("Bearer {METRICS_TOKEN}")),

@@ -46,6 +46,12 @@ use crate::store::course_plans::{self as rows, NewAvailability, NewCoursePlan, P
 use crate::store::matching::{DonorEntry, DonorIndexSlot};
 use crate::store::{self, DbConn, allocations as allocation_rows, devices as device_rows};
 
+/// A stretch of time, start inclusive, end exclusive.
+type Period = (DateTime<Utc>, DateTime<Utc>);
+
+/// A plan in force (request, plan) and each day's (course day, transfusion, what broke it).
+pub type PlanDays = (i64, i64, Vec<(u32, DateTime<Utc>, Option<String>)>);
+
 /// How a day of the course is covered in a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -459,7 +465,7 @@ fn free_slots(
         .filter(|d| d.active)
         .map(|d| d.id)
         .collect();
-    let mut taken: HashMap<i64, Vec<(DateTime<Utc>, DateTime<Utc>)>> = HashMap::new();
+    let mut taken: HashMap<i64, Vec<Period>> = HashMap::new();
     for c in rows::booked_between(conn, stored(from - TimeDelta::days(2)), stored(to + TimeDelta::days(1)))? {
         if let Some(o) = donors::booking(&c)?.occupancy(now) {
             taken.entry(c.device_id).or_default().push(o);
@@ -505,7 +511,7 @@ fn unavailability(
     from: NaiveDate,
     until: NaiveDate,
     tz: chrono_tz::Tz,
-) -> ApiResult<HashMap<i64, Vec<(DateTime<Utc>, DateTime<Utc>)>>> {
+) -> ApiResult<HashMap<i64, Vec<Period>>> {
     // The latest statement covering a date holds.
     let mut said: HashMap<(i64, NaiveDate), bool> = HashMap::new();
     for s in rows::availability_between(conn, from, until)? {
@@ -516,7 +522,7 @@ fn unavailability(
             d = next;
         }
     }
-    let mut out: HashMap<i64, Vec<(DateTime<Utc>, DateTime<Utc>)>> = HashMap::new();
+    let mut out: HashMap<i64, Vec<Period>> = HashMap::new();
     for ((donor, date), available) in said {
         if available {
             continue;
@@ -982,7 +988,7 @@ pub fn broken_days(
     conn: &mut DbConn,
     request_ids: &[i64],
     ineligible: &HashMap<i64, Vec<&'static str>>,
-) -> ApiResult<Vec<(i64, i64, Vec<(u32, DateTime<Utc>, Option<String>)>)>> {
+) -> ApiResult<Vec<PlanDays>> {
     let plans = rows::in_force_of_requests(conn, request_ids)?;
     let collection_ids: Vec<i64> = plans
         .iter()

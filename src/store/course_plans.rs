@@ -227,11 +227,14 @@ pub fn booked_between(
         .load(conn)
 }
 
-/// The units made from `collection_ids`: (unit id, collection id, din, status).
+/// A unit made from a collection: (unit id, collection id, din, status).
+pub type MadeUnit = (i64, Option<i64>, String, crate::domain::units::UnitStatus);
+
+/// The units made from `collection_ids`.
 pub fn units_of_collections(
     conn: &mut DbConn,
     collection_ids: &[i64],
-) -> QueryResult<Vec<(i64, Option<i64>, String, crate::domain::units::UnitStatus)>> {
+) -> QueryResult<Vec<MadeUnit>> {
     use super::schema::units;
     units::table
         .filter(units::collection_id.eq_any(collection_ids))

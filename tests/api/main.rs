@@ -15,6 +15,7 @@ mod console_alerts;
 mod console_board;
 mod console_requests;
 mod console_support;
+mod course_plan;
 #[cfg(unix)]
 mod crash;
 mod demo;

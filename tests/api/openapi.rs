@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::TimeDelta;
+use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
 
 use crate::bank::{Bank, bank};
@@ -222,6 +222,14 @@ async fn request_body_examples_are_accepted(backend: Backend) {
         &format!("/api/v1/donors/{donor}/donations"),
         &tech,
         json!({"donated_at": ts(now_minute() - TimeDelta::days(60))}),
+    )
+    .await;
+    let today = Utc::now().date_naive();
+    ex.send(
+        "POST /api/v1/donors/{id}/availability",
+        &format!("/api/v1/donors/{donor}/availability"),
+        &tech,
+        json!({"from": (today + TimeDelta::days(10)).to_string(), "until": (today + TimeDelta::days(12)).to_string()}),
     )
     .await;
     ex.send(
@@ -516,6 +524,29 @@ async fn request_body_examples_are_accepted(backend: Backend) {
         "POST /api/v1/tasks/{id}/complete",
         &format!("/api/v1/tasks/{task}/complete"),
         &tech,
+    )
+    .await;
+
+    // A course plan proposed and booked: a device, an O-negative donor, a one-day course two
+    // days ahead.
+    b.app.create_device(&tech, "Example Optia").await;
+    b.app.register_donor(&tech, &donor_body("Plan", "O", "negative")).await;
+    let typed = b.typed_patient(&patient_body("EX-P", "O", "positive", "male")).await;
+    let mut course = request_body(typed, 1);
+    let day = (Utc::now() + TimeDelta::days(2)).date_naive();
+    course["needed_by"] = json!(ts(day.and_hms_opt(14, 0, 0).expect("time").and_utc()));
+    let planned = b.request(&course).await;
+    let plan = b
+        .app
+        .post(&format!("/api/v1/requests/{planned}/plan"), Some(&tech), &json!({}))
+        .await
+        .ok(201)
+        .clone();
+    ex.send(
+        "POST /api/v1/requests/{id}/plan/accept",
+        &format!("/api/v1/requests/{planned}/plan/accept"),
+        &tech,
+        json!({"plan_id": plan["id"]}),
     )
     .await;
 

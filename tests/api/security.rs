@@ -198,6 +198,13 @@ fn cases(policy: &Value) -> Vec<Case> {
             Some(json!({"agent": "gcsf", "dose": 5, "dose_unit": "ug_per_kg", "administered_at": t})),
         ),
         case("get", "/api/v1/donors/{id}/stimulations", Staff, None),
+        case(
+            "post",
+            "/api/v1/donors/{id}/availability",
+            Staff,
+            Some(json!({"from": "2026-12-10", "until": "2026-12-11", "available": false})),
+        ),
+        case("get", "/api/v1/donors/{id}/availability", Staff, None),
         case("post", "/api/v1/devices", Staff, Some(json!({"name": "review device"}))),
         case("get", "/api/v1/devices", Staff, None),
         case("patch", "/api/v1/devices/{id}", Staff, Some(json!({"active": true}))),
@@ -339,6 +346,14 @@ fn cases(policy: &Value) -> Vec<Case> {
             Some(json!({"unit_id": 999999})),
         ),
         case("get", "/api/v1/requests/{id}/candidates", Staff, None),
+        case("post", "/api/v1/requests/{id}/plan", Staff, None),
+        case("get", "/api/v1/requests/{id}/plan", Staff, None),
+        case(
+            "post",
+            "/api/v1/requests/{id}/plan/accept",
+            Staff,
+            Some(json!({"plan_id": 999999})),
+        ),
         case("get", "/api/v1/allocations/{id}", Any, None),
         case(
             "post",
