@@ -1045,6 +1045,19 @@ mod tests {
                 },
                 now(),
             ));
+            let plan_days = [PlanDayState {
+                day: 1,
+                due_at: now() + left,
+                broken: Some("collection 5 was aborted"),
+            }];
+            specs.extend(course_plan_alerts(
+                &CoursePlanState {
+                    request_id: 9,
+                    plan_id: 2,
+                    days: &plan_days,
+                },
+                now(),
+            ));
             let bad = Eligibility {
                 eligible: minutes < 0,
                 reasons: vec![],
