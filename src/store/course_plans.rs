@@ -231,10 +231,7 @@ pub fn booked_between(
 pub type MadeUnit = (i64, Option<i64>, String, crate::domain::units::UnitStatus);
 
 /// The units made from `collection_ids`.
-pub fn units_of_collections(
-    conn: &mut DbConn,
-    collection_ids: &[i64],
-) -> QueryResult<Vec<MadeUnit>> {
+pub fn units_of_collections(conn: &mut DbConn, collection_ids: &[i64]) -> QueryResult<Vec<MadeUnit>> {
     use super::schema::units;
     units::table
         .filter(units::collection_id.eq_any(collection_ids))
