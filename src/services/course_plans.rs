@@ -398,6 +398,7 @@ fn stock_units(
     conn: &mut DbConn,
     p: &mut Prepared,
     policy: &Policy,
+    index: Option<&DonorIndexSlot>,
     tz: chrono_tz::Tz,
     now: DateTime<Utc>,
 ) -> ApiResult<()> {
@@ -415,7 +416,7 @@ fn stock_units(
         return Ok(());
     }
     let margin = TimeDelta::hours(i64::from(policy.unit.min_remaining_hours_to_allocate));
-    let found = candidates::candidates_at(conn, p.request.id, None, open.len(), policy, None, now)?;
+    let found = candidates::candidates_at(conn, p.request.id, None, open.len(), policy, index, now)?;
     let mut units = found
         .units
         .into_iter()
@@ -560,7 +561,7 @@ pub fn propose_at(
     now: DateTime<Utc>,
 ) -> ApiResult<CoursePlanView> {
     let mut p = prepare(conn, request_id, policy, tz, now)?;
-    stock_units(conn, &mut p, policy, tz, now)?;
+    stock_units(conn, &mut p, policy, index, tz, now)?;
     let shelf = TimeDelta::hours(i64::from(policy.unit.max_shelf_life_hours));
 
     // The days to plan and the time window each may collect in.
@@ -596,10 +597,11 @@ pub fn propose_at(
     let mut guard = None;
     let mut plan_donors: Vec<PlanDonor> = Vec::new();
     let mut numbers: HashMap<i64, String> = HashMap::new();
-    if !plan_days.is_empty() {
-        let first = plan_days.iter().map(|d| d.transfuse_at).min().unwrap_or(now) - shelf;
+    // The earliest instant the rules judge a donor at: the index answers from its cut on.
+    let earliest = plan_days.iter().flat_map(|d| d.slots.iter().map(|s| s.start)).min();
+    if let Some(first) = earliest {
         let indexed = match index {
-            Some(slot) => candidates::refresh(conn, slot, policy, first.min(now))?,
+            Some(slot) => candidates::refresh(conn, slot, policy, first)?,
             None => None,
         };
         if indexed.is_none() {

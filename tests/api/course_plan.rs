@@ -15,6 +15,7 @@ both_backends!(
     a_stale_proposal_is_refused_with_what_changed_and_books_nothing,
     a_cancellation_on_day_3_raises_an_alert_and_a_repair_replans_that_day_only,
     stated_unavailability_and_missing_devices_leave_days_uncovered_with_reasons,
+    a_finding_that_appeared_since_the_proposal_refuses_the_booking,
 );
 
 /// Two days from now at 14:00 UTC: the first day's morning slots are still stimulable.
@@ -24,10 +25,15 @@ fn first_transfusion() -> DateTime<Utc> {
 }
 
 async fn course_request(b: &Bank, mrn: &str, units: u32) -> i64 {
+    course_request_and_patient(b, mrn, units).await.0
+}
+
+async fn course_request_and_patient(b: &Bank, mrn: &str, units: u32) -> (i64, i64) {
     let patient = b.typed_patient(&patient_body(mrn, "A", "positive", "male")).await;
-    b.request(&json!({"patient_id": patient, "units_requested": units, "needed_by": ts(first_transfusion()),
+    let request = b.request(&json!({"patient_id": patient, "units_requested": units, "needed_by": ts(first_transfusion()),
         "priority": "asap", "indication": {"anc_per_ul": 120, "infection": "invasive aspergillosis", "refractory_hours": 72}}))
-        .await
+        .await;
+    (request, patient)
 }
 
 async fn donors(b: &Bank, names: &[&str], abo: &str) -> Vec<i64> {
@@ -470,4 +476,61 @@ async fn stated_unavailability_and_missing_devices_leave_days_uncovered_with_rea
         )
         .await
         .problem(400, "validation_failed");
+}
+
+async fn a_finding_that_appeared_since_the_proposal_refuses_the_booking(backend: Backend) {
+    let b = bank(backend).await;
+    b.app.create_device(&b.tech, "Optia 1").await;
+    donors(&b, &["Ann", "Bea"], "A").await;
+    let (request, patient) = course_request_and_patient(&b, "PLAN-5", 2).await;
+    let plan = propose(&b, request).await;
+    assert!(
+        days(&plan)
+            .iter()
+            .all(|d| d["kind"] == "donor" && d["findings"].as_array().is_some_and(Vec::is_empty)),
+        "{plan}"
+    );
+
+    // The patient is found to have granulocyte antibodies: every donor's unit now needs an
+    // authorisation the coordinator has not seen.
+    b.app
+        .patch(
+            &format!("/api/v1/patients/{patient}"),
+            Some(&b.hosp),
+            &json!({"granulocyte_antibodies": true}),
+        )
+        .await
+        .ok(200);
+    let refused = b
+        .app
+        .post(
+            &format!("/api/v1/requests/{request}/plan/accept"),
+            Some(&b.tech),
+            &json!({"plan_id": plan["id"]}),
+        )
+        .await;
+    let body = refused.problem(409, "plan_changed").clone();
+    let codes: Vec<&str> = body["reasons"]
+        .as_array()
+        .expect("reasons")
+        .iter()
+        .filter_map(|r| r["code"].as_str())
+        .collect();
+    assert_eq!(codes, vec!["findings_changed", "findings_changed"], "{body}");
+    assert!(
+        body["reasons"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hna_antibodies"),
+        "{body}"
+    );
+    // Proposed again, the finding is shown, and the plan books.
+    let again = propose(&b, request).await;
+    assert!(
+        days(&again).iter().all(|d| d["findings"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x["code"] == "hna_antibodies"))),
+        "{again}"
+    );
+    assert_eq!(accept(&b, request, &again).await["status"], "accepted");
 }
