@@ -6,11 +6,12 @@
 //! **Objective** (minimised, compared as a tuple — [`Score`], field order — never as weighted
 //! floats):
 //! 1. uncovered days;
-//! 2. findings above `info` (acknowledge / authorise) of the donors' future units;
-//! 3. donors not ABO-identical with the patient's confirmed group;
-//! 4. donors not CMV-matched (matched: the donor is CMV-negative, or both are CMV-positive);
-//! 5. load on one donor: pairs of plan days given by the same donor (Σ c·(c−1)/2);
-//! 6. minutes from the end of each collection to that day's transfusion.
+//! 2. days changed from the roster in force (a repair: a day whose `keep` is not chosen);
+//! 3. findings above `info` (acknowledge / authorise) of the donors' future units;
+//! 4. donors not ABO-identical with the patient's confirmed group;
+//! 5. donors not CMV-matched (matched: the donor is CMV-negative, or both are CMV-positive);
+//! 6. load on one donor: pairs of plan days given by the same donor (Σ c·(c−1)/2);
+//! 7. minutes from the end of each collection to that day's transfusion.
 //!
 //! **Feasibility** is decided by the rules only: a donor may take a set of days when, with the
 //! set's bookings (and the stimulations given for them) added to the record, each of them passes
@@ -19,7 +20,7 @@
 //! less history, so a subset of a feasible set is feasible (used below).
 //!
 //! **Exactness.** Let N be the number of days planned. For each day only the N best donors by
-//! that day's cost (items 2–4 and 6 at the donor's best slot; ties by id), each alone feasible
+//! that day's cost (items 2–5 and 7 at the donor's best slot; ties by id), each alone feasible
 //! on that day, can be needed. Proof: take an optimal roster using donor x on day t with x
 //! outside day t's N best. The other N − 1 days use at most N − 1 donors, so some donor y of the
 //! N best is used on no other day; y alone is feasible on day t at its best slot. Put y there
@@ -27,6 +28,9 @@
 //! (feasible), no slot is shared (one slot per day); the day cost does not rise (y ranks before
 //! x) and the load term goes from C(c,2) to C(c−1,2) + 0 for x's count c. Repeat for every such
 //! day (each swap leaves the other days as they were): an optimal roster within the N best.
+//! A repair's kept assignment costs no change and every other option one, so the kept donor
+//! ranks first on its day whenever it is feasible there alone; the swap above moves x to y only
+//! when y ranks before x, change included, so it never adds a change.
 //! The search over those is a branch and bound over days: options tried cheapest first (the
 //! load increment counted), bound = cost so far + for each remaining day its cheapest option
 //! still feasible with the roster so far (or "uncovered"). Lexicographic order is compatible
@@ -92,6 +96,24 @@ pub struct PlanDay {
     pub transfuse_at: DateTime<Utc>,
     /// An existing or incoming unit already meant for this day: the day is not planned.
     pub unit_id: Option<i64>,
+    /// A repair: the roster in force's (donor id, index into `slots`) for this day; choosing
+    /// anything else counts as a change.
+    pub keep: Option<(i64, usize)>,
+}
+
+impl PlanDay {
+    /// The cost of leaving the day uncovered.
+    fn uncovered(&self) -> Score {
+        Score {
+            changed_days: u32::from(self.keep.is_some()),
+            ..Score::UNCOVERED
+        }
+    }
+
+    /// Whether giving the day to `donor` at `slot` changes the roster in force.
+    fn changes(&self, donor: i64, slot: usize) -> bool {
+        self.keep.is_some_and(|k| k != (donor, slot))
+    }
 }
 
 /// A donor the planner may use.
@@ -122,6 +144,7 @@ pub struct PlanInput<'a> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Score {
     pub uncovered_days: u32,
+    pub changed_days: u32,
     pub findings_above_info: u32,
     pub abo_non_identical: u32,
     pub cmv_unmatched: u32,
@@ -132,6 +155,7 @@ pub struct Score {
 impl Score {
     const UNCOVERED: Score = Score {
         uncovered_days: 1,
+        changed_days: 0,
         findings_above_info: 0,
         abo_non_identical: 0,
         cmv_unmatched: 0,
@@ -142,6 +166,7 @@ impl Score {
     pub fn plus(self, o: Score) -> Score {
         Score {
             uncovered_days: self.uncovered_days.saturating_add(o.uncovered_days),
+            changed_days: self.changed_days.saturating_add(o.changed_days),
             findings_above_info: self.findings_above_info.saturating_add(o.findings_above_info),
             abo_non_identical: self.abo_non_identical.saturating_add(o.abo_non_identical),
             cmv_unmatched: self.cmv_unmatched.saturating_add(o.cmv_unmatched),
@@ -264,6 +289,7 @@ pub fn day_cost(patient: &PatientFacts, donor: &DonorMatchFacts, unit: &Assessme
     let above = unit.reasons.iter().filter(|f| f.severity != Severity::Info).count();
     Score {
         uncovered_days: 0,
+        changed_days: 0,
         findings_above_info: u32::try_from(above).unwrap_or(u32::MAX),
         abo_non_identical: count(!abo_identical(patient, donor)),
         cmv_unmatched: count(!cmv_matched(patient, donor)),
@@ -416,7 +442,11 @@ fn day_options(input: &PlanInput<'_>, d: usize, n: usize) -> DayOptions {
                 continue;
             }
             let minutes = day.transfuse_at.signed_duration_since(slot.end).num_minutes();
-            costs.push((day_cost(input.patient, f, &unit, minutes), s));
+            let cost = Score {
+                changed_days: u32::from(day.changes(donor.id, s)),
+                ..day_cost(input.patient, f, &unit, minutes)
+            };
+            costs.push((cost, s));
         }
         if costs.is_empty() {
             continue;
@@ -531,7 +561,7 @@ impl Search<'_, '_> {
     /// The cheapest option of plan day `k` still feasible with the roster so far.
     fn cheapest(&mut self, k: usize) -> Score {
         let day = self.days[k];
-        let mut best = Score::UNCOVERED;
+        let mut best = self.input.days[day].uncovered();
         for o in self.options[k].clone() {
             if o.cost >= best {
                 break;
@@ -586,7 +616,8 @@ impl Search<'_, '_> {
                 }
             }
         }
-        self.run(k + 1, cost.plus(Score::UNCOVERED));
+        let uncovered = self.input.days[day].uncovered();
+        self.run(k + 1, cost.plus(uncovered));
     }
 }
 
@@ -763,6 +794,7 @@ mod tests {
             }],
             transfuse_at: at(day, 14),
             unit_id: None,
+            keep: None,
         }
     }
 
@@ -1014,6 +1046,7 @@ mod tests {
             || (input.patient.cmv == Cmv::Positive && donor.facts.cmv == Cmv::Positive);
         Some(Score {
             uncovered_days: 0,
+            changed_days: u32::from(day.keep.is_some_and(|k| k != (donor.id, s))),
             findings_above_info: a.reasons.iter().filter(|f| f.severity != Severity::Info).count() as u32,
             abo_non_identical: u32::from(input.patient.abo.confirmed() != Some(donor.facts.abo)),
             cmv_unmatched: u32::from(!matched),
@@ -1034,6 +1067,11 @@ mod tests {
             uncovered_days: u32::try_from(planned_days - roster.len()).expect("fits"),
             ..Score::default()
         };
+        // A kept day left uncovered is a change too.
+        score.changed_days = (0..input.days.len())
+            .filter(|&d| input.days[d].unit_id.is_none() && input.days[d].keep.is_some())
+            .filter(|&d| !roster.iter().any(|&(rd, _, _)| rd == d))
+            .count() as u32;
         for &(d, i, s) in roster {
             score = score.plus(option_cost(input, d, i, s)?);
             sets.entry(i).or_default().push((d, s));
@@ -1116,10 +1154,13 @@ mod tests {
                     .iter()
                     .position(|x| x.id == a.donor_id)
                     .expect("a candidate");
+                let same = |s: &Slot| s.device_id == a.device_id && s.start == a.slot_start && s.end == a.slot_end;
+                // Identical slots: the kept one, when the plan keeps the day.
                 let s = input.days[d]
-                    .slots
-                    .iter()
-                    .position(|s| s.device_id == a.device_id && s.start == a.slot_start && s.end == a.slot_end)
+                    .keep
+                    .filter(|&(id, k)| id == a.donor_id && same(&input.days[d].slots[k]))
+                    .map(|(_, k)| k)
+                    .or_else(|| input.days[d].slots.iter().position(same))
                     .expect("one of the day's slots");
                 out.push((d, i, s));
             }
@@ -1150,7 +1191,7 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
         #[test]
         fn the_planner_reaches_the_best_roster_and_keeps_the_rules(
-            day_specs in prop::collection::vec((1u32..3, prop::collection::vec((0u32..4, 1i64..3), 1..3), prop::bool::weighted(0.1), prop::bool::weighted(0.1)), 1..=5),
+            day_specs in prop::collection::vec((1u32..3, prop::collection::vec((0u32..4, 1i64..3), 1..3), prop::bool::weighted(0.1), prop::bool::weighted(0.1), prop::option::weighted(0.3, (0usize..6, 0usize..2))), 1..=5),
             donor_specs in prop::collection::vec(arb_donor(), 1..=6),
             patient_abo in prop::sample::select(vec![1usize, 2, 3, 3, 0]),
             hours_between in prop::sample::select(vec![24u32, 48, 72]),
@@ -1164,8 +1205,9 @@ mod tests {
             policy.donor.max_leukapheresis_per_12_months = per_year;
             let pt = patient(abos[patient_abo]);
             let mut date = 10u32;
-            let days: Vec<PlanDay> = day_specs.iter().map(|(gap, slots, unit, full)| {
+            let days: Vec<PlanDay> = day_specs.iter().map(|(gap, slots, unit, full, keep)| {
                 date += gap;
+                let n_slots = if *full { 0 } else { slots.len() };
                 PlanDay {
                     date: at(date, 0).date_naive(),
                     slots: slots.iter().filter(|_| !full).map(|(h, device)| Slot {
@@ -1175,6 +1217,8 @@ mod tests {
                     }).collect(),
                     transfuse_at: at(date, 14),
                     unit_id: unit.then_some(99),
+                    // A kept (donor, slot) of the roster in force, when both exist.
+                    keep: keep.filter(|(i, s)| *i < donor_specs.len() && *s < n_slots).map(|(i, s)| (i as i64 + 1, s)),
                 }
             }).collect();
             let donors: Vec<PlanDonor> = donor_specs.iter().enumerate().map(|(i, (abo, neg, prior, recent, avail, deferred))| {

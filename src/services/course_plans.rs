@@ -27,7 +27,7 @@ use utoipa::ToSchema;
 
 use super::allocations::FindingView;
 use super::candidates;
-use super::collections::{self as collection_work, ScheduleInput};
+use super::collections::{self as collection_work, AbortInput, ScheduleInput};
 use super::{from_stored_json, stored, to_json, utc};
 use crate::domain::compatibility::{Severity, Verdict};
 use crate::domain::course;
@@ -40,6 +40,7 @@ use crate::domain::scheduling::CollectionStatus;
 use crate::domain::stimulation;
 use crate::domain::units::UnitStatus;
 use crate::error::{ApiError, ApiResult, ErrorCode, Reason, Validator};
+use crate::input::Text;
 use crate::services::{decisions, donors, patients, requests};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::course_plans::{self as rows, NewAvailability, NewCoursePlan, PlanDayRow};
@@ -96,6 +97,8 @@ pub struct UncoveredReason {
 pub struct PlanDayView {
     /// 1-based course day.
     pub day: u32,
+    /// A repair that moves this day: the booked collection accepting it aborts.
+    pub replaces_collection_id: Option<i64>,
     /// The transfusion's date in the site's time zone.
     pub date: NaiveDate,
     /// When the day's unit is due (the transfusion).
@@ -131,6 +134,8 @@ pub struct PlanDayView {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PlanScore {
     pub uncovered_days: u32,
+    /// Days a repair changes from the plan in force (other than the broken ones).
+    pub changed_days: u32,
     pub findings_above_info: u32,
     pub abo_non_identical: u32,
     pub cmv_unmatched: u32,
@@ -142,6 +147,7 @@ impl From<Score> for PlanScore {
     fn from(s: Score) -> Self {
         Self {
             uncovered_days: s.uncovered_days,
+            changed_days: s.changed_days,
             findings_above_info: s.findings_above_info,
             abo_non_identical: s.abo_non_identical,
             cmv_unmatched: s.cmv_unmatched,
@@ -253,11 +259,23 @@ struct Prepared {
     remaining: Vec<(u32, DateTime<Utc>)>,
     /// Course day → how it is covered already.
     covered: BTreeMap<u32, PlanDayView>,
+    /// A repair: course day → the booking of the plan in force that may still move (scheduled,
+    /// not started, no stimulation given): planned again, keeping it costs no change.
+    movable: BTreeMap<u32, Incumbent>,
+}
+
+/// A booking of the plan in force that a repair may keep or move.
+#[derive(Debug, Clone)]
+struct Incumbent {
+    collection_id: i64,
+    donor_id: i64,
+    slot: Slot,
 }
 
 fn blank_day(day: u32, transfuse_at: DateTime<Utc>, tz: chrono_tz::Tz, kind: DayKind) -> PlanDayView {
     PlanDayView {
         day,
+        replaces_collection_id: None,
         date: transfuse_at.with_timezone(&tz).date_naive(),
         transfuse_at,
         kind,
@@ -319,6 +337,24 @@ fn prepare(
         .map(|c| c.id)
         .collect();
     let made = rows::units_of_collections(conn, &completed)?;
+    // The plan in force's bookings that have not started and have no stimulation given.
+    let in_force: HashSet<i64> = match rows::accepted(conn, request_id)? {
+        Some(plan) => rows::days_of(conn, plan.id)?
+            .into_iter()
+            .filter_map(|d| d.collection_id)
+            .collect(),
+        None => HashSet::new(),
+    };
+    let scheduled: Vec<i64> = collections
+        .iter()
+        .filter(|c| c.status == CollectionStatus::Scheduled && in_force.contains(&c.id))
+        .map(|c| c.id)
+        .collect();
+    let stimulated: HashSet<i64> = crate::store::collections::stimulations_for_collections(conn, &scheduled)?
+        .into_iter()
+        .filter_map(|s| s.collection_id)
+        .collect();
+    let may_move = |id: i64, start: DateTime<Utc>| scheduled.contains(&id) && !stimulated.contains(&id) && start > now;
     let mut held: Vec<Held> = Vec::new();
     for col in &collections {
         let unit = match col.status {
@@ -344,12 +380,31 @@ fn prepare(
         });
     }
     held.sort_by_key(|h| (h.start, h.collection_id));
+    let mut movable: BTreeMap<u32, Incumbent> = BTreeMap::new();
     for h in &held {
         let day = c
             .days
             .iter()
             .find(|d| !covered.contains_key(&d.day) && h.end <= d.due_at && d.due_at <= h.end + shelf);
-        if let Some(d) = day {
+        if let Some(d) = day
+            && h.unit.is_none()
+            && may_move(h.collection_id, h.start)
+        {
+            movable.insert(
+                d.day,
+                Incumbent {
+                    collection_id: h.collection_id,
+                    donor_id: h.donor_id,
+                    slot: Slot {
+                        device_id: h.device_id,
+                        start: h.start,
+                        end: h.end,
+                    },
+                },
+            );
+            // Placeholder so no later collection takes the day; removed below.
+            covered.insert(d.day, blank_day(d.day, d.due_at, tz, DayKind::Booked));
+        } else if let Some(d) = day {
             let mut v = blank_day(
                 d.day,
                 d.due_at,
@@ -381,8 +436,10 @@ fn prepare(
         .filter(|d| d.due_at > now)
         .map(|d| (d.day, d.due_at))
         .collect();
-    covered.retain(|day, _| remaining.iter().any(|(d, _)| d == day));
+    covered.retain(|day, _| remaining.iter().any(|(d, _)| d == day) && !movable.contains_key(day));
+    movable.retain(|day, _| remaining.iter().any(|(d, _)| d == day));
     Ok(Prepared {
+        movable,
         weight_kg: patient.weight_kg,
         request: r,
         patient,
@@ -448,6 +505,7 @@ fn local(tz: chrono_tz::Tz, date: NaiveDate, time: chrono::NaiveTime) -> Option<
 fn free_slots(
     conn: &mut DbConn,
     windows: &[(DateTime<Utc>, DateTime<Utc>)],
+    movable: &HashSet<i64>,
     policy: &Policy,
     tz: chrono_tz::Tz,
     now: DateTime<Utc>,
@@ -468,6 +526,9 @@ fn free_slots(
         .collect();
     let mut taken: HashMap<i64, Vec<Period>> = HashMap::new();
     for c in rows::booked_between(conn, stored(from - TimeDelta::days(2)), stored(to + TimeDelta::days(1)))? {
+        if movable.contains(&c.id) {
+            continue;
+        }
         if let Some(o) = donors::booking(&c)?.occupancy(now) {
             taken.entry(c.device_id).or_default().push(o);
         }
@@ -580,15 +641,27 @@ pub fn propose_at(
         }
         previous = Some(due);
     }
-    let slots = free_slots(conn, &windows, policy, tz, now)?;
+    let moving: HashSet<i64> = p.movable.values().map(|m| m.collection_id).collect();
+    let slots = free_slots(conn, &windows, &moving, policy, tz, now)?;
     let plan_days: Vec<PlanDay> = to_plan
         .iter()
         .zip(slots)
-        .map(|(&(_, due), slots)| PlanDay {
-            date: due.with_timezone(&tz).date_naive(),
-            slots,
-            transfuse_at: due,
-            unit_id: None,
+        .map(|(&(day, due), mut slots)| {
+            // A booking of the plan in force keeps its own slot on offer.
+            let keep = p.movable.get(&day).map(|m| {
+                let at = slots.iter().position(|s| *s == m.slot).unwrap_or_else(|| {
+                    slots.push(m.slot.clone());
+                    slots.len() - 1
+                });
+                (m.donor_id, at)
+            });
+            PlanDay {
+                date: due.with_timezone(&tz).date_naive(),
+                slots,
+                transfuse_at: due,
+                unit_id: None,
+                keep,
+            }
         })
         .collect();
 
@@ -619,9 +692,17 @@ pub fn propose_at(
         };
         for (id, e) in entries {
             numbers.insert(*id, e.donor_number.clone());
+            let mut record = e.record.clone();
+            if !moving.is_empty() {
+                // The bookings a repair may move are planned again, not part of the history.
+                record.bookings.retain(|b| !moving.contains(&b.id));
+                record
+                    .stimulations
+                    .retain(|s| s.collection_id.is_none_or(|c| !moving.contains(&c)));
+            }
             plan_donors.push(PlanDonor {
                 id: *id,
-                record: e.record.clone(),
+                record,
                 facts: e.facts.clone(),
                 unavailable: away.remove(id).unwrap_or_default(),
             });
@@ -662,8 +743,28 @@ pub fn propose_at(
     let mut days: BTreeMap<u32, PlanDayView> = p.covered.clone();
     for ((day, due), d) in to_plan.iter().zip(planned.days.iter()) {
         let mut v = blank_day(*day, *due, tz, DayKind::Uncovered);
+        let incumbent = p.movable.get(day);
         match d {
+            DayPlan::Donor(a)
+                if incumbent.is_some_and(|m| {
+                    m.donor_id == a.donor_id && m.slot.device_id == a.device_id && m.slot.start == a.slot_start
+                }) =>
+            {
+                // Kept as booked.
+                v.kind = DayKind::Booked;
+                v.donor_id = Some(a.donor_id);
+                v.donor_number = numbers.get(&a.donor_id).cloned();
+                v.collection_id = incumbent.map(|m| m.collection_id);
+                v.collection = Some(PlanCollection {
+                    device_id: a.device_id,
+                    start: a.slot_start,
+                    end: a.slot_end,
+                });
+                v.verdict = Some(a.verdict);
+                v.findings = a.findings.iter().map(decisions::finding_view).collect();
+            }
             DayPlan::Donor(a) => {
+                v.replaces_collection_id = incumbent.map(|m| m.collection_id);
                 v.kind = DayKind::Donor;
                 v.donor_id = Some(a.donor_id);
                 v.donor_number = numbers.get(&a.donor_id).cloned();
@@ -842,6 +943,36 @@ pub fn accept(
         {
             changed.push(day_reason(v, "unit_gone", format!("unit {u} is no longer in stock")));
         }
+    }
+
+    // A repair that moves a day cancels its booking first, so its donor and slot are free.
+    for v in body.days.iter().filter(|d| d.kind == DayKind::Donor) {
+        let Some(old) = v.replaces_collection_id else {
+            continue;
+        };
+        if live.get(&old) != Some(&CollectionStatus::Scheduled) {
+            changed.push(day_reason(
+                v,
+                "collection_gone",
+                format!("collection {old} is no longer booked"),
+            ));
+            continue;
+        }
+        let reason = Text::new(&format!("moved by course plan {} (repair)", row.id))
+            .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+        collection_work::abort(
+            conn,
+            actor,
+            old,
+            AbortInput {
+                reason,
+                aborted_at: None,
+                red_cell_loss_ml: None,
+                hes_volume_ml: None,
+                adverse_events: vec![],
+            },
+            policy,
+        )?;
     }
 
     // Donor days, in course order, each booked through the same path as POST /collections.

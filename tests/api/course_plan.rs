@@ -16,6 +16,7 @@ both_backends!(
     a_cancellation_on_day_3_raises_an_alert_and_a_repair_replans_that_day_only,
     stated_unavailability_and_missing_devices_leave_days_uncovered_with_reasons,
     a_finding_that_appeared_since_the_proposal_refuses_the_booking,
+    a_repair_moves_a_kept_day_when_that_is_the_only_way_to_cover_the_broken_one,
 );
 
 /// Two days from now at 14:00 UTC: the first day's morning slots are still stimulable.
@@ -533,4 +534,95 @@ async fn a_finding_that_appeared_since_the_proposal_refuses_the_booking(backend:
         "{again}"
     );
     assert_eq!(accept(&b, request, &again).await["status"], "accepted");
+}
+
+async fn unavailable(b: &Bank, donor: i64, from: chrono::NaiveDate, until: chrono::NaiveDate) {
+    b.app
+        .post(
+            &format!("/api/v1/donors/{donor}/availability"),
+            Some(&b.tech),
+            &json!({"from": from.to_string(), "until": until.to_string(), "available": false}),
+        )
+        .await
+        .ok(201);
+}
+
+async fn a_repair_moves_a_kept_day_when_that_is_the_only_way_to_cover_the_broken_one(backend: Backend) {
+    let b = bank(backend).await;
+    b.app.create_device(&b.tech, "Optia 1").await;
+    let pool = donors(&b, &["Ann", "Bea", "Cat"], "A").await;
+    let request = course_request(&b, "PLAN-6", 2).await;
+    let accepted = accept(&b, request, &propose(&b, request).await).await;
+    let list = days(&accepted);
+    let (x, y) = (
+        list[0]["donor_id"].as_i64().expect("x"),
+        list[1]["donor_id"].as_i64().expect("y"),
+    );
+    let z = *pool.iter().find(|d| **d != x && **d != y).expect("a third donor");
+    let x_booking = list[0]["collection_id"].as_i64().expect("booked");
+    // Day 2's donor cancels and is away; the third donor can come only before day 2.
+    let day1 = first_transfusion().date_naive();
+    let y_booking = list[1]["collection_id"].as_i64().expect("booked");
+    b.app
+        .post(
+            &format!("/api/v1/collections/{y_booking}/abort"),
+            Some(&b.tech),
+            &json!({"reason": "donor cancelled"}),
+        )
+        .await
+        .ok(200);
+    unavailable(&b, y, day1 - Duration::days(1), day1 + Duration::days(1)).await;
+    unavailable(&b, z, day1, day1 + Duration::days(1)).await;
+
+    // Keeping day 1 leaves day 2 without anyone (day 1's donor cannot give again within 48 h):
+    // the repair moves day 1 to the third donor (the day before) and gives day 2 to day 1's.
+    let repair = propose(&b, request).await;
+    assert_eq!(repair["score"]["uncovered_days"], 0, "{repair}");
+    assert_eq!(repair["score"]["changed_days"], 1, "{repair}");
+    let fixed = days(&repair);
+    assert_eq!(
+        (fixed[0]["kind"].as_str(), fixed[0]["donor_id"].as_i64()),
+        (Some("donor"), Some(z)),
+        "{repair}"
+    );
+    assert_eq!(fixed[0]["replaces_collection_id"], x_booking);
+    assert_eq!(fixed[0]["changed"], true);
+    assert_eq!(
+        (fixed[1]["kind"].as_str(), fixed[1]["donor_id"].as_i64()),
+        (Some("donor"), Some(x)),
+        "{repair}"
+    );
+    assert_rules_hold(&repair);
+
+    // Accepting cancels day 1's old booking and books both days, in one transaction.
+    let repaired = accept(&b, request, &repair).await;
+    let old = b
+        .app
+        .get(&format!("/api/v1/collections/{x_booking}"), Some(&b.tech))
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(old["status"], "aborted");
+    assert!(
+        old["abort_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("moved by course plan"),
+        "{old}"
+    );
+    for d in days(&repaired) {
+        let id = d["collection_id"].as_i64().expect("booked");
+        let c = b
+            .app
+            .get(&format!("/api/v1/collections/{id}"), Some(&b.tech))
+            .await
+            .ok(200)
+            .clone();
+        assert_eq!(
+            (c["status"].as_str(), c["donor_id"].as_i64()),
+            (Some("scheduled"), d["donor_id"].as_i64())
+        );
+    }
+    scan(&b);
+    assert!(open_alerts(&b, "course.plan_broken").await.is_empty());
 }
