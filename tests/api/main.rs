@@ -13,6 +13,7 @@ mod collections;
 mod console;
 mod console_alerts;
 mod console_board;
+mod console_plan;
 mod console_requests;
 mod console_support;
 mod course_plan;

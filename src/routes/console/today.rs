@@ -1,5 +1,6 @@
 //! Today: the stimulations due tonight, the collections booked today and tomorrow per device
-//! (a timeline and the same bookings as a table), and the donors eligible tomorrow morning.
+//! (a timeline and the same bookings as a table, each with the request it is for) with the
+//! course plans at risk, and the donors eligible tomorrow morning.
 //! "Today" and "tomorrow" are the facility's days; every section is live on `sse:today`.
 
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use maud::{Markup, html};
 use super::page::{self, Nav};
 use super::{ConsoleResult, ConsoleUser, html};
 use crate::auth::Role;
+use crate::domain::alerts::{AlertKind, AlertStatus};
 use crate::domain::eligibility::ProcedureKind;
 use crate::domain::scheduling::CollectionStatus;
 use crate::domain::wall_clock::earliest_instant;
@@ -20,6 +22,7 @@ use crate::services::collections::{self as collection_work, CollectionView, DueS
 use crate::services::donors::{self as donor_work, DonorView, EligibleDonor};
 use crate::services::{stored, utc};
 use crate::state::AppState;
+use crate::store::alerts::{self as alert_rows, Alert};
 use crate::store::collections::CollectionFilter;
 use crate::store::devices::{self, Device};
 use crate::store::{DbConn, now};
@@ -39,6 +42,8 @@ const ELIGIBLE_SHOWN: i64 = 100;
 const NIGHT_ENDS_HOUR: u32 = 6;
 /// Donors are judged for a collection tomorrow at this local hour.
 const TOMORROW_COLLECTION_HOUR: u32 = 8;
+/// Course plans at risk listed at most (the Alerts page has them all).
+const AT_RISK_SHOWN: usize = 20;
 /// The timeline's default span, in local hours; it widens to show every booking.
 const DAY_HOURS: (u32, u32) = (7, 19);
 
@@ -87,6 +92,8 @@ struct Bookings {
     devices: Vec<Device>,
     collections: Vec<CollectionView>,
     donors: HashMap<i64, DonorView>,
+    /// Open `course.plan_broken` alerts, latest first (one more than shown, to tell).
+    at_risk: Vec<Alert>,
 }
 
 fn load_stimulations(conn: &mut DbConn, days: Days) -> ApiResult<Vec<DueStimulation>> {
@@ -130,10 +137,20 @@ fn load_bookings(conn: &mut DbConn, days: Days) -> ApiResult<Bookings> {
         .into_iter()
         .map(|d| (d.id, d))
         .collect();
+    // One query: the open alerts of the kind, oldest id first; shown latest first.
+    let mut at_risk = alert_rows::list(
+        conn,
+        Some(AlertStatus::Open),
+        Some(AlertKind::CoursePlanBroken),
+        None,
+        i64::try_from(AT_RISK_SHOWN).unwrap_or(i64::MAX).saturating_add(1),
+    )?;
+    at_risk.sort_by_key(|a| std::cmp::Reverse((a.last_occurred_at, a.id)));
     Ok(Bookings {
         devices: all_devices,
         collections,
         donors,
+        at_risk,
     })
 }
 
@@ -377,6 +394,7 @@ fn collections_section(bookings: &Bookings, days: Days) -> Markup {
     html! {
         section #collections aria-labelledby="collections-heading" hx-get="/console/today/collections" hx-trigger="sse:today" hx-swap="outerHTML" {
             h2 #collections-heading { "Collections today and tomorrow " span.count { "(" (bookings.collections.len()) ")" } }
+            (plans_at_risk(&bookings.at_risk))
             @if shown.is_empty() {
                 p.empty { "No apheresis device is registered." }
             }
@@ -395,6 +413,7 @@ fn collections_section(bookings: &Bookings, days: Days) -> Markup {
                                     th scope="col" { "Day" }
                                     th scope="col" { "Time" }
                                     th scope="col" { "Donor" }
+                                    th scope="col" { "For" }
                                     th scope="col" { "Status" }
                                 }
                             }
@@ -410,12 +429,44 @@ fn collections_section(bookings: &Bookings, days: Days) -> Markup {
                                                 None => { "donor " (c.donor_id) }
                                             }
                                         }
+                                        td.for-request {
+                                            @match c.request_id {
+                                                Some(r) => { a href=(format!("/console/requests/{r}")) { "for request " (r) } }
+                                                None => { span.muted { "—" } }
+                                            }
+                                        }
                                         td { (status_words(c.status)) }
                                     }
                                 }
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// The requests whose accepted course plan lost a day's donor or unit (open
+/// `course.plan_broken` alerts), one line each.
+fn plans_at_risk(alerts: &[Alert]) -> Markup {
+    let more = alerts.len() > AT_RISK_SHOWN;
+    html! {
+        @if !alerts.is_empty() {
+            div #plans-at-risk {
+                h3 { "Course plans at risk" }
+                ul {
+                    @for a in alerts.iter().take(AT_RISK_SHOWN) {
+                        // The alert names the API route to repair with; here it is the request page.
+                        @let what = a.message.split("; propose a repair").next().unwrap_or(&a.message);
+                        li data-alert-id=(a.id) data-request-id=(a.entity_id) {
+                            a href=(format!("/console/requests/{}", a.entity_id)) { "Request " (a.entity_id) } ": " (what)
+                            " — propose a repair on the request page."
+                        }
+                    }
+                }
+                @if more {
+                    p.hint { "More on " a href="/console/alerts" { "Alerts & tasks" } "." }
                 }
             }
         }

@@ -42,6 +42,8 @@ pub struct RequestPage {
     pub allocations: Vec<AllocationView>,
     /// For requests still to serve (open or waiting for approval).
     pub candidates: Option<Candidates>,
+    /// The latest course plan.
+    pub plan: super::plan::PlanPart,
     pub now: DateTime<Utc>,
 }
 
@@ -62,6 +64,7 @@ pub fn load(conn: &mut DbConn, id: i64, policy: &Policy) -> ApiResult<RequestPag
     } else {
         None
     };
+    let plan = super::plan::load(conn, id)?;
     Ok(RequestPage {
         request,
         patient,
@@ -70,6 +73,7 @@ pub fn load(conn: &mut DbConn, id: i64, policy: &Policy) -> ApiResult<RequestPag
         crossmatches,
         allocations,
         candidates,
+        plan,
         now,
     })
 }
@@ -120,6 +124,7 @@ pub fn render(p: &RequestPage, who: &ConsoleUser, tz: Tz, echo: &Echo) -> Markup
         (request_facts(p, who, tz))
         (patient_facts(p, tz))
         (course_table(p, tz))
+        (super::plan::render(&p.plan, &p.request, who, tz))
         (samples_tables(p, tz))
         (allocations_table(p, who, tz, echo))
         (candidates_table(p, who, tz, echo))
@@ -358,7 +363,7 @@ fn samples_tables(p: &RequestPage, tz: Tz) -> Markup {
     }
 }
 
-fn findings_list(list: &[FindingView]) -> Markup {
+pub(super) fn findings_list(list: &[FindingView]) -> Markup {
     html! {
         @if list.is_empty() {
             span.muted { "none" }

@@ -1,13 +1,16 @@
-//! The requests pages: the priority lanes (`lanes`), one request with its candidates and
-//! allocations (`detail`), and the forms that allocate, issue by scanning, and approve.
+//! The requests pages: the priority lanes (`lanes`), one request with its candidates,
+//! allocations and course plan (`detail`, `plan`), and the forms that allocate, issue by
+//! scanning, approve, and propose and book a course plan.
 //!
 //! Every form calls the service the matching `/api/v1` handler calls, with its role check:
 //! allocate → `POST /requests/{id}/allocations` (staff), issue → `POST /allocations/{id}/issue`
-//! (staff), approve / decline → `POST /requests/{id}/approve|decline` (medical director). A
-//! refusal re-renders the request page with the reason codes, under the error's status.
+//! (staff), approve / decline → `POST /requests/{id}/approve|decline` (medical director),
+//! propose / book a plan → `POST /requests/{id}/plan` and `/plan/accept` (staff). A refusal
+//! re-renders the request page with the reason codes, under the error's status.
 
 mod detail;
 mod lanes;
+mod plan;
 mod words;
 
 use actix_web::http::StatusCode;
@@ -21,6 +24,7 @@ use crate::error::{ApiError, Validator};
 use crate::input::{Text, parse_id};
 use crate::routes::with_policy;
 use crate::services::allocations::{self as allocation_work, AllocateInput, IssueInput};
+use crate::services::course_plans::{self as plan_work, AcceptInput};
 use crate::services::decisions::AuthorisationInput;
 use crate::services::requests as work;
 use crate::state::AppState;
@@ -42,10 +46,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/requests/{id}/allocate").route(web::post().to(allocate)))
         .service(web::resource("/requests/{id}/approve").route(web::post().to(approve)))
         .service(web::resource("/requests/{id}/decline").route(web::post().to(decline)))
+        .service(web::resource("/requests/{id}/plan").route(web::post().to(propose_plan)))
+        .service(web::resource("/requests/{id}/plan/accept").route(web::post().to(accept_plan)))
         .service(web::resource("/allocations/{id}/issue").route(web::post().to(issue)));
 }
 
-/// Allocating and issuing: staff, as `POST /requests/{id}/allocations` and `/allocations/{id}/issue`.
+/// Allocating, issuing and planning the course: staff, as `POST /requests/{id}/allocations`,
+/// `/allocations/{id}/issue` and `/requests/{id}/plan`.
 pub fn may_allocate(who: &ConsoleUser) -> bool {
     who.user.require(&Role::STAFF).is_ok()
 }
@@ -359,4 +366,90 @@ async fn decline(
     form: web::Form<Vec<(String, String)>>,
 ) -> ConsoleResult {
     decide(state, who, id, form, false).await
+}
+
+/// The page again with the refusal, or a server failure as such.
+async fn refused_with(state: &AppState, who: &ConsoleUser, request_id: i64, err: ApiError) -> ConsoleResult {
+    let echo = Echo {
+        refusal: Some(err),
+        ..Echo::default()
+    };
+    refused(state, who, request_id, echo).await
+}
+
+/// `POST /console/requests/{id}/plan`: as `POST /api/v1/requests/{id}/plan` (a repair while a
+/// plan is in force).
+async fn propose_plan(
+    state: web::Data<AppState>,
+    who: ConsoleUser,
+    id: web::Path<String>,
+    form: web::Form<Vec<(String, String)>>,
+) -> ConsoleResult {
+    let fields = Fields(form.into_inner());
+    who.check_csrf(fields.one("csrf"))?;
+    who.require(&Role::STAFF)?;
+    let id = parse_id(&id, "request")?;
+    let actor = who.user.actor();
+    let (index, tz) = (state.donor_index.clone(), state.settings.timezone);
+    let outcome = state
+        .write(with_policy(move |conn, policy| {
+            plan_work::propose(conn, &actor, id, policy, tz, Some(&index))
+        }))
+        .await;
+    match outcome {
+        Ok(plan) => {
+            let uncovered = plan.score.uncovered_days;
+            Ok(back_to(
+                id,
+                &format!("Proposed course plan {} ({uncovered} day(s) uncovered)", plan.id),
+            ))
+        }
+        Err(err) => refused_with(&state, &who, id, err).await,
+    }
+}
+
+/// `POST /console/requests/{id}/plan/accept`: as `POST /api/v1/requests/{id}/plan/accept`
+/// with the posted `plan_id`.
+async fn accept_plan(
+    state: web::Data<AppState>,
+    who: ConsoleUser,
+    id: web::Path<String>,
+    form: web::Form<Vec<(String, String)>>,
+) -> ConsoleResult {
+    let fields = Fields(form.into_inner());
+    who.check_csrf(fields.one("csrf"))?;
+    who.require(&Role::STAFF)?;
+    let id = parse_id(&id, "request")?;
+    let plan_id = fields
+        .one("plan_id")
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| ApiError::field("plan_id", "must be the id of a course plan"));
+    let outcome = match plan_id {
+        Ok(plan_id) => {
+            let actor = who.user.actor();
+            state
+                .write(with_policy(move |conn, policy| {
+                    plan_work::accept(conn, &actor, id, AcceptInput { plan_id }, policy)
+                }))
+                .await
+        }
+        Err(err) => Err(err),
+    };
+    match outcome {
+        Ok(plan) => {
+            let booked = plan
+                .days
+                .iter()
+                .filter(|d| d.kind == plan_work::DayKind::Donor && d.collection_id.is_some())
+                .count();
+            Ok(back_to(
+                id,
+                &format!("Booked course plan {} ({booked} collection(s))", plan.id),
+            ))
+        }
+        Err(err) => refused_with(&state, &who, id, err).await,
+    }
 }
