@@ -126,7 +126,9 @@ fn plan_facts(plan: &CoursePlanView, tz: Tz) -> Markup {
             }
             dt { "Score" }
             dd {
-                (s.uncovered_days) " day(s) uncovered; " (s.findings_above_info) " finding(s) above info; "
+                (s.uncovered_days) " day(s) uncovered; "
+                @if plan.repairs_plan_id.is_some() { (s.changed_days) " kept day(s) changed; " }
+                (s.findings_above_info) " finding(s) above info; "
                 (s.abo_non_identical) " ABO non-identical; " (s.cmv_unmatched) " CMV unmatched; "
                 (s.repeat_pairs) " repeated donor(s)"
                 @if !plan.proven_optimal { " " span.badge.tier-acknowledge { "best found, not proven optimal" } }
@@ -223,6 +225,9 @@ fn day_row(part: &PlanPart, d: &PlanDayView, booked: Option<(i64, Option<Collect
             td.findings { @if d.verdict.is_some() { (findings_list(&d.findings)) } @else { "—" } }
             td.notes {
                 @if d.changed { span.badge.tier-authorise { "changed" } " " }
+                @if let Some(old) = d.replaces_collection_id {
+                    span.moves data-replaces-collection-id=(old) { "moves collection " (old) " (aborted when booked)" } " "
+                }
                 @if let Some(u) = &d.uncovered_reason { code { (u.code) } " " (u.message) }
             }
         }
