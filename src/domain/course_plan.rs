@@ -393,7 +393,27 @@ struct DayOptions {
     none_reason: Option<(&'static str, String)>,
 }
 
-fn day_options(input: &PlanInput<'_>, d: usize, n: usize) -> DayOptions {
+/// Each donor's future unit judged for the patient, or `None` when it has a block. The judgement
+/// does not depend on the collection time (the unit's expiry and the transfusion move with it),
+/// so it is made once per call; untyped donors alike in ABO/RhD/CMV share one.
+fn future_units(input: &PlanInput<'_>, at: DateTime<Utc>) -> Vec<Option<Assessment>> {
+    let mut by_group: HashMap<(Abo, Rhd, Cmv), Assessment> = HashMap::new();
+    input
+        .donors
+        .iter()
+        .map(|donor| {
+            let f = &donor.facts;
+            let judge = || matching::assess_future_unit(input.patient, input.requirements, f, at, input.policy);
+            let unit = match f.hla {
+                None => by_group.entry((f.abo, f.rhd, f.cmv)).or_insert_with(judge).clone(),
+                Some(_) => judge(),
+            };
+            (!matching::blocks(&unit)).then_some(unit)
+        })
+        .collect()
+}
+
+fn day_options(input: &PlanInput<'_>, units: &[Option<Assessment>], d: usize, n: usize) -> DayOptions {
     let Some(day) = input.days.get(d) else {
         return DayOptions {
             opts: vec![],
@@ -410,7 +430,7 @@ fn day_options(input: &PlanInput<'_>, d: usize, n: usize) -> DayOptions {
             format!("no free device slot on {}", day.date),
         );
     }
-    let usable = usable_slots(day, input.policy);
+    let mut usable = usable_slots(day, input.policy);
     if usable.is_empty() {
         return none(
             codes::NO_SLOT_BEFORE_TRANSFUSION,
@@ -421,53 +441,60 @@ fn day_options(input: &PlanInput<'_>, d: usize, n: usize) -> DayOptions {
             ),
         );
     }
-    let policy = input.policy;
-    // Untyped donors alike in ABO/RhD/CMV have the same future unit at a slot.
-    let mut by_group: HashMap<(Abo, Rhd, Cmv, usize), Assessment> = HashMap::new();
+    let minutes = |s: usize| day.transfuse_at.signed_duration_since(day.slots[s].end).num_minutes();
+    // Best slot first for every donor (the day cost differs between slots only by the minutes,
+    // and by the change for the kept donor); among equals the earlier slot.
+    usable.sort_by_key(|&s| (minutes(s), day.slots[s].start, day.slots[s].device_id, s));
     let (mut compatible, mut available) = (0usize, 0usize);
-    // (lower bound, id, donor index, [(cost, slot)]) for compatible, available donors.
-    type Ranked = (Score, i64, usize, Vec<(Score, usize)>);
-    let mut ranked: Vec<Ranked> = Vec::new();
+    // (lower bound, id, donor index) for compatible donors available at some usable slot.
+    let mut ranked: Vec<(Score, i64, usize)> = Vec::new();
     for (i, donor) in input.donors.iter().enumerate() {
-        let f = &donor.facts;
-        let mut costs = Vec::new();
-        for &s in &usable {
-            let slot = &day.slots[s];
-            let judge = || matching::assess_future_unit(input.patient, input.requirements, f, slot.start, policy);
-            let unit = match f.hla {
-                None => by_group.entry((f.abo, f.rhd, f.cmv, s)).or_insert_with(judge).clone(),
-                Some(_) => judge(),
-            };
-            if matching::blocks(&unit) {
-                continue;
-            }
-            let minutes = day.transfuse_at.signed_duration_since(slot.end).num_minutes();
-            let cost = Score {
-                changed_days: u32::from(day.changes(donor.id, s)),
-                ..day_cost(input.patient, f, &unit, minutes)
-            };
-            costs.push((cost, s));
-        }
-        if costs.is_empty() {
+        let Some(Some(unit)) = units.get(i) else {
             continue;
-        }
+        };
         compatible += 1;
-        costs.retain(|&(_, s)| donor.available_at(day.slots[s].start));
-        if costs.is_empty() {
+        let cost_at = |s: usize| Score {
+            changed_days: u32::from(day.changes(donor.id, s)),
+            ..day_cost(input.patient, &donor.facts, unit, minutes(s))
+        };
+        let first = usable.iter().copied().find(|&s| donor.available_at(day.slots[s].start));
+        let Some(first) = first else {
             continue;
-        }
+        };
         available += 1;
-        // Cheapest first; among equal costs the earlier slot.
-        costs.sort_by_key(|&(c, s)| (c, day.slots[s].start, day.slots[s].device_id, s));
-        ranked.push((costs[0].0, donor.id, i, costs));
+        let mut lower = cost_at(first);
+        if let Some((kept, s)) = day.keep
+            && kept == donor.id
+            && usable.contains(&s)
+            && donor.available_at(day.slots[s].start)
+        {
+            lower = lower.min(cost_at(s));
+        }
+        ranked.push((lower, donor.id, i));
     }
     ranked.sort_by_key(|r| (r.0, r.1));
     let mut top: Vec<(Score, i64, Vec<Opt>)> = Vec::new();
     let mut failures: HashMap<&'static str, usize> = HashMap::new();
-    for (lower, id, i, costs) in ranked {
+    for (lower, id, i) in ranked {
         if top.len() >= n && top.last().is_some_and(|(c, tid, _)| (lower, id) > (*c, *tid)) {
             break;
         }
+        let (donor, Some(Some(unit))) = (&input.donors[i], units.get(i)) else {
+            continue;
+        };
+        let mut costs: Vec<(Score, usize)> = usable
+            .iter()
+            .copied()
+            .filter(|&s| donor.available_at(day.slots[s].start))
+            .map(|s| {
+                let cost = Score {
+                    changed_days: u32::from(day.changes(donor.id, s)),
+                    ..day_cost(input.patient, &donor.facts, unit, minutes(s))
+                };
+                (cost, s)
+            })
+            .collect();
+        costs.sort_by_key(|&(c, s)| (c, day.slots[s].start, day.slots[s].device_id, s));
         let mut feasible = Vec::new();
         for (cost, s) in costs {
             match check_set(input, &input.donors[i].record, &[(d, s)]) {
@@ -627,7 +654,18 @@ pub fn plan(input: &PlanInput<'_>) -> CoursePlan {
         .filter(|&d| input.days[d].unit_id.is_none())
         .collect();
     let n = days.len();
-    let per_day: Vec<DayOptions> = days.iter().map(|&d| day_options(input, d, n)).collect();
+    // The future units are judged at one collection time (see `future_units`).
+    let at = days
+        .iter()
+        .flat_map(|&d| input.days[d].slots.iter().map(|s| s.start))
+        .min()
+        .unwrap_or(input.now);
+    let units = if days.iter().any(|&d| !input.days[d].slots.is_empty()) {
+        future_units(input, at)
+    } else {
+        Vec::new()
+    };
+    let per_day: Vec<DayOptions> = days.iter().map(|&d| day_options(input, &units, d, n)).collect();
     let mut search = Search {
         input,
         days: days.clone(),
@@ -1325,5 +1363,38 @@ mod tests {
         let took = started.elapsed();
         assert_eq!(p.score.uncovered_days, 0);
         println!("10 days over 10 000 donors: {took:?}, score {:?}", p.score);
+    }
+
+    proptest! {
+        /// A donor's future unit is judged the same at any collection time: `future_units`
+        /// judges it once per plan.
+        #[test]
+        fn a_future_unit_is_judged_the_same_at_any_collection_time(
+            abo in 0usize..4,
+            patient_abo in 0usize..4,
+            cmv in prop::sample::select(vec![Cmv::Negative, Cmv::Positive, Cmv::Unknown]),
+            typed in any::<bool>(),
+            antibodies in any::<bool>(),
+            cmv_negative in any::<bool>(),
+            hla_compatible in any::<bool>(),
+            hours in 0i64..2000,
+        ) {
+            let abos = [Abo::O, Abo::A, Abo::B, Abo::Ab];
+            let policy = Policy::default();
+            let mut pt = patient(abos[patient_abo]);
+            if antibodies {
+                pt.hla_antibodies = vec!["A2".into()];
+            }
+            let mut d = donor(1, abos[abo], cmv);
+            if typed {
+                d.facts.hla = Some(crate::domain::blood::Hla { a: vec!["A*02:01".into()], ..Default::default() });
+            }
+            let req = Requirements { cmv_negative, hla_compatible };
+            let at = |t: DateTime<Utc>| {
+                let a = matching::assess_future_unit(&pt, req, &d.facts, t, &policy);
+                (a.verdict, a.reasons.iter().map(|f| (f.code, f.severity, f.message.clone())).collect::<Vec<_>>())
+            };
+            prop_assert_eq!(at(super::tests::at(1, 8)), at(super::tests::at(1, 8) + TimeDelta::hours(hours)));
+        }
     }
 }

@@ -16,6 +16,7 @@ use crate::services::course_plans::{self as plan_work, AcceptInput, CoursePlanVi
 use crate::services::idempotency;
 use crate::services::requests::{self as work, Outcome, RequestInput, RequestView};
 use crate::state::AppState;
+use crate::store::audit::Actor;
 
 #[derive(Serialize, ToSchema)]
 pub struct RequestList {
@@ -290,14 +291,21 @@ pub async fn candidates(
 pub async fn plan(state: web::Data<AppState>, caller: AuthUser, id: web::Path<String>) -> ApiResult<HttpResponse> {
     caller.require_staff()?;
     let id = parse_id(&id, "request")?;
-    let actor = caller.actor();
+    let proposed = propose_plan(&state, caller.actor(), id).await?;
+    Ok(HttpResponse::Created().json(proposed))
+}
+
+/// Plans in a read-only hop, then keeps the proposal in a short write: the planning reads every
+/// donor, and holding the write lock for it would queue every other write behind it.
+pub(crate) async fn propose_plan(state: &AppState, actor: Actor, id: i64) -> ApiResult<CoursePlanView> {
     let (index, tz) = (state.donor_index.clone(), state.settings.timezone);
-    let proposed = state
-        .write(with_policy(move |conn, policy| {
-            plan_work::propose(conn, &actor, id, policy, tz, Some(&index))
+    let now = crate::services::utc(crate::store::now());
+    let proposal = state
+        .db(with_policy(move |conn, policy| {
+            plan_work::plan_for(conn, id, policy, tz, Some(&index), now)
         }))
         .await?;
-    Ok(HttpResponse::Created().json(proposed))
+    state.write(move |conn| plan_work::keep(conn, &actor, proposal)).await
 }
 
 /// The request's latest course plan (proposed, accepted or superseded).

@@ -234,8 +234,21 @@ pub fn latest(conn: &mut DbConn, request_id: i64) -> ApiResult<CoursePlanView> {
     requests::find(conn, request_id, None)?;
     let row = rows::latest(conn, request_id)?.ok_or_else(|| ApiError::not_found("course plan"))?;
     let in_force = rows::accepted(conn, request_id)?.map(|p| p.id);
-    let id = row.id;
-    view_of(row, Some(id), in_force)
+    let (id, accepted) = (row.id, row.accepted_at.is_some());
+    let mut view = view_of(row, Some(id), in_force)?;
+    if accepted {
+        // The body is kept as proposed; the collections booked for it are the plan's days.
+        let booked: HashMap<u32, i64> = rows::days_of(conn, id)?
+            .into_iter()
+            .filter_map(|d| Some((u32::try_from(d.day).ok()?, d.collection_id?)))
+            .collect();
+        for v in &mut view.days {
+            if let Some(c) = booked.get(&v.day) {
+                v.collection_id = Some(*c);
+            }
+        }
+    }
+    Ok(view)
 }
 
 /// A live collection of the request and the course day it serves.
@@ -598,29 +611,23 @@ fn unavailability(
     Ok(out)
 }
 
-/// Proposes a plan for the request's remaining days (a repair when a plan is in force) and
-/// keeps it as proposed.
-pub fn propose(
-    conn: &mut DbConn,
-    actor: &Actor,
+/// A roster computed for a request, not yet kept.
+pub struct Proposal {
     request_id: i64,
-    policy: &Policy,
-    tz: chrono_tz::Tz,
-    index: Option<&DonorIndexSlot>,
-) -> ApiResult<CoursePlanView> {
-    propose_at(conn, actor, request_id, policy, tz, index, utc(store::now()))
+    repairs_plan_id: Option<i64>,
+    at: DateTime<Utc>,
+    body: Body,
 }
 
-/// [`propose`] at `now`.
-pub fn propose_at(
+/// Plans the request's remaining days at `now` (reads only; see the module notes).
+pub fn plan_for(
     conn: &mut DbConn,
-    actor: &Actor,
     request_id: i64,
     policy: &Policy,
     tz: chrono_tz::Tz,
     index: Option<&DonorIndexSlot>,
     now: DateTime<Utc>,
-) -> ApiResult<CoursePlanView> {
+) -> ApiResult<Proposal> {
     let mut p = prepare(conn, request_id, policy, tz, now)?;
     stock_units(conn, &mut p, policy, index, tz, now)?;
     let shelf = TimeDelta::hours(i64::from(policy.unit.max_shelf_life_hours));
@@ -820,26 +827,43 @@ pub fn propose_at(
         }
     }
 
-    let body = Body {
-        days: days.into_values().collect(),
-        score: planned.score.into(),
-        proven_optimal: planned.proven_optimal,
-        donors_considered: plan_donors.len(),
-        planning_ms,
-    };
+    Ok(Proposal {
+        request_id,
+        repairs_plan_id: in_force.map(|p| p.id),
+        at: now,
+        body: Body {
+            days: days.into_values().collect(),
+            score: planned.score.into(),
+            proven_optimal: planned.proven_optimal,
+            donors_considered: plan_donors.len(),
+            planning_ms,
+        },
+    })
+}
+
+/// Keeps a proposal as proposed (a short write: the planning itself only reads, and accepting
+/// checks everything again).
+pub fn keep(conn: &mut DbConn, actor: &Actor, proposal: Proposal) -> ApiResult<CoursePlanView> {
+    let Proposal {
+        request_id,
+        repairs_plan_id,
+        at,
+        body,
+    } = proposal;
     let text = to_json(&body)?;
     let row = rows::insert(
         conn,
         &NewCoursePlan {
             request_id,
-            repairs_plan_id: in_force.as_ref().map(|p| p.id),
+            repairs_plan_id,
             body: &text,
             proposed_by: &actor.name,
-            proposed_at: stored(now),
+            proposed_at: stored(at),
         },
     )?;
     let id = row.id;
-    let view = view_of(row, Some(id), in_force.map(|p| p.id))?;
+    let in_force = rows::accepted(conn, request_id)?.map(|p| p.id);
+    let view = view_of(row, Some(id), in_force)?;
     audit::append(
         conn,
         actor,

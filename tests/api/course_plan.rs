@@ -164,6 +164,22 @@ async fn a_five_day_roster_is_proposed_in_one_call_and_booked_in_a_second(backen
         assert_eq!(c["request_id"], request);
         assert_eq!(time(&c["scheduled_start"]), time(&d["collection"]["start"]));
     }
+    // GET shows the accepted plan with its collections.
+    let latest = b
+        .app
+        .get(&format!("/api/v1/requests/{request}/plan"), Some(&b.tech))
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(latest["status"], "accepted");
+    let booked: Vec<Value> = days(&accepted).iter().map(|d| d["collection_id"].clone()).collect();
+    assert_eq!(
+        days(&latest)
+            .iter()
+            .map(|d| d["collection_id"].clone())
+            .collect::<Vec<_>>(),
+        booked
+    );
     // The request shows the plan in force; the hospital sees it without donor identities.
     let view = b
         .app

@@ -389,13 +389,7 @@ async fn propose_plan(
     who.check_csrf(fields.one("csrf"))?;
     who.require(&Role::STAFF)?;
     let id = parse_id(&id, "request")?;
-    let actor = who.user.actor();
-    let (index, tz) = (state.donor_index.clone(), state.settings.timezone);
-    let outcome = state
-        .write(with_policy(move |conn, policy| {
-            plan_work::propose(conn, &actor, id, policy, tz, Some(&index))
-        }))
-        .await;
+    let outcome = crate::routes::requests::propose_plan(&state, who.user.actor(), id).await;
     match outcome {
         Ok(plan) => {
             let uncovered = plan.score.uncovered_days;
