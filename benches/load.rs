@@ -953,6 +953,22 @@ fn run(backend: &'static str, url: &str) -> anyhow::Result<BackendRun> {
                 cells.push(cell);
             }
         }
+        // What a ten-day plan holds, and the optimiser's own share of the time.
+        if selected(Route::Plan.name())
+            && let Some(id) = target.seeded.courses.first()
+        {
+            let plan: serde_json::Value = client
+                .post(format!("{}/api/v1/requests/{id}/plan", target.base))
+                .header("Authorization", &target.auth)
+                .send()
+                .await?
+                .json()
+                .await?;
+            eprintln!(
+                "[{backend}] plan of request {id}: {} donors considered, optimiser {} ms, proven optimal {}, score {}",
+                plan["donors_considered"], plan["planning_ms"], plan["proven_optimal"], plan["score"]
+            );
+        }
         let (after, peak) = server.memory()?;
         floor_handle.stop(true).await;
         // What the allocator gives back once the load is over (decay, purge, trim).
