@@ -40,7 +40,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::blood::{Abo, Cmv, Rhd};
 use crate::domain::compatibility::{Assessment, Finding, PatientFacts, Requirements, Severity, Verdict};
@@ -141,9 +141,12 @@ pub struct PlanInput<'a> {
 }
 
 /// The lexicographic objective (see the module notes); lower is better, compared field by field.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct Score {
     pub uncovered_days: u32,
+    /// Days a repair changes from the plan in force (other than the broken ones).
     pub changed_days: u32,
     pub findings_above_info: u32,
     pub abo_non_identical: u32,

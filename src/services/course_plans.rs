@@ -130,38 +130,11 @@ pub struct PlanDayView {
     pub uncovered_reason: Option<UncoveredReason>,
 }
 
-/// The optimiser's objective, compared in field order (docs/matching.md, "Course planner").
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct PlanScore {
-    pub uncovered_days: u32,
-    /// Days a repair changes from the plan in force (other than the broken ones).
-    pub changed_days: u32,
-    pub findings_above_info: u32,
-    pub abo_non_identical: u32,
-    pub cmv_unmatched: u32,
-    pub repeat_pairs: u32,
-    pub minutes_to_transfusion: i64,
-}
-
-impl From<Score> for PlanScore {
-    fn from(s: Score) -> Self {
-        Self {
-            uncovered_days: s.uncovered_days,
-            changed_days: s.changed_days,
-            findings_above_info: s.findings_above_info,
-            abo_non_identical: s.abo_non_identical,
-            cmv_unmatched: s.cmv_unmatched,
-            repeat_pairs: s.repeat_pairs,
-            minutes_to_transfusion: s.minutes_to_transfusion,
-        }
-    }
-}
-
 /// What a proposal holds (stored as proposed).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Body {
     days: Vec<PlanDayView>,
-    score: PlanScore,
+    score: Score,
     proven_optimal: bool,
     donors_considered: usize,
     planning_ms: i64,
@@ -177,7 +150,7 @@ pub struct CoursePlanView {
     pub status: String,
     /// The course's remaining days, in order.
     pub days: Vec<PlanDayView>,
-    pub score: PlanScore,
+    pub score: Score,
     /// False only when the search gave up proving the roster is the best.
     pub proven_optimal: bool,
     pub donors_considered: usize,
@@ -833,7 +806,7 @@ pub fn plan_for(
         at: now,
         body: Body {
             days: days.into_values().collect(),
-            score: planned.score.into(),
+            score: planned.score,
             proven_optimal: planned.proven_optimal,
             donors_considered: plan_donors.len(),
             planning_ms,

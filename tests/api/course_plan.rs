@@ -63,7 +63,8 @@ async fn propose(b: &Bank, request: i64) -> Value {
         .clone()
 }
 
-async fn accept(b: &Bank, request: i64, plan: &Value) -> Value {
+/// The technologist's answer to accepting `plan` for `request`.
+async fn try_accept(b: &Bank, request: i64, plan: &Value) -> Reply {
     b.app
         .post(
             &format!("/api/v1/requests/{request}/plan/accept"),
@@ -71,8 +72,10 @@ async fn accept(b: &Bank, request: i64, plan: &Value) -> Value {
             &json!({"plan_id": plan["id"]}),
         )
         .await
-        .ok(200)
-        .clone()
+}
+
+async fn accept(b: &Bank, request: i64, plan: &Value) -> Value {
+    try_accept(b, request, plan).await.ok(200).clone()
 }
 
 fn days(plan: &Value) -> Vec<Value> {
@@ -195,14 +198,7 @@ async fn a_five_day_roster_is_proposed_in_one_call_and_booked_in_a_second(backen
             .all(|d| d["collection_status"] == "scheduled" && d.get("donor_id").is_none())
     );
     // Accepting twice is refused; the audit trail has both steps.
-    b.app
-        .post(
-            &format!("/api/v1/requests/{request}/plan/accept"),
-            Some(&b.tech),
-            &json!({"plan_id": plan["id"]}),
-        )
-        .await
-        .problem(409, "plan_superseded");
+    try_accept(&b, request, &plan).await.problem(409, "plan_superseded");
     let audit = b.app.get("/api/v1/audit?entity_type=request", Some(&b.director)).await;
     let actions: Vec<String> = audit.body["items"]
         .as_array()
@@ -222,14 +218,7 @@ async fn a_five_day_roster_is_proposed_in_one_call_and_booked_in_a_second(backen
         .await
         .problem(403, "forbidden");
     let other = course_request(&b, "PLAN-1B", 1).await;
-    b.app
-        .post(
-            &format!("/api/v1/requests/{other}/plan/accept"),
-            Some(&b.tech),
-            &json!({"plan_id": plan["id"]}),
-        )
-        .await
-        .problem(422, "unknown_plan");
+    try_accept(&b, other, &plan).await.problem(422, "unknown_plan");
     // A second course cannot take the booked donors' slots or break their intervals.
     let second = propose(&b, other).await;
     assert_rules_hold(&second);
@@ -254,14 +243,7 @@ async fn a_stale_proposal_is_refused_with_what_changed_and_books_nothing(backend
     // A newer proposal supersedes the older one.
     let old = propose(&b, request).await;
     let plan = propose(&b, request).await;
-    b.app
-        .post(
-            &format!("/api/v1/requests/{request}/plan/accept"),
-            Some(&b.tech),
-            &json!({"plan_id": old["id"]}),
-        )
-        .await
-        .problem(409, "plan_superseded");
+    try_accept(&b, request, &old).await.problem(409, "plan_superseded");
 
     // Day 1's donor is deferred and day 2's slot is taken after the proposal.
     let list = days(&plan);
@@ -280,14 +262,7 @@ async fn a_stale_proposal_is_refused_with_what_changed_and_books_nothing(backend
         .await
         .ok(201);
 
-    let refused = b
-        .app
-        .post(
-            &format!("/api/v1/requests/{request}/plan/accept"),
-            Some(&b.tech),
-            &json!({"plan_id": plan["id"]}),
-        )
-        .await;
+    let refused = try_accept(&b, request, &plan).await;
     let body = refused.problem(409, "plan_changed").clone();
     let reasons: Vec<(String, String)> = body["reasons"]
         .as_array()
@@ -439,14 +414,7 @@ async fn stated_unavailability_and_missing_devices_leave_days_uncovered_with_rea
             .all(|d| d["uncovered_reason"]["code"] == "no_device_capacity"),
         "{plan}"
     );
-    b.app
-        .post(
-            &format!("/api/v1/requests/{request}/plan/accept"),
-            Some(&b.tech),
-            &json!({"plan_id": plan["id"]}),
-        )
-        .await
-        .problem(409, "plan_not_bookable");
+    try_accept(&b, request, &plan).await.problem(409, "plan_not_bookable");
 
     b.app.create_device(&b.tech, "Optia 1").await;
     let [ann] = donors(&b, &["Ann"], "A").await[..] else {
@@ -518,14 +486,7 @@ async fn a_finding_that_appeared_since_the_proposal_refuses_the_booking(backend:
         )
         .await
         .ok(200);
-    let refused = b
-        .app
-        .post(
-            &format!("/api/v1/requests/{request}/plan/accept"),
-            Some(&b.tech),
-            &json!({"plan_id": plan["id"]}),
-        )
-        .await;
+    let refused = try_accept(&b, request, &plan).await;
     let body = refused.problem(409, "plan_changed").clone();
     let codes: Vec<&str> = body["reasons"]
         .as_array()
