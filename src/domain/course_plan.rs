@@ -37,6 +37,7 @@
 //! with addition, so a sum of per-day minima bounds the sum. The search stops after
 //! [`NODE_LIMIT`] nodes and then says the plan is not proven optimal.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
@@ -80,7 +81,7 @@ pub struct Slot {
     pub end: DateTime<Utc>,
 }
 
-impl PlanDonor {
+impl PlanDonor<'_> {
     /// Whether the donor has not said they cannot come at `at`.
     pub fn available_at(&self, at: DateTime<Utc>) -> bool {
         !self.unavailable.iter().any(|&(from, until)| from <= at && at < until)
@@ -118,9 +119,10 @@ impl PlanDay {
 
 /// A donor the planner may use.
 #[derive(Debug, Clone)]
-pub struct PlanDonor {
+pub struct PlanDonor<'a> {
     pub id: i64,
-    pub record: DonorRecord,
+    /// Borrowed from the caller's index unless changed for the plan (a repair's moved bookings).
+    pub record: Cow<'a, DonorRecord>,
     pub facts: DonorMatchFacts,
     /// Periods the donor said they cannot come (start inclusive, end exclusive): a slot
     /// starting inside one is not offered to them.
@@ -130,7 +132,7 @@ pub struct PlanDonor {
 #[derive(Debug, Clone, Copy)]
 pub struct PlanInput<'a> {
     pub days: &'a [PlanDay],
-    pub donors: &'a [PlanDonor],
+    pub donors: &'a [PlanDonor<'a>],
     pub patient: &'a PatientFacts,
     pub requirements: Requirements,
     /// Agents beyond the programme's defaults (checked for contraindications).
@@ -801,7 +803,7 @@ mod tests {
     fn donor(id: i64, abo: Abo, cmv: Cmv) -> PlanDonor {
         PlanDonor {
             id,
-            record: record(),
+            record: Cow::Owned(record()),
             facts: DonorMatchFacts {
                 abo,
                 rhd: Rhd::Positive,
@@ -937,12 +939,16 @@ mod tests {
         let p = plan(&input(&days, std::slice::from_ref(&away), &pt, &policy));
         assert_eq!(codes_of(&p), vec![codes::NO_AVAILABLE_DONOR]);
         let mut deferred = donor(4, Abo::O, Cmv::Negative);
-        deferred.record.deferrals.push(crate::domain::eligibility::Deferral {
-            reason: "travel".into(),
-            permanent: true,
-            starts_at: at(1, 0),
-            until: None,
-        });
+        deferred
+            .record
+            .to_mut()
+            .deferrals
+            .push(crate::domain::eligibility::Deferral {
+                reason: "travel".into(),
+                permanent: true,
+                starts_at: at(1, 0),
+                until: None,
+            });
         let p = plan(&input(&days, std::slice::from_ref(&deferred), &pt, &policy));
         assert_eq!(codes_of(&p), vec![codes::NO_ELIGIBLE_DONOR]);
     }
@@ -1279,19 +1285,19 @@ mod tests {
                     }
                 };
                 for k in 0..*prior {
-                    d.record.bookings.push(past(at(1, 8) - TimeDelta::days(30 * (i64::from(k) + 1)), true));
+                    d.record.to_mut().bookings.push(past(at(1, 8) - TimeDelta::days(30 * (i64::from(k) + 1)), true));
                 }
                 for (before, completed) in recent {
                     // Completed before the plan, or another course's booking inside it.
                     let start = if *completed { at(11, 8) - TimeDelta::days(i64::from(*before)) } else { at(10 + before, 8) };
-                    d.record.bookings.push(past(start, *completed));
+                    d.record.to_mut().bookings.push(past(start, *completed));
                 }
                 if let Some(a) = avail {
                     let keep: Vec<NaiveDate> = days.iter().zip(a).filter(|(_, ok)| **ok).map(|(d, _)| d.date).collect();
                     d.unavailable = only_on(&days, &keep);
                 }
                 if *deferred {
-                    d.record.deferrals.push(crate::domain::eligibility::Deferral {
+                    d.record.to_mut().deferrals.push(crate::domain::eligibility::Deferral {
                         reason: "r".into(),
                         permanent: false,
                         starts_at: at(13, 0),
@@ -1347,7 +1353,7 @@ mod tests {
                 );
                 // Some donors gave recently.
                 if i % 5 == 0 {
-                    d.record.bookings.push(Booking {
+                    d.record.to_mut().bookings.push(Booking {
                         id: 1,
                         status: CollectionStatus::Completed,
                         scheduled_start: at(9, 8),

@@ -672,12 +672,12 @@ pub fn plan_for(
         };
         for (id, e) in entries {
             numbers.insert(*id, e.donor_number.clone());
-            let mut record = e.record.clone();
-            if !moving.is_empty() {
+            let mut record = std::borrow::Cow::Borrowed(&e.record);
+            if e.record.bookings.iter().any(|b| moving.contains(&b.id)) {
                 // The bookings a repair may move are planned again, not part of the history.
-                record.bookings.retain(|b| !moving.contains(&b.id));
-                record
-                    .stimulations
+                let r = record.to_mut();
+                r.bookings.retain(|b| !moving.contains(&b.id));
+                r.stimulations
                     .retain(|s| s.collection_id.is_none_or(|c| !moving.contains(&c)));
             }
             plan_donors.push(PlanDonor {
@@ -688,8 +688,6 @@ pub fn plan_for(
             });
         }
     }
-    drop(guard);
-    drop(entries_owned);
     let started = std::time::Instant::now();
     let planned = course_plan::plan(&PlanInput {
         days: &plan_days,
