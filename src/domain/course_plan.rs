@@ -800,7 +800,7 @@ mod tests {
         }
     }
 
-    fn donor(id: i64, abo: Abo, cmv: Cmv) -> PlanDonor {
+    fn donor(id: i64, abo: Abo, cmv: Cmv) -> PlanDonor<'static> {
         PlanDonor {
             id,
             record: Cow::Owned(record()),
