@@ -53,6 +53,10 @@ type Period = (DateTime<Utc>, DateTime<Utc>);
 /// A plan in force (request, plan) and each day's (course day, transfusion, what broke it).
 pub type PlanDays = (i64, i64, Vec<(u32, DateTime<Utc>, Option<String>)>);
 
+/// An uncovered day's code when free device time exists before its transfusion but all of it
+/// starts too soon to stimulate a donor (the stimulation windows, `donor.*_window_hours`).
+pub const NO_TIME_TO_STIMULATE: &str = "no_time_to_stimulate";
+
 /// How a day of the course is covered in a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -86,8 +90,8 @@ pub struct PlanCollection {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UncoveredReason {
-    /// `no_device_capacity`, `no_slot_before_transfusion`, `no_compatible_donor`,
-    /// `no_available_donor`, `no_eligible_donor` or `interval_rules`.
+    /// `no_device_capacity`, `no_time_to_stimulate`, `no_slot_before_transfusion`,
+    /// `no_compatible_donor`, `no_available_donor`, `no_eligible_donor` or `interval_rules`.
     pub code: String,
     pub message: String,
 }
@@ -487,7 +491,8 @@ fn local(tz: chrono_tz::Tz, date: NaiveDate, time: chrono::NaiveTime) -> Option<
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// Free slots for each day to plan (see the module notes).
+/// Each day's free slots (see the module notes), and whether free device time in the day's
+/// window was left out only because it is too soon to stimulate a donor for it.
 fn free_slots(
     conn: &mut DbConn,
     windows: &[(DateTime<Utc>, DateTime<Utc>)],
@@ -495,13 +500,14 @@ fn free_slots(
     policy: &Policy,
     tz: chrono_tz::Tz,
     now: DateTime<Utc>,
-) -> ApiResult<Vec<Vec<Slot>>> {
+) -> ApiResult<(Vec<Vec<Slot>>, Vec<bool>)> {
     let mut out = vec![Vec::new(); windows.len()];
+    let mut late = vec![false; windows.len()];
     let Some((opens, closes)) = policy.device.hours.times() else {
-        return Ok(out);
+        return Ok((out, late));
     };
     let (Some(from), Some(to)) = (windows.iter().map(|w| w.0).min(), windows.iter().map(|w| w.1).max()) else {
-        return Ok(out);
+        return Ok((out, late));
     };
     let duration = TimeDelta::minutes(i64::from(policy.collection.default_duration_minutes));
     let step = TimeDelta::minutes(i64::from(policy.device.hours.slot_step_minutes.max(1)));
@@ -529,18 +535,19 @@ fn free_slots(
             let mut start = open_at;
             while start + duration <= close_at {
                 let end = start + duration;
-                let stimulable = course_plan::stimulation_times(start, &agents, policy)
-                    .iter()
-                    .all(|s| s.at.is_none_or(|at| at >= now));
-                if let Some(k) = windows.iter().position(|(lo, hi)| start >= *lo && end <= *hi)
-                    && stimulable
-                {
+                let stimulable = start >= now
+                    && course_plan::stimulation_times(start, &agents, policy)
+                        .iter()
+                        .all(|s| s.at.is_none_or(|at| at >= now));
+                if let Some(k) = windows.iter().position(|(lo, hi)| start >= *lo && end <= *hi) {
                     for &device_id in &devices {
                         let busy = taken
                             .get(&device_id)
                             .is_some_and(|t| t.iter().any(|&o| crate::domain::scheduling::overlaps((start, end), o)));
-                        if !busy {
-                            out[k].push(Slot { device_id, start, end });
+                        match (busy, stimulable) {
+                            (false, true) => out[k].push(Slot { device_id, start, end }),
+                            (false, false) => late[k] = true,
+                            _ => {}
                         }
                     }
                 }
@@ -550,7 +557,7 @@ fn free_slots(
         let Some(next) = date.succ_opt() else { break };
         date = next;
     }
-    Ok(out)
+    Ok((out, late))
 }
 
 /// The dates each donor said they cannot come, as periods of site-local days.
@@ -611,18 +618,14 @@ pub fn plan_for(
     let mut previous: Option<DateTime<Utc>> = None;
     for &(day, due) in &p.remaining {
         if !p.covered.contains_key(&day) {
-            let lo = [Some(due - shelf), previous, Some(now)]
-                .into_iter()
-                .flatten()
-                .max()
-                .unwrap_or(now);
+            let lo = [Some(due - shelf), previous].into_iter().flatten().max().unwrap_or(now);
             to_plan.push((day, due));
             windows.push((lo, due));
         }
         previous = Some(due);
     }
     let moving: HashSet<i64> = p.movable.values().map(|m| m.collection_id).collect();
-    let slots = free_slots(conn, &windows, &moving, policy, tz, now)?;
+    let (slots, late) = free_slots(conn, &windows, &moving, policy, tz, now)?;
     let plan_days: Vec<PlanDay> = to_plan
         .iter()
         .zip(slots)
@@ -719,7 +722,7 @@ pub fn plan_for(
     }
 
     let mut days: BTreeMap<u32, PlanDayView> = p.covered.clone();
-    for ((day, due), d) in to_plan.iter().zip(planned.days.iter()) {
+    for (k, ((day, due), d)) in to_plan.iter().zip(planned.days.iter()).enumerate() {
         let mut v = blank_day(*day, *due, tz, DayKind::Uncovered);
         let incumbent = p.movable.get(day);
         match d {
@@ -771,6 +774,17 @@ pub fn plan_for(
             DayPlan::Unit { unit_id } => {
                 v.kind = DayKind::Unit;
                 v.unit_id = Some(*unit_id);
+            }
+            DayPlan::Uncovered { code, .. }
+                if *code == course_plan::codes::NO_DEVICE_CAPACITY && late.get(k).copied().unwrap_or(false) =>
+            {
+                v.uncovered_reason = Some(UncoveredReason {
+                    code: NO_TIME_TO_STIMULATE.to_owned(),
+                    message: format!(
+                        "every free slot before the transfusion at {} starts too soon to stimulate a donor for it",
+                        due.format("%Y-%m-%d %H:%M UTC")
+                    ),
+                });
             }
             DayPlan::Uncovered { code, message } => {
                 v.uncovered_reason = Some(UncoveredReason {

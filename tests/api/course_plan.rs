@@ -17,6 +17,7 @@ both_backends!(
     stated_unavailability_and_missing_devices_leave_days_uncovered_with_reasons,
     a_finding_that_appeared_since_the_proposal_refuses_the_booking,
     a_repair_moves_a_kept_day_when_that_is_the_only_way_to_cover_the_broken_one,
+    a_unit_in_stock_covers_the_first_day_and_its_discard_breaks_the_plan,
 );
 
 /// Two days from now at 14:00 UTC: the first day's morning slots are still stimulable.
@@ -602,4 +603,62 @@ async fn a_repair_moves_a_kept_day_when_that_is_the_only_way_to_cover_the_broken
     }
     scan(&b);
     assert!(open_alerts(&b, "course.plan_broken").await.is_empty());
+}
+
+async fn a_unit_in_stock_covers_the_first_day_and_its_discard_breaks_the_plan(backend: Backend) {
+    let b = bank(backend).await;
+    b.app.create_device(&b.tech, "Optia 1").await;
+    donors(&b, &["Ann"], "A").await;
+    // Due in 6 hours, two days: a released, crossmatched unit in stock covers day 1.
+    let patient = b.typed_patient(&patient_body("PLAN-7", "A", "positive", "male")).await;
+    let request = b.request(&request_body(patient, 2)).await;
+    let (unit, din) = b.ready("A", "positive", "negative", 1).await;
+    let sample = b.sample(patient).await;
+    b.crossmatch(unit, sample, "compatible").await;
+    let plan = propose(&b, request).await;
+    let list = days(&plan);
+    assert_eq!(
+        (list[0]["kind"].as_str(), list[0]["unit_id"].as_i64()),
+        (Some("unit"), Some(unit)),
+        "{plan}"
+    );
+    assert_eq!(list[0]["din"], din);
+    assert_eq!(list[1]["kind"], "donor", "{plan}");
+    accept(&b, request, &plan).await;
+    scan(&b);
+    assert!(open_alerts(&b, "course.plan_broken").await.is_empty());
+    b.app
+        .post(
+            &format!("/api/v1/units/{unit}/discard"),
+            Some(&b.tech),
+            &json!({"reason": "bag damaged"}),
+        )
+        .await
+        .ok(200);
+    scan(&b);
+    let open = open_alerts(&b, "course.plan_broken").await;
+    assert_eq!(open.len(), 1, "{open:?}");
+    let message = open[0]["message"].as_str().unwrap_or("");
+    assert!(
+        message.starts_with(&format!("day 1 of request {request}")) && message.contains("discarded"),
+        "{message}"
+    );
+    assert!(!message.contains("more day"), "{message}");
+    // Day 2's donor is deferred: that day is broken too.
+    let donor = list[1]["donor_id"].as_i64().expect("donor");
+    b.app
+        .post(
+            &format!("/api/v1/donors/{donor}/deferrals"),
+            Some(&b.tech),
+            &json!({"reason": "flu", "permanent": false, "until": ts(Utc::now() + TimeDelta::days(30))}),
+        )
+        .await
+        .ok(201);
+    // The open alert keeps naming the first day at risk; the repair shows both.
+    let repair = propose(&b, request).await;
+    let fixed = days(&repair);
+    // Day 1 is due in 6 hours: no slot before it leaves time to stimulate anyone.
+    assert_eq!(fixed[0]["uncovered_reason"]["code"], "no_time_to_stimulate", "{repair}");
+    assert_eq!(fixed[1]["uncovered_reason"]["code"], "no_eligible_donor", "{repair}");
+    assert!(fixed.iter().all(|d| d["changed"] == true), "{repair}");
 }
