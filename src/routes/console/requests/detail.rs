@@ -12,7 +12,7 @@ use maud::{Markup, html};
 
 use super::super::ConsoleUser;
 use super::super::page;
-use super::words::{self, UnitCounts};
+use super::words::{self, UnitCounts, findings_list};
 use super::{AUTHORISER_ROLES, may_allocate, may_decide};
 use crate::domain::compatibility::{Severity, Verdict};
 use crate::domain::policy::Policy;
@@ -356,24 +356,6 @@ fn samples_tables(p: &RequestPage, tz: Tz) -> Markup {
                             td { (x.performed_by) " · " (page::local_time(x.performed_at.naive_utc(), tz)) }
                             td { (page::local_time(x.valid_until.naive_utc(), tz)) }
                         }
-                    }
-                }
-            }
-        }
-    }
-}
-
-pub(super) fn findings_list(list: &[FindingView]) -> Markup {
-    html! {
-        @if list.is_empty() {
-            span.muted { "none" }
-        } @else {
-            ul.findings {
-                @for f in list {
-                    li class=(format!("finding tier-{}", f.severity.as_str())) data-code=(f.code) data-tier=(f.severity.as_str()) {
-                        strong.tier { (f.severity.as_str()) } " "
-                        code { (f.code) } " " (f.message)
-                        " " span.tier-meaning { "(" (words::tier_word(f.severity)) ")" }
                     }
                 }
             }

@@ -9,8 +9,8 @@ use maud::{Markup, html};
 
 use super::super::ConsoleUser;
 use super::super::page;
-use super::detail::findings_list;
 use super::may_allocate;
+use super::words::findings_list;
 use crate::domain::requests::RequestStatus;
 use crate::domain::scheduling::CollectionStatus;
 use crate::error::{ApiResult, ErrorCode};

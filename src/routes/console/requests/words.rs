@@ -11,6 +11,7 @@ use crate::domain::course::{self, Course, CrossmatchState};
 use crate::domain::group::GroupStatus;
 use crate::domain::requests::{AllocationStatus, Priority, RequestStatus};
 use crate::services::allocations::CrossmatchView;
+use crate::services::decisions::FindingView;
 use crate::services::patients::{GroupOfRecordView, PatientView, SampleView};
 use crate::services::requests::RequestView;
 
@@ -219,5 +220,24 @@ pub fn tier_word(s: Severity) -> &'static str {
         Severity::Acknowledge => "needs acknowledgement",
         Severity::Authorise => "needs authorisation",
         Severity::Block => "blocks",
+    }
+}
+
+/// Findings with their tier, code and message, as every request-page table lists them.
+pub fn findings_list(list: &[FindingView]) -> Markup {
+    html! {
+        @if list.is_empty() {
+            span.muted { "none" }
+        } @else {
+            ul.findings {
+                @for f in list {
+                    li class=(format!("finding tier-{}", f.severity.as_str())) data-code=(f.code) data-tier=(f.severity.as_str()) {
+                        strong.tier { (f.severity.as_str()) } " "
+                        code { (f.code) } " " (f.message)
+                        " " span.tier-meaning { "(" (tier_word(f.severity)) ")" }
+                    }
+                }
+            }
+        }
     }
 }
