@@ -882,14 +882,14 @@ pub fn accept(
     policy: &Policy,
 ) -> ApiResult<CoursePlanView> {
     let now = utc(store::now());
+    // Serialise acceptances of one request, and read its status under the lock.
+    if !store::requests::lock(conn, request_id)? {
+        return Err(ApiError::not_found("request"));
+    }
     let r = requests::find(conn, request_id, None)?;
     let row = rows::find(conn, input.plan_id)?
         .filter(|p| p.request_id == request_id)
         .ok_or_else(|| ApiError::unknown(ErrorCode::UnknownPlan, "course plan", input.plan_id))?;
-    // Serialise acceptances of one request: the request row is locked for the transaction.
-    if !store::requests::lock(conn, request_id)? {
-        return Err(ApiError::not_found("request"));
-    }
     let latest = rows::latest(conn, request_id)?.map(|p| p.id);
     if row.accepted_at.is_some() || latest != Some(row.id) {
         return Err(ApiError::new(
@@ -954,7 +954,13 @@ pub fn accept(
         }
     }
 
-    // A repair that moves a day cancels its booking first, so its donor and slot are free.
+    // A repair that moves a day cancels its booking first, so its donor and slot are free; a
+    // booking whose donor has been stimulated since the proposal stays.
+    let replaced: Vec<i64> = body.days.iter().filter_map(|d| d.replaces_collection_id).collect();
+    let stimulated: HashSet<i64> = crate::store::collections::stimulations_for_collections(conn, &replaced)?
+        .into_iter()
+        .filter_map(|s| s.collection_id)
+        .collect();
     for v in body.days.iter().filter(|d| d.kind == DayKind::Donor) {
         let Some(old) = v.replaces_collection_id else {
             continue;
@@ -964,6 +970,14 @@ pub fn accept(
                 v,
                 "collection_gone",
                 format!("collection {old} is no longer booked"),
+            ));
+            continue;
+        }
+        if stimulated.contains(&old) {
+            changed.push(day_reason(
+                v,
+                "collection_stimulated",
+                format!("the donor of collection {old} has been stimulated for it: it is no longer moved"),
             ));
             continue;
         }

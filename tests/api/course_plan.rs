@@ -18,6 +18,7 @@ both_backends!(
     a_finding_that_appeared_since_the_proposal_refuses_the_booking,
     a_repair_moves_a_kept_day_when_that_is_the_only_way_to_cover_the_broken_one,
     a_unit_in_stock_covers_the_first_day_and_its_discard_breaks_the_plan,
+    a_repair_does_not_move_a_booking_whose_donor_was_stimulated_since,
 );
 
 /// Two days from now at 14:00 UTC: the first day's morning slots are still stimulable.
@@ -661,4 +662,58 @@ async fn a_unit_in_stock_covers_the_first_day_and_its_discard_breaks_the_plan(ba
     assert_eq!(fixed[0]["uncovered_reason"]["code"], "no_time_to_stimulate", "{repair}");
     assert_eq!(fixed[1]["uncovered_reason"]["code"], "no_eligible_donor", "{repair}");
     assert!(fixed.iter().all(|d| d["changed"] == true), "{repair}");
+}
+
+async fn a_repair_does_not_move_a_booking_whose_donor_was_stimulated_since(backend: Backend) {
+    let b = bank(backend).await;
+    b.app.create_device(&b.tech, "Optia 1").await;
+    let pool = donors(&b, &["Ann", "Bea", "Cat"], "A").await;
+    let request = course_request(&b, "PLAN-8", 2).await;
+    let list = days(&accept(&b, request, &propose(&b, request).await).await);
+    let (x, y) = (
+        list[0]["donor_id"].as_i64().expect("x"),
+        list[1]["donor_id"].as_i64().expect("y"),
+    );
+    let z = *pool.iter().find(|d| **d != x && **d != y).expect("a third donor");
+    let (x_booking, y_booking) = (list[0]["collection_id"].clone(), list[1]["collection_id"].clone());
+    b.app
+        .post(
+            &format!("/api/v1/collections/{y_booking}/abort"),
+            Some(&b.tech),
+            &json!({"reason": "donor cancelled"}),
+        )
+        .await
+        .ok(200);
+    let day1 = first_transfusion().date_naive();
+    unavailable(&b, y, day1 - Duration::days(1), day1 + Duration::days(1)).await;
+    unavailable(&b, z, day1, day1 + Duration::days(1)).await;
+    let repair = propose(&b, request).await;
+    assert_eq!(days(&repair)[0]["replaces_collection_id"], x_booking, "{repair}");
+    // Day 1's donor takes the first dose for the booking the repair would move.
+    b.app
+        .post(
+            &format!("/api/v1/donors/{x}/stimulations"),
+            Some(&b.tech),
+            &json!({"agent": "gcsf", "dose": 480, "dose_unit": "ug", "administered_at": ts(now_minute()), "collection_id": x_booking}),
+        )
+        .await
+        .ok(201);
+    let body = try_accept(&b, request, &repair)
+        .await
+        .problem(409, "plan_changed")
+        .clone();
+    let codes: Vec<&str> = body["reasons"]
+        .as_array()
+        .expect("reasons")
+        .iter()
+        .filter_map(|r| r["code"].as_str())
+        .collect();
+    assert!(codes.contains(&"collection_stimulated"), "{body}");
+    let kept = b
+        .app
+        .get(&format!("/api/v1/collections/{x_booking}"), Some(&b.tech))
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(kept["status"], "scheduled");
 }
