@@ -50,7 +50,7 @@ use crate::domain::matching::{self, DonorMatchFacts};
 use crate::domain::policy::Policy;
 use crate::domain::scheduling::{self, Booking, CollectionStatus, DonorRecord};
 use crate::domain::stimulation;
-use crate::domain::units::expires_at;
+use crate::domain::units::{UnitStatus, expires_at};
 
 /// Why a day is uncovered (stable codes).
 pub mod codes {
@@ -762,6 +762,60 @@ pub fn plan(input: &PlanInput<'_>) -> CoursePlan {
     }
 }
 
+/// What covers a day of an accepted plan now, as the alert scan reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlannedCover<'a> {
+    Collection {
+        id: i64,
+        status: CollectionStatus,
+        abort_reason: Option<&'a str>,
+        /// For a scheduled collection: the rules its donor fails at its start, if any.
+        donor_fails: &'a [&'static str],
+        /// For a completed one: the unit made from it (DIN, status).
+        unit: Option<(&'a str, UnitStatus)>,
+    },
+    Unit {
+        din: &'a str,
+        status: UnitStatus,
+    },
+    Nothing,
+}
+
+/// Why a day of an accepted plan lost its donor or unit (`course.plan_broken`), or `None` while
+/// it holds: its collection aborted, its donor no longer eligible at the slot, its unit
+/// discarded or expired.
+pub fn why_broken(cover: &PlannedCover<'_>) -> Option<String> {
+    let gone = |s: UnitStatus| matches!(s, UnitStatus::Discarded | UnitStatus::Expired);
+    match *cover {
+        PlannedCover::Collection {
+            id,
+            status: CollectionStatus::Aborted,
+            abort_reason,
+            ..
+        } => Some(format!(
+            "collection {id} was aborted{}",
+            abort_reason.map(|r| format!(" ({r})")).unwrap_or_default()
+        )),
+        PlannedCover::Collection {
+            id,
+            status: CollectionStatus::Scheduled,
+            donor_fails,
+            ..
+        } if !donor_fails.is_empty() => Some(format!(
+            "the donor of collection {id} is no longer eligible ({})",
+            donor_fails.join(", ")
+        )),
+        PlannedCover::Collection {
+            id,
+            status: CollectionStatus::Completed,
+            unit: Some((din, s)),
+            ..
+        } if gone(s) => Some(format!("unit {din} of collection {id} is {s}")),
+        PlannedCover::Unit { din, status } if gone(status) => Some(format!("unit {din} is {status}")),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1444,6 +1498,66 @@ mod tests {
                 (a.verdict, a.reasons.iter().map(|f| (f.code, f.severity, f.message.clone())).collect::<Vec<_>>())
             };
             prop_assert_eq!(at(super::tests::at(1, 8)), at(super::tests::at(1, 8) + TimeDelta::hours(hours)));
+        }
+    }
+
+    #[test]
+    fn a_plan_day_breaks_when_its_collection_aborts_its_donor_fails_or_its_unit_is_gone() {
+        let col = |status, donor_fails: &'static [&'static str], unit| PlannedCover::Collection {
+            id: 4,
+            status,
+            abort_reason: Some("donor cancelled"),
+            donor_fails,
+            unit,
+        };
+        use CollectionStatus::*;
+        use UnitStatus::*;
+        let cases: Vec<(PlannedCover<'static>, Option<&str>)> = vec![
+            (col(Scheduled, &[], None), None),
+            (
+                col(Scheduled, &["deferred"], None),
+                Some("the donor of collection 4 is no longer eligible (deferred)"),
+            ),
+            (col(InProgress, &["deferred"], None), None),
+            (
+                col(Aborted, &[], None),
+                Some("collection 4 was aborted (donor cancelled)"),
+            ),
+            (col(Completed, &[], Some(("D1", Quarantined))), None),
+            (col(Completed, &[], Some(("D1", Transfused))), None),
+            (
+                col(Completed, &[], Some(("D1", Discarded))),
+                Some("unit D1 of collection 4 is discarded"),
+            ),
+            (
+                col(Completed, &[], Some(("D1", Expired))),
+                Some("unit D1 of collection 4 is expired"),
+            ),
+            (
+                PlannedCover::Unit {
+                    din: "D2",
+                    status: Available,
+                },
+                None,
+            ),
+            (
+                PlannedCover::Unit {
+                    din: "D2",
+                    status: Allocated,
+                },
+                None,
+            ),
+            (
+                PlannedCover::Unit {
+                    din: "D2",
+                    status: Discarded,
+                },
+                Some("unit D2 is discarded"),
+            ),
+            (PlannedCover::Nothing, None),
+        ];
+        for (cover, expected) in cases {
+            assert_eq!(why_broken(&cover).as_deref(), expected, "{cover:?}");
         }
     }
 }

@@ -31,7 +31,7 @@ use super::collections::{self as collection_work, AbortInput, ScheduleInput};
 use super::{from_stored_json, stored, to_json, utc};
 use crate::domain::compatibility::{Severity, Verdict};
 use crate::domain::course;
-use crate::domain::course_plan::{self, DayPlan, PlanDay, PlanDonor, PlanInput, Score, Slot};
+use crate::domain::course_plan::{self, DayPlan, PlanDay, PlanDonor, PlanInput, PlannedCover, Score, Slot};
 use crate::domain::eligibility::Eligibility;
 use crate::domain::matching;
 use crate::domain::policy::Policy;
@@ -1163,35 +1163,30 @@ pub fn broken_days(
         .into_iter()
         .map(|(id, din, s)| (id, (din, s)))
         .collect();
-    let gone = |s: UnitStatus| matches!(s, UnitStatus::Discarded | UnitStatus::Expired);
     let mut out = Vec::new();
     for (plan, days) in plans {
         let mut list = Vec::new();
         for d in days {
-            let broken = match (d.collection_id, d.unit_id) {
+            let cover = match (d.collection_id, d.unit_id) {
                 (Some(c), _) => match status.get(&c) {
-                    Some((CollectionStatus::Aborted, reason)) => Some(format!(
-                        "collection {c} was aborted{}",
-                        reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
-                    )),
-                    Some((CollectionStatus::Scheduled, _)) => ineligible.get(&c).map(|codes| {
-                        format!(
-                            "the donor of collection {c} is no longer eligible ({})",
-                            codes.join(", ")
-                        )
-                    }),
-                    Some((CollectionStatus::Completed, _)) => made
-                        .iter()
-                        .find(|(_, col, _, s)| *col == Some(c) && gone(*s))
-                        .map(|(_, _, din, s)| format!("unit {din} of collection {c} is {s}")),
-                    _ => None,
+                    Some((s, reason)) => PlannedCover::Collection {
+                        id: c,
+                        status: *s,
+                        abort_reason: reason.as_deref(),
+                        donor_fails: ineligible.get(&c).map(Vec::as_slice).unwrap_or_default(),
+                        unit: made
+                            .iter()
+                            .find(|(_, col, _, _)| *col == Some(c))
+                            .map(|(_, _, din, s)| (din.as_str(), *s)),
+                    },
+                    None => PlannedCover::Nothing,
                 },
                 (None, Some(u)) => units
                     .get(&u)
-                    .filter(|(_, s)| gone(*s))
-                    .map(|(din, s)| format!("unit {din} is {s}")),
-                (None, None) => None,
+                    .map_or(PlannedCover::Nothing, |(din, s)| PlannedCover::Unit { din, status: *s }),
+                (None, None) => PlannedCover::Nothing,
             };
+            let broken = course_plan::why_broken(&cover);
             list.push((u32::try_from(d.day).unwrap_or(0), utc(d.due_at), broken));
         }
         out.push((plan.request_id, plan.id, list));
